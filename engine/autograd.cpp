@@ -1,0 +1,147 @@
+#include "engine/autograd.h"
+
+#include <fmt/format.h>
+
+#include "engine/dispatch.h"
+#include "kernels/elementwise.h"
+
+namespace gan {
+
+namespace {
+thread_local bool t_grad_enabled = true;
+
+// dst += src (same shape, device, dtype).
+void add_into(Tensor& dst, const Tensor& src) {
+  const int64_t n = dst.numel();
+  if (dst.is_cuda()) {
+    kernels::axpy_cuda(1.f, src.data<float>(), dst.data<float>(), n, cuda::stream());
+  } else {
+    dispatch_cpu(dst, "accumulate_grad", [&](auto t) {
+      using T = decltype(t);
+      kernels::axpy_cpu<T>(1.0, src.data<T>(), dst.data<T>(), n);
+    });
+  }
+}
+}  // namespace
+
+Var make_output(Tensor value, bool requires_grad) {
+  Var v;
+  v.value_ = std::move(value);
+  v.node_ = std::make_shared<GradNode>();
+  v.node_->shape = v.value_.shape();
+  v.node_->requires_grad = requires_grad;
+  v.node_->is_leaf = !requires_grad;
+  return v;
+}
+
+Var::Var(Tensor value, bool requires_grad) : value_(std::move(value)) {
+  node_ = std::make_shared<GradNode>();
+  node_->shape = value_.shape();
+  node_->requires_grad = requires_grad;
+}
+
+Var Var::detach() const { return Var(value_, false); }
+
+Var parameter(Tensor value, std::string name) {
+  Var v(std::move(value), true);
+  v.node()->is_param = true;
+  v.node()->name = std::move(name);
+  v.node()->grad = Tensor::zeros_like(v.value());
+  return v;
+}
+
+void zero_grad(const std::vector<Var>& vars) {
+  for (const Var& v : vars) {
+    if (!v.node()) continue;
+    if (v.is_param())
+      v.node()->grad.zero_();
+    else
+      v.node()->grad = Tensor();
+  }
+}
+
+NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }
+NoGradGuard::~NoGradGuard() { t_grad_enabled = prev_; }
+bool grad_enabled() { return t_grad_enabled; }
+
+Tape& tape() {
+  thread_local Tape t;
+  return t;
+}
+
+void accumulate_grad(GradNode& node, const Tensor& g, const char* op) {
+  GAN_CHECK(g.shape() == node.shape,
+            fmt::format("backward of {}: gradient of shape {} for an input of shape {}", op,
+                        g.shape().str(), node.shape.str()));
+  if (!node.grad.defined()) {
+    node.grad = g;  // alias: nobody writes into a gradient that is not a parameter buffer
+  } else if (node.is_param) {
+    check_same_device(op, {&node.grad, &g});
+    add_into(node.grad, g);
+  } else {
+    Tensor sum = node.grad.clone();
+    add_into(sum, g);
+    node.grad = sum;
+  }
+}
+
+void BackwardContext::add(int i, const Tensor& g) const {
+  GradNode* n = inputs_[size_t(i)];
+  if (n && n->requires_grad) accumulate_grad(*n, g, op);
+}
+
+Tensor* BackwardContext::accum_buffer(int i) const {
+  GradNode* n = inputs_[size_t(i)];
+  return (n && n->is_param) ? &n->grad : nullptr;
+}
+
+Var record(const char* op, const std::vector<Var>& inputs, Tensor out, BackwardFn backward) {
+  bool any = false;
+  if (t_grad_enabled)
+    for (const Var& v : inputs) any = any || v.requires_grad();
+  Var result = make_output(std::move(out), any);
+  if (!any) return result;
+  TapeEntry e;
+  e.op = op;
+  e.inputs.reserve(inputs.size());
+  for (const Var& v : inputs) e.inputs.push_back(v.requires_grad() ? v.node() : nullptr);
+  e.output = result.node();
+  e.backward = std::move(backward);
+  tape().entries().push_back(std::move(e));
+  return result;
+}
+
+Var record(const char* op, std::initializer_list<Var> inputs, Tensor out, BackwardFn backward) {
+  return record(op, std::vector<Var>(inputs), std::move(out), std::move(backward));
+}
+
+void backward(const Var& root, const Tensor& dout, bool retain_tape) {
+  GAN_CHECK(root.requires_grad(),
+            "backward: the root does not require grad (no recorded op "
+            "depends on a parameter, or it was computed under no_grad)");
+  Tensor seed = dout;
+  if (!seed.defined()) {
+    GAN_CHECK(root.value().numel() == 1, "backward: root of shape " + root.shape().str() +
+                                             " is not a scalar; pass its gradient");
+    seed = Tensor::full(root.shape(), 1.0, root.device(), root.value().dtype());
+  }
+  check_shape("backward", "the root gradient", seed, root.shape());
+  accumulate_grad(*root.node(), seed, "backward");
+
+  auto& entries = tape().entries();
+  std::vector<GradNode*> ins;
+  for (size_t k = entries.size(); k-- > 0;) {
+    TapeEntry& e = entries[k];
+    GradNode& out = *e.output;
+    if (!out.grad.defined()) continue;
+    ins.clear();
+    for (const auto& p : e.inputs) ins.push_back(p.get());
+    // Hold the gradient: the closure may be the last user of out.grad's storage.
+    const Tensor d = out.grad;
+    e.backward(BackwardContext(e.op, d, ins));
+    if (!out.retain_grad && !out.is_leaf) out.grad = Tensor();
+  }
+  if (!retain_tape) tape().clear();
+}
+
+}  // namespace gan

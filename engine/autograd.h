@@ -1,0 +1,142 @@
+// Tape autograd.
+//
+// A Var is a cheap handle: a value Tensor plus a shared GradNode that receives its gradient. Every
+// differentiable op computes its output, then record()s one tape entry: the input nodes, the output
+// node and a backward closure holding exactly the tensors that backward needs (an op that does not
+// need a tensor does not keep it alive). backward(loss) seeds d loss = 1 and walks the tape in
+// reverse; an entry whose output received a gradient calls its closure, which adds gradients to
+// its inputs through BackwardContext::add (shape-checked). The tape is then cleared, releasing the
+// saved tensors, unless retain_tape is set.
+//
+// Gradients: parameters own a persistent grad buffer that backward accumulates into in place and
+// zero_grad() zeroes without reallocating. Other leaves and intermediates receive fresh tensors
+// (accumulation never writes into a tensor that another node may alias). Intermediate gradients
+// are dropped once their producer's backward has run, unless retain_grad() was called.
+//
+// Backward closures must treat `dout` as read-only: it may be aliased as another node's gradient.
+#pragma once
+
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace gan {
+
+struct GradNode {
+  Tensor grad;
+  Shape shape;
+  bool requires_grad = false;
+  bool is_param = false;     // leaf with a persistent grad buffer
+  bool retain_grad = false;  // keep the gradient of a non-leaf after backward
+  bool is_leaf = true;
+  std::string name;
+};
+
+class Var {
+ public:
+  Var() = default;
+  // A leaf. requires_grad leaves receive gradients (as fresh tensors; see parameter()).
+  explicit Var(Tensor value, bool requires_grad = false);
+
+  bool defined() const { return value_.defined(); }
+  const Tensor& value() const { return value_; }
+  const Tensor& grad() const { return node_->grad; }
+  bool requires_grad() const { return node_ && node_->requires_grad; }
+  bool is_param() const { return node_ && node_->is_param; }
+  const Shape& shape() const { return value_.shape(); }
+  Device device() const { return value_.device(); }
+  const std::string& name() const { return node_->name; }
+  Var& set_name(std::string name) {
+    node_->name = std::move(name);
+    return *this;
+  }
+  // Same value, no gradient: the returned Var is a leaf that stops backpropagation.
+  Var detach() const;
+  void retain_grad() { node_->retain_grad = true; }
+  void clear_grad() { node_->grad = Tensor(); }
+  const std::shared_ptr<GradNode>& node() const { return node_; }
+
+ private:
+  friend Var make_output(Tensor value, bool requires_grad);
+  Tensor value_;
+  std::shared_ptr<GradNode> node_;
+};
+
+// A trainable parameter: a leaf that requires grad with a zeroed gradient buffer of its shape.
+Var parameter(Tensor value, std::string name = {});
+// Zeroes parameter gradient buffers in place (no reallocation); other Vars drop their gradient.
+void zero_grad(const std::vector<Var>& vars);
+
+// While alive, ops record nothing (grad mode off). Nests.
+class NoGradGuard {
+ public:
+  NoGradGuard();
+  ~NoGradGuard();
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+bool grad_enabled();
+
+class BackwardContext {
+ public:
+  const char* op;
+  const Tensor& dout;  // gradient of the op's output (read-only)
+
+  // Does input i want a gradient?
+  bool needs(int i) const { return inputs_[size_t(i)] && inputs_[size_t(i)]->requires_grad; }
+  // Adds g to input i's gradient. g must have input i's shape.
+  void add(int i, const Tensor& g) const;
+  // Input i's persistent gradient buffer when it is a parameter, for ops that can accumulate in
+  // place (a GEMM with beta = 1); nullptr otherwise (use add()).
+  Tensor* accum_buffer(int i) const;
+
+  BackwardContext(const char* op_name, const Tensor& d, const std::vector<GradNode*>& inputs)
+      : op(op_name), dout(d), inputs_(inputs) {}
+
+ private:
+  const std::vector<GradNode*>& inputs_;
+};
+
+using BackwardFn = std::function<void(const BackwardContext&)>;
+
+// Wraps `out` as the result of `op` on `inputs`. If grad mode is on and an input requires grad,
+// appends a tape entry whose closure computes the input gradients; else returns a plain Var.
+Var record(const char* op, std::initializer_list<Var> inputs, Tensor out, BackwardFn backward);
+Var record(const char* op, const std::vector<Var>& inputs, Tensor out, BackwardFn backward);
+
+struct TapeEntry {
+  const char* op;
+  std::vector<std::shared_ptr<GradNode>> inputs;  // null where the input needs no gradient
+  std::shared_ptr<GradNode> output;
+  BackwardFn backward;
+};
+
+class Tape {
+ public:
+  std::vector<TapeEntry>& entries() { return entries_; }
+  size_t size() const { return entries_.size(); }
+  void clear() { entries_.clear(); }
+
+ private:
+  std::vector<TapeEntry> entries_;
+};
+
+// The calling thread's tape.
+Tape& tape();
+
+// Backpropagates from root. dout defaults to 1 for a one-element root; otherwise it must have
+// root's shape. Clears the tape unless retain_tape.
+void backward(const Var& root, const Tensor& dout = Tensor(), bool retain_tape = false);
+
+// Adds g into node's gradient (shape-checked, naming op on mismatch). Exposed for optimizers and
+// tests; ops use BackwardContext::add.
+void accumulate_grad(GradNode& node, const Tensor& g, const char* op);
+
+}  // namespace gan

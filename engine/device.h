@@ -1,0 +1,41 @@
+// The CUDA device context: one device, one engine stream on which every op runs, a cuBLAS handle
+// bound to it, and the stream-ordered memory pool. Everything is created on first use; on a
+// machine without a GPU, cuda_available() is false and context() throws a clear error.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+namespace gan {
+
+// True when a CUDA device can be used (the driver loads and reports at least one device).
+bool cuda_available();
+
+// Math mode for float32 GEMMs and convolutions: strict float32 by default; TF32 tensor cores when
+// allowed. The setting applies to cuBLAS now and to cuDNN convolutions created afterwards.
+void set_allow_tf32(bool allow);
+bool allow_tf32();
+
+namespace cuda {
+
+struct Context {
+  int device = 0;
+  int sm_count = 0;
+  cudaStream_t stream = nullptr;
+  cublasHandle_t cublas = nullptr;
+  cudaMemPool_t pool = nullptr;
+};
+
+Context& context();
+inline cudaStream_t stream() { return context().stream; }
+inline cublasHandle_t cublas() { return context().cublas; }
+// Waits for all work on the engine stream.
+void synchronize();
+// Bytes the memory pool holds from the driver (steady-state training should not grow this).
+size_t pool_reserved_bytes();
+
+}  // namespace cuda
+}  // namespace gan

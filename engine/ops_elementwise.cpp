@@ -1,0 +1,129 @@
+// Elementwise ops: unary activations, scale, broadcasting add/sub/mul/div.
+#include <fmt/format.h>
+
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "engine/tensor_ops.h"
+#include "kernels/elementwise.h"
+
+namespace gan {
+
+namespace {
+
+using kernels::Binary;
+using kernels::Unary;
+
+Tensor unary_forward(Unary op, double alpha, const Tensor& x) {
+  Tensor y = Tensor::empty_like(x);
+  if (x.is_cuda()) {
+    check_cuda_f32(kernels::unary_name(op), x);
+    kernels::unary_forward_cuda(op, float(alpha), x.data<float>(), y.data<float>(), x.numel(),
+                                cuda::stream());
+  } else {
+    dispatch_cpu(x, kernels::unary_name(op), [&](auto t) {
+      using T = decltype(t);
+      kernels::unary_forward_cpu<T>(op, alpha, x.data<T>(), y.data<T>(), x.numel());
+    });
+  }
+  return y;
+}
+
+// x or y may be undefined when op does not read it.
+Tensor unary_backward(Unary op, double alpha, const Tensor& x, const Tensor& y, const Tensor& dy) {
+  Tensor dx = Tensor::empty_like(dy);
+  if (dy.is_cuda()) {
+    kernels::unary_backward_cuda(op, float(alpha), x.defined() ? x.data<float>() : nullptr,
+                                 y.defined() ? y.data<float>() : nullptr, dy.data<float>(),
+                                 dx.data<float>(), dy.numel(), cuda::stream());
+  } else {
+    dispatch_cpu(dy, kernels::unary_name(op), [&](auto t) {
+      using T = decltype(t);
+      kernels::unary_backward_cpu<T>(op, alpha, x.defined() ? x.data<T>() : nullptr,
+                                     y.defined() ? y.data<T>() : nullptr, dy.data<T>(),
+                                     dx.data<T>(), dy.numel());
+    });
+  }
+  return dx;
+}
+
+Var unary(Unary op, double alpha, const Var& x) {
+  const Tensor& xv = x.value();
+  Tensor y = unary_forward(op, alpha, xv);
+  // Save only what the backward reads.
+  Tensor saved_x = op == Unary::kLeakyRelu ? xv : Tensor();
+  Tensor saved_y =
+      (op == Unary::kRelu || op == Unary::kTanh || op == Unary::kSigmoid) ? y : Tensor();
+  return record(kernels::unary_name(op), {x}, y,
+                [op, alpha, saved_x, saved_y](const BackwardContext& c) {
+                  c.add(0, unary_backward(op, alpha, saved_x, saved_y, c.dout));
+                });
+}
+
+Var binary(Binary op, const Var& a, const Var& b) {
+  const char* name = kernels::binary_name(op);
+  const Tensor &av = a.value(), &bv = b.value();
+  check_same_device(name, {&av, &bv});
+  check_same_dtype(name, {&av, &bv});
+  const Shape out_shape = broadcast_shapes(av.shape(), bv.shape(), name);
+  const kernels::BroadcastIndex bi =
+      kernels::make_broadcast_index(out_shape, av.shape(), bv.shape());
+  Tensor y = Tensor::empty(out_shape, av.device(), av.dtype());
+  if (av.is_cuda()) {
+    check_cuda_f32(name, av);
+    kernels::binary_forward_cuda(op, bi, av.data<float>(), bv.data<float>(), y.data<float>(),
+                                 cuda::stream());
+  } else {
+    dispatch_cpu(av, name, [&](auto t) {
+      using T = decltype(t);
+      kernels::binary_forward_cpu<T>(op, bi, av.data<T>(), bv.data<T>(), y.data<T>());
+    });
+  }
+  // add/sub need no saved inputs; mul/div keep both operands.
+  const bool keep = op == Binary::kMul || op == Binary::kDiv;
+  Tensor sa = keep ? av : Tensor(), sb = keep ? bv : Tensor();
+  const Shape a_shape = av.shape(), b_shape = bv.shape();
+  return record(name, {a, b}, y, [op, bi, sa, sb, a_shape, b_shape](const BackwardContext& c) {
+    const Tensor& dy = c.dout;
+    if (op == Binary::kAdd || op == Binary::kSub) {
+      if (c.needs(0)) c.add(0, sum_to_shape(dy, a_shape));
+      if (c.needs(1)) {
+        const Tensor g = sum_to_shape(dy, b_shape);
+        c.add(1, op == Binary::kAdd ? g : scaled(g, -1.0));
+      }
+      return;
+    }
+    Tensor ga = c.needs(0) ? Tensor::empty_like(dy) : Tensor();
+    Tensor gb = c.needs(1) ? Tensor::empty_like(dy) : Tensor();
+    if (dy.is_cuda()) {
+      kernels::binary_backward_cuda(op, bi, sa.data<float>(), sb.data<float>(), dy.data<float>(),
+                                    ga.defined() ? ga.data<float>() : nullptr,
+                                    gb.defined() ? gb.data<float>() : nullptr, cuda::stream());
+    } else {
+      dispatch_cpu(dy, kernels::binary_name(op), [&](auto t) {
+        using T = decltype(t);
+        kernels::binary_backward_cpu<T>(op, bi, sa.data<T>(), sb.data<T>(), dy.data<T>(),
+                                        ga.defined() ? ga.data<T>() : nullptr,
+                                        gb.defined() ? gb.data<T>() : nullptr);
+      });
+    }
+    if (ga.defined()) c.add(0, sum_to_shape(ga, a_shape));
+    if (gb.defined()) c.add(1, sum_to_shape(gb, b_shape));
+  });
+}
+
+}  // namespace
+
+Var add(const Var& a, const Var& b) { return binary(Binary::kAdd, a, b); }
+Var sub(const Var& a, const Var& b) { return binary(Binary::kSub, a, b); }
+Var mul(const Var& a, const Var& b) { return binary(Binary::kMul, a, b); }
+Var div(const Var& a, const Var& b) { return binary(Binary::kDiv, a, b); }
+
+Var scale(const Var& x, double s) { return unary(Unary::kScale, s, x); }
+Var relu(const Var& x) { return unary(Unary::kRelu, 0.0, x); }
+Var leaky_relu(const Var& x, double negative_slope) {
+  return unary(Unary::kLeakyRelu, negative_slope, x);
+}
+Var tanh(const Var& x) { return unary(Unary::kTanh, 0.0, x); }
+Var sigmoid(const Var& x) { return unary(Unary::kSigmoid, 0.0, x); }
+
+}  // namespace gan

@@ -1,0 +1,166 @@
+// matmul and linear on cuBLAS (GPU) or the loop reference (CPU).
+#include <fmt/format.h>
+
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/elementwise.h"
+#include "kernels/matmul.h"
+#include "kernels/reduce.h"
+
+namespace gan {
+
+namespace {
+
+using kernels::Gemm;
+
+// C = alpha op(A) op(B) + beta C on the tensors' device.
+void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double beta,
+          const Tensor& C) {
+  if (A.is_cuda()) {
+    kernels::gemm_cuda(g, float(alpha), A.data<float>(), B.data<float>(), float(beta),
+                       C.data<float>(), cuda::cublas());
+  } else {
+    dispatch_cpu(A, "gemm", [&](auto t) {
+      using T = decltype(t);
+      kernels::gemm_cpu<T>(g, alpha, A.data<T>(), B.data<T>(), beta, C.data<T>());
+    });
+  }
+}
+
+// Column sums of dy (rows, cols) into db (cols): accumulate into it, or overwrite.
+void column_sums(const Tensor& dy, int64_t rows, int64_t cols, const Tensor& db, bool accumulate) {
+  if (dy.is_cuda()) {
+    const size_t ws = kernels::reduce_sum_workspace_bytes(1, rows, cols);
+    Tensor work;
+    if (ws) work = Tensor::empty(Shape{int64_t(ws / sizeof(float))}, Device::CUDA);
+    kernels::reduce_sum_cuda(dy.data<float>(), 1, rows, cols, 1.f, accumulate, db.data<float>(),
+                             ws ? work.raw() : nullptr, ws, cuda::stream());
+  } else {
+    dispatch_cpu(dy, "linear", [&](auto t) {
+      using T = decltype(t);
+      kernels::reduce_sum_cpu<T>(dy.data<T>(), 1, rows, cols, 1.0, accumulate, db.data<T>());
+    });
+  }
+}
+
+// Computes a parameter-or-not gradient with a GEMM: straight into the parameter's buffer
+// (beta = 1) when there is one, else into a fresh tensor handed to add().
+void gemm_grad(const BackwardContext& c, int input, const Shape& shape, const Gemm& g,
+               const Tensor& A, const Tensor& B) {
+  if (Tensor* acc = c.accum_buffer(input)) {
+    check_shape(c.op, "parameter gradient buffer", *acc, shape);
+    gemm(g, 1.0, A, B, 1.0, *acc);
+  } else {
+    Tensor grad = Tensor::empty(shape, A.device(), A.dtype());
+    gemm(g, 1.0, A, B, 0.0, grad);
+    c.add(input, grad);
+  }
+}
+
+}  // namespace
+
+Var matmul(const Var& a, const Var& b) {
+  const Tensor &av = a.value(), &bv = b.value();
+  check_same_device("matmul", {&av, &bv});
+  check_same_dtype("matmul", {&av, &bv});
+  const Shape sa = av.shape(), sb = bv.shape();
+  const bool batched = sa.ndim == 3 && sb.ndim == 3;
+  GAN_CHECK((sa.ndim == 2 && sb.ndim == 2) || batched,
+            fmt::format("matmul: expected (m, k) x (k, n) or (B, m, k) x (B, k, n), got {} x {}",
+                        sa.str(), sb.str()));
+  const int64_t batch = batched ? sa[0] : 1;
+  const int64_t m = sa.dim(-2), k = sa.dim(-1), n = sb.dim(-1);
+  GAN_CHECK(sb.dim(-2) == k && (!batched || sb[0] == batch),
+            fmt::format("matmul: shapes {} and {} do not match", sa.str(), sb.str()));
+  const Shape out_shape = batched ? Shape{batch, m, n} : Shape{m, n};
+  Tensor y = Tensor::empty(out_shape, av.device(), av.dtype());
+  if (av.is_cuda()) check_cuda_f32("matmul", av);
+  Gemm g;
+  g.m = m, g.n = n, g.k = k, g.batch = batch;
+  g.stride_a = m * k, g.stride_b = k * n, g.stride_c = m * n;
+  gemm(g, 1.0, av, bv, 0.0, y);
+  // da needs b and db needs a: keep each only if the other side wants a gradient.
+  const Tensor keep_a = b.requires_grad() ? av : Tensor();
+  const Tensor keep_b = a.requires_grad() ? bv : Tensor();
+  return record("matmul", {a, b}, y, [keep_a, keep_b, sa, sb, g](const BackwardContext& c) {
+    const Tensor& dy = c.dout;
+    if (c.needs(0)) {  // da (m, k) = dy (m, n) b^T
+      Gemm d = g;
+      d.trans_b = true, d.m = g.m, d.n = g.k, d.k = g.n;
+      d.stride_a = g.m * g.n, d.stride_b = g.k * g.n, d.stride_c = g.m * g.k;
+      gemm_grad(c, 0, sa, d, dy, keep_b);
+    }
+    if (c.needs(1)) {  // db (k, n) = a^T (k, m) dy (m, n)
+      Gemm d = g;
+      d.trans_a = true, d.m = g.k, d.n = g.n, d.k = g.m;
+      d.stride_a = g.m * g.k, d.stride_b = g.m * g.n, d.stride_c = g.k * g.n;
+      gemm_grad(c, 1, sb, d, keep_a, dy);
+    }
+  });
+}
+
+Var linear(const Var& x, const Var& w, const Var& b) {
+  const Tensor &xv = x.value(), &wv = w.value();
+  const Tensor bv = b.defined() ? b.value() : Tensor();
+  check_same_device("linear", {&xv, &wv, &bv});
+  check_same_dtype("linear", {&xv, &wv, &bv});
+  const Shape& sx = xv.shape();
+  GAN_CHECK(wv.ndim() == 2 && sx.ndim >= 1 && sx.back() == wv.dim(1),
+            fmt::format("linear: input {} does not match weight {} (out, in)", sx.str(),
+                        wv.shape().str()));
+  const int64_t in = wv.dim(1), out = wv.dim(0), rows = sx.numel() / (in ? in : 1);
+  if (bv.defined()) check_shape("linear", "bias", bv, Shape{out});
+  Shape out_shape = sx;
+  out_shape.dims[sx.ndim - 1] = out;
+  Tensor y = Tensor::empty(out_shape, xv.device(), xv.dtype());
+  if (xv.is_cuda()) check_cuda_f32("linear", xv);
+  Gemm g;  // y (rows, out) = x (rows, in) w^T
+  g.trans_b = true, g.m = rows, g.n = out, g.k = in;
+  gemm(g, 1.0, xv, wv, 0.0, y);
+  if (bv.defined()) {  // y += b, broadcast over rows (in place)
+    const kernels::BroadcastIndex bi =
+        kernels::make_broadcast_index(Shape{rows, out}, Shape{rows, out}, Shape{out});
+    if (xv.is_cuda()) {
+      kernels::binary_forward_cuda(kernels::Binary::kAdd, bi, y.data<float>(), bv.data<float>(),
+                                   y.data<float>(), cuda::stream());
+    } else {
+      dispatch_cpu(xv, "linear", [&](auto t) {
+        using T = decltype(t);
+        kernels::binary_forward_cpu<T>(kernels::Binary::kAdd, bi, y.data<T>(), bv.data<T>(),
+                                       y.data<T>());
+      });
+    }
+  }
+  const std::vector<Var> inputs = b.defined() ? std::vector<Var>{x, w, b} : std::vector<Var>{x, w};
+  const bool has_bias = b.defined();
+  // dx needs w and dw needs x: keep each only if the other side wants a gradient.
+  const Tensor keep_x = w.requires_grad() ? xv : Tensor();
+  const Tensor keep_w = x.requires_grad() ? wv : Tensor();
+  const Shape x_shape = sx, w_shape = wv.shape();
+  return record(
+      "linear", inputs, y,
+      [keep_x, keep_w, x_shape, w_shape, rows, in, out, has_bias](const BackwardContext& c) {
+        const Tensor& dy = c.dout;
+        if (c.needs(0)) {  // dx (rows, in) = dy (rows, out) w (out, in)
+          Gemm d;
+          d.m = rows, d.n = in, d.k = out;
+          gemm_grad(c, 0, x_shape, d, dy, keep_w);
+        }
+        if (c.needs(1)) {  // dw (out, in) = dy^T (out, rows) x (rows, in)
+          Gemm d;
+          d.trans_a = true, d.m = out, d.n = in, d.k = rows;
+          gemm_grad(c, 1, w_shape, d, dy, keep_x);
+        }
+        if (has_bias && c.needs(2)) {  // db (out) = sum over rows of dy
+          if (Tensor* acc = c.accum_buffer(2)) {
+            column_sums(dy, rows, out, *acc, true);
+          } else {
+            Tensor db = Tensor::empty(Shape{out}, dy.device(), dy.dtype());
+            column_sums(dy, rows, out, db, false);
+            c.add(2, db);
+          }
+        }
+      });
+}
+
+}  // namespace gan

@@ -1,0 +1,60 @@
+// sum and mean, over all elements or over axes.
+#include <fmt/format.h>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/tensor_ops.h"
+
+namespace gan {
+
+namespace {
+
+uint32_t axis_mask(const Shape& s, const std::vector<int>& axes, const char* op) {
+  uint32_t mask = 0;
+  for (int a : axes) {
+    const int d = a < 0 ? a + s.ndim : a;
+    GAN_CHECK(d >= 0 && d < s.ndim,
+              fmt::format("{}: axis {} out of range for shape {}", op, a, s.str()));
+    GAN_CHECK(!(mask >> d & 1u), fmt::format("{}: axis {} given twice", op, a));
+    mask |= 1u << d;
+  }
+  return mask;
+}
+
+Var reduce(const char* op, const Var& x, uint32_t mask, bool mean, bool keepdim) {
+  const Shape& s = x.shape();
+  int64_t count = 1;
+  Shape kept = s, out_shape;
+  std::vector<int64_t> out_dims;
+  for (int d = 0; d < s.ndim; ++d) {
+    if (mask >> d & 1u) {
+      count *= s.dims[d];
+      kept.dims[d] = 1;
+      if (keepdim) out_dims.push_back(1);
+    } else {
+      out_dims.push_back(s.dims[d]);
+    }
+  }
+  out_shape = Shape(out_dims);
+  // The mean of no elements is NaN (0/0), as in PyTorch.
+  const double sc = mean ? (count ? 1.0 / double(count) : NAN) : 1.0;
+  Tensor y = reduce_sum_axes(x.value(), mask, sc).reshape(out_shape);
+  return record(op, {x}, y, [s, kept, sc](const BackwardContext& c) {
+    c.add(0, expand_to(c.dout.reshape(kept), s, sc));
+  });
+}
+
+}  // namespace
+
+Var sum(const Var& x) { return reduce("sum", x, (1u << x.shape().ndim) - 1, false, false); }
+Var mean(const Var& x) { return reduce("mean", x, (1u << x.shape().ndim) - 1, true, false); }
+
+Var sum(const Var& x, const std::vector<int>& axes, bool keepdim) {
+  return reduce("sum", x, axis_mask(x.shape(), axes, "sum"), false, keepdim);
+}
+
+Var mean(const Var& x, const std::vector<int>& axes, bool keepdim) {
+  return reduce("mean", x, axis_mask(x.shape(), axes, "mean"), true, keepdim);
+}
+
+}  // namespace gan

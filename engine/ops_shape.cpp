@@ -1,0 +1,90 @@
+// reshape, flatten, concat.
+#include <fmt/format.h>
+
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/concat.h"
+
+namespace gan {
+
+Var reshape(const Var& x, const Shape& shape) {
+  Tensor y = x.value().reshape(shape);
+  const Shape in = x.shape();
+  return record("reshape", {x}, y,
+                [in](const BackwardContext& c) { c.add(0, c.dout.reshape(in)); });
+}
+
+Var flatten(const Var& x, int start_dim) {
+  const Shape& s = x.shape();
+  const int d = start_dim < 0 ? start_dim + s.ndim : start_dim;
+  GAN_CHECK(d >= 0 && d <= s.ndim,
+            fmt::format("flatten: start_dim {} out of range for {}", start_dim, s.str()));
+  std::vector<int64_t> dims(s.dims, s.dims + d);
+  dims.push_back(s.prod(d, s.ndim));
+  return reshape(x, Shape(dims));
+}
+
+Var concat(const std::vector<Var>& xs, int axis) {
+  GAN_CHECK(!xs.empty(), "concat: no inputs");
+  const Shape& s0 = xs[0].shape();
+  const int ax = axis < 0 ? axis + s0.ndim : axis;
+  GAN_CHECK(ax >= 0 && ax < s0.ndim,
+            fmt::format("concat: axis {} out of range for {}", axis, s0.str()));
+  Shape out_shape = s0;
+  out_shape.dims[ax] = 0;
+  std::vector<int64_t> widths;
+  std::vector<Shape> shapes;
+  const int64_t inner = s0.prod(ax + 1, s0.ndim);
+  for (size_t j = 0; j < xs.size(); ++j) {
+    const Shape& s = xs[j].shape();
+    bool ok = s.ndim == s0.ndim;
+    for (int d = 0; ok && d < s.ndim; ++d) ok = d == ax || s.dims[d] == s0.dims[d];
+    GAN_CHECK(ok, fmt::format("concat: input {} has shape {}, incompatible with {} along axis {}",
+                              j, s.str(), s0.str(), ax));
+    check_same_device("concat", {&xs[0].value(), &xs[j].value()});
+    check_same_dtype("concat", {&xs[0].value(), &xs[j].value()});
+    out_shape.dims[ax] += s.dims[ax];
+    widths.push_back(s.dims[ax] * inner);
+    shapes.push_back(s);
+  }
+  const int64_t rows = s0.prod(0, ax);
+  const Tensor& x0 = xs[0].value();
+  Tensor y = Tensor::empty(out_shape, x0.device(), x0.dtype());
+  const int count = int(xs.size());
+  if (x0.is_cuda()) {
+    check_cuda_f32("concat", x0);
+    std::vector<const float*> ptrs;
+    for (const Var& v : xs) ptrs.push_back(v.value().data<float>());
+    kernels::concat_cuda(count, ptrs.data(), widths.data(), rows, y.data<float>(), cuda::stream());
+  } else {
+    dispatch_cpu(x0, "concat", [&](auto t) {
+      using T = decltype(t);
+      std::vector<const T*> ptrs;
+      for (const Var& v : xs) ptrs.push_back(v.value().data<T>());
+      kernels::concat_cpu<T>(count, ptrs.data(), widths.data(), rows, y.data<T>());
+    });
+  }
+  return record("concat", xs, y, [count, widths, rows, shapes](const BackwardContext& c) {
+    const Tensor& dy = c.dout;
+    std::vector<Tensor> dxs(static_cast<size_t>(count));
+    for (int j = 0; j < count; ++j)
+      if (c.needs(j)) dxs[size_t(j)] = Tensor::empty(shapes[size_t(j)], dy.device(), dy.dtype());
+    if (dy.is_cuda()) {
+      std::vector<float*> ptrs;
+      for (const Tensor& t : dxs) ptrs.push_back(t.defined() ? t.data<float>() : nullptr);
+      kernels::split_cuda(count, dy.data<float>(), widths.data(), rows, ptrs.data(),
+                          cuda::stream());
+    } else {
+      dispatch_cpu(dy, "concat", [&](auto t) {
+        using T = decltype(t);
+        std::vector<T*> ptrs;
+        for (const Tensor& d : dxs) ptrs.push_back(d.defined() ? d.data<T>() : nullptr);
+        kernels::split_cpu<T>(count, dy.data<T>(), widths.data(), rows, ptrs.data());
+      });
+    }
+    for (int j = 0; j < count; ++j)
+      if (dxs[size_t(j)].defined()) c.add(j, dxs[size_t(j)]);
+  });
+}
+
+}  // namespace gan

@@ -1,0 +1,103 @@
+#include "engine/tensor_ops.h"
+
+#include "engine/dispatch.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
+
+namespace gan {
+
+namespace {
+
+// Reduces one run [begin, end) of axes: x viewed as (outer, r, inner).
+Tensor reduce_run(const Tensor& x, int begin, int end, double scale) {
+  const Shape& s = x.shape();
+  const int64_t outer = s.prod(0, begin), r = s.prod(begin, end), inner = s.prod(end, s.ndim);
+  Shape out_shape = s;
+  for (int d = begin; d < end; ++d) out_shape.dims[d] = 1;
+  Tensor y = Tensor::empty(out_shape, x.device(), x.dtype());
+  if (x.is_cuda()) {
+    const size_t ws = kernels::reduce_sum_workspace_bytes(outer, r, inner);
+    Tensor work;
+    if (ws) work = Tensor::empty(Shape{int64_t(ws / sizeof(float))}, Device::CUDA);
+    kernels::reduce_sum_cuda(x.data<float>(), outer, r, inner, float(scale), false, y.data<float>(),
+                             ws ? work.raw() : nullptr, ws, cuda::stream());
+  } else {
+    dispatch_cpu(x, "reduce_sum", [&](auto t) {
+      using T = decltype(t);
+      kernels::reduce_sum_cpu<T>(x.data<T>(), outer, r, inner, scale, false, y.data<T>());
+    });
+  }
+  return y;
+}
+
+}  // namespace
+
+Tensor reduce_sum_axes(const Tensor& x, uint32_t axis_mask, double scale) {
+  const Shape& s = x.shape();
+  // Axes of size 1 need no work; find runs of adjacent reduced axes.
+  Tensor cur = x;
+  bool scaled_once = false;
+  int d = 0;
+  while (d < s.ndim) {
+    if (!(axis_mask >> d & 1u) || s.dims[d] == 1) {
+      ++d;
+      continue;
+    }
+    int e = d;
+    while (e < s.ndim && (axis_mask >> e & 1u)) ++e;
+    cur = reduce_run(cur, d, e, scaled_once ? 1.0 : scale);
+    scaled_once = true;
+    d = e;
+  }
+  Shape out_shape = s;
+  for (int k = 0; k < s.ndim; ++k)
+    if (axis_mask >> k & 1u) out_shape.dims[k] = 1;
+  if (!scaled_once) {
+    // Nothing to sum (all reduced axes have size 1): a scaled copy.
+    cur = scaled(x, scale);
+  }
+  return cur.reshape(out_shape);
+}
+
+Tensor sum_to_shape(const Tensor& g, const Shape& target) {
+  if (g.shape() == target) return g;
+  const Shape& s = g.shape();
+  uint32_t mask = 0;
+  for (int d = 0; d < s.ndim; ++d) {
+    const int k = target.ndim - s.ndim + d;
+    const int64_t td = k >= 0 ? target.dims[k] : 1;
+    if (td == 1 && s.dims[d] != 1) mask |= 1u << d;
+  }
+  return reduce_sum_axes(g, mask, 1.0).reshape(target);
+}
+
+Tensor expand_to(const Tensor& x, const Shape& shape, double scale) {
+  Tensor y = Tensor::empty(shape, x.device(), x.dtype());
+  const kernels::BroadcastIndex bi = kernels::make_broadcast_index(shape, shape, x.shape());
+  if (x.is_cuda()) {
+    kernels::expand_cuda(bi, x.data<float>(), float(scale), y.data<float>(), cuda::stream());
+  } else {
+    dispatch_cpu(x, "expand", [&](auto t) {
+      using T = decltype(t);
+      kernels::expand_cpu<T>(bi, x.data<T>(), scale, y.data<T>());
+    });
+  }
+  return y;
+}
+
+Tensor scaled(const Tensor& x, double alpha) {
+  Tensor y = Tensor::empty_like(x);
+  if (x.is_cuda()) {
+    kernels::unary_forward_cuda(kernels::Unary::kScale, float(alpha), x.data<float>(),
+                                y.data<float>(), x.numel(), cuda::stream());
+  } else {
+    dispatch_cpu(x, "scale", [&](auto t) {
+      using T = decltype(t);
+      kernels::unary_forward_cpu<T>(kernels::Unary::kScale, alpha, x.data<T>(), y.data<T>(),
+                                    x.numel());
+    });
+  }
+  return y;
+}
+
+}  // namespace gan

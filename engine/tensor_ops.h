@@ -1,0 +1,21 @@
+// Tensor-level building blocks shared by op wrappers (no autograd): they allocate their result on
+// the input's device and run the CPU reference or the CUDA launcher.
+#pragma once
+
+#include <cstdint>
+
+#include "engine/tensor.h"
+
+namespace gan {
+
+// Sums x over the axes in `axis_mask` (bit d = axis d), scaled by `scale`. The result keeps the
+// reduced axes as size 1 (keepdim shape). Adjacent axes are reduced in one pass.
+Tensor reduce_sum_axes(const Tensor& x, uint32_t axis_mask, double scale);
+// Sums a broadcast gradient g down to `target` (a shape g's shape was broadcast from).
+Tensor sum_to_shape(const Tensor& g, const Shape& target);
+// scale * x broadcast to `shape` (x's shape must broadcast to it).
+Tensor expand_to(const Tensor& x, const Shape& shape, double scale = 1.0);
+// alpha * x as a new tensor.
+Tensor scaled(const Tensor& x, double alpha);
+
+}  // namespace gan

@@ -1,0 +1,246 @@
+#include "engine/error.h"
+#include "kernels/elementwise.h"
+
+namespace gan::kernels {
+
+const char* unary_name(Unary op) {
+  switch (op) {
+    case Unary::kScale:
+      return "scale";
+    case Unary::kRelu:
+      return "relu";
+    case Unary::kLeakyRelu:
+      return "leaky_relu";
+    case Unary::kTanh:
+      return "tanh";
+    case Unary::kSigmoid:
+      return "sigmoid";
+  }
+  return "?";
+}
+
+const char* binary_name(Binary op) {
+  switch (op) {
+    case Binary::kAdd:
+      return "add";
+    case Binary::kSub:
+      return "sub";
+    case Binary::kMul:
+      return "mul";
+    case Binary::kDiv:
+      return "div";
+  }
+  return "?";
+}
+
+namespace {
+
+constexpr int kThreads = 256;
+
+#define GRID_STRIDE_LOOP(i, n)                                              \
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
+       i += int64_t(gridDim.x) * blockDim.x)
+
+template <Unary OP>
+__device__ __forceinline__ float unary_f(float v, float alpha) {
+  if constexpr (OP == Unary::kScale) return alpha * v;
+  if constexpr (OP == Unary::kRelu) return v < 0.f ? 0.f : v;
+  if constexpr (OP == Unary::kLeakyRelu) return v < 0.f ? alpha * v : v;
+  if constexpr (OP == Unary::kTanh) return tanhf(v);
+  if constexpr (OP == Unary::kSigmoid) {
+    if (v >= 0.f) return 1.f / (1.f + expf(-v));
+    const float e = expf(v);
+    return e / (1.f + e);
+  }
+  return 0.f;
+}
+
+template <Unary OP>
+__device__ __forceinline__ float unary_df(float x, float y, float g, float alpha) {
+  if constexpr (OP == Unary::kScale) return alpha * g;
+  if constexpr (OP == Unary::kRelu) return y <= 0.f ? 0.f : g;
+  if constexpr (OP == Unary::kLeakyRelu) return x > 0.f ? g : g * alpha;
+  if constexpr (OP == Unary::kTanh) return g * (1.f - y * y);
+  if constexpr (OP == Unary::kSigmoid) return g * y * (1.f - y);
+  return 0.f;
+}
+
+// x (n) -> y (n)
+template <Unary OP>
+__global__ void unary_forward_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
+                                     float alpha) {
+  GRID_STRIDE_LOOP(i, n) y[i] = unary_f<OP>(x[i], alpha);
+}
+
+// dy (n) -> dx (n); x or y may be null when OP does not read it.
+template <Unary OP>
+__global__ void unary_backward_kernel(const float* __restrict__ x, const float* __restrict__ y,
+                                      const float* __restrict__ dy, float* __restrict__ dx,
+                                      int64_t n, float alpha) {
+  GRID_STRIDE_LOOP(i, n) {
+    const float xv = x ? x[i] : 0.f, yv = y ? y[i] : 0.f;
+    dx[i] = unary_df<OP>(xv, yv, dy[i], alpha);
+  }
+}
+
+template <Binary OP>
+__device__ __forceinline__ float binary_f(float u, float v) {
+  if constexpr (OP == Binary::kAdd) return u + v;
+  if constexpr (OP == Binary::kSub) return u - v;
+  if constexpr (OP == Binary::kMul) return u * v;
+  if constexpr (OP == Binary::kDiv) return u / v;
+  return 0.f;
+}
+
+// a, b broadcast -> y (bi.n). In place (y == a) is allowed when a has the output shape.
+template <Binary OP>
+__global__ void binary_forward_kernel(BroadcastIndex bi, const float* a, const float* b, float* y) {
+  GRID_STRIDE_LOOP(i, bi.n) y[i] = binary_f<OP>(a[bi.index_a(i)], b[bi.index_b(i)]);
+}
+
+// Full-size partials of mul/div: ga, gb (bi.n), either may be null.
+template <Binary OP>
+__global__ void binary_backward_kernel(BroadcastIndex bi, const float* __restrict__ a,
+                                       const float* __restrict__ b, const float* __restrict__ dy,
+                                       float* __restrict__ ga, float* __restrict__ gb) {
+  GRID_STRIDE_LOOP(i, bi.n) {
+    const float u = a[bi.index_a(i)], v = b[bi.index_b(i)], g = dy[i];
+    if constexpr (OP == Binary::kMul) {
+      if (ga) ga[i] = g * v;
+      if (gb) gb[i] = g * u;
+    } else {
+      if (ga) ga[i] = g / v;
+      if (gb) gb[i] = -g * u / (v * v);
+    }
+  }
+}
+
+__global__ void expand_kernel(BroadcastIndex bi, const float* __restrict__ x, float scale,
+                              float* __restrict__ y) {
+  GRID_STRIDE_LOOP(i, bi.n) y[i] = scale * x[bi.index_b(i)];
+}
+
+__global__ void axpy_kernel(float alpha, const float* __restrict__ x, float* __restrict__ y,
+                            int64_t n) {
+  GRID_STRIDE_LOOP(i, n) y[i] += alpha * x[i];
+}
+
+__global__ void fill_kernel(float* __restrict__ y, int64_t n, float value) {
+  GRID_STRIDE_LOOP(i, n) y[i] = value;
+}
+
+}  // namespace
+
+void unary_forward_cuda(Unary op, float alpha, const float* x, float* y, int64_t n,
+                        cudaStream_t stream) {
+  GAN_NVTX(unary_name(op));
+  GAN_CHECK(n >= 0, "unary_forward_cuda: negative size");
+  if (n == 0) return;
+  const unsigned blocks = grid_blocks(n, kThreads);
+  switch (op) {
+    case Unary::kScale:
+      unary_forward_kernel<Unary::kScale><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      break;
+    case Unary::kRelu:
+      unary_forward_kernel<Unary::kRelu><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      break;
+    case Unary::kLeakyRelu:
+      unary_forward_kernel<Unary::kLeakyRelu><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      break;
+    case Unary::kTanh:
+      unary_forward_kernel<Unary::kTanh><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      break;
+    case Unary::kSigmoid:
+      unary_forward_kernel<Unary::kSigmoid><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      break;
+  }
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void unary_backward_cuda(Unary op, float alpha, const float* x, const float* y, const float* dy,
+                         float* dx, int64_t n, cudaStream_t stream) {
+  GAN_NVTX(unary_name(op));
+  GAN_CHECK(n >= 0, "unary_backward_cuda: negative size");
+  if (n == 0) return;
+  const unsigned blocks = grid_blocks(n, kThreads);
+  switch (op) {
+    case Unary::kScale:
+      unary_backward_kernel<Unary::kScale><<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      break;
+    case Unary::kRelu:
+      unary_backward_kernel<Unary::kRelu><<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      break;
+    case Unary::kLeakyRelu:
+      unary_backward_kernel<Unary::kLeakyRelu>
+          <<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      break;
+    case Unary::kTanh:
+      unary_backward_kernel<Unary::kTanh><<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      break;
+    case Unary::kSigmoid:
+      unary_backward_kernel<Unary::kSigmoid>
+          <<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      break;
+  }
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void binary_forward_cuda(Binary op, const BroadcastIndex& bi, const float* a, const float* b,
+                         float* y, cudaStream_t stream) {
+  GAN_NVTX(binary_name(op));
+  if (bi.n == 0) return;
+  const unsigned blocks = grid_blocks(bi.n, kThreads);
+  switch (op) {
+    case Binary::kAdd:
+      binary_forward_kernel<Binary::kAdd><<<blocks, kThreads, 0, stream>>>(bi, a, b, y);
+      break;
+    case Binary::kSub:
+      binary_forward_kernel<Binary::kSub><<<blocks, kThreads, 0, stream>>>(bi, a, b, y);
+      break;
+    case Binary::kMul:
+      binary_forward_kernel<Binary::kMul><<<blocks, kThreads, 0, stream>>>(bi, a, b, y);
+      break;
+    case Binary::kDiv:
+      binary_forward_kernel<Binary::kDiv><<<blocks, kThreads, 0, stream>>>(bi, a, b, y);
+      break;
+  }
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void binary_backward_cuda(Binary op, const BroadcastIndex& bi, const float* a, const float* b,
+                          const float* dy, float* ga, float* gb, cudaStream_t stream) {
+  GAN_NVTX(binary_name(op));
+  GAN_CHECK(op == Binary::kMul || op == Binary::kDiv,
+            "binary_backward_cuda: only mul and div have a backward kernel");
+  if (bi.n == 0) return;
+  const unsigned blocks = grid_blocks(bi.n, kThreads);
+  if (op == Binary::kMul)
+    binary_backward_kernel<Binary::kMul><<<blocks, kThreads, 0, stream>>>(bi, a, b, dy, ga, gb);
+  else
+    binary_backward_kernel<Binary::kDiv><<<blocks, kThreads, 0, stream>>>(bi, a, b, dy, ga, gb);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void expand_cuda(const BroadcastIndex& bi, const float* x, float scale, float* y,
+                 cudaStream_t stream) {
+  GAN_NVTX("expand");
+  if (bi.n == 0) return;
+  expand_kernel<<<grid_blocks(bi.n, kThreads), kThreads, 0, stream>>>(bi, x, scale, y);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t stream) {
+  GAN_NVTX("axpy");
+  if (n == 0) return;
+  axpy_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(alpha, x, y, n);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream) {
+  GAN_NVTX("fill");
+  if (n == 0) return;
+  fill_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(y, n, value);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace gan::kernels

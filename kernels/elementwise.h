@@ -1,0 +1,156 @@
+// Elementwise ops: unary activations and scale, binary add/sub/mul/div with broadcasting, and the
+// small helpers the engine needs (fill, y += alpha * x, broadcast-copy).
+//
+// Contract: forward overwrites its output; backward writes full-size partial gradients (the engine
+// reduces them to broadcast operand shapes); nothing accumulates except axpy. The CPU functions
+// are the reference: plain loops computing in double. The CUDA launchers run on `stream`, open an
+// NVTX range named after the op and check the launch.
+//
+// NaN semantics (kept identical on both devices): relu and leaky_relu propagate NaN; relu's
+// backward passes the gradient where y is NaN (PyTorch's threshold_backward: y <= 0 -> 0).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+
+#include <cuda_runtime_api.h>
+
+#include "kernels/broadcast.h"
+
+namespace gan::kernels {
+
+enum class Unary : uint8_t { kScale, kRelu, kLeakyRelu, kTanh, kSigmoid };
+enum class Binary : uint8_t { kAdd, kSub, kMul, kDiv };
+
+const char* unary_name(Unary op);
+const char* binary_name(Binary op);
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference
+
+// x (n) -> y (n). alpha: the factor of kScale, the negative slope of kLeakyRelu.
+template <class T>
+void unary_forward_cpu(Unary op, double alpha, const T* x, T* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = double(x[i]);
+    double r = 0;
+    switch (op) {
+      case Unary::kScale:
+        r = alpha * v;
+        break;
+      case Unary::kRelu:
+        r = v < 0 ? 0.0 : v;
+        break;
+      case Unary::kLeakyRelu:
+        r = v < 0 ? alpha * v : v;
+        break;
+      case Unary::kTanh:
+        r = std::tanh(v);
+        break;
+      case Unary::kSigmoid:
+        r = v >= 0 ? 1 / (1 + std::exp(-v)) : std::exp(v) / (1 + std::exp(v));
+        break;
+    }
+    y[i] = T(r);
+  }
+}
+
+// dy (n) -> dx (n). Reads x (leaky_relu) or y (relu, tanh, sigmoid); the other may be null.
+template <class T>
+void unary_backward_cpu(Unary op, double alpha, const T* x, const T* y, const T* dy, T* dx,
+                        int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double g = double(dy[i]);
+    double r = 0;
+    switch (op) {
+      case Unary::kScale:
+        r = alpha * g;
+        break;
+      case Unary::kRelu:
+        r = double(y[i]) <= 0 ? 0.0 : g;
+        break;
+      case Unary::kLeakyRelu:
+        r = double(x[i]) > 0 ? g : g * alpha;
+        break;
+      case Unary::kTanh:
+        r = g * (1 - double(y[i]) * double(y[i]));
+        break;
+      case Unary::kSigmoid:
+        r = g * double(y[i]) * (1 - double(y[i]));
+        break;
+    }
+    dx[i] = T(r);
+  }
+}
+
+// a, b broadcast to bi's output shape -> y (bi.n).
+template <class T>
+void binary_forward_cpu(Binary op, const BroadcastIndex& bi, const T* a, const T* b, T* y) {
+  for (int64_t i = 0; i < bi.n; ++i) {
+    const double u = double(a[bi.index_a(i)]), v = double(b[bi.index_b(i)]);
+    double r = 0;
+    switch (op) {
+      case Binary::kAdd:
+        r = u + v;
+        break;
+      case Binary::kSub:
+        r = u - v;
+        break;
+      case Binary::kMul:
+        r = u * v;
+        break;
+      case Binary::kDiv:
+        r = u / v;
+        break;
+    }
+    y[i] = T(r);
+  }
+}
+
+// Full-size partial gradients for kMul and kDiv (add/sub need no kernel):
+// ga (bi.n) = dy * d(a op b)/da, gb (bi.n) = dy * d(a op b)/db; either may be null.
+template <class T>
+void binary_backward_cpu(Binary op, const BroadcastIndex& bi, const T* a, const T* b, const T* dy,
+                         T* ga, T* gb) {
+  for (int64_t i = 0; i < bi.n; ++i) {
+    const double u = double(a[bi.index_a(i)]), v = double(b[bi.index_b(i)]);
+    const double g = double(dy[i]);
+    if (op == Binary::kMul) {
+      if (ga) ga[i] = T(g * v);
+      if (gb) gb[i] = T(g * u);
+    } else {  // kDiv
+      if (ga) ga[i] = T(g / v);
+      if (gb) gb[i] = T(-g * u / (v * v));
+    }
+  }
+}
+
+// y (bi.n) = scale * x broadcast to bi's output. x is operand b of bi:
+// bi = make_broadcast_index(out_shape, out_shape, x_shape).
+template <class T>
+void expand_cpu(const BroadcastIndex& bi, const T* x, double scale, T* y) {
+  for (int64_t i = 0; i < bi.n; ++i) y[i] = T(scale * double(x[bi.index_b(i)]));
+}
+
+template <class T>
+void axpy_cpu(double alpha, const T* x, T* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = T(double(y[i]) + alpha * double(x[i]));
+}
+
+// ---------------------------------------------------------------------------------------------
+// CUDA
+
+void unary_forward_cuda(Unary op, float alpha, const float* x, float* y, int64_t n,
+                        cudaStream_t stream);
+void unary_backward_cuda(Unary op, float alpha, const float* x, const float* y, const float* dy,
+                         float* dx, int64_t n, cudaStream_t stream);
+void binary_forward_cuda(Binary op, const BroadcastIndex& bi, const float* a, const float* b,
+                         float* y, cudaStream_t stream);
+void binary_backward_cuda(Binary op, const BroadcastIndex& bi, const float* a, const float* b,
+                          const float* dy, float* ga, float* gb, cudaStream_t stream);
+void expand_cuda(const BroadcastIndex& bi, const float* x, float scale, float* y,
+                 cudaStream_t stream);
+void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t stream);
+void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream);
+
+}  // namespace gan::kernels

@@ -1,0 +1,122 @@
+#include "engine/error.h"
+#include "kernels/common.h"
+#include "kernels/loss.h"
+
+namespace gan::kernels {
+
+namespace {
+
+constexpr int kThreads = 1024;
+
+__device__ double block_sum(double v) {
+  __shared__ double warp_sums[kThreads / 32];
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
+  __syncthreads();
+  double t = 0;
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kThreads / 32; ++w) t += warp_sums[w];
+  __syncthreads();
+  return t;  // valid in thread 0
+}
+
+__device__ __forceinline__ float sigmoid(float v) {
+  if (v >= 0.f) return 1.f / (1.f + expf(-v));
+  const float e = expf(v);
+  return e / (1.f + e);
+}
+
+// One block. x, t (n) -> loss (1).
+__global__ void bce_forward_kernel(const float* __restrict__ x, const float* __restrict__ t,
+                                   float target, int64_t n, float* __restrict__ loss) {
+  double s = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    const float v = x[i], y = t ? t[i] : target;
+    s += double(fmaxf(v, 0.f) - v * y + log1pf(expf(-fabsf(v))));  // NaN x: NaN via v * y
+  }
+  const double total = block_sum(s);
+  if (threadIdx.x == 0) *loss = n > 0 ? float(total / double(n)) : 0.f;
+}
+
+__global__ void bce_backward_kernel(const float* __restrict__ x, const float* __restrict__ t,
+                                    float target, int64_t n, const float* __restrict__ dl,
+                                    float* __restrict__ dx, float* __restrict__ dt) {
+  const float g = *dl / float(n);
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const float v = x[i], y = t ? t[i] : target;
+    if (dx) dx[i] = g * (sigmoid(v) - y);
+    if (dt) dt[i] = -g * v;
+  }
+}
+
+// One block. real (nr), fake (nf) -> loss (1).
+__global__ void hinge_d_forward_kernel(const float* __restrict__ real, int64_t nr,
+                                       const float* __restrict__ fake, int64_t nf,
+                                       float* __restrict__ loss) {
+  double sr = 0, sf = 0;
+  for (int64_t i = threadIdx.x; i < nr; i += kThreads) {
+    const float v = real[i];
+    sr += isnan(v) ? double(NAN) : double(fmaxf(0.f, 1.f - v));
+  }
+  for (int64_t i = threadIdx.x; i < nf; i += kThreads) {
+    const float v = fake[i];
+    sf += isnan(v) ? double(NAN) : double(fmaxf(0.f, 1.f + v));
+  }
+  const double tr = block_sum(sr);
+  const double tf = block_sum(sf);
+  if (threadIdx.x == 0) *loss = float((nr ? tr / double(nr) : 0.0) + (nf ? tf / double(nf) : 0.0));
+}
+
+__global__ void hinge_d_backward_kernel(const float* __restrict__ real, int64_t nr,
+                                        const float* __restrict__ fake, int64_t nf,
+                                        const float* __restrict__ dl, float* __restrict__ dreal,
+                                        float* __restrict__ dfake) {
+  const float g = *dl;
+  for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < nr + nf;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    if (i < nr) {
+      if (dreal) dreal[i] = 1.f - real[i] > 0.f ? -g / float(nr) : 0.f;
+    } else {
+      const int64_t j = i - nr;
+      if (dfake) dfake[j] = 1.f + fake[j] > 0.f ? g / float(nf) : 0.f;
+    }
+  }
+}
+
+}  // namespace
+
+void bce_logits_forward_cuda(const float* x, const float* t, float target, int64_t n, float* loss,
+                             cudaStream_t stream) {
+  GAN_NVTX("bce_with_logits");
+  GAN_CHECK(n >= 0, "bce_logits_forward_cuda: negative size");
+  bce_forward_kernel<<<1, kThreads, 0, stream>>>(x, t, target, n, loss);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void bce_logits_backward_cuda(const float* x, const float* t, float target, int64_t n,
+                              const float* dl, float* dx, float* dt, cudaStream_t stream) {
+  GAN_NVTX("bce_with_logits_backward");
+  if (n == 0) return;
+  bce_backward_kernel<<<grid_blocks(n, 256), 256, 0, stream>>>(x, t, target, n, dl, dx, dt);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void hinge_d_forward_cuda(const float* real, int64_t nr, const float* fake, int64_t nf, float* loss,
+                          cudaStream_t stream) {
+  GAN_NVTX("hinge_d_loss");
+  GAN_CHECK(nr >= 0 && nf >= 0, "hinge_d_forward_cuda: negative size");
+  hinge_d_forward_kernel<<<1, kThreads, 0, stream>>>(real, nr, fake, nf, loss);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void hinge_d_backward_cuda(const float* real, int64_t nr, const float* fake, int64_t nf,
+                           const float* dl, float* dreal, float* dfake, cudaStream_t stream) {
+  GAN_NVTX("hinge_d_loss_backward");
+  if (nr + nf == 0) return;
+  hinge_d_backward_kernel<<<grid_blocks(nr + nf, 256), 256, 0, stream>>>(real, nr, fake, nf, dl,
+                                                                         dreal, dfake);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace gan::kernels

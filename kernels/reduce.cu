@@ -1,0 +1,146 @@
+#include <algorithm>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "kernels/common.h"
+#include "kernels/reduce.h"
+
+namespace gan::kernels {
+
+namespace {
+
+constexpr int kRowThreads = 256;        // rows kernel: one block reduces a row chunk
+constexpr int kColX = 32, kColY = 8;    // cols kernel: 32 columns x 8 row lanes
+constexpr int64_t kMinRowChunk = 2048;  // below this a split is not worth a block
+constexpr int64_t kMinColChunk = 64;
+
+struct Plan {
+  int64_t splits = 1;  // blocks along r
+  int64_t chunk = 0;   // rows per split
+};
+
+Plan plan(int64_t outer, int64_t r, int64_t inner) {
+  Plan p;
+  const int64_t target = 2 * int64_t(cuda::context().sm_count);
+  const int64_t base = inner == 1 ? outer : outer * ((inner + kColX - 1) / kColX);
+  if (base < target && r > 0) {
+    const int64_t min_chunk = inner == 1 ? kMinRowChunk : kMinColChunk;
+    int64_t s = (target + base - 1) / base;
+    s = std::min(s, (r + min_chunk - 1) / min_chunk);
+    p.splits = std::clamp<int64_t>(s, 1, 65535);
+  }
+  p.chunk = (r + p.splits - 1) / p.splits;
+  if (p.chunk > 0) p.splits = (r + p.chunk - 1) / p.chunk;
+  if (p.splits < 1) p.splits = 1;
+  return p;
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
+  return v;
+}
+
+// inner == 1. Block b = (o, s) sums x[o, s*chunk : (s+1)*chunk).
+// out: y[o] (splits == 1, with scale/accumulate) or partial[o * splits + s].
+__global__ void reduce_rows_kernel(const float* __restrict__ x, int64_t outer, int64_t r,
+                                   int64_t splits, int64_t chunk, float scale, bool accumulate,
+                                   float* __restrict__ out) {
+  __shared__ float warp_sums[kRowThreads / 32];
+  for (int64_t b = blockIdx.x; b < outer * splits; b += gridDim.x) {
+    const int64_t o = b / splits, s = b - o * splits;
+    const int64_t begin = s * chunk, end = min(r, begin + chunk);
+    const float* row = x + o * r;
+    float v = 0.f;
+    for (int64_t k = begin + threadIdx.x; k < end; k += kRowThreads) v += row[k];
+    v = warp_sum(v);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      float t = 0.f;
+      for (int w = 0; w < kRowThreads / 32; ++w) t += warp_sums[w];
+      if (splits == 1)
+        out[o] = (accumulate ? out[o] : 0.f) + scale * t;
+      else
+        out[b] = t;
+    }
+    __syncthreads();
+  }
+}
+
+// inner > 1. Block (cx, o, s): columns [cx*32, cx*32+32) of x[o, s*chunk : (s+1)*chunk, :].
+// out: y[o, i] (splits == 1) or partial[(o * splits + s) * inner + i].
+__global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, int64_t r,
+                                   int64_t inner, int64_t splits, int64_t chunk, float scale,
+                                   bool accumulate, float* __restrict__ out) {
+  __shared__ float part[kColY][kColX + 1];
+  const int64_t i = int64_t(blockIdx.x) * kColX + threadIdx.x;
+  const int64_t s = blockIdx.z;
+  const int64_t begin = s * chunk, end = min(r, begin + chunk);
+  for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
+    float v = 0.f;
+    if (i < inner) {
+      const float* base = x + o * r * inner + i;
+      for (int64_t k = begin + threadIdx.y; k < end; k += kColY) v += base[k * inner];
+    }
+    part[threadIdx.y][threadIdx.x] = v;
+    __syncthreads();
+    if (threadIdx.y == 0 && i < inner) {
+      float t = 0.f;
+      for (int w = 0; w < kColY; ++w) t += part[w][threadIdx.x];
+      if (splits == 1) {
+        const int64_t j = o * inner + i;
+        out[j] = (accumulate ? out[j] : 0.f) + scale * t;
+      } else {
+        out[(o * splits + s) * inner + i] = t;
+      }
+    }
+    __syncthreads();
+  }
+}
+
+void launch(const float* x, int64_t outer, int64_t r, int64_t inner, const Plan& p, float scale,
+            bool accumulate, float* out, cudaStream_t stream) {
+  if (inner == 1) {
+    const int64_t blocks = std::min<int64_t>(outer * p.splits, int64_t(1) << 30);
+    reduce_rows_kernel<<<unsigned(blocks), kRowThreads, 0, stream>>>(x, outer, r, p.splits, p.chunk,
+                                                                     scale, accumulate, out);
+  } else {
+    dim3 grid(unsigned((inner + kColX - 1) / kColX), unsigned(std::min<int64_t>(outer, 65535)),
+              unsigned(p.splits));
+    reduce_cols_kernel<<<grid, dim3(kColX, kColY), 0, stream>>>(x, outer, r, inner, p.splits,
+                                                                p.chunk, scale, accumulate, out);
+  }
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+size_t reduce_sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner) {
+  const Plan p = plan(outer, r, inner);
+  return p.splits > 1 ? size_t(outer * p.splits * inner) * sizeof(float) : 0;
+}
+
+void reduce_sum_cuda(const float* x, int64_t outer, int64_t r, int64_t inner, float scale,
+                     bool accumulate, float* y, void* workspace, size_t workspace_bytes,
+                     cudaStream_t stream) {
+  GAN_NVTX("reduce_sum");
+  GAN_CHECK(outer >= 0 && r >= 0 && inner >= 0, "reduce_sum_cuda: negative size");
+  GAN_CHECK(inner < (int64_t(1) << 31) / kColX * kColX, "reduce_sum_cuda: inner too large");
+  if (outer == 0 || inner == 0) return;
+  const Plan p = plan(outer, r, inner);
+  if (p.splits == 1) {
+    launch(x, outer, r, inner, p, scale, accumulate, y, stream);
+    return;
+  }
+  GAN_CHECK(workspace_bytes >= size_t(outer * p.splits * inner) * sizeof(float),
+            "reduce_sum_cuda: workspace too small (ask reduce_sum_workspace_bytes)");
+  auto* partial = static_cast<float*>(workspace);
+  launch(x, outer, r, inner, p, 1.f, false, partial, stream);
+  // Second pass over (outer, splits, inner) in one block per output: no further split.
+  Plan fin;
+  fin.splits = 1;
+  fin.chunk = p.splits;
+  launch(partial, outer, p.splits, inner, fin, scale, accumulate, y, stream);
+}
+
+}  // namespace gan::kernels

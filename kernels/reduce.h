@@ -1,0 +1,39 @@
+// Sum reduction over the middle axis of a tensor viewed as (outer, r, inner):
+//   y (outer, inner) = scale * sum_k x (outer, k, inner)   [+ y when accumulate]
+// Any reduction over one run of adjacent axes has this form (the engine splits other axis sets
+// into runs). Deterministic: a fixed summation order for a given shape and GPU (no atomics).
+// The CUDA path splits long reductions over blocks into a workspace (CUB's two-phase convention:
+// ask reduce_sum_workspace_bytes, pass that much scratch), then reduces the partial sums.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+namespace gan::kernels {
+
+template <class T>
+void reduce_sum_cpu(const T* x, int64_t outer, int64_t r, int64_t inner, double scale,
+                    bool accumulate, T* y) {
+  std::vector<double> acc(size_t(inner > 0 ? inner : 1));
+  for (int64_t o = 0; o < outer; ++o) {
+    for (int64_t i = 0; i < inner; ++i) acc[size_t(i)] = 0;
+    for (int64_t k = 0; k < r; ++k) {
+      const T* row = x + (o * r + k) * inner;
+      for (int64_t i = 0; i < inner; ++i) acc[size_t(i)] += double(row[i]);
+    }
+    for (int64_t i = 0; i < inner; ++i) {
+      const double prev = accumulate ? double(y[o * inner + i]) : 0.0;
+      y[o * inner + i] = T(prev + scale * acc[size_t(i)]);
+    }
+  }
+}
+
+size_t reduce_sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner);
+void reduce_sum_cuda(const float* x, int64_t outer, int64_t r, int64_t inner, float scale,
+                     bool accumulate, float* y, void* workspace, size_t workspace_bytes,
+                     cudaStream_t stream);
+
+}  // namespace gan::kernels

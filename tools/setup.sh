@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks (Debian packages; the CUDA 13 toolkit is expected in
+# /usr/local/cuda), then configures and builds the project into build/ (or $GAN_BUILD_DIR).
+#   tools/setup.sh [extra cmake arguments...]
+# Environment: GAN_BUILD_DIR (default build), GAN_BUILD_TYPE (default Release), GAN_WERROR (ON/OFF).
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+build=${GAN_BUILD_DIR:-$root/build}
+
+packages=(build-essential cmake pkg-config catch2 libfmt-dev libcli11-dev nlohmann-json3-dev
+  libstb-dev zlib1g-dev dataset-fashion-mnist)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+nvcc=$(command -v nvcc || true)
+[ -n "$nvcc" ] || nvcc=/usr/local/cuda/bin/nvcc
+if [ ! -x "$nvcc" ]; then
+  echo "setup: nvcc not found on PATH or in /usr/local/cuda/bin; install the CUDA 13 toolkit" >&2
+  exit 1
+fi
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE="${GAN_BUILD_TYPE:-Release}" \
+  -DCMAKE_CUDA_COMPILER="$nvcc" -DGAN_WERROR="${GAN_WERROR:-OFF}" "$@"
+cmake --build "$build" -j "$(nproc)"
