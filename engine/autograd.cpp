@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "engine/dispatch.h"
+#include "kernels/common.h"
 #include "kernels/elementwise.h"
 
 namespace gan {
@@ -138,7 +139,11 @@ void backward(const Var& root, const Tensor& dout, bool retain_tape) {
     for (const auto& p : e.inputs) ins.push_back(p.get());
     // Hold the gradient: the closure may be the last user of out.grad's storage.
     const Tensor d = out.grad;
-    e.backward(BackwardContext(e.op, d, ins));
+    {
+      const std::string range = std::string(e.op) + " backward";
+      NvtxRange nvtx(range.c_str());
+      e.backward(BackwardContext(e.op, d, ins));
+    }
     if (!out.retain_grad && !out.is_leaf) out.grad = Tensor();
   }
   if (!retain_tape) tape().clear();

@@ -47,6 +47,7 @@ Tensor unary_backward(Unary op, double alpha, const Tensor& x, const Tensor& y, 
 }
 
 Var unary(Unary op, double alpha, const Var& x) {
+  GAN_NVTX(kernels::unary_name(op));
   const Tensor& xv = x.value();
   Tensor y = unary_forward(op, alpha, xv);
   // Save only what the backward reads.
@@ -61,6 +62,7 @@ Var unary(Unary op, double alpha, const Var& x) {
 
 Var binary(Binary op, const Var& a, const Var& b) {
   const char* name = kernels::binary_name(op);
+  GAN_NVTX(name);
   const Tensor &av = a.value(), &bv = b.value();
   check_same_device(name, {&av, &bv});
   check_same_dtype(name, {&av, &bv});

@@ -3,6 +3,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "kernels/common.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "kernels/reduce.h"
@@ -60,6 +61,7 @@ void gemm_grad(const BackwardContext& c, int input, const Shape& shape, const Ge
 }  // namespace
 
 Var matmul(const Var& a, const Var& b) {
+  GAN_NVTX("matmul");
   const Tensor &av = a.value(), &bv = b.value();
   check_same_device("matmul", {&av, &bv});
   check_same_dtype("matmul", {&av, &bv});
@@ -100,6 +102,7 @@ Var matmul(const Var& a, const Var& b) {
 }
 
 Var linear(const Var& x, const Var& w, const Var& b) {
+  GAN_NVTX("linear");
   const Tensor &xv = x.value(), &wv = w.value();
   const Tensor bv = b.defined() ? b.value() : Tensor();
   check_same_device("linear", {&xv, &wv, &bv});

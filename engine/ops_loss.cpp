@@ -3,6 +3,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "kernels/common.h"
 #include "kernels/loss.h"
 
 namespace gan {
@@ -11,6 +12,7 @@ namespace {
 
 // t: targets tensor or undefined (constant target).
 Var bce(const Var& logits, const Var* targets, double target) {
+  GAN_NVTX("bce_with_logits");
   const Tensor& x = logits.value();
   const Tensor t = targets ? targets->value() : Tensor();
   check_same_device("bce_with_logits", {&x, &t});
@@ -59,6 +61,7 @@ Var bce_with_logits(const Var& logits, const Var& targets) { return bce(logits, 
 Var bce_with_logits(const Var& logits, double target) { return bce(logits, nullptr, target); }
 
 Var hinge_d_loss(const Var& real, const Var& fake) {
+  GAN_NVTX("hinge_d_loss");
   const Tensor &r = real.value(), &f = fake.value();
   check_same_device("hinge_d_loss", {&r, &f});
   check_same_dtype("hinge_d_loss", {&r, &f});

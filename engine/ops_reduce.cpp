@@ -4,6 +4,7 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/tensor_ops.h"
+#include "kernels/common.h"
 
 namespace gan {
 
@@ -22,6 +23,7 @@ uint32_t axis_mask(const Shape& s, const std::vector<int>& axes, const char* op)
 }
 
 Var reduce(const char* op, const Var& x, uint32_t mask, bool mean, bool keepdim) {
+  GAN_NVTX(op);
   const Shape& s = x.shape();
   int64_t count = 1;
   Shape kept = s, out_shape;

@@ -3,6 +3,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "kernels/common.h"
 #include "kernels/concat.h"
 
 namespace gan {
@@ -25,6 +26,7 @@ Var flatten(const Var& x, int start_dim) {
 }
 
 Var concat(const std::vector<Var>& xs, int axis) {
+  GAN_NVTX("concat");
   GAN_CHECK(!xs.empty(), "concat: no inputs");
   const Shape& s0 = xs[0].shape();
   const int ax = axis < 0 ? axis + s0.ndim : axis;

@@ -5,9 +5,10 @@
 namespace gan {
 
 namespace {
+// -1 is allowed: reshape() infers that dimension.
 void check_dims(const Shape& s) {
   for (int i = 0; i < s.ndim; ++i)
-    GAN_CHECK(s.dims[i] >= 0, "shape: negative dimension in " + s.str());
+    GAN_CHECK(s.dims[i] >= -1, "shape: negative dimension in " + s.str());
 }
 }  // namespace
 

@@ -1,5 +1,6 @@
 // Shape: up to 5 dimensions, row-major (the last dimension is contiguous). Images are NHWC:
-// (N, H, W, C). A shape with no dimensions is a scalar with one element.
+// (N, H, W, C). A shape with no dimensions is a scalar with one element. A dimension of -1 is
+// only meaningful as an argument of reshape(), which infers it.
 #pragma once
 
 #include <cstdint>

@@ -301,7 +301,7 @@ Tensor Tensor::clone() const {
   return t;
 }
 
-void Tensor::copy_from(const Tensor& src) {
+void Tensor::copy_from(const Tensor& src) const {
   GAN_CHECK(src.shape_ == shape_ && src.dtype_ == dtype_,
             "copy: source " + src.str() + " does not match destination " + str());
   if (nbytes() == 0) return;
@@ -317,7 +317,7 @@ void Tensor::copy_from(const Tensor& src) {
   if (device_ == Device::CPU) GAN_CUDA_CHECK(cudaStreamSynchronize(cuda::stream()));
 }
 
-void Tensor::zero_() {
+void Tensor::zero_() const {
   if (nbytes() == 0) return;
   if (device_ == Device::CUDA)
     GAN_CUDA_CHECK(cudaMemsetAsync(raw(), 0, nbytes(), cuda::stream()));
@@ -325,7 +325,7 @@ void Tensor::zero_() {
     std::memset(raw(), 0, nbytes());
 }
 
-void Tensor::fill_(double value) {
+void Tensor::fill_(double value) const {
   const int64_t n = numel();
   if (device_ == Device::CUDA) {
     kernels::fill_cuda(data<float>(), n, float(value), cuda::stream());

@@ -77,9 +77,10 @@ class Tensor {
   Tensor to(DType dtype) const;    // CPU F32 <-> F64 conversion copy
   Tensor clone() const;
   // Copies src (same shape and dtype, any devices) into this tensor's storage.
-  void copy_from(const Tensor& src);
-  void zero_();
-  void fill_(double value);
+  // (Like data(), these write through the handle: const refers to the handle, not the values.)
+  void copy_from(const Tensor& src) const;
+  void zero_() const;
+  void fill_(double value) const;
 
   // Host copies (synchronise the engine stream; never inside a training step).
   std::vector<float> to_vector() const;

@@ -1,0 +1,292 @@
+#include "tests/harness.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <random>
+
+#include <fmt/format.h>
+#include <catch2/catch.hpp>
+
+#include "engine/device.h"
+#include "engine/random.h"
+
+namespace gan::test {
+
+namespace {
+
+int g_skipped = 0;
+
+// Tensors whose largest element is below this are compared in absolute terms against it: an
+// f32 result computed from O(1) intermediates (sigmoid'(30) = y (1 - y)) cannot be more exact.
+constexpr double kMinScale = 1e-3;
+
+uint64_t hash_name(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a
+  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
+  return h;
+}
+
+// Case inputs as f64 CPU tensors whose values are exactly representable in f32.
+std::vector<Tensor> make_inputs(const OpCase& c) {
+  Generator gen(hash_name(c.name));
+  std::vector<Tensor> out;
+  for (const Input& in : c.inputs) {
+    Tensor t = Tensor::empty(in.shape, Device::CPU, DType::F64);
+    gen.uniform_(t, in.lo, in.hi);
+    double* p = t.data<double>();
+    for (int64_t j = 0; j < t.numel(); ++j) {
+      double v = p[j];
+      for (double k : in.kinks)
+        if (std::fabs(v - k) < in.margin) v = k + (v >= k ? in.margin : -in.margin);
+      p[j] = double(float(v));
+    }
+    out.push_back(t);
+  }
+  return out;
+}
+
+Tensor make_upstream(const OpCase& c, const Shape& shape) {
+  Generator gen(hash_name(c.name) ^ 0x9e3779b97f4a7c15ull);
+  Tensor r = Tensor::empty(shape, Device::CPU, DType::F64);
+  gen.uniform_(r, -1.0, 1.0);
+  double* p = r.data<double>();
+  for (int64_t j = 0; j < r.numel(); ++j) p[j] = double(float(p[j]));
+  return r;
+}
+
+// f64 CPU tensor -> the given device/dtype.
+Tensor convert(const Tensor& t64, Device device, DType dtype) {
+  if (dtype == DType::F64) return t64.clone();
+  return t64.to(DType::F32).to(device);
+}
+
+struct Run {
+  Tensor out;
+  std::vector<Tensor> grads;  // undefined where the input needs no gradient
+};
+
+// Forward, then backward with upstream R (f64 CPU; skipped when undefined).
+Run run_case(const OpCase& c, const std::vector<Tensor>& inputs64, const Tensor& R, Device device,
+             DType dtype) {
+  tape().clear();
+  std::vector<Var> vars;
+  for (size_t i = 0; i < inputs64.size(); ++i) {
+    const Input& in = c.inputs[i];
+    Tensor v = convert(inputs64[i], device, dtype);
+    vars.push_back(in.param ? parameter(v) : Var(v, in.requires_grad));
+  }
+  Var out = c.fn(vars);
+  Run r;
+  r.out = out.value();
+  if (R.defined() && out.requires_grad()) {
+    backward(out, convert(R, device, dtype));
+    for (const Var& v : vars) r.grads.push_back(v.requires_grad() ? v.grad() : Tensor());
+  }
+  tape().clear();
+  return r;
+}
+
+// <R, f(inputs)> in double, no tape.
+double objective(const OpCase& c, const std::vector<Tensor>& inputs64, const Tensor& R) {
+  NoGradGuard no_grad;
+  std::vector<Var> vars;
+  for (const Tensor& t : inputs64) vars.push_back(Var(t));
+  const Tensor out = c.fn(vars).value();
+  const double* o = out.data<double>();
+  const double* r = R.data<double>();
+  double s = 0;
+  for (int64_t j = 0; j < out.numel(); ++j) s += o[j] * r[j];
+  return s;
+}
+
+std::vector<int64_t> sample_indices(int64_t n, int count, uint64_t seed) {
+  std::vector<int64_t> idx;
+  if (n <= count) {
+    for (int64_t j = 0; j < n; ++j) idx.push_back(j);
+    return idx;
+  }
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int64_t> pick(0, n - 1);
+  idx.push_back(0);
+  idx.push_back(n - 1);
+  while (int(idx.size()) < count) idx.push_back(pick(rng));
+  return idx;
+}
+
+void require_no_guard_violations(const char* where) {
+  const std::vector<std::string> v = debug::take_guard_violations();
+  std::string all;
+  for (const auto& s : v) all += s + "; ";
+  INFO(where << ": " << all);
+  REQUIRE(v.empty());
+}
+
+struct GuardScope {
+  GuardScope() {
+    (void)debug::take_guard_violations();
+    debug::set_guard_mode(true);
+  }
+  ~GuardScope() { debug::set_guard_mode(false); }
+};
+
+void compare(const char* what, const Tensor& got, const Tensor& want, double tol) {
+  INFO(what << ": got " << got.str() << ", want " << want.str());
+  REQUIRE(got.shape() == want.shape());
+  std::string where;
+  const bool parity = nonfinite_parity(got, want, &where);
+  INFO(what << ": non-finite mismatch " << where);
+  REQUIRE(parity);
+  const double err = max_rel_error(got, want);
+  INFO(what << ": normalised error " << err << " (tolerance " << tol << ")");
+  CHECK(err <= tol);
+  if (std::getenv("GAN_TEST_VERBOSE"))
+    fmt::print("  {}: normalised error {:.3g} (tolerance {:.3g})\n", what, err, tol);
+}
+
+void plant_nonfinite(Tensor& t64) {
+  double* p = t64.data<double>();
+  const int64_t n = t64.numel();
+  if (n == 0) return;
+  p[0] = NAN;
+  if (n >= 3) {
+    p[n / 2] = INFINITY;
+    p[n - 1] = -INFINITY;
+  }
+}
+
+}  // namespace
+
+bool have_gpu() { return cuda_available(); }
+void mark_skipped() { ++g_skipped; }
+int skipped_cases() { return g_skipped; }
+
+double max_rel_error(const Tensor& got, const Tensor& want) {
+  const std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
+  double scale = 0, err = 0;
+  for (size_t j = 0; j < w.size(); ++j) {
+    if (!std::isfinite(w[j]) || !std::isfinite(g[j])) continue;
+    scale = std::max(scale, std::fabs(w[j]));
+    err = std::max(err, std::fabs(g[j] - w[j]));
+  }
+  return err / std::max(scale, kMinScale);
+}
+
+bool nonfinite_parity(const Tensor& got, const Tensor& want, std::string* where) {
+  const std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
+  auto kind = [](double v) { return std::isnan(v) ? 1 : std::isinf(v) ? (v > 0 ? 2 : 3) : 0; };
+  for (size_t j = 0; j < w.size(); ++j) {
+    if (kind(g[j]) != kind(w[j])) {
+      if (where) *where = fmt::format("at element {}: got {}, want {}", j, g[j], w[j]);
+      return false;
+    }
+  }
+  return true;
+}
+
+bool bitwise_equal(const Tensor& a, const Tensor& b) {
+  if (a.defined() != b.defined()) return false;
+  if (!a.defined()) return true;
+  if (a.shape() != b.shape() || a.dtype() != b.dtype()) return false;
+  const Tensor ha = a.to(Device::CPU), hb = b.to(Device::CPU);
+  return std::memcmp(ha.raw(), hb.raw(), ha.nbytes()) == 0;
+}
+
+void check_cpu(const OpCase& c) {
+  GuardScope guard;
+  const std::vector<Tensor> x64 = make_inputs(c);
+
+  // f64 forward + backward with a random upstream gradient.
+  const Run probe = run_case(c, x64, Tensor(), Device::CPU, DType::F64);
+  const Tensor R = make_upstream(c, probe.out.shape());
+  const Run ref = run_case(c, x64, R, Device::CPU, DType::F64);
+
+  // Finite differences on sampled coordinates of every input that wants a gradient.
+  std::vector<Tensor> xs = x64;
+  for (auto& t : xs) t = t.clone();
+  for (size_t i = 0; i < xs.size(); ++i) {
+    if (!c.inputs[i].requires_grad && !c.inputs[i].param) continue;
+    REQUIRE(ref.grads.size() == xs.size());
+    REQUIRE(ref.grads[i].defined());
+    double* p = xs[i].data<double>();
+    const double* g = ref.grads[i].data<double>();
+    double scale = kMinScale * 1e-3, err = 0;
+    int64_t worst = -1;
+    double worst_num = 0;
+    for (int64_t j : sample_indices(xs[i].numel(), c.fd_samples, hash_name(c.name) + i)) {
+      const double x0 = p[j];
+      const double h = 1e-5 * std::max(1.0, std::fabs(x0));
+      p[j] = x0 + h;
+      const double fp = objective(c, xs, R);
+      p[j] = x0 - h;
+      const double fm = objective(c, xs, R);
+      p[j] = x0;
+      const double num = (fp - fm) / (2 * h);
+      scale = std::max({scale, std::fabs(num), std::fabs(g[j])});
+      if (std::fabs(num - g[j]) > err) {
+        err = std::fabs(num - g[j]);
+        worst = j;
+        worst_num = num;
+      }
+    }
+    INFO("input " << i << " " << xs[i].shape().str() << ": finite-difference error " << err / scale
+                  << " at element " << worst << " (analytic " << (worst >= 0 ? g[worst] : 0.0)
+                  << ", numeric " << worst_num << ")");
+    CHECK(err / scale <= c.tol_fd);
+  }
+
+  // f32 against f64, and two f32 runs bitwise equal.
+  const Run f32a = run_case(c, x64, R, Device::CPU, DType::F32);
+  const Run f32b = run_case(c, x64, R, Device::CPU, DType::F32);
+  compare("cpu f32 forward vs f64", f32a.out, ref.out.to(DType::F32), c.tol_f32);
+  CHECK(bitwise_equal(f32a.out, f32b.out));
+  for (size_t i = 0; i < f32a.grads.size(); ++i) {
+    if (!f32a.grads[i].defined()) continue;
+    compare(fmt::format("cpu f32 grad {} vs f64", i).c_str(), f32a.grads[i],
+            ref.grads[i].to(DType::F32), c.tol_f32);
+    CHECK(bitwise_equal(f32a.grads[i], f32b.grads[i]));
+  }
+  require_no_guard_violations("cpu");
+}
+
+void check_cuda(const OpCase& c) {
+  GuardScope guard;
+  const std::vector<Tensor> x64 = make_inputs(c);
+  const Run probe = run_case(c, x64, Tensor(), Device::CPU, DType::F32);
+  const Tensor R = make_upstream(c, probe.out.shape());
+
+  const Run cpu = run_case(c, x64, R, Device::CPU, DType::F32);
+  const Run gpu = run_case(c, x64, R, Device::CUDA, DType::F32);
+  const Run gpu2 = run_case(c, x64, R, Device::CUDA, DType::F32);
+  require_no_guard_violations("cuda");
+
+  compare("cuda forward vs cpu", gpu.out, cpu.out, c.tol_fwd);
+  CHECK(bitwise_equal(gpu.out, gpu2.out));
+  REQUIRE(gpu.grads.size() == cpu.grads.size());
+  for (size_t i = 0; i < gpu.grads.size(); ++i) {
+    if (!cpu.grads[i].defined()) continue;
+    compare(fmt::format("cuda grad {} vs cpu", i).c_str(), gpu.grads[i], cpu.grads[i], c.tol_bwd);
+    INFO("grad " << i << ": two backward runs differ");
+    CHECK(bitwise_equal(gpu.grads[i], gpu2.grads[i]));
+  }
+
+  if (c.nan_parity && !x64.empty()) {
+    std::vector<Tensor> bad = x64;
+    bad[0] = bad[0].clone();
+    plant_nonfinite(bad[0]);
+    const Run cb = run_case(c, bad, R, Device::CPU, DType::F32);
+    const Run gb = run_case(c, bad, R, Device::CUDA, DType::F32);
+    require_no_guard_violations("cuda nan");
+    compare("cuda forward with NaN/Inf vs cpu", gb.out, cb.out, c.tol_fwd);
+    for (size_t i = 0; i < gb.grads.size(); ++i) {
+      if (!cb.grads[i].defined()) continue;
+      std::string where;
+      INFO("grad " << i << " with NaN/Inf inputs");
+      const bool parity = nonfinite_parity(gb.grads[i], cb.grads[i], &where);
+      INFO(where);
+      CHECK(parity);
+    }
+  }
+}
+
+}  // namespace gan::test

@@ -1,0 +1,91 @@
+// The op-test harness (in the style of ggml's test-backend-ops). An op case declares its inputs
+// and a function building the op from Vars; the harness then checks, for every case of a sweep:
+//
+// CPU (always):
+//   - backward in float64 against central finite differences of <R, f(x)> with a random
+//     upstream gradient R (never sum(): softmax/normalisation outputs sum to constants);
+//   - the float32 run against the float64 run (forward and backward);
+//   - two float32 runs bitwise equal; no write outside any buffer (guard mode).
+// CUDA (skipped without a GPU):
+//   - forward and backward against the CPU float32 run within the case's stated tolerance;
+//   - guard bytes around every allocation intact, unwritten outputs caught (NaN fill);
+//   - NaN/Inf parity: with NaN and +-Inf planted in the inputs, each output element is finite,
+//     NaN, +Inf or -Inf on the GPU exactly when it is on the CPU;
+//   - two runs bitwise equal.
+//
+// Errors are normalised: max |got - want| / max(max |want|, 1e-3) over the tensor, so a
+// tolerance reads as "relative to the tensor's largest element" (absolute below 1e-3).
+// See docs/testing.md.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "engine/autograd.h"
+
+namespace gan::test {
+
+bool have_gpu();
+// Counts a skipped test case (main() exits 77, "skipped" for ctest, when all cases skipped).
+void mark_skipped();
+int skipped_cases();
+
+struct Input {
+  Shape shape;
+  double lo = -1.0, hi = 1.0;  // uniform initial values
+  bool requires_grad = true;
+  bool param = false;         // a parameter (persistent gradient buffer)
+  std::vector<double> kinks;  // points where the op is not differentiable: values are moved at
+  double margin = 0.02;       // least `margin` away so finite differences do not straddle them
+};
+
+struct OpCase {
+  std::string name;
+  std::vector<Input> inputs;
+  std::function<Var(const std::vector<Var>&)> fn;
+  double tol_fwd = 1e-5;  // CUDA vs CPU f32 forward
+  double tol_bwd = 1e-5;  // CUDA vs CPU f32 gradients
+  double tol_f32 = 1e-5;  // CPU f32 vs CPU f64 (forward and gradients)
+  double tol_fd = 1e-6;   // analytic vs finite-difference gradient, f64
+  int fd_samples = 24;    // coordinates per input checked by finite differences
+  bool nan_parity = true;
+};
+
+void check_cpu(const OpCase& c);
+void check_cuda(const OpCase& c);
+
+// Normalised max error between two tensors of the same shape (finite elements only), and the
+// parity of their non-finite elements (true when they are non-finite at the same places with
+// the same kind).
+double max_rel_error(const Tensor& got, const Tensor& want);
+bool nonfinite_parity(const Tensor& got, const Tensor& want, std::string* where = nullptr);
+bool bitwise_equal(const Tensor& a, const Tensor& b);
+
+}  // namespace gan::test
+
+// Use as the first statement of a CUDA test case.
+#define GAN_REQUIRE_GPU()           \
+  do {                              \
+    if (!::gan::test::have_gpu()) { \
+      ::gan::test::mark_skipped();  \
+      WARN("skipped: no GPU");      \
+      return;                       \
+    }                               \
+  } while (0)
+
+// One CPU and one CUDA test case per op, running every case of the sweep `cases()`.
+#define GAN_OP_TEST(op, cases)                        \
+  TEST_CASE("op " op " cpu", "[op][" op "][cpu]") {   \
+    for (const auto& c : cases()) {                   \
+      INFO("case: " << c.name);                       \
+      ::gan::test::check_cpu(c);                      \
+    }                                                 \
+  }                                                   \
+  TEST_CASE("op " op " cuda", "[op][" op "][cuda]") { \
+    GAN_REQUIRE_GPU();                                \
+    for (const auto& c : cases()) {                   \
+      INFO("case: " << c.name);                       \
+      ::gan::test::check_cuda(c);                     \
+    }                                                 \
+  }

@@ -1,0 +1,359 @@
+// Op sweeps for the harness: every op over shapes that include 1, odd sizes and sizes > 1024.
+// Tolerances: the default 1e-5 (normalised, see harness.h) holds for every elementwise op; looser
+// ones carry the reason beside them.
+#include <catch2/catch.hpp>
+
+#include "engine/ops.h"
+#include "tests/harness.h"
+
+namespace {
+
+using gan::Shape;
+using gan::Var;
+using gan::test::Input;
+using gan::test::OpCase;
+
+// Shapes for elementwise ops: scalars, 1, odd, > 1024, 4-D NHWC, 5-D.
+const std::vector<Shape>& elementwise_shapes() {
+  static const std::vector<Shape> s = {Shape{},
+                                       Shape{1},
+                                       Shape{7},
+                                       Shape{3, 5},
+                                       Shape{1031},
+                                       Shape{3, 1100},
+                                       Shape{2, 5, 5, 3},
+                                       Shape{1, 1, 1, 1, 1},
+                                       Shape{2, 3, 1, 4, 5}};
+  return s;
+}
+
+std::vector<OpCase> unary_cases(const std::string& op, std::function<Var(const Var&)> f,
+                                std::vector<double> kinks, double lo = -3, double hi = 3) {
+  std::vector<OpCase> cases;
+  for (const Shape& s : elementwise_shapes()) {
+    OpCase c;
+    c.name = op + " " + s.str();
+    Input in;
+    in.shape = s, in.lo = lo, in.hi = hi, in.kinks = kinks;
+    c.inputs = {in};
+    c.fn = [f](const std::vector<Var>& v) { return f(v[0]); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpCase> relu_cases() {
+  return unary_cases("relu", [](const Var& x) { return gan::relu(x); }, {0.0});
+}
+std::vector<OpCase> leaky_relu_cases() {
+  return unary_cases("leaky_relu", [](const Var& x) { return gan::leaky_relu(x, 0.2); }, {0.0});
+}
+std::vector<OpCase> tanh_cases() {
+  return unary_cases("tanh", [](const Var& x) { return gan::tanh(x); }, {});
+}
+std::vector<OpCase> sigmoid_cases() {
+  // Wide range: the stable formula must not overflow for large |x|.
+  return unary_cases(
+      "sigmoid", [](const Var& x) { return gan::sigmoid(x); }, {}, -30, 30);
+}
+std::vector<OpCase> scale_cases() {
+  return unary_cases("scale", [](const Var& x) { return gan::scale(x, -1.7); }, {});
+}
+
+// Operand shape pairs for binary ops: same, scalar, per-channel NHWC, per-sample, two-sided
+// broadcasting, leading broadcast, > 1024, 5-D.
+const std::vector<std::pair<Shape, Shape>>& binary_shapes() {
+  static const std::vector<std::pair<Shape, Shape>> s = {
+      {Shape{3, 5}, Shape{3, 5}},
+      {Shape{1}, Shape{1}},
+      {Shape{7}, Shape{}},
+      {Shape{2, 4, 4, 3}, Shape{3}},
+      {Shape{2, 3, 3, 5}, Shape{2, 1, 1, 1}},
+      {Shape{3, 1, 5}, Shape{4, 1}},
+      {Shape{1}, Shape{1031}},
+      {Shape{1100}, Shape{1100}},
+      {Shape{3, 1100}, Shape{1, 1100}},
+      {Shape{2, 3, 4, 5, 6}, Shape{3, 1, 5, 1}},
+  };
+  return s;
+}
+
+std::vector<OpCase> binary_cases(const std::string& op,
+                                 std::function<Var(const Var&, const Var&)> f, double b_lo,
+                                 double b_hi) {
+  std::vector<OpCase> cases;
+  for (const auto& [sa, sb] : binary_shapes()) {
+    OpCase c;
+    c.name = op + " " + sa.str() + " " + sb.str();
+    Input a, b;
+    a.shape = sa;
+    b.shape = sb, b.lo = b_lo, b.hi = b_hi;
+    c.inputs = {a, b};
+    c.fn = [f](const std::vector<Var>& v) { return f(v[0], v[1]); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpCase> add_cases() {
+  return binary_cases(
+      "add", [](const Var& a, const Var& b) { return gan::add(a, b); }, -1, 1);
+}
+std::vector<OpCase> sub_cases() {
+  return binary_cases(
+      "sub", [](const Var& a, const Var& b) { return gan::sub(a, b); }, -1, 1);
+}
+std::vector<OpCase> mul_cases() {
+  return binary_cases(
+      "mul", [](const Var& a, const Var& b) { return gan::mul(a, b); }, -1, 1);
+}
+std::vector<OpCase> div_cases() {
+  // Divisors kept in [0.5, 2]: away from zero.
+  return binary_cases(
+      "div", [](const Var& a, const Var& b) { return gan::div(a, b); }, 0.5, 2);
+}
+
+std::vector<OpCase> reduce_cases(bool mean) {
+  const std::string op = mean ? "mean" : "sum";
+  struct R {
+    Shape s;
+    std::vector<int> axes;  // empty: all
+    bool keepdim;
+  };
+  // Long reductions (70000, (8192, 64) over axis 0) exercise the split into partial sums on the
+  // GPU; (2, 3, 4, 5) over {1, 3} takes two runs of axes.
+  const std::vector<R> rs = {
+      {Shape{}, {}, false},
+      {Shape{1}, {}, false},
+      {Shape{7}, {}, false},
+      {Shape{1031}, {}, false},
+      {Shape{70000}, {}, false},
+      {Shape{3, 1100}, {1}, false},
+      {Shape{3, 1100}, {0}, true},
+      {Shape{2, 3, 4, 5}, {0, 1, 2}, false},
+      {Shape{2, 3, 4, 5}, {1, 3}, true},
+      {Shape{2, 3, 4, 5}, {-1}, false},
+      {Shape{8192, 64}, {0}, false},
+      {Shape{2, 1025, 3}, {1}, false},
+      {Shape{4, 1, 5}, {1}, false},
+  };
+  std::vector<OpCase> cases;
+  for (const R& r : rs) {
+    OpCase c;
+    c.name = op + " " + r.s.str() + " axes " + std::to_string(r.axes.size()) +
+             (r.axes.empty() ? "" : " first " + std::to_string(r.axes[0])) +
+             (r.keepdim ? " keepdim" : "");
+    Input in;
+    in.shape = r.s;
+    c.inputs = {in};
+    const auto axes = r.axes;
+    const bool keep = r.keepdim;
+    c.fn = [mean, axes, keep](const std::vector<Var>& v) {
+      if (axes.empty()) return mean ? gan::mean(v[0]) : gan::sum(v[0]);
+      return mean ? gan::mean(v[0], axes, keep) : gan::sum(v[0], axes, keep);
+    };
+    // Sums of up to 70000 float32 terms: the GPU's tree order differs from the CPU's double
+    // accumulation by a few float ulps of the result.
+    c.tol_fwd = 2e-5;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpCase> sum_cases() { return reduce_cases(false); }
+std::vector<OpCase> mean_cases() { return reduce_cases(true); }
+
+std::vector<OpCase> reshape_cases() {
+  std::vector<OpCase> cases;
+  const std::vector<std::pair<Shape, Shape>> rs = {{Shape{1}, Shape{}},
+                                                   {Shape{3, 5}, Shape{5, 3}},
+                                                   {Shape{2, 4, 4, 3}, Shape{2, -1}},
+                                                   {Shape{1031}, Shape{1, 1031, 1}}};
+  for (const auto& [a, b] : rs) {
+    OpCase c;
+    c.name = "reshape " + a.str() + " -> " + b.str();
+    Input in;
+    in.shape = a;
+    c.inputs = {in};
+    const Shape to = b;
+    c.fn = [to](const std::vector<Var>& v) { return gan::reshape(v[0], to); };
+    cases.push_back(c);
+  }
+  OpCase f;
+  f.name = "flatten (2, 3, 4, 5)";
+  Input in;
+  in.shape = Shape{2, 3, 4, 5};
+  f.inputs = {in};
+  f.fn = [](const std::vector<Var>& v) { return gan::flatten(v[0]); };
+  cases.push_back(f);
+  return cases;
+}
+
+std::vector<OpCase> concat_cases() {
+  std::vector<OpCase> cases;
+  struct C {
+    std::vector<Shape> parts;
+    int axis;
+  };
+  std::vector<Shape> ten;  // more inputs than one launch takes (8)
+  for (int j = 0; j < 10; ++j) ten.push_back(Shape{3, 2, 1 + j % 3});
+  const std::vector<C> cs = {
+      {{Shape{1}, Shape{1}}, -1},
+      {{Shape{2, 4, 4, 3}, Shape{2, 4, 4, 5}}, -1},
+      {{Shape{2, 3, 3, 1}, Shape{2, 3, 3, 7}, Shape{2, 3, 3, 2}}, 3},
+      {{Shape{2, 3, 5}, Shape{2, 1, 5}}, 1},
+      {{Shape{1031, 2}, Shape{3, 2}}, 0},
+      {{Shape{5, 1100}, Shape{5, 3}}, -1},
+      {ten, -1},
+  };
+  for (const C& cc : cs) {
+    OpCase c;
+    c.name = "concat " + std::to_string(cc.parts.size()) + " parts " + cc.parts[0].str() +
+             " axis " + std::to_string(cc.axis);
+    for (const Shape& s : cc.parts) {
+      Input in;
+      in.shape = s;
+      c.inputs.push_back(in);
+    }
+    const int axis = cc.axis;
+    c.fn = [axis](const std::vector<Var>& v) { return gan::concat(v, axis); };
+    cases.push_back(c);
+  }
+  // Only some inputs want a gradient.
+  OpCase c;
+  c.name = "concat partial grads";
+  Input a, b;
+  a.shape = Shape{4, 3};
+  b.shape = Shape{4, 2};
+  b.requires_grad = false;
+  c.inputs = {a, b};
+  c.fn = [](const std::vector<Var>& v) { return gan::concat(v, -1); };
+  cases.push_back(c);
+  return cases;
+}
+
+std::vector<OpCase> matmul_cases() {
+  std::vector<OpCase> cases;
+  const std::vector<std::pair<Shape, Shape>> ms = {
+      {Shape{1, 1}, Shape{1, 1}},         {Shape{3, 5}, Shape{5, 7}},
+      {Shape{17, 33}, Shape{33, 9}},      {Shape{2, 3, 4}, Shape{2, 4, 5}},
+      {Shape{1030, 3}, Shape{3, 2}},      {Shape{16, 1100}, Shape{1100, 3}},
+      {Shape{3, 1, 64}, Shape{3, 64, 1}},
+  };
+  for (const auto& [a, b] : ms) {
+    OpCase c;
+    c.name = "matmul " + a.str() + " x " + b.str();
+    Input x, y;
+    x.shape = a;
+    y.shape = b;
+    c.inputs = {x, y};
+    c.fn = [](const std::vector<Var>& v) { return gan::matmul(v[0], v[1]); };
+    // cuBLAS accumulates k = 1100 products in float32 in its own order; the CPU reference in
+    // double. Error scales with sqrt(k) ulps.
+    c.tol_fwd = c.tol_bwd = 2e-5;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpCase> linear_cases() {
+  std::vector<OpCase> cases;
+  struct L {
+    Shape x;
+    int64_t out;
+    bool bias;
+    bool params;
+  };
+  const std::vector<L> ls = {
+      {Shape{4, 5}, 3, true, true},    {Shape{1, 1}, 1, true, false},
+      {Shape{4, 5}, 3, false, true},   {Shape{2, 3, 4, 6}, 7, true, true},
+      {Shape{3, 1100}, 5, true, true}, {Shape{1031, 3}, 2, true, false},
+      {Shape{64, 2}, 128, true, true},
+  };
+  for (const L& l : ls) {
+    OpCase c;
+    c.name = "linear " + l.x.str() + " -> " + std::to_string(l.out) + (l.bias ? " bias" : "") +
+             (l.params ? " params" : " leaves");
+    Input x, w, b;
+    x.shape = l.x;
+    w.shape = Shape{l.out, l.x.back()};
+    w.param = l.params;
+    b.shape = Shape{l.out};
+    b.param = l.params;
+    c.inputs = {x, w};
+    if (l.bias) c.inputs.push_back(b);
+    const bool bias = l.bias;
+    c.fn = [bias](const std::vector<Var>& v) {
+      return bias ? gan::linear(v[0], v[1], v[2]) : gan::linear(v[0], v[1]);
+    };
+    c.tol_fwd = c.tol_bwd = 2e-5;  // as matmul: k up to 1100 (forward) and 1031 (dw)
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpCase> bce_cases() {
+  std::vector<OpCase> cases;
+  for (const Shape& s : {Shape{1}, Shape{64, 1}, Shape{1031}, Shape{3, 7}}) {
+    for (int mode = 0; mode < 3; ++mode) {  // targets tensor, constant 1, constant 0
+      OpCase c;
+      c.name = "bce_with_logits " + s.str() + (mode == 0 ? " targets" : mode == 1 ? " 1" : " 0");
+      Input x;
+      x.shape = s, x.lo = -40, x.hi = 40;  // large logits: the stable form must not overflow
+      c.inputs = {x};
+      if (mode == 0) {
+        Input t;
+        t.shape = s, t.lo = 0, t.hi = 1;
+        c.inputs.push_back(t);
+        c.fn = [](const std::vector<Var>& v) { return gan::bce_with_logits(v[0], v[1]); };
+      } else {
+        const double target = mode == 1 ? 1.0 : 0.0;
+        c.fn = [target](const std::vector<Var>& v) { return gan::bce_with_logits(v[0], target); };
+      }
+      cases.push_back(c);
+    }
+  }
+  return cases;
+}
+
+std::vector<OpCase> hinge_cases() {
+  std::vector<OpCase> cases;
+  for (const auto& [sr, sf] :
+       {std::pair{Shape{1}, Shape{1}}, std::pair{Shape{64, 1}, Shape{64, 1}},
+        std::pair{Shape{7}, Shape{5}}, std::pair{Shape{1031}, Shape{1100}}}) {
+    OpCase c;
+    c.name = "hinge_d_loss " + sr.str() + " " + sf.str();
+    Input r, f;
+    r.shape = sr, r.lo = -3, r.hi = 3, r.kinks = {1.0};
+    f.shape = sf, f.lo = -3, f.hi = 3, f.kinks = {-1.0};
+    c.inputs = {r, f};
+    c.fn = [](const std::vector<Var>& v) { return gan::hinge_d_loss(v[0], v[1]); };
+    cases.push_back(c);
+    OpCase g;
+    g.name = "hinge_g_loss " + sf.str();
+    g.inputs = {f};
+    g.fn = [](const std::vector<Var>& v) { return gan::hinge_g_loss(v[0]); };
+    cases.push_back(g);
+  }
+  return cases;
+}
+
+}  // namespace
+
+GAN_OP_TEST("relu", relu_cases)
+GAN_OP_TEST("leaky_relu", leaky_relu_cases)
+GAN_OP_TEST("tanh", tanh_cases)
+GAN_OP_TEST("sigmoid", sigmoid_cases)
+GAN_OP_TEST("scale", scale_cases)
+GAN_OP_TEST("add", add_cases)
+GAN_OP_TEST("sub", sub_cases)
+GAN_OP_TEST("mul", mul_cases)
+GAN_OP_TEST("div", div_cases)
+GAN_OP_TEST("sum", sum_cases)
+GAN_OP_TEST("mean", mean_cases)
+GAN_OP_TEST("reshape", reshape_cases)
+GAN_OP_TEST("concat", concat_cases)
+GAN_OP_TEST("matmul", matmul_cases)
+GAN_OP_TEST("linear", linear_cases)
+GAN_OP_TEST("bce_with_logits", bce_cases)
+GAN_OP_TEST("hinge_loss", hinge_cases)
