@@ -96,20 +96,28 @@ Tensor* BackwardContext::accum_buffer(int i) const {
   return (n && n->is_param) ? &n->grad : nullptr;
 }
 
-Var record(const char* op, const std::vector<Var>& inputs, Tensor out, BackwardFn backward) {
+std::vector<Var> record_multi(const char* op, const std::vector<Var>& inputs,
+                              std::vector<Tensor> outs, BackwardFn backward) {
   bool any = false;
   if (t_grad_enabled)
     for (const Var& v : inputs) any = any || v.requires_grad();
-  Var result = make_output(std::move(out), any);
-  if (!any) return result;
+  std::vector<Var> results;
+  for (Tensor& t : outs) results.push_back(make_output(std::move(t), any));
+  if (!any) return results;
   TapeEntry e;
   e.op = op;
   e.inputs.reserve(inputs.size());
   for (const Var& v : inputs) e.inputs.push_back(v.requires_grad() ? v.node() : nullptr);
-  e.output = result.node();
+  for (const Var& r : results) e.outputs.push_back(r.node());
   e.backward = std::move(backward);
   tape().entries().push_back(std::move(e));
-  return result;
+  return results;
+}
+
+Var record(const char* op, const std::vector<Var>& inputs, Tensor out, BackwardFn backward) {
+  std::vector<Tensor> outs;
+  outs.push_back(std::move(out));
+  return record_multi(op, inputs, std::move(outs), std::move(backward))[0];
 }
 
 Var record(const char* op, std::initializer_list<Var> inputs, Tensor out, BackwardFn backward) {
@@ -131,20 +139,27 @@ void backward(const Var& root, const Tensor& dout, bool retain_tape) {
 
   auto& entries = tape().entries();
   std::vector<GradNode*> ins;
+  std::vector<Tensor> held;
+  std::vector<const Tensor*> douts;
   for (size_t k = entries.size(); k-- > 0;) {
     TapeEntry& e = entries[k];
-    GradNode& out = *e.output;
-    if (!out.grad.defined()) continue;
+    bool any = false;
+    for (const auto& o : e.outputs) any = any || o->grad.defined();
+    if (!any) continue;
     ins.clear();
     for (const auto& p : e.inputs) ins.push_back(p.get());
-    // Hold the gradient: the closure may be the last user of out.grad's storage.
-    const Tensor d = out.grad;
+    // Hold the gradients: the closure may be the last user of their storage.
+    held.clear();
+    for (const auto& o : e.outputs) held.push_back(o->grad);
+    douts.clear();
+    for (const Tensor& t : held) douts.push_back(&t);
     {
       const std::string range = std::string(e.op) + " backward";
       NvtxRange nvtx(range.c_str());
-      e.backward(BackwardContext(e.op, d, ins));
+      e.backward(BackwardContext(e.op, douts, ins));
     }
-    if (!out.retain_grad && !out.is_leaf) out.grad = Tensor();
+    for (const auto& o : e.outputs)
+      if (!o->retain_grad && !o->is_leaf) o->grad = Tensor();
   }
   if (!retain_tape) tape().clear();
 }

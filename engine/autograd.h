@@ -87,7 +87,10 @@ bool grad_enabled();
 class BackwardContext {
  public:
   const char* op;
-  const Tensor& dout;  // gradient of the op's output (read-only)
+  const Tensor& dout;  // gradient of the op's (first) output (read-only)
+
+  // Gradient of output i of a multi-output op; undefined when that output received none.
+  const Tensor& dout_at(int i) const { return *douts_[size_t(i)]; }
 
   // Does input i want a gradient?
   bool needs(int i) const { return inputs_[size_t(i)] && inputs_[size_t(i)]->requires_grad; }
@@ -97,10 +100,12 @@ class BackwardContext {
   // place (a GEMM with beta = 1); nullptr otherwise (use add()).
   Tensor* accum_buffer(int i) const;
 
-  BackwardContext(const char* op_name, const Tensor& d, const std::vector<GradNode*>& inputs)
-      : op(op_name), dout(d), inputs_(inputs) {}
+  BackwardContext(const char* op_name, const std::vector<const Tensor*>& douts,
+                  const std::vector<GradNode*>& inputs)
+      : op(op_name), dout(*douts[0]), douts_(douts), inputs_(inputs) {}
 
  private:
+  const std::vector<const Tensor*>& douts_;
   const std::vector<GradNode*>& inputs_;
 };
 
@@ -110,11 +115,15 @@ using BackwardFn = std::function<void(const BackwardContext&)>;
 // appends a tape entry whose closure computes the input gradients; else returns a plain Var.
 Var record(const char* op, std::initializer_list<Var> inputs, Tensor out, BackwardFn backward);
 Var record(const char* op, const std::vector<Var>& inputs, Tensor out, BackwardFn backward);
+// An op with several outputs (one tape entry). Its closure runs when any output received a
+// gradient; dout_at(i) is undefined for the others.
+std::vector<Var> record_multi(const char* op, const std::vector<Var>& inputs,
+                              std::vector<Tensor> outs, BackwardFn backward);
 
 struct TapeEntry {
   const char* op;
   std::vector<std::shared_ptr<GradNode>> inputs;  // null where the input needs no gradient
-  std::shared_ptr<GradNode> output;
+  std::vector<std::shared_ptr<GradNode>> outputs;
   BackwardFn backward;
 };
 

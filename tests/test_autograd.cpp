@@ -104,3 +104,29 @@ TEST_CASE("autograd: intermediate gradients on request", "[autograd][cpu]") {
   CHECK(h.grad().to_vector() == std::vector<float>{6, 12});
   CHECK(x.grad().to_vector() == std::vector<float>{18, 36});
 }
+
+TEST_CASE("autograd: multi-output ops run when any output gets a gradient", "[autograd][cpu]") {
+  Var x = leaf({1, 2}, Shape{2});
+  // Outputs (2x, 3x); the closure sees an undefined gradient for an unused output.
+  auto twice_thrice = [](const Var& in) {
+    Tensor a = Tensor::empty_like(in.value()), b = Tensor::empty_like(in.value());
+    const auto v = in.value().to_vector();
+    a.copy_from(Tensor::from_vector(std::vector<float>{2 * v[0], 2 * v[1]}, Shape{2}));
+    b.copy_from(Tensor::from_vector(std::vector<float>{3 * v[0], 3 * v[1]}, Shape{2}));
+    return record_multi("twice_thrice", {in}, {a, b}, [](const BackwardContext& c) {
+      std::vector<float> g(2, 0.f);
+      if (c.dout_at(0).defined())
+        for (int i = 0; i < 2; ++i) g[size_t(i)] += 2 * c.dout_at(0).to_vector()[size_t(i)];
+      if (c.dout_at(1).defined())
+        for (int i = 0; i < 2; ++i) g[size_t(i)] += 3 * c.dout_at(1).to_vector()[size_t(i)];
+      c.add(0, Tensor::from_vector(g, Shape{2}));
+    });
+  };
+  auto outs = twice_thrice(x);
+  backward(sum(outs[1]));  // only the second output is used
+  CHECK(x.grad().to_vector() == std::vector<float>{3, 3});
+  zero_grad({x});
+  outs = twice_thrice(x);
+  backward(sum(add(outs[0], outs[1])));
+  CHECK(x.grad().to_vector() == std::vector<float>{5, 5});
+}
