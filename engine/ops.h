@@ -39,6 +39,54 @@ Var matmul(const Var& a, const Var& b);
 // x (..., in), w (out, in) [PyTorch's layout], optional b (out) -> (..., out): x w^T + b.
 Var linear(const Var& x, const Var& w, const Var& b = Var());
 
+// ---- convolutions (cuDNN on the GPU, direct loops on the CPU), NHWC activations.
+// Weights are stored (K, kh, kw, C) where K is the output channel count of the underlying
+// convolution: conv2d (out, kh, kw, in); conv_transpose2d (in, kh, kw, out). PyTorch's OIHW
+// (conv) and IOHW (transposed conv) are the same tensors with the channel axis moved:
+// see engine/nn.h for the conversions used by checkpoints.
+struct Conv2dOptions {
+  int stride_h = 1, stride_w = 1;
+  int pad_h = 0, pad_w = 0;
+  int dil_h = 1, dil_w = 1;
+  int out_pad_h = 0, out_pad_w = 0;  // conv_transpose2d only: extra rows/cols at the end
+};
+// x (N, H, W, C), w (K, kh, kw, C), optional b (K) -> (N, P, Q, K),
+// P = (H + 2 pad_h - dil_h (kh - 1) - 1) / stride_h + 1 (likewise Q).
+Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o);
+// The adjoint of conv2d (its backward-data): x (N, H, W, Cin), w (Cin, kh, kw, Cout), optional
+// b (Cout) -> (N, P, Q, Cout), P = (H - 1) stride_h - 2 pad_h + dil_h (kh - 1) + out_pad_h + 1.
+Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o);
+
+// ---- normalisation
+enum class Activation { kNone, kRelu, kLeakyRelu };
+
+// Batch normalisation over every axis but the last (channels): x (N, H, W, C) or (N, C),
+// gamma, beta (C). Training: normalises with the batch mean and biased variance, and updates
+// running_mean/running_var (C) in place with `momentum` using the unbiased variance (PyTorch's
+// convention). Eval: normalises with the running statistics. An activation can be fused:
+// y = act(gamma (x - mean) / sqrt(var + eps) + beta).
+Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& running_mean,
+               const Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5,
+               Activation act = Activation::kNone, double slope = 0.2);
+
+// Spectral normalisation of several weights at once (one launch for all of them on the GPU).
+struct SpectralNormLayer {
+  Var weight;        // the parameter W, any layout
+  int64_t rows = 0;  // W as a matrix (PyTorch's convention: output channels as rows)
+  int64_t cols = 0;
+  bool transposed = false;  // storage holds W^T row-major (cols, rows): conv_transpose2d weights
+  Tensor u;                 // (rows) persistent power-iteration vectors
+  Tensor v;                 // (cols)
+  Tensor sigma;             // (1) the last sigma (written by every call; for logging)
+};
+// Returns W / sigma(W) for every layer, each with its weight's shape. Training: `iterations`
+// power iterations from the stored u: v = normalize(W^T u), u = normalize(W v),
+// sigma = u^T W v; the new u, v are stored (and the ones this call used are kept for its
+// backward). Eval: sigma = u^T W v from the stored u, v. normalize(x) = x / max(|x|, eps).
+// Backward treats u and v as constants: dW = (G - <G, W_sn> u v^T) / sigma.
+std::vector<Var> spectral_norm(std::vector<SpectralNormLayer>& layers, bool training,
+                               int iterations = 1, double eps = 1e-12);
+
 // ---- losses (mean over all elements, one-element result)
 // Binary cross-entropy on logits against targets of the same shape, or a constant target.
 Var bce_with_logits(const Var& logits, const Var& targets);

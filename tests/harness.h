@@ -2,7 +2,7 @@
 // and a function building the op from Vars; the harness then checks, for every case of a sweep:
 //
 // CPU (always):
-//   - backward in float64 against central finite differences of <R, f(x)> with a random
+//   - backward in float64 against five-point central differences of <R, f(x)> with a random
 //     upstream gradient R (never sum(): softmax/normalisation outputs sum to constants);
 //   - the float32 run against the float64 run (forward and backward);
 //   - two float32 runs bitwise equal; no write outside any buffer (guard mode).

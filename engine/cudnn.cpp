@@ -1,0 +1,213 @@
+#include "engine/cudnn.h"
+
+#include <climits>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <tuple>
+
+#include <fmt/format.h>
+
+#include "engine/device.h"
+#include "engine/tensor.h"
+#include "kernels/common.h"
+#include "kernels/conv.h"
+
+namespace gan {
+
+void throw_cudnn_error(int status, const char* call, const char* file, int line) {
+  throw Error(std::string("cuDNN error ") + cudnnGetErrorString(cudnnStatus_t(status)) + " in " +
+              call + " at " + file + ":" + std::to_string(line));
+}
+
+namespace cuda {
+
+namespace {
+
+std::mutex g_mu;
+
+cudnnHandle_t handle_locked() {
+  static cudnnHandle_t handle = nullptr;
+  if (!handle) {
+    cudaStream_t st = stream();
+    GAN_CUDNN_CHECK(cudnnCreate(&handle));
+    GAN_CUDNN_CHECK(cudnnSetStream(handle, st));
+  }
+  return handle;
+}
+
+// One per (geometry, math mode). Each direction has its own convolution descriptor so that it
+// can carry the math type its algorithm was chosen with.
+struct ConvPlan {
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t conv_fwd = nullptr, conv_bwd_data = nullptr,
+                               conv_bwd_filter = nullptr;
+  cudnnConvolutionFwdAlgo_t fwd{};
+  cudnnConvolutionBwdDataAlgo_t bwd_data{};
+  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
+  size_t ws_fwd = 0, ws_bwd_data = 0, ws_bwd_filter = 0;
+  bool has_fwd = false, has_bwd_data = false, has_bwd_filter = false;
+};
+
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int,
+                           int, int, int, int, bool>;
+
+PlanKey key_of(const kernels::ConvGeom& g, bool tf32) {
+  return {g.n,        g.h,        g.w,     g.c,     g.k,     g.r,     g.s,
+          g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, tf32};
+}
+
+int to_int(int64_t v, const char* what) {
+  GAN_CHECK(v <= INT_MAX, fmt::format("conv (cuDNN): {} = {} exceeds 2^31-1", what, v));
+  return int(v);
+}
+
+cudnnConvolutionDescriptor_t make_conv(const kernels::ConvGeom& g, cudnnMathType_t math) {
+  cudnnConvolutionDescriptor_t d;
+  GAN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
+  GAN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d, g.pad_h, g.pad_w, g.stride_h, g.stride_w,
+                                                  g.dil_h, g.dil_w, CUDNN_CROSS_CORRELATION,
+                                                  CUDNN_DATA_FLOAT));
+  GAN_CUDNN_CHECK(cudnnSetConvolutionMathType(d, math));
+  return d;
+}
+
+// Picks the first result (cuDNN orders them by expected speed) that succeeded, preferring, in
+// this order: the requested math (strict float32: CUDNN_FMA_MATH only) and deterministic; the
+// requested math; in strict mode, as a last resort, CUDNN_DEFAULT_MATH (float32 data, which
+// cuDNN may run as TF32 on Ampere and newer: only if cuDNN offers nothing FMA-only).
+template <class Perf>
+const Perf* pick(const Perf* perf, int count, bool tf32, const char* what) {
+  const Perf *exact = nullptr, *deterministic = nullptr, *last_resort = nullptr;
+  for (int i = 0; i < count; ++i) {
+    const Perf& p = perf[i];
+    if (p.status != CUDNN_STATUS_SUCCESS) continue;
+    const bool math_ok = tf32 || p.mathType == CUDNN_FMA_MATH;
+    if (math_ok && p.determinism == CUDNN_DETERMINISTIC && !deterministic) deterministic = &p;
+    if (math_ok && !exact) exact = &p;
+    if (!last_resort) last_resort = &p;
+  }
+  const Perf* p = deterministic ? deterministic : exact ? exact : last_resort;
+  GAN_CHECK(p != nullptr, fmt::format("conv (cuDNN): no {} algorithm available", what));
+  return p;
+}
+
+ConvPlan& plan_locked(const kernels::ConvGeom& g) {
+  static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans;
+  const bool tf32 = allow_tf32();
+  auto& slot = plans[key_of(g, tf32)];
+  if (slot) return *slot;
+  auto plan = std::make_unique<ConvPlan>();
+  ConvPlan& pl = *plan;
+  GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&pl.x));
+  GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&pl.y));
+  GAN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&pl.w));
+  GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl.x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT,
+                                             to_int(g.n, "N"), to_int(g.c, "C"), to_int(g.h, "H"),
+                                             to_int(g.w, "W")));
+  GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl.y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT,
+                                             to_int(g.n, "N"), to_int(g.k, "K"), to_int(g.p, "P"),
+                                             to_int(g.q, "Q")));
+  GAN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(pl.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC,
+                                             to_int(g.k, "K"), to_int(g.c, "C"), to_int(g.r, "R"),
+                                             to_int(g.s, "S")));
+  const cudnnMathType_t query_math = tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
+  cudnnConvolutionDescriptor_t probe = make_conv(g, query_math);
+  int n = 0, ny[4] = {};
+  GAN_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(probe, pl.x, pl.w, 4, ny));
+  GAN_CHECK(ny[0] == g.n && ny[1] == g.k && ny[2] == g.p && ny[3] == g.q,
+            fmt::format("conv (cuDNN): output dims ({}, {}, {}, {}) differ from the expected "
+                        "(N={}, K={}, P={}, Q={})",
+                        ny[0], ny[1], ny[2], ny[3], g.n, g.k, g.p, g.q));
+  cudnnHandle_t h = handle_locked();
+
+  constexpr int kMax = 16;
+  {
+    cudnnConvolutionFwdAlgoPerf_t perf[kMax];
+    GAN_CUDNN_CHECK(
+        cudnnGetConvolutionForwardAlgorithm_v7(h, pl.x, pl.w, probe, pl.y, kMax, &n, perf));
+    const auto* p = pick(perf, n, tf32, "forward");
+    pl.fwd = p->algo;
+    pl.conv_fwd = make_conv(g, p->mathType);
+    GAN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, pl.x, pl.w, pl.conv_fwd, pl.y,
+                                                            pl.fwd, &pl.ws_fwd));
+  }
+  {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[kMax];
+    GAN_CUDNN_CHECK(
+        cudnnGetConvolutionBackwardDataAlgorithm_v7(h, pl.w, pl.y, probe, pl.x, kMax, &n, perf));
+    const auto* p = pick(perf, n, tf32, "backward-data");
+    pl.bwd_data = p->algo;
+    pl.conv_bwd_data = make_conv(g, p->mathType);
+    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+        h, pl.w, pl.y, pl.conv_bwd_data, pl.x, pl.bwd_data, &pl.ws_bwd_data));
+  }
+  {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[kMax];
+    GAN_CUDNN_CHECK(
+        cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, pl.x, pl.y, probe, pl.w, kMax, &n, perf));
+    const auto* p = pick(perf, n, tf32, "backward-filter");
+    pl.bwd_filter = p->algo;
+    pl.conv_bwd_filter = make_conv(g, p->mathType);
+    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        h, pl.x, pl.y, pl.conv_bwd_filter, pl.w, pl.bwd_filter, &pl.ws_bwd_filter));
+  }
+  GAN_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(probe));
+  slot = std::move(plan);
+  return *slot;
+}
+
+// The shared workspace: grows (stream-ordered) when a plan needs more; plans are made during
+// the first step, so a captured step never grows it.
+void* workspace_locked(size_t bytes) {
+  static Tensor ws;
+  if (bytes == 0) return nullptr;
+  if (!ws.defined() || ws.nbytes() < bytes)
+    ws = Tensor::empty(Shape{int64_t((bytes + 3) / 4)}, Device::CUDA);
+  return ws.raw();
+}
+
+}  // namespace
+
+cudnnHandle_t cudnn() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return handle_locked();
+}
+
+void conv_forward(const kernels::ConvGeom& g, const float* x, const float* w, float* y) {
+  GAN_NVTX("conv_forward (cuDNN)");
+  std::lock_guard<std::mutex> lock(g_mu);
+  ConvPlan& pl = plan_locked(g);
+  void* ws = workspace_locked(pl.ws_fwd);
+  const float one = 1.f, zero = 0.f;
+  GAN_CUDNN_CHECK(cudnnConvolutionForward(handle_locked(), &one, pl.x, x, pl.w, w, pl.conv_fwd,
+                                          pl.fwd, ws, pl.ws_fwd, &zero, pl.y, y));
+}
+
+void conv_backward_data(const kernels::ConvGeom& g, const float* dy, const float* w, float* dx) {
+  GAN_NVTX("conv_backward_data (cuDNN)");
+  std::lock_guard<std::mutex> lock(g_mu);
+  ConvPlan& pl = plan_locked(g);
+  void* ws = workspace_locked(pl.ws_bwd_data);
+  const float one = 1.f, zero = 0.f;
+  GAN_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_locked(), &one, pl.w, w, pl.y, dy,
+                                               pl.conv_bwd_data, pl.bwd_data, ws, pl.ws_bwd_data,
+                                               &zero, pl.x, dx));
+}
+
+void conv_backward_filter(const kernels::ConvGeom& g, const float* x, const float* dy, float* dw,
+                          bool accumulate) {
+  GAN_NVTX("conv_backward_filter (cuDNN)");
+  std::lock_guard<std::mutex> lock(g_mu);
+  ConvPlan& pl = plan_locked(g);
+  void* ws = workspace_locked(pl.ws_bwd_filter);
+  const float one = 1.f, beta = accumulate ? 1.f : 0.f;
+  GAN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_locked(), &one, pl.x, x, pl.y, dy,
+                                                 pl.conv_bwd_filter, pl.bwd_filter, ws,
+                                                 pl.ws_bwd_filter, &beta, pl.w, dw));
+}
+
+}  // namespace cuda
+}  // namespace gan

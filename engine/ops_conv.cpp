@@ -1,0 +1,216 @@
+// conv2d and conv_transpose2d: cuDNN on the GPU, the loop references of kernels/conv.h on the CPU.
+#include <fmt/format.h>
+
+#include "engine/cudnn.h"
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/common.h"
+#include "kernels/conv.h"
+#include "kernels/elementwise.h"
+#include "kernels/reduce.h"
+
+namespace gan {
+
+namespace {
+
+using kernels::ConvGeom;
+
+void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y) {
+  if (x.is_cuda()) {
+    cuda::conv_forward(g, x.data<float>(), w.data<float>(), y.data<float>());
+  } else {
+    dispatch_cpu(x, "conv", [&](auto t) {
+      using T = decltype(t);
+      kernels::conv_forward_cpu<T>(g, x.data<T>(), w.data<T>(), y.data<T>());
+    });
+  }
+}
+
+void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const Tensor& dx) {
+  if (dy.is_cuda()) {
+    cuda::conv_backward_data(g, dy.data<float>(), w.data<float>(), dx.data<float>());
+  } else {
+    dispatch_cpu(dy, "conv", [&](auto t) {
+      using T = decltype(t);
+      kernels::conv_backward_data_cpu<T>(g, dy.data<T>(), w.data<T>(), dx.data<T>());
+    });
+  }
+}
+
+void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const Tensor& dw,
+                     bool accumulate) {
+  if (x.is_cuda()) {
+    cuda::conv_backward_filter(g, x.data<float>(), dy.data<float>(), dw.data<float>(), accumulate);
+  } else {
+    dispatch_cpu(x, "conv", [&](auto t) {
+      using T = decltype(t);
+      kernels::conv_backward_filter_cpu<T>(g, x.data<T>(), dy.data<T>(), dw.data<T>(), accumulate);
+    });
+  }
+}
+
+// y (rows, K) += b (K), in place.
+void add_bias(const Tensor& y, const Tensor& b) {
+  const int64_t k = b.numel(), rows = y.numel() / k;
+  const auto bi = kernels::make_broadcast_index(Shape{rows, k}, Shape{rows, k}, Shape{k});
+  if (y.is_cuda()) {
+    kernels::binary_forward_cuda(kernels::Binary::kAdd, bi, y.data<float>(), b.data<float>(),
+                                 y.data<float>(), cuda::stream());
+  } else {
+    dispatch_cpu(y, "conv bias", [&](auto t) {
+      using T = decltype(t);
+      kernels::binary_forward_cpu<T>(kernels::Binary::kAdd, bi, y.data<T>(), b.data<T>(),
+                                     y.data<T>());
+    });
+  }
+}
+
+// db (K) = sum of dy (rows, K) over rows, into the parameter buffer or a fresh tensor.
+void bias_grad(const BackwardContext& c, int input, const Tensor& dy, int64_t k) {
+  const int64_t rows = dy.numel() / k;
+  Tensor* acc = c.accum_buffer(input);
+  Tensor db = acc ? *acc : Tensor::empty(Shape{k}, dy.device(), dy.dtype());
+  if (dy.is_cuda()) {
+    const size_t ws = kernels::reduce_sum_workspace_bytes(1, rows, k);
+    Tensor work;
+    if (ws) work = Tensor::empty(Shape{int64_t(ws / sizeof(float))}, Device::CUDA);
+    kernels::reduce_sum_cuda(dy.data<float>(), 1, rows, k, 1.f, acc != nullptr, db.data<float>(),
+                             ws ? work.raw() : nullptr, ws, cuda::stream());
+  } else {
+    dispatch_cpu(dy, "conv bias", [&](auto t) {
+      using T = decltype(t);
+      kernels::reduce_sum_cpu<T>(dy.data<T>(), 1, rows, k, 1.0, acc != nullptr, db.data<T>());
+    });
+  }
+  if (!acc) c.add(input, db);
+}
+
+// A filter gradient straight into the parameter buffer when there is one.
+void filter_grad(const BackwardContext& c, int input, const ConvGeom& g, const Shape& w_shape,
+                 const Tensor& x, const Tensor& dy) {
+  if (Tensor* acc = c.accum_buffer(input)) {
+    check_shape(c.op, "parameter gradient buffer", *acc, w_shape);
+    conv_bwd_filter(g, x, dy, *acc, true);
+  } else {
+    Tensor dw = Tensor::empty(w_shape, x.device(), x.dtype());
+    conv_bwd_filter(g, x, dy, dw, false);
+    c.add(input, dw);
+  }
+}
+
+void check_inputs(const char* op, const Tensor& x, const Tensor& w, const Tensor& b,
+                  const Conv2dOptions& o) {
+  check_same_device(op, {&x, &w, &b});
+  check_same_dtype(op, {&x, &w, &b});
+  GAN_CHECK(x.ndim() == 4 && w.ndim() == 4,
+            fmt::format("{}: expected x (N, H, W, C) and w (K, kh, kw, C), got x {} and w {}", op,
+                        x.shape().str(), w.shape().str()));
+  GAN_CHECK(o.stride_h > 0 && o.stride_w > 0 && o.dil_h > 0 && o.dil_w > 0 && o.pad_h >= 0 &&
+                o.pad_w >= 0 && o.out_pad_h >= 0 && o.out_pad_w >= 0,
+            fmt::format("{}: stride ({}, {}), dilation ({}, {}), padding ({}, {}) and output "
+                        "padding ({}, {}) must be positive / non-negative",
+                        op, o.stride_h, o.stride_w, o.dil_h, o.dil_w, o.pad_h, o.pad_w, o.out_pad_h,
+                        o.out_pad_w));
+  if (x.is_cuda()) check_cuda_f32(op, x);
+}
+
+ConvGeom base_geom(const Conv2dOptions& o) {
+  ConvGeom g;
+  g.stride_h = o.stride_h, g.stride_w = o.stride_w;
+  g.pad_h = o.pad_h, g.pad_w = o.pad_w;
+  g.dil_h = o.dil_h, g.dil_w = o.dil_w;
+  return g;
+}
+
+}  // namespace
+
+Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
+  GAN_NVTX("conv2d");
+  const Tensor &xv = x.value(), &wv = w.value();
+  const Tensor bv = b.defined() ? b.value() : Tensor();
+  check_inputs("conv2d", xv, wv, bv, o);
+  GAN_CHECK(o.out_pad_h == 0 && o.out_pad_w == 0,
+            "conv2d: output padding applies to conv_transpose2d only");
+  ConvGeom g = base_geom(o);
+  g.n = xv.dim(0), g.h = xv.dim(1), g.w = xv.dim(2), g.c = xv.dim(3);
+  g.k = wv.dim(0), g.r = wv.dim(1), g.s = wv.dim(2);
+  GAN_CHECK(wv.dim(3) == g.c, fmt::format("conv2d: input {} has {} channels, weight {} expects {}",
+                                          xv.shape().str(), g.c, wv.shape().str(), wv.dim(3)));
+  if (bv.defined()) check_shape("conv2d", "bias", bv, Shape{g.k});
+  g.p = (g.h + 2 * o.pad_h - o.dil_h * (g.r - 1) - 1) / o.stride_h + 1;
+  g.q = (g.w + 2 * o.pad_w - o.dil_w * (g.s - 1) - 1) / o.stride_w + 1;
+  GAN_CHECK(
+      g.h + 2 * o.pad_h >= o.dil_h * (g.r - 1) + 1 && g.w + 2 * o.pad_w >= o.dil_w * (g.s - 1) + 1,
+      fmt::format("conv2d: input {} padded by ({}, {}) is smaller than the kernel {}",
+                  xv.shape().str(), o.pad_h, o.pad_w, wv.shape().str()));
+  Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), xv.dtype());
+  conv_fwd(g, xv, wv, y);
+  if (bv.defined()) add_bias(y, bv);
+  const bool has_bias = bv.defined();
+  // dx needs w, dw needs x: keep each only if the other side wants a gradient.
+  const Tensor keep_x = w.requires_grad() ? xv : Tensor();
+  const Tensor keep_w = x.requires_grad() ? wv : Tensor();
+  const Shape x_shape = xv.shape(), w_shape = wv.shape();
+  std::vector<Var> inputs = {x, w};
+  if (has_bias) inputs.push_back(b);
+  return record("conv2d", inputs, y,
+                [g, keep_x, keep_w, x_shape, w_shape, has_bias](const BackwardContext& c) {
+                  const Tensor& dy = c.dout;
+                  if (c.needs(0)) {
+                    Tensor dx = Tensor::empty(x_shape, dy.device(), dy.dtype());
+                    conv_bwd_data(g, dy, keep_w, dx);
+                    c.add(0, dx);
+                  }
+                  if (c.needs(1)) filter_grad(c, 1, g, w_shape, keep_x, dy);
+                  if (has_bias && c.needs(2)) bias_grad(c, 2, dy, g.k);
+                });
+}
+
+Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
+  GAN_NVTX("conv_transpose2d");
+  const Tensor &xv = x.value(), &wv = w.value();
+  const Tensor bv = b.defined() ? b.value() : Tensor();
+  check_inputs("conv_transpose2d", xv, wv, bv, o);
+  GAN_CHECK(
+      o.out_pad_h < std::max(o.stride_h, o.dil_h) && o.out_pad_w < std::max(o.stride_w, o.dil_w),
+      fmt::format("conv_transpose2d: output padding ({}, {}) must be smaller than the "
+                  "stride or the dilation",
+                  o.out_pad_h, o.out_pad_w));
+  // The underlying convolution maps the output (N, Ho, Wo, Cout) to the input (N, H, W, Cin).
+  ConvGeom g = base_geom(o);
+  g.n = xv.dim(0), g.p = xv.dim(1), g.q = xv.dim(2), g.k = xv.dim(3);
+  GAN_CHECK(wv.dim(0) == g.k, fmt::format("conv_transpose2d: input {} has {} channels, weight {} "
+                                          "(Cin, kh, kw, Cout) expects {}",
+                                          xv.shape().str(), g.k, wv.shape().str(), wv.dim(0)));
+  g.r = wv.dim(1), g.s = wv.dim(2), g.c = wv.dim(3);
+  if (bv.defined()) check_shape("conv_transpose2d", "bias", bv, Shape{g.c});
+  g.h = (g.p - 1) * o.stride_h - 2 * o.pad_h + o.dil_h * (g.r - 1) + o.out_pad_h + 1;
+  g.w = (g.q - 1) * o.stride_w - 2 * o.pad_w + o.dil_w * (g.s - 1) + o.out_pad_w + 1;
+  GAN_CHECK(g.h > 0 && g.w > 0,
+            fmt::format("conv_transpose2d: input {} with weight {} and padding ({}, {}) gives an "
+                        "empty output",
+                        xv.shape().str(), wv.shape().str(), o.pad_h, o.pad_w));
+  Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), xv.dtype());
+  conv_bwd_data(g, xv, wv, y);
+  if (bv.defined()) add_bias(y, bv);
+  const bool has_bias = bv.defined();
+  const Tensor keep_x = w.requires_grad() ? xv : Tensor();
+  const Tensor keep_w = x.requires_grad() ? wv : Tensor();
+  const Shape x_shape = xv.shape(), w_shape = wv.shape();
+  std::vector<Var> inputs = {x, w};
+  if (has_bias) inputs.push_back(b);
+  return record("conv_transpose2d", inputs, y,
+                [g, keep_x, keep_w, x_shape, w_shape, has_bias](const BackwardContext& c) {
+                  const Tensor& dy = c.dout;  // (N, Ho, Wo, Cout): the conv's input side
+                  if (c.needs(0)) {
+                    Tensor dx = Tensor::empty(x_shape, dy.device(), dy.dtype());
+                    conv_fwd(g, dy, keep_w, dx);
+                    c.add(0, dx);
+                  }
+                  // dw: the conv's filter gradient with the roles of input and output swapped.
+                  if (c.needs(1)) filter_grad(c, 1, g, w_shape, dy, keep_x);
+                  if (has_bias && c.needs(2)) bias_grad(c, 2, dy, g.c);
+                });
+}
+
+}  // namespace gan

@@ -1,0 +1,154 @@
+// batch_norm: PyTorch's BatchNorm2d over NHWC (or (N, C)) activations with an optional fused
+// activation. Kernels and formulas: kernels/batchnorm.h.
+#include <fmt/format.h>
+
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/batchnorm.h"
+#include "kernels/common.h"
+
+namespace gan {
+
+namespace {
+
+kernels::BnAct to_bn_act(Activation act) {
+  switch (act) {
+    case Activation::kRelu:
+      return kernels::BnAct::kRelu;
+    case Activation::kLeakyRelu:
+      return kernels::BnAct::kLeakyRelu;
+    default:
+      return kernels::BnAct::kNone;
+  }
+}
+
+template <class T>
+T* ptr_or_null(const Tensor& t) {
+  return t.defined() ? t.data<T>() : nullptr;
+}
+
+// Scratch for the CUDA kernels (from the stream-ordered pool: graph-safe).
+Tensor cuda_workspace(int64_t R, int64_t C) {
+  const size_t bytes = kernels::batch_norm_workspace_bytes(R, C);
+  if (bytes == 0) return Tensor();
+  return Tensor::empty(Shape{int64_t((bytes + sizeof(float) - 1) / sizeof(float))}, Device::CUDA);
+}
+
+// A (C) gradient of input i: the parameter's buffer to accumulate into when there is one (then
+// *accumulate is set), else a fresh tensor for BackwardContext::add.
+Tensor channel_grad(const BackwardContext& c, int i, const Tensor& like, int64_t C,
+                    bool* accumulate) {
+  *accumulate = false;
+  if (!c.needs(i)) return Tensor();
+  if (Tensor* acc = c.accum_buffer(i)) {
+    check_shape("batch_norm", "parameter gradient buffer", *acc, Shape{C});
+    check_same_device("batch_norm", {&like, acc});
+    check_same_dtype("batch_norm", {&like, acc});
+    *accumulate = true;
+    return *acc;
+  }
+  return Tensor::empty(Shape{C}, like.device(), like.dtype());
+}
+
+}  // namespace
+
+Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& running_mean,
+               const Tensor& running_var, bool training, double momentum, double eps,
+               Activation act, double slope) {
+  GAN_NVTX("batch_norm");
+  GAN_CHECK(x.defined(), "batch_norm: x is undefined");
+  const Tensor& xv = x.value();
+  const Tensor gv = gamma.defined() ? gamma.value() : Tensor();
+  const Tensor bv = beta.defined() ? beta.value() : Tensor();
+  GAN_CHECK(running_mean.defined() && running_var.defined(),
+            "batch_norm: running_mean and running_var are required");
+  check_same_device("batch_norm", {&xv, &gv, &bv, &running_mean, &running_var});
+  check_same_dtype("batch_norm", {&xv, &gv, &bv, &running_mean, &running_var});
+  const Shape& sx = xv.shape();
+  GAN_CHECK(sx.ndim >= 2,
+            fmt::format("batch_norm: expected x of shape (N, ..., C) with at least 2 dimensions, "
+                        "got {}",
+                        sx.str()));
+  const int64_t C = sx.back(), R = sx.prod(0, sx.ndim - 1);
+  const Shape cs{C};
+  if (gv.defined()) check_shape("batch_norm", "gamma", gv, cs);
+  if (bv.defined()) check_shape("batch_norm", "beta", bv, cs);
+  check_shape("batch_norm", "running_mean", running_mean, cs);
+  check_shape("batch_norm", "running_var", running_var, cs);
+  GAN_CHECK(!training || R > 1,
+            fmt::format("batch_norm: expected more than 1 value per channel when training, got "
+                        "input {}",
+                        sx.str()));
+  const kernels::BnAct bact = to_bn_act(act);
+
+  Tensor y = Tensor::empty_like(xv);
+  // The statistics the forward normalised with, for backward (batch ones in training, a snapshot
+  // of the running ones in eval): (C) each, only when a gradient will be asked for.
+  const bool keep =
+      grad_enabled() && (x.requires_grad() || gamma.requires_grad() || beta.requires_grad());
+  const Tensor save_mean = keep ? Tensor::empty(cs, xv.device(), xv.dtype()) : Tensor();
+  const Tensor save_invstd = keep ? Tensor::empty(cs, xv.device(), xv.dtype()) : Tensor();
+
+  if (xv.is_cuda()) {
+    check_cuda_f32("batch_norm", xv);
+    if (training) {
+      const Tensor ws = cuda_workspace(R, C);
+      kernels::batch_norm_forward_train_cuda(
+          xv.data<float>(), ptr_or_null<float>(gv), ptr_or_null<float>(bv), R, C, float(momentum),
+          float(eps), bact, float(slope), running_mean.data<float>(), running_var.data<float>(),
+          y.data<float>(), ptr_or_null<float>(save_mean), ptr_or_null<float>(save_invstd), ws.raw(),
+          ws.defined() ? ws.nbytes() : 0, cuda::stream());
+    } else {
+      kernels::batch_norm_forward_eval_cuda(
+          xv.data<float>(), ptr_or_null<float>(gv), ptr_or_null<float>(bv), R, C, float(eps), bact,
+          float(slope), running_mean.data<float>(), running_var.data<float>(), y.data<float>(),
+          ptr_or_null<float>(save_mean), ptr_or_null<float>(save_invstd), cuda::stream());
+    }
+  } else {
+    dispatch_cpu(xv, "batch_norm", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::batch_norm_forward_cpu<T>(xv.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(bv), R, C,
+                                         training, momentum, eps, bact, slope,
+                                         running_mean.data<T>(), running_var.data<T>(), y.data<T>(),
+                                         ptr_or_null<T>(save_mean), ptr_or_null<T>(save_invstd));
+    });
+  }
+
+  // Backward recomputes xhat (and the pre-activation) from x and the saved statistics: it keeps
+  // x, gamma, beta (only with an activation) and two (C) tensors, never y.
+  const Tensor beta_for_act = bact != kernels::BnAct::kNone ? bv : Tensor();
+  return record("batch_norm", {x, gamma, beta}, y,
+                [xv, gv, beta_for_act, save_mean, save_invstd, R, C, training, bact,
+                 slope](const BackwardContext& c) {
+                  const Tensor& dy = c.dout;
+                  check_same_device("batch_norm", {&xv, &dy});
+                  check_same_dtype("batch_norm", {&xv, &dy});
+                  const Tensor dx = c.needs(0) ? Tensor::empty_like(xv) : Tensor();
+                  bool acc_g = false, acc_b = false;
+                  const Tensor dg = channel_grad(c, 1, xv, C, &acc_g);
+                  const Tensor db = channel_grad(c, 2, xv, C, &acc_b);
+                  if (xv.is_cuda()) {
+                    const Tensor ws = cuda_workspace(R, C);
+                    kernels::batch_norm_backward_cuda(
+                        xv.data<float>(), dy.data<float>(), ptr_or_null<float>(gv),
+                        ptr_or_null<float>(beta_for_act), save_mean.data<float>(),
+                        save_invstd.data<float>(), R, C, training, bact, float(slope),
+                        ptr_or_null<float>(dx), ptr_or_null<float>(dg), ptr_or_null<float>(db),
+                        acc_g, acc_b, ws.raw(), ws.defined() ? ws.nbytes() : 0, cuda::stream());
+                  } else {
+                    dispatch_cpu(xv, "batch_norm", [&](auto tag) {
+                      using T = decltype(tag);
+                      kernels::batch_norm_backward_cpu<T>(
+                          xv.data<T>(), dy.data<T>(), ptr_or_null<T>(gv),
+                          ptr_or_null<T>(beta_for_act), save_mean.data<T>(), save_invstd.data<T>(),
+                          R, C, training, bact, slope, ptr_or_null<T>(dx), ptr_or_null<T>(dg),
+                          ptr_or_null<T>(db), acc_g, acc_b);
+                    });
+                  }
+                  if (dx.defined()) c.add(0, dx);
+                  if (dg.defined() && !acc_g) c.add(1, dg);
+                  if (db.defined() && !acc_b) c.add(2, db);
+                });
+}
+
+}  // namespace gan
