@@ -87,6 +87,22 @@ struct SpectralNormLayer {
 std::vector<Var> spectral_norm(std::vector<SpectralNormLayer>& layers, bool training,
                                int iterations = 1, double eps = 1e-12);
 
+// ---- attention (kernels/attention.h): softmax over keys of q k^T (no scale), times v.
+// q (B, Nq, d), k (B, Nk, d), v (B, Nk, dv) -> (B, Nq, dv). CUDA: 1 <= d <= 64, dv <= 1024.
+Var attention(const Var& q, const Var& k, const Var& v);
+// The SAGAN block on a packed projection qkv (B, N, 2d + dv) whose columns are q | k | v (one GEMM
+// makes it): y = gamma softmax(q k^T) v + x, with x of N*dv elements per batch item (e.g. NHWC
+// (B, H, W, dv)) and gamma one element. Returns y shaped like x. One fused kernel forward, two
+// backward; the N x N matrix is never stored.
+Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x);
+// Rows of softmax(q k^T) (B, len(queries), Nk) for chosen query positions, on the host (for
+// pictures of what the model attends to). q (B, Nq, d) and k (B, Nk, d); or, with k undefined, q
+// is a packed (B, N, 2d + dv) projection and d is given.
+std::vector<float> attention_rows(const Tensor& q, const Tensor& k,
+                                  const std::vector<int64_t>& queries, int64_t d = -1);
+// 2x2 max pooling, stride 2: (N, H, W, C) -> (N, H/2, W/2, C), H and W even.
+Var max_pool2x2(const Var& x);
+
 // ---- losses (mean over all elements, one-element result)
 // Binary cross-entropy on logits against targets of the same shape, or a constant target.
 Var bce_with_logits(const Var& logits, const Var& targets);

@@ -1,0 +1,215 @@
+// attention, self_attention (packed, fused epilogue), attention_rows, max_pool2x2.
+#include <fmt/format.h>
+
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/attention.h"
+#include "kernels/common.h"
+#include "kernels/pool.h"
+
+namespace gan {
+
+namespace {
+
+using kernels::AttnDims;
+
+struct AttnPtrs {  // typed views of q, k, v inside their tensors
+  int64_t q_off = 0, k_off = 0, v_off = 0;
+};
+
+// Forward on the tensors' device. gamma/x/y undefined: no epilogue.
+void forward(const AttnDims& a, const AttnPtrs& off, const Tensor& qt, const Tensor& kt,
+             const Tensor& vt, const Tensor& o, const Tensor& lse, const Tensor& gamma,
+             const Tensor& x, const Tensor& y) {
+  if (qt.is_cuda()) {
+    kernels::attention_forward_cuda(
+        a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off, vt.data<float>() + off.v_off,
+        o.data<float>(), lse.data<float>(), gamma.defined() ? gamma.data<float>() : nullptr,
+        x.defined() ? x.data<float>() : nullptr, y.defined() ? y.data<float>() : nullptr,
+        cuda::stream());
+  } else {
+    dispatch_cpu(qt, "attention", [&](auto t) {
+      using T = decltype(t);
+      kernels::attention_forward_cpu<T>(
+          a, qt.data<T>() + off.q_off, kt.data<T>() + off.k_off, vt.data<T>() + off.v_off,
+          o.data<T>(), lse.data<T>(), gamma.defined() ? gamma.data<T>() : nullptr,
+          x.defined() ? x.data<T>() : nullptr, y.defined() ? y.data<T>() : nullptr);
+    });
+  }
+}
+
+// Backward; gradient pointers null where not wanted; offsets apply to dq/dk/dv like q/k/v.
+void backward(const AttnDims& a, const AttnPtrs& off, const Tensor& qt, const Tensor& kt,
+              const Tensor& vt, const Tensor& o, const Tensor& lse, const Tensor& dy,
+              const Tensor& scale, const Tensor& dqt, const Tensor& dkt, const Tensor& dvt,
+              const Tensor& dgamma) {
+  if (qt.is_cuda()) {
+    auto ptr = [](const Tensor& t, int64_t o2) {
+      return t.defined() ? t.data<float>() + o2 : nullptr;
+    };
+    Tensor drow = Tensor::empty(Shape{a.b * a.nq}, Device::CUDA);
+    const size_t ws = kernels::attention_backward_workspace_bytes(a);
+    Tensor work;
+    if (ws) work = Tensor::empty(Shape{int64_t(ws / 4)}, Device::CUDA);
+    kernels::attention_backward_cuda(
+        a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off, vt.data<float>() + off.v_off,
+        o.data<float>(), lse.data<float>(), dy.data<float>(),
+        scale.defined() ? scale.data<float>() : nullptr, ptr(dqt, off.q_off), ptr(dkt, off.k_off),
+        ptr(dvt, off.v_off), dgamma.defined() ? dgamma.data<float>() : nullptr, drow.data<float>(),
+        ws ? work.raw() : nullptr, ws, cuda::stream());
+  } else {
+    dispatch_cpu(qt, "attention", [&](auto t) {
+      using T = decltype(t);
+      auto ptr = [](const Tensor& x, int64_t o2) {
+        return x.defined() ? x.data<T>() + o2 : nullptr;
+      };
+      kernels::attention_backward_cpu<T>(
+          a, qt.data<T>() + off.q_off, kt.data<T>() + off.k_off, vt.data<T>() + off.v_off,
+          o.data<T>(), lse.data<T>(), dy.data<T>(), scale.defined() ? scale.data<T>() : nullptr,
+          ptr(dqt, off.q_off), ptr(dkt, off.k_off), ptr(dvt, off.v_off),
+          dgamma.defined() ? dgamma.data<T>() : nullptr);
+    });
+  }
+}
+
+void check_limits(const char* op, const Tensor& t, const AttnDims& a) {
+  GAN_CHECK(a.nk >= 1, fmt::format("{}: no keys", op));
+  if (t.is_cuda()) {
+    check_cuda_f32(op, t);
+    GAN_CHECK(a.d <= kernels::kAttnMaxD && a.dv <= kernels::kAttnMaxDv,
+              fmt::format("{}: the CUDA kernels take d <= 64 and dv <= 1024, got d {} and dv {}",
+                          op, a.d, a.dv));
+  }
+}
+
+}  // namespace
+
+Var attention(const Var& q, const Var& k, const Var& v) {
+  GAN_NVTX("attention");
+  const Tensor &qt = q.value(), &kt = k.value(), &vt = v.value();
+  check_same_device("attention", {&qt, &kt, &vt});
+  check_same_dtype("attention", {&qt, &kt, &vt});
+  GAN_CHECK(qt.ndim() == 3 && kt.ndim() == 3 && vt.ndim() == 3 && qt.dim(0) == kt.dim(0) &&
+                kt.dim(0) == vt.dim(0) && qt.dim(2) == kt.dim(2) && kt.dim(1) == vt.dim(1) &&
+                qt.dim(2) >= 1 && vt.dim(2) >= 1,
+            fmt::format("attention: expected q (B, Nq, d), k (B, Nk, d), v (B, Nk, dv), got {}, "
+                        "{}, {}",
+                        qt.shape().str(), kt.shape().str(), vt.shape().str()));
+  AttnDims a;
+  a.b = qt.dim(0), a.nq = qt.dim(1), a.nk = kt.dim(1), a.d = qt.dim(2), a.dv = vt.dim(2);
+  a.ldq = a.ldk = a.d, a.ldv = a.ldo = a.dv;
+  check_limits("attention", qt, a);
+  Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, qt.device(), qt.dtype());
+  Tensor lse = Tensor::empty(Shape{a.b, a.nq}, qt.device(), qt.dtype());
+  forward(a, {}, qt, kt, vt, o, lse, Tensor(), Tensor(), Tensor());
+  return record("attention", {q, k, v}, o, [a, qt, kt, vt, o, lse](const BackwardContext& c) {
+    Tensor dq = c.needs(0) ? Tensor::empty_like(qt) : Tensor();
+    Tensor dk = c.needs(1) ? Tensor::empty_like(kt) : Tensor();
+    Tensor dv = c.needs(2) ? Tensor::empty_like(vt) : Tensor();
+    backward(a, {}, qt, kt, vt, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
+    if (dq.defined()) c.add(0, dq);
+    if (dk.defined()) c.add(1, dk);
+    if (dv.defined()) c.add(2, dv);
+  });
+}
+
+Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
+  GAN_NVTX("self_attention");
+  const Tensor &pt = qkv.value(), &gt = gamma.value(), &xt = x.value();
+  check_same_device("self_attention", {&pt, &gt, &xt});
+  check_same_dtype("self_attention", {&pt, &gt, &xt});
+  GAN_CHECK(pt.ndim() == 3 && d >= 1 && pt.dim(2) > 2 * d,
+            fmt::format("self_attention: expected qkv (B, N, 2d + dv) with d = {}, got {}", d,
+                        pt.shape().str()));
+  AttnDims a;
+  a.b = pt.dim(0), a.nq = a.nk = pt.dim(1), a.d = d, a.dv = pt.dim(2) - 2 * d;
+  a.ldq = a.ldk = a.ldv = pt.dim(2), a.ldo = a.dv;
+  GAN_CHECK(
+      xt.ndim() >= 1 && xt.dim(0) == a.b && xt.numel() == a.b * a.nq * a.dv && xt.dim(-1) == a.dv,
+      fmt::format("self_attention: residual x {} does not match qkv {} (B {}, N {}, dv {})",
+                  xt.shape().str(), pt.shape().str(), a.b, a.nq, a.dv));
+  GAN_CHECK(gt.numel() == 1,
+            "self_attention: gamma must have one element, got " + gt.shape().str());
+  check_limits("self_attention", pt, a);
+  const AttnPtrs off{0, d, 2 * d};
+  Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, pt.device(), pt.dtype());
+  Tensor lse = Tensor::empty(Shape{a.b, a.nq}, pt.device(), pt.dtype());
+  Tensor y = Tensor::empty_like(xt);
+  forward(a, off, pt, pt, pt, o, lse, gt, xt, y);
+  return record("self_attention", {qkv, gamma, x}, y,
+                [a, off, pt, gt, o, lse](const BackwardContext& c) {
+                  const Tensor dy = c.dout;
+                  Tensor dp = c.needs(0) ? Tensor::empty_like(pt) : Tensor();
+                  Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
+                  if (dp.defined() || dg.defined())
+                    backward(a, off, pt, pt, pt, o, lse, dy, gt, dp, dp, dp, dg);
+                  if (dp.defined()) c.add(0, dp);
+                  if (dg.defined()) c.add(1, dg);
+                  if (c.needs(2)) c.add(2, dy);  // the residual
+                });
+}
+
+std::vector<float> attention_rows(const Tensor& q, const Tensor& k,
+                                  const std::vector<int64_t>& queries, int64_t d) {
+  const Tensor qh = q.to(Device::CPU).to(DType::F32);
+  AttnDims a;
+  Tensor kh;
+  int64_t k_off = 0;
+  if (k.defined()) {
+    kh = k.to(Device::CPU).to(DType::F32);
+    GAN_CHECK(qh.ndim() == 3 && kh.ndim() == 3 && qh.dim(2) == kh.dim(2) && qh.dim(0) == kh.dim(0),
+              fmt::format("attention_rows: expected q (B, Nq, d) and k (B, Nk, d), got {} and {}",
+                          qh.shape().str(), kh.shape().str()));
+    a.b = qh.dim(0), a.nq = qh.dim(1), a.nk = kh.dim(1), a.d = qh.dim(2);
+    a.ldq = a.ldk = a.d;
+  } else {
+    GAN_CHECK(qh.ndim() == 3 && d >= 1 && qh.dim(2) > 2 * d,
+              fmt::format("attention_rows: expected packed qkv (B, N, 2d + dv) with d = {}, got {}",
+                          d, qh.shape().str()));
+    kh = qh;
+    k_off = d;
+    a.b = qh.dim(0), a.nq = a.nk = qh.dim(1), a.d = d;
+    a.ldq = a.ldk = qh.dim(2);
+  }
+  for (int64_t i : queries)
+    GAN_CHECK(i >= 0 && i < a.nq,
+              fmt::format("attention_rows: query {} out of range (N = {})", i, a.nq));
+  const std::vector<double> rows =
+      kernels::attention_rows_cpu<float>(a, qh.data<float>(), kh.data<float>() + k_off, queries);
+  return std::vector<float>(rows.begin(), rows.end());
+}
+
+Var max_pool2x2(const Var& x) {
+  GAN_NVTX("max_pool2x2");
+  const Tensor& xt = x.value();
+  GAN_CHECK(xt.ndim() == 4 && xt.dim(1) % 2 == 0 && xt.dim(2) % 2 == 0,
+            "max_pool2x2: expected (N, H, W, C) with even H and W, got " + xt.shape().str());
+  const int64_t n = xt.dim(0), h = xt.dim(1), w = xt.dim(2), ch = xt.dim(3);
+  Tensor y = Tensor::empty(Shape{n, h / 2, w / 2, ch}, xt.device(), xt.dtype());
+  if (xt.is_cuda()) {
+    check_cuda_f32("max_pool2x2", xt);
+    kernels::max_pool2x2_forward_cuda(xt.data<float>(), n, h, w, ch, y.data<float>(),
+                                      cuda::stream());
+  } else {
+    dispatch_cpu(xt, "max_pool2x2", [&](auto t) {
+      using T = decltype(t);
+      kernels::max_pool2x2_forward_cpu<T>(xt.data<T>(), n, h, w, ch, y.data<T>());
+    });
+  }
+  return record("max_pool2x2", {x}, y, [xt, n, h, w, ch](const BackwardContext& c) {
+    Tensor dx = Tensor::empty_like(xt);
+    if (xt.is_cuda()) {
+      kernels::max_pool2x2_backward_cuda(xt.data<float>(), c.dout.data<float>(), n, h, w, ch,
+                                         dx.data<float>(), cuda::stream());
+    } else {
+      dispatch_cpu(xt, "max_pool2x2", [&](auto t) {
+        using T = decltype(t);
+        kernels::max_pool2x2_backward_cpu<T>(xt.data<T>(), c.dout.data<T>(), n, h, w, ch,
+                                             dx.data<T>());
+      });
+    }
+    c.add(0, dx);
+  });
+}
+
+}  // namespace gan

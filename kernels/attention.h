@@ -1,0 +1,166 @@
+// SAGAN self-attention core: softmax over keys of Q K^T (no 1/sqrt(d) scale), times V.
+//   q (B, Nq, d), k (B, Nk, d), v (B, Nk, dv) -> o (B, Nq, dv), lse (B, Nq)
+//   s_ij = q_i . k_j,  lse_i = log sum_j exp(s_ij),  P_ij = exp(s_ij - lse_i),  o_i = sum_j P_ij
+//   v_j
+// Optional epilogue (the SAGAN block): y = gamma * o + x with gamma a scalar in memory, x (B, Nq,
+// dv).
+//
+// Backward with upstream dO (= gamma * dy with the epilogue; the kernels take dy and a pointer to
+// the scale):
+//   D_i = dO_i . o_i,  dP_ij = dO_i . v_j,  dS_ij = P_ij (dP_ij - D_i)
+//   dq_i = sum_j dS_ij k_j,  dk_j = sum_i dS_ij q_i,  dv_j = sum_i P_ij dO_i
+//   dgamma = sum_i dy_i . o_i,  dx = dy.
+//
+// Every row of q, k, v, o and their gradients has its own stride (ld*), so q, k and v can be
+// column ranges of one packed (B, N, 2d + dv) projection and dq, dk, dv column ranges of its
+// gradient. The CUDA kernels never write the N x N matrix: they tile queries and keys (32 x 32),
+// keep running softmax statistics (forward) or recompute P from the saved lse (backward), and split
+// the value dimension into 64-column chunks held by every thread of the block, so exponentials are
+// computed once per block. Deterministic: no atomics; fixed summation orders.
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+namespace gan::kernels {
+
+struct AttnDims {
+  int64_t b = 0, nq = 0, nk = 0, d = 0, dv = 0;
+  int64_t ldq = 0, ldk = 0, ldv = 0;  // row strides (elements) of q, k, v
+  int64_t ldo = 0;                    // row stride of o, x, y, dy (dense: dv)
+};
+
+// ---------------------------------------------------------------------------------------------
+// CPU reference: the softmax materialised row by row in double.
+
+// o (B, Nq, ldo), lse (B, Nq); with gamma and x (both non-null) also y = gamma o + x.
+template <class T>
+void attention_forward_cpu(const AttnDims& a, const T* q, const T* k, const T* v, T* o, T* lse,
+                           const T* gamma, const T* x, T* y) {
+  std::vector<double> s(size_t(a.nk > 0 ? a.nk : 1)), acc(size_t(a.dv > 0 ? a.dv : 1));
+  for (int64_t b = 0; b < a.b; ++b)
+    for (int64_t i = 0; i < a.nq; ++i) {
+      const T* qi = q + (b * a.nq + i) * a.ldq;
+      double m = -INFINITY;
+      for (int64_t j = 0; j < a.nk; ++j) {
+        const T* kj = k + (b * a.nk + j) * a.ldk;
+        double d = 0;
+        for (int64_t c = 0; c < a.d; ++c) d += double(qi[c]) * double(kj[c]);
+        s[size_t(j)] = d;
+        m = std::max(m, d);
+      }
+      double l = 0;
+      for (int64_t j = 0; j < a.nk; ++j) l += std::exp(s[size_t(j)] - m);
+      for (auto& x0 : acc) x0 = 0;
+      for (int64_t j = 0; j < a.nk; ++j) {
+        const double p = std::exp(s[size_t(j)] - m) / l;
+        const T* vj = v + (b * a.nk + j) * a.ldv;
+        for (int64_t c = 0; c < a.dv; ++c) acc[size_t(c)] += p * double(vj[c]);
+      }
+      T* oi = o + (b * a.nq + i) * a.ldo;
+      for (int64_t c = 0; c < a.dv; ++c) oi[c] = T(acc[size_t(c)]);
+      lse[b * a.nq + i] = T(m + std::log(l));
+      if (gamma && x) {
+        const T* xi = x + (b * a.nq + i) * a.ldo;
+        T* yi = y + (b * a.nq + i) * a.ldo;
+        for (int64_t c = 0; c < a.dv; ++c)
+          yi[c] = T(double(*gamma) * acc[size_t(c)] + double(xi[c]));
+      }
+    }
+}
+
+// dy (B, Nq, ldo): upstream gradient of o (scale null) or of y (scale = gamma: dO = gamma dy).
+// Writes dq, dk, dv (any may be null) and, with the epilogue, dgamma (one value) = sum dy . o.
+// lse must be the forward's.
+template <class T>
+void attention_backward_cpu(const AttnDims& a, const T* q, const T* k, const T* v, const T* o,
+                            const T* lse, const T* dy, const T* scale, T* dq, T* dk, T* dv,
+                            T* dgamma) {
+  const double g = scale ? double(*scale) : 1.0;
+  std::vector<double> dqa(size_t(a.d > 0 ? a.d : 1)), p(size_t(a.nk > 0 ? a.nk : 1));
+  std::vector<double> dka(size_t(a.b * a.nk * a.d), 0.0), dva(size_t(a.b * a.nk * a.dv), 0.0);
+  double dgam = 0;
+  for (int64_t b = 0; b < a.b; ++b)
+    for (int64_t i = 0; i < a.nq; ++i) {
+      const T* qi = q + (b * a.nq + i) * a.ldq;
+      const T* oi = o + (b * a.nq + i) * a.ldo;
+      const T* dyi = dy + (b * a.nq + i) * a.ldo;
+      double dyo = 0;
+      for (int64_t c = 0; c < a.dv; ++c) dyo += double(dyi[c]) * double(oi[c]);
+      dgam += dyo;
+      const double D = g * dyo;
+      const double l = double(lse[b * a.nq + i]);
+      for (auto& x0 : dqa) x0 = 0;
+      for (int64_t j = 0; j < a.nk; ++j) {
+        const T* kj = k + (b * a.nk + j) * a.ldk;
+        const T* vj = v + (b * a.nk + j) * a.ldv;
+        double s = 0;
+        for (int64_t c = 0; c < a.d; ++c) s += double(qi[c]) * double(kj[c]);
+        const double pij = std::exp(s - l);
+        double dp = 0;
+        for (int64_t c = 0; c < a.dv; ++c) dp += g * double(dyi[c]) * double(vj[c]);
+        const double ds = pij * (dp - D);
+        for (int64_t c = 0; c < a.d; ++c) {
+          dqa[size_t(c)] += ds * double(kj[c]);
+          dka[size_t((b * a.nk + j) * a.d + c)] += ds * double(qi[c]);
+        }
+        for (int64_t c = 0; c < a.dv; ++c)
+          dva[size_t((b * a.nk + j) * a.dv + c)] += pij * g * double(dyi[c]);
+      }
+      if (dq)
+        for (int64_t c = 0; c < a.d; ++c) dq[(b * a.nq + i) * a.ldq + c] = T(dqa[size_t(c)]);
+    }
+  for (int64_t r = 0; r < a.b * a.nk; ++r) {
+    if (dk)
+      for (int64_t c = 0; c < a.d; ++c) dk[r * a.ldk + c] = T(dka[size_t(r * a.d + c)]);
+    if (dv)
+      for (int64_t c = 0; c < a.dv; ++c) dv[r * a.ldv + c] = T(dva[size_t(r * a.dv + c)]);
+  }
+  if (dgamma) *dgamma = T(dgam);
+}
+
+// Attention rows of chosen queries (for visualisation): rows (B, len(queries), Nk), in double.
+template <class T>
+std::vector<double> attention_rows_cpu(const AttnDims& a, const T* q, const T* k,
+                                       const std::vector<int64_t>& queries) {
+  std::vector<double> out;
+  for (int64_t b = 0; b < a.b; ++b)
+    for (int64_t i : queries) {
+      const T* qi = q + (b * a.nq + i) * a.ldq;
+      std::vector<double> s(size_t(a.nk));
+      double m = -INFINITY;
+      for (int64_t j = 0; j < a.nk; ++j) {
+        const T* kj = k + (b * a.nk + j) * a.ldk;
+        double d = 0;
+        for (int64_t c = 0; c < a.d; ++c) d += double(qi[c]) * double(kj[c]);
+        s[size_t(j)] = d;
+        m = std::max(m, d);
+      }
+      double l = 0;
+      for (double x : s) l += std::exp(x - m);
+      for (double x : s) out.push_back(std::exp(x - m) / l);
+    }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CUDA. Limits: 1 <= d <= 64, 1 <= dv <= 1024 (any N >= 1).
+
+constexpr int64_t kAttnMaxD = 64, kAttnMaxDv = 1024;
+
+// o, lse as above; gamma, x, y may be null (no epilogue).
+void attention_forward_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
+                            float* o, float* lse, const float* gamma, const float* x, float* y,
+                            cudaStream_t stream);
+// drow (B, Nq) scratch for the row dots dy . o. dgamma may be null; workspace from
+// attention_backward_workspace_bytes (for the dgamma reduction).
+size_t attention_backward_workspace_bytes(const AttnDims& a);
+void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
+                             const float* o, const float* lse, const float* dy, const float* scale,
+                             float* dq, float* dk, float* dv, float* dgamma, float* drow,
+                             void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+}  // namespace gan::kernels
