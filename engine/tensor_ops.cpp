@@ -101,3 +101,31 @@ Tensor scaled(const Tensor& x, double alpha) {
 }
 
 }  // namespace gan
+
+namespace gan {
+
+void clamp_(const Tensor& t, double lo, double hi) {
+  if (t.is_cuda()) {
+    kernels::clamp_cuda(t.data<float>(), t.numel(), float(lo), float(hi), cuda::stream());
+  } else {
+    dispatch_cpu(t, "clamp", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::clamp_cpu<T>(t.data<T>(), t.numel(), lo, hi);
+    });
+  }
+}
+
+void lerp_(const Tensor& ema, const Tensor& x, double w) {
+  check_same_device("lerp", {&ema, &x});
+  check_shape("lerp", "x", x, ema.shape());
+  if (ema.is_cuda()) {
+    kernels::lerp_cuda(ema.data<float>(), x.data<float>(), ema.numel(), float(w), cuda::stream());
+  } else {
+    dispatch_cpu(ema, "lerp", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::lerp_cpu<T>(ema.data<T>(), x.data<T>(), ema.numel(), w);
+    });
+  }
+}
+
+}  // namespace gan

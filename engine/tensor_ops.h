@@ -17,5 +17,9 @@ Tensor sum_to_shape(const Tensor& g, const Shape& target);
 Tensor expand_to(const Tensor& x, const Shape& shape, double scale = 1.0);
 // alpha * x as a new tensor.
 Tensor scaled(const Tensor& x, double alpha);
+// In place: t = clamp(t, lo, hi).
+void clamp_(const Tensor& t, double lo, double hi);
+// In place: ema += w (x - ema) (same shape and device).
+void lerp_(const Tensor& ema, const Tensor& x, double w);
 
 }  // namespace gan

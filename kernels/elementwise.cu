@@ -129,7 +129,33 @@ __global__ void fill_kernel(float* __restrict__ y, int64_t n, float value) {
   GRID_STRIDE_LOOP(i, n) y[i] = value;
 }
 
+__global__ void clamp_kernel(float* __restrict__ y, int64_t n, float lo, float hi) {
+  GRID_STRIDE_LOOP(i, n) {
+    const float v = y[i];
+    y[i] = v < lo ? lo : v > hi ? hi : v;
+  }
+}
+
+__global__ void lerp_kernel(float* __restrict__ ema, const float* __restrict__ x, int64_t n,
+                            float w) {
+  GRID_STRIDE_LOOP(i, n) ema[i] += w * (x[i] - ema[i]);
+}
+
 }  // namespace
+
+void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream) {
+  GAN_NVTX("clamp");
+  if (n == 0) return;
+  clamp_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(y, n, lo, hi);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream) {
+  GAN_NVTX("ema");
+  if (n == 0) return;
+  lerp_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(ema, x, n, w);
+  GAN_CUDA_CHECK_LAUNCH();
+}
 
 void unary_forward_cuda(Unary op, float alpha, const float* x, float* y, int64_t n,
                         cudaStream_t stream) {

@@ -137,6 +137,21 @@ void axpy_cpu(double alpha, const T* x, T* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = T(double(y[i]) + alpha * double(x[i]));
 }
 
+// y = clamp(y, lo, hi) in place (WGAN weight clipping); NaN stays NaN.
+template <class T>
+void clamp_cpu(T* y, int64_t n, double lo, double hi) {
+  for (int64_t i = 0; i < n; ++i) {
+    const double v = double(y[i]);
+    y[i] = T(v < lo ? lo : v > hi ? hi : v);
+  }
+}
+
+// ema += w (x - ema) in place (exponential moving average of weights, w = 1 - decay).
+template <class T>
+void lerp_cpu(T* ema, const T* x, int64_t n, double w) {
+  for (int64_t i = 0; i < n; ++i) ema[i] = T(double(ema[i]) + w * (double(x[i]) - double(ema[i])));
+}
+
 // ---------------------------------------------------------------------------------------------
 // CUDA
 
@@ -152,5 +167,7 @@ void expand_cuda(const BroadcastIndex& bi, const float* x, float scale, float* y
                  cudaStream_t stream);
 void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t stream);
 void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream);
+void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream);
+void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream);
 
 }  // namespace gan::kernels

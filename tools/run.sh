@@ -6,4 +6,4 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${GAN_BUILD_DIR:-$root/build}
 GAN_BUILD_DIR="$build" "$root/tools/setup.sh" >/dev/null
-exec "$build/toy_gan" "$@"
+exec "$build/gan_train" "$@"

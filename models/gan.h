@@ -1,0 +1,83 @@
+// Model definitions: DCGAN (pytorch/examples shape, 32/64/128 px, and the `wide` preset of the
+// study this project reproduces) and SAGAN (the public PyTorch port's layout). Each model is an
+// nn::Sequential numbered like the equivalent PyTorch nn.Sequential, so state_dict names match
+// (docs/models.md lists them with the parameter counts).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/nn.h"
+
+namespace gan::models {
+
+struct ModelConfig {
+  std::string model = "sagan";      // sagan | dcgan
+  std::string preset = "default";   // dcgan: default | wide
+  int image_size = 64;              // 32, 64 or 128 (wide: 64)
+  int channels = 3;                 // 1 or 3
+  int64_t z_dim = 0;                // 0: the model's default (DCGAN 100, SAGAN 128)
+  int64_t ngf = 64, ndf = 64;       // widths (DCGAN ngf/ndf, SAGAN conv_dim = ngf)
+  bool official_attention = false;  // SAGAN: pooled keys/values, C/2 values, output projection
+};
+
+// SAGAN self-attention on NHWC x (B, H, W, C), d = C/8:
+//   default: q, k, v = 1x1 convs (C/8, C/8, C, with bias; spectral norm optional), computed as
+//            one GEMM on the concatenated weights; y = gamma softmax(q k^T) v + x (fused kernel).
+//   official: k, v from 2x2 max-pooled features (N/4 keys), v with C/2 channels, a 1x1 output
+//            projection C/2 -> C, all without bias; y = gamma proj(softmax(q k^T) v) + x.
+// gamma starts at 0.
+class SelfAttention : public nn::Layer {
+ public:
+  SelfAttention(int64_t channels, bool spectral_norm, bool official, Generator& gen);
+  Var forward(const Var& x) override;
+  const Var& gamma() const { return gamma_; }
+  int64_t channels() const { return c_; }
+  bool official() const { return official_; }
+  // Softmax rows (B, len(queries), keys) of chosen query pixels (row-major index y * W + x) for
+  // input x, computed without recording; keys are pixels (default) or 2x2-pooled pixels.
+  std::vector<float> attention_map(const Var& x, const std::vector<int64_t>& queries);
+
+ private:
+  int64_t c_, d_;
+  bool official_;
+  std::shared_ptr<nn::Conv2d> q_, k_, v_, o_;
+  Var gamma_;
+};
+
+// A generator or a discriminator: the layers, plus one spectral-norm group that recomputes every
+// normalised weight of the model in one op at the start of each forward.
+class GanNet : public nn::Layer {
+ public:
+  explicit GanNet(std::shared_ptr<nn::Sequential> net);
+  Var forward(const Var& x) override;
+  nn::Sequential& net() { return *net_; }
+  std::vector<SelfAttention*> attention_layers();
+  std::vector<nn::WeightLayer*> spectral_norm_layers();
+  // Recomputes every spectral-normalised weight for the next forward of the layers (forward()
+  // does this first; call it before running layers one by one through net()).
+  void run_spectral_norm() { sn_.run(training()); }
+  // Names of the spectral-norm layers (state_dict prefixes) in group order.
+  std::vector<std::string> spectral_norm_names();
+
+ private:
+  std::shared_ptr<nn::Sequential> net_;
+  nn::SpectralNormGroup sn_;
+};
+
+struct Gan {
+  std::shared_ptr<GanNet> g, d;
+  int64_t z_dim = 0;
+  std::string default_loss;  // "bce" (DCGAN) or "hinge" (SAGAN)
+  ModelConfig config;        // resolved (z_dim filled in)
+};
+
+// Builds G and D on gen's device; throws gan::Error on an unsupported configuration.
+Gan build(const ModelConfig& config, Generator& gen);
+
+// The generator's input for a latent batch z (B, z_dim): (B, 1, 1, z_dim), or z itself for the
+// wide preset (its first layer is a Linear).
+Var latent_input(const Gan& gan, const Var& z);
+
+}  // namespace gan::models

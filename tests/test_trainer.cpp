@@ -1,0 +1,279 @@
+// gan_train on the CPU: short runs of each model on a Fashion-MNIST subset, checkpoints, bitwise
+// resume, the non-finite-loss stop, and every bad-input case through the real binary.
+#include <sys/wait.h>
+
+#include <zlib.h>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <catch2/catch.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/error.h"
+#include "tools/data.h"
+#include "tools/safetensors.h"
+#include "tools/trainer.h"
+
+namespace fs = std::filesystem;
+using namespace gan;
+
+namespace {
+
+fs::path scratch(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("gan_trainer_test_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+void put_be32(std::string& s, uint32_t v) {
+  for (int i = 3; i >= 0; --i) s.push_back(char((v >> (8 * i)) & 0xff));
+}
+
+// The first n Fashion-MNIST training images as a gzip IDX file.
+fs::path fashion_subset(int64_t n) {
+  const fs::path dir = fs::temp_directory_path() / "gan_trainer_test_data";
+  const fs::path file = dir / ("fmnist_" + std::to_string(n) + "-images-idx3-ubyte.gz");
+  if (fs::exists(file)) return file;
+  fs::create_directories(dir);
+  const data::Dataset ds = data::load_fashion_mnist();
+  std::string bytes;
+  put_be32(bytes, 0x803);
+  put_be32(bytes, uint32_t(n));
+  put_be32(bytes, 28);
+  put_be32(bytes, 28);
+  bytes.append(reinterpret_cast<const char*>(ds.pixels.data()), size_t(n) * 28 * 28);
+  const std::string tmp = file.string() + ".tmp";
+  gzFile gz = gzopen(tmp.c_str(), "wb");
+  REQUIRE(gz != nullptr);
+  REQUIRE(gzwrite(gz, bytes.data(), unsigned(bytes.size())) == int(bytes.size()));
+  gzclose(gz);
+  fs::rename(tmp, file);
+  return file;
+}
+
+// A small run: tiny widths keep the CPU time down; every output still gets written.
+train::Options tiny(const std::string& model, const fs::path& out, int64_t steps) {
+  train::Options o;
+  o.model = model;
+  o.data = fashion_subset(256).string();
+  o.image_size = 32;
+  o.ngf = o.ndf = 8;
+  o.batch_size = 8;
+  o.steps = steps;
+  o.out = out.string();
+  o.device = "cpu";
+  o.log_every = 1;
+  o.sample_every = steps;
+  o.checkpoint_every = steps;
+  o.progress = 0;
+  return o;
+}
+
+std::vector<nlohmann::json> metrics(const fs::path& out) {
+  std::vector<nlohmann::json> m;
+  std::ifstream in(out / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) m.push_back(nlohmann::json::parse(line));
+  return m;
+}
+
+struct Proc {
+  int code;
+  std::string output;
+};
+
+// Runs gan_train with args; stdout and stderr together.
+Proc gan_train(const std::string& args) {
+  const std::string cmd = std::string(GAN_TRAIN_BIN) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  REQUIRE(p != nullptr);
+  std::string out;
+  char buf[4096];
+  while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string last_line(const std::string& s) {
+  std::string t = s;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  const size_t k = t.rfind('\n');
+  return k == std::string::npos ? t : t.substr(k + 1);
+}
+
+}  // namespace
+
+TEST_CASE("trainer: each model learns to discriminate on a Fashion-MNIST subset",
+          "[trainer][cpu]") {
+  // At initialisation D's logits are near 0, so its loss starts near the chance value: 2 for the
+  // hinge loss (relu(1 - 0) + relu(1 + 0)), 2 ln 2 for BCE. Within a few dozen D steps on real
+  // Fashion-MNIST against a barely trained G it must fall well below it.
+  for (const auto& [model, chance] :
+       {std::pair{"sagan", 2.0}, std::pair{"dcgan", 2 * std::log(2.0)}}) {
+    INFO(model);
+    const fs::path out = scratch(std::string("learn_") + model);
+    train::Options o = tiny(model, out, 30);
+    const train::Result r = train::run(o);
+    CHECK(r.steps == 30);
+    const auto m = metrics(out);
+    REQUIRE(m.size() == 30);
+    const double first = m.front()["loss_d"], last = m.back()["loss_d"];
+    INFO("loss_d first " << first << " last " << last);
+    CHECK(std::fabs(first - chance) < 0.35 * chance);
+    CHECK(last < 0.75 * chance);
+    CHECK(fs::exists(out / "samples" / "step_0000030.png"));
+    CHECK(fs::exists(out / "checkpoint.safetensors"));
+    CHECK(!fs::is_empty(out / "tensorboard"));
+    if (std::string(model) == "sagan") {
+      CHECK(m.back().contains("G.gamma.0"));
+      CHECK(m.back().contains("D.sigma.0"));
+    }
+  }
+}
+
+TEST_CASE("trainer: the checkpoint holds G D optimizers and state in PyTorch's names",
+          "[trainer][cpu]") {
+  const fs::path out = scratch("ckpt");
+  train::Options o = tiny("sagan", out, 3);
+  o.ema = 0.99;
+  train::run(o);
+  const st::File f = st::read_file((out / "checkpoint.safetensors").string());
+  CHECK(f.meta("format") == "gan-engine checkpoint v1");
+  CHECK(f.int64s("train.step") == std::vector<int64_t>{3});
+  // SN conv transpose 128 -> 32 (ngf 8 at 32 px: 8 << 2): PyTorch (in, out, kh, kw).
+  CHECK(f.get("G.0.weight_orig").shape == std::vector<int64_t>{128, 32, 4, 4});
+  CHECK(f.has("G.0.weight_u"));
+  CHECK(f.has("G.1.running_var"));
+  CHECK(f.get("G.1.num_batches_tracked").dtype == "I64");
+  CHECK(f.has("D.0.weight_orig"));
+  CHECK(f.get("D.0.weight_orig").shape == std::vector<int64_t>{8, 1, 4, 4});  // (out, in, kh, kw)
+  CHECK(f.has("G_ema.0.weight_orig"));
+  CHECK(f.has("opt_g.exp_avg.0.weight_orig"));
+  CHECK(f.int64s("opt_d.step") == std::vector<int64_t>{3});
+  CHECK(f.has("rng.generator"));
+  CHECK(f.int64s("loader.position") == std::vector<int64_t>{0, 3});
+}
+
+TEST_CASE("trainer: 200 steps straight equal 100 steps then a resume for 100 more",
+          "[trainer][cpu]") {
+  for (const char* model : {"sagan", "dcgan"}) {
+    INFO(model);
+    const fs::path a = scratch(std::string("straight_") + model);
+    const fs::path b = scratch(std::string("resumed_") + model);
+    train::Options oa = tiny(model, a, 200);
+    oa.ema = 0.9;
+    oa.checkpoint_every = 100;
+    oa.log_every = 25;
+    train::run(oa);
+    train::Options ob = tiny(model, b, 100);
+    ob.log_every = 25;
+    ob.ema = 0.9;
+    train::run(ob);
+    train::Options oc;
+    oc.resume = b.string();
+    oc.steps = 200;
+    oc.given = {"steps"};
+    oc.progress = 0;
+    oc.device = "cpu";
+    const train::Result r = train::run(oc);
+    CHECK(r.steps == 200);
+    const st::File fa = st::read_file((a / "checkpoint.safetensors").string());
+    const st::File fb = st::read_file((b / "checkpoint.safetensors").string());
+    REQUIRE(fa.entries.size() == fb.entries.size());
+    for (size_t i = 0; i < fa.entries.size(); ++i) {
+      INFO(fa.entries[i].name);
+      REQUIRE(fa.entries[i].name == fb.entries[i].name);
+      CHECK(fa.entries[i].bytes == fb.entries[i].bytes);  // bit for bit
+    }
+  }
+}
+
+TEST_CASE("trainer: a non-finite loss stops the run with the last checkpoint intact",
+          "[trainer][cpu]") {
+  const fs::path out = scratch("nan");
+  train::Options o = tiny("dcgan", out, 20);
+  o.checkpoint_every = 5;
+  o.inject_nan_at = 8;
+  CHECK_THROWS_WITH(train::run(o), Catch::Contains("non-finite loss at step 8") &&
+                                       Catch::Contains("the last good checkpoint"));
+  const st::File f = st::read_file((out / "checkpoint.safetensors").string());
+  CHECK(f.int64s("train.step") == std::vector<int64_t>{5});
+  for (const auto& e : f.entries) {
+    if (e.dtype != "F32") continue;
+    const float* v = reinterpret_cast<const float*>(e.bytes.data());
+    for (int64_t i = 0; i < e.numel(); ++i) REQUIRE(std::isfinite(v[i]));
+  }
+}
+
+TEST_CASE("gan_train: bad input gives one clear line and a non-zero exit", "[trainer][cpu]") {
+  const fs::path out = scratch("cli");
+  const std::string fm = fashion_subset(256).string();
+  const std::string opts =
+      "--device cpu --image-size 32 --ngf 8 --ndf 8 --batch-size 4 "
+      "--progress 0 --steps 2";
+  const std::string base = opts + " --data " + fm;
+  struct Case {
+    std::string args, expect;
+  };
+  const fs::path bad_magic = out / "bad-magic-idx3-ubyte";
+  const fs::path truncated = out / "truncated-idx3-ubyte";
+  const fs::path empty_dir = out / "empty";
+  const fs::path corrupt_dir = out / "corrupt";
+  fs::create_directories(empty_dir);
+  fs::create_directories(corrupt_dir);
+  {
+    std::ofstream(bad_magic, std::ios::binary)
+        << std::string("\x00\x00\x08\x01\x00\x00\x00\x01", 8);
+    std::string t;
+    put_be32(t, 0x803), put_be32(t, 100), put_be32(t, 28), put_be32(t, 28);
+    t += std::string(500, '\x01');
+    std::ofstream(truncated, std::ios::binary) << t;
+    std::ofstream(corrupt_dir / "a.png", std::ios::binary) << "not a png at all";
+  }
+  const std::vector<Case> cases = {
+      {"--bogus", "--bogus"},
+      {"--batch-size 0", "--batch-size"},
+      {"--image-size 48", "--image-size"},
+      {"--model biggan", "--model"},
+      {opts + " --data /nonexistent/fashion", "/nonexistent/fashion"},
+      {opts + " --data " + bad_magic.string(), "magic"},
+      {opts + " --data " + truncated.string(), "truncated"},
+      {opts + " --data " + empty_dir.string(), "no PNG or JPEG images"},
+      {opts + " --data " + corrupt_dir.string(), "cannot decode"},
+      {base + " --out /proc/forbidden_out", "--out /proc/forbidden_out"},
+      {base + " --resume " + (out / "no_run").string(), "no checkpoint.safetensors"},
+  };
+  for (const Case& c : cases) {
+    INFO(c.args);
+    const bool has_out = c.args.find("--out") != std::string::npos;
+    const Proc p = gan_train(c.args + (has_out ? "" : " --out " + (out / "run").string()));
+    INFO(p.output);
+    CHECK(p.code != 0);
+    CHECK(last_line(p.output).find(c.expect) != std::string::npos);
+  }
+
+  // A real run, then: a second run into the same --out is refused and changes nothing; a corrupt
+  // checkpoint and a mismatched model are refused on resume.
+  const fs::path run = out / "good";
+  REQUIRE(gan_train(base + " --model dcgan --out " + run.string()).code == 0);
+  const auto before = fs::last_write_time(run / "checkpoint.safetensors");
+  const auto size_before = fs::file_size(run / "metrics.jsonl");
+  Proc p = gan_train(base + " --model dcgan --out " + run.string());
+  CHECK(p.code != 0);
+  CHECK(last_line(p.output).find("already holds a run") != std::string::npos);
+  CHECK(fs::last_write_time(run / "checkpoint.safetensors") == before);
+  CHECK(fs::file_size(run / "metrics.jsonl") == size_before);
+  p = gan_train("--device cpu --progress 0 --steps 4 --model sagan --resume " + run.string());
+  CHECK(p.code != 0);
+  CHECK(last_line(p.output).find("does not match the checkpoint") != std::string::npos);
+  const fs::path broken = out / "broken";
+  fs::create_directories(broken);
+  std::ofstream(broken / "checkpoint.safetensors", std::ios::binary)
+      << "\x10\x00\x00\x00\x00\x00\x00\x00{not json}";
+  p = gan_train("--device cpu --progress 0 --resume " + broken.string());
+  CHECK(p.code != 0);
+  CHECK(last_line(p.output).find("checkpoint.safetensors") != std::string::npos);
+}

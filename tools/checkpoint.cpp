@@ -1,0 +1,129 @@
+#include "tools/checkpoint.h"
+
+#include <map>
+
+#include <fmt/format.h>
+
+#include "engine/error.h"
+
+namespace gan::ckpt {
+
+namespace {
+
+using nn::TorchLayout;
+
+// Row permutation between (h, w, c) order (ours) and (c, h, w) order (PyTorch): for each torch
+// index, the index of ours.
+std::vector<int64_t> hwc_from_chw(int64_t h, int64_t w, int64_t c) {
+  std::vector<int64_t> ours(size_t(h * w * c));
+  for (int64_t ch = 0; ch < c; ++ch)
+    for (int64_t y = 0; y < h; ++y)
+      for (int64_t x = 0; x < w; ++x) ours[size_t((ch * h + y) * w + x)] = (y * w + x) * c + ch;
+  return ours;
+}
+
+// rows x cols matrix; permute rows (by_rows) or columns: out[perm-index] = in[map[index]].
+Tensor permute_matrix(const Tensor& t, int64_t rows, int64_t cols, const std::vector<int64_t>& map,
+                      bool by_rows, bool inverse) {
+  const Tensor src = t.to(Device::CPU).to(DType::F32);
+  Tensor dst = Tensor::empty(src.shape());
+  const float* a = src.data<float>();
+  float* b = dst.data<float>();
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) {
+      const int64_t tr = by_rows ? r : c;
+      const int64_t mapped = map[size_t(tr)];
+      const int64_t sr = by_rows ? mapped : r, sc = by_rows ? c : mapped;
+      if (!inverse)
+        b[r * cols + c] = a[sr * cols + sc];  // torch[r][c] = ours[mapped]
+      else
+        b[sr * cols + sc] = a[r * cols + c];  // ours[mapped] = torch[r][c]
+    }
+  return dst;
+}
+
+Tensor convert(const Tensor& t, const TorchLayout& l, bool to_torch_dir) {
+  switch (l.kind) {
+    case TorchLayout::kSame:
+      return t.to(Device::CPU).clone();
+    case TorchLayout::kConv:
+      return to_torch_dir ? nn::to_torch_layout(t) : nn::from_torch_layout(t);
+    case TorchLayout::kSnVConv:
+      return to_torch_dir ? nn::sn_v_to_torch(t, l.h, l.w, l.c)
+                          : nn::sn_v_from_torch(t, l.h, l.w, l.c);
+    case TorchLayout::kLinearOutHWC: {
+      const int64_t rows = t.dim(0), cols = t.ndim() == 2 ? t.dim(1) : 1;
+      return permute_matrix(t, rows, cols, hwc_from_chw(l.h, l.w, l.c), true, !to_torch_dir);
+    }
+    case TorchLayout::kLinearInHWC: {
+      const int64_t rows = t.dim(0), cols = t.dim(1);
+      return permute_matrix(t, rows, cols, hwc_from_chw(l.h, l.w, l.c), false, !to_torch_dir);
+    }
+  }
+  return t;
+}
+
+std::map<std::string, TorchLayout> layouts_of(const nn::Module& m) {
+  std::map<std::string, TorchLayout> out;
+  for (auto& [name, l] : m.named_layouts()) out[name] = l;
+  return out;
+}
+
+std::vector<int64_t> torch_shape(const Tensor& t, const TorchLayout& l) {
+  if (l.kind == TorchLayout::kConv) return {t.dim(0), t.dim(3), t.dim(1), t.dim(2)};
+  return t.shape().vec();
+}
+
+}  // namespace
+
+Tensor to_torch(const Tensor& t, const nn::TorchLayout& layout) {
+  return convert(t.to(DType::F32), layout, true);
+}
+
+void from_torch(const Tensor& torch, const nn::TorchLayout& layout, const Tensor& dst) {
+  Tensor ours = convert(torch, layout, false).reshape(dst.shape());
+  dst.copy_from(ours.to(dst.dtype()).to(dst.device()));
+}
+
+void append_module(std::vector<st::Entry>& out, const std::string& prefix, const nn::Module& m) {
+  const auto layouts = layouts_of(m);
+  auto layout = [&](const std::string& n) {
+    auto it = layouts.find(n);
+    return it == layouts.end() ? TorchLayout{} : it->second;
+  };
+  for (auto& [name, p] : m.named_parameters())
+    out.push_back(st::from_tensor(prefix + name, to_torch(p.value(), layout(name))));
+  for (auto& [name, b] : m.named_buffers()) {
+    if (name.ends_with("num_batches_tracked")) {
+      out.push_back(st::from_int64(prefix + name, {int64_t(b.to_double_vector()[0])}, {}));
+      continue;
+    }
+    out.push_back(
+        st::from_tensor(prefix + name, to_torch(b.to(Device::CPU).to(DType::F32), layout(name))));
+  }
+}
+
+void load_module(const st::File& f, const std::string& prefix, nn::Module& m) {
+  const auto layouts = layouts_of(m);
+  auto layout = [&](const std::string& n) {
+    auto it = layouts.find(n);
+    return it == layouts.end() ? TorchLayout{} : it->second;
+  };
+  for (auto& [name, p] : m.named_parameters()) {
+    const TorchLayout l = layout(name);
+    from_torch(f.tensor(prefix + name, Device::CPU, torch_shape(p.value(), l)), l, p.value());
+  }
+  for (auto& [name, b] : m.named_buffers()) {
+    if (name.ends_with("num_batches_tracked")) {
+      const auto v = f.int64s(prefix + name);
+      GAN_CHECK(v.size() == 1,
+                fmt::format("checkpoint: {}: tensor '{}{}' is not a scalar", f.path, prefix, name));
+      b.fill_(double(v[0]));
+      continue;
+    }
+    const TorchLayout l = layout(name);
+    from_torch(f.tensor(prefix + name, Device::CPU, torch_shape(b, l)), l, b);
+  }
+}
+
+}  // namespace gan::ckpt

@@ -1,0 +1,26 @@
+// Module state <-> safetensors entries in PyTorch's names and layouts, so that a checkpoint's
+// "G." tensors load into the equivalent PyTorch nn.Sequential with load_state_dict (after
+// stripping the prefix). Conversions follow each tensor's nn::TorchLayout: conv weights
+// (A, kh, kw, B) <-> (A, B, kh, kw); Linear weights/biases over an NHWC feature map <-> NCHW;
+// a conv's spectral-norm v (kh, kw, in) <-> (in, kh, kw); num_batches_tracked as int64.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "engine/nn.h"
+#include "tools/safetensors.h"
+
+namespace gan::ckpt {
+
+// Our layout -> PyTorch's (a CPU f32 copy), and back into `dst` (our layout, any device).
+Tensor to_torch(const Tensor& t, const nn::TorchLayout& layout);
+void from_torch(const Tensor& torch, const nn::TorchLayout& layout, const Tensor& dst);
+
+// Appends every parameter and buffer of m as prefix + state_dict name.
+void append_module(std::vector<st::Entry>& out, const std::string& prefix, const nn::Module& m);
+// Loads them back in place (the buffers kernels hold stay valid); every tensor of m must be
+// present with PyTorch's shape: "checkpoint: <path>: tensor 'G.0.weight' has shape ..".
+void load_module(const st::File& f, const std::string& prefix, nn::Module& m);
+
+}  // namespace gan::ckpt

@@ -1,0 +1,162 @@
+// Training data: in-memory uint8 datasets (MNIST-format IDX files, Fashion-MNIST, CIFAR-10 binary
+// batches, folders of PNG/JPEG images) and a Loader that turns them into shuffled float batches
+// (B, S, S, C) in [-1, 1], prepared on a background thread into pinned host buffers and copied to
+// the GPU asynchronously on the engine stream. See docs/io.md for formats, pipeline and resume.
+//
+// Errors are gan::Error with one line "data: <path>: <problem>", e.g.
+//   data: /x/train-images-idx3-ubyte.gz: not an IDX image file (magic 0x00000801, expected
+//   0x00000803)
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "engine/tensor.h"
+#include "tools/image.h"
+
+namespace gan::data {
+
+inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+// N images of H x W x C bytes, stored contiguously: pixels (N, H, W, C).
+struct Dataset {
+  int64_t count = 0;
+  int height = 0, width = 0, channels = 0;
+  std::vector<uint8_t> pixels;  // (N, H, W, C)
+  std::vector<int32_t> labels;  // (N), or empty when the source has none
+  std::string source;           // the file or directory it was read from
+  std::string format;           // "idx", "cifar10", "folder"
+
+  size_t image_bytes() const { return size_t(height) * width * channels; }
+  const uint8_t* image(int64_t i) const { return pixels.data() + size_t(i) * image_bytes(); }
+  img::Image get(int64_t i) const;  // a copy of image i
+  std::string info() const;         // "idx /x/train-images-idx3-ubyte.gz: 60000 images 28x28x1"
+};
+
+// MNIST-format IDX: images (magic 0x00000803: count, rows, cols, big-endian uint32) and optional
+// labels (magic 0x00000801: count). gzip-compressed or raw (zlib reads both).
+Dataset load_idx(const std::string& images_path, const std::string& labels_path = "");
+
+// Fashion-MNIST (or MNIST) from a directory holding train-images-idx3-ubyte[.gz] (train) or
+// t10k-images-idx3-ubyte[.gz] (test), with the matching labels file when present.
+Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir, bool train = true);
+
+// CIFAR-10 binary version: data_batch_1.bin .. data_batch_5.bin (train, 50000 images) or
+// test_batch.bin (test), each 10000 records of 1 label byte + 3072 bytes (3, 32, 32) planar;
+// stored HWC.
+Dataset load_cifar10(const std::string& dir, bool train = true);
+
+// A folder of PNG/JPEG images (*.png, *.jpg, *.jpeg, any case), sorted by path, each decoded,
+// converted to `channels` and fitted to size x size on load.
+struct FolderOptions {
+  int size = 64;
+  int channels = 3;               // 1 or 3
+  img::Fit fit = img::Fit::Crop;  // see img::fit
+  uint8_t background = 0;         // padding value for Fit::Pad
+  bool recursive = false;         // include subdirectories
+  int64_t limit = 0;              // > 0: only the first `limit` files (sorted order)
+};
+Dataset load_folder(const std::string& dir, const FolderOptions& options = {});
+
+// Picks the loader from what `path` is: an IDX file; a directory with data_batch_1.bin (CIFAR-10),
+// with train-images-idx3-ubyte[.gz] (Fashion-MNIST/MNIST), else a folder of images.
+Dataset load_auto(const std::string& path, bool train = true, const FolderOptions& folder = {});
+
+struct LoaderOptions {
+  int image_size = 32;           // S: batches are (B, S, S, C)
+  int channels = 1;              // C: 1 or 3 (gray -> RGB by replication, RGB -> gray by luma)
+  int batch_size = 64;           // B
+  img::Fit fit = img::Fit::Pad;  // how dataset images are brought to S x S (identity if already)
+  uint8_t background = 0;        // padding value for Fit::Pad (before scaling: 0 -> -1.0)
+  bool hflip = false;            // random horizontal flips
+  uint64_t seed = 0;
+  bool drop_last = true;  // drop the last partial batch (else it is smaller than B)
+  Device device = Device::CUDA;
+  int prefetch = 3;  // host buffers in the ring (1..8; pinned for CUDA): batches prepared ahead
+};
+
+// The position of the next batch: batch `step` (0-based) of epoch `epoch`. A batch is a pure
+// function of (seed, epoch, step), so restoring a position resumes exactly.
+struct Position {
+  int64_t epoch = 0;
+  int64_t step = 0;
+  bool operator==(const Position&) const = default;
+};
+
+// Shuffled batches, prepared on a background thread. Epoch e visits every image once in the order
+// permutation(e) (a Fisher-Yates shuffle driven by a SplitMix64 stream seeded from (seed, e):
+// identical on every platform). Image at position i of epoch e is flipped when hflip is on and bit
+// 0 of hash(seed, e, i) is set. Batch b of epoch e holds positions [b B, (b + 1) B).
+//
+// Device::CUDA: next() allocates the batch from the engine's pool, queues cudaMemcpyAsync from the
+// pinned buffer on gan::cuda::stream() and records an event; the producer waits on that event (on
+// its own thread) before it refills the buffer. The consumer only blocks when the producer is
+// behind. Device::CPU: next() returns a CPU tensor (no CUDA calls; works without a GPU).
+// Call next()/next_into() outside CUDA graph capture (copy into the graph's static input with
+// next_into, then launch the graph). The public methods are for one consumer thread.
+class Loader {
+ public:
+  Loader(std::shared_ptr<const Dataset> data, const LoaderOptions& options);
+  Loader(Dataset data, const LoaderOptions& options);
+  ~Loader();  // stops and joins the producer (never waits on the consumer)
+  Loader(const Loader&) = delete;
+  Loader& operator=(const Loader&) = delete;
+
+  // The next batch (B, S, S, C) float32 in [-1, 1] on options().device; advances the position
+  // (moving to the next epoch after the last batch). Rethrows an error raised by the producer.
+  Tensor next();
+  // Same, into an existing tensor of that shape on options().device (e.g. a CUDA graph's static
+  // input). With drop_last = false the last batch of an epoch has fewer rows: dst must match.
+  void next_into(const Tensor& dst);
+
+  int64_t batches_per_epoch() const { return batches_per_epoch_; }
+  int64_t epoch() const { return pos_.epoch; }
+  int64_t step_in_epoch() const { return pos_.step; }
+  Position position() const { return pos_; }
+  // Jumps to a position (resume): restarts the producer there. step in [0, batches_per_epoch).
+  void set_position(Position p);
+  void set_position(int64_t epoch, int64_t step) { set_position(Position{epoch, step}); }
+
+  // Rows of batch `step` (B, or fewer for a last partial batch).
+  int64_t batch_rows(int64_t step) const;
+  const Dataset& dataset() const { return *data_; }
+  const LoaderOptions& options() const { return opt_; }
+
+  // The pure functions the batches are made of (also usable without the thread):
+  std::vector<int64_t> permutation(int64_t epoch) const;  // dataset indices in epoch order
+  bool flipped(int64_t epoch, int64_t position) const;
+  // Batch (epoch, step) computed synchronously on the CPU: what next() returns there.
+  Tensor batch(int64_t epoch, int64_t step) const;
+
+ private:
+  struct Slot;
+  struct FitCache;
+  void start();
+  void stop();
+  void produce();
+  void prepare(const std::vector<int64_t>& order, int64_t epoch, int64_t step, float* out,
+               FitCache* cache) const;
+  Slot& wait_ready();
+
+  std::shared_ptr<const Dataset> data_;
+  LoaderOptions opt_;
+  int64_t batches_per_epoch_ = 0;
+  Position pos_;  // consumer: the next batch next() returns
+
+  std::unique_ptr<FitCache> cache_;  // producer thread only
+  std::vector<std::unique_ptr<Slot>> slots_;
+  std::thread thread_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  uint64_t produced_ = 0, consumed_ = 0;  // batches since the last (re)start
+  std::exception_ptr error_;
+};
+
+}  // namespace gan::data

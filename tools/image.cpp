@@ -1,0 +1,423 @@
+// The stb implementations live here, and only here: compiled static (internal linkage) so that they
+// cannot clash with another copy of stb linked into the same program.
+#include "tools/image.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "engine/error.h"
+
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wunused-function"
+#pragma GCC diagnostic ignored "-Wunused-parameter"
+#pragma GCC diagnostic ignored "-Wunused-but-set-variable"
+#pragma GCC diagnostic ignored "-Wshadow"
+#pragma GCC diagnostic ignored "-Wsign-compare"
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
+#pragma GCC diagnostic ignored "-Wtype-limits"
+#pragma GCC diagnostic ignored "-Wdouble-promotion"
+#define STB_IMAGE_STATIC
+#define STB_IMAGE_IMPLEMENTATION
+#include "stb_image.h"
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include "stb_image_write.h"
+#define STB_IMAGE_RESIZE_STATIC
+#define STB_IMAGE_RESIZE_IMPLEMENTATION
+#include "stb_image_resize.h"
+#pragma GCC diagnostic pop
+
+namespace gan::img {
+namespace {
+
+void check_channels(int channels, const char* what) {
+  GAN_CHECK(channels == 1 || channels == 3,
+            fmt::format("image: {}: {} channels (expected 1 or 3)", what, channels));
+}
+
+void check_image(const Image& im, const char* what) {
+  GAN_CHECK(im.height > 0 && im.width > 0 &&
+                im.pixels.size() == size_t(im.height) * im.width * im.channels,
+            fmt::format("image: {}: invalid image {}x{}x{} with {} bytes", what, im.height,
+                        im.width, im.channels, im.pixels.size()));
+  check_channels(im.channels, what);
+}
+
+// stb's decoded buffer (n = 1..4 channels) to our gray or RGB (alpha dropped).
+Image from_stb(const uint8_t* data, int w, int h, int n, int channels) {
+  const int c = channels ? channels : (n <= 2 ? 1 : 3);
+  Image out(h, w, c);
+  const size_t count = size_t(w) * h;
+  for (size_t i = 0; i < count; ++i) {
+    const uint8_t* p = data + i * n;
+    uint8_t* q = out.pixels.data() + i * c;
+    if (n <= 2) {  // gray (+ alpha)
+      for (int k = 0; k < c; ++k) q[k] = p[0];
+    } else if (c == 3) {
+      q[0] = p[0], q[1] = p[1], q[2] = p[2];
+    } else {
+      q[0] = uint8_t((19595u * p[0] + 38470u * p[1] + 7471u * p[2] + 32768u) >> 16);
+    }
+  }
+  return out;
+}
+
+std::string errno_text() { return std::strerror(errno); }
+
+// Writes bytes to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs the
+// directory. On failure the temporary file is removed and `path` is untouched.
+void write_atomic(const std::string& path, const uint8_t* data, size_t size) {
+  std::string tmpl = path + ".tmp.XXXXXX";
+  const int fd = mkstemp(tmpl.data());
+  GAN_CHECK(fd >= 0, fmt::format("image: {}: cannot write ({})", path, errno_text()));
+  auto fail = [&](const char* step) {
+    const std::string why = errno_text();
+    ::close(fd);
+    ::unlink(tmpl.c_str());
+    throw Error(fmt::format("image: {}: cannot write ({}: {})", path, step, why));
+  };
+  size_t done = 0;
+  while (done < size) {
+    const ssize_t n = ::write(fd, data + done, size - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("write");
+    done += size_t(n);
+  }
+  if (::fchmod(fd, 0644) != 0) fail("fchmod");
+  if (::fsync(fd) != 0) fail("fsync");
+  if (::close(fd) != 0) {
+    const std::string why = errno_text();
+    ::unlink(tmpl.c_str());
+    throw Error(fmt::format("image: {}: cannot write (close: {})", path, why));
+  }
+  if (std::rename(tmpl.c_str(), path.c_str()) != 0) {
+    const std::string why = errno_text();
+    ::unlink(tmpl.c_str());
+    throw Error(fmt::format("image: {}: cannot write (rename: {})", path, why));
+  }
+  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  const std::string dir = parent.empty() ? std::string(".") : parent.string();
+  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (dfd >= 0) {
+    (void)::fsync(dfd);
+    ::close(dfd);
+  }
+}
+
+void append_bytes(void* context, void* data, int size) {
+  auto* out = static_cast<std::vector<uint8_t>*>(context);
+  const auto* p = static_cast<const uint8_t*>(data);
+  out->insert(out->end(), p, p + size);
+}
+
+uint8_t to_u8(float x) {
+  float v = (x + 1.0f) * 0.5f;
+  v = std::isnan(v) ? 0.0f : std::clamp(v, 0.0f, 1.0f);
+  return uint8_t(v * 255.0f + 0.5f);
+}
+
+}  // namespace
+
+Image::Image(int h, int w, int c, uint8_t value)
+    : height(h), width(w), channels(c), pixels(size_t(h) * w * c, value) {}
+
+Image decode_file(const std::string& path, int channels, std::string_view who) {
+  GAN_CHECK(channels == 0 || channels == 1 || channels == 3,
+            fmt::format("{}: {}: cannot decode to {} channels (expected 0, 1 or 3)", who, path,
+                        channels));
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
+  GAN_CHECK(f != nullptr, fmt::format("{}: {}: cannot open ({})", who, path, errno_text()));
+  int w = 0, h = 0, n = 0;
+  stbi_uc* data = stbi_load_from_file(f.get(), &w, &h, &n, 0);
+  GAN_CHECK(data != nullptr,
+            fmt::format("{}: {}: cannot decode ({})", who, path, stbi_failure_reason()));
+  std::unique_ptr<stbi_uc, void (*)(void*)> hold(data, &stbi_image_free);
+  return from_stb(data, w, h, n, channels);
+}
+
+Image decode_memory(const uint8_t* data, size_t size, int channels, std::string_view what) {
+  GAN_CHECK(channels == 0 || channels == 1 || channels == 3,
+            fmt::format("{}: cannot decode to {} channels (expected 0, 1 or 3)", what, channels));
+  GAN_CHECK(size <= size_t(INT32_MAX),
+            fmt::format("{}: cannot decode ({} bytes is too large)", what, size));
+  int w = 0, h = 0, n = 0;
+  stbi_uc* pixels = stbi_load_from_memory(data, int(size), &w, &h, &n, 0);
+  GAN_CHECK(pixels != nullptr, fmt::format("{}: cannot decode ({})", what, stbi_failure_reason()));
+  std::unique_ptr<stbi_uc, void (*)(void*)> hold(pixels, &stbi_image_free);
+  return from_stb(pixels, w, h, n, channels);
+}
+
+Image to_rgb(const Image& src) {
+  check_image(src, "to_rgb");
+  if (src.channels == 3) return src;
+  return from_stb(src.pixels.data(), src.width, src.height, 1, 3);
+}
+
+Image to_gray(const Image& src) {
+  check_image(src, "to_gray");
+  if (src.channels == 1) return src;
+  return from_stb(src.pixels.data(), src.width, src.height, 3, 1);
+}
+
+Image to_channels(const Image& src, int channels) {
+  check_channels(channels, "to_channels");
+  return channels == 1 ? to_gray(src) : to_rgb(src);
+}
+
+Image resize(const Image& src, int width, int height) {
+  check_image(src, "resize");
+  GAN_CHECK(width > 0 && height > 0,
+            fmt::format("image: resize: invalid target size {}x{}", height, width));
+  if (width == src.width && height == src.height) return src;
+  Image out(height, width, src.channels);
+  const stbir_filter fh = width < src.width ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM;
+  const stbir_filter fv = height < src.height ? STBIR_FILTER_BOX : STBIR_FILTER_CATMULLROM;
+  const int ok =
+      stbir_resize(src.pixels.data(), src.width, src.height, 0, out.pixels.data(), width, height, 0,
+                   STBIR_TYPE_UINT8, src.channels, STBIR_ALPHA_CHANNEL_NONE, 0, STBIR_EDGE_CLAMP,
+                   STBIR_EDGE_CLAMP, fh, fv, STBIR_COLORSPACE_LINEAR, nullptr);
+  GAN_CHECK(
+      ok, fmt::format("image: resize {}x{} -> {}x{} failed", src.height, src.width, height, width));
+  return out;
+}
+
+Image pad(const Image& src, int width, int height, uint8_t value) {
+  check_image(src, "pad");
+  GAN_CHECK(width >= src.width && height >= src.height,
+            fmt::format("image: pad: target {}x{} is smaller than the image {}x{}", height, width,
+                        src.height, src.width));
+  if (width == src.width && height == src.height) return src;
+  Image out(height, width, src.channels, value);
+  const int top = (height - src.height) / 2, left = (width - src.width) / 2;
+  const size_t row = size_t(src.width) * src.channels;
+  for (int y = 0; y < src.height; ++y) std::memcpy(out.at(top + y, left), src.at(y, 0), row);
+  return out;
+}
+
+Image pad_to_square(const Image& src, uint8_t value) {
+  const int side = std::max(src.height, src.width);
+  return pad(src, side, side, value);
+}
+
+Image center_crop_square(const Image& src) {
+  check_image(src, "center_crop_square");
+  const int side = std::min(src.height, src.width);
+  if (src.height == src.width) return src;
+  Image out(side, side, src.channels);
+  const int top = (src.height - side) / 2, left = (src.width - side) / 2;
+  const size_t row = size_t(side) * src.channels;
+  for (int y = 0; y < side; ++y) std::memcpy(out.at(y, 0), src.at(top + y, left), row);
+  return out;
+}
+
+Image fit(const Image& src, int size, Fit mode, uint8_t background) {
+  check_image(src, "fit");
+  GAN_CHECK(size > 0, fmt::format("image: fit: invalid size {}", size));
+  switch (mode) {
+    case Fit::Resize:
+      return resize(src, size, size);
+    case Fit::Crop:
+      return resize(center_crop_square(src), size, size);
+    case Fit::Pad: {
+      if (src.height <= size && src.width <= size) return pad(src, size, size, background);
+      // Shrink so that the longer side is `size`, keeping the aspect ratio (at least 1 px).
+      const double s = double(size) / std::max(src.height, src.width);
+      const int w = std::clamp(int(std::lround(src.width * s)), 1, size);
+      const int h = std::clamp(int(std::lround(src.height * s)), 1, size);
+      return pad(resize(src, w, h), size, size, background);
+    }
+  }
+  throw Error("image: fit: unknown mode");
+}
+
+Fit parse_fit(std::string_view name) {
+  if (name == "resize") return Fit::Resize;
+  if (name == "pad") return Fit::Pad;
+  if (name == "crop") return Fit::Crop;
+  throw Error(fmt::format("image: unknown fit mode '{}' (expected resize, pad or crop)", name));
+}
+
+const char* fit_name(Fit mode) {
+  switch (mode) {
+    case Fit::Resize:
+      return "resize";
+    case Fit::Pad:
+      return "pad";
+    case Fit::Crop:
+      return "crop";
+  }
+  return "?";
+}
+
+std::vector<uint8_t> encode_png(const Image& image) {
+  check_image(image, "encode_png");
+  std::vector<uint8_t> out;
+  const int ok =
+      stbi_write_png_to_func(&append_bytes, &out, image.width, image.height, image.channels,
+                             image.pixels.data(), image.width * image.channels);
+  GAN_CHECK(ok && !out.empty(), fmt::format("image: cannot encode PNG ({}x{}x{})", image.height,
+                                            image.width, image.channels));
+  return out;
+}
+
+void write_png(const std::string& path, const Image& image) {
+  const std::vector<uint8_t> png = encode_png(image);
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "wb"), &std::fclose);
+  GAN_CHECK(f != nullptr, fmt::format("image: {}: cannot write ({})", path, errno_text()));
+  const bool ok =
+      std::fwrite(png.data(), 1, png.size(), f.get()) == png.size() && std::fflush(f.get()) == 0;
+  GAN_CHECK(ok, fmt::format("image: {}: cannot write ({})", path, errno_text()));
+  FILE* raw = f.release();
+  GAN_CHECK(std::fclose(raw) == 0, fmt::format("image: {}: cannot write ({})", path, errno_text()));
+}
+
+void write_png_atomic(const std::string& path, const Image& image) {
+  const std::vector<uint8_t> png = encode_png(image);
+  write_atomic(path, png.data(), png.size());
+}
+
+void write_jpeg(const std::string& path, const Image& image, int quality) {
+  check_image(image, "write_jpeg");
+  const int ok = stbi_write_jpg(path.c_str(), image.width, image.height, image.channels,
+                                image.pixels.data(), std::clamp(quality, 1, 100));
+  GAN_CHECK(ok, fmt::format("image: {}: cannot write JPEG", path));
+}
+
+Image tile(const std::vector<Image>& images, int cols, int padding, uint8_t background) {
+  GAN_CHECK(!images.empty(), "image: tile: no images");
+  GAN_CHECK(cols > 0 && padding >= 0,
+            fmt::format("image: tile: invalid cols {} or padding {}", cols, padding));
+  const Image& first = images.front();
+  for (const Image& im : images) {
+    check_image(im, "tile");
+    GAN_CHECK(im.height == first.height && im.width == first.width && im.channels == first.channels,
+              fmt::format("image: tile: image {}x{}x{} differs from the first {}x{}x{}", im.height,
+                          im.width, im.channels, first.height, first.width, first.channels));
+  }
+  const int n = int(images.size());
+  const int ncol = std::min(cols, n), nrow = (n + cols - 1) / cols;
+  const int cell_h = first.height + padding, cell_w = first.width + padding;
+  Image out(nrow * cell_h + padding, ncol * cell_w + padding, first.channels, background);
+  const size_t row = size_t(first.width) * first.channels;
+  for (int i = 0; i < n; ++i) {
+    const int y0 = (i / cols) * cell_h + padding, x0 = (i % cols) * cell_w + padding;
+    for (int y = 0; y < first.height; ++y) std::memcpy(out.at(y0 + y, x0), images[i].at(y, 0), row);
+  }
+  return out;
+}
+
+Image tensor_image(const Tensor& images, int64_t index) {
+  GAN_CHECK(images.defined() && images.ndim() == 4 && images.dtype() != DType::BF16,
+            "image: expected images (N, H, W, C) float32, got " +
+                (images.defined() ? images.str() : std::string("an undefined tensor")));
+  const int64_t n = images.dim(0), h = images.dim(1), w = images.dim(2), c = images.dim(3);
+  GAN_CHECK(c == 1 || c == 3,
+            fmt::format("image: expected 1 or 3 channels, got {}", images.shape().str()));
+  GAN_CHECK(index >= 0 && index < n,
+            fmt::format("image: index {} out of range for {}", index, images.shape().str()));
+  const size_t per = size_t(h * w * c);
+  // Copy only the one image (a view of the storage would need an offset; the batch is small).
+  const std::vector<float> all = images.to_vector();
+  Image out{int(h), int(w), int(c)};
+  for (size_t i = 0; i < per; ++i) out.pixels[i] = to_u8(all[size_t(index) * per + i]);
+  return out;
+}
+
+Image make_grid(const Tensor& images, int cols, int padding, uint8_t background) {
+  GAN_CHECK(images.defined() && images.ndim() == 4 && images.dtype() != DType::BF16,
+            "image: make_grid: expected images (N, H, W, C) float32, got " +
+                (images.defined() ? images.str() : std::string("an undefined tensor")));
+  const int64_t n = images.dim(0), h = images.dim(1), w = images.dim(2), c = images.dim(3);
+  GAN_CHECK(
+      n > 0 && h > 0 && w > 0 && (c == 1 || c == 3),
+      "image: make_grid: expected N >= 1 images with 1 or 3 channels, got " + images.shape().str());
+  const std::vector<float> all = images.to_vector();  // host copy (synchronises)
+  const size_t per = size_t(h * w);
+  std::vector<Image> tiles;
+  tiles.reserve(size_t(n));
+  for (int64_t i = 0; i < n; ++i) {
+    Image im(int(h), int(w), 3);
+    const float* src = all.data() + size_t(i) * per * size_t(c);
+    for (size_t p = 0; p < per; ++p)
+      for (int k = 0; k < 3; ++k) im.pixels[p * 3 + k] = to_u8(src[p * c + (c == 3 ? k : 0)]);
+    tiles.push_back(std::move(im));
+  }
+  return tile(tiles, cols, padding, background);
+}
+
+void colormap_jet(float v, uint8_t rgb[3]) {
+  v = std::isnan(v) ? 0.0f : std::clamp(v, 0.0f, 1.0f);
+  auto ramp = [](float x) { return uint8_t(std::clamp(x, 0.0f, 1.0f) * 255.0f + 0.5f); };
+  rgb[0] = ramp(1.5f - std::fabs(4.0f * v - 3.0f));
+  rgb[1] = ramp(1.5f - std::fabs(4.0f * v - 2.0f));
+  rgb[2] = ramp(1.5f - std::fabs(4.0f * v - 1.0f));
+}
+
+Image overlay_heatmap(const Image& image, const std::vector<float>& heat, int heat_h, int heat_w,
+                      int query_y, int query_x, float alpha) {
+  check_image(image, "overlay_heatmap");
+  GAN_CHECK(heat_h > 0 && heat_w > 0 && heat.size() == size_t(heat_h) * heat_w,
+            fmt::format("image: overlay_heatmap: heat map of {} values is not {}x{}", heat.size(),
+                        heat_h, heat_w));
+  GAN_CHECK(query_y < 0 || (query_y < heat_h && query_x >= 0 && query_x < heat_w),
+            fmt::format("image: overlay_heatmap: query ({}, {}) outside the {}x{} heat map",
+                        query_y, query_x, heat_h, heat_w));
+  float peak = 0.0f;
+  for (float v : heat)
+    if (std::isfinite(v)) peak = std::max(peak, v);
+  Image out = to_rgb(image);
+  const int H = out.height, W = out.width;
+  const float a = std::clamp(alpha, 0.0f, 1.0f);
+  for (int y = 0; y < H; ++y) {
+    const int hy = int(int64_t(y) * heat_h / H);
+    for (int x = 0; x < W; ++x) {
+      const int hx = int(int64_t(x) * heat_w / W);
+      const float v = heat[size_t(hy) * heat_w + hx];
+      uint8_t c[3];
+      colormap_jet(peak > 0.0f && std::isfinite(v) ? std::max(v, 0.0f) / peak : 0.0f, c);
+      uint8_t* p = out.at(y, x);
+      for (int k = 0; k < 3; ++k) p[k] = uint8_t((1.0f - a) * p[k] + a * c[k] + 0.5f);
+    }
+  }
+  if (query_y >= 0) {
+    // The query cell's pixel rectangle [y0, y1) x [x0, x1), grown to at least 3x3 around its
+    // centre.
+    int y0 = int(int64_t(query_y) * H / heat_h), y1 = int(int64_t(query_y + 1) * H / heat_h);
+    int x0 = int(int64_t(query_x) * W / heat_w), x1 = int(int64_t(query_x + 1) * W / heat_w);
+    if (y1 - y0 < 3) {
+      const int cy = (y0 + std::max(y1, y0 + 1) - 1) / 2;
+      y0 = cy - 1, y1 = cy + 2;
+    }
+    if (x1 - x0 < 3) {
+      const int cx = (x0 + std::max(x1, x0 + 1) - 1) / 2;
+      x0 = cx - 1, x1 = cx + 2;
+    }
+    auto paint = [&](int y, int x, uint8_t v) {
+      if (y < 0 || y >= H || x < 0 || x >= W) return;
+      uint8_t* p = out.at(y, x);
+      p[0] = p[1] = p[2] = v;
+    };
+    // Black outer ring, then white ring on the cell's border.
+    for (int ring = 1; ring >= 0; --ring) {
+      const uint8_t v = ring ? 0 : 255;
+      const int ya = y0 - ring, yb = y1 - 1 + ring, xa = x0 - ring, xb = x1 - 1 + ring;
+      for (int x = xa; x <= xb; ++x) paint(ya, x, v), paint(yb, x, v);
+      for (int y = ya; y <= yb; ++y) paint(y, xa, v), paint(y, xb, v);
+    }
+  }
+  return out;
+}
+
+}  // namespace gan::img

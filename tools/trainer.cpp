@@ -1,0 +1,617 @@
+#include "tools/trainer.h"
+
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/adam.h"
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/random.h"
+#include "engine/tensor_ops.h"
+#include "models/gan.h"
+#include "tools/checkpoint.h"
+#include "tools/data.h"
+#include "tools/image.h"
+#include "tools/safetensors.h"
+#include "tools/tfevents.h"
+
+namespace gan::train {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kCheckpointName = "checkpoint.safetensors";
+constexpr const char* kFormat = "gan-engine checkpoint v1";
+constexpr int kFixedSamples = 64;
+
+// Options that define the model or the data: a resumed run must use the checkpoint's.
+const char* const kModelKeys[] = {"model",    "preset", "image_size", "channels",
+                                  "ngf",      "ndf",    "z_dim",      "official_attention",
+                                  "data",     "fit",    "hflip",      "batch_size",
+                                  "loss",     "n_dis",  "ema",        "seed",
+                                  "lr_g",     "lr_d",   "beta1",      "beta2",
+                                  "wgan_clip"};
+
+json to_json(const Options& o) {
+  return json{{"model", o.model},
+              {"preset", o.preset},
+              {"image_size", o.image_size},
+              {"channels", o.channels},
+              {"ngf", o.ngf},
+              {"ndf", o.ndf},
+              {"z_dim", o.z_dim},
+              {"official_attention", o.official_attention},
+              {"data", o.data},
+              {"fit", o.fit},
+              {"hflip", o.hflip},
+              {"batch_size", o.batch_size},
+              {"epochs", o.epochs},
+              {"steps", o.steps},
+              {"lr_g", o.lr_g},
+              {"lr_d", o.lr_d},
+              {"beta1", o.beta1},
+              {"beta2", o.beta2},
+              {"loss", o.loss},
+              {"n_dis", o.n_dis},
+              {"ema", o.ema},
+              {"wgan_clip", o.wgan_clip},
+              {"seed", o.seed},
+              {"out", o.out},
+              {"sample_every", o.sample_every},
+              {"checkpoint_every", o.checkpoint_every},
+              {"log_every", o.log_every},
+              {"device", o.device},
+              {"tf32", o.tf32}};
+}
+
+void from_json_model(const json& j, Options& o) {
+  o.model = j.at("model").get<std::string>();
+  o.preset = j.at("preset").get<std::string>();
+  o.image_size = j.at("image_size").get<int>();
+  o.channels = j.at("channels").get<int>();
+  o.ngf = j.at("ngf").get<int64_t>();
+  o.ndf = j.at("ndf").get<int64_t>();
+  o.z_dim = j.at("z_dim").get<int64_t>();
+  o.official_attention = j.at("official_attention").get<bool>();
+  o.data = j.at("data").get<std::string>();
+  o.fit = j.at("fit").get<std::string>();
+  o.hflip = j.at("hflip").get<bool>();
+  o.batch_size = j.at("batch_size").get<int>();
+  o.loss = j.at("loss").get<std::string>();
+  o.n_dis = j.at("n_dis").get<int>();
+  o.ema = j.at("ema").get<double>();
+  o.seed = j.at("seed").get<uint64_t>();
+  o.lr_g = j.at("lr_g").get<double>();
+  o.lr_d = j.at("lr_d").get<double>();
+  o.beta1 = j.at("beta1").get<double>();
+  o.beta2 = j.at("beta2").get<double>();
+  o.wgan_clip = j.at("wgan_clip").get<double>();
+}
+
+// One line of the resolved configuration for the start of a run.
+std::string describe(const Options& o, Device dev) {
+  return fmt::format(
+      "gan_train: model={} preset={} image_size={} channels={} z={} ngf={} ndf={} "
+      "attention={} | data={} fit={} hflip={} | batch_size={} {} n_dis={} loss={} lr_g={} "
+      "lr_d={} betas=({}, {}) ema={} | seed={} device={} tf32={} out={}",
+      o.model, o.preset, o.image_size, o.channels, o.z_dim, o.ngf, o.ndf,
+      o.official_attention ? "official" : "default", o.data, o.fit, o.hflip, o.batch_size,
+      o.steps > 0 ? fmt::format("steps={}", o.steps) : fmt::format("epochs={}", o.epochs), o.n_dis,
+      o.loss, o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema, o.seed, device_name(dev), o.tf32, o.out);
+}
+
+// Scalars (one-element device tensors) copied to pinned host memory when a step is logged and
+// read when the copy has landed: the training loop never waits for them.
+class AsyncScalars {
+ public:
+  struct Record {
+    int64_t step = 0;
+    double seconds = 0;  // wall time since the start when logged
+    int64_t images = 0;  // real images consumed by then
+    std::vector<std::string> names;
+    std::vector<float> values;
+  };
+
+  void push(int64_t step, double seconds, int64_t images, std::vector<std::string> names,
+            const std::vector<Tensor>& scalars) {
+    Pending p;
+    p.rec.step = step, p.rec.seconds = seconds, p.rec.images = images;
+    p.rec.names = std::move(names);
+    const int64_t n = int64_t(scalars.size());
+    if (!scalars.empty() && scalars[0].is_cuda()) {
+      p.host = Tensor::empty_pinned(Shape{n});
+      for (int64_t i = 0; i < n; ++i)
+        GAN_CUDA_CHECK(cudaMemcpyAsync(p.host.data<float>() + i, scalars[size_t(i)].raw(),
+                                       sizeof(float), cudaMemcpyDeviceToHost, cuda::stream()));
+      GAN_CUDA_CHECK(cudaEventCreateWithFlags(&p.event, cudaEventDisableTiming));
+      GAN_CUDA_CHECK(cudaEventRecord(p.event, cuda::stream()));
+    } else {
+      for (const Tensor& t : scalars) p.rec.values.push_back(t.item());
+    }
+    pending_.push_back(std::move(p));
+  }
+
+  // Records whose values have arrived, oldest first (all of them when wait).
+  std::vector<Record> ready(bool wait) {
+    std::vector<Record> out;
+    while (!pending_.empty()) {
+      Pending& p = pending_.front();
+      if (p.event) {
+        if (wait) {
+          GAN_CUDA_CHECK(cudaEventSynchronize(p.event));
+        } else {
+          const cudaError_t e = cudaEventQuery(p.event);
+          if (e == cudaErrorNotReady) break;
+          GAN_CUDA_CHECK(e);
+        }
+        GAN_CUDA_CHECK(cudaEventDestroy(p.event));
+        const float* h = p.host.data<float>();
+        p.rec.values.assign(h, h + p.rec.names.size());
+      }
+      out.push_back(std::move(p.rec));
+      pending_.pop_front();
+    }
+    return out;
+  }
+
+ private:
+  struct Pending {
+    Record rec;
+    Tensor host;
+    cudaEvent_t event = nullptr;
+  };
+  std::deque<Pending> pending_;
+};
+
+void set_requires_grad(nn::Module& m, bool on) {
+  for (auto& [name, p] : m.named_parameters()) p.node()->requires_grad = on;
+}
+
+std::string hms(double s) {
+  if (!std::isfinite(s) || s < 0) return "--:--";
+  const int64_t t = int64_t(s + 0.5);
+  return t >= 3600 ? fmt::format("{}:{:02d}:{:02d}", t / 3600, (t / 60) % 60, t % 60)
+                   : fmt::format("{:02d}:{:02d}", t / 60, t % 60);
+}
+
+// Throws a one-line error when `dir` cannot hold files (created if missing).
+void check_writable(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(fmt::format("gan_train: cannot create --out {}: {}", dir, ec.message()));
+  const fs::path probe = fs::path(dir) / ".gan_train_write_test";
+  FILE* f = std::fopen(probe.c_str(), "wb");
+  if (!f)
+    throw Error(fmt::format("gan_train: cannot write to --out {}: {}", dir, std::strerror(errno)));
+  std::fclose(f);
+  fs::remove(probe, ec);
+}
+
+uint64_t u64(int64_t v) { return uint64_t(v); }
+
+}  // namespace
+
+Options resolve(Options o) {
+  auto fail = [](const std::string& m) { throw Error("gan_train: " + m); };
+  if (o.model != "sagan" && o.model != "dcgan")
+    fail("--model must be sagan or dcgan, got " + o.model);
+  const bool sagan = o.model == "sagan";
+  if (o.lr_g < 0) o.lr_g = sagan ? 1e-4 : 2e-4;
+  if (o.lr_d < 0) o.lr_d = sagan ? 4e-4 : 2e-4;
+  if (o.beta1 < 0) o.beta1 = sagan ? 0.0 : 0.5;
+  if (o.beta2 < 0) o.beta2 = sagan ? 0.9 : 0.999;
+  if (o.loss.empty()) o.loss = sagan ? "hinge" : "bce";
+  if (o.z_dim <= 0) o.z_dim = sagan ? 128 : 100;
+  if (o.loss != "bce" && o.loss != "hinge" && o.loss != "wgan")
+    fail("--loss must be bce, hinge or wgan, got " + o.loss);
+  if (o.image_size != 32 && o.image_size != 64 && o.image_size != 128)
+    fail(fmt::format("--image-size must be 32, 64 or 128, got {}", o.image_size));
+  if (o.channels != 0 && o.channels != 1 && o.channels != 3)
+    fail(fmt::format("--channels must be 1 or 3, got {}", o.channels));
+  if (o.batch_size < 1) fail(fmt::format("--batch-size must be >= 1, got {}", o.batch_size));
+  if (o.steps < 0 || (o.steps == 0 && o.epochs < 1)) fail("give --epochs >= 1 or --steps >= 1");
+  if (o.n_dis < 1) fail(fmt::format("--n-dis must be >= 1, got {}", o.n_dis));
+  if (o.ema < 0 || o.ema >= 1) fail(fmt::format("--ema must be in [0, 1), got {}", o.ema));
+  if (o.lr_g <= 0 || o.lr_d <= 0) fail("learning rates must be > 0");
+  if (o.beta1 >= 1 || o.beta2 >= 1) fail("betas must be in [0, 1)");
+  if (o.sample_every < 1 || o.checkpoint_every < 1 || o.log_every < 1)
+    fail("--sample-every, --checkpoint-every and --log-every must be >= 1");
+  if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
+    fail("--device must be auto, cpu or cuda, got " + o.device);
+  (void)img::parse_fit(o.fit);  // throws on an unknown mode
+  return o;
+}
+
+Result run(Options o) {
+  using clock = std::chrono::steady_clock;
+  const auto t_start = clock::now();
+  auto seconds = [&] { return std::chrono::duration<double>(clock::now() - t_start).count(); };
+
+  // ---- device; the CPU fallback of the default job
+  Device dev = Device::CPU;
+  if (o.device == "cuda") {
+    GAN_CHECK(cuda_available(), "gan_train: --device cuda but no CUDA device is available");
+    dev = Device::CUDA;
+  } else if (o.device == "auto") {
+    dev = cuda_available() ? Device::CUDA : Device::CPU;
+    if (dev == Device::CPU) {
+      std::string changed;
+      auto shrink = [&](const char* key, auto& field, auto value) {
+        if (!o.given.count(key)) {
+          field = value;
+          changed += fmt::format(" {}={}", key, value);
+        }
+      };
+      shrink("steps", o.steps, int64_t(20));
+      shrink("batch_size", o.batch_size, 8);
+      shrink("image_size", o.image_size, 32);
+      shrink("sample_every", o.sample_every, int64_t(20));
+      shrink("checkpoint_every", o.checkpoint_every, int64_t(20));
+      shrink("log_every", o.log_every, int64_t(5));
+      std::printf(
+          "gan_train: no GPU found: running a short CPU run instead (%s). Use --device cpu and "
+          "set --steps to train longer on the CPU.\n",
+          changed.empty() ? "as configured" : changed.substr(1).c_str());
+    }
+  }
+  if (o.tf32) set_allow_tf32(true);
+
+  // ---- resume: the checkpoint's configuration, checked against explicit options
+  std::unique_ptr<st::File> ck;
+  if (!o.resume.empty()) {
+    const std::string path = (fs::path(o.resume) / kCheckpointName).string();
+    GAN_CHECK(fs::exists(path),
+              fmt::format("gan_train: --resume {}: no {} there", o.resume, kCheckpointName));
+    ck = std::make_unique<st::File>(st::read_file(path));
+    GAN_CHECK(ck->metadata.count("format") && ck->meta("format") == kFormat,
+              fmt::format("gan_train: {}: not a gan_train checkpoint (format '{}')", path,
+                          ck->metadata.count("format") ? ck->meta("format") : ""));
+    json saved;
+    try {
+      saved = json::parse(ck->meta("config"));
+      Options from = o;
+      from_json_model(saved, from);
+      const json cur = to_json(o);
+      for (const char* key : kModelKeys) {
+        if (o.given.count(key) && cur.at(key) != saved.at(key))
+          throw Error(fmt::format("gan_train: --{} {} does not match the checkpoint's {} ({})", key,
+                                  cur.at(key).dump(), saved.at(key).dump(), path));
+      }
+      o = from;
+      if (!o.given.count("out")) o.out = o.resume;
+      if (!o.given.count("steps") && !o.given.count("epochs")) {
+        o.steps = saved.at("steps").get<int64_t>();
+        o.epochs = saved.at("epochs").get<int>();
+      }
+    } catch (const json::exception& e) {
+      throw Error(fmt::format("gan_train: {}: corrupt configuration in the checkpoint ({})", path,
+                              e.what()));
+    }
+  }
+  o = resolve(o);
+
+  // ---- output directory: never overwrite another run
+  check_writable(o.out);
+  const fs::path out(o.out);
+  if (o.resume.empty() && fs::exists(out / kCheckpointName))
+    throw Error(
+        fmt::format("gan_train: --out {} already holds a run ({}); use --resume {} or "
+                    "another --out",
+                    o.out, kCheckpointName, o.out));
+  fs::create_directories(out / "samples");
+
+  // ---- data
+  data::Dataset ds = data::load_auto(o.data);
+  if (o.channels == 0) o.channels = ds.channels == 1 ? 1 : 3;
+  data::LoaderOptions lo;
+  lo.image_size = o.image_size, lo.channels = o.channels, lo.batch_size = o.batch_size;
+  lo.fit = img::parse_fit(o.fit), lo.hflip = o.hflip, lo.seed = o.seed, lo.device = dev;
+  data::Loader loader(std::move(ds), lo);
+  GAN_CHECK(loader.batches_per_epoch() > 0,
+            fmt::format("gan_train: {}: {} images, fewer than one batch of {}", o.data,
+                        loader.dataset().count, o.batch_size));
+  const int64_t d_batches_per_step = o.n_dis;
+  const int64_t total_steps =
+      o.steps > 0 ? o.steps : o.epochs * loader.batches_per_epoch() / d_batches_per_step;
+  GAN_CHECK(total_steps > 0, "gan_train: the run has no steps (more --epochs or --steps)");
+  std::printf("%s\n", describe(o, dev).c_str());
+  std::printf("gan_train: %lld images (%s), %lld batches per epoch, %lld generator steps\n",
+              (long long)loader.dataset().count, loader.dataset().source.c_str(),
+              (long long)loader.batches_per_epoch(), (long long)total_steps);
+  std::fflush(stdout);
+
+  // ---- models and optimisers
+  Generator gen(o.seed, dev);
+  models::ModelConfig mc;
+  mc.model = o.model, mc.preset = o.preset, mc.image_size = o.image_size;
+  mc.channels = o.channels, mc.z_dim = o.z_dim, mc.ngf = o.ngf, mc.ndf = o.ndf;
+  mc.official_attention = o.official_attention;
+  models::Gan net = models::build(mc, gen);
+  models::Gan ema_net;
+  if (o.ema > 0) {
+    Generator g2(o.seed, dev);
+    ema_net = models::build(mc, g2);
+    auto src = net.g->named_parameters();
+    auto dst = ema_net.g->named_parameters();
+    for (size_t i = 0; i < src.size(); ++i) dst[i].second.value().copy_from(src[i].second.value());
+  }
+  AdamOptions ag, ad;
+  ag.lr = o.lr_g, ag.beta1 = o.beta1, ag.beta2 = o.beta2;
+  ad.lr = o.lr_d, ad.beta1 = o.beta1, ad.beta2 = o.beta2;
+  Adam opt_g(net.g->parameters(), ag), opt_d(net.d->parameters(), ad);
+
+  // Fixed noise for the sample grids: its own generator, so resuming regenerates it exactly.
+  Generator fixed_gen(o.seed ^ 0x5eed5eed5eedull, dev);
+  Tensor z_fixed = Tensor::empty(Shape{kFixedSamples, net.z_dim}, dev);
+  fixed_gen.normal_(z_fixed);
+
+  int64_t step = 0, images = 0;
+  if (ck) {
+    ckpt::load_module(*ck, "G.", *net.g);
+    ckpt::load_module(*ck, "D.", *net.d);
+    if (o.ema > 0) ckpt::load_module(*ck, "G_ema.", *ema_net.g);
+    for (auto [prefix, opt, mod] :
+         {std::tuple{"opt_g.", &opt_g, net.g.get()}, std::tuple{"opt_d.", &opt_d, net.d.get()}}) {
+      auto named = mod->named_parameters();
+      std::map<std::string, nn::TorchLayout> lay;
+      for (auto& [n, l] : mod->named_layouts()) lay[n] = l;
+      for (size_t i = 0; i < named.size(); ++i) {
+        const auto it = lay.find(named[i].first);
+        const nn::TorchLayout l = it == lay.end() ? nn::TorchLayout{} : it->second;
+        for (auto [what, t] : {std::pair{"exp_avg.", opt->exp_avg()[i]},
+                               std::pair{"exp_avg_sq.", opt->exp_avg_sq()[i]}}) {
+          const std::string name = std::string(prefix) + what + named[i].first;
+          ckpt::from_torch(ck->tensor(name), l, t);
+        }
+      }
+      opt->set_step_count(ck->int64s(std::string(prefix) + "step").at(0));
+    }
+    const auto rng = ck->int64s("rng.generator");
+    gen.set_state(u64(rng.at(0)), u64(rng.at(1)));
+    const auto pos = ck->int64s("loader.position");
+    loader.set_position(pos.at(0), pos.at(1));
+    step = ck->int64s("train.step").at(0);
+    images = ck->int64s("train.images").at(0);
+    std::printf("gan_train: resumed %s at step %lld\n", o.resume.c_str(), (long long)step);
+  }
+
+  // ---- outputs
+  tb::Writer tbw((out / "tensorboard").string());
+  const bool resuming = bool(ck);
+  std::ofstream metrics(out / "metrics.jsonl", resuming ? std::ios::app : std::ios::trunc);
+  GAN_CHECK(bool(metrics),
+            fmt::format("gan_train: cannot write {}", (out / "metrics.jsonl").string()));
+  const bool bar = o.progress == 1 || (o.progress == -1 && isatty(STDOUT_FILENO));
+  const auto attn = net.g->attention_layers();
+  const auto dattn = net.d->attention_layers();
+  const auto g_sn = net.g->spectral_norm_layers();
+  const auto d_sn = net.d->spectral_norm_layers();
+  const auto g_sn_names = net.g->spectral_norm_names();
+  const auto d_sn_names = net.d->spectral_norm_names();
+
+  Result result;
+  const std::string ckpt_path = (out / kCheckpointName).string();
+  Tensor z = Tensor::empty(Shape{o.batch_size, net.z_dim}, dev);
+  Var loss_d, loss_g, d_real, d_fake;
+
+  auto write_samples = [&] {
+    models::GanNet& G = o.ema > 0 ? *ema_net.g : *net.g;
+    if (o.ema > 0) {  // the EMA generator uses the current BatchNorm statistics and u, v
+      auto src = net.g->named_buffers();
+      auto dst = ema_net.g->named_buffers();
+      for (size_t i = 0; i < src.size(); ++i) dst[i].second.copy_from(src[i].second);
+    }
+    NoGradGuard ng;
+    G.eval();
+    const Tensor imgs = G.forward(models::latent_input(net, Var(z_fixed))).value();
+    G.train();
+    const img::Image grid = img::make_grid(imgs, 8);
+    img::write_png_atomic((out / "samples" / fmt::format("step_{:07d}.png", step)).string(), grid);
+    img::write_png_atomic((out / "samples" / "latest.png").string(), grid);
+    tbw.add_image("samples", grid, step);
+  };
+
+  auto write_checkpoint = [&] {
+    // Never replace a good checkpoint with a diverged state: check this step's losses first.
+    if (loss_d.defined()) {
+      const float ld = loss_d.value().item(), lg = loss_g.value().item();
+      if (!std::isfinite(ld) || !std::isfinite(lg))
+        throw Error(
+            fmt::format("gan_train: non-finite loss at step {} (loss_d {}, loss_g {}): "
+                        "stopped; the last good checkpoint is intact in {}",
+                        step, ld, lg, o.out));
+    }
+    std::vector<st::Entry> e;
+    ckpt::append_module(e, "G.", *net.g);
+    ckpt::append_module(e, "D.", *net.d);
+    if (o.ema > 0) ckpt::append_module(e, "G_ema.", *ema_net.g);
+    for (auto [prefix, opt, mod] :
+         {std::tuple{"opt_g.", &opt_g, net.g.get()}, std::tuple{"opt_d.", &opt_d, net.d.get()}}) {
+      auto named = mod->named_parameters();
+      std::map<std::string, nn::TorchLayout> lay;
+      for (auto& [n, l] : mod->named_layouts()) lay[n] = l;
+      for (size_t i = 0; i < named.size(); ++i) {
+        const auto it = lay.find(named[i].first);
+        const nn::TorchLayout l = it == lay.end() ? nn::TorchLayout{} : it->second;
+        e.push_back(st::from_tensor(std::string(prefix) + "exp_avg." + named[i].first,
+                                    ckpt::to_torch(opt->exp_avg()[i], l)));
+        e.push_back(st::from_tensor(std::string(prefix) + "exp_avg_sq." + named[i].first,
+                                    ckpt::to_torch(opt->exp_avg_sq()[i], l)));
+      }
+      e.push_back(st::from_int64(std::string(prefix) + "step", {opt->step_count()}));
+    }
+    e.push_back(st::from_int64("rng.generator", {int64_t(gen.seed()), int64_t(gen.offset())}));
+    const data::Position pos = loader.position();
+    e.push_back(st::from_int64("loader.position", {pos.epoch, pos.step}));
+    e.push_back(st::from_int64("train.step", {step}));
+    e.push_back(st::from_int64("train.images", {images}));
+    st::Metadata meta;
+    meta["format"] = kFormat;
+    meta["config"] = to_json(o).dump();
+    meta["step"] = std::to_string(step);
+    st::write_file(ckpt_path, e, meta);
+    result.checkpoint = ckpt_path;
+  };
+
+  AsyncScalars async;
+  double last_bar = -1;
+  std::vector<float> latest;  // last values shown
+  auto emit = [&](bool wait) {
+    for (const auto& r : async.ready(wait)) {
+      json j;
+      j["step"] = r.step;
+      for (size_t i = 0; i < r.names.size(); ++i) j[r.names[i]] = r.values[i];
+      const double ips = r.seconds > 0 ? double(r.images) / r.seconds : 0;
+      j["images_per_s"] = ips;
+      j["time_s"] = r.seconds;
+      metrics << j.dump() << "\n";
+      metrics.flush();
+      std::map<std::string, double> sc;
+      for (size_t i = 0; i < r.names.size(); ++i) sc[r.names[i]] = r.values[i];
+      sc["images_per_s"] = ips;
+      tbw.add_scalars(sc, r.step);
+      latest = r.values;
+      if (!std::isfinite(r.values[0]) || !std::isfinite(r.values[1]))
+        throw Error(
+            fmt::format("gan_train: non-finite loss at step {} (loss_d {}, loss_g {}): "
+                        "stopped; the last good checkpoint{} is intact in {}",
+                        r.step, r.values[0], r.values[1],
+                        result.checkpoint.empty() ? " (none written yet)" : "", o.out));
+      if (!bar)
+        std::printf(
+            "step %7lld/%lld  epoch %lld  %8.1f img/s  loss_d %.4f  loss_g %.4f  D(x) "
+            "%.3f  D(G(z)) %.3f\n",
+            (long long)r.step, (long long)total_steps, (long long)(loader.epoch() + 1), ips,
+            r.values[0], r.values[1], r.values[2], r.values[3]);
+    }
+    std::fflush(stdout);
+  };
+
+  const int64_t start_step = step;
+  const int64_t start_images = images;
+  const double t0 = seconds();
+  const bool bce = o.loss == "bce";
+  while (step < total_steps) {
+    if (o.inject_nan_at > 0 && step + 1 == o.inject_nan_at)
+      opt_d.params()[0].value().fill_(std::nan(""));  // fault injection for the tests
+    // ---- discriminator: n_dis steps on fresh real and fake batches
+    set_requires_grad(*net.d, true);
+    set_requires_grad(*net.g, false);
+    for (int k = 0; k < o.n_dis; ++k) {
+      Var real(loader.next());
+      images += real.shape()[0];
+      gen.normal_(z);
+      Var fake;
+      {
+        NoGradGuard ng;  // G is not differentiated here (its BatchNorm statistics still move)
+        fake = net.g->forward(models::latent_input(net, Var(z)));
+      }
+      const Var dr = net.d->forward(real), df = net.d->forward(fake);
+      if (o.loss == "bce")
+        loss_d = add(bce_with_logits(dr, 1.0), bce_with_logits(df, 0.0));
+      else if (o.loss == "hinge")
+        loss_d = hinge_d_loss(dr, df);
+      else
+        loss_d = sub(mean(df), mean(dr));
+      zero_grad(opt_d.params());
+      backward(loss_d);
+      opt_d.step();
+      if (o.loss == "wgan")
+        for (const Var& p : opt_d.params()) clamp_(p.value(), -o.wgan_clip, o.wgan_clip);
+      {
+        NoGradGuard ng;
+        d_real = bce ? mean(sigmoid(dr.detach())) : mean(dr.detach());
+        d_fake = bce ? mean(sigmoid(df.detach())) : mean(df.detach());
+      }
+    }
+    // ---- generator (D's parameters need no gradient here)
+    set_requires_grad(*net.d, false);
+    set_requires_grad(*net.g, true);
+    gen.normal_(z);
+    const Var fake = net.g->forward(models::latent_input(net, Var(z)));
+    const Var out_fake = net.d->forward(fake);
+    loss_g = o.loss == "bce" ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
+    zero_grad(opt_g.params());
+    backward(loss_g);
+    opt_g.step();
+    if (o.ema > 0) {
+      auto src = net.g->named_parameters();
+      auto dst = ema_net.g->named_parameters();
+      for (size_t i = 0; i < src.size(); ++i)
+        lerp_(dst[i].second.value(), src[i].second.value(), 1.0 - o.ema);
+    }
+    ++step;
+
+    // ---- logging (asynchronous), samples, checkpoints
+    if (step % o.log_every == 0 || step == total_steps) {
+      std::vector<std::string> names = {"loss_d", "loss_g", "D_x", "D_G_z"};
+      std::vector<Tensor> vals = {loss_d.value(), loss_g.value(), d_real.value(), d_fake.value()};
+      for (size_t i = 0; i < attn.size(); ++i) {
+        names.push_back(fmt::format("G.gamma.{}", i));
+        vals.push_back(attn[i]->gamma().value());
+      }
+      for (size_t i = 0; i < dattn.size(); ++i) {
+        names.push_back(fmt::format("D.gamma.{}", i));
+        vals.push_back(dattn[i]->gamma().value());
+      }
+      for (size_t i = 0; i < g_sn.size(); ++i) {
+        names.push_back("G.sigma." + g_sn_names[i]);
+        vals.push_back(g_sn[i]->sn_state()->sigma);
+      }
+      for (size_t i = 0; i < d_sn.size(); ++i) {
+        names.push_back("D.sigma." + d_sn_names[i]);
+        vals.push_back(d_sn[i]->sn_state()->sigma);
+      }
+      async.push(step, seconds() - t0, images - start_images, std::move(names), vals);
+    }
+    emit(false);
+    if (bar) {
+      const double now = seconds();
+      if (now - last_bar >= 0.1 || step == total_steps) {
+        last_bar = now;
+        const double el = now - t0;
+        const double its = el > 0 ? double(step - start_step) / el : 0;
+        const double eta = its > 0 ? double(total_steps - step) / its : -1;
+        std::printf(
+            "\r[%lld/%lld] epoch %lld | %.2f it/s %.0f img/s | ETA %s | loss_d %s "
+            "loss_g %s   ",
+            (long long)step, (long long)total_steps, (long long)(loader.epoch() + 1), its,
+            el > 0 ? double(images - start_images) / el : 0.0, hms(eta).c_str(),
+            latest.empty() ? "-" : fmt::format("{:.4f}", latest[0]).c_str(),
+            latest.size() < 2 ? "-" : fmt::format("{:.4f}", latest[1]).c_str());
+        std::fflush(stdout);
+      }
+    }
+    if (step % o.sample_every == 0 || step == total_steps) write_samples();
+    if (step % o.checkpoint_every == 0 || step == total_steps) write_checkpoint();
+  }
+  emit(true);
+  if (bar) std::printf("\n");
+  if (dev == Device::CUDA) cuda::synchronize();
+  const double el = seconds() - t0;
+  result.steps = step;
+  result.images_per_s = el > 0 ? double(images - start_images) / el : 0;
+  std::printf("gan_train: done: %lld steps, %.1f images/s; samples in %s, checkpoint %s\n",
+              (long long)step, result.images_per_s, (out / "samples").c_str(),
+              result.checkpoint.c_str());
+  std::fflush(stdout);
+  return result;
+}
+
+}  // namespace gan::train
