@@ -30,6 +30,7 @@ struct Args {
   uint64_t seed = 0;
   bool singles = false, ema = false, attention = false;
   std::string device = "auto";
+  std::string dump;  // safetensors file receiving z and the images (tools/torch_check.py)
 };
 
 int run(const Args& a) {
@@ -73,6 +74,11 @@ int run(const Args& a) {
   NoGradGuard ng;
   const Var zin = models::latent_input(net, Var(z));
   const Tensor imgs = net.g->forward(zin).value();
+  if (!a.dump.empty()) {
+    st::write_file(a.dump, {st::from_tensor("z", z), st::from_tensor("images", imgs)},
+                   {{"checkpoint", path}});
+    std::printf("gan_sample: z and images in %s\n", a.dump.c_str());
+  }
   if (a.singles) {
     fs::create_directories(a.out);
     for (int64_t i = 0; i < a.n; ++i)
@@ -154,6 +160,9 @@ int main(int argc, char** argv) {
   app.add_flag("--ema", a.ema, "use the EMA generator (runs trained with --ema)");
   app.add_flag("--attention-maps", a.attention,
                "also write, per attention block, its attention for 4 query pixels of 4 samples");
+  app.add_option("--dump", a.dump,
+                 "also write z and the images (NHWC) to this safetensors file (for "
+                 "tools/torch_check.py)");
   app.add_option("--device", a.device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
