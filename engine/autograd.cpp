@@ -43,6 +43,14 @@ Var::Var(Tensor value, bool requires_grad) : value_(std::move(value)) {
 
 Var Var::detach() const { return Var(value_, false); }
 
+void Var::clear_grad() {
+  GAN_CHECK(!node_->is_param,
+            "clear_grad: '" + node_->name +
+                "' is a parameter, whose gradient buffer is permanent (optimizers "
+                "hold it); use zero_grad");
+  node_->grad = Tensor();
+}
+
 Var parameter(Tensor value, std::string name) {
   Var v(std::move(value), true);
   v.node()->is_param = true;

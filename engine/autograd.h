@@ -57,7 +57,8 @@ class Var {
   // Same value, no gradient: the returned Var is a leaf that stops backpropagation.
   Var detach() const;
   void retain_grad() { node_->retain_grad = true; }
-  void clear_grad() { node_->grad = Tensor(); }
+  // Drops the gradient of a non-parameter (a parameter's buffer is permanent: zero_grad it).
+  void clear_grad();
   const std::shared_ptr<GradNode>& node() const { return node_; }
 
  private:

@@ -1,6 +1,7 @@
 #include "engine/cudnn.h"
 
 #include <climits>
+#include <cstdio>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -91,6 +92,11 @@ const Perf* pick(const Perf* perf, int count, bool tf32, const char* what) {
   }
   const Perf* p = deterministic ? deterministic : exact ? exact : last_resort;
   GAN_CHECK(p != nullptr, fmt::format("conv (cuDNN): no {} algorithm available", what));
+  if (p != deterministic)
+    std::fprintf(stderr,
+                 "gan: warning: cuDNN offers no deterministic %s algorithm%s for this "
+                 "convolution; using algorithm %d (math type %d): runs may differ bitwise\n",
+                 what, tf32 ? "" : " in strict float32 (FMA) math", int(p->algo), int(p->mathType));
   return p;
 }
 

@@ -15,7 +15,13 @@ namespace {
 
 using kernels::ConvGeom;
 
+// An empty convolution (a zero dimension) has nothing to sum: its output is zero.
+bool empty_conv(const ConvGeom& g) {
+  return g.n == 0 || g.c == 0 || g.k == 0 || g.h == 0 || g.w == 0 || g.p == 0 || g.q == 0;
+}
+
 void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y) {
+  if (empty_conv(g)) return y.zero_();
   if (x.is_cuda()) {
     cuda::conv_forward(g, x.data<float>(), w.data<float>(), y.data<float>());
   } else {
@@ -27,6 +33,7 @@ void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor&
 }
 
 void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const Tensor& dx) {
+  if (empty_conv(g)) return dx.zero_();
   if (dy.is_cuda()) {
     cuda::conv_backward_data(g, dy.data<float>(), w.data<float>(), dx.data<float>());
   } else {
@@ -39,6 +46,10 @@ void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const T
 
 void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const Tensor& dw,
                      bool accumulate) {
+  if (empty_conv(g)) {
+    if (!accumulate) dw.zero_();
+    return;
+  }
   if (x.is_cuda()) {
     cuda::conv_backward_filter(g, x.data<float>(), dy.data<float>(), dw.data<float>(), accumulate);
   } else {
@@ -51,7 +62,9 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
 
 // y (rows, K) += b (K), in place.
 void add_bias(const Tensor& y, const Tensor& b) {
-  const int64_t k = b.numel(), rows = y.numel() / k;
+  const int64_t k = b.numel();
+  if (k == 0 || y.numel() == 0) return;
+  const int64_t rows = y.numel() / k;
   const auto bi = kernels::make_broadcast_index(Shape{rows, k}, Shape{rows, k}, Shape{k});
   if (y.is_cuda()) {
     kernels::binary_forward_cuda(kernels::Binary::kAdd, bi, y.data<float>(), b.data<float>(),
@@ -67,7 +80,7 @@ void add_bias(const Tensor& y, const Tensor& b) {
 
 // db (K) = sum of dy (rows, K) over rows, into the parameter buffer or a fresh tensor.
 void bias_grad(const BackwardContext& c, int input, const Tensor& dy, int64_t k) {
-  const int64_t rows = dy.numel() / k;
+  const int64_t rows = k ? dy.numel() / k : 0;
   Tensor* acc = c.accum_buffer(input);
   Tensor db = acc ? *acc : Tensor::empty(Shape{k}, dy.device(), dy.dtype());
   if (dy.is_cuda()) {
@@ -176,6 +189,13 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
       fmt::format("conv_transpose2d: output padding ({}, {}) must be smaller than the "
                   "stride or the dilation",
                   o.out_pad_h, o.out_pad_w));
+  // cuDNN derives the convolution's output size from its input size, which loses an output
+  // padding of a stride or more (possible when the dilation exceeds the stride).
+  GAN_CHECK(
+      !xv.is_cuda() || (o.out_pad_h < o.stride_h && o.out_pad_w < o.stride_w),
+      fmt::format("conv_transpose2d: on cuda the output padding ({}, {}) must be smaller than "
+                  "the stride ({}, {})",
+                  o.out_pad_h, o.out_pad_w, o.stride_h, o.stride_w));
   // The underlying convolution maps the output (N, Ho, Wo, Cout) to the input (N, H, W, Cin).
   ConvGeom g = base_geom(o);
   g.n = xv.dim(0), g.p = xv.dim(1), g.q = xv.dim(2), g.k = xv.dim(3);

@@ -111,7 +111,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   GAN_CHECK(wv.ndim() == 2 && sx.ndim >= 1 && sx.back() == wv.dim(1),
             fmt::format("linear: input {} does not match weight {} (out, in)", sx.str(),
                         wv.shape().str()));
-  const int64_t in = wv.dim(1), out = wv.dim(0), rows = sx.numel() / (in ? in : 1);
+  const int64_t in = wv.dim(1), out = wv.dim(0), rows = sx.prod(0, sx.ndim - 1);
   if (bv.defined()) check_shape("linear", "bias", bv, Shape{out});
   Shape out_shape = sx;
   out_shape.dims[sx.ndim - 1] = out;

@@ -167,6 +167,8 @@ __global__ void __launch_bounds__(kThreads)
   const int ty = threadIdx.x >> 4, tx = threadIdx.x & 15;
   const float g = scale ? *scale : 1.f;
   load_tile(Ks, k, b * a.nk + k0, kn, a.ldk, 0, a.d, 1.f);
+  // With one chunk the block's V rows stay in shared memory for every query tile.
+  if constexpr (NCH == 1) load_tile(Vs, v, b * a.nk + k0, kn, a.ldv, 0, a.dv, 1.f);
 
   float dva[NCH][2][4], dka[2][4];
 #pragma unroll
@@ -206,7 +208,8 @@ __global__ void __launch_bounds__(kThreads)
       if (ch * kChunk >= a.dv) break;
       __syncthreads();  // Ps visible; the previous chunk's reads are done
       load_tile(Os, dy, b * a.nq + q0, qn, a.ldo, ch * kChunk, a.dv - ch * kChunk, g);
-      load_tile(Vs, v, b * a.nk + k0, kn, a.ldv, ch * kChunk, a.dv - ch * kChunk, 1.f);
+      if constexpr (NCH > 1)
+        load_tile(Vs, v, b * a.nk + k0, kn, a.ldv, ch * kChunk, a.dv - ch * kChunk, 1.f);
       __syncthreads();
       // dP[q][k] += dO[q] . V[k] over this chunk
       for (int c = 0; c < kChunk; ++c) {
@@ -426,11 +429,11 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
   if (rows == 0) {
     // No queries: dk and dv are zero.
     if (dk)
-      for (int64_t r = 0; r < a.b * a.nk; ++r)
-        GAN_CUDA_CHECK(cudaMemsetAsync(dk + r * a.ldk, 0, size_t(a.d) * 4, stream));
+      GAN_CUDA_CHECK(
+          cudaMemset2DAsync(dk, size_t(a.ldk) * 4, 0, size_t(a.d) * 4, size_t(a.b * a.nk), stream));
     if (dv)
-      for (int64_t r = 0; r < a.b * a.nk; ++r)
-        GAN_CUDA_CHECK(cudaMemsetAsync(dv + r * a.ldv, 0, size_t(a.dv) * 4, stream));
+      GAN_CUDA_CHECK(cudaMemset2DAsync(dv, size_t(a.ldv) * 4, 0, size_t(a.dv) * 4,
+                                       size_t(a.b * a.nk), stream));
     return;
   }
   with_chunks(a.dv, [&](auto nch) {

@@ -143,3 +143,25 @@ TEST_CASE("conv: a hand-computed 3x3 example", "[conv][cpu]") {
   CHECK(y[15] == 9.f);                                                 // only w[0][0] * x[2][2]
   CHECK(y[5] == -4.f);                                                 // interior
 }
+
+TEST_CASE("conv and linear: empty dimensions give zeros or empty tensors", "[conv][cpu]") {
+  using namespace gan;
+  // No input features: the product is empty, so linear gives the bias.
+  Var x(Tensor::zeros(Shape{5, 0})), w(Tensor::zeros(Shape{3, 0}));
+  Var b(Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3}));
+  const auto y = linear(x, w, b).value().to_vector();
+  REQUIRE(y.size() == 15);
+  CHECK(y[0] == 1.f);
+  CHECK(y[14] == 3.f);
+  // No output channels, with a bias of no elements.
+  Var xi(Tensor::zeros(Shape{2, 4, 4, 3}));
+  CHECK(conv2d(xi, Var(Tensor::zeros(Shape{0, 3, 3, 3})), Var(Tensor::zeros(Shape{0})), opts(1, 1))
+            .shape() == Shape{2, 4, 4, 0});
+  // No input channels: zeros plus the bias.
+  const auto z =
+      conv2d(Var(Tensor::zeros(Shape{1, 3, 3, 0})), Var(Tensor::zeros(Shape{2, 1, 1, 0})),
+             Var(Tensor::full(Shape{2}, 0.5)), opts(1, 0))
+          .value()
+          .to_vector();
+  CHECK(z == std::vector<float>(18, 0.5f));
+}

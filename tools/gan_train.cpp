@@ -84,6 +84,8 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--tf32", o.tf32, "allow TF32 tensor cores in GEMMs and convolutions");
+  app.add_flag("--cuda-graph", o.cuda_graph,
+               "GPU: capture one whole iteration as a CUDA graph and replay it");
   app.add_option("--progress", o.progress, "1 live bar, 0 plain lines, -1 auto")
       ->capture_default_str()
       ->check(CLI::IsMember({-1, 0, 1}));

@@ -77,7 +77,8 @@ json to_json(const Options& o) {
               {"checkpoint_every", o.checkpoint_every},
               {"log_every", o.log_every},
               {"device", o.device},
-              {"tf32", o.tf32}};
+              {"tf32", o.tf32},
+              {"cuda_graph", o.cuda_graph}};
 }
 
 void from_json_model(const json& j, Options& o) {
@@ -128,21 +129,24 @@ class AsyncScalars {
     std::vector<float> values;
   };
 
+  // scalars: (tensor, element index) pairs.
   void push(int64_t step, double seconds, int64_t images, std::vector<std::string> names,
-            const std::vector<Tensor>& scalars) {
+            const std::vector<std::pair<Tensor, int64_t>>& scalars) {
     Pending p;
     p.rec.step = step, p.rec.seconds = seconds, p.rec.images = images;
     p.rec.names = std::move(names);
     const int64_t n = int64_t(scalars.size());
-    if (!scalars.empty() && scalars[0].is_cuda()) {
+    if (!scalars.empty() && scalars[0].first.is_cuda()) {
       p.host = Tensor::empty_pinned(Shape{n});
-      for (int64_t i = 0; i < n; ++i)
-        GAN_CUDA_CHECK(cudaMemcpyAsync(p.host.data<float>() + i, scalars[size_t(i)].raw(),
-                                       sizeof(float), cudaMemcpyDeviceToHost, cuda::stream()));
+      for (int64_t i = 0; i < n; ++i) {
+        const auto& [t, k] = scalars[size_t(i)];
+        GAN_CUDA_CHECK(cudaMemcpyAsync(p.host.data<float>() + i, t.data<float>() + k, sizeof(float),
+                                       cudaMemcpyDeviceToHost, cuda::stream()));
+      }
       GAN_CUDA_CHECK(cudaEventCreateWithFlags(&p.event, cudaEventDisableTiming));
       GAN_CUDA_CHECK(cudaEventRecord(p.event, cuda::stream()));
     } else {
-      for (const Tensor& t : scalars) p.rec.values.push_back(t.item());
+      for (const auto& [t, k] : scalars) p.rec.values.push_back(t.data<float>()[k]);
     }
     pending_.push_back(std::move(p));
   }
@@ -408,7 +412,9 @@ Result run(Options o) {
   Result result;
   const std::string ckpt_path = (out / kCheckpointName).string();
   Tensor z = Tensor::empty(Shape{o.batch_size, net.z_dim}, dev);
-  Var loss_d, loss_g, d_real, d_fake;
+  // This iteration's loss_d, loss_g, D(x), D(G(z)) (4), in persistent device memory: the same
+  // buffer for eager steps and CUDA-graph replays.
+  const Tensor stats = Tensor::zeros(Shape{4}, dev);
 
   auto write_samples = [&] {
     models::GanNet& G = o.ema > 0 ? *ema_net.g : *net.g;
@@ -429,8 +435,9 @@ Result run(Options o) {
 
   auto write_checkpoint = [&] {
     // Never replace a good checkpoint with a diverged state: check this step's losses first.
-    if (loss_d.defined()) {
-      const float ld = loss_d.value().item(), lg = loss_g.value().item();
+    if (step > 0) {
+      const std::vector<float> sv = stats.to_vector();
+      const float ld = sv[0], lg = sv[1];
       if (!std::isfinite(ld) || !std::isfinite(lg))
         throw Error(
             fmt::format("gan_train: non-finite loss at step {} (loss_d {}, loss_g {}): "
@@ -507,15 +514,22 @@ Result run(Options o) {
   const int64_t start_images = images;
   const double t0 = seconds();
   const bool bce = o.loss == "bce";
-  while (step < total_steps) {
-    if (o.inject_nan_at > 0 && step + 1 == o.inject_nan_at)
-      opt_d.params()[0].value().fill_(std::nan(""));  // fault injection for the tests
-    // ---- discriminator: n_dis steps on fresh real and fake batches
+  auto keep_scalar = [&](int64_t i, const Var& v) {
+    if (dev == Device::CUDA)
+      GAN_CUDA_CHECK(cudaMemcpyAsync(stats.data<float>() + i, v.value().raw(), sizeof(float),
+                                     cudaMemcpyDeviceToDevice, cuda::stream()));
+    else
+      stats.data<float>()[i] = v.value().data<float>()[0];
+  };
+
+  // One iteration: n_dis discriminator steps on the given real batches, one generator step,
+  // the EMA update. Everything it allocates is freed before it returns (so that it can be
+  // captured as a CUDA graph).
+  auto iteration = [&](const std::vector<Tensor>& reals) {
     set_requires_grad(*net.d, true);
     set_requires_grad(*net.g, false);
     for (int k = 0; k < o.n_dis; ++k) {
-      Var real(loader.next());
-      images += real.shape()[0];
+      const Var real(reals[size_t(k)]);
       gen.normal_(z);
       Var fake;
       {
@@ -523,6 +537,7 @@ Result run(Options o) {
         fake = net.g->forward(models::latent_input(net, Var(z)));
       }
       const Var dr = net.d->forward(real), df = net.d->forward(fake);
+      Var loss_d;
       if (o.loss == "bce")
         loss_d = add(bce_with_logits(dr, 1.0), bce_with_logits(df, 0.0));
       else if (o.loss == "hinge")
@@ -534,10 +549,11 @@ Result run(Options o) {
       opt_d.step();
       if (o.loss == "wgan")
         for (const Var& p : opt_d.params()) clamp_(p.value(), -o.wgan_clip, o.wgan_clip);
-      {
+      if (k + 1 == o.n_dis) {
         NoGradGuard ng;
-        d_real = bce ? mean(sigmoid(dr.detach())) : mean(dr.detach());
-        d_fake = bce ? mean(sigmoid(df.detach())) : mean(df.detach());
+        keep_scalar(0, loss_d);
+        keep_scalar(2, bce ? mean(sigmoid(dr.detach())) : mean(dr.detach()));
+        keep_scalar(3, bce ? mean(sigmoid(df.detach())) : mean(df.detach()));
       }
     }
     // ---- generator (D's parameters need no gradient here)
@@ -546,37 +562,98 @@ Result run(Options o) {
     gen.normal_(z);
     const Var fake = net.g->forward(models::latent_input(net, Var(z)));
     const Var out_fake = net.d->forward(fake);
-    loss_g = o.loss == "bce" ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
+    const Var loss_g = o.loss == "bce" ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
     zero_grad(opt_g.params());
     backward(loss_g);
     opt_g.step();
+    keep_scalar(1, loss_g);
     if (o.ema > 0) {
       auto src = net.g->named_parameters();
       auto dst = ema_net.g->named_parameters();
       for (size_t i = 0; i < src.size(); ++i)
         lerp_(dst[i].second.value(), src[i].second.value(), 1.0 - o.ema);
     }
+  };
+
+  // CUDA graph: the first iteration runs eagerly (it makes the cuDNN plans and sizes the
+  // workspaces), the second is captured once and every later one replays it. BatchNorm's host
+  // counters do not run in a replay: they advance by what the capture added.
+  std::vector<Tensor> reals;
+  cudaGraphExec_t graph_exec = nullptr;
+  std::vector<std::pair<Tensor, double>> bn_counters;  // counter, increment per iteration
+  const bool use_graph = o.cuda_graph && dev == Device::CUDA;
+  for (int k = 0; use_graph && k < o.n_dis; ++k)
+    reals.push_back(
+        Tensor::empty(Shape{o.batch_size, o.image_size, o.image_size, o.channels}, dev));
+  auto capture = [&] {
+    for (nn::Module* m :
+         {static_cast<nn::Module*>(net.g.get()), static_cast<nn::Module*>(net.d.get())})
+      for (auto& [name, b] : m->named_buffers())
+        if (name.ends_with("num_batches_tracked")) bn_counters.emplace_back(b, b.data<double>()[0]);
+    cudaStream_t st = cuda::stream();
+    GAN_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+    try {
+      iteration(reals);
+    } catch (...) {
+      cudaGraph_t g = nullptr;
+      (void)cudaStreamEndCapture(st, &g);
+      if (g) (void)cudaGraphDestroy(g);
+      throw;
+    }
+    cudaGraph_t g = nullptr;
+    GAN_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+    GAN_CUDA_CHECK(cudaGraphInstantiate(&graph_exec, g, 0));
+    GAN_CUDA_CHECK(cudaGraphDestroy(g));
+    for (auto& [t, before] : bn_counters) {  // the capture ran nothing: undo, keep the delta
+      const double after = t.data<double>()[0];
+      t.data<double>()[0] = before;
+      before = after - before;
+    }
+  };
+
+  while (step < total_steps) {
+    if (o.inject_nan_at > 0 && step + 1 == o.inject_nan_at)
+      opt_d.params()[0].value().fill_(std::nan(""));  // fault injection for the tests
+    if (!use_graph) {
+      std::vector<Tensor> batch;
+      for (int k = 0; k < o.n_dis; ++k) batch.push_back(loader.next());
+      for (const Tensor& b : batch) images += b.shape()[0];
+      iteration(batch);
+    } else {
+      for (int k = 0; k < o.n_dis; ++k) {
+        loader.next_into(reals[size_t(k)]);
+        images += o.batch_size;
+      }
+      if (step == start_step) {
+        iteration(reals);
+      } else {
+        if (!graph_exec) capture();
+        GAN_CUDA_CHECK(cudaGraphLaunch(graph_exec, cuda::stream()));
+        for (auto& [t, delta] : bn_counters) t.data<double>()[0] += delta;
+      }
+    }
     ++step;
 
     // ---- logging (asynchronous), samples, checkpoints
     if (step % o.log_every == 0 || step == total_steps) {
       std::vector<std::string> names = {"loss_d", "loss_g", "D_x", "D_G_z"};
-      std::vector<Tensor> vals = {loss_d.value(), loss_g.value(), d_real.value(), d_fake.value()};
+      std::vector<std::pair<Tensor, int64_t>> vals;
+      for (int64_t i = 0; i < 4; ++i) vals.emplace_back(stats, i);
       for (size_t i = 0; i < attn.size(); ++i) {
         names.push_back(fmt::format("G.gamma.{}", i));
-        vals.push_back(attn[i]->gamma().value());
+        vals.emplace_back(attn[i]->gamma().value(), 0);
       }
       for (size_t i = 0; i < dattn.size(); ++i) {
         names.push_back(fmt::format("D.gamma.{}", i));
-        vals.push_back(dattn[i]->gamma().value());
+        vals.emplace_back(dattn[i]->gamma().value(), 0);
       }
       for (size_t i = 0; i < g_sn.size(); ++i) {
         names.push_back("G.sigma." + g_sn_names[i]);
-        vals.push_back(g_sn[i]->sn_state()->sigma);
+        vals.emplace_back(g_sn[i]->sn_state()->sigma, 0);
       }
       for (size_t i = 0; i < d_sn.size(); ++i) {
         names.push_back("D.sigma." + d_sn_names[i]);
-        vals.push_back(d_sn[i]->sn_state()->sigma);
+        vals.emplace_back(d_sn[i]->sn_state()->sigma, 0);
       }
       async.push(step, seconds() - t0, images - start_images, std::move(names), vals);
     }
@@ -602,6 +679,7 @@ Result run(Options o) {
     if (step % o.checkpoint_every == 0 || step == total_steps) write_checkpoint();
   }
   emit(true);
+  if (graph_exec) GAN_CUDA_CHECK(cudaGraphExecDestroy(graph_exec));
   if (bar) std::printf("\n");
   if (dev == Device::CUDA) cuda::synchronize();
   const double el = seconds() - t0;

@@ -39,6 +39,9 @@ struct Options {
   std::string resume;           // a run directory to continue
   std::string device = "auto";  // auto | cpu | cuda
   bool tf32 = false;
+  // CUDA: capture one whole iteration (D steps, G step, EMA) as a CUDA graph after a warm-up
+  // iteration and replay it (not yet run on a GPU; see docs/gan_train.md).
+  bool cuda_graph = false;
   int progress = -1;          // 1 live bar, 0 plain lines, -1 auto (a terminal gets the bar)
   int64_t inject_nan_at = 0;  // tests: poison D's first weight with NaN before this step
 
