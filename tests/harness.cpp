@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 
@@ -158,6 +159,23 @@ void plant_nonfinite(Tensor& t64) {
 }  // namespace
 
 bool have_gpu() { return cuda_available(); }
+
+TempDir::TempDir() {
+  std::string t = (std::filesystem::temp_directory_path() / "gan_test_XXXXXX").string();
+  REQUIRE(mkdtemp(t.data()) != nullptr);
+  path = t;
+}
+
+TempDir::~TempDir() {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+}
+
+int TempDir::count() const {
+  int n = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(path)) ++n;
+  return n;
+}
 void mark_skipped() { ++g_skipped; }
 int skipped_cases() { return g_skipped; }
 

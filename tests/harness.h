@@ -18,6 +18,7 @@
 // See docs/testing.md.
 #pragma once
 
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <vector>
@@ -61,6 +62,17 @@ void check_cuda(const OpCase& c);
 double max_rel_error(const Tensor& got, const Tensor& want);
 bool nonfinite_parity(const Tensor& got, const Tensor& want, std::string* where = nullptr);
 bool bitwise_equal(const Tensor& a, const Tensor& b);
+
+// A fresh temporary directory, removed with everything in it when the object goes.
+struct TempDir {
+  std::filesystem::path path;
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) const { return (path / name).string(); }
+  int count() const;  // entries in the directory
+};
 
 }  // namespace gan::test
 

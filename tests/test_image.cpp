@@ -1,6 +1,8 @@
 // tools/image: decoding, conversion, resizing, fitting, PNG encoding, grids and overlays.
 #include <catch2/catch.hpp>
 
+#include "tests/harness.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
@@ -16,19 +18,7 @@ using gan::img::Image;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "gan_image_XXXXXX").string();
-    REQUIRE(mkdtemp(t.data()) != nullptr);
-    path = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-};
+using gan::test::TempDir;
 
 Image gradient(int h, int w, int c) {
   Image im(h, w, c);

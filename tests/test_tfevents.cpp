@@ -2,6 +2,8 @@
 // a bitwise CRC-32C, protobuf wire decoding written here).
 #include <catch2/catch.hpp>
 
+#include "tests/harness.h"
+
 #include <unistd.h>
 
 #include <chrono>
@@ -22,18 +24,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    std::string t = (fs::temp_directory_path() / "gan_tb_XXXXXX").string();
-    REQUIRE(mkdtemp(t.data()) != nullptr);
-    path = t;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
+using gan::test::TempDir;
 
 // Bit-at-a-time CRC-32C (reflected 0x82F63B78): independent of the writer's table.
 uint32_t crc32c_bitwise(const uint8_t* p, size_t n) {

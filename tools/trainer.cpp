@@ -209,6 +209,21 @@ void check_writable(const std::string& dir) {
 
 uint64_t u64(int64_t v) { return uint64_t(v); }
 
+// Calls f(entry name, PyTorch layout, state tensor) for both Adam moments of every parameter of
+// module m, named prefix + "exp_avg." / "exp_avg_sq." + the parameter's state_dict name.
+template <class F>
+void for_each_adam_state(const std::string& prefix, Adam& opt, nn::Module& m, F&& f) {
+  const auto named = m.named_parameters();
+  std::map<std::string, nn::TorchLayout> lay;
+  for (auto& [n, l] : m.named_layouts()) lay[n] = l;
+  for (size_t i = 0; i < named.size(); ++i) {
+    const auto it = lay.find(named[i].first);
+    const nn::TorchLayout l = it == lay.end() ? nn::TorchLayout{} : it->second;
+    f(prefix + "exp_avg." + named[i].first, l, opt.exp_avg()[i]);
+    f(prefix + "exp_avg_sq." + named[i].first, l, opt.exp_avg_sq()[i]);
+  }
+}
+
 }  // namespace
 
 Options resolve(Options o) {
@@ -372,18 +387,10 @@ Result run(Options o) {
     if (o.ema > 0) ckpt::load_module(*ck, "G_ema.", *ema_net.g);
     for (auto [prefix, opt, mod] :
          {std::tuple{"opt_g.", &opt_g, net.g.get()}, std::tuple{"opt_d.", &opt_d, net.d.get()}}) {
-      auto named = mod->named_parameters();
-      std::map<std::string, nn::TorchLayout> lay;
-      for (auto& [n, l] : mod->named_layouts()) lay[n] = l;
-      for (size_t i = 0; i < named.size(); ++i) {
-        const auto it = lay.find(named[i].first);
-        const nn::TorchLayout l = it == lay.end() ? nn::TorchLayout{} : it->second;
-        for (auto [what, t] : {std::pair{"exp_avg.", opt->exp_avg()[i]},
-                               std::pair{"exp_avg_sq.", opt->exp_avg_sq()[i]}}) {
-          const std::string name = std::string(prefix) + what + named[i].first;
-          ckpt::from_torch(ck->tensor(name), l, t);
-        }
-      }
+      for_each_adam_state(prefix, *opt, *mod,
+                          [&](const std::string& name, const nn::TorchLayout& l, const Tensor& t) {
+                            ckpt::from_torch(ck->tensor(name), l, t);
+                          });
       opt->set_step_count(ck->int64s(std::string(prefix) + "step").at(0));
     }
     const auto rng = ck->int64s("rng.generator");
@@ -450,17 +457,10 @@ Result run(Options o) {
     if (o.ema > 0) ckpt::append_module(e, "G_ema.", *ema_net.g);
     for (auto [prefix, opt, mod] :
          {std::tuple{"opt_g.", &opt_g, net.g.get()}, std::tuple{"opt_d.", &opt_d, net.d.get()}}) {
-      auto named = mod->named_parameters();
-      std::map<std::string, nn::TorchLayout> lay;
-      for (auto& [n, l] : mod->named_layouts()) lay[n] = l;
-      for (size_t i = 0; i < named.size(); ++i) {
-        const auto it = lay.find(named[i].first);
-        const nn::TorchLayout l = it == lay.end() ? nn::TorchLayout{} : it->second;
-        e.push_back(st::from_tensor(std::string(prefix) + "exp_avg." + named[i].first,
-                                    ckpt::to_torch(opt->exp_avg()[i], l)));
-        e.push_back(st::from_tensor(std::string(prefix) + "exp_avg_sq." + named[i].first,
-                                    ckpt::to_torch(opt->exp_avg_sq()[i], l)));
-      }
+      for_each_adam_state(prefix, *opt, *mod,
+                          [&](const std::string& name, const nn::TorchLayout& l, const Tensor& t) {
+                            e.push_back(st::from_tensor(name, ckpt::to_torch(t, l)));
+                          });
       e.push_back(st::from_int64(std::string(prefix) + "step", {opt->step_count()}));
     }
     e.push_back(st::from_int64("rng.generator", {int64_t(gen.seed()), int64_t(gen.offset())}));
