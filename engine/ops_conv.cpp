@@ -127,6 +127,40 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, const Tensor
   if (x.is_cuda()) check_cuda_f32(op, x);
 }
 
+// Records conv2d (transposed = false) or conv_transpose2d, whose forward is the convolution's
+// backward-data: its dx is the convolution's forward of dy, and its filter gradient the
+// convolution's with input and output swapped. Keeps x only if w wants a gradient, and w only
+// if x does.
+Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x, const Var& w,
+                const Var& b, const Tensor& y) {
+  const Tensor keep_x = w.requires_grad() ? x.value() : Tensor();
+  const Tensor keep_w = x.requires_grad() ? w.value() : Tensor();
+  const Shape x_shape = x.shape(), w_shape = w.shape();
+  const bool has_bias = b.defined();
+  std::vector<Var> inputs = {x, w};
+  if (has_bias) inputs.push_back(b);
+  return record(
+      op, inputs, y,
+      [transposed, g, keep_x, keep_w, x_shape, w_shape, has_bias](const BackwardContext& c) {
+        const Tensor& dy = c.dout;
+        if (c.needs(0)) {
+          Tensor dx = Tensor::empty(x_shape, dy.device(), dy.dtype());
+          if (transposed)
+            conv_fwd(g, dy, keep_w, dx);
+          else
+            conv_bwd_data(g, dy, keep_w, dx);
+          c.add(0, dx);
+        }
+        if (c.needs(1)) {
+          if (transposed)
+            filter_grad(c, 1, g, w_shape, dy, keep_x);
+          else
+            filter_grad(c, 1, g, w_shape, keep_x, dy);
+        }
+        if (has_bias && c.needs(2)) bias_grad(c, 2, dy, transposed ? g.c : g.k);
+      });
+}
+
 ConvGeom base_geom(const Conv2dOptions& o) {
   ConvGeom g;
   g.stride_h = o.stride_h, g.stride_w = o.stride_w;
@@ -159,24 +193,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
   Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), xv.dtype());
   conv_fwd(g, xv, wv, y);
   if (bv.defined()) add_bias(y, bv);
-  const bool has_bias = bv.defined();
-  // dx needs w, dw needs x: keep each only if the other side wants a gradient.
-  const Tensor keep_x = w.requires_grad() ? xv : Tensor();
-  const Tensor keep_w = x.requires_grad() ? wv : Tensor();
-  const Shape x_shape = xv.shape(), w_shape = wv.shape();
-  std::vector<Var> inputs = {x, w};
-  if (has_bias) inputs.push_back(b);
-  return record("conv2d", inputs, y,
-                [g, keep_x, keep_w, x_shape, w_shape, has_bias](const BackwardContext& c) {
-                  const Tensor& dy = c.dout;
-                  if (c.needs(0)) {
-                    Tensor dx = Tensor::empty(x_shape, dy.device(), dy.dtype());
-                    conv_bwd_data(g, dy, keep_w, dx);
-                    c.add(0, dx);
-                  }
-                  if (c.needs(1)) filter_grad(c, 1, g, w_shape, keep_x, dy);
-                  if (has_bias && c.needs(2)) bias_grad(c, 2, dy, g.k);
-                });
+  return record_conv("conv2d", false, g, x, w, b, y);
 }
 
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
@@ -213,24 +230,7 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
   Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), xv.dtype());
   conv_bwd_data(g, xv, wv, y);
   if (bv.defined()) add_bias(y, bv);
-  const bool has_bias = bv.defined();
-  const Tensor keep_x = w.requires_grad() ? xv : Tensor();
-  const Tensor keep_w = x.requires_grad() ? wv : Tensor();
-  const Shape x_shape = xv.shape(), w_shape = wv.shape();
-  std::vector<Var> inputs = {x, w};
-  if (has_bias) inputs.push_back(b);
-  return record("conv_transpose2d", inputs, y,
-                [g, keep_x, keep_w, x_shape, w_shape, has_bias](const BackwardContext& c) {
-                  const Tensor& dy = c.dout;  // (N, Ho, Wo, Cout): the conv's input side
-                  if (c.needs(0)) {
-                    Tensor dx = Tensor::empty(x_shape, dy.device(), dy.dtype());
-                    conv_fwd(g, dy, keep_w, dx);
-                    c.add(0, dx);
-                  }
-                  // dw: the conv's filter gradient with the roles of input and output swapped.
-                  if (c.needs(1)) filter_grad(c, 1, g, w_shape, dy, keep_x);
-                  if (has_bias && c.needs(2)) bias_grad(c, 2, dy, g.c);
-                });
+  return record_conv("conv_transpose2d", true, g, x, w, b, y);
 }
 
 }  // namespace gan
