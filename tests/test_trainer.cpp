@@ -5,6 +5,7 @@
 #include <zlib.h>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -40,7 +41,10 @@ fs::path fashion_subset(int64_t n) {
   const fs::path file = dir / ("fmnist_" + std::to_string(n) + "-images-idx3-ubyte.gz");
   if (fs::exists(file)) return file;
   fs::create_directories(dir);
-  const data::Dataset ds = data::load_fashion_mnist();
+  // GAN_FASHION_MNIST_DIR: where the dataset is on a machine without the Debian package (the GPU
+  // machine; tools/gpu_session.sh sets it).
+  const char* where = std::getenv("GAN_FASHION_MNIST_DIR");
+  const data::Dataset ds = data::load_fashion_mnist(where ? where : data::kFashionMnistDir);
   std::string bytes;
   put_be32(bytes, 0x803);
   put_be32(bytes, uint32_t(n));

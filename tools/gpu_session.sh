@@ -23,7 +23,7 @@ if [ "$cmd" = pack ]; then
     bench_batchnorm bench_spectral_norm
   rm -rf "$dev" && mkdir -p "$dev/bin" "$dev/data" "$dev/anchors"
   cp "$build/tests/engine_tests" "$build/gan_train" "$build/gan_sample" "$build"/bench/bench_* "$dev/bin/"
-  cp /usr/share/datasets/fashion-mnist/*.gz "$dev/data/"
+  cp /usr/share/datasets/fashion-mnist/train-*.gz "$dev/data/"
   cp "$root/../shared/anchors/torch_gan_bench.py" "$dev/anchors/" 2>/dev/null || true
   grep -qxF '/.device/' "$root/.git/info/exclude" 2>/dev/null || echo '/.device/' >> "$root/.git/info/exclude"
   du -sh "$dev"
@@ -36,6 +36,7 @@ out=${OUT:-/tmp/gpu_out}
 mkdir -p "$out"
 bin="$dev/bin"
 export GAN_TEST_VERBOSE=1
+export GAN_FASHION_MNIST_DIR="$dev/data"
 { date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } > "$out/machine.txt" 2>&1
 
 if [ "$what" = quick ]; then
