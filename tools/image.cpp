@@ -2,6 +2,8 @@
 // cannot clash with another copy of stb linked into the same program.
 #include "tools/image.h"
 
+#include "tools/fileio.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -75,46 +77,6 @@ Image from_stb(const uint8_t* data, int w, int h, int n, int channels) {
 }
 
 std::string errno_text() { return std::strerror(errno); }
-
-// Writes bytes to a temporary file beside `path`, fsyncs it, renames it over `path` and fsyncs the
-// directory. On failure the temporary file is removed and `path` is untouched.
-void write_atomic(const std::string& path, const uint8_t* data, size_t size) {
-  std::string tmpl = path + ".tmp.XXXXXX";
-  const int fd = mkstemp(tmpl.data());
-  GAN_CHECK(fd >= 0, fmt::format("image: {}: cannot write ({})", path, errno_text()));
-  auto fail = [&](const char* step) {
-    const std::string why = errno_text();
-    ::close(fd);
-    ::unlink(tmpl.c_str());
-    throw Error(fmt::format("image: {}: cannot write ({}: {})", path, step, why));
-  };
-  size_t done = 0;
-  while (done < size) {
-    const ssize_t n = ::write(fd, data + done, size - done);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) fail("write");
-    done += size_t(n);
-  }
-  if (::fchmod(fd, 0644) != 0) fail("fchmod");
-  if (::fsync(fd) != 0) fail("fsync");
-  if (::close(fd) != 0) {
-    const std::string why = errno_text();
-    ::unlink(tmpl.c_str());
-    throw Error(fmt::format("image: {}: cannot write (close: {})", path, why));
-  }
-  if (std::rename(tmpl.c_str(), path.c_str()) != 0) {
-    const std::string why = errno_text();
-    ::unlink(tmpl.c_str());
-    throw Error(fmt::format("image: {}: cannot write (rename: {})", path, why));
-  }
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
-}
 
 void append_bytes(void* context, void* data, int size) {
   auto* out = static_cast<std::vector<uint8_t>*>(context);
@@ -285,7 +247,7 @@ void write_png(const std::string& path, const Image& image) {
 
 void write_png_atomic(const std::string& path, const Image& image) {
   const std::vector<uint8_t> png = encode_png(image);
-  write_atomic(path, png.data(), png.size());
+  io::write_file_atomic(path, png.data(), png.size(), "image");
 }
 
 void write_jpeg(const std::string& path, const Image& image, int quality) {

@@ -1,5 +1,7 @@
 #include "tools/safetensors.h"
 
+#include "tools/fileio.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -73,42 +75,6 @@ Entry from_values(const std::string& name, const char* dtype, const void* data, 
   const auto* p = static_cast<const uint8_t*>(data);
   e.bytes.assign(p, p + count * elem);
   return e;
-}
-
-// Writes bytes to a temporary file beside `path`, fsyncs it, renames it over `path`, fsyncs the
-// directory. On any failure the temporary file is removed and `path` is left as it was.
-void write_atomic(const std::string& path, const std::vector<uint8_t>& bytes) {
-  std::string tmpl = path + ".tmp.XXXXXX";
-  const int fd = ::mkstemp(tmpl.data());
-  if (fd < 0) fail(path, fmt::format("cannot write ({})", std::strerror(errno)));
-  auto abort_write = [&](const char* step, int err, bool close_fd) {
-    if (close_fd) ::close(fd);
-    ::unlink(tmpl.c_str());
-    fail(path, fmt::format("cannot write ({}: {}); the previous file, if any, is unchanged", step,
-                           std::strerror(err)));
-  };
-  // fdopen + fwrite + fflush + fsync, as stdio buffering suits large writes.
-  FILE* f = ::fdopen(fd, "wb");
-  if (!f) abort_write("fdopen", errno, true);
-  if (!bytes.empty() && std::fwrite(bytes.data(), 1, bytes.size(), f) != bytes.size()) {
-    const int err = errno;
-    std::fclose(f);
-    abort_write("write", err, false);
-  }
-  if (std::fflush(f) != 0 || ::fchmod(fd, 0644) != 0 || ::fsync(fd) != 0) {
-    const int err = errno;
-    std::fclose(f);
-    abort_write("flush", err, false);
-  }
-  if (std::fclose(f) != 0) abort_write("close", errno, false);
-  if (std::rename(tmpl.c_str(), path.c_str()) != 0) abort_write("rename", errno, false);
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const std::string dir = parent.empty() ? std::string(".") : parent.string();
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (dfd >= 0) {  // make the rename itself durable
-    (void)::fsync(dfd);
-    ::close(dfd);
-  }
 }
 
 }  // namespace
@@ -194,7 +160,7 @@ void write_file(const std::string& path, const std::vector<Entry>& entries,
     const std::string msg = e.what();
     fail(path, msg.rfind("checkpoint: ", 0) == 0 ? msg.substr(12) : msg);
   }
-  write_atomic(path, bytes);
+  io::write_file_atomic(path, bytes.data(), bytes.size(), "checkpoint");
 }
 
 File parse(const std::vector<uint8_t>& bytes, const std::string& path) {

@@ -1,0 +1,17 @@
+// Atomic file writes: the bytes go to a temporary file beside `path`, which is fsynced and
+// rename(2)d over `path` (then the directory is fsynced), so a reader or a crash never sees a
+// half-written file and an existing file is only replaced by a complete one.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace gan::io {
+
+// Throws gan::Error "<who>: <path>: cannot write (<step>: <reason>); the previous file, if any,
+// is unchanged"; the temporary file is removed on failure.
+void write_file_atomic(const std::string& path, const void* data, size_t size,
+                       std::string_view who);
+
+}  // namespace gan::io
