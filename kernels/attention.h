@@ -36,33 +36,41 @@ struct AttnDims {
 // ---------------------------------------------------------------------------------------------
 // CPU reference: the softmax materialised row by row in double.
 
+// One softmax row: p (Nk) = softmax_j(q_i . k_j) of query row qi against batch item's keys kb;
+// returns lse_i = log sum_j exp(q_i . k_j).
+template <class T>
+double softmax_row_cpu(const AttnDims& a, const T* qi, const T* kb, std::vector<double>& p) {
+  double m = -INFINITY;
+  for (int64_t j = 0; j < a.nk; ++j) {
+    const T* kj = kb + j * a.ldk;
+    double d = 0;
+    for (int64_t c = 0; c < a.d; ++c) d += double(qi[c]) * double(kj[c]);
+    p[size_t(j)] = d;
+    m = std::max(m, d);
+  }
+  double l = 0;
+  for (int64_t j = 0; j < a.nk; ++j) l += std::exp(p[size_t(j)] - m);
+  for (int64_t j = 0; j < a.nk; ++j) p[size_t(j)] = std::exp(p[size_t(j)] - m) / l;
+  return m + std::log(l);
+}
+
 // o (B, Nq, ldo), lse (B, Nq); with gamma and x (both non-null) also y = gamma o + x.
 template <class T>
 void attention_forward_cpu(const AttnDims& a, const T* q, const T* k, const T* v, T* o, T* lse,
                            const T* gamma, const T* x, T* y) {
-  std::vector<double> s(size_t(a.nk > 0 ? a.nk : 1)), acc(size_t(a.dv > 0 ? a.dv : 1));
+  std::vector<double> p(size_t(a.nk > 0 ? a.nk : 1)), acc(size_t(a.dv > 0 ? a.dv : 1));
   for (int64_t b = 0; b < a.b; ++b)
     for (int64_t i = 0; i < a.nq; ++i) {
-      const T* qi = q + (b * a.nq + i) * a.ldq;
-      double m = -INFINITY;
-      for (int64_t j = 0; j < a.nk; ++j) {
-        const T* kj = k + (b * a.nk + j) * a.ldk;
-        double d = 0;
-        for (int64_t c = 0; c < a.d; ++c) d += double(qi[c]) * double(kj[c]);
-        s[size_t(j)] = d;
-        m = std::max(m, d);
-      }
-      double l = 0;
-      for (int64_t j = 0; j < a.nk; ++j) l += std::exp(s[size_t(j)] - m);
+      const double row_lse =
+          softmax_row_cpu(a, q + (b * a.nq + i) * a.ldq, k + b * a.nk * a.ldk, p);
       for (auto& x0 : acc) x0 = 0;
       for (int64_t j = 0; j < a.nk; ++j) {
-        const double p = std::exp(s[size_t(j)] - m) / l;
         const T* vj = v + (b * a.nk + j) * a.ldv;
-        for (int64_t c = 0; c < a.dv; ++c) acc[size_t(c)] += p * double(vj[c]);
+        for (int64_t c = 0; c < a.dv; ++c) acc[size_t(c)] += p[size_t(j)] * double(vj[c]);
       }
       T* oi = o + (b * a.nq + i) * a.ldo;
       for (int64_t c = 0; c < a.dv; ++c) oi[c] = T(acc[size_t(c)]);
-      lse[b * a.nq + i] = T(m + std::log(l));
+      lse[b * a.nq + i] = T(row_lse);
       if (gamma && x) {
         const T* xi = x + (b * a.nq + i) * a.ldo;
         T* yi = y + (b * a.nq + i) * a.ldo;
@@ -126,22 +134,11 @@ void attention_backward_cpu(const AttnDims& a, const T* q, const T* k, const T* 
 template <class T>
 std::vector<double> attention_rows_cpu(const AttnDims& a, const T* q, const T* k,
                                        const std::vector<int64_t>& queries) {
-  std::vector<double> out;
+  std::vector<double> out, p(size_t(a.nk > 0 ? a.nk : 1));
   for (int64_t b = 0; b < a.b; ++b)
     for (int64_t i : queries) {
-      const T* qi = q + (b * a.nq + i) * a.ldq;
-      std::vector<double> s(size_t(a.nk));
-      double m = -INFINITY;
-      for (int64_t j = 0; j < a.nk; ++j) {
-        const T* kj = k + (b * a.nk + j) * a.ldk;
-        double d = 0;
-        for (int64_t c = 0; c < a.d; ++c) d += double(qi[c]) * double(kj[c]);
-        s[size_t(j)] = d;
-        m = std::max(m, d);
-      }
-      double l = 0;
-      for (double x : s) l += std::exp(x - m);
-      for (double x : s) out.push_back(std::exp(x - m) / l);
+      softmax_row_cpu(a, q + (b * a.nq + i) * a.ldq, k + b * a.nk * a.ldk, p);
+      out.insert(out.end(), p.begin(), p.begin() + a.nk);
     }
   return out;
 }

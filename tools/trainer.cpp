@@ -522,6 +522,10 @@ Result run(Options o) {
       stats.data<float>()[i] = v.value().data<float>()[0];
   };
 
+  // The EMA's parameter lists, made once (not per step).
+  const std::vector<Var> g_params = net.g->parameters();
+  const std::vector<Var> ema_params = o.ema > 0 ? ema_net.g->parameters() : std::vector<Var>();
+
   // One iteration: n_dis discriminator steps on the given real batches, one generator step,
   // the EMA update. Everything it allocates is freed before it returns (so that it can be
   // captured as a CUDA graph).
@@ -567,12 +571,8 @@ Result run(Options o) {
     backward(loss_g);
     opt_g.step();
     keep_scalar(1, loss_g);
-    if (o.ema > 0) {
-      auto src = net.g->named_parameters();
-      auto dst = ema_net.g->named_parameters();
-      for (size_t i = 0; i < src.size(); ++i)
-        lerp_(dst[i].second.value(), src[i].second.value(), 1.0 - o.ema);
-    }
+    for (size_t i = 0; i < ema_params.size(); ++i)
+      lerp_(ema_params[i].value(), g_params[i].value(), 1.0 - o.ema);
   };
 
   // CUDA graph: the first iteration runs eagerly (it makes the cuDNN plans and sizes the
