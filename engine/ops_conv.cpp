@@ -1,6 +1,7 @@
 // conv2d and conv_transpose2d: cuDNN on the GPU, the loop references of kernels/conv.h on the CPU.
 #include <fmt/format.h>
 
+#include "engine/broadcast.h"
 #include "engine/cudnn.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
@@ -65,7 +66,7 @@ void add_bias(const Tensor& y, const Tensor& b) {
   const int64_t k = b.numel();
   if (k == 0 || y.numel() == 0) return;
   const int64_t rows = y.numel() / k;
-  const auto bi = kernels::make_broadcast_index(Shape{rows, k}, Shape{rows, k}, Shape{k});
+  const auto bi = make_broadcast_index(Shape{rows, k}, Shape{rows, k}, Shape{k});
   if (y.is_cuda()) {
     kernels::binary_forward_cuda(kernels::Binary::kAdd, bi, y.data<float>(), b.data<float>(),
                                  y.data<float>(), cuda::stream());

@@ -1,6 +1,7 @@
 // Elementwise ops: unary activations, scale, broadcasting add/sub/mul/div.
 #include <fmt/format.h>
 
+#include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/tensor_ops.h"
@@ -67,8 +68,7 @@ Var binary(Binary op, const Var& a, const Var& b) {
   check_same_device(name, {&av, &bv});
   check_same_dtype(name, {&av, &bv});
   const Shape out_shape = broadcast_shapes(av.shape(), bv.shape(), name);
-  const kernels::BroadcastIndex bi =
-      kernels::make_broadcast_index(out_shape, av.shape(), bv.shape());
+  const kernels::BroadcastIndex bi = make_broadcast_index(out_shape, av.shape(), bv.shape());
   Tensor y = Tensor::empty(out_shape, av.device(), av.dtype());
   if (av.is_cuda()) {
     check_cuda_f32(name, av);

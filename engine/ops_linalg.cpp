@@ -1,6 +1,7 @@
 // matmul and linear on cuBLAS (GPU) or the loop reference (CPU).
 #include <fmt/format.h>
 
+#include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
@@ -122,7 +123,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   gemm(g, 1.0, xv, wv, 0.0, y);
   if (bv.defined()) {  // y += b, broadcast over rows (in place)
     const kernels::BroadcastIndex bi =
-        kernels::make_broadcast_index(Shape{rows, out}, Shape{rows, out}, Shape{out});
+        make_broadcast_index(Shape{rows, out}, Shape{rows, out}, Shape{out});
     if (xv.is_cuda()) {
       kernels::binary_forward_cuda(kernels::Binary::kAdd, bi, y.data<float>(), bv.data<float>(),
                                    y.data<float>(), cuda::stream());

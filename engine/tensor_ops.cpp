@@ -1,5 +1,6 @@
 #include "engine/tensor_ops.h"
 
+#include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
@@ -73,7 +74,7 @@ Tensor sum_to_shape(const Tensor& g, const Shape& target) {
 
 Tensor expand_to(const Tensor& x, const Shape& shape, double scale) {
   Tensor y = Tensor::empty(shape, x.device(), x.dtype());
-  const kernels::BroadcastIndex bi = kernels::make_broadcast_index(shape, shape, x.shape());
+  const kernels::BroadcastIndex bi = make_broadcast_index(shape, shape, x.shape());
   if (x.is_cuda()) {
     kernels::expand_cuda(bi, x.data<float>(), float(scale), y.data<float>(), cuda::stream());
   } else {

@@ -1,8 +1,7 @@
 #include <algorithm>
 
-#include "engine/error.h"
 #include "kernels/adam.h"
-#include "kernels/common.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -53,13 +52,13 @@ __global__ void adam_update_kernel(const AdamTensorRef* __restrict__ tensors,
 
 void adam_begin_step_cuda(AdamScalars* s, const AdamHyper& h, cudaStream_t stream) {
   GAN_NVTX("adam_begin_step");
-  adam_begin_step_kernel<<<1, 1, 0, stream>>>(s, h.beta1, h.beta2);
+  launch(adam_begin_step_kernel, 1, 1, 0, stream, s, h.beta1, h.beta2);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
 void adam_set_lr_cuda(AdamScalars* s, double lr, cudaStream_t stream) {
   GAN_NVTX("adam_set_lr");
-  adam_set_lr_kernel<<<1, 1, 0, stream>>>(s, lr);
+  launch(adam_set_lr_kernel, 1, 1, 0, stream, s, lr);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -68,9 +67,9 @@ void adam_update_cuda(const AdamTensorRef* tensors, const AdamChunk* chunks, int
   GAN_NVTX("adam");
   if (num_chunks == 0) return;
   const unsigned blocks = unsigned(std::min<int64_t>(num_chunks, int64_t(1) << 20));
-  adam_update_kernel<<<blocks, kThreads, 0, stream>>>(
-      tensors, chunks, num_chunks, s, float(1 - h.beta1), float(h.beta2), float(1 - h.beta2),
-      float(h.eps), float(h.weight_decay));
+  launch(adam_update_kernel, blocks, kThreads, 0, stream, tensors, chunks, num_chunks, s,
+         float(1 - h.beta1), float(h.beta2), float(1 - h.beta2), float(h.eps),
+         float(h.weight_decay));
   GAN_CUDA_CHECK_LAUNCH();
 }
 

@@ -10,11 +10,9 @@
 // so nothing is accumulated across blocks (deterministic, no atomics).
 #include <algorithm>
 
-#include "engine/device.h"
-#include "engine/error.h"
 #include "kernels/attention.h"
-#include "kernels/common.h"
 #include "kernels/reduce.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -401,8 +399,8 @@ void attention_forward_cuda(const AttnDims& a, const float* q, const float* k, c
   if (a.nq == 0 || a.b == 0) return;
   const dim3 grid(unsigned((a.nq + kT - 1) / kT), unsigned(a.b));
   with_chunks(a.dv, [&](auto nch) {
-    attn_forward_kernel<decltype(nch)::value>
-        <<<grid, kThreads, 0, stream>>>(a, q, k, v, o, lse, gamma, x, y);
+    launch(attn_forward_kernel<decltype(nch)::value>, grid, kThreads, 0, stream, a, q, k, v, o, lse,
+           gamma, x, y);
   });
   GAN_CUDA_CHECK_LAUNCH();
 }
@@ -420,8 +418,8 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
   if (a.b == 0) return;
   const int64_t rows = a.b * a.nq;
   if (rows > 0) {
-    attn_row_dot_kernel<<<grid_blocks(rows * 32, 256), 256, 0, stream>>>(rows, a.dv, a.ldo, dy, o,
-                                                                         drow);
+    launch(attn_row_dot_kernel, grid_blocks(rows * 32, 256), 256, 0, stream, rows, a.dv, a.ldo, dy,
+           o, drow);
     GAN_CUDA_CHECK_LAUNCH();
   }
   if (dgamma)
@@ -440,12 +438,13 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
     constexpr int N = decltype(nch)::value;
     if (dk || dv) {
       const dim3 grid(unsigned((a.nk + kT - 1) / kT), unsigned(a.b));
-      attn_dkdv_kernel<N><<<grid, kThreads, 0, stream>>>(a, q, k, v, lse, dy, scale, drow, dk, dv);
+      launch(attn_dkdv_kernel<N>, grid, kThreads, 0, stream, a, q, k, v, lse, dy, scale, drow, dk,
+             dv);
       GAN_CUDA_CHECK_LAUNCH();
     }
     if (dq) {
       const dim3 grid(unsigned((a.nq + kT - 1) / kT), unsigned(a.b));
-      attn_dq_kernel<N><<<grid, kThreads, 0, stream>>>(a, q, k, v, lse, dy, scale, drow, dq);
+      launch(attn_dq_kernel<N>, grid, kThreads, 0, stream, a, q, k, v, lse, dy, scale, drow, dq);
       GAN_CUDA_CHECK_LAUNCH();
     }
   });

@@ -10,10 +10,8 @@
 // order, splits merged in a fixed lane-strided order. No atomics.
 #include <algorithm>
 
-#include "engine/device.h"
-#include "engine/error.h"
 #include "kernels/batchnorm.h"
-#include "kernels/common.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -36,7 +34,7 @@ struct Plan {
 Plan plan(int64_t R, int64_t C) {
   Plan p;
   p.tiles = std::max<int64_t>((C + kTx - 1) / kTx, 1);
-  const int64_t target = 4 * int64_t(cuda::context().sm_count);
+  const int64_t target = 4 * int64_t(device_sm_count());
   int64_t s = (target + p.tiles - 1) / p.tiles;
   s = std::min(s, (R + kMinRowsPerSplit - 1) / kMinRowsPerSplit);
   s = std::clamp<int64_t>(s, 1, kMaxSplits);
@@ -294,13 +292,13 @@ void launch_forward_apply(bool training, const Plan& p, const float* x, const fl
                           cudaStream_t stream) {
   const dim3 grid(unsigned(p.tiles), unsigned(p.splits)), block(kTx, kTy);
   if (training)
-    bn_forward_apply_kernel<true, kAct><<<grid, block, 0, stream>>>(
-        x, gamma, beta, R, C, p.splits, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean,
-        run_var, new_run_mean, new_run_var, y, save_mean, save_invstd);
+    launch(bn_forward_apply_kernel<true, kAct>, grid, block, 0, stream, x, gamma, beta, R, C,
+           p.splits, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean, run_var,
+           new_run_mean, new_run_var, y, save_mean, save_invstd);
   else
-    bn_forward_apply_kernel<false, kAct><<<grid, block, 0, stream>>>(
-        x, gamma, beta, R, C, p.splits, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean,
-        run_var, new_run_mean, new_run_var, y, save_mean, save_invstd);
+    launch(bn_forward_apply_kernel<false, kAct>, grid, block, 0, stream, x, gamma, beta, R, C,
+           p.splits, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean, run_var,
+           new_run_mean, new_run_var, y, save_mean, save_invstd);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -334,17 +332,15 @@ void launch_backward(const Plan& p, bool reduce, const float* x, const float* dy
                      bool accumulate_dgamma, bool accumulate_dbeta, cudaStream_t stream) {
   const dim3 block(kTx, kTy);
   if (reduce) {
-    bn_backward_reduce_kernel<kAct>
-        <<<dim3(unsigned(p.tiles), unsigned(p.splits)), block, 0, stream>>>(
-            x, dy, gamma, beta, mean, invstd, R, C, p.chunk, slope, part_dy, part_dyx);
+    launch(bn_backward_reduce_kernel<kAct>, dim3(unsigned(p.tiles), unsigned(p.splits)), block, 0,
+           stream, x, dy, gamma, beta, mean, invstd, R, C, p.chunk, slope, part_dy, part_dyx);
     GAN_CUDA_CHECK_LAUNCH();
   }
   // Without dx only split 0 has work (dgamma, dbeta).
   const dim3 grid(unsigned(p.tiles), unsigned(dx ? p.splits : 1));
-  bn_backward_apply_kernel<kAct><<<grid, block, 0, stream>>>(
-      x, dy, gamma, beta, mean, invstd, R, C, p.splits, p.chunk, reduce ? part_dy : nullptr,
-      reduce ? part_dyx : nullptr, training, slope, dx, dgamma, dbeta, accumulate_dgamma,
-      accumulate_dbeta);
+  launch(bn_backward_apply_kernel<kAct>, grid, block, 0, stream, x, dy, gamma, beta, mean, invstd,
+         R, C, p.splits, p.chunk, reduce ? part_dy : nullptr, reduce ? part_dyx : nullptr, training,
+         slope, dx, dgamma, dbeta, accumulate_dgamma, accumulate_dbeta);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -369,8 +365,8 @@ void batch_norm_forward_train_cuda(const float* x, const float* gamma, const flo
             "batch_norm_forward_train_cuda: workspace too small (ask batch_norm_workspace_bytes)");
   float* part_mean = workspace_part(workspace, p, C, 0);
   float* part_m2 = workspace_part(workspace, p, C, 1);
-  bn_stats_kernel<<<dim3(unsigned(p.tiles), unsigned(p.splits)), dim3(kTx, kTy), 0, stream>>>(
-      x, R, C, p.chunk, part_mean, part_m2);
+  launch(bn_stats_kernel, dim3(unsigned(p.tiles), unsigned(p.splits)), dim3(kTx, kTy), 0, stream, x,
+         R, C, p.chunk, part_mean, part_m2);
   GAN_CUDA_CHECK_LAUNCH();
   forward_apply(act, true, p, x, gamma, beta, R, C, part_mean, part_m2, momentum, eps, slope,
                 running_mean, running_var, running_mean, running_var, y, save_mean, save_invstd,

@@ -4,10 +4,11 @@
 
 #include <cstdint>
 
-#include "engine/shape.h"
 #include "kernels/common.h"
 
 namespace gan::kernels {
+
+constexpr int kBroadcastMaxDims = 5;  // engine/shape.h's Shape::kMaxDims
 
 struct BroadcastIndex {
   enum Mode : int {
@@ -22,9 +23,9 @@ struct BroadcastIndex {
   int64_t n = 0;      // output elements
   int64_t inner = 1;  // period for kRowB, run length for kOuterB
   int64_t nb = 1;     // elements of b
-  int64_t out[Shape::kMaxDims] = {};
-  int64_t sa[Shape::kMaxDims] = {};  // strides of a in out's index space (0 where broadcast)
-  int64_t sb[Shape::kMaxDims] = {};
+  int64_t out[kBroadcastMaxDims] = {};
+  int64_t sa[kBroadcastMaxDims] = {};  // strides of a in out's index space (0 where broadcast)
+  int64_t sb[kBroadcastMaxDims] = {};
 
   GAN_HD int64_t index_b(int64_t i) const {
     switch (mode) {
@@ -52,8 +53,5 @@ struct BroadcastIndex {
     return off;
   }
 };
-
-// out must be broadcast_shapes(a, b). a == out is required for every mode but kGeneric.
-BroadcastIndex make_broadcast_index(const Shape& out, const Shape& a, const Shape& b);
 
 }  // namespace gan::kernels

@@ -1,6 +1,5 @@
-#include "engine/error.h"
-#include "kernels/common.h"
 #include "kernels/concat.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -61,7 +60,7 @@ void run(int count, float* const* parts, const int64_t* widths, int64_t rows, fl
     }
     const int64_t n = rows * g.group_width;
     if (n > 0) {
-      concat_kernel<kToOutput><<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(g, y, rows);
+      launch(concat_kernel<kToOutput>, grid_blocks(n, kThreads), kThreads, 0, stream, g, y, rows);
       GAN_CUDA_CHECK_LAUNCH();
     }
     col0 += g.group_width;

@@ -1,5 +1,5 @@
-#include "engine/error.h"
 #include "kernels/elementwise.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -146,14 +146,14 @@ __global__ void lerp_kernel(float* __restrict__ ema, const float* __restrict__ x
 void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream) {
   GAN_NVTX("clamp");
   if (n == 0) return;
-  clamp_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(y, n, lo, hi);
+  launch(clamp_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, y, n, lo, hi);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
 void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream) {
   GAN_NVTX("ema");
   if (n == 0) return;
-  lerp_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(ema, x, n, w);
+  launch(lerp_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, ema, x, n, w);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -165,19 +165,19 @@ void unary_forward_cuda(Unary op, float alpha, const float* x, float* y, int64_t
   const unsigned blocks = grid_blocks(n, kThreads);
   switch (op) {
     case Unary::kScale:
-      unary_forward_kernel<Unary::kScale><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      launch(unary_forward_kernel<Unary::kScale>, blocks, kThreads, 0, stream, x, y, n, alpha);
       break;
     case Unary::kRelu:
-      unary_forward_kernel<Unary::kRelu><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      launch(unary_forward_kernel<Unary::kRelu>, blocks, kThreads, 0, stream, x, y, n, alpha);
       break;
     case Unary::kLeakyRelu:
-      unary_forward_kernel<Unary::kLeakyRelu><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      launch(unary_forward_kernel<Unary::kLeakyRelu>, blocks, kThreads, 0, stream, x, y, n, alpha);
       break;
     case Unary::kTanh:
-      unary_forward_kernel<Unary::kTanh><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      launch(unary_forward_kernel<Unary::kTanh>, blocks, kThreads, 0, stream, x, y, n, alpha);
       break;
     case Unary::kSigmoid:
-      unary_forward_kernel<Unary::kSigmoid><<<blocks, kThreads, 0, stream>>>(x, y, n, alpha);
+      launch(unary_forward_kernel<Unary::kSigmoid>, blocks, kThreads, 0, stream, x, y, n, alpha);
       break;
   }
   GAN_CUDA_CHECK_LAUNCH();
@@ -191,21 +191,24 @@ void unary_backward_cuda(Unary op, float alpha, const float* x, const float* y, 
   const unsigned blocks = grid_blocks(n, kThreads);
   switch (op) {
     case Unary::kScale:
-      unary_backward_kernel<Unary::kScale><<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      launch(unary_backward_kernel<Unary::kScale>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
+             alpha);
       break;
     case Unary::kRelu:
-      unary_backward_kernel<Unary::kRelu><<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      launch(unary_backward_kernel<Unary::kRelu>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
+             alpha);
       break;
     case Unary::kLeakyRelu:
-      unary_backward_kernel<Unary::kLeakyRelu>
-          <<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      launch(unary_backward_kernel<Unary::kLeakyRelu>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
+             alpha);
       break;
     case Unary::kTanh:
-      unary_backward_kernel<Unary::kTanh><<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      launch(unary_backward_kernel<Unary::kTanh>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
+             alpha);
       break;
     case Unary::kSigmoid:
-      unary_backward_kernel<Unary::kSigmoid>
-          <<<blocks, kThreads, 0, stream>>>(x, y, dy, dx, n, alpha);
+      launch(unary_backward_kernel<Unary::kSigmoid>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
+             alpha);
       break;
   }
   GAN_CUDA_CHECK_LAUNCH();
@@ -218,16 +221,16 @@ void binary_forward_cuda(Binary op, const BroadcastIndex& bi, const float* a, co
   const unsigned blocks = grid_blocks(bi.n, kThreads);
   switch (op) {
     case Binary::kAdd:
-      binary_forward_kernel<Binary::kAdd><<<blocks, kThreads, 0, stream>>>(bi, a, b, y);
+      launch(binary_forward_kernel<Binary::kAdd>, blocks, kThreads, 0, stream, bi, a, b, y);
       break;
     case Binary::kSub:
-      binary_forward_kernel<Binary::kSub><<<blocks, kThreads, 0, stream>>>(bi, a, b, y);
+      launch(binary_forward_kernel<Binary::kSub>, blocks, kThreads, 0, stream, bi, a, b, y);
       break;
     case Binary::kMul:
-      binary_forward_kernel<Binary::kMul><<<blocks, kThreads, 0, stream>>>(bi, a, b, y);
+      launch(binary_forward_kernel<Binary::kMul>, blocks, kThreads, 0, stream, bi, a, b, y);
       break;
     case Binary::kDiv:
-      binary_forward_kernel<Binary::kDiv><<<blocks, kThreads, 0, stream>>>(bi, a, b, y);
+      launch(binary_forward_kernel<Binary::kDiv>, blocks, kThreads, 0, stream, bi, a, b, y);
       break;
   }
   GAN_CUDA_CHECK_LAUNCH();
@@ -241,9 +244,9 @@ void binary_backward_cuda(Binary op, const BroadcastIndex& bi, const float* a, c
   if (bi.n == 0) return;
   const unsigned blocks = grid_blocks(bi.n, kThreads);
   if (op == Binary::kMul)
-    binary_backward_kernel<Binary::kMul><<<blocks, kThreads, 0, stream>>>(bi, a, b, dy, ga, gb);
+    launch(binary_backward_kernel<Binary::kMul>, blocks, kThreads, 0, stream, bi, a, b, dy, ga, gb);
   else
-    binary_backward_kernel<Binary::kDiv><<<blocks, kThreads, 0, stream>>>(bi, a, b, dy, ga, gb);
+    launch(binary_backward_kernel<Binary::kDiv>, blocks, kThreads, 0, stream, bi, a, b, dy, ga, gb);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -251,21 +254,21 @@ void expand_cuda(const BroadcastIndex& bi, const float* x, float scale, float* y
                  cudaStream_t stream) {
   GAN_NVTX("expand");
   if (bi.n == 0) return;
-  expand_kernel<<<grid_blocks(bi.n, kThreads), kThreads, 0, stream>>>(bi, x, scale, y);
+  launch(expand_kernel, grid_blocks(bi.n, kThreads), kThreads, 0, stream, bi, x, scale, y);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
 void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t stream) {
   GAN_NVTX("axpy");
   if (n == 0) return;
-  axpy_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(alpha, x, y, n);
+  launch(axpy_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, alpha, x, y, n);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
 void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream) {
   GAN_NVTX("fill");
   if (n == 0) return;
-  fill_kernel<<<grid_blocks(n, kThreads), kThreads, 0, stream>>>(y, n, value);
+  launch(fill_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, y, n, value);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

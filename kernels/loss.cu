@@ -1,6 +1,5 @@
-#include "engine/error.h"
-#include "kernels/common.h"
 #include "kernels/loss.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -90,7 +89,7 @@ void bce_logits_forward_cuda(const float* x, const float* t, float target, int64
                              cudaStream_t stream) {
   GAN_NVTX("bce_with_logits");
   GAN_CHECK(n >= 0, "bce_logits_forward_cuda: negative size");
-  bce_forward_kernel<<<1, kThreads, 0, stream>>>(x, t, target, n, loss);
+  launch(bce_forward_kernel, 1, kThreads, 0, stream, x, t, target, n, loss);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -98,7 +97,7 @@ void bce_logits_backward_cuda(const float* x, const float* t, float target, int6
                               const float* dl, float* dx, float* dt, cudaStream_t stream) {
   GAN_NVTX("bce_with_logits_backward");
   if (n == 0) return;
-  bce_backward_kernel<<<grid_blocks(n, 256), 256, 0, stream>>>(x, t, target, n, dl, dx, dt);
+  launch(bce_backward_kernel, grid_blocks(n, 256), 256, 0, stream, x, t, target, n, dl, dx, dt);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -106,7 +105,7 @@ void hinge_d_forward_cuda(const float* real, int64_t nr, const float* fake, int6
                           cudaStream_t stream) {
   GAN_NVTX("hinge_d_loss");
   GAN_CHECK(nr >= 0 && nf >= 0, "hinge_d_forward_cuda: negative size");
-  hinge_d_forward_kernel<<<1, kThreads, 0, stream>>>(real, nr, fake, nf, loss);
+  launch(hinge_d_forward_kernel, 1, kThreads, 0, stream, real, nr, fake, nf, loss);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -114,8 +113,8 @@ void hinge_d_backward_cuda(const float* real, int64_t nr, const float* fake, int
                            const float* dl, float* dreal, float* dfake, cudaStream_t stream) {
   GAN_NVTX("hinge_d_loss_backward");
   if (nr + nf == 0) return;
-  hinge_d_backward_kernel<<<grid_blocks(nr + nf, 256), 256, 0, stream>>>(real, nr, fake, nf, dl,
-                                                                         dreal, dfake);
+  launch(hinge_d_backward_kernel, grid_blocks(nr + nf, 256), 256, 0, stream, real, nr, fake, nf, dl,
+         dreal, dfake);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,9 +1,8 @@
 #include <algorithm>
 #include <climits>
 
-#include "engine/error.h"
-#include "kernels/common.h"
 #include "kernels/matmul.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 

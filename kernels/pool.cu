@@ -1,6 +1,5 @@
-#include "engine/error.h"
-#include "kernels/common.h"
 #include "kernels/pool.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -46,8 +45,8 @@ void max_pool2x2_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, i
   GAN_NVTX("max_pool2x2");
   const int64_t total = n * (h / 2) * (w / 2) * c;
   if (total == 0) return;
-  pool_kernel<false>
-      <<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(x, nullptr, n, h, w, c, y);
+  launch(pool_kernel<false>, grid_blocks(total, kThreads), kThreads, 0, stream, x, nullptr, n, h, w,
+         c, y);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -56,7 +55,8 @@ void max_pool2x2_backward_cuda(const float* x, const float* dy, int64_t n, int64
   GAN_NVTX("max_pool2x2_backward");
   const int64_t total = n * (h / 2) * (w / 2) * c;
   if (total == 0) return;
-  pool_kernel<true><<<grid_blocks(total, kThreads), kThreads, 0, stream>>>(x, dy, n, h, w, c, dx);
+  launch(pool_kernel<true>, grid_blocks(total, kThreads), kThreads, 0, stream, x, dy, n, h, w, c,
+         dx);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

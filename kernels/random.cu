@@ -1,5 +1,5 @@
-#include "engine/error.h"
 #include "kernels/random.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -29,11 +29,11 @@ void philox_fill_cuda(float* out, int64_t n, uint64_t* state, Dist d, double a, 
   GAN_NVTX(d == Dist::kNormal ? "normal_" : "uniform_");
   GAN_CHECK(n >= 0, "philox_fill_cuda: negative size");
   if (n > 0) {
-    philox_fill_kernel<<<grid_blocks((n + 3) / 4, kThreads), kThreads, 0, stream>>>(out, n, state,
-                                                                                    d, a, b);
+    launch(philox_fill_kernel, grid_blocks((n + 3) / 4, kThreads), kThreads, 0, stream, out, n,
+           state, d, a, b);
     GAN_CUDA_CHECK_LAUNCH();
   }
-  philox_advance_kernel<<<1, 1, 0, stream>>>(state);
+  launch(philox_advance_kernel, 1, 1, 0, stream, state);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,9 +1,7 @@
 #include <algorithm>
 
-#include "engine/device.h"
-#include "engine/error.h"
-#include "kernels/common.h"
 #include "kernels/reduce.h"
+#include "kernels/runtime.h"
 
 namespace gan::kernels {
 
@@ -21,7 +19,7 @@ struct Plan {
 
 Plan plan(int64_t outer, int64_t r, int64_t inner) {
   Plan p;
-  const int64_t target = 2 * int64_t(cuda::context().sm_count);
+  const int64_t target = 2 * int64_t(device_sm_count());
   const int64_t base = inner == 1 ? outer : outer * ((inner + kColX - 1) / kColX);
   if (base < target && r > 0) {
     const int64_t min_chunk = inner == 1 ? kMinRowChunk : kMinColChunk;
@@ -98,17 +96,17 @@ __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, i
   }
 }
 
-void launch(const float* x, int64_t outer, int64_t r, int64_t inner, const Plan& p, float scale,
-            bool accumulate, float* out, cudaStream_t stream) {
+void run_reduce(const float* x, int64_t outer, int64_t r, int64_t inner, const Plan& p, float scale,
+                bool accumulate, float* out, cudaStream_t stream) {
   if (inner == 1) {
     const int64_t blocks = std::min<int64_t>(outer * p.splits, int64_t(1) << 30);
-    reduce_rows_kernel<<<unsigned(blocks), kRowThreads, 0, stream>>>(x, outer, r, p.splits, p.chunk,
-                                                                     scale, accumulate, out);
+    launch(reduce_rows_kernel, unsigned(blocks), kRowThreads, 0, stream, x, outer, r, p.splits,
+           p.chunk, scale, accumulate, out);
   } else {
     dim3 grid(unsigned((inner + kColX - 1) / kColX), unsigned(std::min<int64_t>(outer, 65535)),
               unsigned(p.splits));
-    reduce_cols_kernel<<<grid, dim3(kColX, kColY), 0, stream>>>(x, outer, r, inner, p.splits,
-                                                                p.chunk, scale, accumulate, out);
+    launch(reduce_cols_kernel, grid, dim3(kColX, kColY), 0, stream, x, outer, r, inner, p.splits,
+           p.chunk, scale, accumulate, out);
   }
   GAN_CUDA_CHECK_LAUNCH();
 }
@@ -129,18 +127,18 @@ void reduce_sum_cuda(const float* x, int64_t outer, int64_t r, int64_t inner, fl
   if (outer == 0 || inner == 0) return;
   const Plan p = plan(outer, r, inner);
   if (p.splits == 1) {
-    launch(x, outer, r, inner, p, scale, accumulate, y, stream);
+    run_reduce(x, outer, r, inner, p, scale, accumulate, y, stream);
     return;
   }
   GAN_CHECK(workspace_bytes >= size_t(outer * p.splits * inner) * sizeof(float),
             "reduce_sum_cuda: workspace too small (ask reduce_sum_workspace_bytes)");
   auto* partial = static_cast<float*>(workspace);
-  launch(x, outer, r, inner, p, 1.f, false, partial, stream);
+  run_reduce(x, outer, r, inner, p, 1.f, false, partial, stream);
   // Second pass over (outer, splits, inner) in one block per output: no further split.
   Plan fin;
   fin.splits = 1;
   fin.chunk = p.splits;
-  launch(partial, outer, p.splits, inner, fin, scale, accumulate, y, stream);
+  run_reduce(partial, outer, p.splits, inner, fin, scale, accumulate, y, stream);
 }
 
 }  // namespace gan::kernels

@@ -7,9 +7,7 @@
 
 #include <cooperative_groups.h>
 
-#include "engine/device.h"
-#include "engine/error.h"
-#include "kernels/common.h"
+#include "kernels/runtime.h"
 #include "kernels/spectral_norm.h"
 
 namespace gan::kernels {
@@ -564,22 +562,12 @@ BwdPlan plan_backward(const std::vector<SpectralNormBackwardLayer>& in) {
   return plan;
 }
 
-bool device_supports_cooperative_launch() {
-  static const int supported = [] {
-    int v = 0;
-    GAN_CUDA_CHECK(
-        cudaDeviceGetAttribute(&v, cudaDevAttrCooperativeLaunch, cuda::context().device));
-    return v;
-  }();
-  return supported != 0;
-}
-
 // Blocks of `kernel` that can be co-resident (the cooperative grid's upper bound).
 template <class Kernel>
 int coop_grid_limit(Kernel kernel) {
   int per_sm = 0;
   GAN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-  return std::min(per_sm, kCoopBlocksPerSm) * cuda::context().sm_count;
+  return std::min(per_sm, kCoopBlocksPerSm) * device_sm_count();
 }
 
 int forward_coop_limit() {
@@ -600,15 +588,13 @@ void launch_steps(void (*kernel)(const Params), Params& prm, int nsteps,
     prm.step_begin = 0;
     prm.step_end = nsteps;
     const int grid = std::max(1, std::min(max_units, coop_limit));
-    void* args[] = {&prm};
-    GAN_CUDA_CHECK(cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), dim3(grid),
-                                               dim3(kThreads), args, 0, stream));
+    GAN_CUDA_CHECK(launch_cooperative(kernel, dim3(grid), dim3(kThreads), 0, stream, prm));
     return;
   }
   for (int s = 0; s < nsteps; ++s) {
     prm.step_begin = s;
     prm.step_end = s + 1;
-    kernel<<<unsigned(std::max(1, step_units[size_t(s)])), kThreads, 0, stream>>>(prm);
+    launch(kernel, unsigned(std::max(1, step_units[size_t(s)])), kThreads, 0, stream, prm);
     GAN_CUDA_CHECK_LAUNCH();
   }
 }
@@ -618,7 +604,7 @@ void launch_steps(void (*kernel)(const Params), Params& prm, int nsteps,
 bool spectral_norm_uses_cooperative_launch() {
   const char* e = std::getenv("GAN_SN_NO_COOP");
   if (e && *e && std::strcmp(e, "0") != 0) return false;
-  return device_supports_cooperative_launch();
+  return device_cooperative_launch();
 }
 
 size_t spectral_norm_forward_workspace_bytes(const std::vector<SpectralNormForwardLayer>& layers) {

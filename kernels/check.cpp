@@ -1,4 +1,4 @@
-#include "engine/error.h"
+#include "kernels/check.h"
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>

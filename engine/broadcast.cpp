@@ -1,6 +1,8 @@
-#include "kernels/broadcast.h"
+#include "engine/broadcast.h"
 
-namespace gan::kernels {
+namespace gan {
+
+using kernels::BroadcastIndex;
 
 namespace {
 // Strides of `s` (aligned right against out) in out's index space, 0 where s broadcasts.
@@ -55,4 +57,4 @@ BroadcastIndex make_broadcast_index(const Shape& out, const Shape& a, const Shap
   return bi;
 }
 
-}  // namespace gan::kernels
+}  // namespace gan

@@ -1,0 +1,24 @@
+#include "kernels/runtime.h"
+
+namespace gan::kernels {
+
+namespace {
+int device_attribute(cudaDeviceAttr attr) {
+  int dev = 0, v = 0;
+  GAN_CUDA_CHECK(cudaGetDevice(&dev));
+  GAN_CUDA_CHECK(cudaDeviceGetAttribute(&v, attr, dev));
+  return v;
+}
+}  // namespace
+
+int device_sm_count() {
+  static const int n = device_attribute(cudaDevAttrMultiProcessorCount);
+  return n;
+}
+
+bool device_cooperative_launch() {
+  static const bool v = device_attribute(cudaDevAttrCooperativeLaunch) != 0;
+  return v;
+}
+
+}  // namespace gan::kernels
