@@ -7,6 +7,7 @@
 #include <mutex>
 #include <string>
 #include <tuple>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -165,13 +166,25 @@ ConvPlan& plan_locked(const kernels::ConvGeom& g) {
   return *slot;
 }
 
-// The shared workspace: grows (stream-ordered) when a plan needs more; plans are made during
-// the first step, so a captured step never grows it.
+// The shared workspace. It grows (stream-ordered) when a plan needs more, which the first step
+// does; growth during a CUDA graph capture is refused (a captured workspace must never move),
+// and a workspace replaced later stays allocated, since a graph captured earlier still uses it
+// (e.g. a sample forward at another batch size makes new plans after the training step was
+// captured).
 void* workspace_locked(size_t bytes) {
   static Tensor ws;
+  static std::vector<Tensor> retired;
   if (bytes == 0) return nullptr;
-  if (!ws.defined() || ws.nbytes() < bytes)
+  if (!ws.defined() || ws.nbytes() < bytes) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    GAN_CUDA_CHECK(cudaStreamIsCapturing(stream(), &status));
+    GAN_CHECK(status == cudaStreamCaptureStatusNone,
+              fmt::format("conv (cuDNN): the workspace must grow to {} bytes during a CUDA graph "
+                          "capture; run every shape once before capturing",
+                          bytes));
+    if (ws.defined()) retired.push_back(ws);
     ws = Tensor::empty(Shape{int64_t((bytes + 3) / 4)}, Device::CUDA);
+  }
   return ws.raw();
 }
 

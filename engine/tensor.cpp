@@ -123,6 +123,14 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device, bool pin
   s->pinned = pinned;
   GuardRegistry& g = guards();
   const bool guarded = debug::guard_mode();
+  if (guarded && device == Device::CUDA) {
+    // Guard checks synchronise and copy on the legacy stream: impossible inside a capture.
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    GAN_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &status));
+    GAN_CHECK(status == cudaStreamCaptureStatusNone,
+              "tensor: guard mode (debug::set_guard_mode) cannot be used while a CUDA graph is "
+              "being captured");
+  }
   s->guard = guarded ? kGuardBytes : 0;
   const size_t total = bytes + 2 * s->guard;
   if (device == Device::CUDA) {

@@ -102,13 +102,17 @@ TEST_CASE("tensor cuda: copies fill guard mode and the pool", "[tensor][cuda]") 
   {
     Tensor t = Tensor::empty(Shape{7}, Device::CUDA);
     const float one = 1.f;
-    REQUIRE(cudaMemcpy(t.data<float>() + 7, &one, sizeof(one), cudaMemcpyHostToDevice) ==
-            cudaSuccess);
+    // On the engine stream, after the guard memsets that Tensor::empty queued there.
+    REQUIRE(cudaMemcpyAsync(t.data<float>() + 7, &one, sizeof(one), cudaMemcpyHostToDevice,
+                            cuda::stream()) == cudaSuccess);
+    cuda::synchronize();
     const auto v = debug::take_guard_violations();
     REQUIRE(v.size() == 1);
     CHECK(v[0] == "cuda allocation of 28 bytes: write at byte 0 past its end");
     const unsigned char guard[4] = {0xA5, 0xA5, 0xA5, 0xA5};
-    REQUIRE(cudaMemcpy(t.data<float>() + 7, guard, 4, cudaMemcpyHostToDevice) == cudaSuccess);
+    REQUIRE(cudaMemcpyAsync(t.data<float>() + 7, guard, 4, cudaMemcpyHostToDevice,
+                            cuda::stream()) == cudaSuccess);
+    cuda::synchronize();
   }
   debug::set_guard_mode(false);
 

@@ -59,7 +59,7 @@ gan_interp_switch:
 
 namespace gan::interp {
 
-thread_local ThreadState* tls_thread = nullptr;
+thread_local ThreadState* tls_thread __attribute__((tls_model("initial-exec"))) = nullptr;
 thread_local const char* tls_activity = nullptr;
 
 namespace {
@@ -99,7 +99,9 @@ struct KernelInfo {
   std::string name;
   size_t lo = SIZE_MAX, hi = 0;  // bytes of the module's thread-local block the kernel wrote
   int max_dynamic_smem = 0;
+  int scans = 0;  // launches whose first blocks were scanned to learn [lo, hi)
 };
+constexpr int kLearnLaunches = 8;
 std::mutex g_kernels_mu;
 std::map<const void*, KernelInfo> g_kernels;
 
@@ -220,11 +222,13 @@ std::string loc_str(const std::source_location& l) {
   return std::string(s ? s + 1 : f) + ":" + std::to_string(l.line());
 }
 std::string dim_str(const uint3& d) {
-  return "(" + std::to_string(d.x) + ", " + std::to_string(d.y) + ", " + std::to_string(d.z) + ")";
+  char b[48];
+  std::snprintf(b, sizeof b, "(%u, %u, %u)", d.x, d.y, d.z);
+  return b;
 }
 
 class Runner;
-thread_local Runner* tls_runner = nullptr;
+thread_local Runner* tls_runner __attribute__((tls_model("initial-exec"))) = nullptr;
 
 // Runs blocks on the current OS thread, one at a time.
 class Runner {
@@ -249,9 +253,10 @@ class Runner {
       window_ = tls_window_of(l.fn);
       window_fn_ = l.fn;
     }
-    if (window_.data && !window_clean_) {
-      std::memset(window_.data, kSharedFill, window_.size);
-      window_clean_ = true;
+    if (window_.data &&
+        std::find(cleaned_.begin(), cleaned_.end(), window_.data) == cleaned_.end()) {
+      std::memset(window_.data, kSharedFill, window_.size);  // first block of this module here
+      cleaned_.push_back(window_.data);
     }
     for (unsigned i = 0; i < n; ++i) {
       Fiber& f = fibers_[i];
@@ -282,13 +287,8 @@ class Runner {
         lo0 = info.lo;
         hi0 = info.hi;
       }
-      if (learn || hi0 == 0) {
-        size_t lo = SIZE_MAX, hi = 0;
-        for (size_t k = 0; k < window_.size; ++k)
-          if (window_.data[k] != kSharedFill) {
-            lo = std::min(lo, k);
-            hi = k + 1;
-          }
+      if (learn) {
+        const auto [lo, hi] = dirty_range();
         if (hi) {
           std::lock_guard<std::mutex> lock(g_kernels_mu);
           info.lo = std::min(info.lo, lo);
@@ -304,6 +304,31 @@ class Runner {
   }
 
   std::string error;
+
+  // The bytes of the window that differ from the fill byte, as [lo, hi) (hi == 0: none).
+  std::pair<size_t, size_t> dirty_range() const {
+    const unsigned char* d = window_.data;
+    const size_t n = window_.size;
+    uint64_t fill = 0;
+    std::memset(&fill, kSharedFill, 8);
+    size_t lo = SIZE_MAX, hi = 0;
+    for (size_t k = 0; k < n;) {
+      if (k % 8 == 0 && k + 8 <= n) {
+        uint64_t w;
+        std::memcpy(&w, d + k, 8);
+        if (w == fill) {
+          k += 8;
+          continue;
+        }
+      }
+      if (d[k] != kSharedFill) {
+        lo = std::min(lo, k);
+        hi = k + 1;
+      }
+      ++k;
+    }
+    return {lo, hi};
+  }
 
   // Called on the fiber: hand control back to the scheduler.
   void yield() {
@@ -390,11 +415,10 @@ class Runner {
         tls_thread = &f.ts;
         gan_interp_switch(&sched_sp_, f.sp);
         tls_thread = nullptr;
-        for (size_t b = 0; b < kCanaryBytes; ++b)
-          if (f.stack_lo[b] != kStackCanary)
-            return fail_block("fiber stack overflow in " + where(f) + " (stack " +
-                              std::to_string(stack_bytes() / 1024) +
-                              " KB; raise GAN_INTERP_STACK_KB)");
+        if (!guarded_ && !canary_intact(f.stack_lo))
+          return fail_block("fiber stack overflow in " + where(f) + " (stack " +
+                            std::to_string(stack_bytes() / 1024) +
+                            " KB; raise GAN_INTERP_STACK_KB)");
         switch (f.state) {
           case FState::kDone:
             ++done;
@@ -438,6 +462,16 @@ class Runner {
     }
   }
 
+  static bool canary_intact(const unsigned char* lo) {
+    uint64_t w[kCanaryBytes / 8];
+    std::memcpy(w, lo, kCanaryBytes);
+    uint64_t pattern = 0;
+    std::memset(&pattern, kStackCanary, 8);
+    for (uint64_t v : w)
+      if (v != pattern) return false;
+    return true;
+  }
+
   std::string check_barrier(unsigned n, unsigned done, FState s) {
     const char* what = s == FState::kBarrier ? "__syncthreads" : "grid sync";
     const Fiber* first = nullptr;
@@ -447,7 +481,8 @@ class Runner {
       if (!first) {
         first = &f;
       } else if (f.where.line() != first->where.line() ||
-                 std::strcmp(f.where.file_name(), first->where.file_name()) != 0) {
+                 (f.where.file_name() != first->where.file_name() &&
+                  std::strcmp(f.where.file_name(), first->where.file_name()) != 0)) {
         return std::string("threads wait at different ") + what + " barriers: thread " +
                dim_str(first->ts.thread_idx) + " at " + loc_str(first->where) + ", thread " +
                dim_str(f.ts.thread_idx) + " at " + loc_str(f.where) + " (kernel " + *name_ +
@@ -623,7 +658,7 @@ class Runner {
   std::vector<unsigned char> dyn_;
   Window window_;
   const void* window_fn_ = nullptr;
-  bool window_clean_ = false;
+  std::vector<unsigned char*> cleaned_;  // modules whose window this thread has filled
   bool guarded_ = false;
 };
 
@@ -685,7 +720,13 @@ class Pool {
   uint64_t gen_ = 0;
 };
 
+// Ordinary launches use a pool of GAN_INTERP_THREADS; cooperative ones a pool as large as their
+// largest grid (kept apart so that an ordinary launch wakes only its few workers).
 Pool& pool() {
+  static Pool* p = new Pool;
+  return *p;
+}
+Pool& coop_pool() {
   static Pool* p = new Pool;
   return *p;
 }
@@ -903,6 +944,12 @@ cudaError_t execute_launch(const Launch& l) {
     std::lock_guard<std::mutex> lock(g_kernels_mu);
     info = &g_kernels[l.fn];
   }
+  bool learn = false;
+  {
+    std::lock_guard<std::mutex> lock(g_kernels_mu);
+    learn = info->scans < kLearnLaunches;
+    if (learn) ++info->scans;
+  }
   const uint64_t index = g_launches.fetch_add(1);
   const uint64_t seed = mix(base_seed() ^ mix(index));
   const uint64_t nblocks = uint64_t(l.grid.x) * l.grid.y * l.grid.z;
@@ -921,11 +968,11 @@ cudaError_t execute_launch(const Launch& l) {
   if (l.cooperative) {
     GridBarrier grid;
     grid.n = int(nblocks);
-    pool().run(int(nblocks), [&](int k) {
+    coop_pool().run(int(nblocks), [&](int k) {
       install_altstack();
       Runner& r = runner();
       if (!r.run_block(l, *info, name, block_of(uint64_t(k)), mix(seed + uint64_t(k)), &grid,
-                       k == 0)) {
+                       learn && k == 0)) {
         record(r.error);
         grid.brk();
       }
@@ -944,7 +991,7 @@ cudaError_t execute_launch(const Launch& l) {
       bool first = true;
       for (uint64_t i; !failed && (i = next.fetch_add(1)) < nblocks;) {
         const uint64_t k = order[i];
-        if (!r.run_block(l, *info, name, block_of(k), mix(seed + k), nullptr, first)) {
+        if (!r.run_block(l, *info, name, block_of(k), mix(seed + k), nullptr, learn && first)) {
           record(r.error);
           break;
         }
