@@ -116,6 +116,19 @@ TEST_CASE("tensor cuda: copies fill guard mode and the pool", "[tensor][cuda]") 
   }
   debug::set_guard_mode(false);
 
+  // Guard mode cannot work inside a capture (its checks synchronise): a clear error.
+  {
+    cudaStream_t st = cuda::stream();
+    REQUIRE(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess);
+    debug::set_guard_mode(true);
+    CHECK_THROWS_WITH(Tensor::empty(Shape{4}, Device::CUDA),
+                      Catch::Contains("guard mode") && Catch::Contains("captured"));
+    debug::set_guard_mode(false);
+    cudaGraph_t graph = nullptr;
+    REQUIRE(cudaStreamEndCapture(st, &graph) == cudaSuccess);
+    if (graph) CHECK(cudaGraphDestroy(graph) == cudaSuccess);
+  }
+
   // Steady state: the same allocations again take nothing new from the driver.
   for (int i = 0; i < 3; ++i) Tensor::empty(Shape{1 << 20}, Device::CUDA);
   cuda::synchronize();

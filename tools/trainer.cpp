@@ -6,7 +6,6 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -118,7 +117,9 @@ std::string describe(const Options& o, Device dev) {
 }
 
 // Scalars (one-element device tensors) copied to pinned host memory when a step is logged and
-// read when the copy has landed: the training loop never waits for them.
+// read when the copy has landed: the training loop never waits for them. The pinned buffers and
+// their events form a ring made once (allocating or freeing pinned memory synchronises the
+// device); when every slot is in flight the oldest is waited for.
 class AsyncScalars {
  public:
   struct Record {
@@ -129,58 +130,89 @@ class AsyncScalars {
     std::vector<float> values;
   };
 
+  static constexpr int kSlots = 16;
+
+  AsyncScalars() = default;
+  AsyncScalars(const AsyncScalars&) = delete;
+  AsyncScalars& operator=(const AsyncScalars&) = delete;
+  ~AsyncScalars() {
+    for (Slot& s : slots_)
+      if (s.event) (void)cudaEventDestroy(s.event);
+  }
+
   // scalars: (tensor, element index) pairs.
   void push(int64_t step, double seconds, int64_t images, std::vector<std::string> names,
             const std::vector<std::pair<Tensor, int64_t>>& scalars) {
-    Pending p;
-    p.rec.step = step, p.rec.seconds = seconds, p.rec.images = images;
-    p.rec.names = std::move(names);
-    const int64_t n = int64_t(scalars.size());
-    if (!scalars.empty() && scalars[0].first.is_cuda()) {
-      p.host = Tensor::empty_pinned(Shape{n});
-      for (int64_t i = 0; i < n; ++i) {
-        const auto& [t, k] = scalars[size_t(i)];
-        GAN_CUDA_CHECK(cudaMemcpyAsync(p.host.data<float>() + i, t.data<float>() + k, sizeof(float),
-                                       cudaMemcpyDeviceToHost, cuda::stream()));
-      }
-      GAN_CUDA_CHECK(cudaEventCreateWithFlags(&p.event, cudaEventDisableTiming));
-      GAN_CUDA_CHECK(cudaEventRecord(p.event, cuda::stream()));
-    } else {
-      for (const auto& [t, k] : scalars) p.rec.values.push_back(t.data<float>()[k]);
+    Record rec;
+    rec.step = step, rec.seconds = seconds, rec.images = images;
+    rec.names = std::move(names);
+    if (scalars.empty() || !scalars[0].first.is_cuda()) {
+      for (const auto& [t, k] : scalars) rec.values.push_back(t.data<float>()[k]);
+      done_.push_back(std::move(rec));
+      return;
     }
-    pending_.push_back(std::move(p));
+    const int64_t n = int64_t(scalars.size());
+    if (slots_.empty() || slots_[0].host.numel() < n) make_ring(n);
+    if (in_flight_ == kSlots) finish_oldest();  // every slot busy: wait for the oldest
+    Slot& s = slots_[size_t((head_ + in_flight_) % kSlots)];
+    for (int64_t i = 0; i < n; ++i) {
+      const auto& [t, k] = scalars[size_t(i)];
+      GAN_CUDA_CHECK(cudaMemcpyAsync(s.host.data<float>() + i, t.data<float>() + k, sizeof(float),
+                                     cudaMemcpyDeviceToHost, cuda::stream()));
+    }
+    GAN_CUDA_CHECK(cudaEventRecord(s.event, cuda::stream()));
+    s.rec = std::move(rec);
+    ++in_flight_;
   }
 
   // Records whose values have arrived, oldest first (all of them when wait).
   std::vector<Record> ready(bool wait) {
-    std::vector<Record> out;
-    while (!pending_.empty()) {
-      Pending& p = pending_.front();
-      if (p.event) {
-        if (wait) {
-          GAN_CUDA_CHECK(cudaEventSynchronize(p.event));
-        } else {
-          const cudaError_t e = cudaEventQuery(p.event);
-          if (e == cudaErrorNotReady) break;
-          GAN_CUDA_CHECK(e);
-        }
-        GAN_CUDA_CHECK(cudaEventDestroy(p.event));
-        const float* h = p.host.data<float>();
-        p.rec.values.assign(h, h + p.rec.names.size());
+    while (in_flight_ > 0) {
+      Slot& s = slots_[size_t(head_)];
+      if (!wait) {
+        const cudaError_t e = cudaEventQuery(s.event);
+        if (e == cudaErrorNotReady) break;
+        GAN_CUDA_CHECK(e);
       }
-      out.push_back(std::move(p.rec));
-      pending_.pop_front();
+      finish_oldest();
     }
+    std::vector<Record> out = std::move(done_);
+    done_.clear();
     return out;
   }
 
  private:
-  struct Pending {
+  struct Slot {
     Record rec;
     Tensor host;
     cudaEvent_t event = nullptr;
   };
-  std::deque<Pending> pending_;
+
+  void make_ring(int64_t n) {
+    while (in_flight_ > 0) finish_oldest();  // nothing in flight while the ring is replaced
+    for (Slot& s : slots_)
+      if (s.event) GAN_CUDA_CHECK(cudaEventDestroy(s.event));
+    slots_.assign(kSlots, Slot{});
+    for (Slot& s : slots_) {
+      s.host = Tensor::empty_pinned(Shape{std::max<int64_t>(n, 64)});
+      GAN_CUDA_CHECK(cudaEventCreateWithFlags(&s.event, cudaEventDisableTiming));
+    }
+    head_ = 0;
+  }
+
+  void finish_oldest() {
+    Slot& s = slots_[size_t(head_)];
+    GAN_CUDA_CHECK(cudaEventSynchronize(s.event));
+    const float* h = s.host.data<float>();
+    s.rec.values.assign(h, h + s.rec.names.size());
+    done_.push_back(std::move(s.rec));
+    head_ = (head_ + 1) % kSlots;
+    --in_flight_;
+  }
+
+  std::vector<Slot> slots_;
+  int head_ = 0, in_flight_ = 0;
+  std::vector<Record> done_;  // finished, not yet handed out
 };
 
 void set_requires_grad(nn::Module& m, bool on) {
