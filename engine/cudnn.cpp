@@ -2,6 +2,7 @@
 
 #include <climits>
 #include <cstdio>
+#include <cstdlib>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -80,8 +81,21 @@ cudnnConvolutionDescriptor_t make_conv(const kernels::ConvGeom& g, cudnnMathType
 // this order: the requested math (strict float32: CUDNN_FMA_MATH only) and deterministic; the
 // requested math; in strict mode, as a last resort, CUDNN_DEFAULT_MATH (float32 data, which
 // cuDNN may run as TF32 on Ampere and newer: only if cuDNN offers nothing FMA-only).
+std::vector<std::string> g_plan_log;  // one line per plan (conv_plan_log())
+
+bool require_deterministic() {
+  const char* e = std::getenv("GAN_CUDNN_DETERMINISTIC");
+  return e && *e && std::string(e) != "0";
+}
+
+// Picks the first result (cuDNN orders them by expected speed) that succeeded, preferring, in
+// this order: the requested math (strict float32: CUDNN_FMA_MATH only) and deterministic; the
+// requested math; in strict mode, as a last resort, CUDNN_DEFAULT_MATH (float32 data, which
+// cuDNN may run as TF32 on Ampere and newer: only if cuDNN offers nothing FMA-only). A choice
+// that is not deterministic is the explicit fallback: a warning, or an error when
+// GAN_CUDNN_DETERMINISTIC is set. `note` describes the choice for the plan's log line.
 template <class Perf>
-const Perf* pick(const Perf* perf, int count, bool tf32, const char* what) {
+const Perf* pick(const Perf* perf, int count, bool tf32, const char* what, std::string& note) {
   const Perf *exact = nullptr, *deterministic = nullptr, *last_resort = nullptr;
   for (int i = 0; i < count; ++i) {
     const Perf& p = perf[i];
@@ -93,11 +107,17 @@ const Perf* pick(const Perf* perf, int count, bool tf32, const char* what) {
   }
   const Perf* p = deterministic ? deterministic : exact ? exact : last_resort;
   GAN_CHECK(p != nullptr, fmt::format("conv (cuDNN): no {} algorithm available", what));
-  if (p != deterministic)
-    std::fprintf(stderr,
-                 "gan: warning: cuDNN offers no deterministic %s algorithm%s for this "
-                 "convolution; using algorithm %d (math type %d): runs may differ bitwise\n",
-                 what, tf32 ? "" : " in strict float32 (FMA) math", int(p->algo), int(p->mathType));
+  note = fmt::format("{} algo {} (math {}{})", what, int(p->algo), int(p->mathType),
+                     p == deterministic ? ", deterministic" : ", NOT deterministic: fallback");
+  if (p != deterministic) {
+    const std::string msg = fmt::format(
+        "cuDNN offers no deterministic {} algorithm{} for this convolution; using algorithm {} "
+        "(math type {}): runs may differ bitwise",
+        what, tf32 ? "" : " in strict float32 (FMA) math", int(p->algo), int(p->mathType));
+    GAN_CHECK(!require_deterministic(),
+              "conv (cuDNN): " + msg + " (GAN_CUDNN_DETERMINISTIC is set)");
+    std::fprintf(stderr, "gan: warning: %s\n", msg.c_str());
+  }
   return p;
 }
 
@@ -131,11 +151,12 @@ ConvPlan& plan_locked(const kernels::ConvGeom& g) {
   cudnnHandle_t h = handle_locked();
 
   constexpr int kMax = 16;
+  std::string note_fwd, note_bwd_data, note_bwd_filter;
   {
     cudnnConvolutionFwdAlgoPerf_t perf[kMax];
     GAN_CUDNN_CHECK(
         cudnnGetConvolutionForwardAlgorithm_v7(h, pl.x, pl.w, probe, pl.y, kMax, &n, perf));
-    const auto* p = pick(perf, n, tf32, "forward");
+    const auto* p = pick(perf, n, tf32, "forward", note_fwd);
     pl.fwd = p->algo;
     pl.conv_fwd = make_conv(g, p->mathType);
     GAN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, pl.x, pl.w, pl.conv_fwd, pl.y,
@@ -145,7 +166,7 @@ ConvPlan& plan_locked(const kernels::ConvGeom& g) {
     cudnnConvolutionBwdDataAlgoPerf_t perf[kMax];
     GAN_CUDNN_CHECK(
         cudnnGetConvolutionBackwardDataAlgorithm_v7(h, pl.w, pl.y, probe, pl.x, kMax, &n, perf));
-    const auto* p = pick(perf, n, tf32, "backward-data");
+    const auto* p = pick(perf, n, tf32, "backward-data", note_bwd_data);
     pl.bwd_data = p->algo;
     pl.conv_bwd_data = make_conv(g, p->mathType);
     GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
@@ -155,13 +176,19 @@ ConvPlan& plan_locked(const kernels::ConvGeom& g) {
     cudnnConvolutionBwdFilterAlgoPerf_t perf[kMax];
     GAN_CUDNN_CHECK(
         cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, pl.x, pl.y, probe, pl.w, kMax, &n, perf));
-    const auto* p = pick(perf, n, tf32, "backward-filter");
+    const auto* p = pick(perf, n, tf32, "backward-filter", note_bwd_filter);
     pl.bwd_filter = p->algo;
     pl.conv_bwd_filter = make_conv(g, p->mathType);
     GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
         h, pl.x, pl.y, pl.conv_bwd_filter, pl.w, pl.bwd_filter, &pl.ws_bwd_filter));
   }
   GAN_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(probe));
+  g_plan_log.push_back(fmt::format(
+      "conv x ({}, {}, {}, {}) w ({}, {}, {}, {}) stride {}x{} pad {}x{} dil {}x{}{}: {}; {}; {}",
+      g.n, g.h, g.w, g.c, g.k, g.r, g.s, g.c, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h,
+      g.dil_w, tf32 ? " tf32" : "", note_fwd, note_bwd_data, note_bwd_filter));
+  if (const char* e = std::getenv("GAN_LOG_CUDNN"); e && *e && std::string(e) != "0")
+    std::fprintf(stderr, "gan: cuDNN plan: %s\n", g_plan_log.back().c_str());
   slot = std::move(plan);
   return *slot;
 }
@@ -189,6 +216,11 @@ void* workspace_locked(size_t bytes) {
 }
 
 }  // namespace
+
+std::vector<std::string> conv_plan_log() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  return g_plan_log;
+}
 
 cudnnHandle_t cudnn() {
   std::lock_guard<std::mutex> lock(g_mu);

@@ -4,6 +4,9 @@
 
 #include <cudnn.h>
 
+#include <string>
+#include <vector>
+
 #include "engine/error.h"
 
 namespace gan {
@@ -20,6 +23,11 @@ namespace gan {
 namespace gan::cuda {
 // The cuDNN handle of the engine stream (created on first use).
 cudnnHandle_t cudnn();
+// One line per convolution plan made so far: its geometry and the algorithm chosen for each
+// direction, with "NOT deterministic: fallback" where cuDNN offered no deterministic one (a
+// warning then, an error when GAN_CUDNN_DETERMINISTIC is set). GAN_LOG_CUDNN=1 prints each line
+// to stderr as the plan is made.
+std::vector<std::string> conv_plan_log();
 }  // namespace gan::cuda
 
 namespace gan::kernels {

@@ -314,4 +314,11 @@ void check_cuda(const OpCase& c) {
   }
 }
 
+bool on_interpreter() {
+  if (!have_gpu()) return false;
+  cudaDeviceProp p{};
+  return cudaGetDeviceProperties(&p, 0) == cudaSuccess &&
+         std::strstr(p.name, "interpreter") != nullptr;
+}
+
 }  // namespace gan::test

@@ -18,6 +18,7 @@
 // See docs/testing.md.
 #pragma once
 
+#include <cstdlib>
 #include <filesystem>
 #include <functional>
 #include <string>
@@ -73,6 +74,33 @@ struct TempDir {
   std::string file(const std::string& name) const { return (path / name).string(); }
   int count() const;  // entries in the directory
 };
+
+// Sets an environment variable for its lifetime (restores or unsets it after).
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    setenv(name, value, 1);
+  }
+  ~ScopedEnv() {
+    if (had_)
+      setenv(name_, old_.c_str(), 1);
+    else
+      unsetenv(name_);
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  bool had_ = false;
+  std::string old_;
+};
+
+// True when the CUDA device is the interpreter (kernels/interp/), not a GPU.
+bool on_interpreter();
 
 }  // namespace gan::test
 

@@ -3,8 +3,10 @@
 // dilation, rectangular kernels, output padding), batch 1 and 3, odd channel counts.
 #include <catch2/catch.hpp>
 
+#include "engine/cudnn.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "kernels/conv.h"
 #include "tests/harness.h"
 
 namespace {
@@ -164,4 +166,42 @@ TEST_CASE("conv and linear: empty dimensions give zeros or empty tensors", "[con
           .value()
           .to_vector();
   CHECK(z == std::vector<float>(18, 0.5f));
+}
+
+TEST_CASE("conv cuda: each plan logs its algorithms; a non-deterministic fallback is explicit",
+          "[conv][cuda]") {
+  GAN_REQUIRE_GPU();
+  using gan::Device;
+  using gan::Tensor;
+  // Geometries no other test uses, so that each makes a new plan.
+  gan::kernels::ConvGeom g;
+  g.n = 1, g.h = 7, g.w = 9, g.c = 3, g.k = 5, g.r = 3, g.s = 3, g.pad_h = g.pad_w = 1;
+  g.stride_h = g.stride_w = 2;
+  g.p = 4, g.q = 5;
+  const Tensor x = Tensor::zeros(Shape{g.n, g.h, g.w, g.c}, Device::CUDA);
+  const Tensor w = Tensor::zeros(Shape{g.k, g.r, g.s, g.c}, Device::CUDA);
+  Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, Device::CUDA);
+  const bool interp = gan::test::on_interpreter();
+  {
+    // On the interpreter, model cuDNN offering only non-deterministic backward-filter algorithms.
+    gan::test::ScopedEnv env("GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER", "1");
+    gan::cuda::conv_forward(g, x.data<float>(), w.data<float>(), y.data<float>());
+  }
+  const std::string line = gan::cuda::conv_plan_log().back();
+  INFO(line);
+  CHECK_THAT(line, Catch::Contains("x (1, 7, 9, 3) w (5, 3, 3, 3) stride 2x2 pad 1x1"));
+  CHECK_THAT(line, Catch::Contains("forward algo") && Catch::Contains("backward-data algo"));
+  if (interp)
+    CHECK_THAT(line, Catch::Contains("backward-filter algo 0 (math 1, NOT deterministic"));
+  if (interp) {
+    gan::test::ScopedEnv env("GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER", "1");
+    gan::test::ScopedEnv strict("GAN_CUDNN_DETERMINISTIC", "1");
+    g.c = 1;  // a new geometry: a new plan
+    const Tensor x1 = Tensor::zeros(Shape{g.n, g.h, g.w, 1}, Device::CUDA);
+    const Tensor w1 = Tensor::zeros(Shape{g.k, g.r, g.s, 1}, Device::CUDA);
+    CHECK_THROWS_WITH(
+        gan::cuda::conv_forward(g, x1.data<float>(), w1.data<float>(), y.data<float>()),
+        Catch::Contains("no deterministic backward-filter algorithm") &&
+            Catch::Contains("GAN_CUDNN_DETERMINISTIC"));
+  }
 }

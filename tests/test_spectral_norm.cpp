@@ -496,29 +496,6 @@ std::vector<std::vector<double>> run_group(const std::vector<Geo>& geos, Device 
   return r;
 }
 
-class ScopedEnv {
- public:
-  ScopedEnv(const char* name, const char* value) : name_(name) {
-    const char* old = std::getenv(name);
-    had_ = old != nullptr;
-    if (had_) old_ = old;
-    setenv(name, value, 1);
-  }
-  ~ScopedEnv() {
-    if (had_)
-      setenv(name_, old_.c_str(), 1);
-    else
-      unsetenv(name_);
-  }
-  ScopedEnv(const ScopedEnv&) = delete;
-  ScopedEnv& operator=(const ScopedEnv&) = delete;
-
- private:
-  const char* name_;
-  bool had_ = false;
-  std::string old_;
-};
-
 }  // namespace
 
 GAN_OP_TEST("spectral_norm", spectral_norm_cases)
@@ -704,7 +681,7 @@ TEST_CASE("spectral_norm: cuda cooperative launch and per-phase fallback are bit
       const auto again = run_group(geos, Device::CUDA, iterations, training);
       std::vector<std::vector<double>> fallback;
       {
-        ScopedEnv env("GAN_SN_NO_COOP", "1");
+        gan::test::ScopedEnv env("GAN_SN_NO_COOP", "1");
         REQUIRE_FALSE(kernels::spectral_norm_uses_cooperative_launch());
         fallback = run_group(geos, Device::CUDA, iterations, training);
       }
