@@ -45,6 +45,12 @@ void grid_sync(const std::source_location& loc);
 // Reports a misuse found in kernel code (the launch fails with this message).
 [[noreturn]] void kernel_fault(const char* what);
 
+// cp.async for the interpreter (kernels/mma.h): copies are queued per thread, grouped by
+// async_commit(), and performed by async_wait(n) for all but the newest n groups.
+void async_copy(void* dst, const void* src, int bytes, int src_bytes);
+void async_commit();
+void async_wait(int n);
+
 // Dynamic shared memory of the running block (extern __shared__), `launch smem` bytes.
 void* dynamic_shared();
 

@@ -176,6 +176,12 @@ Window tls_window_of(const void* fn) {
 
 enum class FState { kReady, kBarrier, kWarp, kGrid, kDone, kFault };
 
+struct AsyncCopy {
+  void* dst;
+  const void* src;
+  int bytes, src_bytes;
+};
+
 struct Fiber {
   void* sp = nullptr;
   unsigned char* stack_lo = nullptr;
@@ -187,6 +193,8 @@ struct Fiber {
   uint64_t value = 0, result = 0;
   int arg = 0, width = 32;
   std::string fault;
+  std::vector<AsyncCopy> open_copies;               // issued, not yet committed
+  std::vector<std::vector<AsyncCopy>> copy_groups;  // committed, not yet waited for
 };
 
 // Signals a broken grid (another block failed): the waiting blocks give up.
@@ -1053,6 +1061,32 @@ void kernel_fault(const char* what) {
 }
 
 void* dynamic_shared() { return tls_runner->dynamic(); }
+
+void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
+  if (src_bytes < 0 || src_bytes > bytes) kernel_fault("cp.async: src-size outside [0, 16]");
+  tls_runner->current().open_copies.push_back(AsyncCopy{dst, src, bytes, src_bytes});
+}
+
+void async_commit() {
+  Fiber& f = tls_runner->current();
+  f.copy_groups.push_back(std::move(f.open_copies));
+  f.open_copies.clear();
+}
+
+void async_wait(int n) {
+  Fiber& f = tls_runner->current();
+  const size_t keep = size_t(n < 0 ? 0 : n);
+  size_t done = 0;
+  while (f.copy_groups.size() - done > keep) {
+    for (const AsyncCopy& c : f.copy_groups[done]) {
+      auto* d = static_cast<unsigned char*>(c.dst);
+      if (c.src_bytes > 0) std::memcpy(d, c.src, size_t(c.src_bytes));
+      std::memset(d + c.src_bytes, 0, size_t(c.bytes - c.src_bytes));
+    }
+    ++done;
+  }
+  f.copy_groups.erase(f.copy_groups.begin(), f.copy_groups.begin() + long(done));
+}
 
 cudaError_t submit_launch(const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
                           bool cooperative, std::function<void()> body) {

@@ -2,6 +2,7 @@
 
 #include <cooperative_groups.h>
 
+#include "kernels/mma.h"
 #include "kernels/runtime.h"
 
 namespace gan::interp_test {
@@ -106,6 +107,14 @@ __global__ void cooperative_sum_kernel(float* scratch, float* out) {
 
 __global__ void store_kernel(float* out, int i) { out[i] = 1.f; }
 
+__global__ void cp_async_no_wait_kernel(const float* src, float* out) {
+  __shared__ __align__(16) float s[128];
+  kernels::mma::cp_async_16(&s[4 * threadIdx.x], src + 4 * threadIdx.x);
+  kernels::mma::cp_async_commit();
+  __syncwarp();  // a barrier is not a wait: the copies may still be in flight
+  for (int i = int(threadIdx.x); i < 128; i += 32) out[i] = s[i];
+}
+
 __device__ int recurse(int d) {
   volatile char pad[512];
   pad[0] = char(d);
@@ -155,6 +164,10 @@ cudaError_t run_cooperative_sum(float* scratch, float* out, int blocks) {
                                                     0, nullptr, scratch, out);
   (void)cudaGetLastError();
   return e;
+}
+cudaError_t run_cp_async_without_wait(const float* src, float* out) {
+  launch(cp_async_no_wait_kernel, 1, 32, 0, nullptr, src, out);
+  return done();
 }
 cudaError_t run_too_many_threads(float* out) {
   launch(store_kernel, 1, 2048, 0, nullptr, out, 0);

@@ -78,6 +78,16 @@ TEST_CASE("interp: shared memory starts as NaN in every block", "[interp]") {
   for (float v : out) CHECK(std::isnan(v));
 }
 
+TEST_CASE("interp: cp.async data lands only at the wait, so a missing wait shows", "[interp]") {
+  std::vector<float> in(128, 2.f);
+  DeviceBuffer x(128), y(128);
+  REQUIRE(cudaMemcpy(x.p, in.data(), 128 * 4, cudaMemcpyHostToDevice) == 0);
+  REQUIRE(run_cp_async_without_wait(x.p, y.p) == cudaSuccess);
+  std::vector<float> out(128);
+  REQUIRE(cudaMemcpy(out.data(), y.p, 128 * 4, cudaMemcpyDeviceToHost) == 0);
+  for (float v : out) CHECK(std::isnan(v));
+}
+
 TEST_CASE("interp: barrier, shuffle and grid-sync misuse fail the launch with a diagnosis",
           "[interp]") {
   DeviceBuffer y(64);
