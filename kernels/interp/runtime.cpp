@@ -256,7 +256,7 @@ class Runner {
     fibers_.resize(n);
     rng_.seed(seed);
     if (dyn_.size() < l.smem) dyn_.resize(l.smem);
-    std::memset(dyn_.data(), kSharedFill, l.smem);
+    if (l.smem) std::memset(dyn_.data(), kSharedFill, l.smem);
     if (window_fn_ != l.fn) {
       window_ = tls_window_of(l.fn);
       window_fn_ = l.fn;
