@@ -3,7 +3,9 @@
 // ones carry the reason beside them.
 #include <catch2/catch.hpp>
 
+#include "engine/device.h"
 #include "engine/ops.h"
+#include "kernels/reduce.h"
 #include "tests/harness.h"
 
 namespace {
@@ -357,3 +359,27 @@ GAN_OP_TEST("matmul", matmul_cases)
 GAN_OP_TEST("linear", linear_cases)
 GAN_OP_TEST("bce_with_logits", bce_cases)
 GAN_OP_TEST("hinge_loss", hinge_cases)
+
+// More rows than a grid dimension holds (65535): the column reduction's blocks loop over rows
+// and reuse their shared memory (the barrier at the end of each row matters only here).
+TEST_CASE("reduce_sum cuda: more rows than one grid dimension", "[sum][cuda]") {
+  GAN_REQUIRE_GPU();
+  const int64_t outer = 65535 + 700, r = 3, inner = 5;
+  std::vector<float> x(size_t(outer * r * inner));
+  for (size_t i = 0; i < x.size(); ++i) x[i] = float(int(i * 2654435761u % 1000) - 500) / 64.f;
+  std::vector<float> want(size_t(outer * inner));
+  gan::kernels::reduce_sum_cpu(x.data(), outer, r, inner, 1.0, false, want.data());
+  const gan::Tensor dx =
+      gan::Tensor::from_vector(x, gan::Shape{outer, r, inner}, gan::Device::CUDA);
+  gan::Tensor dy = gan::Tensor::empty(gan::Shape{outer, inner}, gan::Device::CUDA);
+  const size_t ws_bytes = gan::kernels::reduce_sum_workspace_bytes(outer, r, inner);
+  const gan::Tensor ws =
+      gan::Tensor::empty(gan::Shape{int64_t(ws_bytes / 4 + 1)}, gan::Device::CUDA);
+  gan::kernels::reduce_sum_cuda(dx.data<float>(), outer, r, inner, 1.f, false, dy.data<float>(),
+                                ws.data<float>(), ws_bytes, gan::cuda::stream());
+  const std::vector<float> got = dy.to_vector();
+  REQUIRE(got.size() == want.size());
+  int64_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) bad += got[i] != want[i];  // 3 terms: exact
+  CHECK(bad == 0);
+}

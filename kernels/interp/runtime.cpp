@@ -235,6 +235,51 @@ std::string dim_str(const uint3& d) {
   return b;
 }
 
+// The fibers that may run. Two policies, by the parity of the base seed: odd seeds draw the next
+// fiber uniformly at random (threads advance evenly); even seeds give every fiber a random
+// priority, drawn again at every barrier, and run the highest first, so one warp may run many
+// warp operations before another thread moves at all (as PCT-style schedulers do).
+class ReadySet {
+ public:
+  void reset(unsigned n, bool priority, std::mt19937_64* rng) {
+    priority_ = priority;
+    rng_ = rng;
+    items_.clear();
+    prio_.resize(n);
+    reshuffle();
+  }
+  void reshuffle() {
+    if (priority_)
+      for (auto& p : prio_) p = (*rng_)();
+  }
+  void push(unsigned i) {
+    items_.push_back(i);
+    if (priority_) std::push_heap(items_.begin(), items_.end(), Cmp{&prio_});
+  }
+  bool empty() const { return items_.empty(); }
+  unsigned pop() {
+    if (priority_) {
+      std::pop_heap(items_.begin(), items_.end(), Cmp{&prio_});
+    } else {
+      const size_t k = size_t((*rng_)() % items_.size());
+      std::swap(items_[k], items_.back());
+    }
+    const unsigned i = items_.back();
+    items_.pop_back();
+    return i;
+  }
+
+ private:
+  struct Cmp {
+    const std::vector<uint64_t>* prio;
+    bool operator()(unsigned a, unsigned b) const { return (*prio)[a] < (*prio)[b]; }
+  };
+  bool priority_ = false;
+  std::mt19937_64* rng_ = nullptr;
+  std::vector<unsigned> items_;
+  std::vector<uint64_t> prio_;
+};
+
 class Runner;
 thread_local Runner* tls_runner __attribute__((tls_model("initial-exec"))) = nullptr;
 
@@ -408,16 +453,14 @@ class Runner {
   }
 
   bool schedule(unsigned n) {
-    std::vector<unsigned> ready(n);
-    for (unsigned i = 0; i < n; ++i) ready[i] = i;
+    ReadySet& ready = ready_;
+    ready.reset(n, base_seed() % 2 == 0, &rng_);
+    for (unsigned i = 0; i < n; ++i) ready.push(i);
     unsigned done = 0, at_barrier = 0, at_grid = 0, at_warp = 0;
     tls_runner = this;
     for (;;) {
       while (!ready.empty()) {
-        const size_t k = size_t(rng_() % ready.size());
-        const unsigned i = ready[k];
-        ready[k] = ready.back();
-        ready.pop_back();
+        const unsigned i = ready.pop();
         Fiber& f = fibers_[i];
         cur_ = &f;
         tls_thread = &f.ts;
@@ -505,17 +548,17 @@ class Runner {
     return {};
   }
 
-  void release(FState s, unsigned n, std::vector<unsigned>& ready) {
-    // Released fibers go back in index order; the scheduler draws them in random order.
+  void release(FState s, unsigned n, ReadySet& ready) {
+    ready.reshuffle();  // a new phase: new priorities
     for (unsigned i = 0; i < n; ++i)
       if (fibers_[i].state == s) {
         fibers_[i].state = FState::kReady;
-        ready.push_back(i);
+        ready.push(i);
       }
   }
 
   // Releases fiber i's warp group when complete: >= 0 fibers released, -1 on a misuse.
-  int try_release_warp(unsigned i, unsigned n, std::vector<unsigned>& ready, std::string& err) {
+  int try_release_warp(unsigned i, unsigned n, ReadySet& ready, std::string& err) {
     const Fiber& f = fibers_[i];
     const unsigned warp = i / 32, lane = i % 32;
     const unsigned mask = f.mask;
@@ -609,7 +652,7 @@ class Runner {
     for (unsigned l = 0; l < 32; ++l)
       if (mask >> l & 1u) {
         fibers_[warp * 32 + l].state = FState::kReady;
-        ready.push_back(warp * 32 + l);
+        ready.push(warp * 32 + l);
         ++released;
       }
     return released;
@@ -655,6 +698,7 @@ class Runner {
   }
 
   std::vector<Fiber> fibers_;
+  ReadySet ready_;
   unsigned char* stacks_ = nullptr;
   size_t nstacks_ = 0;
   void* sched_sp_ = nullptr;
