@@ -20,6 +20,13 @@
 #include "kernels/interp/interp.h"
 #endif
 
+// GAN_DYNAMIC_SHARED(T, name): in a kernel body, `name` is the block's dynamic shared memory (the
+// launch's smem bytes), i.e. extern __shared__ T name[] (which has no C++ form for the
+// interpreter: kernels/interp/device.h defines its own).
+#if !defined(GAN_INTERP)
+#define GAN_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
+#endif
+
 namespace gan::kernels {
 
 // Multiprocessors of the current device (cached after the first call).

@@ -54,6 +54,13 @@ __global__ void cp_async_kernel(const float* src, int n, float* out) {
   for (int i = lane; i < 128; i += 32) out[i] = s[i];
 }
 
+__global__ void dynamic_smem_kernel(float* out, int n) {
+  GAN_DYNAMIC_SHARED(float, s);
+  for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) s[i] = float(i);
+  __syncthreads();
+  for (int i = int(threadIdx.x); i < n; i += int(blockDim.x)) out[i] = s[n - 1 - i];
+}
+
 cudaError_t finish() {
   const cudaError_t e = cudaGetLastError();
   if (e != cudaSuccess) return e;
@@ -61,6 +68,16 @@ cudaError_t finish() {
 }
 
 }  // namespace
+
+cudaError_t run_dynamic_smem(float* out, int n) {
+  const size_t bytes = size_t(n) * sizeof(float);
+  const cudaError_t e =
+      cudaFuncSetAttribute(reinterpret_cast<const void*>(dynamic_smem_kernel),
+                           cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes));
+  if (e != cudaSuccess) return e;
+  kernels::launch(dynamic_smem_kernel, 1, 256, bytes, nullptr, out, n);
+  return finish();
+}
 
 cudaError_t run_mma_tf32(const float* a, const float* b, const float* c, float* d) {
   kernels::launch(mma_tf32_kernel, 1, 32, 0, nullptr, a, b, c, d);

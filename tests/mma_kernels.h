@@ -19,4 +19,8 @@ cudaError_t run_ldmatrix(const uint16_t* in, uint32_t* out);
 // zero-filled past n), one commit group, a wait.
 cudaError_t run_cp_async(const float* src, int n, float* out);
 
+// Dynamic shared memory over 48 KB (with the opt-in attribute): out[i] = n - 1 - i, staged
+// through n floats of dynamic shared memory by one block of 256 threads.
+cudaError_t run_dynamic_smem(float* out, int n);
+
 }  // namespace gan::mma_test

@@ -133,3 +133,14 @@ TEST_CASE("mma cuda: cp.async copies 16-byte chunks and zero-fills past the edge
     for (int i = 0; i < 128; ++i) CHECK(out[size_t(i)] == (i < n ? src[size_t(i)] : 0.f));
   }
 }
+
+TEST_CASE("mma cuda: dynamic shared memory over 48 KB with the opt-in attribute", "[mma][cuda]") {
+  GAN_REQUIRE_GPU();
+  const int n = 20000;  // 80 KB
+  Dev<float> dout(std::vector<float>(size_t(n), -1.f));
+  REQUIRE(mma_test::run_dynamic_smem(dout.p, n) == cudaSuccess);
+  const auto out = dout.get();
+  int bad = 0;
+  for (int i = 0; i < n; ++i) bad += out[size_t(i)] != float(n - 1 - i);
+  CHECK(bad == 0);
+}
