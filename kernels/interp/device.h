@@ -94,7 +94,19 @@ inline int __all_sync(unsigned mask, int pred,
 }
 
 // Memory fences: the interpreter's memory model is the CPU's; a full fence is at least as strong.
+// ThreadSanitizer does not model fences: there a fence releases and acquires one global sync
+// object (it orders every fence after every earlier one, stronger than CUDA).
+#if defined(__SANITIZE_THREAD__)
+namespace gan::interp {
+void tsan_fence();
+}
+inline void __threadfence() {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  ::gan::interp::tsan_fence();
+}
+#else
 inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+#endif
 inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 
 // Cache-hinted loads are plain loads.

@@ -29,6 +29,21 @@
 #include "kernels/interp/internal.h"
 #include "kernels/interp/interp.h"
 
+// ThreadSanitizer builds (GAN_SANITIZE=thread): the kernels are instrumented, this runtime is
+// not; every CUDA thread is a TSan fiber, switched without implied synchronisation, and the
+// synchronisation CUDA defines is declared explicitly: block start and end, __syncthreads (a
+// token per barrier generation), warp operations (per warp), grid syncs and fences.
+#if defined(GAN_INTERP_TSAN)
+#include <sanitizer/tsan_interface.h>
+#define GAN_TSAN_RELEASE(addr) __tsan_release(addr)
+#define GAN_TSAN_ACQUIRE(addr) __tsan_acquire(addr)
+#define GAN_TSAN_SWITCH(fiber) __tsan_switch_to_fiber(fiber, __tsan_switch_to_fiber_no_sync)
+#else
+#define GAN_TSAN_RELEASE(addr) (void)(addr)
+#define GAN_TSAN_ACQUIRE(addr) (void)(addr)
+#define GAN_TSAN_SWITCH(fiber) (void)(fiber)
+#endif
+
 // The context switch (x86-64 System V): saves the callee-saved registers on the current stack,
 // stores the stack pointer in *save, and resumes the context whose stack pointer is `to`.
 extern "C" void gan_interp_switch(void** save, void* to);
@@ -204,6 +219,7 @@ struct GridBarrier {
   int n = 0, count = 0;
   uint64_t gen = 0;
   bool broken = false;
+  char tokens[2] = {};  // TSan: one sync object per alternating generation
   bool wait() {
     std::unique_lock<std::mutex> lock(mu);
     if (broken) return false;
@@ -287,6 +303,9 @@ thread_local Runner* tls_runner __attribute__((tls_model("initial-exec"))) = nul
 class Runner {
  public:
   ~Runner() {
+#if defined(GAN_INTERP_TSAN)
+    for (void* f : tsan_fibers_) __tsan_destroy_fiber(f);
+#endif
     if (stacks_) munmap(stacks_, nstacks_ * slot_bytes());
   }
 
@@ -330,7 +349,22 @@ class Runner {
       for (int k = 3; k <= 8; ++k) top[-k] = nullptr;
       f.sp = top - 8;
     }
+    bar_gen_ = 0;
+    for (auto& g : warp_gen_) g = 0;
+#if defined(GAN_INTERP_TSAN)
+    // TSan counts fibers as threads (at most 8128 at once): a cooperative block's fibers go
+    // with the block.
+    while (tsan_fibers_.size() < n) tsan_fibers_.push_back(__tsan_create_fiber(0));
+#endif
+    GAN_TSAN_RELEASE(&block_token_);  // the fills above happen before the block's accesses
     const bool ok = schedule(n);
+    GAN_TSAN_ACQUIRE(&end_token_);  // the block's accesses happen before the refill below
+#if defined(GAN_INTERP_TSAN)
+    if (grid) {
+      for (void* f : tsan_fibers_) __tsan_destroy_fiber(f);
+      tsan_fibers_.clear();
+    }
+#endif
     // Leave the window all fill bytes again (the invariant between blocks); learn the kernel's
     // range from a scan where asked.
     if (window_.data) {
@@ -386,6 +420,7 @@ class Runner {
   // Called on the fiber: hand control back to the scheduler.
   void yield() {
     Fiber& f = *cur_;
+    GAN_TSAN_SWITCH(tsan_sched_);
     gan_interp_switch(&f.sp, sched_sp_);
   }
   Fiber& current() { return *cur_; }
@@ -432,6 +467,7 @@ class Runner {
   static void fiber_entry() {
     Runner& r = *tls_runner;
     Fiber& f = *r.cur_;
+    GAN_TSAN_ACQUIRE(&r.block_token_);
     try {
       r.launch_->body();
       f.state = FState::kDone;
@@ -439,6 +475,8 @@ class Runner {
       f.fault = std::string("exception thrown in kernel code: ") + e.what();
       f.state = FState::kFault;
     }
+    GAN_TSAN_RELEASE(&r.end_token_);
+    GAN_TSAN_SWITCH(r.tsan_sched_);
     gan_interp_switch(&f.sp, r.sched_sp_);
     std::abort();  // never resumed
   }
@@ -453,6 +491,9 @@ class Runner {
   }
 
   bool schedule(unsigned n) {
+#if defined(GAN_INTERP_TSAN)
+    tsan_sched_ = __tsan_get_current_fiber();
+#endif
     ReadySet& ready = ready_;
     ready.reset(n, base_seed() % 2 == 0, &rng_);
     for (unsigned i = 0; i < n; ++i) ready.push(i);
@@ -464,6 +505,7 @@ class Runner {
         Fiber& f = fibers_[i];
         cur_ = &f;
         tls_thread = &f.ts;
+        GAN_TSAN_SWITCH(tsan_fibers_[i]);
         gan_interp_switch(&sched_sp_, f.sp);
         tls_thread = nullptr;
         if (!guarded_ && !canary_intact(f.stack_lo))
@@ -499,6 +541,7 @@ class Runner {
         if (std::string e = check_barrier(n, done, FState::kBarrier); !e.empty())
           return fail_block(e);
         release(FState::kBarrier, n, ready);
+        ++bar_gen_;
         at_barrier = 0;
         continue;
       }
@@ -655,6 +698,7 @@ class Runner {
         ready.push(warp * 32 + l);
         ++released;
       }
+    ++warp_gen_[warp % 32];
     return released;
   }
 
@@ -699,6 +743,19 @@ class Runner {
 
   std::vector<Fiber> fibers_;
   ReadySet ready_;
+  std::vector<void*> tsan_fibers_;  // TSan: one fiber context per stack slot
+  void* tsan_sched_ = nullptr;
+
+ public:
+  // TSan sync objects (addresses only): block start and end, barrier and warp generations.
+  char block_token_ = 0, end_token_ = 0;
+  char bar_tokens_[2] = {};
+  unsigned bar_gen_ = 0;
+  char warp_tokens_[32][2] = {};
+  unsigned warp_gen_[32] = {};
+  GridBarrier* grid() { return grid_; }
+
+ private:
   unsigned char* stacks_ = nullptr;
   size_t nstacks_ = 0;
   void* sched_sp_ = nullptr;
@@ -1070,7 +1127,14 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width,
   f.width = width;
   f.where = loc;
   f.state = FState::kWarp;
+  const unsigned warp =
+      (f.ts.thread_idx.x +
+       f.ts.block_dim.x * (f.ts.thread_idx.y + f.ts.block_dim.y * f.ts.thread_idx.z)) /
+      32;
+  char* token = r.warp_tokens_[warp % 32] + r.warp_gen_[warp % 32] % 2;
+  GAN_TSAN_RELEASE(token);
   r.yield();
+  GAN_TSAN_ACQUIRE(token);
   return f.result;
 }
 
@@ -1079,7 +1143,10 @@ void block_sync(const std::source_location& loc) {
   Fiber& f = r.current();
   f.where = loc;
   f.state = FState::kBarrier;
+  char* token = r.bar_tokens_ + r.bar_gen_ % 2;
+  GAN_TSAN_RELEASE(token);
   r.yield();
+  GAN_TSAN_ACQUIRE(token);
 }
 
 void grid_sync(const std::source_location& loc) {
@@ -1089,10 +1156,14 @@ void grid_sync(const std::source_location& loc) {
   if (!r.launch().cooperative) {
     f.fault = "grid sync at " + loc_str(loc) + " outside a cooperative launch";
     f.state = FState::kFault;
-  } else {
-    f.state = FState::kGrid;
+    r.yield();
+    return;
   }
+  f.state = FState::kGrid;
+  char* token = r.grid()->tokens + r.grid()->gen % 2;
+  GAN_TSAN_RELEASE(token);
   r.yield();
+  GAN_TSAN_ACQUIRE(token);
 }
 
 void kernel_fault(const char* what) {
@@ -1105,6 +1176,12 @@ void kernel_fault(const char* what) {
 }
 
 void* dynamic_shared() { return tls_runner->dynamic(); }
+
+void tsan_fence() {
+  static char token;
+  GAN_TSAN_RELEASE(&token);
+  GAN_TSAN_ACQUIRE(&token);
+}
 
 void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
   if (src_bytes < 0 || src_bytes > bytes) kernel_fault("cp.async: src-size outside [0, 16]");
