@@ -68,6 +68,25 @@ void gather(const T& mine, const T* (&all)[32]) {
     all[l] = reinterpret_cast<const T*>(
         __shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(&mine), l));
 }
+// One m16n8kK product over the warp: each lane's D fragment from every lane's A and B fragments.
+// a_at(frags, row, k) and b_at(frags, k, col) read an element from the gathered fragments.
+template <int K, class AAt, class BAt>
+void mma_sync(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2], const float (&c)[4],
+              AAt a_at, BAt b_at) {
+  struct Frag {
+    uint32_t a[4], b[2];
+  } mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
+  const Frag* all[32];
+  gather(mine, all);
+  const int lane = int(::gan::interp::self().lane), g = lane / 4, t = lane % 4;
+  for (int i = 0; i < 4; ++i) {
+    const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
+    float acc = c[i];
+    for (int k = 0; k < K; ++k) acc = fmaf(a_at(all, row, k), b_at(all, k, col), acc);
+    d[i] = acc;
+  }
+  __syncwarp();  // every lane has read the others' fragments
+}
 }  // namespace detail
 #endif
 
@@ -82,24 +101,14 @@ __device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
         "f"(c[2]), "f"(c[3]));
 #elif defined(GAN_INTERP)
-  struct Frag {
-    uint32_t a[4], b[2];
-  } mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
-  const Frag* all[32];
-  detail::gather(mine, all);
-  const int lane = int(::gan::interp::self().lane), g = lane / 4, t = lane % 4;
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
-    float acc = c[i];
-    for (int k = 0; k < 8; ++k) {
-      const float av =
-          detail::bits_to_float(all[4 * (row % 8) + k % 4]->a[(row >= 8) + 2 * (k >= 4)]);
-      const float bv = detail::bits_to_float(all[4 * col + k % 4]->b[k >= 4]);
-      acc = fmaf(av, bv, acc);
-    }
-    d[i] = acc;
-  }
-  __syncwarp();  // every lane has read the others' fragments
+  // A[r][k] is register (r >= 8) + 2 (k >= 4) of lane 4 (r % 8) + k % 4; B[k][n] register
+  // (k >= 4) of lane 4 n + k % 4.
+  detail::mma_sync<8>(
+      d, a, b, c,
+      [](auto& all, int r, int k) {
+        return detail::bits_to_float(all[4 * (r % 8) + k % 4]->a[(r >= 8) + 2 * (k >= 4)]);
+      },
+      [](auto& all, int k, int n) { return detail::bits_to_float(all[4 * n + k % 4]->b[k >= 4]); });
 #endif
 }
 
@@ -114,27 +123,18 @@ __device__ __forceinline__ void mma_m16n8k16_bf16(float (&d)[4], const uint32_t 
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]), "f"(c[0]), "f"(c[1]),
         "f"(c[2]), "f"(c[3]));
 #elif defined(GAN_INTERP)
-  struct Frag {
-    uint32_t a[4], b[2];
-  } mine{{a[0], a[1], a[2], a[3]}, {b[0], b[1]}};
-  const Frag* all[32];
-  detail::gather(mine, all);
-  const int lane = int(::gan::interp::self().lane), g = lane / 4, t = lane % 4;
+  // Two values per register, the lower k in the low half: A[r][k] is in register (r >= 8) +
+  // 2 (k >= 8) of lane 4 (r % 8) + (k % 8) / 2; B[k][n] in register (k >= 8) of lane
+  // 4 n + (k % 8) / 2.
   auto half = [](uint32_t r, int k) {
     return detail::bf16_to_float(k % 2 ? r >> 16 : r & 0xffffu);
   };
-  for (int i = 0; i < 4; ++i) {
-    const int row = g + 8 * (i / 2), col = 2 * t + (i % 2);
-    float acc = c[i];
-    for (int k = 0; k < 16; ++k) {
-      const int owner = (k % 8) / 2;
-      const float av = half(all[4 * (row % 8) + owner]->a[(row >= 8) + 2 * (k >= 8)], k);
-      const float bv = half(all[4 * col + owner]->b[k >= 8], k);
-      acc = fmaf(av, bv, acc);
-    }
-    d[i] = acc;
-  }
-  __syncwarp();
+  detail::mma_sync<16>(
+      d, a, b, c,
+      [&](auto& all, int r, int k) {
+        return half(all[4 * (r % 8) + (k % 8) / 2]->a[(r >= 8) + 2 * (k >= 8)], k);
+      },
+      [&](auto& all, int k, int n) { return half(all[4 * n + (k % 8) / 2]->b[k >= 8], k); });
 #endif
 }
 

@@ -5,7 +5,9 @@
 # under one schedule seed (warnings are errors in the main build only: UBSan makes GCC warn in
 # third-party headers). The last line printed is ctest's summary line of the main run.
 #   tools/test.sh [extra ctest arguments...]
-# Environment: GAN_BUILD_DIR (default build), GAN_UBSAN=0 skips the UBSan suite.
+# Then the same with ThreadSanitizer (build-tsan) over the kernels that use shared memory
+# (races reported whether or not a schedule exposes them).
+# Environment: GAN_BUILD_DIR (default build), GAN_UBSAN=0 / GAN_TSAN=0 skip those suites.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${GAN_BUILD_DIR:-$root/build}
@@ -13,18 +15,33 @@ GAN_BUILD_DIR="$build" GAN_WERROR=ON "$root/tools/setup.sh"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
+# A second build of the interpreter suite with a sanitizer: sanitizer_build NAME SANITIZER.
+sanitizer_build() {
+  local dir="$build-$1"
+  echo "test: the interpreter suite with -fsanitize=$2 ($dir)"
+  cmake -S "$root" -B "$dir" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
+    -DGAN_WERROR=OFF -DGAN_SANITIZE="$2" -DGAN_BUILD_BENCH=OFF >/dev/null
+  cmake --build "$dir" -j "$(nproc)" --target engine_tests_interp
+}
+
 ubsan_rc=0
 if [ "${GAN_UBSAN:-1}" != 0 ]; then
-  ubsan="$build-ubsan"
-  echo "test: the interpreter suite with UBSan ($ubsan)"
-  nvcc=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-  cmake -S "$root" -B "$ubsan" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_COMPILER="$nvcc" \
-    -DGAN_WERROR=OFF -DGAN_SANITIZE=undefined -DGAN_BUILD_BENCH=OFF >/dev/null
-  cmake --build "$ubsan" -j "$(nproc)" --target engine_tests_interp
+  sanitizer_build ubsan undefined
   set +e
-  (cd "$ubsan" && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  (cd "$build-ubsan" && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --output-on-failure -j "$(nproc)" -R '^interp_s1:')
   ubsan_rc=$?
+  set -e
+fi
+
+tsan_rc=0
+if [ "${GAN_TSAN:-1}" != 0 ]; then
+  sanitizer_build tsan thread
+  set +e
+  GAN_SN_NO_COOP=1 TSAN_OPTIONS=halt_on_error=1 "$build-tsan/tests/engine_tests_interp" \
+    --interp-seed 1 "[attention][cuda],[self_attention][cuda],[batch_norm][cuda],[sum][cuda],[hinge_loss][cuda],[bce_with_logits][cuda],[mma][cuda],op spectral_norm cuda"
+  tsan_rc=$?
   set -e
 fi
 
@@ -35,6 +52,10 @@ set -e
 if [ "$ubsan_rc" -ne 0 ]; then
   echo "test: the UBSan interpreter suite failed (rc=$ubsan_rc)"
   [ "$rc" -ne 0 ] || rc=$ubsan_rc
+fi
+if [ "$tsan_rc" -ne 0 ]; then
+  echo "test: the ThreadSanitizer kernel suite failed (rc=$tsan_rc)"
+  [ "$rc" -ne 0 ] || rc=$tsan_rc
 fi
 summary=$(grep -E '^[0-9]+% tests passed' "$log" | tail -n 1 || true)
 echo
