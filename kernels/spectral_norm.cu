@@ -587,7 +587,12 @@ void launch_steps(void (*kernel)(const Params), Params& prm, int nsteps,
   if (coop_limit > 0 && spectral_norm_uses_cooperative_launch()) {
     prm.step_begin = 0;
     prm.step_end = nsteps;
-    const int grid = std::max(1, std::min(max_units, coop_limit));
+    // GAN_SN_COOP_BLOCKS caps the grid (tests: blocks then loop over several units, as they do
+    // on a GPU when a model has more units than co-resident blocks).
+    int cap = coop_limit;
+    if (const char* e = std::getenv("GAN_SN_COOP_BLOCKS"); e && std::atoi(e) > 0)
+      cap = std::min(cap, std::atoi(e));
+    const int grid = std::max(1, std::min(max_units, cap));
     GAN_CUDA_CHECK(launch_cooperative(kernel, dim3(grid), dim3(kThreads), 0, stream, prm));
     return;
   }

@@ -679,6 +679,11 @@ TEST_CASE("spectral_norm: cuda cooperative launch and per-phase fallback are bit
       INFO("iterations " << iterations << " training " << training);
       const auto coop = run_group(geos, Device::CUDA, iterations, training);
       const auto again = run_group(geos, Device::CUDA, iterations, training);
+      std::vector<std::vector<double>> few_blocks;  // every block loops over many units
+      {
+        gan::test::ScopedEnv env("GAN_SN_COOP_BLOCKS", "3");
+        few_blocks = run_group(geos, Device::CUDA, iterations, training);
+      }
       std::vector<std::vector<double>> fallback;
       {
         gan::test::ScopedEnv env("GAN_SN_NO_COOP", "1");
@@ -690,6 +695,7 @@ TEST_CASE("spectral_norm: cuda cooperative launch and per-phase fallback are bit
         INFO("layer " << k / 5 << " item " << k % 5 << " (w_sn, grad, u, v, sigma)");
         CHECK(coop[k] == fallback[k]);
         CHECK(coop[k] == again[k]);
+        CHECK(coop[k] == few_blocks[k]);
       }
     }
   }
