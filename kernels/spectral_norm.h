@@ -182,6 +182,7 @@ void spectral_norm_backward_cuda(const std::vector<SpectralNormBackwardLayer>& l
 
 // Whether the launchers use one cooperative launch (else separate launches per phase): the device
 // supports cooperative launches and GAN_SN_NO_COOP is not set to a non-empty value other than 0.
+// GAN_SN_COOP_BLOCKS=N caps the cooperative grid at N blocks (tests).
 bool spectral_norm_uses_cooperative_launch();
 
 }  // namespace gan::kernels
