@@ -41,7 +41,7 @@
 #else
 #define GAN_TSAN_RELEASE(addr) (void)(addr)
 #define GAN_TSAN_ACQUIRE(addr) (void)(addr)
-#define GAN_TSAN_SWITCH(fiber) (void)(fiber)
+#define GAN_TSAN_SWITCH(fiber) ((void)0)  // not evaluated: no fiber contexts without TSan
 #endif
 
 // The context switch (x86-64 System V): saves the callee-saved registers on the current stack,
@@ -1008,9 +1008,8 @@ int max_blocks_per_sm(int threads, size_t smem) {
 uint64_t launches_executed() { return g_launches.load(); }
 
 cudaError_t validate_launch(const Launch& l) {
-  const std::string name = kernel_name(l.fn);
   auto bad = [&](cudaError_t e, const std::string& why) {
-    return fail(e, "launch of " + name + " " + why);
+    return fail(e, "launch of " + kernel_name(l.fn) + " " + why);
   };
   const dim3 g = l.grid, b = l.block;
   if (g.x == 0 || g.y == 0 || g.z == 0 || b.x == 0 || b.y == 0 || b.z == 0)
@@ -1220,7 +1219,6 @@ cudaError_t submit_launch(const void* fn, dim3 grid, dim3 block, size_t smem, cu
   l->cooperative = cooperative;
   l->body = std::move(body);
   if (const cudaError_t e = validate_launch(*l); e != cudaSuccess) return e;
-  const std::string what = "kernel " + kernel_name(fn);
   return submit(stream, "kernel launch", [l] { return execute_launch(*l); });
 }
 
