@@ -24,7 +24,6 @@ struct ThreadState {
   dim3 block_dim;
   dim3 grid_dim;
   unsigned lane;  // threadIdx's linear index % 32
-  void* fiber;    // the runtime's fiber record
 };
 
 // The CUDA thread running on this OS thread, or null outside a kernel.
@@ -77,8 +76,5 @@ cudaError_t enqueue(cudaStream_t stream, const char* what, std::function<void()>
 // Occupancy from the fixed H100 model: blocks of `threads` threads with `smem` bytes of shared
 // memory per multiprocessor (no register model).
 int max_blocks_per_sm(int threads, size_t smem);
-
-// Number of kernel launches executed so far (including graph replays).
-uint64_t launches_executed();
 
 }  // namespace gan::interp

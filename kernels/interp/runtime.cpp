@@ -339,7 +339,6 @@ class Runner {
       f.ts.block_dim = l.block;
       f.ts.grid_dim = l.grid;
       f.ts.lane = i % 32;
-      f.ts.fiber = &f;
       f.stack_lo = stack_lo(i);
       void** top = reinterpret_cast<void**>(f.stack_lo + stack_bytes());
       // Stack as gan_interp_switch leaves it: 6 saved registers, then the return address (the
@@ -1005,8 +1004,6 @@ int max_blocks_per_sm(int threads, size_t smem) {
   return n;
 }
 
-uint64_t launches_executed() { return g_launches.load(); }
-
 cudaError_t validate_launch(const Launch& l) {
   auto bad = [&](cudaError_t e, const std::string& why) {
     return fail(e, "launch of " + kernel_name(l.fn) + " " + why);
@@ -1152,12 +1149,8 @@ void grid_sync(const std::source_location& loc) {
   Runner& r = *tls_runner;
   Fiber& f = r.current();
   f.where = loc;
-  if (!r.launch().cooperative) {
-    f.fault = "grid sync at " + loc_str(loc) + " outside a cooperative launch";
-    f.state = FState::kFault;
-    r.yield();
-    return;
-  }
+  if (!r.launch().cooperative)
+    kernel_fault(("grid sync at " + loc_str(loc) + " outside a cooperative launch").c_str());
   f.state = FState::kGrid;
   char* token = r.grid()->tokens + r.grid()->gen % 2;
   GAN_TSAN_RELEASE(token);
