@@ -243,6 +243,8 @@ TEST_CASE("gan_train: bad input gives one clear line and a non-zero exit", "[tra
       {"--batch-size 0", "--batch-size"},
       {"--image-size 48", "--image-size"},
       {"--model biggan", "--model"},
+      {"--profile-steps 3:2", "--profile-steps"},
+      {"--profile-steps 2", "--profile-steps"},
       {opts + " --data /nonexistent/fashion", "/nonexistent/fashion"},
       {opts + " --data " + bad_magic.string(), "magic"},
       {opts + " --data " + truncated.string(), "truncated"},
@@ -342,7 +344,9 @@ TEST_CASE("trainer cuda: --cuda-graph replays equal the eager steps", "[trainer]
                                " --image-size 32 --ngf 8 --ndf 8 --batch-size 8 --steps 4 "
                                "--device cuda --log-every 1 --sample-every 2 "
                                "--checkpoint-every 4 --progress 0 --out ";
-    const Proc pg = gan_train(common + g.string() + " --cuda-graph");
+    // --profile-steps: cudaProfilerStart before step 2 (eager), cudaProfilerStop after step 3
+    // (a replay); neither may disturb the steps.
+    const Proc pg = gan_train(common + g.string() + " --cuda-graph --profile-steps 2:3");
     INFO(pg.output);
     REQUIRE(pg.code == 0);
     const Proc pe = gan_train(common + e.string());

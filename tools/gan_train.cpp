@@ -86,6 +86,10 @@ int main(int argc, char** argv) {
   app.add_flag("--tf32", o.tf32, "allow TF32 tensor cores in GEMMs and convolutions");
   app.add_flag("--cuda-graph", o.cuda_graph,
                "GPU: capture one whole iteration as a CUDA graph and replay it");
+  std::string profile_steps;
+  app.add_option("--profile-steps", profile_steps,
+                 "GPU: A:B brackets generator steps A..B with cudaProfilerStart/Stop (nsys "
+                 "--capture-range=cudaProfilerApi; docs/profiling.md)");
   app.add_option("--progress", o.progress, "1 live bar, 0 plain lines, -1 auto")
       ->capture_default_str()
       ->check(CLI::IsMember({-1, 0, 1}));
@@ -97,6 +101,18 @@ int main(int argc, char** argv) {
     if (e.get_exit_code() == 0) return app.exit(e);  // --help
     std::fprintf(stderr, "gan_train: %s (see --help)\n", e.what());
     return 2;
+  }
+  if (!profile_steps.empty()) {
+    long long a = 0, b = 0;
+    char tail = 0;
+    if (std::sscanf(profile_steps.c_str(), "%lld:%lld%c", &a, &b, &tail) != 2 || a < 1 || b < a) {
+      std::fprintf(stderr,
+                   "gan_train: --profile-steps must be A:B with 1 <= A <= B, got '%s' (see "
+                   "--help)\n",
+                   profile_steps.c_str());
+      return 2;
+    }
+    o.profile_from = a, o.profile_to = b;
   }
   for (const CLI::Option* opt : app.get_options()) {
     if (opt->count() == 0) continue;

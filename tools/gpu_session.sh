@@ -1,74 +1,166 @@
 #!/usr/bin/env bash
-# The GPU checks in one go, for a session that is lent a GPU machine (docs/gpu-runs.md).
+# The GPU checks, for a session that is lent a GPU machine (docs/gpu-runs.md). Build and pack here,
+# run there in a few calls, collect the results here.
 #
-# Here (no GPU needed):   tools/gpu_session.sh pack     builds for sm_90 and packs .device/
-# On the GPU machine:     tools/gpu_session.sh run [quick|train]   (logs and JSON under $OUT)
+# Here (no GPU needed):  tools/gpu_session.sh pack             builds for sm_90, packs .device/
+# On the GPU machine:    tools/gpu_session.sh run STAGE...     logs, JSON and tables under $OUT
+# Here, afterwards:      tools/gpu_session.sh collect DIR      DIR (the fetched $OUT) ->
+#                                                              bench/results/<date>-<gpu>/
 #
-# `pack` copies the binaries, the Fashion-MNIST files and the PyTorch anchor script into .device/
-# (ignored by git; well under the 64 MiB a call may carry): carry ".device" in the call.
-# `run quick`: every [cuda] test (errors printed), compute-sanitizer memcheck and racecheck on
-# the attention tests, the three kernel benchmarks and PyTorch's attention numbers in the same
-# job. `run train`: 5-epoch SAGAN and DCGAN runs on Fashion-MNIST (images/s, sample grids) and
-# the PyTorch load check of their checkpoints.
+# `pack` copies the stripped binaries, the Fashion-MNIST training files, the PyTorch anchor script
+# and the scripts the stages call into .device/ (ignored by git; under the 64 MiB a call may
+# carry): carry ".device" in each call. Stages (each one bounded by its own timeouts; each
+# appends to $OUT/summary.txt, one line per check):
+#   tests      every [cuda] test case of engine_tests (on the GPU: cuBLAS, cuDNN, real scheduling)
+#   sanitize   compute-sanitizer memcheck, racecheck, synccheck and initcheck over the whole
+#              [cuda] suite (GAN_SANITIZE_TIMEOUT seconds each, default 150)
+#   kernels    the kernel benchmarks (attention fp32 and TF32, batch norm, spectral norm) and the
+#              anchor's attention-core numbers in the same job
+#   bench      gan_bench (both loops, fp32/tf32/graph/graph_tf32) and torch_gan_bench.py on the
+#              same configs in the same job, then bench/ratio_table.py -> ratio_table.md
+#              (GAN_BENCH_CONFIGS overrides the anchor's seven configs)
+#   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
+#              PyTorch load check of both checkpoints (GAN_TRAIN_EPOCHS, default 5)
+# A device call allows 10 minutes: e.g. `run tests sanitize`, then `run kernels bench`, then
+# `run train`.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dev="$root/.device"
 cmd=${1:-}
+shift || true
 
 if [ "$cmd" = pack ]; then
   set -e
   build="$root/build-sm90"
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 >/dev/null
-  cmake --build "$build" -j "$(nproc)" --target engine_tests gan_train gan_sample bench_attention \
-    bench_batchnorm bench_spectral_norm
-  rm -rf "$dev" && mkdir -p "$dev/bin" "$dev/data" "$dev/anchors"
-  cp "$build/tests/engine_tests" "$build/gan_train" "$build/gan_sample" "$build"/bench/bench_* "$dev/bin/"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DGAN_BUILD_INTERP=OFF >/dev/null
+  cmake --build "$build" -j "$(nproc)" --target engine_tests gan_train gan_sample gan_bench \
+    bench_attention bench_batchnorm bench_spectral_norm
+  rm -rf "$dev" && mkdir -p "$dev/bin" "$dev/data" "$dev/scripts"
+  cp "$build/tests/engine_tests" "$build/gan_train" "$build/gan_sample" "$build"/bench/gan_bench \
+    "$build"/bench/bench_attention "$build"/bench/bench_batchnorm \
+    "$build"/bench/bench_spectral_norm "$dev/bin/"
+  strip --strip-unneeded "$dev"/bin/*
   cp /usr/share/datasets/fashion-mnist/train-*.gz "$dev/data/"
-  cp "$root/../shared/anchors/torch_gan_bench.py" "$dev/anchors/" 2>/dev/null || true
+  cp "$root/tools/torch_check.py" "$root/bench/ratio_table.py" "$dev/scripts/"
+  if [ -f "$root/../shared/anchors/torch_gan_bench.py" ]; then
+    cp "$root/../shared/anchors/torch_gan_bench.py" "$dev/scripts/"
+  else
+    echo "gpu_session: ../shared/anchors/torch_gan_bench.py not found: the bench stage will" \
+      "have no PyTorch numbers" >&2
+  fi
   grep -qxF '/.device/' "$root/.git/info/exclude" 2>/dev/null || echo '/.device/' >> "$root/.git/info/exclude"
-  du -sh "$dev"
+  size=$(du -sm "$dev" | cut -f1)
+  echo "gpu_session: packed $dev (${size} MiB)"
+  if [ "$size" -gt 63 ]; then
+    echo "gpu_session: $dev is over the 64 MiB a call may carry" >&2
+    exit 1
+  fi
   exit 0
 fi
 
-[ "$cmd" = run ] || { echo "usage: $0 pack | run [quick|train]" >&2; exit 2; }
-what=${2:-quick}
+if [ "$cmd" = collect ]; then
+  src=${1:?usage: $0 collect DIR}
+  [ -f "$src/machine.txt" ] || { echo "gpu_session: $src/machine.txt missing (not a run's \$OUT?)" >&2; exit 1; }
+  gpu=$(sed -n 's/^name: //p' "$src/machine.txt" | head -n 1 | tr ' ' '-' | tr -cd 'A-Za-z0-9_.-')
+  dest="$root/bench/results/$(date -u +%F)-${gpu:-gpu}"
+  mkdir -p "$dest"
+  cp -r "$src"/. "$dest"/
+  echo "gpu_session: results in $dest; add a line to docs/gpu-runs.md"
+  exit 0
+fi
+
+[ "$cmd" = run ] && [ $# -gt 0 ] ||
+  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench train) | collect DIR" >&2; exit 2; }
 out=${OUT:-/tmp/gpu_out}
 mkdir -p "$out"
 bin="$dev/bin"
+scripts="$dev/scripts"
 export GAN_TEST_VERBOSE=1
 export GAN_FASHION_MNIST_DIR="$dev/data"
-{ date -u; nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv; } > "$out/machine.txt" 2>&1
-
-if [ "$what" = quick ]; then
-  "$bin/engine_tests" "[cuda]" > "$out/cuda_tests.log" 2>&1
-  echo "cuda tests rc=$?" | tee -a "$out/summary.txt"
-  tail -n 3 "$out/cuda_tests.log" | tee -a "$out/summary.txt"
-  for tool in memcheck racecheck; do
-    compute-sanitizer --tool "$tool" --error-exitcode 9 "$bin/engine_tests" \
-      "op self_attention cuda,op attention cuda" > "$out/sanitizer_$tool.log" 2>&1
-    echo "compute-sanitizer $tool rc=$?" | tee -a "$out/summary.txt"
-    tail -n 2 "$out/sanitizer_$tool.log" >> "$out/summary.txt"
-  done
-  "$bin/bench_attention" > "$out/bench_attention.jsonl" 2>&1
-  "$bin/bench_attention" --tf32 > "$out/bench_attention_tf32.jsonl" 2>&1
-  "$bin/bench_batchnorm" > "$out/bench_batchnorm.jsonl" 2>&1
-  "$bin/bench_spectral_norm" > "$out/bench_spectral_norm.jsonl" 2>&1
-  if [ -f "$dev/anchors/torch_gan_bench.py" ]; then
-    python3 "$dev/anchors/torch_gan_bench.py" --attn --variants fp32 --configs sagan:64:64 \
-      > "$out/torch_anchor.jsonl" 2>&1
-  fi
-  echo "done" >> "$out/summary.txt"
-elif [ "$what" = train ]; then
-  for m in sagan dcgan; do
-    "$bin/gan_train" --model "$m" --data "$dev/data" --epochs 5 --progress 0 --log-every 200 \
-      --sample-every 1000 --out "/tmp/run_$m" > "$out/train_$m.log" 2>&1
-    echo "gan_train $m rc=$?" | tee -a "$out/summary.txt"
-    tail -n 2 "$out/train_$m.log" >> "$out/summary.txt"
-    cp "/tmp/run_$m/samples/latest.png" "$out/samples_$m.png" 2>/dev/null
-    "$bin/gan_sample" "/tmp/run_$m" --dump "/tmp/dump_$m.safetensors" -n 16 --out /tmp/s.png \
-      > /dev/null 2>&1
-    python3 "$root/tools/torch_check.py" "/tmp/run_$m/checkpoint.safetensors" \
-      "/tmp/dump_$m.safetensors" >> "$out/torch_check.jsonl" 2>&1
-    echo "torch_check $m rc=$?" | tee -a "$out/summary.txt"
-  done
+summary="$out/summary.txt"
+note() { echo "$*" | tee -a "$summary"; }
+if [ ! -f "$out/machine.txt" ]; then
+  {
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader |
+      sed 's/^\([^,]*\),/name: \1\ndriver, memory:/'
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1
+  } > "$out/machine.txt" 2>&1
 fi
+
+for stage in "$@"; do
+  t0=$SECONDS
+  case "$stage" in
+    tests)
+      timeout 300 "$bin/engine_tests" "[cuda]" > "$out/cuda_tests.log" 2>&1
+      note "tests: engine_tests [cuda] rc=$? ($(tail -n 2 "$out/cuda_tests.log" | tr '\n' ' '))"
+      grep -E "FAILED|failed|error" "$out/cuda_tests.log" | head -n 20 >> "$summary"
+      ;;
+    sanitize)
+      for tool in memcheck racecheck synccheck initcheck; do
+        extra=""
+        [ "$tool" = memcheck ] && extra="--leak-check full"
+        # The trainer cases start gan_train processes: the sanitizer follows them.
+        timeout "${GAN_SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool "$tool" $extra \
+          --error-exitcode 9 --target-processes all "$bin/engine_tests" "[cuda]" \
+          > "$out/sanitizer_$tool.log" 2>&1
+        rc=$?
+        what=$([ $rc = 124 ] && echo "timed out (partial)" || echo "rc=$rc")
+        note "sanitize: $tool $what: $(grep -E 'ERROR SUMMARY' "$out/sanitizer_$tool.log" | tail -n 1)"
+      done
+      ;;
+    kernels)
+      for b in "bench_attention" "bench_attention --tf32" bench_batchnorm bench_spectral_norm; do
+        name=$(echo "$b" | tr -d ' -')
+        timeout 120 $bin/$b > "$out/$name.jsonl" 2>&1
+        note "kernels: $b rc=$? ($(grep -c '^{' "$out/$name.jsonl") lines)"
+      done
+      # The anchor's attention-core measurements alone (its --attn also runs every config).
+      (cd "$scripts" && timeout 120 python3 -c 'import torch_gan_bench as t
+for a in ((64, 64, 1024), (64, 128, 256), (64, 64, 4096), (16, 64, 4096)): t.attn_bench(*a)') \
+        > "$out/torch_attention.jsonl" 2>&1
+      note "kernels: PyTorch attention core rc=$?"
+      ;;
+    bench)
+      configs=${GAN_BENCH_CONFIGS:-dcgan:32:64,sagan:32:64,dcgan:64:64,sagan:64:64,sagan:128:64,dcgan:64:256,sagan:64:256}
+      : > "$out/gan_bench.jsonl"
+      for c in ${configs//,/ }; do  # one process per config: each peak is its own
+        timeout 150 "$bin/gan_bench" --configs "$c" >> "$out/gan_bench.jsonl" 2>> "$out/gan_bench.err"
+        note "bench: gan_bench $c rc=$?"
+      done
+      timeout 300 python3 "$scripts/torch_gan_bench.py" --configs "$configs" \
+        --variants fp32,tf32,graph,graph_tf32 > "$out/torch_gan_bench.jsonl" 2>&1
+      note "bench: torch_gan_bench.py rc=$?"
+      python3 "$scripts/ratio_table.py" "$out/gan_bench.jsonl" --torch "$out/torch_gan_bench.jsonl" \
+        > "$out/ratio_table.md" 2>&1
+      python3 "$scripts/ratio_table.py" "$out/gan_bench.jsonl" --torch "$out/torch_gan_bench.jsonl" \
+        --loop train > "$out/ratio_table_train_loop.md" 2>&1
+      cat "$out/ratio_table.md"
+      note "bench: $(tail -n 1 "$out/ratio_table.md")"
+      ;;
+    train)
+      epochs=${GAN_TRAIN_EPOCHS:-5}
+      for m in sagan dcgan-wide; do
+        args="--model $m"
+        [ "$m" = dcgan-wide ] && args="--model dcgan --preset wide"
+        rm -rf "/tmp/run_$m"
+        timeout 280 "$bin/gan_train" $args --data "$dev/data" --epochs "$epochs" --progress 0 \
+          --log-every 200 --sample-every 2000 --out "/tmp/run_$m" > "$out/train_$m.log" 2>&1
+        note "train: gan_train $m rc=$? $(grep 'gan_train: done' "$out/train_$m.log")"
+        cp "/tmp/run_$m/samples/latest.png" "$out/samples_$m.png" 2>/dev/null
+        cp "/tmp/run_$m/metrics.jsonl" "$out/metrics_$m.jsonl" 2>/dev/null
+        ls -l "/tmp/run_$m/checkpoint.safetensors" >> "$out/train_$m.log" 2>&1
+        "$bin/gan_sample" "/tmp/run_$m" --dump "/tmp/dump_$m.safetensors" -n 16 --out /tmp/s.png \
+          > /dev/null 2>&1
+        python3 "$scripts/torch_check.py" "/tmp/run_$m/checkpoint.safetensors" \
+          "/tmp/dump_$m.safetensors" >> "$out/torch_check.jsonl" 2>&1
+        note "train: torch_check $m rc=$?"
+      done
+      ;;
+    *)
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench train)"
+      ;;
+  esac
+  note "stage $stage: $((SECONDS - t0)) s"
+done

@@ -7,7 +7,7 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${GAN_BUILD_DIR:-$root/build}
 
-packages=(build-essential cmake catch2 libfmt-dev libcli11-dev nlohmann-json3-dev
+packages=(build-essential cmake python3 catch2 libfmt-dev libcli11-dev nlohmann-json3-dev
   libstb-dev zlib1g-dev dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do

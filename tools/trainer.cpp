@@ -12,6 +12,7 @@
 #include <memory>
 #include <vector>
 
+#include <cuda_profiler_api.h>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -21,6 +22,7 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/tensor_ops.h"
+#include "kernels/common.h"
 #include "models/gan.h"
 #include "tools/checkpoint.h"
 #include "tools/data.h"
@@ -289,6 +291,116 @@ Options resolve(Options o) {
   return o;
 }
 
+Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,
+                 Generator& gen)
+    : o_(o), net_(net), opt_g_(opt_g), opt_d_(opt_d), gen_(gen) {
+  const Device dev = gen.device();
+  z_ = Tensor::empty(Shape{o.batch_size, net.z_dim}, dev);
+  stats_ = Tensor::zeros(Shape{4}, dev);
+  // The EMA's parameter lists, made once (not per step).
+  g_params_ = net.g->parameters();
+  if (ema) ema_params_ = ema->g->parameters();
+}
+
+void Stepper::keep_scalar(int64_t i, const Var& v) {
+  if (stats_.is_cuda())
+    GAN_CUDA_CHECK(cudaMemcpyAsync(stats_.data<float>() + i, v.value().raw(), sizeof(float),
+                                   cudaMemcpyDeviceToDevice, cuda::stream()));
+  else
+    stats_.data<float>()[i] = v.value().data<float>()[0];
+}
+
+void Stepper::iteration(const std::vector<Tensor>& reals) {
+  const bool bce = o_.loss == "bce";
+  set_requires_grad(*net_.d, true);
+  set_requires_grad(*net_.g, false);
+  for (int k = 0; k < o_.n_dis; ++k) {
+    GAN_NVTX("D step");
+    const Var real(reals[size_t(k)]);
+    gen_.normal_(z_);
+    Var fake;
+    {
+      NoGradGuard ng;  // G is not differentiated here (its BatchNorm statistics still move)
+      fake = net_.g->forward(models::latent_input(net_, Var(z_)));
+    }
+    const Var dr = net_.d->forward(real), df = net_.d->forward(fake);
+    Var loss_d;
+    if (bce)
+      loss_d = add(bce_with_logits(dr, 1.0), bce_with_logits(df, 0.0));
+    else if (o_.loss == "hinge")
+      loss_d = hinge_d_loss(dr, df);
+    else
+      loss_d = sub(mean(df), mean(dr));
+    zero_grad(opt_d_.params());
+    backward(loss_d);
+    opt_d_.step();
+    if (o_.loss == "wgan")
+      for (const Var& p : opt_d_.params()) clamp_(p.value(), -o_.wgan_clip, o_.wgan_clip);
+    if (k + 1 == o_.n_dis) {
+      NoGradGuard ng;
+      keep_scalar(0, loss_d);
+      keep_scalar(2, bce ? mean(sigmoid(dr.detach())) : mean(dr.detach()));
+      keep_scalar(3, bce ? mean(sigmoid(df.detach())) : mean(df.detach()));
+    }
+  }
+  {
+    // ---- generator (D's parameters need no gradient here)
+    GAN_NVTX("G step");
+    set_requires_grad(*net_.d, false);
+    set_requires_grad(*net_.g, true);
+    gen_.normal_(z_);
+    const Var fake = net_.g->forward(models::latent_input(net_, Var(z_)));
+    const Var out_fake = net_.d->forward(fake);
+    const Var loss_g = bce ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
+    zero_grad(opt_g_.params());
+    backward(loss_g);
+    opt_g_.step();
+    keep_scalar(1, loss_g);
+  }
+  if (!ema_params_.empty()) {
+    GAN_NVTX("EMA");
+    for (size_t i = 0; i < ema_params_.size(); ++i)
+      lerp_(ema_params_[i].value(), g_params_[i].value(), 1.0 - o_.ema);
+  }
+}
+
+IterationGraph::IterationGraph(const std::vector<nn::Module*>& modules,
+                               const std::function<void()>& body) {
+  for (nn::Module* m : modules)
+    for (auto& [name, b] : m->named_buffers())
+      if (name.ends_with("num_batches_tracked")) counters_.emplace_back(b, b.data<double>()[0]);
+  cudaStream_t st = cuda::stream();
+  GAN_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  try {
+    body();
+  } catch (...) {
+    cudaGraph_t g = nullptr;
+    (void)cudaStreamEndCapture(st, &g);
+    if (g) (void)cudaGraphDestroy(g);
+    throw;
+  }
+  cudaGraph_t g = nullptr;
+  GAN_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+  cudaError_t e = cudaGraphGetNodes(g, nullptr, &nodes_);
+  if (e == cudaSuccess) e = cudaGraphInstantiate(&exec_, g, 0);
+  (void)cudaGraphDestroy(g);
+  GAN_CUDA_CHECK(e);
+  for (auto& [t, before] : counters_) {  // the capture ran nothing: undo, keep the delta
+    const double after = t.data<double>()[0];
+    t.data<double>()[0] = before;
+    before = after - before;
+  }
+}
+
+IterationGraph::~IterationGraph() {
+  if (exec_) (void)cudaGraphExecDestroy(exec_);
+}
+
+void IterationGraph::replay() {
+  GAN_CUDA_CHECK(cudaGraphLaunch(exec_, cuda::stream()));
+  for (auto& [t, delta] : counters_) t.data<double>()[0] += delta;
+}
+
 Result run(Options o) {
   using clock = std::chrono::steady_clock;
   const auto t_start = clock::now();
@@ -411,6 +523,10 @@ Result run(Options o) {
   Generator fixed_gen(o.seed ^ 0x5eed5eed5eedull, dev);
   Tensor z_fixed = Tensor::empty(Shape{kFixedSamples, net.z_dim}, dev);
   fixed_gen.normal_(z_fixed);
+  Stepper stepper(o, net, o.ema > 0 ? &ema_net : nullptr, opt_g, opt_d, gen);
+  // This iteration's loss_d, loss_g, D(x), D(G(z)), in persistent device memory: the same buffer
+  // for eager steps and CUDA-graph replays.
+  const Tensor& stats = stepper.stats();
 
   int64_t step = 0, images = 0;
   if (ck) {
@@ -450,10 +566,6 @@ Result run(Options o) {
 
   Result result;
   const std::string ckpt_path = (out / kCheckpointName).string();
-  Tensor z = Tensor::empty(Shape{o.batch_size, net.z_dim}, dev);
-  // This iteration's loss_d, loss_g, D(x), D(G(z)) (4), in persistent device memory: the same
-  // buffer for eager steps and CUDA-graph replays.
-  const Tensor stats = Tensor::zeros(Shape{4}, dev);
 
   auto write_samples = [&] {
     models::GanNet& G = o.ema > 0 ? *ema_net.g : *net.g;
@@ -545,126 +657,42 @@ Result run(Options o) {
   const int64_t start_step = step;
   const int64_t start_images = images;
   const double t0 = seconds();
-  const bool bce = o.loss == "bce";
-  auto keep_scalar = [&](int64_t i, const Var& v) {
-    if (dev == Device::CUDA)
-      GAN_CUDA_CHECK(cudaMemcpyAsync(stats.data<float>() + i, v.value().raw(), sizeof(float),
-                                     cudaMemcpyDeviceToDevice, cuda::stream()));
-    else
-      stats.data<float>()[i] = v.value().data<float>()[0];
-  };
-
-  // The EMA's parameter lists, made once (not per step).
-  const std::vector<Var> g_params = net.g->parameters();
-  const std::vector<Var> ema_params = o.ema > 0 ? ema_net.g->parameters() : std::vector<Var>();
-
-  // One iteration: n_dis discriminator steps on the given real batches, one generator step,
-  // the EMA update. Everything it allocates is freed before it returns (so that it can be
-  // captured as a CUDA graph).
-  auto iteration = [&](const std::vector<Tensor>& reals) {
-    set_requires_grad(*net.d, true);
-    set_requires_grad(*net.g, false);
-    for (int k = 0; k < o.n_dis; ++k) {
-      const Var real(reals[size_t(k)]);
-      gen.normal_(z);
-      Var fake;
-      {
-        NoGradGuard ng;  // G is not differentiated here (its BatchNorm statistics still move)
-        fake = net.g->forward(models::latent_input(net, Var(z)));
-      }
-      const Var dr = net.d->forward(real), df = net.d->forward(fake);
-      Var loss_d;
-      if (o.loss == "bce")
-        loss_d = add(bce_with_logits(dr, 1.0), bce_with_logits(df, 0.0));
-      else if (o.loss == "hinge")
-        loss_d = hinge_d_loss(dr, df);
-      else
-        loss_d = sub(mean(df), mean(dr));
-      zero_grad(opt_d.params());
-      backward(loss_d);
-      opt_d.step();
-      if (o.loss == "wgan")
-        for (const Var& p : opt_d.params()) clamp_(p.value(), -o.wgan_clip, o.wgan_clip);
-      if (k + 1 == o.n_dis) {
-        NoGradGuard ng;
-        keep_scalar(0, loss_d);
-        keep_scalar(2, bce ? mean(sigmoid(dr.detach())) : mean(dr.detach()));
-        keep_scalar(3, bce ? mean(sigmoid(df.detach())) : mean(df.detach()));
-      }
-    }
-    // ---- generator (D's parameters need no gradient here)
-    set_requires_grad(*net.d, false);
-    set_requires_grad(*net.g, true);
-    gen.normal_(z);
-    const Var fake = net.g->forward(models::latent_input(net, Var(z)));
-    const Var out_fake = net.d->forward(fake);
-    const Var loss_g = o.loss == "bce" ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
-    zero_grad(opt_g.params());
-    backward(loss_g);
-    opt_g.step();
-    keep_scalar(1, loss_g);
-    for (size_t i = 0; i < ema_params.size(); ++i)
-      lerp_(ema_params[i].value(), g_params[i].value(), 1.0 - o.ema);
-  };
-
   // CUDA graph: the first iteration runs eagerly (it makes the cuDNN plans and sizes the
-  // workspaces), the second is captured once and every later one replays it. BatchNorm's host
-  // counters do not run in a replay: they advance by what the capture added.
+  // workspaces), the second is captured once and every later one replays it.
   std::vector<Tensor> reals;
-  cudaGraphExec_t graph_exec = nullptr;
-  std::vector<std::pair<Tensor, double>> bn_counters;  // counter, increment per iteration
+  std::unique_ptr<IterationGraph> graph;
   const bool use_graph = o.cuda_graph && dev == Device::CUDA;
   for (int k = 0; use_graph && k < o.n_dis; ++k)
     reals.push_back(
         Tensor::empty(Shape{o.batch_size, o.image_size, o.image_size, o.channels}, dev));
-  auto capture = [&] {
-    for (nn::Module* m :
-         {static_cast<nn::Module*>(net.g.get()), static_cast<nn::Module*>(net.d.get())})
-      for (auto& [name, b] : m->named_buffers())
-        if (name.ends_with("num_batches_tracked")) bn_counters.emplace_back(b, b.data<double>()[0]);
-    cudaStream_t st = cuda::stream();
-    GAN_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
-    try {
-      iteration(reals);
-    } catch (...) {
-      cudaGraph_t g = nullptr;
-      (void)cudaStreamEndCapture(st, &g);
-      if (g) (void)cudaGraphDestroy(g);
-      throw;
-    }
-    cudaGraph_t g = nullptr;
-    GAN_CUDA_CHECK(cudaStreamEndCapture(st, &g));
-    GAN_CUDA_CHECK(cudaGraphInstantiate(&graph_exec, g, 0));
-    GAN_CUDA_CHECK(cudaGraphDestroy(g));
-    for (auto& [t, before] : bn_counters) {  // the capture ran nothing: undo, keep the delta
-      const double after = t.data<double>()[0];
-      t.data<double>()[0] = before;
-      before = after - before;
-    }
-  };
+  const bool profile = dev == Device::CUDA && o.profile_from > 0;
 
   while (step < total_steps) {
+    if (profile && step + 1 == o.profile_from) GAN_CUDA_CHECK(cudaProfilerStart());
     if (o.inject_nan_at > 0 && step + 1 == o.inject_nan_at)
       opt_d.params()[0].value().fill_(std::nan(""));  // fault injection for the tests
     if (!use_graph) {
       std::vector<Tensor> batch;
       for (int k = 0; k < o.n_dis; ++k) batch.push_back(loader.next());
       for (const Tensor& b : batch) images += b.shape()[0];
-      iteration(batch);
+      stepper.iteration(batch);
     } else {
       for (int k = 0; k < o.n_dis; ++k) {
         loader.next_into(reals[size_t(k)]);
         images += o.batch_size;
       }
       if (step == start_step) {
-        iteration(reals);
+        stepper.iteration(reals);
       } else {
-        if (!graph_exec) capture();
-        GAN_CUDA_CHECK(cudaGraphLaunch(graph_exec, cuda::stream()));
-        for (auto& [t, delta] : bn_counters) t.data<double>()[0] += delta;
+        if (!graph)
+          graph =
+              std::make_unique<IterationGraph>(std::vector<nn::Module*>{net.g.get(), net.d.get()},
+                                               [&] { stepper.iteration(reals); });
+        graph->replay();
       }
     }
     ++step;
+    if (profile && step == o.profile_to) GAN_CUDA_CHECK(cudaProfilerStop());
 
     // ---- logging (asynchronous), samples, checkpoints
     if (step % o.log_every == 0 || step == total_steps) {
@@ -711,7 +739,7 @@ Result run(Options o) {
     if (step % o.checkpoint_every == 0 || step == total_steps) write_checkpoint();
   }
   emit(true);
-  if (graph_exec) GAN_CUDA_CHECK(cudaGraphExecDestroy(graph_exec));
+  graph.reset();
   if (bar) std::printf("\n");
   if (dev == Device::CUDA) cuda::synchronize();
   const double el = seconds() - t0;

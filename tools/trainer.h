@@ -5,8 +5,16 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <set>
 #include <string>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "engine/adam.h"
+#include "engine/random.h"
+#include "models/gan.h"
 
 namespace gan::train {
 
@@ -42,6 +50,9 @@ struct Options {
   // CUDA: capture one whole iteration (D steps, G step, EMA) as a CUDA graph after a warm-up
   // iteration and replay it (not yet run on a GPU; see docs/gan_train.md).
   bool cuda_graph = false;
+  // CUDA: bracket generator steps [profile_from, profile_to] (1-based, inclusive) with
+  // cudaProfilerStart/Stop, for nsys --capture-range=cudaProfilerApi (0: no bracket).
+  int64_t profile_from = 0, profile_to = 0;
   int progress = -1;          // 1 live bar, 0 plain lines, -1 auto (a terminal gets the bar)
   int64_t inject_nan_at = 0;  // tests: poison D's first weight with NaN before this step
 
@@ -57,6 +68,51 @@ struct Result {
   int64_t steps = 0;        // generator steps completed (the global step)
   double images_per_s = 0;  // real images per second over the run
   std::string checkpoint;   // the last checkpoint written
+};
+
+// One iteration of gan_train's loop on models and optimisers the caller owns (gan_bench times it):
+// n_dis discriminator steps on the given real batches (each with fresh noise and a fake from G
+// without gradient), one generator step on a fresh fake, the EMA update. Everything it allocates
+// is freed before it returns, and it never synchronises, so it can be captured as a CUDA graph.
+// NVTX ranges "D step", "G step" and "EMA" mark the phases.
+class Stepper {
+ public:
+  // o: resolved options (loss, n_dis, ema, wgan_clip, batch_size); ema: null when o.ema == 0.
+  Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,
+          Generator& gen);
+  void iteration(const std::vector<Tensor>& reals);
+  // loss_d, loss_g, D(x), D(G(z)) of the last iteration (persistent memory on the device).
+  const Tensor& stats() const { return stats_; }
+
+ private:
+  void keep_scalar(int64_t i, const Var& v);
+
+  Options o_;
+  models::Gan& net_;
+  Adam &opt_g_, &opt_d_;
+  Generator& gen_;
+  Tensor z_, stats_;
+  std::vector<Var> g_params_, ema_params_;
+};
+
+// One iteration captured as a CUDA graph and replayed. The capture runs nothing, so BatchNorm's
+// host-side num_batches_tracked counters of `modules` are restored after it and advanced by what
+// the capture added at each replay. The iteration must have run eagerly once before (cuDNN plans,
+// workspace sizes).
+class IterationGraph {
+ public:
+  IterationGraph(const std::vector<nn::Module*>& modules, const std::function<void()>& body);
+  ~IterationGraph();
+  IterationGraph(const IterationGraph&) = delete;
+  IterationGraph& operator=(const IterationGraph&) = delete;
+  void replay();
+  // Nodes of the captured graph (kernels, copies, memsets, pool allocations and frees).
+  size_t nodes() const { return nodes_; }
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
+  size_t nodes_ = 0;
+  std::vector<std::pair<Tensor, double>> counters_;  // counter, increment per iteration
 };
 
 // Trains; prints the resolved configuration first. Throws gan::Error on bad input and on a

@@ -531,6 +531,14 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   delete exec;
   return cudaSuccess;
 }
+// The node count only (gan_bench reports it); listing the nodes themselves is not supported.
+cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {
+  if (!graph || !count) return cudaErrorInvalidValue;
+  if (nodes)
+    return fail(cudaErrorNotSupported, "interp: cudaGraphGetNodes lists no nodes, only counts");
+  *count = graph->g->nodes.size();
+  return cudaSuccess;
+}
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
   delete graph;
   return cudaSuccess;
