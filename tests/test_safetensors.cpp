@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
@@ -113,9 +114,86 @@ TEST_CASE("safetensors: round trip with metadata and typed accessors", "[io][cpu
   CHECK_THROWS_WITH(f.load_into("ref.f64", gan::Tensor::zeros({2})),
                     "checkpoint: " + path + ": tensor 'ref.f64' has dtype F64, expected F32");
 
-  // No metadata: no __metadata__ key at all.
+  // No metadata of the caller's: only the checksums, which the reader verifies and removes.
   gan::st::write_file(path, {entries[0]});
-  CHECK(gan::st::read_file(path).metadata.empty());
+  const gan::st::File g = gan::st::read_file(path);
+  CHECK(g.metadata.empty());
+  CHECK(g.checksummed);
+}
+
+TEST_CASE("safetensors: every tensor is checksummed; a flipped byte names the tensor",
+          "[io][cpu]") {
+  TempDir dir;
+  const std::string path = dir.file("sum.safetensors");
+  const auto entries = sample_entries();
+  gan::st::write_file(path, entries, {{"epoch", "3"}});
+  const std::vector<uint8_t> good = slurp(path);
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | good[size_t(i)];
+  const nlohmann::json j = nlohmann::json::parse(good.begin() + 8, good.begin() + 8 + long(n));
+  // The stored value is zlib's CRC-32 of the tensor's bytes (an independent computation here).
+  const nlohmann::json sums =
+      nlohmann::json::parse(j["__metadata__"]["gan.crc32"].get<std::string>());
+  REQUIRE(sums.size() == entries.size());
+  auto crc = [](const std::vector<uint8_t>& b) {
+    uint32_t c = 0xffffffffu;  // the reflected CRC-32 (polynomial 0xedb88320), bit by bit
+    for (uint8_t byte : b) {
+      c ^= byte;
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xedb88320u & (0u - (c & 1u)));
+    }
+    return fmt::format("{:08x}", ~c);
+  };
+  for (const auto& e : entries) CHECK(sums.at(e.name) == crc(e.bytes));
+  CHECK(crc({'1', '2', '3', '4', '5', '6', '7', '8', '9'}) == "cbf43926");  // the check value
+
+  // Flip one bit in the middle of each tensor's bytes in turn: the error names that tensor.
+  const size_t buffer = 8 + size_t(n);
+  for (const auto& e : entries) {
+    if (e.bytes.empty()) continue;
+    const uint64_t b = j[e.name]["data_offsets"][0], en = j[e.name]["data_offsets"][1];
+    std::vector<uint8_t> bad = good;
+    bad[buffer + size_t((b + en) / 2)] ^= 0x10;
+    spit(path, bad);
+    std::string msg;
+    try {
+      gan::st::read_file(path);
+    } catch (const gan::Error& err) {
+      msg = err.what();
+    }
+    INFO(e.name);
+    CHECK(msg == fmt::format("checkpoint: {}: tensor '{}' is damaged: its bytes fail the CRC-32 "
+                             "check (stored {}, computed {})",
+                             path, e.name, sums.at(e.name).get<std::string>(),
+                             crc(std::vector<uint8_t>(bad.begin() + long(buffer + b),
+                                                      bad.begin() + long(buffer + en)))));
+  }
+  // A file without checksums (as PyTorch writes it) loads unverified.
+  spit(path, raw_file(R"({"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}})", 2));
+  const gan::st::File plain = gan::st::read_file(path);
+  CHECK(!plain.checksummed);
+  CHECK(plain.entries.size() == 1);
+  // Damaged checksum metadata is a corrupt header.
+  auto with_sums = [](const std::string& sums_json) {
+    nlohmann::json h;
+    h["__metadata__"]["gan.crc32"] = sums_json;
+    h["a"] = {{"dtype", "U8"}, {"shape", {2}}, {"data_offsets", {0, 2}}};
+    return raw_file(h.dump(), 2);
+  };
+  for (const auto& [sums_json, problem] : std::vector<std::pair<std::string, std::string>>{
+           {"{", "gan.crc32 is not JSON"},
+           {"[1]", "gan.crc32 is not a JSON object"},
+           {R"({"a":"00000000","b":"00000000"})", "gan.crc32 names tensor 'b'"},
+           {"{}", "tensor 'a' has no checksum in gan.crc32"}}) {
+    spit(path, with_sums(sums_json));
+    std::string msg;
+    try {
+      gan::st::read_file(path);
+    } catch (const gan::Error& err) {
+      msg = err.what();
+    }
+    INFO(sums_json);
+    CHECK_THAT(msg, StartsWith("checkpoint: " + path + ": corrupt header (") && Contains(problem));
+  }
 }
 
 TEST_CASE("safetensors: a small independent reader agrees with the writer", "[io][cpu]") {

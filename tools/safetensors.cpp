@@ -16,6 +16,7 @@
 #include <set>
 
 #include <fmt/format.h>
+#include <zlib.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/error.h"
@@ -27,6 +28,7 @@ namespace gan::st {
 namespace {
 
 constexpr uint64_t kMaxHeader = 100'000'000;  // the reference implementation's limit
+constexpr const char* kChecksumKey = "gan.crc32";
 constexpr const char* kMetadataKey = "__metadata__";
 
 [[noreturn]] void fail(const std::string& path, const std::string& problem) {
@@ -113,9 +115,28 @@ Entry from_float(const std::string& name, const std::vector<float>& values,
   return from_values(name, "F32", values.data(), values.size(), 4, std::move(shape));
 }
 
+namespace {
+
+uint32_t crc32_of(const std::vector<uint8_t>& bytes) {
+  uLong c = crc32(0L, Z_NULL, 0);
+  const uint8_t* p = bytes.data();
+  for (size_t left = bytes.size(); left > 0;) {  // zlib takes uInt lengths
+    const uInt n = uInt(std::min<size_t>(left, size_t(1) << 30));
+    c = crc32(c, p, n);
+    p += n, left -= n;
+  }
+  return uint32_t(c);
+}
+
+}  // namespace
+
 std::vector<uint8_t> serialize(const std::vector<Entry>& entries, const Metadata& metadata) {
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
-  if (!metadata.empty()) header[kMetadataKey] = metadata;
+  nlohmann::ordered_json sums = nlohmann::ordered_json::object();
+  for (const Entry& e : entries) sums[e.name] = fmt::format("{:08x}", crc32_of(e.bytes));
+  Metadata meta = metadata;
+  meta[kChecksumKey] = sums.dump();
+  header[kMetadataKey] = meta;
   std::set<std::string_view> names;
   uint64_t offset = 0;
   for (const Entry& e : entries) {
@@ -162,6 +183,40 @@ void write_file(const std::string& path, const std::vector<Entry>& entries,
   }
   io::write_file_atomic(path, bytes.data(), bytes.size(), "checkpoint");
 }
+
+namespace {
+
+// Checks every tensor against the CRC-32 the writer stored (files written elsewhere, e.g. by
+// PyTorch, have none and are taken as they are); the key is removed from the metadata.
+void verify_checksums(File& file) {
+  const auto it = file.metadata.find(kChecksumKey);
+  if (it == file.metadata.end()) return;
+  nlohmann::json sums;
+  try {
+    sums = nlohmann::json::parse(it->second);
+  } catch (const nlohmann::json::exception& e) {
+    corrupt(file.path, fmt::format("{} is not JSON: {}", kChecksumKey, one_line(e.what())));
+  }
+  if (!sums.is_object()) corrupt(file.path, fmt::format("{} is not a JSON object", kChecksumKey));
+  for (auto s = sums.begin(); s != sums.end(); ++s)
+    if (!file.has(s.key()))
+      corrupt(file.path, fmt::format("{} names tensor '{}', which the file does not hold",
+                                     kChecksumKey, s.key()));
+  for (const Entry& e : file.entries) {
+    const auto s = sums.find(e.name);
+    if (s == sums.end() || !s->is_string())
+      corrupt(file.path, fmt::format("tensor '{}' has no checksum in {}", e.name, kChecksumKey));
+    const std::string computed = fmt::format("{:08x}", crc32_of(e.bytes));
+    if (s->get<std::string>() != computed)
+      fail(file.path, fmt::format("tensor '{}' is damaged: its bytes fail the CRC-32 check "
+                                  "(stored {}, computed {})",
+                                  e.name, s->get<std::string>(), computed));
+  }
+  file.metadata.erase(it);
+  file.checksummed = true;
+}
+
+}  // namespace
 
 File parse(const std::vector<uint8_t>& bytes, const std::string& path) {
   if (bytes.size() < 8)
@@ -270,6 +325,7 @@ File parse(const std::vector<uint8_t>& bytes, const std::string& path) {
     ordered.push_back(std::move(e));
   }
   file.entries = std::move(ordered);
+  verify_checksums(file);
   return file;
 }
 

@@ -8,6 +8,12 @@
 // gaps, no overlap), little-endian, row-major. The header is padded with spaces to a multiple of 8
 // bytes (as the reference implementation writes it). Tensors are laid out in the order given.
 //
+// Integrity: the writer stores a CRC-32 (zlib's) of every tensor's bytes in the metadata, key
+// "gan.crc32", value a JSON object {"<tensor>": "<8 hex digits>", ...} (a string, as safetensors
+// requires, so PyTorch's safetensors loads the file as usual). parse() verifies every tensor
+// against it: "checkpoint: <path>: tensor 'x' is damaged: its bytes fail the CRC-32 check
+// (stored ..., computed ...)". Files without the key (written by other tools) load unverified.
+//
 // write_file is atomic: the bytes go to a temporary file in the same directory, which is fsynced
 // and then rename(2)d over the target, so an existing checkpoint is only ever replaced by a
 // complete one. Errors are gan::Error with one line "checkpoint: <path>: <problem>".
@@ -59,7 +65,8 @@ std::vector<uint8_t> serialize(const std::vector<Entry>& entries, const Metadata
 struct File {
   std::string path;
   std::vector<Entry> entries;
-  Metadata metadata;
+  Metadata metadata;         // without the checksum key
+  bool checksummed = false;  // every tensor was verified against its stored CRC-32
 
   const Entry* find(std::string_view name) const;  // nullptr when absent
   const Entry& get(std::string_view name) const;   // "checkpoint: <path>: no tensor 'x'"
