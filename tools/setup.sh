@@ -2,7 +2,10 @@
 # Installs what a fresh Debian 12 machine lacks (Debian packages; the CUDA 13 toolkit is expected in
 # /usr/local/cuda), then configures and builds the project into build/ (or $GAN_BUILD_DIR).
 #   tools/setup.sh [extra cmake arguments...]
-# Environment: GAN_BUILD_DIR (default build), GAN_BUILD_TYPE (default Release), GAN_WERROR (ON/OFF).
+# Environment: GAN_BUILD_DIR (default build), GAN_BUILD_TYPE (default Release), GAN_WERROR (default
+# ON: warnings are errors, as CI builds; OFF for a compiler that warns where GCC 12 does not).
+# Both README commands (tools/run.sh, tools/test.sh) configure through here with the same
+# settings, so either one after the other reuses the build.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${GAN_BUILD_DIR:-$root/build}
@@ -29,5 +32,5 @@ if [ ! -x "$nvcc" ]; then
 fi
 
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE="${GAN_BUILD_TYPE:-Release}" \
-  -DCMAKE_CUDA_COMPILER="$nvcc" -DGAN_WERROR="${GAN_WERROR:-OFF}" "$@"
+  -DCMAKE_CUDA_COMPILER="$nvcc" -DGAN_WERROR="${GAN_WERROR:-ON}" "$@"
 cmake --build "$build" -j "$(nproc)"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The test command: installs what is missing, builds everything with warnings as errors, runs
+# The test command: installs what is missing, builds everything (warnings are errors, as for the
+# run command: one configuration), checks that the run command reuses that build, runs
 # every test with ctest (CUDA cases on the GPU when there is one, and always on the interpreter:
 # docs/interpreter.md), then builds the interpreter suite with UBSan into build-ubsan and runs it
 # under one schedule seed (warnings are errors in the main build only: UBSan makes GCC warn in
@@ -11,7 +12,14 @@
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${GAN_BUILD_DIR:-$root/build}
-GAN_BUILD_DIR="$build" GAN_WERROR=ON "$root/tools/setup.sh"
+GAN_BUILD_DIR="$build" "$root/tools/setup.sh"
+# The run command must reuse this build (same configuration): nothing may be rebuilt by it.
+stamp=$(stat -c %Y "$build/gan_train")
+GAN_BUILD_DIR="$build" "$root/tools/run.sh" --help >/dev/null
+if [ "$(stat -c %Y "$build/gan_train")" != "$stamp" ]; then
+  echo "test: tools/run.sh rebuilt gan_train: the two README commands configure differently" >&2
+  exit 1
+fi
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 
