@@ -4,7 +4,10 @@
 
 #include "tests/harness.h"
 
+#include <sys/resource.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <chrono>
 #include <cstdlib>
@@ -250,4 +253,41 @@ TEST_CASE("tfevents: writers in one directory get distinct files", "[io][cpu]") 
   CHECK_THROWS_WITH(
       gan::tb::Writer(file + "/sub"),
       Catch::Matchers::StartsWith("tfevents: " + file + "/sub: cannot create the log directory ("));
+}
+
+TEST_CASE("tfevents: a failed write cuts the file back to its last complete record",
+          "[io][cpu][diskfull]") {
+  TempDir dir;
+  gan::tb::Writer w(dir.path.string());
+  w.add_scalars({{"loss_d", 0.5}, {"loss_g", 1.5}}, 1);
+  w.flush();
+  const uintmax_t committed = std::filesystem::file_size(w.path());
+  REQUIRE(read_records(w.path()).size() == 2);
+  gan::img::Image noise(64, 64, 3);
+  uint32_t x = 12345;
+  for (auto& p : noise.pixels) p = uint8_t((x = x * 1664525u + 1013904223u) >> 24);
+  // The disk "fills up" 100 bytes later (file size limit): the image record does not fit.
+  rlimit old{};
+  REQUIRE(getrlimit(RLIMIT_FSIZE, &old) == 0);
+  auto* prev = std::signal(SIGXFSZ, SIG_IGN);
+  rlimit lim = old;
+  lim.rlim_cur = rlim_t(committed + 100);
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &lim) == 0);
+  std::string msg;
+  try {
+    w.add_image("samples", noise, 2);
+    w.flush();
+  } catch (const gan::Error& e) {
+    msg = e.what();
+  }
+  REQUIRE(setrlimit(RLIMIT_FSIZE, &old) == 0);
+  std::signal(SIGXFSZ, prev);
+  CHECK(msg == "tfevents: " + w.path() +
+                   ": cannot write (File too large); the file keeps its complete records");
+  CHECK(std::filesystem::file_size(w.path()) == committed);
+  CHECK(read_records(w.path()).size() == 2);
+  // With room again, writing goes on after the last complete record.
+  w.add_scalar("loss_d", 0.25, 3);
+  w.flush();
+  CHECK(read_records(w.path()).size() == 3);
 }

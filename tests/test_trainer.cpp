@@ -2,7 +2,6 @@
 // resume, the non-finite-loss stop, and every bad-input case through the real binary.
 #include <sys/wait.h>
 
-#include <zlib.h>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -15,50 +14,19 @@
 
 #include "engine/error.h"
 #include "tests/harness.h"
+#include "tests/trainer_helpers.h"
 #include "tools/data.h"
 #include "tools/safetensors.h"
 #include "tools/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace gan;
+using gan::test::fashion_subset;
+using gan::test::last_line;
+using gan::test::put_be32;
+using gan::test::scratch;
 
 namespace {
-
-fs::path scratch(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("gan_trainer_test_" + name);
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-void put_be32(std::string& s, uint32_t v) {
-  for (int i = 3; i >= 0; --i) s.push_back(char((v >> (8 * i)) & 0xff));
-}
-
-// The first n Fashion-MNIST training images as a gzip IDX file.
-fs::path fashion_subset(int64_t n) {
-  const fs::path dir = fs::temp_directory_path() / "gan_trainer_test_data";
-  const fs::path file = dir / ("fmnist_" + std::to_string(n) + "-images-idx3-ubyte.gz");
-  if (fs::exists(file)) return file;
-  fs::create_directories(dir);
-  // GAN_FASHION_MNIST_DIR: where the dataset is on a machine without the Debian package (the GPU
-  // machine; tools/gpu_session.sh sets it).
-  const char* where = std::getenv("GAN_FASHION_MNIST_DIR");
-  const data::Dataset ds = data::load_fashion_mnist(where ? where : data::kFashionMnistDir);
-  std::string bytes;
-  put_be32(bytes, 0x803);
-  put_be32(bytes, uint32_t(n));
-  put_be32(bytes, 28);
-  put_be32(bytes, 28);
-  bytes.append(reinterpret_cast<const char*>(ds.pixels.data()), size_t(n) * 28 * 28);
-  const std::string tmp = file.string() + ".tmp";
-  gzFile gz = gzopen(tmp.c_str(), "wb");
-  REQUIRE(gz != nullptr);
-  REQUIRE(gzwrite(gz, bytes.data(), unsigned(bytes.size())) == int(bytes.size()));
-  gzclose(gz);
-  fs::rename(tmp, file);
-  return file;
-}
 
 // A small run: tiny widths keep the CPU time down; every output still gets written.
 train::Options tiny(const std::string& model, const fs::path& out, int64_t steps) {
@@ -100,13 +68,6 @@ Proc gan_train(const std::string& args) {
   while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
   const int status = pclose(p);
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-std::string last_line(const std::string& s) {
-  std::string t = s;
-  while (!t.empty() && t.back() == '\n') t.pop_back();
-  const size_t k = t.rfind('\n');
-  return k == std::string::npos ? t : t.substr(k + 1);
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -15,15 +16,48 @@
 
 namespace gan::io {
 
+namespace {
+
+// The temporary file being written (one writer thread at a time: the trainer's), for
+// remove_pending_temp in a signal handler.
+char g_pending[4096];
+volatile std::sig_atomic_t g_has_pending = 0;
+
+}  // namespace
+
+void remove_pending_temp() noexcept {
+  if (g_has_pending) ::unlink(g_pending);
+}
+
+int remove_stale_temps(const std::string& dir) {
+  namespace fs = std::filesystem;
+  int removed = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    const std::string name = e.path().filename().string();
+    const size_t at = name.rfind(".tmp.");
+    if (at != std::string::npos && at > 0 && name.size() == at + 5 + 6 && e.is_regular_file(ec) &&
+        fs::remove(e.path(), ec))
+      ++removed;
+  }
+  return removed;
+}
+
 void write_file_atomic(const std::string& path, const void* data, size_t size,
                        std::string_view who) {
   std::string tmpl = path + ".tmp.XXXXXX";
   const int fd = ::mkstemp(tmpl.data());
   if (fd < 0)
     throw Error(fmt::format("{}: {}: cannot write ({})", who, path, std::strerror(errno)));
+  const bool track = tmpl.size() < sizeof g_pending;
+  if (track) {
+    std::memcpy(g_pending, tmpl.c_str(), tmpl.size() + 1);
+    g_has_pending = 1;
+  }
   auto fail = [&](const char* step, int err, bool close_fd) {
     if (close_fd) ::close(fd);
     ::unlink(tmpl.c_str());
+    g_has_pending = 0;
     throw Error(
         fmt::format("{}: {}: cannot write ({}: {}); the previous file, if any, is unchanged", who,
                     path, step, std::strerror(err)));
@@ -40,6 +74,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size,
   if (::fsync(fd) != 0) fail("fsync", errno, true);
   if (::close(fd) != 0) fail("close", errno, false);
   if (std::rename(tmpl.c_str(), path.c_str()) != 0) fail("rename", errno, false);
+  g_has_pending = 0;
   const std::filesystem::path parent = std::filesystem::path(path).parent_path();
   const std::string dir = parent.empty() ? std::string(".") : parent.string();
   const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);

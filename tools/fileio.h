@@ -14,4 +14,12 @@ namespace gan::io {
 void write_file_atomic(const std::string& path, const void* data, size_t size,
                        std::string_view who);
 
+// Unlinks the temporary file of the write_file_atomic call in progress, if any. Async-signal-safe:
+// for a signal handler that ends the process at once (its target file stays as it was).
+void remove_pending_temp() noexcept;
+
+// Removes the temporary files write_file_atomic leaves in `dir` (`<name>.tmp.XXXXXX`) when a
+// process dies while writing (kill -9, power loss); returns how many it removed.
+int remove_stale_temps(const std::string& dir);
+
 }  // namespace gan::io

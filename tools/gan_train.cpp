@@ -123,10 +123,11 @@ int main(int argc, char** argv) {
     o.given.insert(key);
   }
   try {
-    gan::train::run(o);
-    return 0;
+    const gan::train::Result r = gan::train::run(o);
+    return r.stop_signal ? 128 + r.stop_signal : 0;
   } catch (const std::exception& e) {
     const std::string msg = e.what();
+    std::fflush(stdout);  // the error comes last, also when both go to one file
     std::fprintf(stderr, "%s%s\n",
                  msg.rfind("gan_train:", 0) == 0 ? "" : "gan_train: ", msg.c_str());
     return 1;

@@ -1,5 +1,6 @@
 #include "tools/tfevents.h"
 
+#include <stdio_ext.h>
 #include <unistd.h>
 
 #include <array>
@@ -116,7 +117,10 @@ Writer::Writer(const std::string& logdir, double flush_secs) : flush_secs_(flush
 
 Writer::~Writer() {
   if (!file_) return;
-  std::fflush(file_);
+  if (std::fflush(file_) != 0) {  // errors ignored, but no partial record stays behind
+    __fpurge(file_);
+    (void)!::ftruncate(::fileno(file_), off_t(committed_));
+  }
   std::fclose(file_);
 }
 
@@ -132,13 +136,24 @@ void Writer::write_record(const std::vector<uint8_t>& data) {
   const bool ok = std::fwrite(head, 1, 12, file_) == 12 &&
                   std::fwrite(data.data(), 1, data.size(), file_) == data.size() &&
                   std::fwrite(tail, 1, 4, file_) == 4;
-  if (!ok) throw Error(fmt::format("tfevents: {}: cannot write ({})", path_, std::strerror(errno)));
+  if (!ok) fail_locked(errno);
 }
 
 void Writer::flush_locked() {
-  if (std::fflush(file_) != 0)
-    throw Error(fmt::format("tfevents: {}: cannot write ({})", path_, std::strerror(errno)));
+  if (std::fflush(file_) != 0) fail_locked(errno);
+  const long at = std::ftell(file_);
+  if (at >= 0) committed_ = at;
   last_flush_ = now_seconds();
+}
+
+void Writer::fail_locked(int err) {
+  // Drop what is buffered and cut the file back to its last complete record.
+  __fpurge(file_);
+  std::clearerr(file_);
+  (void)!::ftruncate(::fileno(file_), off_t(committed_));
+  (void)std::fseek(file_, committed_, SEEK_SET);
+  throw Error(fmt::format("tfevents: {}: cannot write ({}); the file keeps its complete records",
+                          path_, std::strerror(err)));
 }
 
 void Writer::write_event(int64_t step, const std::vector<uint8_t>& summary) {

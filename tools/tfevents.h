@@ -31,7 +31,9 @@ uint32_t crc32c(const void* data, size_t size, uint32_t crc = 0);
 uint32_t masked_crc32c(const void* data, size_t size);
 
 // Thread-safe. Data reaches the file on flush(), at destruction, and on any add_* when at least
-// flush_secs have passed since the last flush (so a live TensorBoard sees progress).
+// flush_secs have passed since the last flush (so a live TensorBoard sees progress). A failed
+// write (disk full, file size limit) throws "tfevents: <path>: cannot write (...)" after cutting
+// the file back to its last complete record; the events since the last flush are lost.
 class Writer {
  public:
   // Creates logdir (and its parents) if needed and opens a new event file in it.
@@ -53,11 +55,13 @@ class Writer {
   void write_event(int64_t step, const std::vector<uint8_t>& summary);  // summary: encoded
   void write_record(const std::vector<uint8_t>& data);
   void flush_locked();
+  [[noreturn]] void fail_locked(int err);
 
   std::string path_;
   FILE* file_ = nullptr;
   double flush_secs_;
   double last_flush_ = 0;
+  long committed_ = 0;  // file size after the last successful flush (whole records)
   std::mutex mu_;
 };
 

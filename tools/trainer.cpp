@@ -1,6 +1,9 @@
 #include "tools/trainer.h"
 
+#include <fcntl.h>
 #include <unistd.h>
+
+#include <csignal>
 
 #include <chrono>
 #include <cmath>
@@ -26,6 +29,7 @@
 #include "models/gan.h"
 #include "tools/checkpoint.h"
 #include "tools/data.h"
+#include "tools/fileio.h"
 #include "tools/image.h"
 #include "tools/safetensors.h"
 #include "tools/tfevents.h"
@@ -217,6 +221,93 @@ class AsyncScalars {
   std::vector<Record> done_;  // finished, not yet handed out
 };
 
+// metrics.jsonl: whole lines appended with write(2); a failed write (disk full, file size limit)
+// truncates the file back to its last complete line and throws one line naming it.
+class LineLog {
+ public:
+  LineLog(std::string path, bool append) : path_(std::move(path)) {
+    fd_ =
+        ::open(path_.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC | (append ? O_APPEND : O_TRUNC), 0644);
+    if (fd_ < 0)
+      throw Error(fmt::format("gan_train: {}: cannot open ({})", path_, std::strerror(errno)));
+    const off_t end = ::lseek(fd_, 0, SEEK_END);
+    good_ = end < 0 ? 0 : end;
+  }
+  ~LineLog() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  LineLog(const LineLog&) = delete;
+  LineLog& operator=(const LineLog&) = delete;
+
+  void write_line(const std::string& line) {
+    const std::string s = line + "\n";
+    size_t done = 0;
+    while (done < s.size()) {
+      const ssize_t n = ::write(fd_, s.data() + done, s.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        const int err = n < 0 ? errno : EIO;
+        (void)!::ftruncate(fd_, good_);  // no partial line stays behind
+        throw Error(
+            fmt::format("gan_train: {}: cannot write ({}); the file keeps its complete "
+                        "lines",
+                        path_, std::strerror(err)));
+      }
+      done += size_t(n);
+    }
+    good_ += off_t(s.size());
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  off_t good_ = 0;
+};
+
+// SIGINT and SIGTERM while training: the first one asks the loop to stop after the current step
+// (it then writes a checkpoint and returns); a second one ends the process at once with
+// 128 + signal, removing the temporary file of a checkpoint being written (the previous
+// checkpoint stays intact: writes are atomic). SIGXFSZ is ignored, so that a file size limit
+// makes writes fail with EFBIG (reported) instead of killing the process.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {
+    io::remove_pending_temp();
+    ::_exit(128 + sig);
+  }
+  g_stop_signal = sig;
+}
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGINT, &sa, &old_int_);
+    sigaction(SIGTERM, &sa, &old_term_);
+    struct sigaction ign {};
+    ign.sa_handler = SIG_IGN;
+    sigemptyset(&ign.sa_mask);
+    sigaction(SIGXFSZ, &ign, &old_xfsz_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+    sigaction(SIGXFSZ, &old_xfsz_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+  int received() const { return g_stop_signal; }
+
+ private:
+  struct sigaction old_int_ {
+  }, old_term_{}, old_xfsz_{};
+};
+
 void set_requires_grad(nn::Module& m, bool on) {
   for (auto& [name, p] : m.named_parameters()) p.node()->requires_grad = on;
 }
@@ -402,6 +493,7 @@ void IterationGraph::replay() {
 }
 
 Result run(Options o) {
+  const StopSignals signals;
   using clock = std::chrono::steady_clock;
   const auto t_start = clock::now();
   auto seconds = [&] { return std::chrono::duration<double>(clock::now() - t_start).count(); };
@@ -478,6 +570,12 @@ Result run(Options o) {
                     "another --out",
                     o.out, kCheckpointName, o.out));
   fs::create_directories(out / "samples");
+  // Temporary files of writes a killed process left behind (kill -9 during a checkpoint).
+  const int stale =
+      io::remove_stale_temps(out.string()) + io::remove_stale_temps((out / "samples").string());
+  if (stale > 0)
+    std::printf("gan_train: removed %d temporary file(s) an interrupted run left in %s\n", stale,
+                o.out.c_str());
 
   // ---- data
   data::Dataset ds = data::load_auto(o.data);
@@ -553,9 +651,7 @@ Result run(Options o) {
   // ---- outputs
   tb::Writer tbw((out / "tensorboard").string());
   const bool resuming = bool(ck);
-  std::ofstream metrics(out / "metrics.jsonl", resuming ? std::ios::app : std::ios::trunc);
-  GAN_CHECK(bool(metrics),
-            fmt::format("gan_train: cannot write {}", (out / "metrics.jsonl").string()));
+  LineLog metrics((out / "metrics.jsonl").string(), resuming);
   const bool bar = o.progress == 1 || (o.progress == -1 && isatty(STDOUT_FILENO));
   const auto attn = net.g->attention_layers();
   const auto dattn = net.d->attention_layers();
@@ -631,8 +727,7 @@ Result run(Options o) {
       const double ips = r.seconds > 0 ? double(r.images) / r.seconds : 0;
       j["images_per_s"] = ips;
       j["time_s"] = r.seconds;
-      metrics << j.dump() << "\n";
-      metrics.flush();
+      metrics.write_line(j.dump());
       std::map<std::string, double> sc;
       for (size_t i = 0; i < r.names.size(); ++i) sc[r.names[i]] = r.values[i];
       sc["images_per_s"] = ips;
@@ -736,15 +831,28 @@ Result run(Options o) {
       }
     }
     if (step % o.sample_every == 0 || step == total_steps) write_samples();
-    if (step % o.checkpoint_every == 0 || step == total_steps) write_checkpoint();
+    const bool stop = signals.received() != 0 && step < total_steps;
+    if (step % o.checkpoint_every == 0 || step == total_steps || stop) write_checkpoint();
+    if (stop) break;
   }
   emit(true);
+  tbw.flush();  // errors reported here, not lost in the destructor
   graph.reset();
   if (bar) std::printf("\n");
   if (dev == Device::CUDA) cuda::synchronize();
   const double el = seconds() - t0;
   result.steps = step;
   result.images_per_s = el > 0 ? double(images - start_images) / el : 0;
+  if (step < total_steps) {  // stopped by a signal
+    result.stop_signal = signals.received();
+    std::fflush(stdout);
+    std::fprintf(stderr,
+                 "gan_train: stopped by %s after step %lld of %lld; checkpoint %s; resume with: "
+                 "gan_train --resume %s\n",
+                 result.stop_signal == SIGINT ? "SIGINT" : "SIGTERM", (long long)step,
+                 (long long)total_steps, result.checkpoint.c_str(), o.out.c_str());
+    return result;
+  }
   std::printf("gan_train: done: %lld steps, %.1f images/s; samples in %s, checkpoint %s\n",
               (long long)step, result.images_per_s, (out / "samples").c_str(),
               result.checkpoint.c_str());

@@ -68,6 +68,8 @@ struct Result {
   int64_t steps = 0;        // generator steps completed (the global step)
   double images_per_s = 0;  // real images per second over the run
   std::string checkpoint;   // the last checkpoint written
+  int stop_signal =
+      0;  // SIGINT or SIGTERM when a signal stopped the run early (after a checkpoint)
 };
 
 // One iteration of gan_train's loop on models and optimisers the caller owns (gan_bench times it):
@@ -115,8 +117,10 @@ class IterationGraph {
   std::vector<std::pair<Tensor, double>> counters_;  // counter, increment per iteration
 };
 
-// Trains; prints the resolved configuration first. Throws gan::Error on bad input and on a
-// non-finite loss (after which the last checkpoint written is intact).
+// Trains; prints the resolved configuration first. SIGINT/SIGTERM stop it after the current step
+// with a checkpoint (Result::stop_signal; a second signal exits at once, see trainer.cpp).
+// Throws gan::Error on bad input, on a failed write and on a non-finite loss (after which the
+// last checkpoint written is intact).
 Result run(Options o);
 
 }  // namespace gan::train

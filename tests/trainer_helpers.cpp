@@ -1,0 +1,123 @@
+#include "tests/trainer_helpers.h"
+
+#include <fcntl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <zlib.h>
+#include <cstdlib>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+
+#include <catch2/catch.hpp>
+
+#include "tools/data.h"
+
+namespace fs = std::filesystem;
+
+namespace gan::test {
+
+fs::path scratch(const std::string& name) {
+  const fs::path p = fs::temp_directory_path() / ("gan_trainer_test_" + name);
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+void put_be32(std::string& s, uint32_t v) {
+  for (int i = 3; i >= 0; --i) s.push_back(char((v >> (8 * i)) & 0xff));
+}
+
+fs::path fashion_subset(int64_t n) {
+  const fs::path dir = fs::temp_directory_path() / "gan_trainer_test_data";
+  const fs::path file = dir / ("fmnist_" + std::to_string(n) + "-images-idx3-ubyte.gz");
+  if (fs::exists(file)) return file;
+  fs::create_directories(dir);
+  // GAN_FASHION_MNIST_DIR: where the dataset is on a machine without the Debian package (the GPU
+  // machine; tools/gpu_session.sh sets it).
+  const char* where = std::getenv("GAN_FASHION_MNIST_DIR");
+  const data::Dataset ds = data::load_fashion_mnist(where ? where : data::kFashionMnistDir);
+  std::string bytes;
+  put_be32(bytes, 0x803);
+  put_be32(bytes, uint32_t(n));
+  put_be32(bytes, 28);
+  put_be32(bytes, 28);
+  bytes.append(reinterpret_cast<const char*>(ds.pixels.data()), size_t(n) * 28 * 28);
+  // A per-process temporary name: test processes running in parallel may make it at once.
+  const std::string tmp = file.string() + ".tmp" + std::to_string(::getpid());
+  gzFile gz = gzopen(tmp.c_str(), "wb");
+  REQUIRE(gz != nullptr);
+  REQUIRE(gzwrite(gz, bytes.data(), unsigned(bytes.size())) == int(bytes.size()));
+  gzclose(gz);
+  fs::rename(tmp, file);
+  return file;
+}
+
+std::vector<std::string> split_args(const std::string& args) {
+  std::vector<std::string> out;
+  std::istringstream in(args);
+  for (std::string a; in >> a;) out.push_back(a);
+  return out;
+}
+
+pid_t spawn(const std::string& program, const std::vector<std::string>& args, const fs::path& log,
+            uint64_t fsize_limit) {
+  // Everything the child needs is made before fork: after it, only async-signal-safe calls.
+  std::vector<std::string> all{program};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  const std::string log_path = log.string();
+  const pid_t pid = ::fork();
+  REQUIRE(pid >= 0);
+  if (pid == 0) {
+    const int fd = ::open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) ::_exit(120);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::close(fd);
+    if (fsize_limit > 0) {
+      // The limit is set for the child only; the log is already open (and small).
+      rlimit lim{rlim_t(fsize_limit), rlim_t(fsize_limit)};
+      if (::setrlimit(RLIMIT_FSIZE, &lim) != 0) ::_exit(121);
+    }
+    ::execv(argv[0], argv.data());
+    ::_exit(122);
+  }
+  return pid;
+}
+
+int wait_exit(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return -1;
+  }
+  if (WIFEXITED(status)) return WEXITSTATUS(status);
+  if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+  return -1;
+}
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+std::string last_line(const std::string& s) {
+  std::string t = s;
+  while (!t.empty() && t.back() == '\n') t.pop_back();
+  const size_t k = t.rfind('\n');
+  return k == std::string::npos ? t : t.substr(k + 1);
+}
+
+std::vector<fs::path> temp_files(const fs::path& dir) {
+  std::vector<fs::path> out;
+  std::error_code ec;
+  for (const auto& e : fs::recursive_directory_iterator(dir, ec))
+    if (e.path().filename().string().find(".tmp.") != std::string::npos) out.push_back(e.path());
+  return out;
+}
+
+}  // namespace gan::test
