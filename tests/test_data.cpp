@@ -255,10 +255,14 @@ TEST_CASE("data: CIFAR-10 binary batches", "[io][cpu]") {
   CHECK(error_of([&] { gan::data::load_cifar10(dir.path.string()); }) ==
         "data: " + dir.file("data_batch_1.bin") +
             ": truncated (expected 30730000 bytes = 10000 records of 1 + 3072, file has 1000)");
+  // Sizes are checked before anything is read: the missing batch is named first.
   batch.assign(30730000, 77);
   write_raw(dir.file("data_batch_1.bin"), batch);
   CHECK(error_of([&] { gan::data::load_cifar10(dir.path.string()); }) ==
-        "data: " + dir.file("data_batch_1.bin") +
+        "data: " + dir.file("data_batch_2.bin") + ": cannot open (No such file or directory)");
+  write_raw(dir.file("test_batch.bin"), batch);
+  CHECK(error_of([&] { gan::data::load_cifar10(dir.path.string(), false); }) ==
+        "data: " + dir.file("test_batch.bin") +
             ": not a CIFAR-10 batch (record 0 has label 77, expected 0..9)");
 }
 

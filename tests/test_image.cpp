@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -97,6 +99,29 @@ TEST_CASE("image: decoding converts channels and reports errors on one line", "[
           !Catch::Matchers::Contains("\n"));
   const uint8_t junk[4] = {1, 2, 3, 4};
   CHECK_THROWS_AS(gan::img::decode_memory(junk, 4), gan::Error);
+
+  // Found by fuzz_image_folder: a JPEG Huffman table of 512 codes (stb 2.27 wrote past its
+  // 256-entry tables; JPEGs now go through libjpeg-turbo). The same regression input the fuzz
+  // script replays (fuzz/regressions/image_folder/), built here byte by byte.
+  std::vector<uint8_t> dht = {0xFF, 0xD8, 0xFF, 0xC4, 0x02, 0x13, 0x00};
+  for (int i = 0; i < 16; ++i) dht.push_back(32);
+  for (int i = 0; i < 512; ++i) dht.push_back(uint8_t(i));
+  dht.insert(dht.end(), {0xFF, 0xD9});
+  REQUIRE(dht.size() == 537);  // 0x0213 = 531 = 2 + 1 + 16 + 512 segment bytes
+  CHECK_THROWS_WITH(gan::img::decode_memory(dht.data(), dht.size(), 3, "x.jpg"),
+                    "x.jpg: cannot decode (JPEG: Bogus Huffman table definition)");
+  // Formats other than PNG and JPEG are refused (stb would have tried them).
+  const uint8_t bmp[32] = {'B', 'M'};
+  CHECK_THROWS_WITH(gan::img::decode_memory(bmp, sizeof bmp, 3, "x.bmp"),
+                    "x.bmp: cannot decode (not a PNG or JPEG file)");
+  // A valid JPEG's tables pass the check (stb's own encoder, above, and its decoding).
+  const std::string flat_bytes = [&] {
+    std::ifstream in(dir.file("flat.jpg"), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }();
+  CHECK(gan::img::decode_memory(reinterpret_cast<const uint8_t*>(flat_bytes.data()),
+                                flat_bytes.size(), 3)
+            .height == 16);
   CHECK_THROWS_WITH(gan::img::write_png("/nonexistent-dir/x.png", rgb),
                     Catch::Matchers::StartsWith("image: /nonexistent-dir/x.png: cannot write ("));
   CHECK_THROWS_WITH(gan::img::write_png_atomic("/nonexistent-dir/x.png", rgb),

@@ -239,6 +239,15 @@ Dataset load_cifar10(const std::string& dir, bool train) {
     files.push_back((fs::path(dir) / "test_batch.bin").string());
   }
   constexpr size_t kRecords = 10000, kRecord = 1 + 3072, kBytes = kRecords * kRecord;
+  // Sizes first: nothing is allocated or read for a folder of wrong files (however large).
+  for (const std::string& f : files) {
+    std::error_code ec;
+    const uintmax_t size = fs::file_size(f, ec);
+    if (ec) fail(f, "cannot open (" + ec.message() + ")");
+    if (size != kBytes)
+      fail(f, fmt::format("{} (expected {} bytes = {} records of 1 + 3072, file has {})",
+                          size < kBytes ? "truncated" : "wrong size", kBytes, kRecords, size));
+  }
   Dataset d;
   d.height = d.width = 32;
   d.channels = 3;

@@ -87,11 +87,16 @@ int run(const Args& a) {
     std::printf("gan_sample: %lld images in %s\n", (long long)a.n, a.out.c_str());
   } else {
     std::string file = a.out;
-    if (fs::path(file).extension() != ".png") {
+    const std::string ext = fs::path(file).extension().string();
+    const bool jpeg = ext == ".jpg" || ext == ".jpeg";
+    if (ext != ".png" && !jpeg) {
       fs::create_directories(file);
       file = (fs::path(file) / "grid.png").string();
     }
-    img::write_png_atomic(file, img::make_grid(imgs, a.cols));
+    if (jpeg)
+      img::write_jpeg(file, img::make_grid(imgs, a.cols));
+    else
+      img::write_png_atomic(file, img::make_grid(imgs, a.cols));
     std::printf("gan_sample: %lld samples in %s\n", (long long)a.n, file.c_str());
   }
 
@@ -148,7 +153,8 @@ int main(int argc, char** argv) {
   Args a;
   CLI::App app{"gan_sample: samples from a gan_train checkpoint"};
   app.add_option("checkpoint", a.checkpoint, "checkpoint file or run directory")->required();
-  app.add_option("--out", a.out, "a .png for the grid, or a directory")->capture_default_str();
+  app.add_option("--out", a.out, "a .png (or .jpg) for the grid, or a directory")
+      ->capture_default_str();
   app.add_option("-n,--n", a.n, "number of samples")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(4096)));

@@ -11,12 +11,15 @@
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
+#include <csetjmp>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <memory>
 
 #include <fmt/format.h>
+#include <jpeglib.h>
+#include <png.h>
 
 #include "engine/error.h"
 
@@ -30,9 +33,7 @@
 #pragma GCC diagnostic ignored "-Wimplicit-fallthrough"
 #pragma GCC diagnostic ignored "-Wtype-limits"
 #pragma GCC diagnostic ignored "-Wdouble-promotion"
-#define STB_IMAGE_STATIC
-#define STB_IMAGE_IMPLEMENTATION
-#include "stb_image.h"
+// stb writes PNG and JPEG and resizes; decoding is libpng's and libjpeg-turbo's (below).
 #define STB_IMAGE_WRITE_STATIC
 #define STB_IMAGE_WRITE_IMPLEMENTATION
 #include "stb_image_write.h"
@@ -43,6 +44,8 @@
 
 namespace gan::img {
 namespace {
+
+constexpr unsigned kMaxSide = 16384;
 
 void check_channels(int channels, const char* what) {
   GAN_CHECK(channels == 1 || channels == 3,
@@ -78,6 +81,89 @@ Image from_stb(const uint8_t* data, int w, int h, int n, int channels) {
 
 std::string errno_text() { return std::strerror(errno); }
 
+// JPEG through libjpeg-turbo (stb_image 2.27, Debian 12's, writes out of bounds on crafted JPEGs:
+// fuzz_image_folder found two such inputs in seconds, fuzz/regressions/image_folder/). Errors
+// come back as one line; warnings (e.g. a truncated file, decoded as far as it goes) are kept
+// quiet, as stb's decoder accepted such files too.
+struct JpegError {
+  jpeg_error_mgr mgr;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+extern "C" void jpeg_fail(j_common_ptr cinfo) {
+  auto* e = reinterpret_cast<JpegError*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, e->message);
+  std::longjmp(e->jump, 1);
+}
+extern "C" void jpeg_quiet(j_common_ptr, int) {}
+
+// Decodes into `out` (gray or RGB as the file is); false with `why` on failure. No C++ object is
+// created between setjmp and a longjmp back to it.
+bool decode_jpeg(const uint8_t* data, size_t size, Image& out, std::string& why) {
+  jpeg_decompress_struct cinfo{};
+  JpegError err{};
+  cinfo.err = jpeg_std_error(&err.mgr);
+  err.mgr.error_exit = jpeg_fail;
+  err.mgr.emit_message = jpeg_quiet;
+  if (setjmp(err.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    why = err.message;
+    return false;
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  if (cinfo.image_width > kMaxSide || cinfo.image_height > kMaxSide) {
+    std::snprintf(err.message, sizeof err.message, "%ux%u is larger than %d pixels a side",
+                  cinfo.image_width, cinfo.image_height, kMaxSide);
+    std::longjmp(err.jump, 1);
+  }
+  cinfo.out_color_space = cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  jpeg_start_decompress(&cinfo);
+  out.width = int(cinfo.output_width);
+  out.height = int(cinfo.output_height);
+  out.channels = int(cinfo.output_components);
+  out.pixels.resize(size_t(out.width) * size_t(out.height) * size_t(out.channels));
+  while (cinfo.output_scanline < cinfo.output_height) {
+    JSAMPROW row = out.pixels.data() +
+                   size_t(cinfo.output_scanline) * size_t(out.width) * size_t(out.channels);
+    jpeg_read_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_decompress(&cinfo);
+  jpeg_destroy_decompress(&cinfo);
+  return true;
+}
+
+// PNG through libpng's simplified API (stb 2.27's PNG reader passes a null pointer to memcpy on an
+// empty IDAT chunk: fuzz_image_folder). Read as gray+alpha or RGBA, 8 bits, the alpha dropped by
+// the caller as stb's reader did.
+bool decode_png(const uint8_t* data, size_t size, Image& out, std::string& why) {
+  png_image img{};
+  img.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&img, data, size)) {
+    why = img.message;
+    return false;
+  }
+  if (img.width > kMaxSide || img.height > kMaxSide) {
+    why = fmt::format("{}x{} is larger than {} pixels a side", img.width, img.height, kMaxSide);
+    png_image_free(&img);
+    return false;
+  }
+  const bool color = (img.format & PNG_FORMAT_FLAG_COLOR) != 0;
+  img.format = color ? PNG_FORMAT_RGBA : PNG_FORMAT_GA;
+  out.width = int(img.width);
+  out.height = int(img.height);
+  out.channels = color ? 4 : 2;
+  out.pixels.resize(PNG_IMAGE_SIZE(img));
+  if (!png_image_finish_read(&img, nullptr, out.pixels.data(), 0, nullptr)) {
+    why = img.message;
+    png_image_free(&img);
+    return false;
+  }
+  return true;
+}
+
 void append_bytes(void* context, void* data, int size) {
   auto* out = static_cast<std::vector<uint8_t>*>(context);
   const auto* p = static_cast<const uint8_t*>(data);
@@ -101,12 +187,13 @@ Image decode_file(const std::string& path, int channels, std::string_view who) {
                         channels));
   std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
   GAN_CHECK(f != nullptr, fmt::format("{}: {}: cannot open ({})", who, path, errno_text()));
-  int w = 0, h = 0, n = 0;
-  stbi_uc* data = stbi_load_from_file(f.get(), &w, &h, &n, 0);
-  GAN_CHECK(data != nullptr,
-            fmt::format("{}: {}: cannot decode ({})", who, path, stbi_failure_reason()));
-  std::unique_ptr<stbi_uc, void (*)(void*)> hold(data, &stbi_image_free);
-  return from_stb(data, w, h, n, channels);
+  std::vector<uint8_t> bytes;
+  uint8_t buf[1 << 16];
+  size_t got;
+  while ((got = std::fread(buf, 1, sizeof buf, f.get())) > 0)
+    bytes.insert(bytes.end(), buf, buf + got);
+  GAN_CHECK(!std::ferror(f.get()), fmt::format("{}: {}: read error ({})", who, path, errno_text()));
+  return decode_memory(bytes.data(), bytes.size(), channels, fmt::format("{}: {}", who, path));
 }
 
 Image decode_memory(const uint8_t* data, size_t size, int channels, std::string_view what) {
@@ -114,11 +201,20 @@ Image decode_memory(const uint8_t* data, size_t size, int channels, std::string_
             fmt::format("{}: cannot decode to {} channels (expected 0, 1 or 3)", what, channels));
   GAN_CHECK(size <= size_t(INT32_MAX),
             fmt::format("{}: cannot decode ({} bytes is too large)", what, size));
-  int w = 0, h = 0, n = 0;
-  stbi_uc* pixels = stbi_load_from_memory(data, int(size), &w, &h, &n, 0);
-  GAN_CHECK(pixels != nullptr, fmt::format("{}: cannot decode ({})", what, stbi_failure_reason()));
-  std::unique_ptr<stbi_uc, void (*)(void*)> hold(pixels, &stbi_image_free);
-  return from_stb(pixels, w, h, n, channels);
+  if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) {
+    Image im;
+    std::string why;
+    GAN_CHECK(decode_jpeg(data, size, im, why),
+              fmt::format("{}: cannot decode (JPEG: {})", what, why));
+    return from_stb(im.pixels.data(), im.width, im.height, im.channels, channels);
+  }
+  static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
+  GAN_CHECK(size >= 8 && std::memcmp(data, kPng, 8) == 0,
+            fmt::format("{}: cannot decode (not a PNG or JPEG file)", what));
+  Image im;
+  std::string why;
+  GAN_CHECK(decode_png(data, size, im, why), fmt::format("{}: cannot decode (PNG: {})", what, why));
+  return from_stb(im.pixels.data(), im.width, im.height, im.channels, channels);
 }
 
 Image to_rgb(const Image& src) {

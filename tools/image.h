@@ -1,4 +1,4 @@
-// 8-bit images: decoding (PNG, JPEG, BMP, GIF, TGA, PNM via stb_image), resizing
+// 8-bit images: decoding (PNG via libpng, JPEG via libjpeg-turbo), resizing
 // (stb_image_resize), padding and fitting to a square, PNG encoding (stb_image_write), sample grids
 // from a tensor of generated images, and attention-map overlays. See docs/io.md.
 //
@@ -34,9 +34,11 @@ struct Image {
   }
 };
 
-// Decodes an image file (any format stb_image reads). channels = 1 converts to gray, 3 to RGB
-// (alpha is dropped); 0 keeps the file's colour: gray (with or without alpha) -> 1, else 3.
-// Errors: "<who>: <path>: cannot open (<strerror>)", "<who>: <path>: cannot decode (<reason>)".
+// Decodes a PNG or JPEG file (recognised by its first bytes, whatever its name); any other format
+// is refused. channels = 1 converts to gray, 3 to RGB (alpha is dropped); 0 keeps the file's
+// colour: gray (with or without alpha) -> 1, else 3. At most 16384 pixels a side.
+// Errors: "<who>: <path>: cannot open (<strerror>)", "<who>: <path>: cannot decode (<reason>)"
+// with reason "PNG: <libpng's message>", "JPEG: <libjpeg's message>" or "not a PNG or JPEG file".
 Image decode_file(const std::string& path, int channels = 3, std::string_view who = "image");
 Image decode_memory(const uint8_t* data, size_t size, int channels = 3,
                     std::string_view what = "image: <memory>");
