@@ -43,6 +43,19 @@ cudnnHandle_t handle_locked() {
 // One per (geometry, math mode). Each direction has its own convolution descriptor so that it
 // can carry the math type its algorithm was chosen with.
 struct ConvPlan {
+  ConvPlan() = default;
+  ConvPlan(const ConvPlan&) = delete;
+  ConvPlan& operator=(const ConvPlan&) = delete;
+  // Descriptors are host objects: destroying them needs no device, also at exit (the plan
+  // cache is a static; LeakSanitizer found them leaked).
+  ~ConvPlan() {
+    for (cudnnConvolutionDescriptor_t c : {conv_fwd, conv_bwd_data, conv_bwd_filter})
+      if (c) (void)cudnnDestroyConvolutionDescriptor(c);
+    if (w) (void)cudnnDestroyFilterDescriptor(w);
+    if (y) (void)cudnnDestroyTensorDescriptor(y);
+    if (x) (void)cudnnDestroyTensorDescriptor(x);
+  }
+
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv_fwd = nullptr, conv_bwd_data = nullptr,
@@ -77,10 +90,6 @@ cudnnConvolutionDescriptor_t make_conv(const kernels::ConvGeom& g, cudnnMathType
   return d;
 }
 
-// Picks the first result (cuDNN orders them by expected speed) that succeeded, preferring, in
-// this order: the requested math (strict float32: CUDNN_FMA_MATH only) and deterministic; the
-// requested math; in strict mode, as a last resort, CUDNN_DEFAULT_MATH (float32 data, which
-// cuDNN may run as TF32 on Ampere and newer: only if cuDNN offers nothing FMA-only).
 std::vector<std::string> g_plan_log;  // one line per plan (conv_plan_log())
 
 bool require_deterministic() {
@@ -142,6 +151,10 @@ ConvPlan& plan_locked(const kernels::ConvGeom& g) {
                                              to_int(g.s, "S")));
   const cudnnMathType_t query_math = tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
   cudnnConvolutionDescriptor_t probe = make_conv(g, query_math);
+  struct ProbeGuard {  // destroyed on every path, errors included
+    cudnnConvolutionDescriptor_t d;
+    ~ProbeGuard() { (void)cudnnDestroyConvolutionDescriptor(d); }
+  } probe_guard{probe};
   int n = 0, ny[4] = {};
   GAN_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(probe, pl.x, pl.w, 4, ny));
   GAN_CHECK(ny[0] == g.n && ny[1] == g.k && ny[2] == g.p && ny[3] == g.q,
@@ -182,7 +195,6 @@ ConvPlan& plan_locked(const kernels::ConvGeom& g) {
     GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
         h, pl.x, pl.y, pl.conv_bwd_filter, pl.w, pl.bwd_filter, &pl.ws_bwd_filter));
   }
-  GAN_CUDNN_CHECK(cudnnDestroyConvolutionDescriptor(probe));
   g_plan_log.push_back(fmt::format(
       "conv x ({}, {}, {}, {}) w ({}, {}, {}, {}) stride {}x{} pad {}x{} dil {}x{}{}: {}; {}; {}",
       g.n, g.h, g.w, g.c, g.k, g.r, g.s, g.c, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h,

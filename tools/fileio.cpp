@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <csignal>
 #include <cstdio>
@@ -36,7 +37,9 @@ int remove_stale_temps(const std::string& dir) {
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string name = e.path().filename().string();
     const size_t at = name.rfind(".tmp.");
-    if (at != std::string::npos && at > 0 && name.size() == at + 5 + 6 && e.is_regular_file(ec) &&
+    if (at == std::string::npos || at == 0 || at + 5 == name.size()) continue;
+    const std::string tail = name.substr(at + 5);  // <pid>-<n>
+    if (tail.find_first_not_of("0123456789-") == std::string::npos && e.is_regular_file(ec) &&
         fs::remove(e.path(), ec))
       ++removed;
   }
@@ -45,14 +48,23 @@ int remove_stale_temps(const std::string& dir) {
 
 void write_file_atomic(const std::string& path, const void* data, size_t size,
                        std::string_view who) {
-  std::string tmpl = path + ".tmp.XXXXXX";
-  const int fd = ::mkstemp(tmpl.data());
-  if (fd < 0)
-    throw Error(fmt::format("{}: {}: cannot write ({})", who, path, std::strerror(errno)));
-  const bool track = tmpl.size() < sizeof g_pending;
-  if (track) {
+  // The temporary name is known before the file exists (<path>.tmp.<pid>-<n>), so that a signal
+  // handler that ends the process can remove it whenever it runs (remove_pending_temp).
+  static std::atomic<unsigned> counter{0};
+  const std::string tmpl = fmt::format("{}.tmp.{}-{}", path, ::getpid(), counter++);
+  if (tmpl.size() < sizeof g_pending) {
     std::memcpy(g_pending, tmpl.c_str(), tmpl.size() + 1);
     g_has_pending = 1;
+  }
+  int fd = ::open(tmpl.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == EEXIST) {  // left by an earlier process that had this pid
+    ::unlink(tmpl.c_str());
+    fd = ::open(tmpl.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  }
+  if (fd < 0) {
+    const int err = errno;
+    g_has_pending = 0;
+    throw Error(fmt::format("{}: {}: cannot write ({})", who, path, std::strerror(err)));
   }
   auto fail = [&](const char* step, int err, bool close_fd) {
     if (close_fd) ::close(fd);
@@ -70,7 +82,6 @@ void write_file_atomic(const std::string& path, const void* data, size_t size,
     if (n < 0) fail("write", errno, true);
     done += size_t(n);
   }
-  if (::fchmod(fd, 0644) != 0) fail("fchmod", errno, true);
   if (::fsync(fd) != 0) fail("fsync", errno, true);
   if (::close(fd) != 0) fail("close", errno, false);
   if (std::rename(tmpl.c_str(), path.c_str()) != 0) fail("rename", errno, false);

@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds everything (warnings are errors, as for the
-# run command: one configuration), checks that the run command reuses that build, runs
-# every test with ctest (CUDA cases on the GPU when there is one, and always on the interpreter:
-# docs/interpreter.md), then builds the interpreter suite with UBSan into build-ubsan and runs it
-# under one schedule seed (warnings are errors in the main build only: UBSan makes GCC warn in
-# third-party headers). The last line printed is ctest's summary line of the main run.
+# run command: one configuration), checks that the run command reuses that build, then:
+#   1. ASan + UBSan (build-asan, GCC): the interpreter suite under one schedule seed and every CPU
+#      case, from engine_tests_interp (warnings are errors in the main build only: the sanitizers
+#      make GCC warn in third-party headers);
+#   2. ThreadSanitizer (build-tsan) over the kernels that use shared memory (races reported
+#      whether or not a schedule exposes them);
+#   3. libFuzzer (build-fuzz, clang, ASan + UBSan): the regression inputs, then each parser of user
+#      files fuzzed for GAN_FUZZ_SECONDS (default 20) seconds (tools/fuzz.sh);
+#   4. every test of the main build with ctest (CUDA cases on the GPU when there is one, and
+#      always on the interpreter: docs/interpreter.md).
+# The last line printed is ctest's summary line of the main run.
 #   tools/test.sh [extra ctest arguments...]
-# Then the same with ThreadSanitizer (build-tsan) over the kernels that use shared memory
-# (races reported whether or not a schedule exposes them).
-# Environment: GAN_BUILD_DIR (default build), GAN_UBSAN=0 / GAN_TSAN=0 skip those suites.
+# Environment: GAN_BUILD_DIR (default build), GAN_ASAN=0 / GAN_TSAN=0 / GAN_FUZZ_SECONDS=0 skip
+# those stages.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 build=${GAN_BUILD_DIR:-$root/build}
@@ -33,13 +38,15 @@ sanitizer_build() {
   cmake --build "$dir" -j "$(nproc)" --target engine_tests_interp
 }
 
-ubsan_rc=0
-if [ "${GAN_UBSAN:-1}" != 0 ]; then
-  sanitizer_build ubsan undefined
+asan_rc=0
+if [ "${GAN_ASAN:-1}" != 0 ]; then
+  sanitizer_build asan address,undefined
   set +e
-  (cd "$build-ubsan" && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-    ctest --output-on-failure -j "$(nproc)" -R '^interp_s1:')
-  ubsan_rc=$?
+  # The kill -9 loop is slower under ASan: a shorter loop here, the full one in the main run.
+  (cd "$build-asan" && GAN_KILL_LOOP=10 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 LSAN_OPTIONS=suppressions="$root/tools/lsan.supp" \
+    ctest --output-on-failure -j "$(nproc)" -R '^(interp_s1|cpu):')
+  asan_rc=$?
   set -e
 fi
 
@@ -53,13 +60,25 @@ if [ "${GAN_TSAN:-1}" != 0 ]; then
   set -e
 fi
 
+fuzz_rc=0
+if [ "${GAN_FUZZ_SECONDS:-20}" != 0 ]; then
+  set +e
+  "$root/tools/fuzz.sh" "${GAN_FUZZ_SECONDS:-20}"
+  fuzz_rc=$?
+  set -e
+fi
+
 set +e
 (cd "$build" && ctest --output-on-failure -j "$(nproc)" "$@") 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
 set -e
-if [ "$ubsan_rc" -ne 0 ]; then
-  echo "test: the UBSan interpreter suite failed (rc=$ubsan_rc)"
-  [ "$rc" -ne 0 ] || rc=$ubsan_rc
+if [ "$asan_rc" -ne 0 ]; then
+  echo "test: the ASan + UBSan suite (interpreter and CPU cases) failed (rc=$asan_rc)"
+  [ "$rc" -ne 0 ] || rc=$asan_rc
+fi
+if [ "$fuzz_rc" -ne 0 ]; then
+  echo "test: fuzzing found a crash or a regression input crashes again (rc=$fuzz_rc)"
+  [ "$rc" -ne 0 ] || rc=$fuzz_rc
 fi
 if [ "$tsan_rc" -ne 0 ]; then
   echo "test: the ThreadSanitizer kernel suite failed (rc=$tsan_rc)"

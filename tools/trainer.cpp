@@ -334,6 +334,16 @@ void check_writable(const std::string& dir) {
 
 uint64_t u64(int64_t v) { return uint64_t(v); }
 
+// The resident set size of this process in MiB (/proc/self/statm), 0 where unavailable.
+double resident_mb() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  if (!f) return 0;
+  long size = 0, resident = 0;
+  const int got = std::fscanf(f, "%ld %ld", &size, &resident);
+  std::fclose(f);
+  return got == 2 ? double(resident) * double(sysconf(_SC_PAGESIZE)) / (1 << 20) : 0;
+}
+
 // Calls f(entry name, PyTorch layout, state tensor) for both Adam moments of every parameter of
 // module m, named prefix + "exp_avg." / "exp_avg_sq." + the parameter's state_dict name.
 template <class F>
@@ -727,6 +737,10 @@ Result run(Options o) {
       const double ips = r.seconds > 0 ? double(r.images) / r.seconds : 0;
       j["images_per_s"] = ips;
       j["time_s"] = r.seconds;
+      // Memory, for long runs (docs/reliability.md): the process's resident set, and on CUDA what
+      // the stream-ordered pool holds from the driver. Neither synchronises.
+      j["rss_mb"] = resident_mb();
+      if (dev == Device::CUDA) j["pool_mb"] = double(cuda::pool_reserved_bytes()) / (1 << 20);
       metrics.write_line(j.dump());
       std::map<std::string, double> sc;
       for (size_t i = 0; i < r.names.size(); ++i) sc[r.names[i]] = r.values[i];

@@ -44,6 +44,28 @@
 #define GAN_TSAN_SWITCH(fiber) ((void)0)  // not evaluated: no fiber contexts without TSan
 #endif
 
+// AddressSanitizer builds (GAN_SANITIZE=address,...): ASan is told of every switch between the
+// scheduler's stack and a fiber's (__sanitizer_start/finish_switch_fiber), and a fiber stack is
+// unpoisoned before it is reused, so that frames a previous fiber left behind report nothing.
+#if defined(__SANITIZE_ADDRESS__)
+#define GAN_INTERP_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define GAN_INTERP_ASAN 1
+#endif
+#endif
+#if defined(GAN_INTERP_ASAN)
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#define GAN_ASAN_START(save, bottom, size) __sanitizer_start_switch_fiber(save, bottom, size)
+#define GAN_ASAN_FINISH(save, bottom, size) __sanitizer_finish_switch_fiber(save, bottom, size)
+#define GAN_ASAN_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION(p, n)
+#else
+#define GAN_ASAN_START(save, bottom, size) ((void)0)
+#define GAN_ASAN_FINISH(save, bottom, size) ((void)0)
+#define GAN_ASAN_UNPOISON(p, n) ((void)0)
+#endif
+
 // The context switch (x86-64 System V): saves the callee-saved registers on the current stack,
 // stores the stack pointer in *save, and resumes the context whose stack pointer is `to`.
 extern "C" void gan_interp_switch(void** save, void* to);
@@ -306,7 +328,12 @@ class Runner {
 #if defined(GAN_INTERP_TSAN)
     for (void* f : tsan_fibers_) __tsan_destroy_fiber(f);
 #endif
-    if (stacks_) munmap(stacks_, nstacks_ * slot_bytes());
+    if (stacks_) {
+      // Frames of fibers that never returned leave poisoned shadow; the addresses may come back
+      // as device memory.
+      GAN_ASAN_UNPOISON(stacks_, nstacks_ * slot_bytes());
+      munmap(stacks_, nstacks_ * slot_bytes());
+    }
   }
 
   // Runs one block to completion; false (and `error`) when it failed.
@@ -340,6 +367,7 @@ class Runner {
       f.ts.grid_dim = l.grid;
       f.ts.lane = i % 32;
       f.stack_lo = stack_lo(i);
+      GAN_ASAN_UNPOISON(f.stack_lo, stack_bytes());
       void** top = reinterpret_cast<void**>(f.stack_lo + stack_bytes());
       // Stack as gan_interp_switch leaves it: 6 saved registers, then the return address (the
       // entry); the slot above stands for the entry's own return address (16-byte alignment).
@@ -420,7 +448,10 @@ class Runner {
   void yield() {
     Fiber& f = *cur_;
     GAN_TSAN_SWITCH(tsan_sched_);
+    [[maybe_unused]] void* fake = nullptr;
+    GAN_ASAN_START(&fake, sched_bottom_, sched_size_);
     gan_interp_switch(&f.sp, sched_sp_);
+    GAN_ASAN_FINISH(fake, &sched_bottom_, &sched_size_);
   }
   Fiber& current() { return *cur_; }
   const Launch& launch() const { return *launch_; }
@@ -443,7 +474,12 @@ class Runner {
 
   void ensure_stacks(unsigned n) {
     if (n <= nstacks_) return;
-    if (stacks_) munmap(stacks_, nstacks_ * slot_bytes());
+    if (stacks_) {
+      // Frames of fibers that never returned leave poisoned shadow; the addresses may come back
+      // as device memory.
+      GAN_ASAN_UNPOISON(stacks_, nstacks_ * slot_bytes());
+      munmap(stacks_, nstacks_ * slot_bytes());
+    }
     const size_t len = n * slot_bytes();
     void* m = mmap(nullptr, len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
@@ -465,6 +501,7 @@ class Runner {
 
   static void fiber_entry() {
     Runner& r = *tls_runner;
+    GAN_ASAN_FINISH(nullptr, &r.sched_bottom_, &r.sched_size_);
     Fiber& f = *r.cur_;
     GAN_TSAN_ACQUIRE(&r.block_token_);
     try {
@@ -476,6 +513,7 @@ class Runner {
     }
     GAN_TSAN_RELEASE(&r.end_token_);
     GAN_TSAN_SWITCH(r.tsan_sched_);
+    GAN_ASAN_START(nullptr, r.sched_bottom_, r.sched_size_);  // this fiber ends here
     gan_interp_switch(&f.sp, r.sched_sp_);
     std::abort();  // never resumed
   }
@@ -505,7 +543,10 @@ class Runner {
         cur_ = &f;
         tls_thread = &f.ts;
         GAN_TSAN_SWITCH(tsan_fibers_[i]);
+        [[maybe_unused]] void* fake = nullptr;
+        GAN_ASAN_START(&fake, f.stack_lo, stack_bytes());
         gan_interp_switch(&sched_sp_, f.sp);
+        GAN_ASAN_FINISH(fake, nullptr, nullptr);
         tls_thread = nullptr;
         if (!guarded_ && !canary_intact(f.stack_lo))
           return fail_block("fiber stack overflow in " + where(f) + " (stack " +
@@ -758,6 +799,9 @@ class Runner {
   unsigned char* stacks_ = nullptr;
   size_t nstacks_ = 0;
   void* sched_sp_ = nullptr;
+  // ASan: the scheduler's stack, as the first switch into a fiber reports it.
+  const void* sched_bottom_ = nullptr;
+  size_t sched_size_ = 0;
   Fiber* cur_ = nullptr;
   std::mt19937_64 rng_;
   const Launch* launch_ = nullptr;
@@ -860,13 +904,24 @@ uint64_t mix(uint64_t x) {
 // ---------------------------------------------------------------------------------------------
 // Fault handler: names the kernel, block and thread (or the API call) and the allocation.
 
+// One alternate signal stack per thread (the fault handler runs on it when a fiber's stack
+// overflows into its guard page), released when the thread ends.
 void install_altstack() {
-  thread_local bool done = false;
-  if (done) return;
-  done = true;
+  struct AltStack {
+    void* mem = nullptr;
+    ~AltStack() {
+      if (!mem) return;
+      stack_t off{};
+      off.ss_flags = SS_DISABLE;
+      sigaltstack(&off, nullptr);
+      std::free(mem);
+    }
+  };
+  thread_local AltStack alt;
+  if (alt.mem) return;
   stack_t ss{};
   ss.ss_size = 64 * 1024;
-  ss.ss_sp = std::malloc(ss.ss_size);
+  ss.ss_sp = alt.mem = std::malloc(ss.ss_size);
   sigaltstack(&ss, nullptr);
 }
 
