@@ -56,18 +56,6 @@ int64_t checkpoint_step(const fs::path& dir) {
   return st::read_file((dir / "checkpoint.safetensors").string()).int64s("train.step").at(0);
 }
 
-// Every tensor of two checkpoints, bit for bit.
-void require_same_checkpoint(const fs::path& a, const fs::path& b) {
-  const st::File fa = st::read_file((a / "checkpoint.safetensors").string());
-  const st::File fb = st::read_file((b / "checkpoint.safetensors").string());
-  REQUIRE(fa.entries.size() == fb.entries.size());
-  for (size_t i = 0; i < fa.entries.size(); ++i) {
-    INFO(fa.entries[i].name);
-    REQUIRE(fa.entries[i].name == fb.entries[i].name);
-    CHECK(fa.entries[i].bytes == fb.entries[i].bytes);
-  }
-}
-
 }  // namespace
 
 TEST_CASE(

@@ -146,14 +146,7 @@ TEST_CASE("trainer: 200 steps straight equal 100 steps then a resume for 100 mor
     oc.device = "cpu";
     const train::Result r = train::run(oc);
     CHECK(r.steps == 200);
-    const st::File fa = st::read_file((a / "checkpoint.safetensors").string());
-    const st::File fb = st::read_file((b / "checkpoint.safetensors").string());
-    REQUIRE(fa.entries.size() == fb.entries.size());
-    for (size_t i = 0; i < fa.entries.size(); ++i) {
-      INFO(fa.entries[i].name);
-      REQUIRE(fa.entries[i].name == fb.entries[i].name);
-      CHECK(fa.entries[i].bytes == fb.entries[i].bytes);  // bit for bit
-    }
+    gan::test::require_same_checkpoint(a, b);  // bit for bit
   }
 }
 
@@ -313,14 +306,7 @@ TEST_CASE("trainer cuda: --cuda-graph replays equal the eager steps", "[trainer]
     const Proc pe = gan_train(common + e.string());
     INFO(pe.output);
     REQUIRE(pe.code == 0);
-    const st::File fe = st::read_file((e / "checkpoint.safetensors").string());
-    const st::File fg = st::read_file((g / "checkpoint.safetensors").string());
-    REQUIRE(fe.entries.size() == fg.entries.size());
-    for (size_t i = 0; i < fe.entries.size(); ++i) {
-      INFO(fe.entries[i].name);
-      CHECK(fe.entries[i].name == fg.entries[i].name);
-      CHECK(fe.entries[i].bytes == fg.entries[i].bytes);  // the same kernels in the same order
-    }
+    gan::test::require_same_checkpoint(e, g);  // the same kernels in the same order
     CHECK(metrics(g).size() == 4);
   }
 }

@@ -14,6 +14,7 @@
 #include <catch2/catch.hpp>
 
 #include "tools/data.h"
+#include "tools/safetensors.h"
 
 namespace fs = std::filesystem;
 
@@ -110,6 +111,17 @@ std::string last_line(const std::string& s) {
   while (!t.empty() && t.back() == '\n') t.pop_back();
   const size_t k = t.rfind('\n');
   return k == std::string::npos ? t : t.substr(k + 1);
+}
+
+void require_same_checkpoint(const fs::path& a, const fs::path& b) {
+  const st::File fa = st::read_file((a / "checkpoint.safetensors").string());
+  const st::File fb = st::read_file((b / "checkpoint.safetensors").string());
+  REQUIRE(fa.entries.size() == fb.entries.size());
+  for (size_t i = 0; i < fa.entries.size(); ++i) {
+    INFO(fa.entries[i].name);
+    REQUIRE(fa.entries[i].name == fb.entries[i].name);
+    CHECK(fa.entries[i].bytes == fb.entries[i].bytes);
+  }
 }
 
 std::vector<fs::path> temp_files(const fs::path& dir) {

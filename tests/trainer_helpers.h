@@ -31,6 +31,10 @@ int wait_exit(pid_t pid);
 
 std::string read_text(const std::filesystem::path& p);
 std::string last_line(const std::string& s);
+// Requires every tensor of <a>/checkpoint.safetensors and <b>/checkpoint.safetensors equal, bit
+// for bit, in the same order.
+void require_same_checkpoint(const std::filesystem::path& a, const std::filesystem::path& b);
+
 // Files in dir (recursively) whose name contains ".tmp.": temporaries of atomic writes.
 std::vector<std::filesystem::path> temp_files(const std::filesystem::path& dir);
 
