@@ -43,6 +43,7 @@ namespace {
 
 using namespace gan;
 using ojson = nlohmann::ordered_json;
+using train::set_requires_grad;
 
 struct Config {
   std::string model;
@@ -86,10 +87,6 @@ int64_t count(nn::Module& m) {
   int64_t n = 0;
   for (auto& [name, p] : m.named_parameters()) n += p.value().numel();
   return n;
-}
-
-void set_requires_grad(nn::Module& m, bool on) {
-  for (auto& [name, p] : m.named_parameters()) p.node()->requires_grad = on;
 }
 
 // The anchor script's iteration (see the top of the file). D's parameters need no gradient in

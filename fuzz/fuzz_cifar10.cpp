@@ -2,7 +2,6 @@
 // test_batch.bin). A valid batch is 30,730,000 bytes, far beyond what a fuzzer explores: this
 // target checks the size and label validation and that no input crashes the reader.
 #include <cstdint>
-#include <filesystem>
 #include <string>
 
 #include "engine/error.h"
@@ -10,11 +9,7 @@
 #include "tools/data.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string dir = [] {
-    const std::string d = gan::fuzz::scratch_dir() + "/cifar";
-    std::filesystem::create_directories(d);
-    return d;
-  }();
+  static const std::string dir = gan::fuzz::scratch_subdir("cifar");
   gan::fuzz::write_input("cifar/test_batch.bin", data, size);
   try {
     (void)gan::data::load_cifar10(dir, /*train=*/false);

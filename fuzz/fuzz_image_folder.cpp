@@ -2,7 +2,6 @@
 // conversion, fit to 32 x 32 by crop, pad and resize) on a folder holding the input as one image
 // (named .png; stb decides the format from the bytes), and img::decode_memory.
 #include <cstdint>
-#include <filesystem>
 #include <string>
 
 #include "engine/error.h"
@@ -11,11 +10,7 @@
 #include "tools/image.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const std::string dir = [] {
-    const std::string d = gan::fuzz::scratch_dir() + "/images";
-    std::filesystem::create_directories(d);
-    return d;
-  }();
+  static const std::string dir = gan::fuzz::scratch_subdir("images");
   gan::fuzz::write_input("images/a.png", data, size);
   const gan::img::Fit fits[] = {gan::img::Fit::Crop, gan::img::Fit::Pad, gan::img::Fit::Resize};
   gan::data::FolderOptions o;

@@ -20,6 +20,12 @@ const std::string& scratch_dir() {
   return dir;
 }
 
+std::string scratch_subdir(const std::string& name) {
+  const std::string d = scratch_dir() + "/" + name;
+  std::filesystem::create_directories(d);
+  return d;
+}
+
 std::string write_input(const std::string& name, const uint8_t* data, size_t size) {
   const std::string path = scratch_dir() + "/" + name;
   FILE* f = std::fopen(path.c_str(), "wb");

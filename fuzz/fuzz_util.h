@@ -11,6 +11,8 @@ namespace gan::fuzz {
 
 // A directory of this process, created on first use.
 const std::string& scratch_dir();
+// scratch_dir()/name, created on first use.
+std::string scratch_subdir(const std::string& name);
 // Writes data to scratch_dir()/name; returns the path.
 std::string write_input(const std::string& name, const uint8_t* data, size_t size);
 

@@ -60,8 +60,9 @@ void check_image(const Image& im, const char* what) {
   check_channels(im.channels, what);
 }
 
-// stb's decoded buffer (n = 1..4 channels) to our gray or RGB (alpha dropped).
-Image from_stb(const uint8_t* data, int w, int h, int n, int channels) {
+// An interleaved 8-bit buffer of n = 1..4 channels (gray, gray+alpha, RGB, RGBA) to our gray or
+// RGB (alpha dropped); channels 0 keeps gray as 1 and colour as 3.
+Image from_interleaved(const uint8_t* data, int w, int h, int n, int channels) {
   const int c = channels ? channels : (n <= 2 ? 1 : 3);
   Image out(h, w, c);
   const size_t count = size_t(w) * h;
@@ -206,7 +207,7 @@ Image decode_memory(const uint8_t* data, size_t size, int channels, std::string_
     std::string why;
     GAN_CHECK(decode_jpeg(data, size, im, why),
               fmt::format("{}: cannot decode (JPEG: {})", what, why));
-    return from_stb(im.pixels.data(), im.width, im.height, im.channels, channels);
+    return from_interleaved(im.pixels.data(), im.width, im.height, im.channels, channels);
   }
   static const uint8_t kPng[8] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1A, '\n'};
   GAN_CHECK(size >= 8 && std::memcmp(data, kPng, 8) == 0,
@@ -214,19 +215,19 @@ Image decode_memory(const uint8_t* data, size_t size, int channels, std::string_
   Image im;
   std::string why;
   GAN_CHECK(decode_png(data, size, im, why), fmt::format("{}: cannot decode (PNG: {})", what, why));
-  return from_stb(im.pixels.data(), im.width, im.height, im.channels, channels);
+  return from_interleaved(im.pixels.data(), im.width, im.height, im.channels, channels);
 }
 
 Image to_rgb(const Image& src) {
   check_image(src, "to_rgb");
   if (src.channels == 3) return src;
-  return from_stb(src.pixels.data(), src.width, src.height, 1, 3);
+  return from_interleaved(src.pixels.data(), src.width, src.height, 1, 3);
 }
 
 Image to_gray(const Image& src) {
   check_image(src, "to_gray");
   if (src.channels == 1) return src;
-  return from_stb(src.pixels.data(), src.width, src.height, 3, 1);
+  return from_interleaved(src.pixels.data(), src.width, src.height, 3, 1);
 }
 
 Image to_channels(const Image& src, int channels) {

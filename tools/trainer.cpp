@@ -308,10 +308,6 @@ class StopSignals {
   }, old_term_{}, old_xfsz_{};
 };
 
-void set_requires_grad(nn::Module& m, bool on) {
-  for (auto& [name, p] : m.named_parameters()) p.node()->requires_grad = on;
-}
-
 std::string hms(double s) {
   if (!std::isfinite(s) || s < 0) return "--:--";
   const int64_t t = int64_t(s + 0.5);
@@ -390,6 +386,10 @@ Options resolve(Options o) {
     fail("--device must be auto, cpu or cuda, got " + o.device);
   (void)img::parse_fit(o.fit);  // throws on an unknown mode
   return o;
+}
+
+void set_requires_grad(nn::Module& m, bool on) {
+  for (auto& [name, p] : m.named_parameters()) p.node()->requires_grad = on;
 }
 
 Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,

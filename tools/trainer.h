@@ -72,6 +72,9 @@ struct Result {
       0;  // SIGINT or SIGTERM when a signal stopped the run early (after a checkpoint)
 };
 
+// Sets requires_grad on every parameter of m (a step freezes the network it does not update).
+void set_requires_grad(nn::Module& m, bool on);
+
 // One iteration of gan_train's loop on models and optimisers the caller owns (gan_bench times it):
 // n_dis discriminator steps on the given real batches (each with fresh noise and a fake from G
 // without gradient), one generator step on a fresh fake, the EMA update. Everything it allocates
