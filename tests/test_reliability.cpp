@@ -35,7 +35,7 @@ std::string common() {
 }
 
 int run_to_end(const std::string& args, const fs::path& log) {
-  return wait_exit(spawn(GAN_TRAIN_BIN, split_args(args), log));
+  return wait_exit(spawn(gan_train_bin(), split_args(args), log));
 }
 
 size_t count_lines(const fs::path& p) {
@@ -72,7 +72,7 @@ TEST_CASE(
     INFO(name);
     const fs::path dir = scratch("signal_" + name);
     const fs::path log = dir.parent_path() / ("gan_trainer_test_signal_" + name + ".log");
-    const pid_t pid = spawn(GAN_TRAIN_BIN, split_args(run + dir.string()), log);
+    const pid_t pid = spawn(gan_train_bin(), split_args(run + dir.string()), log);
     REQUIRE(wait_for_lines(dir / "metrics.jsonl", 2));  // past step 10
     REQUIRE(::kill(pid, sig) == 0);
     const int code = wait_exit(pid);
@@ -100,7 +100,7 @@ TEST_CASE("gan_train: a second SIGINT exits at once, the last checkpoint intact"
     INFO("round " << round);
     const fs::path dir = scratch("double_sigint");
     const fs::path log = dir.parent_path() / "gan_trainer_test_double_sigint.log";
-    const pid_t pid = spawn(GAN_TRAIN_BIN,
+    const pid_t pid = spawn(gan_train_bin(),
                             split_args(common() +
                                        " --steps 100000 --log-every 1 --checkpoint-every 1 "
                                        "--sample-every 100000 --out " +
@@ -136,7 +136,7 @@ TEST_CASE(
   for (int i = 0; i < kills; ++i) {
     const bool resume = fs::exists(dir / "checkpoint.safetensors");
     const pid_t pid = spawn(
-        GAN_TRAIN_BIN,
+        gan_train_bin(),
         split_args(run + " --steps 100000" + (resume ? " --resume " + dir.string() : "")), log);
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
     REQUIRE(::kill(pid, SIGKILL) == 0);
@@ -213,7 +213,7 @@ TEST_CASE(
     const fs::path log = dir.parent_path() / (std::string("gan_trainer_test_df_") + c.name);
     const std::string args = common() + " --steps 8 " + c.options + " --out " + dir.string() +
                              " --resume " + dir.string();
-    const int code = wait_exit(spawn(GAN_TRAIN_BIN, split_args(args), log, c.limit));
+    const int code = wait_exit(spawn(gan_train_bin(), split_args(args), log, c.limit));
     const std::string out = read_text(log);
     INFO(out);
     CHECK(code == 1);

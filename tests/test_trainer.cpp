@@ -22,6 +22,7 @@
 namespace fs = std::filesystem;
 using namespace gan;
 using gan::test::fashion_subset;
+using gan::test::gan_train_bin;
 using gan::test::last_line;
 using gan::test::put_be32;
 using gan::test::scratch;
@@ -60,7 +61,7 @@ struct Proc {
 
 // Runs gan_train with args; stdout and stderr together.
 Proc gan_train(const std::string& args) {
-  const std::string cmd = std::string(GAN_TRAIN_BIN) + " " + args + " 2>&1";
+  const std::string cmd = gan_train_bin() + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   REQUIRE(p != nullptr);
   std::string out;

@@ -5,11 +5,21 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 #include <vector>
 
 namespace gan::test {
+
+#ifdef GAN_TRAIN_BIN
+// The gan_train binary the tests start: $GAN_TRAIN_BIN when set (binaries carried to another
+// machine, as tools/gpu_session.sh does), else the one built beside the tests.
+inline std::string gan_train_bin() {
+  const char* env = std::getenv("GAN_TRAIN_BIN");
+  return env != nullptr && *env != '\0' ? env : GAN_TRAIN_BIN;
+}
+#endif
 
 // An empty directory <tmp>/gan_trainer_test_<name> (removed first if it exists).
 std::filesystem::path scratch(const std::string& name);

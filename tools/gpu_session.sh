@@ -21,8 +21,8 @@
 #              (GAN_BENCH_CONFIGS overrides the anchor's seven configs)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
 #              PyTorch load check of both checkpoints (GAN_TRAIN_EPOCHS, default 5)
-# A device call allows 10 minutes: e.g. `run tests sanitize`, then `run kernels bench`, then
-# `run train`.
+# A device call allows 10 minutes and a session may have 15 in all: docs/gpu-runs.md has the one
+# prepared call of 2026-11-26 and the knobs (GAN_DEADLINE, GAN_*_TIMEOUT, GAN_BENCH_ITERS, ...).
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 dev="$root/.device"
@@ -66,95 +66,134 @@ if [ "$cmd" = collect ]; then
   dest="$root/bench/results/$(date -u +%F)-${gpu:-gpu}"
   mkdir -p "$dest"
   cp -r "$src"/. "$dest"/
+  if [ -f "$dest/results.tar.gz" ]; then
+    tar -C "$dest" -xzf "$dest/results.tar.gz" && rm "$dest/results.tar.gz"
+  fi
   echo "gpu_session: results in $dest; add a line to docs/gpu-runs.md"
   exit 0
 fi
 
 [ "$cmd" = run ] && [ $# -gt 0 ] ||
   { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench train) | collect DIR" >&2; exit 2; }
+# A device call returns at most 8 files: logs go to $work, and after every stage $OUT gets
+# summary.txt plus one results.tar.gz of $work (so a call cut off at its limit still returns the
+# stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
+# each command's timeout is cut to what is left of it.
 out=${OUT:-/tmp/gpu_out}
-mkdir -p "$out"
+work=${GAN_WORK:-/tmp/gpu_work}
+mkdir -p "$out" "$work"
+deadline=$((SECONDS + ${GAN_DEADLINE:-560}))
+left() { # left LIMIT: LIMIT, or the seconds left before the deadline (less 15 for packing up)
+  local l=$((deadline - SECONDS - 15))
+  [ "$l" -lt "$1" ] && echo $((l > 1 ? l : 1)) || echo "$1"
+}
 bin="$dev/bin"
 scripts="$dev/scripts"
 export GAN_TEST_VERBOSE=1
 export GAN_FASHION_MNIST_DIR="$dev/data"
+export GAN_TRAIN_BIN="$bin/gan_train"
 summary="$out/summary.txt"
 note() { echo "$*" | tee -a "$summary"; }
-if [ ! -f "$out/machine.txt" ]; then
+pack_up() { tar -C "$work" -czf "$out/results.tar.gz" . 2>/dev/null; }
+# The binaries were linked here against CUDA 13's cuBLAS and cuDNN 9: find them there.
+for lib in libcublas.so.13 libcudnn.so.9; do
+  if ! ldconfig -p | grep -q "$lib"; then
+    found=$(find /usr/local/cuda*/ /usr/lib /opt -name "$lib" 2>/dev/null | head -n 1)
+    [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+done
+if [ ! -f "$work/machine.txt" ]; then
   {
     date -u
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader |
       sed 's/^\([^,]*\),/name: \1\ndriver, memory:/'
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1
-  } > "$out/machine.txt" 2>&1
+    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+    ldd "$bin/engine_tests" | grep -E 'cublas|cudnn|not found'
+  } > "$work/machine.txt" 2>&1
+  cp "$work/machine.txt" "$out/machine.txt"
 fi
 
 for stage in "$@"; do
   t0=$SECONDS
   case "$stage" in
     tests)
-      timeout 300 "$bin/engine_tests" "[cuda]" > "$out/cuda_tests.log" 2>&1
-      note "tests: engine_tests [cuda] rc=$? ($(tail -n 2 "$out/cuda_tests.log" | tr '\n' ' '))"
-      grep -E "FAILED|failed|error" "$out/cuda_tests.log" | head -n 20 >> "$summary"
+      timeout "$(left "${GAN_TESTS_TIMEOUT:-300}")" "$bin/engine_tests" ${GAN_TESTS_FILTER:-"[cuda]"} \
+        > "$work/cuda_tests.log" 2>&1
+      note "tests: engine_tests ${GAN_TESTS_FILTER:-[cuda]} rc=$? ($(tail -n 2 "$work/cuda_tests.log" | tr '\n' ' '))"
+      grep -E "FAILED|failed|error" "$work/cuda_tests.log" | head -n 20 >> "$summary"
       ;;
     sanitize)
-      for tool in memcheck racecheck synccheck initcheck; do
+      for tool in ${GAN_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
         extra=""
         [ "$tool" = memcheck ] && extra="--leak-check full"
         # The trainer cases start gan_train processes: the sanitizer follows them.
-        timeout "${GAN_SANITIZE_TIMEOUT:-150}" compute-sanitizer --tool "$tool" $extra \
-          --error-exitcode 9 --target-processes all "$bin/engine_tests" "[cuda]" \
-          > "$out/sanitizer_$tool.log" 2>&1
+        timeout "$(left "${GAN_SANITIZE_TIMEOUT:-150}")" compute-sanitizer --tool "$tool" $extra \
+          --error-exitcode 9 --target-processes all "$bin/engine_tests" ${GAN_SANITIZE_FILTER:-"[cuda]"} \
+          > "$work/sanitizer_$tool.log" 2>&1
         rc=$?
         what=$([ $rc = 124 ] && echo "timed out (partial)" || echo "rc=$rc")
-        note "sanitize: $tool $what: $(grep -E 'ERROR SUMMARY' "$out/sanitizer_$tool.log" | tail -n 1)"
+        note "sanitize: $tool $what: $(grep -E 'ERROR SUMMARY' "$work/sanitizer_$tool.log" | tail -n 1)"
       done
       ;;
     kernels)
       for b in "bench_attention" "bench_attention --tf32" bench_batchnorm bench_spectral_norm; do
         name=$(echo "$b" | tr -d ' -')
-        timeout 120 $bin/$b > "$out/$name.jsonl" 2>&1
-        note "kernels: $b rc=$? ($(grep -c '^{' "$out/$name.jsonl") lines)"
+        timeout "$(left "${GAN_KERNELS_TIMEOUT:-120}")" $bin/$b > "$work/$name.jsonl" 2>&1
+        note "kernels: $b rc=$? ($(grep -c '^{' "$work/$name.jsonl") lines)"
       done
       # The anchor's attention-core measurements alone (its --attn also runs every config).
-      (cd "$scripts" && timeout 120 python3 -c 'import torch_gan_bench as t
+      (cd "$scripts" && timeout "$(left 120)" python3 -c 'import torch_gan_bench as t
 for a in ((64, 64, 1024), (64, 128, 256), (64, 64, 4096), (16, 64, 4096)): t.attn_bench(*a)') \
-        > "$out/torch_attention.jsonl" 2>&1
+        > "$work/torch_attention.jsonl" 2>&1
       note "kernels: PyTorch attention core rc=$?"
       ;;
     bench)
+      # GAN_BENCH_ITERS/REPS shorten both sides alike (the anchor's: 50 iterations, 5 repeats).
       configs=${GAN_BENCH_CONFIGS:-dcgan:32:64,sagan:32:64,dcgan:64:64,sagan:64:64,sagan:128:64,dcgan:64:256,sagan:64:256}
-      : > "$out/gan_bench.jsonl"
+      iters=${GAN_BENCH_ITERS:-50}
+      reps=${GAN_BENCH_REPS:-5}
+      : > "$work/gan_bench.jsonl"
       for c in ${configs//,/ }; do  # one process per config: each peak is its own
-        timeout 150 "$bin/gan_bench" --configs "$c" >> "$out/gan_bench.jsonl" 2>> "$out/gan_bench.err"
+        timeout "$(left "${GAN_BENCH_TIMEOUT:-150}")" "$bin/gan_bench" --configs "$c" --iters "$iters" --reps "$reps" \
+          ${GAN_BENCH_ARGS:-} >> "$work/gan_bench.jsonl" 2>> "$work/gan_bench.err"
         note "bench: gan_bench $c rc=$?"
       done
-      timeout 300 python3 "$scripts/torch_gan_bench.py" --configs "$configs" \
-        --variants fp32,tf32,graph,graph_tf32 > "$out/torch_gan_bench.jsonl" 2>&1
-      note "bench: torch_gan_bench.py rc=$?"
-      python3 "$scripts/ratio_table.py" "$out/gan_bench.jsonl" --torch "$out/torch_gan_bench.jsonl" \
-        > "$out/ratio_table.md" 2>&1
-      python3 "$scripts/ratio_table.py" "$out/gan_bench.jsonl" --torch "$out/torch_gan_bench.jsonl" \
-        --loop train > "$out/ratio_table_train_loop.md" 2>&1
-      cat "$out/ratio_table.md"
-      note "bench: $(tail -n 1 "$out/ratio_table.md")"
+      pack_up
+      (cd "$scripts" && PYTHONUNBUFFERED=1 timeout "$(left 300)" python3 -c "import json, torch, torch_gan_bench as t
+print(json.dumps(dict(torch=torch.__version__, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), gpu=torch.cuda.get_device_name())), flush=True)
+for cfg in '$configs'.split(','):
+    kind, img, B = cfg.split(':')
+    for v in ('fp32', 'tf32', 'graph', 'graph_tf32'):
+        try:
+            t.bench(kind, int(img), int(B), v, iters=$iters, reps=$reps)
+        except Exception as ex:
+            print(json.dumps(dict(model=kind, img=int(img), batch=int(B), variant=v, error=str(ex)[:300])), flush=True)") \
+        > "$work/torch_gan_bench.jsonl" 2>&1
+      note "bench: torch_gan_bench.py rc=$? (iters $iters, reps $reps)"
+      python3 "$scripts/ratio_table.py" "$work/gan_bench.jsonl" --torch "$work/torch_gan_bench.jsonl" \
+        > "$work/ratio_table.md" 2>&1
+      python3 "$scripts/ratio_table.py" "$work/gan_bench.jsonl" --torch "$work/torch_gan_bench.jsonl" \
+        --loop train > "$work/ratio_table_train_loop.md" 2>&1
+      cat "$work/ratio_table.md"
+      note "bench: $(tail -n 1 "$work/ratio_table.md")"
       ;;
     train)
       epochs=${GAN_TRAIN_EPOCHS:-5}
-      for m in sagan dcgan-wide; do
+      for m in ${GAN_TRAIN_MODELS:-sagan dcgan-wide}; do
         args="--model $m"
         [ "$m" = dcgan-wide ] && args="--model dcgan --preset wide"
         rm -rf "/tmp/run_$m"
-        timeout 280 "$bin/gan_train" $args --data "$dev/data" --epochs "$epochs" --progress 0 \
-          --log-every 200 --sample-every 2000 --out "/tmp/run_$m" > "$out/train_$m.log" 2>&1
-        note "train: gan_train $m rc=$? $(grep 'gan_train: done' "$out/train_$m.log")"
-        cp "/tmp/run_$m/samples/latest.png" "$out/samples_$m.png" 2>/dev/null
-        cp "/tmp/run_$m/metrics.jsonl" "$out/metrics_$m.jsonl" 2>/dev/null
-        ls -l "/tmp/run_$m/checkpoint.safetensors" >> "$out/train_$m.log" 2>&1
-        "$bin/gan_sample" "/tmp/run_$m" --dump "/tmp/dump_$m.safetensors" -n 16 --out /tmp/s.png \
-          > /dev/null 2>&1
-        python3 "$scripts/torch_check.py" "/tmp/run_$m/checkpoint.safetensors" \
-          "/tmp/dump_$m.safetensors" >> "$out/torch_check.jsonl" 2>&1
+        timeout "$(left 280)" "$bin/gan_train" $args --data "$dev/data" --epochs "$epochs" --progress 0 \
+          --log-every 200 --sample-every 2000 ${GAN_TRAIN_ARGS:-} --out "/tmp/run_$m" > "$work/train_$m.log" 2>&1
+        note "train: gan_train $m rc=$? $(grep 'gan_train: done' "$work/train_$m.log")"
+        cp "/tmp/run_$m/samples/latest.png" "$work/samples_$m.png" 2>/dev/null
+        cp "/tmp/run_$m/metrics.jsonl" "$work/metrics_$m.jsonl" 2>/dev/null
+        ls -l "/tmp/run_$m/checkpoint.safetensors" >> "$work/train_$m.log" 2>&1
+        timeout "$(left 60)" "$bin/gan_sample" "/tmp/run_$m" --dump "/tmp/dump_$m.safetensors" -n 16 \
+          --out /tmp/s.png > /dev/null 2>&1
+        timeout "$(left 60)" python3 "$scripts/torch_check.py" "/tmp/run_$m/checkpoint.safetensors" \
+          "/tmp/dump_$m.safetensors" >> "$work/torch_check.jsonl" 2>&1
         note "train: torch_check $m rc=$?"
       done
       ;;
@@ -163,4 +202,5 @@ for a in ((64, 64, 1024), (64, 128, 256), (64, 64, 4096), (16, 64, 4096)): t.att
       ;;
   esac
   note "stage $stage: $((SECONDS - t0)) s"
+  pack_up
 done
