@@ -2,7 +2,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "engine/error.h"
 
@@ -11,6 +13,17 @@ namespace gan {
 namespace {
 
 std::atomic<bool> g_allow_tf32{false};
+
+size_t default_attention_gemm_max_bytes() {
+  const char* env = std::getenv("GAN_ATTN_GEMM_MAX_MB");
+  if (env == nullptr || *env == '\0') return size_t(256) << 20;
+  char* end = nullptr;
+  const unsigned long long mb = std::strtoull(env, &end, 10);
+  GAN_CHECK(end != env && *end == '\0' && mb < (1ull << 40),
+            std::string("GAN_ATTN_GEMM_MAX_MB: expected a number of MiB, got '") + env + "'");
+  return size_t(mb) << 20;
+}
+std::atomic<size_t> g_attention_gemm_max_bytes{default_attention_gemm_max_bytes()};
 std::mutex g_ctx_mu;
 cuda::Context* g_ctx = nullptr;  // created once, never destroyed (tensors may be freed at exit)
 
@@ -43,6 +56,9 @@ void set_allow_tf32(bool allow) {
 }
 
 bool allow_tf32() { return g_allow_tf32; }
+
+void set_attention_gemm_max_bytes(size_t bytes) { g_attention_gemm_max_bytes = bytes; }
+size_t attention_gemm_max_bytes() { return g_attention_gemm_max_bytes; }
 
 namespace cuda {
 

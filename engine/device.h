@@ -19,6 +19,13 @@ bool cuda_available();
 void set_allow_tf32(bool allow);
 bool allow_tf32();
 
+// Attention on the GPU materialises softmax(Q K^T) (the cuBLAS version, faster) when B Nq Nk
+// floats take at most this many bytes, and uses the tiled kernels that never store it otherwise
+// (leaner). Default 256 MiB, or $GAN_ATTN_GEMM_MAX_MB; the backward pass holds two such buffers.
+// Sizes the tiled kernels cannot take (d > 64 or dv > 1024) use the cuBLAS version at any size.
+void set_attention_gemm_max_bytes(size_t bytes);
+size_t attention_gemm_max_bytes();
+
 namespace cuda {
 
 struct Context {

@@ -17,11 +17,28 @@ struct AttnPtrs {  // typed views of q, k, v inside their tensors
   int64_t q_off = 0, k_off = 0, v_off = 0;
 };
 
+// Whether the GPU materialises softmax(Q K^T) (kernels/attention.h; engine/device.h). Chosen at
+// the forward pass, kept for its backward.
+bool use_gemm(const Tensor& t, const AttnDims& a) {
+  if (!t.is_cuda()) return false;
+  if (a.d > kernels::kAttnMaxD || a.dv > kernels::kAttnMaxDv) return true;
+  return double(a.b) * double(a.nq) * double(a.nk) * 4.0 <= double(attention_gemm_max_bytes());
+}
+
+Tensor scores(const AttnDims& a) { return Tensor::empty(Shape{a.b, a.nq, a.nk}, Device::CUDA); }
+
 // Forward on the tensors' device. gamma/x/y undefined: no epilogue.
-void forward(const AttnDims& a, const AttnPtrs& off, const Tensor& qt, const Tensor& kt,
+void forward(const AttnDims& a, const AttnPtrs& off, bool gemm, const Tensor& qt, const Tensor& kt,
              const Tensor& vt, const Tensor& o, const Tensor& lse, const Tensor& gamma,
              const Tensor& x, const Tensor& y) {
-  if (qt.is_cuda()) {
+  if (qt.is_cuda() && gemm) {
+    Tensor s = scores(a);
+    kernels::attention_forward_gemm_cuda(
+        a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off, vt.data<float>() + off.v_off,
+        o.data<float>(), lse.data<float>(), gamma.defined() ? gamma.data<float>() : nullptr,
+        x.defined() ? x.data<float>() : nullptr, y.defined() ? y.data<float>() : nullptr,
+        s.data<float>(), cuda::cublas(), cuda::stream());
+  } else if (qt.is_cuda()) {
     kernels::attention_forward_cuda(
         a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off, vt.data<float>() + off.v_off,
         o.data<float>(), lse.data<float>(), gamma.defined() ? gamma.data<float>() : nullptr,
@@ -39,7 +56,7 @@ void forward(const AttnDims& a, const AttnPtrs& off, const Tensor& qt, const Ten
 }
 
 // Backward; gradient pointers null where not wanted; offsets apply to dq/dk/dv like q/k/v.
-void backward(const AttnDims& a, const AttnPtrs& off, const Tensor& qt, const Tensor& kt,
+void backward(const AttnDims& a, const AttnPtrs& off, bool gemm, const Tensor& qt, const Tensor& kt,
               const Tensor& vt, const Tensor& o, const Tensor& lse, const Tensor& dy,
               const Tensor& scale, const Tensor& dqt, const Tensor& dkt, const Tensor& dvt,
               const Tensor& dgamma) {
@@ -51,6 +68,18 @@ void backward(const AttnDims& a, const AttnPtrs& off, const Tensor& qt, const Te
     const size_t ws = kernels::attention_backward_workspace_bytes(a);
     Tensor work;
     if (ws) work = Tensor::empty(Shape{int64_t(ws / 4)}, Device::CUDA);
+    if (gemm) {
+      const bool grads = dqt.defined() || dkt.defined() || dvt.defined();
+      Tensor p = grads ? scores(a) : Tensor(), dp = grads ? scores(a) : Tensor();
+      kernels::attention_backward_gemm_cuda(
+          a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off,
+          vt.data<float>() + off.v_off, o.data<float>(), lse.data<float>(), dy.data<float>(),
+          scale.defined() ? scale.data<float>() : nullptr, ptr(dqt, off.q_off), ptr(dkt, off.k_off),
+          ptr(dvt, off.v_off), dgamma.defined() ? dgamma.data<float>() : nullptr,
+          drow.data<float>(), grads ? p.data<float>() : nullptr, grads ? dp.data<float>() : nullptr,
+          ws ? work.raw() : nullptr, ws, cuda::cublas(), cuda::stream());
+      return;
+    }
     kernels::attention_backward_cuda(
         a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off, vt.data<float>() + off.v_off,
         o.data<float>(), lse.data<float>(), dy.data<float>(),
@@ -76,9 +105,9 @@ void check_limits(const char* op, const Tensor& t, const AttnDims& a) {
   GAN_CHECK(a.nk >= 1, fmt::format("{}: no keys", op));
   if (t.is_cuda()) {
     check_cuda_f32(op, t);
-    GAN_CHECK(a.d <= kernels::kAttnMaxD && a.dv <= kernels::kAttnMaxDv,
-              fmt::format("{}: the CUDA kernels take d <= 64 and dv <= 1024, got d {} and dv {}",
-                          op, a.d, a.dv));
+    GAN_CHECK(a.b * a.nq <= int64_t(INT32_MAX) && a.b <= 65535,
+              fmt::format("{}: the CUDA kernels take B <= 65535 and B Nq < 2^31, got B {}, Nq {}",
+                          op, a.b, a.nq));
   }
 }
 
@@ -101,12 +130,13 @@ Var attention(const Var& q, const Var& k, const Var& v) {
   check_limits("attention", qt, a);
   Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, qt.device(), qt.dtype());
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, qt.device(), qt.dtype());
-  forward(a, {}, qt, kt, vt, o, lse, Tensor(), Tensor(), Tensor());
-  return record("attention", {q, k, v}, o, [a, qt, kt, vt, o, lse](const BackwardContext& c) {
+  const bool gemm = use_gemm(qt, a);
+  forward(a, {}, gemm, qt, kt, vt, o, lse, Tensor(), Tensor(), Tensor());
+  return record("attention", {q, k, v}, o, [a, gemm, qt, kt, vt, o, lse](const BackwardContext& c) {
     Tensor dq = c.needs(0) ? Tensor::empty_like(qt) : Tensor();
     Tensor dk = c.needs(1) ? Tensor::empty_like(kt) : Tensor();
     Tensor dv = c.needs(2) ? Tensor::empty_like(vt) : Tensor();
-    backward(a, {}, qt, kt, vt, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
+    backward(a, {}, gemm, qt, kt, vt, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
     if (dq.defined()) c.add(0, dq);
     if (dk.defined()) c.add(1, dk);
     if (dv.defined()) c.add(2, dv);
@@ -135,14 +165,15 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, pt.device(), pt.dtype());
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, pt.device(), pt.dtype());
   Tensor y = Tensor::empty_like(xt);
-  forward(a, off, pt, pt, pt, o, lse, gt, xt, y);
+  const bool gemm = use_gemm(pt, a);
+  forward(a, off, gemm, pt, pt, pt, o, lse, gt, xt, y);
   return record("self_attention", {qkv, gamma, x}, y,
-                [a, off, pt, gt, o, lse](const BackwardContext& c) {
+                [a, off, gemm, pt, gt, o, lse](const BackwardContext& c) {
                   const Tensor dy = c.dout;
                   Tensor dp = c.needs(0) ? Tensor::empty_like(pt) : Tensor();
                   Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
                   if (dp.defined() || dg.defined())
-                    backward(a, off, pt, pt, pt, o, lse, dy, gt, dp, dp, dp, dg);
+                    backward(a, off, gemm, pt, pt, pt, o, lse, dy, gt, dp, dp, dp, dg);
                   if (dp.defined()) c.add(0, dp);
                   if (dg.defined()) c.add(1, dg);
                   if (c.needs(2)) c.add(2, dy);  // the residual

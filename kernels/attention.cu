@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "kernels/attention.h"
+#include "kernels/matmul.h"
 #include "kernels/reduce.h"
 #include "kernels/runtime.h"
 
@@ -448,6 +449,180 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
       GAN_CUDA_CHECK_LAUNCH();
     }
   });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Materialised version.
+
+namespace {
+
+constexpr int kRowThreads = 256;
+
+// Sum (or max) over the block; every thread gets the result. red: 32 floats of shared memory.
+template <bool Max>
+__device__ __forceinline__ float block_reduce(float v, float* red) {
+  for (int off = 16; off > 0; off >>= 1) {
+    const float o = __shfl_xor_sync(0xffffffffu, v, off);
+    v = Max ? fmaxf(v, o) : v + o;
+  }
+  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+  __syncthreads();
+  float r = red[0];
+  for (int w = 1; w < int(blockDim.x) / 32; ++w) r = Max ? fmaxf(r, red[w]) : r + red[w];
+  __syncthreads();  // red is reused by the next reduction
+  return r;
+}
+
+// One block per row of S (B Nq rows of Nk): P = softmax(S) in place, lse saved.
+__global__ void __launch_bounds__(kRowThreads)
+    attn_softmax_rows_kernel(float* __restrict__ s, int64_t nk, float* __restrict__ lse) {
+  __shared__ float red[32];
+  float* row = s + int64_t(blockIdx.x) * nk;
+  float m = -INFINITY;
+  for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) m = fmaxf(m, row[j]);
+  m = block_reduce<true>(m, red);
+  float l = 0.f;
+  for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) l += expf(row[j] - m);
+  l = block_reduce<false>(l, red);
+  const float inv = 1.f / l;
+  for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) row[j] = expf(row[j] - m) * inv;
+  if (threadIdx.x == 0) lse[blockIdx.x] = m + logf(l);
+}
+
+// y = gamma o + x over (B Nq) rows of dv (row stride ld).
+__global__ void attn_epilogue_kernel(int64_t rows, int64_t dv, int64_t ld,
+                                     const float* __restrict__ gamma, const float* __restrict__ o,
+                                     const float* __restrict__ x, float* __restrict__ y) {
+  const float g = *gamma;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < rows * dv;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t r = e / dv, c = e % dv;
+    y[r * ld + c] = g * o[r * ld + c] + x[r * ld + c];
+  }
+}
+
+// One block per row. p holds S = Q K^T, dp holds dy V^T. Afterwards P = exp(S - lse) is scaled by
+// g (so that P^T dy is dV) and dp holds dS = g P (dP - sum_j P dP).
+__global__ void __launch_bounds__(kRowThreads)
+    attn_softmax_rows_backward_kernel(float* __restrict__ p, float* __restrict__ dp, int64_t nk,
+                                      const float* __restrict__ lse,
+                                      const float* __restrict__ scale) {
+  __shared__ float red[32];
+  float* prow = p + int64_t(blockIdx.x) * nk;
+  float* drow = dp + int64_t(blockIdx.x) * nk;
+  const float l = lse[blockIdx.x], g = scale ? *scale : 1.f;
+  float sum = 0.f;
+  for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+    const float pj = expf(prow[j] - l);
+    prow[j] = pj;
+    sum += pj * drow[j];
+  }
+  sum = block_reduce<false>(sum, red);
+  for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) {
+    const float pj = prow[j];
+    drow[j] = g * pj * (drow[j] - sum);
+    prow[j] = g * pj;
+  }
+}
+
+void check_gemm_dims(const AttnDims& a) {
+  GAN_CHECK(a.d >= 1 && a.dv >= 1 && a.nk >= 1 && a.nq >= 0 && a.b >= 0 &&
+                a.b * a.nq <= int64_t(INT32_MAX),
+            "attention_gemm_cuda: need d, dv, Nk >= 1 and B Nq < 2^31 (got d " +
+                std::to_string(a.d) + ", dv " + std::to_string(a.dv) + ", Nk " +
+                std::to_string(a.nk) + ", B " + std::to_string(a.b) + ")");
+}
+
+// C (B x [m, n], row stride ldc, batch stride sc) = op(A) op(B), both batched.
+Gemm batched(int64_t m, int64_t n, int64_t k, int64_t batch, bool ta, int64_t lda, int64_t sa,
+             bool tb, int64_t ldb, int64_t sb, int64_t ldc, int64_t sc) {
+  Gemm g;
+  g.m = m, g.n = n, g.k = k, g.batch = batch;
+  g.trans_a = ta, g.lda = lda, g.stride_a = sa;
+  g.trans_b = tb, g.ldb = ldb, g.stride_b = sb;
+  g.ldc = ldc, g.stride_c = sc;
+  return g;
+}
+
+}  // namespace
+
+void attention_forward_gemm_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
+                                 float* o, float* lse, const float* gamma, const float* x, float* y,
+                                 float* s, cublasHandle_t handle, cudaStream_t stream) {
+  GAN_NVTX("attention_forward_gemm");
+  check_gemm_dims(a);
+  if (a.nq == 0 || a.b == 0) return;
+  const int64_t nn = a.nq * a.nk, rows = a.b * a.nq;
+  // S (Nq, Nk) = Q K^T
+  gemm_cuda(batched(a.nq, a.nk, a.d, a.b, false, a.ldq, a.nq * a.ldq, true, a.ldk, a.nk * a.ldk,
+                    a.nk, nn),
+            1.f, q, k, 0.f, s, handle);
+  launch(attn_softmax_rows_kernel, unsigned(rows), kRowThreads, 0, stream, s, a.nk, lse);
+  GAN_CUDA_CHECK_LAUNCH();
+  // O (Nq, dv) = P V
+  gemm_cuda(batched(a.nq, a.dv, a.nk, a.b, false, a.nk, nn, false, a.ldv, a.nk * a.ldv, a.ldo,
+                    a.nq * a.ldo),
+            1.f, s, v, 0.f, o, handle);
+  if (y) {
+    launch(attn_epilogue_kernel, grid_blocks(rows * a.dv, 256), 256, 0, stream, rows, a.dv, a.ldo,
+           gamma, o, x, y);
+    GAN_CUDA_CHECK_LAUNCH();
+  }
+}
+
+void attention_backward_gemm_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
+                                  const float* o, const float* lse, const float* dy,
+                                  const float* scale, float* dq, float* dk, float* dv,
+                                  float* dgamma, float* drow, float* p, float* dp, void* workspace,
+                                  size_t workspace_bytes, cublasHandle_t handle,
+                                  cudaStream_t stream) {
+  GAN_NVTX("attention_backward_gemm");
+  check_gemm_dims(a);
+  if (a.b == 0) return;
+  const int64_t nn = a.nq * a.nk, rows = a.b * a.nq;
+  if (dgamma) {
+    if (rows > 0) {
+      launch(attn_row_dot_kernel, grid_blocks(rows * 32, 256), 256, 0, stream, rows, a.dv, a.ldo,
+             dy, o, drow);
+      GAN_CUDA_CHECK_LAUNCH();
+    }
+    reduce_sum_cuda(drow, 1, rows, 1, 1.f, false, dgamma, workspace, workspace_bytes, stream);
+  }
+  if (!dq && !dk && !dv) return;
+  if (rows == 0) {
+    if (dk)
+      GAN_CUDA_CHECK(
+          cudaMemset2DAsync(dk, size_t(a.ldk) * 4, 0, size_t(a.d) * 4, size_t(a.b * a.nk), stream));
+    if (dv)
+      GAN_CUDA_CHECK(cudaMemset2DAsync(dv, size_t(a.ldv) * 4, 0, size_t(a.dv) * 4,
+                                       size_t(a.b * a.nk), stream));
+    return;
+  }
+  // p = S = Q K^T (P recomputed from lse), dp = dy V^T
+  gemm_cuda(batched(a.nq, a.nk, a.d, a.b, false, a.ldq, a.nq * a.ldq, true, a.ldk, a.nk * a.ldk,
+                    a.nk, nn),
+            1.f, q, k, 0.f, p, handle);
+  gemm_cuda(batched(a.nq, a.nk, a.dv, a.b, false, a.ldo, a.nq * a.ldo, true, a.ldv, a.nk * a.ldv,
+                    a.nk, nn),
+            1.f, dy, v, 0.f, dp, handle);
+  launch(attn_softmax_rows_backward_kernel, unsigned(rows), kRowThreads, 0, stream, p, dp, a.nk,
+         lse, scale);
+  GAN_CUDA_CHECK_LAUNCH();
+  // dV (Nk, dv) = (g P)^T dy
+  if (dv)
+    gemm_cuda(batched(a.nk, a.dv, a.nq, a.b, true, a.nk, nn, false, a.ldo, a.nq * a.ldo, a.ldv,
+                      a.nk * a.ldv),
+              1.f, p, dy, 0.f, dv, handle);
+  // dQ (Nq, d) = dS K
+  if (dq)
+    gemm_cuda(batched(a.nq, a.d, a.nk, a.b, false, a.nk, nn, false, a.ldk, a.nk * a.ldk, a.ldq,
+                      a.nq * a.ldq),
+              1.f, dp, k, 0.f, dq, handle);
+  // dK (Nk, d) = dS^T Q
+  if (dk)
+    gemm_cuda(batched(a.nk, a.d, a.nq, a.b, true, a.nk, nn, false, a.ldq, a.nq * a.ldq, a.ldk,
+                      a.nk * a.ldk),
+              1.f, dp, q, 0.f, dk, handle);
 }
 
 }  // namespace gan::kernels

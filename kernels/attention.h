@@ -23,6 +23,7 @@
 #include <cstdint>
 #include <vector>
 
+#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 namespace gan::kernels {
@@ -159,5 +160,23 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
                              const float* o, const float* lse, const float* dy, const float* scale,
                              float* dq, float* dk, float* dv, float* dgamma, float* drow,
                              void* workspace, size_t workspace_bytes, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// CUDA, materialised version (any d and dv): S = Q K^T and the softmax as (B, Nq, Nk) buffers,
+// the five products by cuBLAS (batched SGEMM, strided operands), one block per softmax row.
+// Faster than the tiled kernels wherever its buffers fit (docs/kernels/attention.md): the engine
+// picks it when B Nq Nk floats are at most attention_gemm_max_bytes() (engine/device.h), or when d
+// or dv exceed the tiled kernels' limits. Forward scratch: s (B Nq Nk floats). Backward scratch:
+// p and dp (B Nq Nk floats each), drow (B Nq) and the dgamma reduction's workspace; o is read only
+// for dgamma.
+void attention_forward_gemm_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
+                                 float* o, float* lse, const float* gamma, const float* x, float* y,
+                                 float* s, cublasHandle_t handle, cudaStream_t stream);
+void attention_backward_gemm_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
+                                  const float* o, const float* lse, const float* dy,
+                                  const float* scale, float* dq, float* dk, float* dv,
+                                  float* dgamma, float* drow, float* p, float* dp, void* workspace,
+                                  size_t workspace_bytes, cublasHandle_t handle,
+                                  cudaStream_t stream);
 
 }  // namespace gan::kernels

@@ -18,9 +18,11 @@ void gemm_cuda(const Gemm& g, float alpha, const float* A, const float* B, float
   const cublasOperation_t op_b = g.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
   const cublasOperation_t op_a = g.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
   // Leading dimensions must be >= 1 even when k == 0 (then C = beta * C).
-  const int ldb = int(std::max<int64_t>(1, g.trans_b ? g.k : g.n));
-  const int lda = int(std::max<int64_t>(1, g.trans_a ? g.m : g.k));
-  const int ldc = int(g.n);
+  GAN_CHECK(g.row_a() <= INT_MAX && g.row_b() <= INT_MAX && g.row_c() <= INT_MAX,
+            "gemm_cuda: a leading dimension exceeds 2^31-1");
+  const int ldb = int(std::max<int64_t>(1, g.row_b()));
+  const int lda = int(std::max<int64_t>(1, g.row_a()));
+  const int ldc = int(g.row_c());
   if (g.batch == 1) {
     GAN_CUBLAS_CHECK(
         cublasSgemm(handle, op_b, op_a, m, n, k, &alpha, B, ldb, A, lda, &beta, C, ldc));

@@ -161,7 +161,10 @@ __device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* smem_r
 
 // cp.async: a 16-byte copy global -> shared; the first `src_bytes` come from src, the rest are
 // zeros (src_bytes = 0 for a masked-off tile edge). Completes by cp_async_wait. The interpreter
-// performs the copies only at the wait (the latest a GPU may), so a missing wait shows.
+// performs the copies only at the wait (the latest a GPU may), so a missing wait shows. The GPU
+// reads only src_bytes, but compute-sanitizer's memcheck checks all 16: with src_bytes > 0 keep
+// [src, src + 16) inside the buffer (pad buffers to whole chunks); the interpreter faults
+// otherwise.
 __device__ __forceinline__ void cp_async_16(void* smem, const void* src, int src_bytes = 16) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned addr = unsigned(__cvta_generic_to_shared(smem));

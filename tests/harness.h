@@ -129,3 +129,13 @@ bool on_interpreter();
       ::gan::test::check_cuda(c);                     \
     }                                                 \
   }
+
+// Only the CUDA half (a GPU version whose CPU path a GAN_OP_TEST already covers).
+#define GAN_OP_TEST_CUDA(op, cases)                   \
+  TEST_CASE("op " op " cuda", "[op][" op "][cuda]") { \
+    GAN_REQUIRE_GPU();                                \
+    for (const auto& c : cases()) {                   \
+      INFO("case: " << c.name);                       \
+      ::gan::test::check_cuda(c);                     \
+    }                                                 \
+  }

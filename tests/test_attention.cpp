@@ -1,10 +1,13 @@
 // Attention in the op harness: the SAGAN block on a packed projection (y = gamma softmax(q k^T) v
 // + x) and the core with pooled keys (the official variant's N/4 keys, C/2 values), over
-// N in {1, 16, 17, 64, 255, 256, 1024, 1031}, C in {8, 64, 72, 128, 512}, batch 1 and 3.
+// N in {1, 16, 17, 64, 255, 256, 1024, 1031}, C in {8, 64, 72, 128, 512}, batch 1 and 3. On the
+// GPU the same ops again with the materialised (cuBLAS) version forced, and with C = 1024 and 2048
+// (d = 128 and 256: beyond the tiled kernels, so the cuBLAS version at any size).
 #include <cmath>
 
 #include <catch2/catch.hpp>
 
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -29,14 +32,31 @@ const std::vector<A>& sizes() {
   return s;
 }
 
+// Sets the materialised-attention threshold for a scope (engine/device.h).
+struct GemmLimit {
+  size_t old = gan::attention_gemm_max_bytes();
+  explicit GemmLimit(size_t bytes) { gan::set_attention_gemm_max_bytes(bytes); }
+  ~GemmLimit() { gan::set_attention_gemm_max_bytes(old); }
+  GemmLimit(const GemmLimit&) = delete;
+  GemmLimit& operator=(const GemmLimit&) = delete;
+};
+
+// The forced-materialised runs: a subset of sizes() plus the wide channels.
+const std::vector<A>& gemm_sizes() {
+  static const std::vector<A> s = {{1, 8, 1},     {17, 64, 1},   {64, 72, 3},
+                                   {255, 8, 1},   {1031, 8, 3},  {256, 64, 3},
+                                   {16, 1024, 2}, {64, 1024, 1}, {17, 2048, 1}};
+  return s;
+}
+
 // Finite differences cost one forward per sample: fewer samples for the big cases.
 int fd_samples(int64_t nq, int64_t nk, int64_t d, int64_t dv) {
   return double(nq) * double(nk) * double(d + dv) > 5e6 ? 4 : 16;
 }
 
-std::vector<OpCase> self_attention_cases() {
+std::vector<OpCase> self_attention_cases(const std::vector<A>& list, size_t gemm_limit) {
   std::vector<OpCase> cases;
-  for (const A& s : sizes()) {
+  for (const A& s : list) {
     const int64_t d = s.c / 8;
     OpCase c;
     c.name = "self_attention N" + std::to_string(s.n) + " C" + std::to_string(s.c) + " B" +
@@ -46,7 +66,11 @@ std::vector<OpCase> self_attention_cases() {
     gamma.shape = Shape{1};
     x.shape = Shape{s.b, s.n, s.c};
     c.inputs = {qkv, gamma, x};
-    c.fn = [d](const std::vector<Var>& v) { return gan::self_attention(v[0], d, v[1], v[2]); };
+    // The version is chosen at the forward pass and kept for the backward.
+    c.fn = [d, gemm_limit](const std::vector<Var>& v) {
+      GemmLimit limit(gemm_limit);
+      return gan::self_attention(v[0], d, v[1], v[2]);
+    };
     c.fd_samples = fd_samples(s.n, s.n, d, s.c);
     // Float32 sums over up to 1031 keys (and 1031 queries for dk, dv) in tile order on the GPU vs
     // double on the CPU.
@@ -56,9 +80,9 @@ std::vector<OpCase> self_attention_cases() {
   return cases;
 }
 
-std::vector<OpCase> pooled_attention_cases() {
+std::vector<OpCase> pooled_attention_cases(const std::vector<A>& list, size_t gemm_limit) {
   std::vector<OpCase> cases;
-  for (const A& s : sizes()) {
+  for (const A& s : list) {
     const int64_t d = s.c / 8, nk = std::max<int64_t>(1, s.n / 4), dv = s.c / 2;
     OpCase c;
     c.name = "attention pooled keys N" + std::to_string(s.n) + " Nk" + std::to_string(nk) + " C" +
@@ -68,7 +92,10 @@ std::vector<OpCase> pooled_attention_cases() {
     k.shape = Shape{s.b, nk, d}, k.lo = -0.5, k.hi = 0.5;
     v.shape = Shape{s.b, nk, dv};
     c.inputs = {q, k, v};
-    c.fn = [](const std::vector<Var>& in) { return gan::attention(in[0], in[1], in[2]); };
+    c.fn = [gemm_limit](const std::vector<Var>& in) {
+      GemmLimit limit(gemm_limit);
+      return gan::attention(in[0], in[1], in[2]);
+    };
     c.fd_samples = fd_samples(s.n, nk, d, dv);
     c.tol_fwd = c.tol_bwd = 2e-5;
     cases.push_back(c);
@@ -93,8 +120,20 @@ std::vector<OpCase> max_pool_cases() {
 
 }  // namespace
 
-GAN_OP_TEST("self_attention", self_attention_cases)
-GAN_OP_TEST("attention", pooled_attention_cases)
+namespace {
+// Tiled kernels wherever they apply (threshold 0), and the materialised version everywhere.
+std::vector<OpCase> self_attention_tiled() { return self_attention_cases(sizes(), 0); }
+std::vector<OpCase> pooled_attention_tiled() { return pooled_attention_cases(sizes(), 0); }
+std::vector<OpCase> self_attention_gemm() { return self_attention_cases(gemm_sizes(), SIZE_MAX); }
+std::vector<OpCase> pooled_attention_gemm() {
+  return pooled_attention_cases(gemm_sizes(), SIZE_MAX);
+}
+}  // namespace
+
+GAN_OP_TEST("self_attention", self_attention_tiled)
+GAN_OP_TEST("attention", pooled_attention_tiled)
+GAN_OP_TEST_CUDA("self_attention materialised", self_attention_gemm)
+GAN_OP_TEST_CUDA("attention materialised", pooled_attention_gemm)
 GAN_OP_TEST("max_pool2x2", max_pool_cases)
 
 TEST_CASE("attention: a hand-checked example and the attention rows", "[attention][cpu]") {

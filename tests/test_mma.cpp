@@ -126,8 +126,12 @@ TEST_CASE("mma cuda: cp.async copies 16-byte chunks and zero-fills past the edge
   GAN_REQUIRE_GPU();
   for (int n : {128, 101, 3}) {
     INFO("n = " << n);
-    const auto src = randoms(size_t(n), 7);
-    Dev<float> ds(src), dout(std::vector<float>(128, -1.f));
+    // The buffer holds whole 16-byte chunks (kernels/mma.h); past n it holds values the copy
+    // must not take (it zero-fills instead).
+    auto src = randoms(size_t(n), 7);
+    std::vector<float> padded(src);
+    padded.resize(size_t((n + 3) / 4 * 4), 99.f);
+    Dev<float> ds(padded), dout(std::vector<float>(128, -1.f));
     REQUIRE(mma_test::run_cp_async(ds.p, n, dout.p) == cudaSuccess);
     const auto out = dout.get();
     for (int i = 0; i < 128; ++i) CHECK(out[size_t(i)] == (i < n ? src[size_t(i)] : 0.f));

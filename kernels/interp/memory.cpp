@@ -212,6 +212,21 @@ std::string describe_address(const void* addr) {
   return s;
 }
 
+std::string span_past_end(const void* addr, size_t n) {
+  Registry& g = reg();
+  std::lock_guard<std::mutex> lock(g.mu);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  auto it = g.regions.upper_bound(a);
+  if (it == g.regions.begin()) return {};
+  --it;
+  const Region& r = it->second;
+  const char* p = static_cast<const char*>(addr);
+  if (a >= it->first + r.map_len || p < r.user || p >= r.user + r.bytes) return {};
+  if (p + n <= r.user + r.bytes) return {};
+  return std::to_string(p + n - (r.user + r.bytes)) + " of its " + std::to_string(n) +
+         " bytes lie past the end of a " + std::to_string(r.bytes) + "-byte device allocation";
+}
+
 size_t reserved_bytes() {
   Registry& g = reg();
   std::lock_guard<std::mutex> lock(g.mu);

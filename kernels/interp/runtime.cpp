@@ -1232,6 +1232,15 @@ void tsan_fence() {
 
 void async_copy(void* dst, const void* src, int bytes, int src_bytes) {
   if (src_bytes < 0 || src_bytes > bytes) kernel_fault("cp.async: src-size outside [0, 16]");
+  // The GPU reads only src_bytes, but compute-sanitizer's memcheck checks the whole span (seen on
+  // an H200, CUDA 13.0): a partial chunk at the end of a buffer must still lie inside it.
+  if (src_bytes > 0) {
+    const std::string past = span_past_end(src, size_t(bytes));
+    if (!past.empty())
+      kernel_fault(("cp.async: the source span of a partial copy runs past its buffer (" + past +
+                    "); memcheck reports that: pad the buffer to whole 16-byte chunks")
+                       .c_str());
+  }
   tls_runner->current().open_copies.push_back(AsyncCopy{dst, src, bytes, src_bytes});
 }
 
