@@ -285,7 +285,8 @@ TEST_CASE("trainer cuda: one training step on the GPU equals the CPU step", "[tr
   }
 }
 
-TEST_CASE("trainer cuda: --cuda-graph replays equal the eager steps", "[trainer][cuda]") {
+TEST_CASE("trainer cuda: CUDA-graph replays (the default) equal the eager steps",
+          "[trainer][cuda]") {
   GAN_REQUIRE_GPU();
   // gan_train itself, each run a fresh process: step 1 runs eagerly, step 2 is captured, steps 3
   // and 4 replay the graph. Batch 8, not 64: the 64-image sample forward after step 2 makes new
@@ -301,10 +302,12 @@ TEST_CASE("trainer cuda: --cuda-graph replays equal the eager steps", "[trainer]
                                "--checkpoint-every 4 --progress 0 --out ";
     // --profile-steps: cudaProfilerStart before step 2 (eager), cudaProfilerStop after step 3
     // (a replay); neither may disturb the steps.
-    const Proc pg = gan_train(common + g.string() + " --cuda-graph --profile-steps 2:3");
+    const Proc pg = gan_train(common + g.string() + " --profile-steps 2:3");
     INFO(pg.output);
     REQUIRE(pg.code == 0);
-    const Proc pe = gan_train(common + e.string());
+    const auto config = gan::st::read_file((g / "checkpoint.safetensors").string());
+    CHECK(nlohmann::json::parse(config.meta("config")).at("cuda_graph") == true);
+    const Proc pe = gan_train(common + e.string() + " --no-cuda-graph");
     INFO(pe.output);
     REQUIRE(pe.code == 0);
     gan::test::require_same_checkpoint(e, g);  // the same kernels in the same order

@@ -84,8 +84,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--tf32", o.tf32, "allow TF32 tensor cores in GEMMs and convolutions");
-  app.add_flag("--cuda-graph", o.cuda_graph,
-               "GPU: capture one whole iteration as a CUDA graph and replay it");
+  app.add_flag("--cuda-graph,!--no-cuda-graph", o.cuda_graph,
+               "GPU: capture one whole iteration as a CUDA graph and replay it (default; "
+               "--no-cuda-graph runs every step eagerly)");
   std::string profile_steps;
   app.add_option("--profile-steps", profile_steps,
                  "GPU: A:B brackets generator steps A..B with cudaProfilerStart/Stop (nsys "

@@ -49,7 +49,7 @@ struct Options {
   bool tf32 = false;
   // CUDA: capture one whole iteration (D steps, G step, EMA) as a CUDA graph after a warm-up
   // iteration and replay it (not yet run on a GPU; see docs/gan_train.md).
-  bool cuda_graph = false;
+  bool cuda_graph = true;  // GPU only; bitwise equal to eager steps (tests/test_trainer.cpp)
   // CUDA: bracket generator steps [profile_from, profile_to] (1-based, inclusive) with
   // cudaProfilerStart/Stop, for nsys --capture-range=cudaProfilerApi (0: no bracket).
   int64_t profile_from = 0, profile_to = 0;
