@@ -14,6 +14,13 @@
 // are dropped once their producer's backward has run, unless retain_grad() was called.
 //
 // Backward closures must treat `dout` as read-only: it may be aliased as another node's gradient.
+//
+// Higher order (grad with create_graph, as PyTorch's torch.autograd.grad(..., create_graph=True)):
+// an op may record a second closure, its VJP, that computes the input gradients from the output
+// gradients as Vars, written with differentiable ops. grad() walks the tape with those closures,
+// so the gradients it returns are themselves on the tape, and a loss built from them (a gradient
+// penalty) backpropagates to the parameters through the ordinary backward of the ops the VJPs
+// used. An op without a VJP on the path is an error naming it.
 #pragma once
 
 #include <functional>
@@ -85,6 +92,18 @@ class NoGradGuard {
 };
 bool grad_enabled();
 
+// While alive, ops record (grad mode on), also inside a NoGradGuard. Nests.
+class EnableGradGuard {
+ public:
+  EnableGradGuard();
+  ~EnableGradGuard();
+  EnableGradGuard(const EnableGradGuard&) = delete;
+  EnableGradGuard& operator=(const EnableGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
 class BackwardContext {
  public:
   const char* op;
@@ -111,21 +130,33 @@ class BackwardContext {
 };
 
 using BackwardFn = std::function<void(const BackwardContext&)>;
+// douts[i]: the gradient of output i (undefined when it received none); needs[i]: whether input
+// i's gradient is wanted. Returns one Var per input (undefined where not wanted).
+using VjpFn =
+    std::function<std::vector<Var>(const std::vector<Var>& douts, const std::vector<bool>& needs)>;
 
 // Wraps `out` as the result of `op` on `inputs`. If grad mode is on and an input requires grad,
 // appends a tape entry whose closure computes the input gradients; else returns a plain Var.
-Var record(const char* op, std::initializer_list<Var> inputs, Tensor out, BackwardFn backward);
-Var record(const char* op, const std::vector<Var>& inputs, Tensor out, BackwardFn backward);
+Var record(const char* op, std::initializer_list<Var> inputs, Tensor out, BackwardFn backward,
+           VjpFn vjp = nullptr);
+Var record(const char* op, const std::vector<Var>& inputs, Tensor out, BackwardFn backward,
+           VjpFn vjp = nullptr);
 // An op with several outputs (one tape entry). Its closure runs when any output received a
 // gradient; dout_at(i) is undefined for the others.
 std::vector<Var> record_multi(const char* op, const std::vector<Var>& inputs,
-                              std::vector<Tensor> outs, BackwardFn backward);
+                              std::vector<Tensor> outs, BackwardFn backward, VjpFn vjp = nullptr);
+
+// Sets the VJP of the entry that produced `out` (the last one recorded), for ops whose VJP reads
+// their own output. Does nothing when `out` was not recorded (grad mode off, no input needing a
+// gradient).
+void set_vjp(const Var& out, VjpFn vjp);
 
 struct TapeEntry {
   const char* op;
   std::vector<std::shared_ptr<GradNode>> inputs;  // null where the input needs no gradient
   std::vector<std::shared_ptr<GradNode>> outputs;
   BackwardFn backward;
+  VjpFn vjp;  // may be empty: the op has no double backward
 };
 
 class Tape {
@@ -144,6 +175,15 @@ Tape& tape();
 // Backpropagates from root. dout defaults to 1 for a one-element root; otherwise it must have
 // root's shape. Clears the tape unless retain_tape.
 void backward(const Var& root, const Tensor& dout = Tensor(), bool retain_tape = false);
+
+// Gradients of `outputs` with respect to `inputs`, as Vars: sum_i <grad_outputs[i], d outputs[i] /
+// d input> (grad_outputs default to ones; they must have the outputs' shapes). No .grad is touched
+// and the tape is kept (a later backward() still runs through the forward). With create_graph the
+// results are recorded on the tape (differentiable: the penalty of WGAN-GP, R1); without, they are
+// plain values. Only ops on a path from an input to an output run their VJP. An input the outputs
+// do not depend on gets zeros.
+std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& inputs,
+                      const std::vector<Var>& grad_outputs = {}, bool create_graph = false);
 
 // Adds g into node's gradient (shape-checked, naming op on mismatch). Exposed for optimizers and
 // tests; ops use BackwardContext::add.

@@ -1,6 +1,13 @@
 // Differentiable ops on Vars. Each runs its CPU reference (f32 or f64) or its CUDA launcher
 // (f32) after the inputs' device, and records its backward on the tape (engine/autograd.h).
 // Shapes are checked first; errors name the op and the shapes.
+//
+// Double backward (grad(..., create_graph), engine/autograd.h): every op below has a VJP written
+// in these ops, except: conv2d, conv_transpose2d and linear give gradients as Vars for their input
+// and bias but not their weight; matmul, concat, spectral_norm, attention,
+// self_attention, max_pool2x2 and the losses have none yet (grad() names the op). That covers a
+// gradient penalty on the input of a discriminator made of convolutions, activations,
+// spectral norm (its output is a weight: not on the input's path) and reshapes.
 #pragma once
 
 #include <vector>
@@ -19,6 +26,7 @@ Var relu(const Var& x);
 Var leaky_relu(const Var& x, double negative_slope);
 Var tanh(const Var& x);
 Var sigmoid(const Var& x);
+Var sqrt(const Var& x);  // d/dx = 1 / (2 sqrt(x)): infinite at 0
 
 // ---- reductions
 Var sum(const Var& x);   // all elements -> shape ()
@@ -30,6 +38,8 @@ Var mean(const Var& x, const std::vector<int>& axes, bool keepdim = false);
 // ---- shapes
 Var reshape(const Var& x, const Shape& shape);  // one dim may be -1
 Var flatten(const Var& x, int start_dim = 1);   // (N, H, W, C) -> (N, H*W*C)
+// Sums g over the axes that broadcasting expanded from `shape` (right-aligned), giving `shape`.
+Var sum_to(const Var& g, const Shape& shape);
 // Concatenation along `axis` (default: the last, i.e. channels of NHWC activations).
 Var concat(const std::vector<Var>& xs, int axis = -1);
 

@@ -140,6 +140,32 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
   const bool has_bias = b.defined();
   std::vector<Var> inputs = {x, w};
   if (has_bias) inputs.push_back(b);
+  // VJP: conv2d's input gradient is conv_transpose2d of dout with the same weight, and the other
+  // way round; both are differentiable in dout and in the weight Var. Bias: the sum of dout.
+  VjpFn vjp = [op, transposed, g, w, x_shape, has_bias](const std::vector<Var>& d,
+                                                        const std::vector<bool>& needs) {
+    GAN_CHECK(!needs[1], fmt::format("grad: {} gives no differentiable gradient for its weight "
+                                     "(create_graph through a weight is not supported)",
+                                     op));
+    std::vector<Var> r(has_bias ? 3 : 2);
+    Conv2dOptions o;
+    o.stride_h = g.stride_h, o.stride_w = g.stride_w, o.pad_h = g.pad_h, o.pad_w = g.pad_w;
+    o.dil_h = g.dil_h, o.dil_w = g.dil_w;
+    if (needs[0]) {
+      if (transposed) {
+        r[0] = conv2d(d[0], w, Var(), o);
+      } else {
+        // The output padding that gives back the input's size.
+        o.out_pad_h =
+            int(x_shape[1] - ((g.p - 1) * g.stride_h - 2 * g.pad_h + g.dil_h * (g.r - 1) + 1));
+        o.out_pad_w =
+            int(x_shape[2] - ((g.q - 1) * g.stride_w - 2 * g.pad_w + g.dil_w * (g.s - 1) + 1));
+        r[0] = conv_transpose2d(d[0], w, Var(), o);
+      }
+    }
+    if (has_bias && needs[2]) r[2] = sum(d[0], {0, 1, 2});
+    return r;
+  };
   return record(
       op, inputs, y,
       [transposed, g, keep_x, keep_w, x_shape, w_shape, has_bias](const BackwardContext& c) {
@@ -159,7 +185,8 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
             filter_grad(c, 1, g, w_shape, keep_x, dy);
         }
         if (has_bias && c.needs(2)) bias_grad(c, 2, dy, transposed ? g.c : g.k);
-      });
+      },
+      std::move(vjp));
 }
 
 ConvGeom base_geom(const Conv2dOptions& o) {

@@ -54,11 +54,36 @@ Var unary(Unary op, double alpha, const Var& x) {
   // Save only what the backward reads.
   Tensor saved_x = op == Unary::kLeakyRelu ? xv : Tensor();
   Tensor saved_y =
-      (op == Unary::kRelu || op == Unary::kTanh || op == Unary::kSigmoid) ? y : Tensor();
-  return record(kernels::unary_name(op), {x}, y,
-                [op, alpha, saved_x, saved_y](const BackwardContext& c) {
-                  c.add(0, unary_backward(op, alpha, saved_x, saved_y, c.dout));
-                });
+      (op == Unary::kRelu || op == Unary::kTanh || op == Unary::kSigmoid || op == Unary::kSqrt)
+          ? y
+          : Tensor();
+  Var out = record(kernels::unary_name(op), {x}, y,
+                   [op, alpha, saved_x, saved_y](const BackwardContext& c) {
+                     c.add(0, unary_backward(op, alpha, saved_x, saved_y, c.dout));
+                   });
+  if (!out.requires_grad()) return out;
+  // VJPs. Piecewise-linear ops: dx = dout * f'(x) with f'(x) a constant (its own derivative is
+  // zero almost everywhere); the others differentiate through their output y.
+  if (op == Unary::kScale) {
+    set_vjp(out, [alpha](const std::vector<Var>& d, const std::vector<bool>&) {
+      return std::vector<Var>{scale(d[0], alpha)};
+    });
+  } else if (op == Unary::kRelu || op == Unary::kLeakyRelu) {
+    const Tensor slope = unary_backward(op, alpha, saved_x, saved_y,
+                                        Tensor::full(y.shape(), 1.0, y.device(), y.dtype()));
+    set_vjp(out, [slope](const std::vector<Var>& d, const std::vector<bool>&) {
+      return std::vector<Var>{mul(d[0], Var(slope))};
+    });
+  } else {
+    // y as a Var (this entry's own output; the closure holds its node, not the entry).
+    set_vjp(out, [op, y = out](const std::vector<Var>& d, const std::vector<bool>&) {
+      const Var one(Tensor::full(Shape{}, 1.0, y.device(), y.value().dtype()));
+      if (op == Unary::kTanh) return std::vector<Var>{mul(d[0], sub(one, mul(y, y)))};
+      if (op == Unary::kSigmoid) return std::vector<Var>{mul(d[0], mul(y, sub(one, y)))};
+      return std::vector<Var>{div(d[0], scale(y, 2.0))};  // sqrt
+    });
+  }
+  return out;
 }
 
 Var binary(Binary op, const Var& a, const Var& b) {
@@ -84,33 +109,63 @@ Var binary(Binary op, const Var& a, const Var& b) {
   const bool keep = op == Binary::kMul || op == Binary::kDiv;
   Tensor sa = keep ? av : Tensor(), sb = keep ? bv : Tensor();
   const Shape a_shape = av.shape(), b_shape = bv.shape();
-  return record(name, {a, b}, y, [op, bi, sa, sb, a_shape, b_shape](const BackwardContext& c) {
-    const Tensor& dy = c.dout;
-    if (op == Binary::kAdd || op == Binary::kSub) {
-      if (c.needs(0)) c.add(0, sum_to_shape(dy, a_shape));
-      if (c.needs(1)) {
-        const Tensor g = sum_to_shape(dy, b_shape);
-        c.add(1, op == Binary::kAdd ? g : scaled(g, -1.0));
-      }
-      return;
+  // VJP: the same formulas on Vars (mul and div read their operands as Vars, so the gradient is
+  // differentiable in them too).
+  VjpFn vjp = [op, a, b](const std::vector<Var>& d, const std::vector<bool>& needs) {
+    const Var& g = d[0];
+    std::vector<Var> r(2);
+    switch (op) {
+      case Binary::kAdd:
+        if (needs[0]) r[0] = sum_to(g, a.shape());
+        if (needs[1]) r[1] = sum_to(g, b.shape());
+        break;
+      case Binary::kSub:
+        if (needs[0]) r[0] = sum_to(g, a.shape());
+        if (needs[1]) r[1] = sum_to(scale(g, -1.0), b.shape());
+        break;
+      case Binary::kMul:
+        if (needs[0]) r[0] = sum_to(mul(g, b), a.shape());
+        if (needs[1]) r[1] = sum_to(mul(g, a), b.shape());
+        break;
+      case Binary::kDiv:
+        if (needs[0]) r[0] = sum_to(div(g, b), a.shape());
+        if (needs[1]) r[1] = sum_to(scale(div(mul(g, a), mul(b, b)), -1.0), b.shape());
+        break;
     }
-    Tensor ga = c.needs(0) ? Tensor::empty_like(dy) : Tensor();
-    Tensor gb = c.needs(1) ? Tensor::empty_like(dy) : Tensor();
-    if (dy.is_cuda()) {
-      kernels::binary_backward_cuda(op, bi, sa.data<float>(), sb.data<float>(), dy.data<float>(),
-                                    ga.defined() ? ga.data<float>() : nullptr,
-                                    gb.defined() ? gb.data<float>() : nullptr, cuda::stream());
-    } else {
-      dispatch_cpu(dy, kernels::binary_name(op), [&](auto t) {
-        using T = decltype(t);
-        kernels::binary_backward_cpu<T>(op, bi, sa.data<T>(), sb.data<T>(), dy.data<T>(),
-                                        ga.defined() ? ga.data<T>() : nullptr,
-                                        gb.defined() ? gb.data<T>() : nullptr);
-      });
-    }
-    if (ga.defined()) c.add(0, sum_to_shape(ga, a_shape));
-    if (gb.defined()) c.add(1, sum_to_shape(gb, b_shape));
-  });
+    return r;
+  };
+  // add/sub keep no operands for their tensor backward, but their VJP holds a and b (cheap
+  // handles; the values are alive in the caller anyway while a tape refers to them).
+  return record(
+      name, {a, b}, y,
+      [op, bi, sa, sb, a_shape, b_shape](const BackwardContext& c) {
+        const Tensor& dy = c.dout;
+        if (op == Binary::kAdd || op == Binary::kSub) {
+          if (c.needs(0)) c.add(0, sum_to_shape(dy, a_shape));
+          if (c.needs(1)) {
+            const Tensor g = sum_to_shape(dy, b_shape);
+            c.add(1, op == Binary::kAdd ? g : scaled(g, -1.0));
+          }
+          return;
+        }
+        Tensor ga = c.needs(0) ? Tensor::empty_like(dy) : Tensor();
+        Tensor gb = c.needs(1) ? Tensor::empty_like(dy) : Tensor();
+        if (dy.is_cuda()) {
+          kernels::binary_backward_cuda(op, bi, sa.data<float>(), sb.data<float>(),
+                                        dy.data<float>(), ga.defined() ? ga.data<float>() : nullptr,
+                                        gb.defined() ? gb.data<float>() : nullptr, cuda::stream());
+        } else {
+          dispatch_cpu(dy, kernels::binary_name(op), [&](auto t) {
+            using T = decltype(t);
+            kernels::binary_backward_cpu<T>(op, bi, sa.data<T>(), sb.data<T>(), dy.data<T>(),
+                                            ga.defined() ? ga.data<T>() : nullptr,
+                                            gb.defined() ? gb.data<T>() : nullptr);
+          });
+        }
+        if (ga.defined()) c.add(0, sum_to_shape(ga, a_shape));
+        if (gb.defined()) c.add(1, sum_to_shape(gb, b_shape));
+      },
+      std::move(vjp));
 }
 
 }  // namespace
@@ -127,5 +182,6 @@ Var leaky_relu(const Var& x, double negative_slope) {
 }
 Var tanh(const Var& x) { return unary(Unary::kTanh, 0.0, x); }
 Var sigmoid(const Var& x) { return unary(Unary::kSigmoid, 0.0, x); }
+Var sqrt(const Var& x) { return unary(Unary::kSqrt, 0.0, x); }
 
 }  // namespace gan

@@ -141,6 +141,18 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   const Tensor keep_x = w.requires_grad() ? xv : Tensor();
   const Tensor keep_w = x.requires_grad() ? wv : Tensor();
   const Shape x_shape = sx, w_shape = wv.shape();
+  // VJP: dx = dout w (a matmul with the weight Var), db = the sum of dout over rows.
+  VjpFn vjp = [w, x_shape, rows, out, has_bias](const std::vector<Var>& d,
+                                                const std::vector<bool>& needs) {
+    GAN_CHECK(!needs[1],
+              "grad: linear gives no differentiable gradient for its weight "
+              "(create_graph through a weight is not supported)");
+    std::vector<Var> r(has_bias ? 3 : 2);
+    const Var d2 = reshape(d[0], Shape{rows, out});
+    if (needs[0]) r[0] = reshape(matmul(d2, w), x_shape);
+    if (has_bias && needs[2]) r[2] = sum(d2, {0});
+    return r;
+  };
   return record(
       "linear", inputs, y,
       [keep_x, keep_w, x_shape, w_shape, rows, in, out, has_bias](const BackwardContext& c) {
@@ -164,7 +176,8 @@ Var linear(const Var& x, const Var& w, const Var& b) {
             c.add(2, db);
           }
         }
-      });
+      },
+      std::move(vjp));
 }
 
 }  // namespace gan

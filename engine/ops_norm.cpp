@@ -6,6 +6,7 @@
 #include "engine/ops.h"
 #include "kernels/batchnorm.h"
 #include "kernels/common.h"
+#include "kernels/elementwise.h"
 
 namespace gan {
 
@@ -117,38 +118,89 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
   // Backward recomputes xhat (and the pre-activation) from x and the saved statistics: it keeps
   // x, gamma, beta (only with an activation) and two (C) tensors, never y.
   const Tensor beta_for_act = bact != kernels::BnAct::kNone ? bv : Tensor();
-  return record("batch_norm", {x, gamma, beta}, y,
-                [xv, gv, beta_for_act, save_mean, save_invstd, R, C, training, bact,
-                 slope](const BackwardContext& c) {
-                  const Tensor& dy = c.dout;
-                  check_same_device("batch_norm", {&xv, &dy});
-                  check_same_dtype("batch_norm", {&xv, &dy});
-                  const Tensor dx = c.needs(0) ? Tensor::empty_like(xv) : Tensor();
-                  bool acc_g = false, acc_b = false;
-                  const Tensor dg = channel_grad(c, 1, xv, C, &acc_g);
-                  const Tensor db = channel_grad(c, 2, xv, C, &acc_b);
-                  if (xv.is_cuda()) {
-                    const Tensor ws = cuda_workspace(R, C);
-                    kernels::batch_norm_backward_cuda(
-                        xv.data<float>(), dy.data<float>(), ptr_or_null<float>(gv),
-                        ptr_or_null<float>(beta_for_act), save_mean.data<float>(),
-                        save_invstd.data<float>(), R, C, training, bact, float(slope),
-                        ptr_or_null<float>(dx), ptr_or_null<float>(dg), ptr_or_null<float>(db),
-                        acc_g, acc_b, ws.raw(), ws.defined() ? ws.nbytes() : 0, cuda::stream());
-                  } else {
-                    dispatch_cpu(xv, "batch_norm", [&](auto tag) {
-                      using T = decltype(tag);
-                      kernels::batch_norm_backward_cpu<T>(
-                          xv.data<T>(), dy.data<T>(), ptr_or_null<T>(gv),
-                          ptr_or_null<T>(beta_for_act), save_mean.data<T>(), save_invstd.data<T>(),
-                          R, C, training, bact, slope, ptr_or_null<T>(dx), ptr_or_null<T>(dg),
-                          ptr_or_null<T>(db), acc_g, acc_b);
-                    });
-                  }
-                  if (dx.defined()) c.add(0, dx);
-                  if (dg.defined() && !acc_g) c.add(1, dg);
-                  if (db.defined() && !acc_b) c.add(2, db);
-                });
+  // VJP, in differentiable ops: xhat and 1/sqrt(var + eps) recomputed from x as Vars (training)
+  // or from the saved running statistics as constants (eval); the activation's derivative is a
+  // constant mask read from y (y > 0 exactly where the pre-activation is, for relu and a positive
+  // leaky slope).
+  VjpFn vjp = [x, gamma, y, training, eps, bact, slope, save_mean, save_invstd, nd = sx.ndim](
+                  const std::vector<Var>& d, const std::vector<bool>& needs) {
+    std::vector<int> axes;
+    for (int i = 0; i + 1 < nd; ++i) axes.push_back(i);
+    Var g = d[0];
+    if (bact != kernels::BnAct::kNone) {
+      Tensor mask = Tensor::empty_like(y);
+      const Tensor ones = Tensor::full(y.shape(), 1.0, y.device(), y.dtype());
+      const double s = bact == kernels::BnAct::kRelu ? 0.0 : slope;
+      if (y.is_cuda()) {
+        kernels::unary_backward_cuda(kernels::Unary::kLeakyRelu, float(s), y.data<float>(), nullptr,
+                                     ones.data<float>(), mask.data<float>(), y.numel(),
+                                     cuda::stream());
+      } else {
+        dispatch_cpu(y, "batch_norm", [&](auto tag) {
+          using T = decltype(tag);
+          kernels::unary_backward_cpu<T>(kernels::Unary::kLeakyRelu, s, y.data<T>(), nullptr,
+                                         ones.data<T>(), mask.data<T>(), y.numel());
+        });
+      }
+      g = mul(g, Var(mask));
+    }
+    Var xhat, inv;
+    if (training) {
+      const Var xc = sub(x, mean(x, axes, true));
+      const Var var = mean(mul(xc, xc), axes, true);
+      const Var e(Tensor::full(Shape{}, eps, y.device(), y.dtype()));
+      inv = div(Var(Tensor::full(Shape{}, 1.0, y.device(), y.dtype())), sqrt(add(var, e)));
+      xhat = mul(xc, inv);
+    } else {
+      inv = Var(save_invstd);
+      xhat = mul(sub(x, Var(save_mean)), inv);
+    }
+    std::vector<Var> r(3);
+    if (needs[0]) {
+      const Var gg = gamma.defined() ? mul(g, gamma) : g;
+      if (training)
+        r[0] = mul(inv,
+                   sub(sub(gg, mean(gg, axes, true)), mul(xhat, mean(mul(gg, xhat), axes, true))));
+      else
+        r[0] = mul(gg, inv);
+    }
+    if (needs[1]) r[1] = sum(mul(g, xhat), axes);
+    if (needs[2]) r[2] = sum(g, axes);
+    return r;
+  };
+  return record(
+      "batch_norm", {x, gamma, beta}, y,
+      [xv, gv, beta_for_act, save_mean, save_invstd, R, C, training, bact,
+       slope](const BackwardContext& c) {
+        const Tensor& dy = c.dout;
+        check_same_device("batch_norm", {&xv, &dy});
+        check_same_dtype("batch_norm", {&xv, &dy});
+        const Tensor dx = c.needs(0) ? Tensor::empty_like(xv) : Tensor();
+        bool acc_g = false, acc_b = false;
+        const Tensor dg = channel_grad(c, 1, xv, C, &acc_g);
+        const Tensor db = channel_grad(c, 2, xv, C, &acc_b);
+        if (xv.is_cuda()) {
+          const Tensor ws = cuda_workspace(R, C);
+          kernels::batch_norm_backward_cuda(
+              xv.data<float>(), dy.data<float>(), ptr_or_null<float>(gv),
+              ptr_or_null<float>(beta_for_act), save_mean.data<float>(), save_invstd.data<float>(),
+              R, C, training, bact, float(slope), ptr_or_null<float>(dx), ptr_or_null<float>(dg),
+              ptr_or_null<float>(db), acc_g, acc_b, ws.raw(), ws.defined() ? ws.nbytes() : 0,
+              cuda::stream());
+        } else {
+          dispatch_cpu(xv, "batch_norm", [&](auto tag) {
+            using T = decltype(tag);
+            kernels::batch_norm_backward_cpu<T>(
+                xv.data<T>(), dy.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(beta_for_act),
+                save_mean.data<T>(), save_invstd.data<T>(), R, C, training, bact, slope,
+                ptr_or_null<T>(dx), ptr_or_null<T>(dg), ptr_or_null<T>(db), acc_g, acc_b);
+          });
+        }
+        if (dx.defined()) c.add(0, dx);
+        if (dg.defined() && !acc_g) c.add(1, dg);
+        if (db.defined() && !acc_b) c.add(2, db);
+      },
+      keep ? std::move(vjp) : VjpFn());
 }
 
 }  // namespace gan

@@ -41,9 +41,14 @@ Var reduce(const char* op, const Var& x, uint32_t mask, bool mean, bool keepdim)
   // The mean of no elements is NaN (0/0), as in PyTorch.
   const double sc = mean ? (count ? 1.0 / double(count) : NAN) : 1.0;
   Tensor y = reduce_sum_axes(x.value(), mask, sc).reshape(out_shape);
-  return record(op, {x}, y, [s, kept, sc](const BackwardContext& c) {
-    c.add(0, expand_to(c.dout.reshape(kept), s, sc));
-  });
+  return record(
+      op, {x}, y,
+      [s, kept, sc](const BackwardContext& c) { c.add(0, expand_to(c.dout.reshape(kept), s, sc)); },
+      // VJP: the gradient broadcast back over the reduced axes (a product with a constant sc).
+      [s, kept, sc](const std::vector<Var>& d, const std::vector<bool>&) {
+        const Var k = reshape(d[0], kept);
+        return std::vector<Var>{mul(Var(Tensor::full(s, sc, k.device(), k.value().dtype())), k)};
+      });
 }
 
 }  // namespace
@@ -53,6 +58,26 @@ Var mean(const Var& x) { return reduce("mean", x, (1u << x.shape().ndim) - 1, tr
 
 Var sum(const Var& x, const std::vector<int>& axes, bool keepdim) {
   return reduce("sum", x, axis_mask(x.shape(), axes, "sum"), false, keepdim);
+}
+
+Var sum_to(const Var& g, const Shape& shape) {
+  const Shape& s = g.shape();
+  if (s == shape) return g;
+  GAN_CHECK(shape.ndim <= s.ndim,
+            fmt::format("sum_to: cannot reduce {} to {}", s.str(), shape.str()));
+  const int off = s.ndim - shape.ndim;
+  std::vector<int> axes;
+  for (int d = 0; d < s.ndim; ++d) {
+    if (d < off) {
+      axes.push_back(d);
+      continue;
+    }
+    GAN_CHECK(shape.dims[d - off] == s.dims[d] || shape.dims[d - off] == 1,
+              fmt::format("sum_to: cannot reduce {} to {}", s.str(), shape.str()));
+    if (shape.dims[d - off] == 1 && s.dims[d] != 1) axes.push_back(d);
+  }
+  const Var r = axes.empty() ? g : sum(g, axes, true);
+  return reshape(r, shape);
 }
 
 Var mean(const Var& x, const std::vector<int>& axes, bool keepdim) {

@@ -11,8 +11,11 @@ namespace gan {
 Var reshape(const Var& x, const Shape& shape) {
   Tensor y = x.value().reshape(shape);
   const Shape in = x.shape();
-  return record("reshape", {x}, y,
-                [in](const BackwardContext& c) { c.add(0, c.dout.reshape(in)); });
+  return record(
+      "reshape", {x}, y, [in](const BackwardContext& c) { c.add(0, c.dout.reshape(in)); },
+      [in](const std::vector<Var>& d, const std::vector<bool>&) {
+        return std::vector<Var>{reshape(d[0], in)};
+      });
 }
 
 Var flatten(const Var& x, int start_dim) {

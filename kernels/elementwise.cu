@@ -15,6 +15,8 @@ const char* unary_name(Unary op) {
       return "tanh";
     case Unary::kSigmoid:
       return "sigmoid";
+    case Unary::kSqrt:
+      return "sqrt";
   }
   return "?";
 }
@@ -52,6 +54,7 @@ __device__ __forceinline__ float unary_f(float v, float alpha) {
     const float e = expf(v);
     return e / (1.f + e);
   }
+  if constexpr (OP == Unary::kSqrt) return sqrtf(v);
   return 0.f;
 }
 
@@ -62,6 +65,7 @@ __device__ __forceinline__ float unary_df(float x, float y, float g, float alpha
   if constexpr (OP == Unary::kLeakyRelu) return x > 0.f ? g : g * alpha;
   if constexpr (OP == Unary::kTanh) return g * (1.f - y * y);
   if constexpr (OP == Unary::kSigmoid) return g * y * (1.f - y);
+  if constexpr (OP == Unary::kSqrt) return g / (2.f * y);
   return 0.f;
 }
 
@@ -179,6 +183,9 @@ void unary_forward_cuda(Unary op, float alpha, const float* x, float* y, int64_t
     case Unary::kSigmoid:
       launch(unary_forward_kernel<Unary::kSigmoid>, blocks, kThreads, 0, stream, x, y, n, alpha);
       break;
+    case Unary::kSqrt:
+      launch(unary_forward_kernel<Unary::kSqrt>, blocks, kThreads, 0, stream, x, y, n, alpha);
+      break;
   }
   GAN_CUDA_CHECK_LAUNCH();
 }
@@ -208,6 +215,10 @@ void unary_backward_cuda(Unary op, float alpha, const float* x, const float* y, 
       break;
     case Unary::kSigmoid:
       launch(unary_backward_kernel<Unary::kSigmoid>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
+             alpha);
+      break;
+    case Unary::kSqrt:
+      launch(unary_backward_kernel<Unary::kSqrt>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
              alpha);
       break;
   }

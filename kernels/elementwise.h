@@ -19,7 +19,7 @@
 
 namespace gan::kernels {
 
-enum class Unary : uint8_t { kScale, kRelu, kLeakyRelu, kTanh, kSigmoid };
+enum class Unary : uint8_t { kScale, kRelu, kLeakyRelu, kTanh, kSigmoid, kSqrt };
 enum class Binary : uint8_t { kAdd, kSub, kMul, kDiv };
 
 const char* unary_name(Unary op);
@@ -50,12 +50,16 @@ void unary_forward_cpu(Unary op, double alpha, const T* x, T* y, int64_t n) {
       case Unary::kSigmoid:
         r = v >= 0 ? 1 / (1 + std::exp(-v)) : std::exp(v) / (1 + std::exp(v));
         break;
+      case Unary::kSqrt:
+        r = std::sqrt(v);
+        break;
     }
     y[i] = T(r);
   }
 }
 
-// dy (n) -> dx (n). Reads x (leaky_relu) or y (relu, tanh, sigmoid); the other may be null.
+// dy (n) -> dx (n). Reads x (leaky_relu) or y (relu, tanh, sigmoid, sqrt); the other may be null.
+// sqrt: dx = dy / (2 y) (infinite at 0, as PyTorch's).
 template <class T>
 void unary_backward_cpu(Unary op, double alpha, const T* x, const T* y, const T* dy, T* dx,
                         int64_t n) {
@@ -77,6 +81,9 @@ void unary_backward_cpu(Unary op, double alpha, const T* x, const T* y, const T*
         break;
       case Unary::kSigmoid:
         r = g * double(y[i]) * (1 - double(y[i]));
+        break;
+      case Unary::kSqrt:
+        r = g / (2 * double(y[i]));
         break;
     }
     dx[i] = T(r);

@@ -53,6 +53,10 @@ std::vector<OpCase> leaky_relu_cases() {
 std::vector<OpCase> tanh_cases() {
   return unary_cases("tanh", [](const Var& x) { return gan::tanh(x); }, {});
 }
+std::vector<OpCase> sqrt_cases() {
+  return unary_cases(
+      "sqrt", [](const Var& x) { return gan::sqrt(x); }, {}, 0.25, 4);
+}
 std::vector<OpCase> sigmoid_cases() {
   // Wide range: the stable formula must not overflow for large |x|.
   return unary_cases(
@@ -346,6 +350,7 @@ GAN_OP_TEST("relu", relu_cases)
 GAN_OP_TEST("leaky_relu", leaky_relu_cases)
 GAN_OP_TEST("tanh", tanh_cases)
 GAN_OP_TEST("sigmoid", sigmoid_cases)
+GAN_OP_TEST("sqrt", sqrt_cases)
 GAN_OP_TEST("scale", scale_cases)
 GAN_OP_TEST("add", add_cases)
 GAN_OP_TEST("sub", sub_cases)

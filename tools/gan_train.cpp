@@ -48,13 +48,23 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 0.999999));
   app.add_option("--beta2", o.beta2, "Adam beta2 (default: DCGAN 0.999, SAGAN 0.9)")
       ->check(CLI::Range(0.0, 0.999999));
-  app.add_option("--loss", o.loss, "bce, hinge or wgan (default: DCGAN bce, SAGAN hinge)")
-      ->check(CLI::IsMember({"bce", "hinge", "wgan"}));
+  app.add_option("--loss", o.loss,
+                 "bce, hinge, wgan (weight clipping) or wgan-gp (gradient penalty; default: "
+                 "DCGAN bce, SAGAN hinge)")
+      ->check(CLI::IsMember({"bce", "hinge", "wgan", "wgan-gp"}));
+  app.add_option("--gp-lambda", o.gp_lambda, "wgan-gp: weight of the gradient penalty")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--r1", o.r1, "R1 penalty gamma on real data (0: off; any loss)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--r1-every", o.r1_every, "lazy R1: every k-th iteration, weighted by k")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
   app.add_option("--wgan-clip", o.wgan_clip, "WGAN: clip D's weights to [-c, c]")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
-  app.add_option("--n-dis", o.n_dis, "D steps per G step")
-      ->capture_default_str()
+  app.add_option("--n-dis", o.n_dis, "D steps per G step (default: wgan-gp 5, else 1)")
       ->check(CLI::Range(1, 100));
   app.add_option("--ema", o.ema, "decay of an EMA of G's weights used for samples (0: off)")
       ->capture_default_str()

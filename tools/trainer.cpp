@@ -46,12 +46,12 @@ constexpr const char* kFormat = "gan-engine checkpoint v1";
 constexpr int kFixedSamples = 64;
 
 // Options that define the model or the data: a resumed run must use the checkpoint's.
-const char* const kModelKeys[] = {"model",    "preset", "image_size", "channels",
-                                  "ngf",      "ndf",    "z_dim",      "official_attention",
-                                  "data",     "fit",    "hflip",      "batch_size",
-                                  "loss",     "n_dis",  "ema",        "seed",
-                                  "lr_g",     "lr_d",   "beta1",      "beta2",
-                                  "wgan_clip"};
+const char* const kModelKeys[] = {"model",     "preset",    "image_size", "channels",
+                                  "ngf",       "ndf",       "z_dim",      "official_attention",
+                                  "data",      "fit",       "hflip",      "batch_size",
+                                  "loss",      "n_dis",     "ema",        "seed",
+                                  "lr_g",      "lr_d",      "beta1",      "beta2",
+                                  "wgan_clip", "gp_lambda", "r1",         "r1_every"};
 
 json to_json(const Options& o) {
   return json{{"model", o.model},
@@ -76,6 +76,9 @@ json to_json(const Options& o) {
               {"n_dis", o.n_dis},
               {"ema", o.ema},
               {"wgan_clip", o.wgan_clip},
+              {"gp_lambda", o.gp_lambda},
+              {"r1", o.r1},
+              {"r1_every", o.r1_every},
               {"seed", o.seed},
               {"out", o.out},
               {"sample_every", o.sample_every},
@@ -108,6 +111,10 @@ void from_json_model(const json& j, Options& o) {
   o.beta1 = j.at("beta1").get<double>();
   o.beta2 = j.at("beta2").get<double>();
   o.wgan_clip = j.at("wgan_clip").get<double>();
+  // Penalties (absent from checkpoints written before they existed: off).
+  o.gp_lambda = j.value("gp_lambda", 10.0);
+  o.r1 = j.value("r1", 0.0);
+  o.r1_every = j.value("r1_every", 1);
 }
 
 // One line of the resolved configuration for the start of a run.
@@ -115,11 +122,14 @@ std::string describe(const Options& o, Device dev) {
   return fmt::format(
       "gan_train: model={} preset={} image_size={} channels={} z={} ngf={} ndf={} "
       "attention={} | data={} fit={} hflip={} | batch_size={} {} n_dis={} loss={} lr_g={} "
-      "lr_d={} betas=({}, {}) ema={} | seed={} device={} tf32={} out={}",
+      "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} tf32={} out={}",
       o.model, o.preset, o.image_size, o.channels, o.z_dim, o.ngf, o.ndf,
       o.official_attention ? "official" : "default", o.data, o.fit, o.hflip, o.batch_size,
       o.steps > 0 ? fmt::format("steps={}", o.steps) : fmt::format("epochs={}", o.epochs), o.n_dis,
-      o.loss, o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema, o.seed, device_name(dev), o.tf32, o.out);
+      o.loss, o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema,
+      (o.loss == "wgan-gp" ? fmt::format(" gp_lambda={}", o.gp_lambda) : std::string()) +
+          (o.r1 > 0 ? fmt::format(" r1={} every {}", o.r1, o.r1_every) : std::string()),
+      o.seed, device_name(dev), o.tf32, o.out);
 }
 
 // Scalars (one-element device tensors) copied to pinned host memory when a step is logged and
@@ -362,14 +372,20 @@ Options resolve(Options o) {
   if (o.model != "sagan" && o.model != "dcgan")
     fail("--model must be sagan or dcgan, got " + o.model);
   const bool sagan = o.model == "sagan";
-  if (o.lr_g < 0) o.lr_g = sagan ? 1e-4 : 2e-4;
-  if (o.lr_d < 0) o.lr_d = sagan ? 4e-4 : 2e-4;
-  if (o.beta1 < 0) o.beta1 = sagan ? 0.0 : 0.5;
-  if (o.beta2 < 0) o.beta2 = sagan ? 0.9 : 0.999;
   if (o.loss.empty()) o.loss = sagan ? "hinge" : "bce";
+  if (o.loss != "bce" && o.loss != "hinge" && o.loss != "wgan" && o.loss != "wgan-gp")
+    fail("--loss must be bce, hinge, wgan or wgan-gp, got " + o.loss);
+  // WGAN-GP: the paper's Adam (1e-4, betas (0, 0.9)) and 5 critic steps, unless given.
+  const bool gp = o.loss == "wgan-gp";
+  if (o.lr_g < 0) o.lr_g = gp ? 1e-4 : sagan ? 1e-4 : 2e-4;
+  if (o.lr_d < 0) o.lr_d = gp ? 1e-4 : sagan ? 4e-4 : 2e-4;
+  if (o.beta1 < 0) o.beta1 = gp || sagan ? 0.0 : 0.5;
+  if (o.beta2 < 0) o.beta2 = gp || sagan ? 0.9 : 0.999;
+  if (o.n_dis == 0) o.n_dis = gp ? 5 : 1;
   if (o.z_dim <= 0) o.z_dim = sagan ? 128 : 100;
-  if (o.loss != "bce" && o.loss != "hinge" && o.loss != "wgan")
-    fail("--loss must be bce, hinge or wgan, got " + o.loss);
+  if (!(o.gp_lambda >= 0)) fail(fmt::format("--gp-lambda must be >= 0, got {}", o.gp_lambda));
+  if (!(o.r1 >= 0)) fail(fmt::format("--r1 must be >= 0, got {}", o.r1));
+  if (o.r1_every < 1) fail(fmt::format("--r1-every must be >= 1, got {}", o.r1_every));
   if (o.image_size != 32 && o.image_size != 64 && o.image_size != 128)
     fail(fmt::format("--image-size must be 32, 64 or 128, got {}", o.image_size));
   if (o.channels != 0 && o.channels != 1 && o.channels != 3)
@@ -397,7 +413,8 @@ Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt
     : o_(o), net_(net), opt_g_(opt_g), opt_d_(opt_d), gen_(gen) {
   const Device dev = gen.device();
   z_ = Tensor::empty(Shape{o.batch_size, net.z_dim}, dev);
-  stats_ = Tensor::zeros(Shape{4}, dev);
+  stats_ = Tensor::zeros(Shape{kStats}, dev);
+  eps_ = Tensor::empty(Shape{o.batch_size, 1, 1, 1}, dev);
   // The EMA's parameter lists, made once (not per step).
   g_params_ = net.g->parameters();
   if (ema) ema_params_ = ema->g->parameters();
@@ -411,20 +428,48 @@ void Stepper::keep_scalar(int64_t i, const Var& v) {
     stats_.data<float>()[i] = v.value().data<float>()[0];
 }
 
-void Stepper::iteration(const std::vector<Tensor>& reals) {
+namespace {
+
+// |g| per sample over every axis but the first, and the gradient of D's output with respect to
+// its input x (create_graph: a loss built from it reaches D's parameters).
+Var input_gradient(models::GanNet& d, const Var& x, Var* out = nullptr) {
+  const Var y = d.forward(x);
+  if (out) *out = y;
+  const Var ones(Tensor::full(y.shape(), 1.0, y.device(), y.value().dtype()));
+  return grad({y}, {x}, {ones}, true)[0];
+}
+
+Var squared_norms(const Var& g) {
+  std::vector<int> axes;
+  for (int i = 1; i < g.shape().ndim; ++i) axes.push_back(i);
+  return sum(mul(g, g), axes);
+}
+
+}  // namespace
+
+void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
   const bool bce = o_.loss == "bce";
+  const bool gp = o_.loss == "wgan-gp";
+  const bool r1 = o_.r1 > 0 && step % o_.r1_every == 0;
   set_requires_grad(*net_.d, true);
   set_requires_grad(*net_.g, false);
   for (int k = 0; k < o_.n_dis; ++k) {
     GAN_NVTX("D step");
-    const Var real(reals[size_t(k)]);
+    // R1 differentiates D(real) with respect to the real images.
+    const Var real(reals[size_t(k)], r1);
     gen_.normal_(z_);
     Var fake;
     {
       NoGradGuard ng;  // G is not differentiated here (its BatchNorm statistics still move)
       fake = net_.g->forward(models::latent_input(net_, Var(z_)));
     }
-    const Var dr = net_.d->forward(real), df = net_.d->forward(fake);
+    Var dr, penalty, norms;
+    Var r1_grad;
+    if (r1)
+      r1_grad = input_gradient(*net_.d, real, &dr);
+    else
+      dr = net_.d->forward(real);
+    const Var df = net_.d->forward(fake);
     Var loss_d;
     if (bce)
       loss_d = add(bce_with_logits(dr, 1.0), bce_with_logits(df, 0.0));
@@ -432,6 +477,34 @@ void Stepper::iteration(const std::vector<Tensor>& reals) {
       loss_d = hinge_d_loss(dr, df);
     else
       loss_d = sub(mean(df), mean(dr));
+    if (gp) {
+      // Interpolates x^ = real + eps (fake - real), eps ~ U(0, 1) per sample (device noise);
+      // penalty mean_i (|grad D(x^_i)| - 1)^2, weighted by lambda.
+      NvtxRange nvtx_gp("gradient penalty");
+      gen_.uniform_(eps_);
+      Tensor xh;
+      {
+        NoGradGuard ng;
+        xh = add(real.detach(), mul(Var(eps_), sub(fake.detach(), real.detach()))).value();
+      }
+      const Var g = input_gradient(*net_.d, Var(xh, true));
+      norms = sqrt(squared_norms(g));
+      const Var one(Tensor::full(Shape{}, 1.0, norms.device(), norms.value().dtype()));
+      const Var dev = sub(norms, one);
+      penalty = mean(mul(dev, dev));
+      loss_d = add(loss_d, scale(penalty, o_.gp_lambda));
+    }
+    if (r1) {
+      // R1 = gamma / 2 * mean_i |grad D(x_i)|^2 on real data; lazy: every k-th iteration, times k.
+      NvtxRange nvtx_r1("R1 penalty");
+      const Var sq = squared_norms(r1_grad);
+      penalty = mean(sq);
+      loss_d = add(loss_d, scale(penalty, 0.5 * o_.r1 * o_.r1_every));
+      if (!norms.defined()) {
+        NoGradGuard ng;
+        norms = sqrt(sq.detach());
+      }
+    }
     zero_grad(opt_d_.params());
     backward(loss_d);
     opt_d_.step();
@@ -442,6 +515,10 @@ void Stepper::iteration(const std::vector<Tensor>& reals) {
       keep_scalar(0, loss_d);
       keep_scalar(2, bce ? mean(sigmoid(dr.detach())) : mean(dr.detach()));
       keep_scalar(3, bce ? mean(sigmoid(df.detach())) : mean(df.detach()));
+      if (penalty.defined()) {
+        keep_scalar(4, penalty.detach());
+        keep_scalar(5, mean(norms.detach()));
+      }
     }
   }
   {
@@ -554,9 +631,10 @@ Result run(Options o) {
       from_json_model(saved, from);
       const json cur = to_json(o);
       for (const char* key : kModelKeys) {
-        if (o.given.count(key) && cur.at(key) != saved.at(key))
+        const json was = saved.contains(key) ? saved.at(key) : json();
+        if (o.given.count(key) && cur.at(key) != was)
           throw Error(fmt::format("gan_train: --{} {} does not match the checkpoint's {} ({})", key,
-                                  cur.at(key).dump(), saved.at(key).dump(), path));
+                                  cur.at(key).dump(), was.dump(), path));
       }
       o = from;
       if (!o.given.count("out")) o.out = o.resume;
@@ -770,7 +848,11 @@ Result run(Options o) {
   // workspaces), the second is captured once and every later one replays it.
   std::vector<Tensor> reals;
   std::unique_ptr<IterationGraph> graph;
-  const bool use_graph = o.cuda_graph && dev == Device::CUDA;
+  // Lazy R1 changes the iteration from step to step: no single graph can replay it.
+  const bool use_graph = o.cuda_graph && dev == Device::CUDA && o.r1_every == 1;
+  if (o.cuda_graph && dev == Device::CUDA && o.r1_every > 1)
+    std::printf("gan_train: --r1-every %d: CUDA graphs off (the iteration differs between steps)\n",
+                o.r1_every);
   for (int k = 0; use_graph && k < o.n_dis; ++k)
     reals.push_back(
         Tensor::empty(Shape{o.batch_size, o.image_size, o.image_size, o.channels}, dev));
@@ -784,19 +866,19 @@ Result run(Options o) {
       std::vector<Tensor> batch;
       for (int k = 0; k < o.n_dis; ++k) batch.push_back(loader.next());
       for (const Tensor& b : batch) images += b.shape()[0];
-      stepper.iteration(batch);
+      stepper.iteration(batch, step);
     } else {
       for (int k = 0; k < o.n_dis; ++k) {
         loader.next_into(reals[size_t(k)]);
         images += o.batch_size;
       }
       if (step == start_step) {
-        stepper.iteration(reals);
+        stepper.iteration(reals, step);
       } else {
         if (!graph)
           graph =
               std::make_unique<IterationGraph>(std::vector<nn::Module*>{net.g.get(), net.d.get()},
-                                               [&] { stepper.iteration(reals); });
+                                               [&] { stepper.iteration(reals, step); });
         graph->replay();
       }
     }
@@ -808,6 +890,12 @@ Result run(Options o) {
       std::vector<std::string> names = {"loss_d", "loss_g", "D_x", "D_G_z"};
       std::vector<std::pair<Tensor, int64_t>> vals;
       for (int64_t i = 0; i < 4; ++i) vals.emplace_back(stats, i);
+      if (o.loss == "wgan-gp" || o.r1 > 0) {  // of the last iteration that computed them
+        names.push_back(o.loss == "wgan-gp" ? "gradient_penalty" : "r1_penalty");
+        vals.emplace_back(stats, 4);
+        names.push_back("grad_norm");
+        vals.emplace_back(stats, 5);
+      }
       for (size_t i = 0; i < attn.size(); ++i) {
         names.push_back(fmt::format("G.gamma.{}", i));
         vals.emplace_back(attn[i]->gamma().value(), 0);

@@ -36,9 +36,12 @@ struct Options {
   int epochs = 5;
   int64_t steps = 0;  // > 0: this many generator steps instead of epochs
   double lr_g = -1, lr_d = -1, beta1 = -1, beta2 = -1;
-  std::string loss;  // bce | hinge | wgan
-  int n_dis = 1;
-  double ema = 0;  // decay of the EMA of G's weights (0: off)
+  std::string loss;       // bce | hinge | wgan | wgan-gp
+  int n_dis = 0;          // 0: the loss's default (wgan-gp 5, else 1)
+  double gp_lambda = 10;  // wgan-gp: weight of the gradient penalty on interpolates
+  double r1 = 0;          // R1 penalty weight gamma on real data (0: off); any loss
+  int r1_every = 1;       // lazy R1: every k-th iteration, weighted by k (no CUDA graph when > 1)
+  double ema = 0;         // decay of the EMA of G's weights (0: off)
   double wgan_clip = 0.01;
   uint64_t seed = 0;
   // run
@@ -85,9 +88,13 @@ class Stepper {
   // o: resolved options (loss, n_dis, ema, wgan_clip, batch_size); ema: null when o.ema == 0.
   Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,
           Generator& gen);
-  void iteration(const std::vector<Tensor>& reals);
-  // loss_d, loss_g, D(x), D(G(z)) of the last iteration (persistent memory on the device).
+  // `step`: the 0-based index of this iteration (lazy R1 runs when step % r1_every == 0).
+  void iteration(const std::vector<Tensor>& reals, int64_t step = 0);
+  // loss_d, loss_g, D(x), D(G(z)), the penalty (wgan-gp: mean (|grad| - 1)^2; R1: mean |grad|^2,
+  // unweighted) and the mean gradient norm |d D / d input| it was taken on, of the last
+  // iteration (persistent memory on the device).
   const Tensor& stats() const { return stats_; }
+  static constexpr int64_t kStats = 6;
 
  private:
   void keep_scalar(int64_t i, const Var& v);
@@ -96,7 +103,7 @@ class Stepper {
   models::Gan& net_;
   Adam &opt_g_, &opt_d_;
   Generator& gen_;
-  Tensor z_, stats_;
+  Tensor z_, stats_, eps_;
   std::vector<Var> g_params_, ema_params_;
 };
 
