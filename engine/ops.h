@@ -4,10 +4,12 @@
 //
 // Double backward (grad(..., create_graph), engine/autograd.h): every op below has a VJP written
 // in these ops, except: conv2d, conv_transpose2d and linear give gradients as Vars for their input
-// and bias but not their weight; matmul, concat, spectral_norm, attention,
-// self_attention, max_pool2x2 and the losses have none yet (grad() names the op). That covers a
-// gradient penalty on the input of a discriminator made of convolutions, activations,
-// spectral norm (its output is a weight: not on the input's path) and reshapes.
+// and bias but not their weight; concat only along the last axis; spectral_norm, max_pool2x2 and
+// the losses have none yet (grad() names the op). VJPs create no host data (their constants are
+// device fills), so a penalty step can be captured as a CUDA graph. attention and self_attention
+// recompute softmax(q k^T) as a B x Nq x Nk tensor in their VJP. That covers a gradient penalty on
+// the input of SAGAN's and DCGAN's discriminators (spectral norm's output is a weight: not on the
+// input's path).
 #pragma once
 
 #include <vector>
@@ -42,6 +44,12 @@ Var flatten(const Var& x, int start_dim = 1);   // (N, H, W, C) -> (N, H*W*C)
 Var sum_to(const Var& g, const Shape& shape);
 // Concatenation along `axis` (default: the last, i.e. channels of NHWC activations).
 Var concat(const std::vector<Var>& xs, int axis = -1);
+// Columns [start, start + len) of the last axis.
+Var slice_last(const Var& x, int64_t start, int64_t len);
+// (m, n) -> (n, m), or batched (B, m, n) -> (B, n, m).
+Var transpose(const Var& x);
+// Softmax over the last axis.
+Var softmax(const Var& x);
 
 // ---- linear algebra
 // (m, k) x (k, n) -> (m, n), or batched (B, m, k) x (B, k, n) -> (B, m, n).

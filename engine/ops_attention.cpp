@@ -111,6 +111,23 @@ void check_limits(const char* op, const Tensor& t, const AttnDims& a) {
   }
 }
 
+// The attention core's VJP in differentiable ops (materialises P = softmax(q k^T)):
+//   o = P v;  dv = P^T dO;  dP = dO v^T;  dS = P (dP - rowsum(dP P));  dq = dS k;  dk = dS^T q.
+struct CoreGrads {
+  Var dq, dk, dv, o;
+};
+CoreGrads core_vjp(const Var& q, const Var& k, const Var& v, const Var& dout) {
+  const Var p = softmax(matmul(q, transpose(k)));
+  CoreGrads g;
+  g.o = matmul(p, v);
+  g.dv = matmul(transpose(p), dout);
+  const Var dp = matmul(dout, transpose(v));
+  const Var ds = mul(p, sub(dp, sum(mul(dp, p), {-1}, true)));
+  g.dq = matmul(ds, k);
+  g.dk = matmul(transpose(ds), q);
+  return g;
+}
+
 }  // namespace
 
 Var attention(const Var& q, const Var& k, const Var& v) {
@@ -132,15 +149,23 @@ Var attention(const Var& q, const Var& k, const Var& v) {
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, qt.device(), qt.dtype());
   const bool gemm = use_gemm(qt, a);
   forward(a, {}, gemm, qt, kt, vt, o, lse, Tensor(), Tensor(), Tensor());
-  return record("attention", {q, k, v}, o, [a, gemm, qt, kt, vt, o, lse](const BackwardContext& c) {
-    Tensor dq = c.needs(0) ? Tensor::empty_like(qt) : Tensor();
-    Tensor dk = c.needs(1) ? Tensor::empty_like(kt) : Tensor();
-    Tensor dv = c.needs(2) ? Tensor::empty_like(vt) : Tensor();
-    backward(a, {}, gemm, qt, kt, vt, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
-    if (dq.defined()) c.add(0, dq);
-    if (dk.defined()) c.add(1, dk);
-    if (dv.defined()) c.add(2, dv);
-  });
+  VjpFn vjp = [q, k, v](const std::vector<Var>& d, const std::vector<bool>& needs) {
+    const CoreGrads g = core_vjp(q, k, v, d[0]);
+    return std::vector<Var>{needs[0] ? g.dq : Var(), needs[1] ? g.dk : Var(),
+                            needs[2] ? g.dv : Var()};
+  };
+  return record(
+      "attention", {q, k, v}, o,
+      [a, gemm, qt, kt, vt, o, lse](const BackwardContext& c) {
+        Tensor dq = c.needs(0) ? Tensor::empty_like(qt) : Tensor();
+        Tensor dk = c.needs(1) ? Tensor::empty_like(kt) : Tensor();
+        Tensor dv = c.needs(2) ? Tensor::empty_like(vt) : Tensor();
+        backward(a, {}, gemm, qt, kt, vt, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
+        if (dq.defined()) c.add(0, dq);
+        if (dk.defined()) c.add(1, dk);
+        if (dv.defined()) c.add(2, dv);
+      },
+      std::move(vjp));
 }
 
 Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
@@ -167,17 +192,33 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   Tensor y = Tensor::empty_like(xt);
   const bool gemm = use_gemm(pt, a);
   forward(a, off, gemm, pt, pt, pt, o, lse, gt, xt, y);
-  return record("self_attention", {qkv, gamma, x}, y,
-                [a, off, gemm, pt, gt, o, lse](const BackwardContext& c) {
-                  const Tensor dy = c.dout;
-                  Tensor dp = c.needs(0) ? Tensor::empty_like(pt) : Tensor();
-                  Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
-                  if (dp.defined() || dg.defined())
-                    backward(a, off, gemm, pt, pt, pt, o, lse, dy, gt, dp, dp, dp, dg);
-                  if (dp.defined()) c.add(0, dp);
-                  if (dg.defined()) c.add(1, dg);
-                  if (c.needs(2)) c.add(2, dy);  // the residual
-                });
+  // VJP: q, k, v as column ranges of qkv (Vars), the core's VJP, the residual passes dy.
+  VjpFn vjp = [qkv, gamma, d, a](const std::vector<Var>& dd, const std::vector<bool>& needs) {
+    const Var dy = reshape(dd[0], Shape{a.b, a.nq, a.dv});
+    std::vector<Var> r(3);
+    if (needs[0] || needs[1]) {
+      const Var q = slice_last(qkv, 0, d), k = slice_last(qkv, d, d);
+      const Var v = slice_last(qkv, 2 * d, a.dv);
+      const CoreGrads g = core_vjp(q, k, v, mul(dy, gamma));
+      if (needs[0]) r[0] = concat({g.dq, g.dk, g.dv}, -1);
+      if (needs[1]) r[1] = reshape(sum(mul(dy, g.o)), gamma.shape());
+    }
+    if (needs[2]) r[2] = dd[0];
+    return r;
+  };
+  return record(
+      "self_attention", {qkv, gamma, x}, y,
+      [a, off, gemm, pt, gt, o, lse](const BackwardContext& c) {
+        const Tensor dy = c.dout;
+        Tensor dp = c.needs(0) ? Tensor::empty_like(pt) : Tensor();
+        Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
+        if (dp.defined() || dg.defined())
+          backward(a, off, gemm, pt, pt, pt, o, lse, dy, gt, dp, dp, dp, dg);
+        if (dp.defined()) c.add(0, dp);
+        if (dg.defined()) c.add(1, dg);
+        if (c.needs(2)) c.add(2, dy);  // the residual
+      },
+      std::move(vjp));
 }
 
 std::vector<float> attention_rows(const Tensor& q, const Tensor& k,

@@ -85,21 +85,31 @@ Var matmul(const Var& a, const Var& b) {
   // da needs b and db needs a: keep each only if the other side wants a gradient.
   const Tensor keep_a = b.requires_grad() ? av : Tensor();
   const Tensor keep_b = a.requires_grad() ? bv : Tensor();
-  return record("matmul", {a, b}, y, [keep_a, keep_b, sa, sb, g](const BackwardContext& c) {
-    const Tensor& dy = c.dout;
-    if (c.needs(0)) {  // da (m, k) = dy (m, n) b^T
-      Gemm d = g;
-      d.trans_b = true, d.m = g.m, d.n = g.k, d.k = g.n;
-      d.stride_a = g.m * g.n, d.stride_b = g.k * g.n, d.stride_c = g.m * g.k;
-      gemm_grad(c, 0, sa, d, dy, keep_b);
-    }
-    if (c.needs(1)) {  // db (k, n) = a^T (k, m) dy (m, n)
-      Gemm d = g;
-      d.trans_a = true, d.m = g.k, d.n = g.n, d.k = g.m;
-      d.stride_a = g.m * g.k, d.stride_b = g.m * g.n, d.stride_c = g.k * g.n;
-      gemm_grad(c, 1, sb, d, keep_a, dy);
-    }
-  });
+  // VJP: da = dout b^T, db = a^T dout, on Vars.
+  VjpFn vjp = [a, b](const std::vector<Var>& d, const std::vector<bool>& needs) {
+    std::vector<Var> r(2);
+    if (needs[0]) r[0] = matmul(d[0], transpose(b));
+    if (needs[1]) r[1] = matmul(transpose(a), d[0]);
+    return r;
+  };
+  return record(
+      "matmul", {a, b}, y,
+      [keep_a, keep_b, sa, sb, g](const BackwardContext& c) {
+        const Tensor& dy = c.dout;
+        if (c.needs(0)) {  // da (m, k) = dy (m, n) b^T
+          Gemm d = g;
+          d.trans_b = true, d.m = g.m, d.n = g.k, d.k = g.n;
+          d.stride_a = g.m * g.n, d.stride_b = g.k * g.n, d.stride_c = g.m * g.k;
+          gemm_grad(c, 0, sa, d, dy, keep_b);
+        }
+        if (c.needs(1)) {  // db (k, n) = a^T (k, m) dy (m, n)
+          Gemm d = g;
+          d.trans_a = true, d.m = g.k, d.n = g.n, d.k = g.m;
+          d.stride_a = g.m * g.k, d.stride_b = g.m * g.n, d.stride_c = g.k * g.n;
+          gemm_grad(c, 1, sb, d, keep_a, dy);
+        }
+      },
+      std::move(vjp));
 }
 
 Var linear(const Var& x, const Var& w, const Var& b) {

@@ -1,10 +1,12 @@
 // sum and mean, over all elements or over axes.
 #include <fmt/format.h>
 
+#include "engine/dispatch.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/tensor_ops.h"
 #include "kernels/common.h"
+#include "kernels/softmax.h"
 
 namespace gan {
 
@@ -58,6 +60,41 @@ Var mean(const Var& x) { return reduce("mean", x, (1u << x.shape().ndim) - 1, tr
 
 Var sum(const Var& x, const std::vector<int>& axes, bool keepdim) {
   return reduce("sum", x, axis_mask(x.shape(), axes, "sum"), false, keepdim);
+}
+
+Var softmax(const Var& x) {
+  GAN_NVTX("softmax");
+  const Tensor& xv = x.value();
+  GAN_CHECK(xv.ndim() >= 1, "softmax: expected at least one dimension, got a scalar");
+  const int64_t n = xv.shape().back(), rows = n ? xv.numel() / n : 0;
+  Tensor y = Tensor::empty_like(xv);
+  if (xv.is_cuda()) {
+    check_cuda_f32("softmax", xv);
+    kernels::softmax_rows_cuda(xv.data<float>(), y.data<float>(), rows, n, cuda::stream());
+  } else {
+    dispatch_cpu(xv, "softmax", [&](auto t) {
+      using T = decltype(t);
+      kernels::softmax_rows_cpu<T>(xv.data<T>(), y.data<T>(), rows, n);
+    });
+  }
+  Var out = record("softmax", {x}, y, [y, rows, n](const BackwardContext& c) {
+    Tensor dx = Tensor::empty_like(y);
+    if (y.is_cuda()) {
+      kernels::softmax_rows_backward_cuda(y.data<float>(), c.dout.data<float>(), dx.data<float>(),
+                                          rows, n, cuda::stream());
+    } else {
+      dispatch_cpu(y, "softmax", [&](auto t) {
+        using T = decltype(t);
+        kernels::softmax_rows_backward_cpu<T>(y.data<T>(), c.dout.data<T>(), dx.data<T>(), rows, n);
+      });
+    }
+    c.add(0, dx);
+  });
+  if (out.requires_grad())  // dx = y (dout - sum(dout y)), differentiable in y
+    set_vjp(out, [y = out](const std::vector<Var>& d, const std::vector<bool>&) {
+      return std::vector<Var>{mul(y, sub(d[0], sum(mul(d[0], y), {-1}, true)))};
+    });
+  return out;
 }
 
 Var sum_to(const Var& g, const Shape& shape) {

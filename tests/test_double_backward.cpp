@@ -220,8 +220,43 @@ std::vector<OpCase> batch_norm_cases() {
   return cases;
 }
 
+std::vector<OpCase> attention_cases() {
+  std::vector<OpCase> cases;
+  cases.push_back(second_order("matmul (2, 3, 4) x (2, 4, 5)",
+                               {in(Shape{2, 3, 4}), in(Shape{2, 4, 5})},
+                               [](const std::vector<Var>& v) {
+                                 const Var y = gan::matmul(v[0], v[1]);
+                                 return gan::mul(y, y);
+                               },
+                               {0, 1}));
+  cases.push_back(second_order("transpose (2, 3, 4)", {in(Shape{2, 3, 4})},
+                               [](const std::vector<Var>& v) {
+                                 const Var y = gan::transpose(v[0]);
+                                 return gan::mul(y, y);
+                               },
+                               {0}));
+  cases.push_back(second_order("softmax (3, 7)", {in(Shape{3, 7}, -2, 2)},
+                               [](const std::vector<Var>& v) { return gan::softmax(v[0]); }, {0}));
+  for (int64_t n : {1, 5, 16}) {
+    cases.push_back(second_order(
+        "attention N" + std::to_string(n),
+        {in(Shape{2, n, 3}), in(Shape{2, n, 3}), in(Shape{2, n, 4})},
+        [](const std::vector<Var>& v) { return gan::attention(v[0], v[1], v[2]); }, {0, 1, 2}));
+    // The SAGAN block: y = gamma softmax(q k^T) v + x, d = 2, dv = 8 (C = 8 at 4 x 4 or n pixels).
+    cases.push_back(second_order("self_attention N" + std::to_string(n),
+                                 {in(Shape{2, n, 12}), in(Shape{1}, 0.5, 1.5), in(Shape{2, n, 8})},
+                                 [](const std::vector<Var>& v) {
+                                   const Var y = gan::self_attention(v[0], 2, v[1], v[2]);
+                                   return gan::mul(y, y);  // so x's second derivative is not zero
+                                 },
+                                 {0, 1, 2}));
+  }
+  return cases;
+}
+
 }  // namespace
 
+GAN_OP_TEST("double backward attention", attention_cases)
 GAN_OP_TEST("double backward batch_norm", batch_norm_cases)
 GAN_OP_TEST("double backward elementwise", elementwise_cases)
 GAN_OP_TEST("double backward reductions and shapes", reduce_shape_cases)
@@ -248,3 +283,118 @@ TEST_CASE("grad: plain values without create_graph, zeros for unused inputs, cle
                       Catch::Contains("max_pool2x2 has no double backward"));
   gan::tape().clear();
 }
+
+namespace {
+
+// The WGAN-GP penalty of a discriminator at fixed inputs x: mean_i (|d D(x) / d x_i| - 1)^2,
+// as a function of D's parameters (the harness's inputs after x).
+Var penalty(const Var& x_in, const std::function<Var(const Var&)>& d) {
+  const bool outer = gan::grad_enabled();
+  const size_t n0 = gan::tape().size();
+  gan::EnableGradGuard enable;
+  const Var x(x_in.value(), true);
+  const Var y = d(x);
+  const Var ones(Tensor::full(y.shape(), 1.0, y.device(), y.value().dtype()));
+  const Var g = gan::grad({y}, {x}, {ones}, true)[0];
+  const Var n = gan::sqrt(gan::sum(gan::mul(g, g), {1, 2, 3}));
+  const Var one(Tensor::full(Shape{}, 1.0, y.device(), y.value().dtype()));
+  const Var dev = gan::sub(n, one);
+  Var p = gan::mean(gan::mul(dev, dev));
+  if (!outer) {  // the finite differences' evaluations: drop what was recorded
+    auto& e = gan::tape().entries();
+    e.erase(e.begin() + long(n0), e.end());
+    p = p.detach();
+  }
+  return p;
+}
+
+// Spectral norm in eval mode with fixed positive u, v (sigma = u^T W v): what the backward
+// assumes (u and v constants), so finite differences see the same function.
+Var sn(const Var& w) {
+  const Shape& s = w.shape();
+  gan::SpectralNormLayer l;
+  l.weight = w;
+  l.rows = s[0];
+  l.cols = s.numel() / s[0];
+  const auto unit = [&](int64_t n) {
+    return Tensor::full(Shape{n}, 1.0 / std::sqrt(double(n)), w.device(), w.value().dtype());
+  };
+  l.u = unit(l.rows), l.v = unit(l.cols);
+  l.sigma = Tensor::empty(Shape{1}, w.device(), w.value().dtype());
+  std::vector<gan::SpectralNormLayer> layers{l};
+  return gan::spectral_norm(layers, false)[0];
+}
+
+Conv2dOptions conv_opts(int stride, int pad) {
+  Conv2dOptions o;
+  o.stride_h = o.stride_w = stride, o.pad_h = o.pad_w = pad;
+  return o;
+}
+
+// A small SAGAN discriminator: SN conv 4x4/2 -> leaky relu -> self-attention (SN 1x1 projection
+// to q | k | v, gamma) -> SN conv 4x4 -> one logit per image (no bias: the penalty does not depend
+// on it). Inputs: x, w1, b1, wqkv, bqkv, gamma, w2.
+OpCase sagan_penalty_case() {
+  OpCase c;
+  c.name = "WGAN-GP penalty of a small SAGAN discriminator (attention included)";
+  Input x = in(Shape{2, 8, 8, 1});
+  x.requires_grad = false;
+  // Positive weights keep each sigma = u^T W v away from 0.
+  c.inputs = {x,
+              in(Shape{8, 4, 4, 1}, 0.2, 1.0),
+              in(Shape{8}),
+              in(Shape{10, 1, 1, 8}, 0.2, 1.0),
+              in(Shape{10}),
+              in(Shape{1}, 0.5, 1.0),
+              in(Shape{1, 4, 4, 8}, 0.2, 1.0)};
+  c.fn = [](const std::vector<Var>& v) {
+    return penalty(v[0], [&](const Var& img) {
+      Var h = gan::leaky_relu(gan::conv2d(img, sn(v[1]), v[2], conv_opts(2, 1)), 0.1);
+      const Var qkv = gan::conv2d(h, sn(v[3]), v[4], conv_opts(1, 0));
+      h = gan::self_attention(gan::reshape(qkv, Shape{2, 16, 10}), 1, v[5], h);
+      return gan::conv2d(h, sn(v[6]), Var(), conv_opts(1, 0));
+    });
+  };
+  c.fd_samples = 8;
+  c.nan_parity = false;
+  c.tol_fwd = c.tol_bwd = 1e-4;
+  return c;
+}
+
+// A small DCGAN discriminator: conv 4x4/2 -> leaky relu -> conv 4x4/2 -> batch norm (training,
+// fused leaky relu) -> conv 2x2 -> one logit. Inputs: x, w1, w2, gamma, beta, w3.
+OpCase dcgan_penalty_case() {
+  OpCase c;
+  c.name = "WGAN-GP penalty of a small DCGAN discriminator (batch norm in training mode)";
+  Input x = in(Shape{3, 8, 8, 1});
+  x.requires_grad = false;
+  // beta shifts the pre-activation only: the input gradient, hence the penalty, does not depend
+  // on it (but through the activation's kinks), so it is an input without a gradient here.
+  Input beta = in(Shape{8}, -0.5, 0.5);
+  beta.requires_grad = false;
+  c.inputs = {x,    in(Shape{4, 4, 4, 1}), in(Shape{8, 4, 4, 4}), in(Shape{8}, 0.5, 1.5),
+              beta, in(Shape{1, 2, 2, 8})};
+  c.fn = [](const std::vector<Var>& v) {
+    return penalty(v[0], [&](const Var& img) {
+      const Var h = gan::leaky_relu(gan::conv2d(img, v[1], Var(), conv_opts(2, 1)), 0.2);
+      const Var h2 = gan::conv2d(h, v[2], Var(), conv_opts(2, 1));
+      const Tensor rm = Tensor::zeros(Shape{8}, h2.device(), h2.value().dtype());
+      const Tensor rv = Tensor::full(Shape{8}, 1.0, h2.device(), h2.value().dtype());
+      const Var h3 = gan::batch_norm(h2, v[3], v[4], rm, rv, true, 0.1, 1e-5,
+                                     gan::Activation::kLeakyRelu, 0.2);
+      return gan::conv2d(h3, v[5], Var(), conv_opts(1, 0));
+    });
+  };
+  c.fd_samples = 8;
+  c.nan_parity = false;
+  c.tol_fwd = c.tol_bwd = 1e-4;
+  return c;
+}
+
+std::vector<OpCase> penalty_cases() { return {sagan_penalty_case(), dcgan_penalty_case()}; }
+
+}  // namespace
+
+// Every parameter's gradient of the penalty against five-point finite differences (float64,
+// 1e-6), float32 against float64, and the GPU path (the interpreter without a GPU) against the CPU.
+GAN_OP_TEST("gradient penalty", penalty_cases)

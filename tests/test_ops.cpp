@@ -238,6 +238,34 @@ std::vector<OpCase> concat_cases() {
   return cases;
 }
 
+std::vector<OpCase> transpose_cases() {
+  std::vector<OpCase> cases;
+  for (const Shape& s : {Shape{1, 1}, Shape{3, 5}, Shape{2, 33, 70}, Shape{3, 64, 1}}) {
+    OpCase c;
+    c.name = "transpose " + s.str();
+    Input x;
+    x.shape = s;
+    c.inputs = {x};
+    c.fn = [](const std::vector<Var>& v) { return gan::transpose(v[0]); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpCase> softmax_cases() {
+  std::vector<OpCase> cases;
+  for (const Shape& s : {Shape{1}, Shape{3, 5}, Shape{2, 7, 300}, Shape{4, 1031}}) {
+    OpCase c;
+    c.name = "softmax " + s.str();
+    Input x;
+    x.shape = s, x.lo = -4, x.hi = 4;
+    c.inputs = {x};
+    c.fn = [](const std::vector<Var>& v) { return gan::softmax(v[0]); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 std::vector<OpCase> matmul_cases() {
   std::vector<OpCase> cases;
   const std::vector<std::pair<Shape, Shape>> ms = {
@@ -361,6 +389,8 @@ GAN_OP_TEST("mean", mean_cases)
 GAN_OP_TEST("reshape", reshape_cases)
 GAN_OP_TEST("concat", concat_cases)
 GAN_OP_TEST("matmul", matmul_cases)
+GAN_OP_TEST("transpose", transpose_cases)
+GAN_OP_TEST("softmax", softmax_cases)
 GAN_OP_TEST("linear", linear_cases)
 GAN_OP_TEST("bce_with_logits", bce_cases)
 GAN_OP_TEST("hinge_loss", hinge_cases)

@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -378,16 +379,38 @@ cudaError_t cudaFreeAsync(void* p, cudaStream_t stream) {
 }
 // Pinned host memory is host memory; allocating or freeing it synchronises the device in CUDA,
 // so it is refused during a capture here too.
+namespace {
+std::mutex g_pinned_mu;
+std::map<uintptr_t, size_t> g_pinned;  // pinned host allocations: start -> bytes
+
+bool pinned(const void* p) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  std::lock_guard<std::mutex> lock(g_pinned_mu);
+  auto it = g_pinned.upper_bound(a);
+  if (it == g_pinned.begin()) return false;
+  --it;
+  return a < it->first + it->second;
+}
+}  // namespace
+
 cudaError_t cudaMallocHost(void** p, size_t bytes) {
   ensure_init();
   if (const cudaError_t e = check_sync_allowed("cudaMallocHost"); e != cudaSuccess) return e;
   *p = std::aligned_alloc(256, (bytes + 255) / 256 * 256 + 256);
+  if (*p) {
+    std::lock_guard<std::mutex> lock(g_pinned_mu);
+    g_pinned[reinterpret_cast<uintptr_t>(*p)] = bytes;
+  }
   return *p ? cudaSuccess : cudaErrorMemoryAllocation;
 }
 cudaError_t cudaHostAlloc(void** p, size_t bytes, unsigned int) { return cudaMallocHost(p, bytes); }
 cudaError_t cudaFreeHost(void* p) {
   ensure_init();
   if (const cudaError_t e = check_sync_allowed("cudaFreeHost"); e != cudaSuccess) return e;
+  {
+    std::lock_guard<std::mutex> lock(g_pinned_mu);
+    g_pinned.erase(reinterpret_cast<uintptr_t>(p));
+  }
   std::free(p);
   return cudaSuccess;
 }
@@ -401,6 +424,21 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind)
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t bytes, cudaMemcpyKind,
                             cudaStream_t stream) {
   ensure_init();
+  // A captured copy from or to pageable host memory reads (writes) that memory at every replay,
+  // long after the caller may have freed it: refused, as a graph cannot hold such a copy safely.
+  if (bytes && capture_of(stream)) {
+    for (const void* p : {static_cast<const void*>(dst), src})
+      if (!is_device_address(p) && !pinned(p)) {
+        if (auto cap = capture_of(stream)) {
+          cap->invalid = true;
+          cap->why = "a cudaMemcpyAsync touched pageable host memory";
+        }
+        return fail(cudaErrorStreamCaptureUnsupported,
+                    "interp: cudaMemcpyAsync from or to pageable host memory during stream "
+                    "capture: the graph would read it at every replay, after the caller may have "
+                    "freed it (use device fills or pinned memory)");
+      }
+  }
   return submit(stream, "cudaMemcpyAsync", [=] {
     if (bytes) std::memmove(dst, src, bytes);
     return cudaSuccess;

@@ -43,6 +43,8 @@ void device_release(void* p);
 // Describes addr relative to the allocations ("12 bytes past the end of a 4096-byte allocation");
 // empty when addr is not near one. Safe to call from the fault handler (try-lock).
 std::string describe_address(const void* addr);
+// Whether addr lies in a device allocation's mapping (live, quarantined or graph-owned).
+bool is_device_address(const void* addr);
 // Empty unless [addr, addr + n) starts inside a device allocation and runs past its end; then
 // says by how much.
 std::string span_past_end(const void* addr, size_t n);

@@ -212,6 +212,16 @@ std::string describe_address(const void* addr) {
   return s;
 }
 
+bool is_device_address(const void* addr) {
+  Registry& g = reg();
+  std::lock_guard<std::mutex> lock(g.mu);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  auto it = g.regions.upper_bound(a);
+  if (it == g.regions.begin()) return false;
+  --it;
+  return a < it->first + it->second.map_len;
+}
+
 std::string span_past_end(const void* addr, size_t n) {
   Registry& g = reg();
   std::lock_guard<std::mutex> lock(g.mu);

@@ -149,8 +149,20 @@ TEST_CASE("interp: synchronising calls invalidate a stream capture", "[interp]")
   CHECK(g == nullptr);
   (void)cudaGetLastError();
 
-  // A valid capture: allocation, memset, copy and free replay in order, twice.
-  float host[16] = {};
+  // A copy from or to pageable host memory is refused during a capture (as CUDA does: the copy
+  // would be staged through the host at every replay).
+  float pageable[16] = {};
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == 0);
+  REQUIRE(cudaMallocAsync(reinterpret_cast<void**>(&p), 64, s) == 0);
+  CHECK(cudaMemcpyAsync(p, pageable, 64, cudaMemcpyHostToDevice, s) ==
+        cudaErrorStreamCaptureUnsupported);
+  CHECK(cudaStreamEndCapture(s, &g) == cudaErrorStreamCaptureInvalidated);
+  (void)cudaGetLastError();
+
+  // A valid capture: allocation, memset, copy (to pinned memory) and free replay in order, twice.
+  float* host = nullptr;
+  REQUIRE(cudaMallocHost(reinterpret_cast<void**>(&host), 64) == 0);
+  std::memset(host, 0, 64);
   REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == 0);
   REQUIRE(cudaMallocAsync(reinterpret_cast<void**>(&p), 64, s) == 0);
   REQUIRE(cudaMemsetAsync(p, 0x3f, 64, s) == 0);
@@ -161,7 +173,7 @@ TEST_CASE("interp: synchronising calls invalidate a stream capture", "[interp]")
   cudaGraphExec_t ge = nullptr;
   REQUIRE(cudaGraphInstantiate(&ge, g, 0) == 0);
   for (int r = 0; r < 2; ++r) {
-    std::memset(host, 0, sizeof host);
+    std::memset(host, 0, 64);
     REQUIRE(cudaGraphLaunch(ge, s) == 0);
     REQUIRE(cudaStreamSynchronize(s) == 0);
     uint32_t bits = 0;
@@ -170,6 +182,7 @@ TEST_CASE("interp: synchronising calls invalidate a stream capture", "[interp]")
   }
   CHECK(cudaGraphExecDestroy(ge) == 0);
   CHECK(cudaGraphDestroy(g) == 0);
+  CHECK(cudaFreeHost(host) == 0);
   CHECK(cudaStreamDestroy(s) == 0);
 }
 
