@@ -12,9 +12,13 @@
 #include <catch2/catch.hpp>
 #include <nlohmann/json.hpp>
 
+#include "engine/adam.h"
 #include "engine/error.h"
+#include "engine/random.h"
+#include "models/gan.h"
 #include "tests/harness.h"
 #include "tests/trainer_helpers.h"
+#include "tools/checkpoint.h"
 #include "tools/data.h"
 #include "tools/safetensors.h"
 #include "tools/trainer.h"
@@ -213,6 +217,83 @@ TEST_CASE("trainer: WGAN-GP and R1 runs write every output and log the penalty",
         CHECK(std::fabs(m.back()["grad_norm"].get<double>() - 1.0) < 0.5);
     }
   }
+}
+
+namespace {
+
+void check_wgan_gp_step(Device dev) {
+  // tests/fixtures/make_wgan_gp_step.py: the same weights, real batch, z and interpolation
+  // weights through torch.autograd.grad(..., create_graph=True) and Adam, in float64.
+  const char* env = std::getenv("GAN_TEST_FIXTURES");
+  const fs::path dir = env && *env ? fs::path(env) : fs::path(GAN_TEST_FIXTURES);
+  const gan::st::File f = gan::st::read_file((dir / "wgan_gp_step.safetensors").string());
+  train::Options o;
+  o.model = "sagan", o.image_size = 32, o.channels = 1, o.z_dim = 16, o.ngf = o.ndf = 8;
+  o.batch_size = 4, o.loss = "wgan-gp", o.n_dis = 1, o.steps = 1;
+  o = train::resolve(o);
+  Generator gen(0, dev);
+  models::ModelConfig mc;
+  mc.model = "sagan", mc.image_size = 32, mc.channels = 1, mc.z_dim = 16, mc.ngf = mc.ndf = 8;
+  models::Gan net = models::build(mc, gen);
+  ckpt::load_module(f, "G0.", *net.g);
+  ckpt::load_module(f, "D0.", *net.d);
+  AdamOptions a;
+  a.lr = o.lr_d, a.beta1 = o.beta1, a.beta2 = o.beta2;
+  CHECK(a.lr == 1e-4);
+  Adam opt_g(net.g->parameters(), a), opt_d(net.d->parameters(), a);
+  train::Stepper stepper(o, net, nullptr, opt_g, opt_d, gen);
+  stepper.use_fixed_noise({f.tensor("z1", dev), f.tensor("z2", dev)}, {f.tensor("eps", dev)});
+  stepper.iteration({f.tensor("real", dev)});
+
+  const auto stats = stepper.stats().to_vector();
+  const auto scalar = [&](const char* k) { return double(f.tensor(k).to_vector()[0]); };
+  CHECK(stats[0] == Approx(scalar("loss_d")).epsilon(1e-4));
+  CHECK(stats[4] == Approx(scalar("penalty")).epsilon(1e-4));
+  CHECK(stats[1] == Approx(scalar("loss_g")).epsilon(1e-4));
+  // Gradients (D's from its step, G's from its step) to 1e-4 of each tensor's largest element,
+  // and the state after both Adam steps, in PyTorch's layouts; float32 here against float64
+  // there. Adam's first step moves a weight by lr g / (sqrt(1 - beta2) |g| + eps), about 3.2e-4
+  // whatever |g| is, except for gradients near eps (1e-8), where float32's rounding of g shows:
+  // the state is compared to 5e-5 absolute (a sixth of one step; two elements of 1,400 differ by
+  // more than 1e-5).
+  for (auto [net_prefix, module] : {std::pair{"D", net.d.get()}, std::pair{"G", net.g.get()}}) {
+    std::map<std::string, nn::TorchLayout> layout_of;
+    for (const auto& [name, l] : module->named_layouts()) layout_of[name] = l;
+    const auto layouts = [&](const std::string& name) {
+      return layout_of.count(name) ? layout_of.at(name) : nn::TorchLayout{};
+    };
+    for (const auto& [name, p] : module->named_parameters()) {
+      INFO(net_prefix << "." << name);
+      const Tensor want = Tensor::empty(p.shape(), Device::CPU);
+      ckpt::from_torch(f.tensor(std::string("grad") + net_prefix + "." + name), layouts(name),
+                       want);
+      CHECK(gan::test::max_rel_error(p.grad().to(Device::CPU), want) < 1e-4);
+      ckpt::from_torch(f.tensor(std::string(net_prefix) + "1." + name), layouts(name), want);
+      const auto got = p.value().to_vector(), w = want.to_vector();
+      double worst = 0;
+      for (size_t i = 0; i < got.size(); ++i)
+        worst = std::max(worst, double(std::fabs(got[i] - w[i])));
+      CHECK(worst < 5e-5);
+    }
+    for (const auto& [name, b] : module->named_buffers()) {
+      if (b.dtype() != DType::F32) continue;  // num_batches_tracked
+      INFO(net_prefix << "." << name << " (buffer)");
+      const Tensor want = Tensor::empty(b.shape(), Device::CPU);
+      ckpt::from_torch(f.tensor(std::string(net_prefix) + "1." + name), layouts(name), want);
+      CHECK(gan::test::max_rel_error(b.to(Device::CPU), want) < 1e-4);
+    }
+  }
+}
+
+}  // namespace
+
+TEST_CASE("trainer: one WGAN-GP iteration of SAGAN equals PyTorch's", "[trainer][cpu]") {
+  check_wgan_gp_step(Device::CPU);
+}
+
+TEST_CASE("trainer cuda: one WGAN-GP iteration of SAGAN equals PyTorch's", "[trainer][cuda]") {
+  GAN_REQUIRE_GPU();
+  check_wgan_gp_step(Device::CUDA);
 }
 
 TEST_CASE("gan_train: bad input gives one clear line and a non-zero exit", "[trainer][cpu]") {

@@ -420,6 +420,23 @@ Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt
   if (ema) ema_params_ = ema->g->parameters();
 }
 
+void Stepper::use_fixed_noise(std::vector<Tensor> z, std::vector<Tensor> eps) {
+  fixed_z_ = std::move(z);
+  fixed_eps_ = std::move(eps);
+}
+
+void Stepper::next_z() {
+  if (fixed_z_.empty()) return gen_.normal_(z_);
+  z_.copy_from(fixed_z_.front().reshape(z_.shape()));
+  fixed_z_.erase(fixed_z_.begin());
+}
+
+void Stepper::next_eps() {
+  if (fixed_eps_.empty()) return gen_.uniform_(eps_);
+  eps_.copy_from(fixed_eps_.front().reshape(eps_.shape()));
+  fixed_eps_.erase(fixed_eps_.begin());
+}
+
 void Stepper::keep_scalar(int64_t i, const Var& v) {
   if (stats_.is_cuda())
     GAN_CUDA_CHECK(cudaMemcpyAsync(stats_.data<float>() + i, v.value().raw(), sizeof(float),
@@ -457,7 +474,7 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     GAN_NVTX("D step");
     // R1 differentiates D(real) with respect to the real images.
     const Var real(reals[size_t(k)], r1);
-    gen_.normal_(z_);
+    next_z();
     Var fake;
     {
       NoGradGuard ng;  // G is not differentiated here (its BatchNorm statistics still move)
@@ -481,7 +498,7 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
       // Interpolates x^ = real + eps (fake - real), eps ~ U(0, 1) per sample (device noise);
       // penalty mean_i (|grad D(x^_i)| - 1)^2, weighted by lambda.
       NvtxRange nvtx_gp("gradient penalty");
-      gen_.uniform_(eps_);
+      next_eps();
       Tensor xh;
       {
         NoGradGuard ng;
@@ -526,7 +543,7 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     GAN_NVTX("G step");
     set_requires_grad(*net_.d, false);
     set_requires_grad(*net_.g, true);
-    gen_.normal_(z_);
+    next_z();
     const Var fake = net_.g->forward(models::latent_input(net_, Var(z_)));
     const Var out_fake = net_.d->forward(fake);
     const Var loss_g = bce ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);

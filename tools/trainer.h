@@ -95,15 +95,22 @@ class Stepper {
   // iteration (persistent memory on the device).
   const Tensor& stats() const { return stats_; }
   static constexpr int64_t kStats = 6;
+  // Tests: take the noise of the following iterations from these tensors, in order, instead of
+  // the generator: z (batch, z_dim) for each D step and then the G step, eps (batch) for each
+  // WGAN-GP D step. Each queue falls back to the generator once empty.
+  void use_fixed_noise(std::vector<Tensor> z, std::vector<Tensor> eps);
 
  private:
   void keep_scalar(int64_t i, const Var& v);
+  void next_z();
+  void next_eps();
 
   Options o_;
   models::Gan& net_;
   Adam &opt_g_, &opt_d_;
   Generator& gen_;
   Tensor z_, stats_, eps_;
+  std::vector<Tensor> fixed_z_, fixed_eps_;  // tests (use_fixed_noise), consumed front first
   std::vector<Var> g_params_, ema_params_;
 };
 
