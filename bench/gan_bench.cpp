@@ -57,6 +57,8 @@ struct Settings {
   int channels = 3;
   uint64_t seed = 0;
   Device dev = Device::CPU;
+  std::string loss;  // train loop: gan_train's --loss (empty: the model's default)
+  int n_dis = 0;     // train loop: D steps per iteration (0: the loss's default)
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -203,6 +205,7 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   train::Options o;
   o.model = c.model, o.image_size = c.img, o.batch_size = c.batch, o.channels = s.channels;
   o.ngf = o.ndf = s.width, o.seed = s.seed, o.steps = 1;
+  if (loop == "train") o.loss = s.loss, o.n_dis = s.n_dis;
   o = train::resolve(o);
   Generator gen(s.seed, s.dev);
   models::ModelConfig mc;
@@ -215,7 +218,7 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   Adam opt_g(net.g->parameters(), ag), opt_d(net.d->parameters(), ad);
   Tensor real = Tensor::empty(Shape{c.batch, c.img, c.img, s.channels}, s.dev);
   gen.uniform_(real, -1.0, 1.0);
-  const std::vector<Tensor> reals{real};
+  const std::vector<Tensor> reals(size_t(o.n_dis), real);  // one real batch per D step
 
   std::unique_ptr<AnchorStep> anchor;
   std::unique_ptr<train::Stepper> stepper;
@@ -265,6 +268,7 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   r["params_G"] = count(*net.g);
   r["params_D"] = count(*net.d);
   if (g) r["graph_nodes"] = g->nodes();
+  if (loop == "train" && (!s.loss.empty() || s.n_dis)) r["loss"] = o.loss, r["n_dis"] = o.n_dis;
   if (s.width != 64) r["width"] = s.width;
   if (s.channels != 3) r["channels"] = s.channels;
   g.reset();
@@ -302,6 +306,10 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({1, 3}));
   app.add_option("--seed", s.seed, "seed of weights, data and noise")->capture_default_str();
+  app.add_option("--loss", s.loss, "train loop: bce, hinge, wgan or wgan-gp (the penalty step)")
+      ->check(CLI::IsMember({"bce", "hinge", "wgan", "wgan-gp"}));
+  app.add_option("--n-dis", s.n_dis, "train loop: D steps per iteration (default: the loss's)")
+      ->check(CLI::Range(1, 100));
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

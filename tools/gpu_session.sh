@@ -19,6 +19,8 @@
 #   bench      gan_bench (both loops, fp32/tf32/graph/graph_tf32) and torch_gan_bench.py on the
 #              same configs in the same job, then bench/ratio_table.py -> ratio_table.md
 #              (GAN_BENCH_CONFIGS overrides the anchor's seven configs)
+#   penalty    gan_bench's train loop with --loss wgan and wgan-gp at n_dis 1 and 2 (the cost of a
+#              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
 #              PyTorch load check of both checkpoints (GAN_TRAIN_EPOCHS, default 5)
 # A device call allows 10 minutes and a session may have 15 in all: docs/gpu-runs.md has the one
@@ -178,6 +180,21 @@ for cfg in '$configs'.split(','):
       cat "$work/ratio_table.md"
       note "bench: $(tail -n 1 "$work/ratio_table.md")"
       ;;
+    penalty)
+      # The gradient-penalty D step against a plain one (issue 12: at most 3x): the train loop with
+      # --loss wgan and wgan-gp at n_dis 1 and 2; a D step's cost is the difference.
+      : > "$work/penalty_bench.jsonl"
+      for c in $(echo "${GAN_PENALTY_CONFIGS:-sagan:64:64,dcgan:64:64}" | tr ',' ' '); do
+        for l in wgan wgan-gp; do
+          for nd in 1 2; do
+            timeout "$(left 120)" "$bin/gan_bench" --configs "$c" --loops train --loss "$l" \
+              --n-dis "$nd" --variants fp32,graph --iters 20 --reps 3 \
+              >> "$work/penalty_bench.jsonl" 2>> "$work/gan_bench.err"
+            note "penalty: gan_bench $c $l n_dis $nd rc=$?"
+          done
+        done
+      done
+      ;;
     train)
       epochs=${GAN_TRAIN_EPOCHS:-5}
       for m in ${GAN_TRAIN_MODELS:-sagan dcgan-wide}; do
@@ -198,7 +215,7 @@ for cfg in '$configs'.split(','):
       done
       ;;
     *)
-      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench train)"
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench penalty train)"
       ;;
   esac
   note "stage $stage: $((SECONDS - t0)) s"
