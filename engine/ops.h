@@ -4,12 +4,12 @@
 //
 // Double backward (grad(..., create_graph), engine/autograd.h): every op below has a VJP written
 // in these ops, except: conv2d, conv_transpose2d and linear give gradients as Vars for their input
-// and bias but not their weight; concat only along the last axis; spectral_norm, max_pool2x2 and
-// the losses have none yet (grad() names the op). VJPs create no host data (their constants are
-// device fills), so a penalty step can be captured as a CUDA graph. attention and self_attention
-// recompute softmax(q k^T) as a B x Nq x Nk tensor in their VJP. That covers a gradient penalty on
-// the input of SAGAN's and DCGAN's discriminators (spectral norm's output is a weight: not on the
-// input's path).
+// and bias but not their weight; concat only along the last axis; spectral_norm's treats u and v
+// as constants (as its backward does); the losses have none (grad() names the op). VJPs create no
+// host data (their constants are device fills), so a penalty step can be captured as a CUDA graph.
+// attention and self_attention recompute softmax(q k^T) as a B x Nq x Nk tensor in their VJP. That
+// covers a gradient penalty on the input of SAGAN's and DCGAN's discriminators (spectral norm's
+// output is a weight: not on the input's path).
 #pragma once
 
 #include <vector>

@@ -268,20 +268,32 @@ Var max_pool2x2(const Var& x) {
       kernels::max_pool2x2_forward_cpu<T>(xt.data<T>(), n, h, w, ch, y.data<T>());
     });
   }
-  return record("max_pool2x2", {x}, y, [xt, n, h, w, ch](const BackwardContext& c) {
+  // The backward routes each gradient to its window's maximum: a linear map fixed by x.
+  auto route = [xt, n, h, w, ch](const Tensor& dy) {
     Tensor dx = Tensor::empty_like(xt);
     if (xt.is_cuda()) {
-      kernels::max_pool2x2_backward_cuda(xt.data<float>(), c.dout.data<float>(), n, h, w, ch,
+      kernels::max_pool2x2_backward_cuda(xt.data<float>(), dy.data<float>(), n, h, w, ch,
                                          dx.data<float>(), cuda::stream());
     } else {
       dispatch_cpu(xt, "max_pool2x2", [&](auto t) {
         using T = decltype(t);
-        kernels::max_pool2x2_backward_cpu<T>(xt.data<T>(), c.dout.data<T>(), n, h, w, ch,
-                                             dx.data<T>());
+        kernels::max_pool2x2_backward_cpu<T>(xt.data<T>(), dy.data<T>(), n, h, w, ch, dx.data<T>());
       });
     }
-    c.add(0, dx);
-  });
+    return dx;
+  };
+  // VJP: dx = mask * upsample(dout), the mask (1 at each window's maximum) a constant, the
+  // nearest-neighbour upsampling a broadcast product with ones (five dimensions at most).
+  VjpFn vjp = [route, n, h, w, ch](const std::vector<Var>& d, const std::vector<bool>&) {
+    const Tensor& g = d[0].value();
+    const Var mask(route(Tensor::full(g.shape(), 1.0, g.device(), g.dtype())));
+    const Var ones(Tensor::full(Shape{n * h / 2, 2, w / 2, 2, ch}, 1.0, g.device(), g.dtype()));
+    const Var up = mul(reshape(d[0], Shape{n * h / 2, 1, w / 2, 1, ch}), ones);
+    return std::vector<Var>{mul(mask, reshape(up, Shape{n, h, w, ch}))};
+  };
+  return record(
+      "max_pool2x2", {x}, y, [route](const BackwardContext& c) { c.add(0, route(c.dout)); },
+      std::move(vjp));
 }
 
 }  // namespace gan

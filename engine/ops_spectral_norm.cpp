@@ -129,8 +129,29 @@ std::vector<Var> spectral_norm(std::vector<SpectralNormLayer>& layers, bool trai
     });
   }
 
+  // VJP: with u, v the constants this call used, sigma = <W, u v^T> and W_sn = W / sigma, so
+  // dW = (G - <G, W_sn> u v^T) / sigma, written on W's Var (differentiable in W and G). u, v are
+  // read out of the saved buffer by device ops (graph-safe).
+  VjpFn vjp = [save, saved, inputs](const std::vector<Var>& d, const std::vector<bool>& needs) {
+    std::vector<Var> r(save.size());
+    const Var flat(saved.reshape(Shape{1, saved.numel()}));
+    for (size_t i = 0; i < save.size(); ++i) {
+      if (!needs[i] || !d[i].defined()) continue;
+      const SnLayerSave& s = save[i];
+      const Var u = reshape(slice_last(flat, s.saved_off, s.rows), Shape{s.rows, 1});
+      const Var v = reshape(slice_last(flat, s.saved_off + s.rows, s.cols), Shape{1, s.cols});
+      Var uv = matmul(u, v);  // (rows, cols): W as PyTorch's matrix
+      if (s.transposed) uv = transpose(uv);
+      uv = reshape(uv, inputs[i].shape());
+      const Var sigma = sum(mul(inputs[i], uv));
+      const Var w_sn = div(inputs[i], sigma);
+      r[i] = div(sub(d[i], mul(sum(mul(d[i], w_sn)), uv)), sigma);
+    }
+    return r;
+  };
   return record_multi(
-      "spectral_norm", inputs, std::move(outs), [save, saved](const BackwardContext& c) {
+      "spectral_norm", inputs, std::move(outs),
+      [save, saved](const BackwardContext& c) {
         // Layers whose output received a gradient and whose weight wants one.
         std::vector<size_t> active;
         for (size_t i = 0; i < save.size(); ++i)
@@ -181,7 +202,8 @@ std::vector<Var> spectral_norm(std::vector<SpectralNormLayer>& layers, bool trai
         }
         for (size_t i : active)
           if (!accumulate[i]) c.add(int(i), dst[i]);
-      });
+      },
+      keep ? std::move(vjp) : VjpFn());
 }
 
 }  // namespace gan

@@ -119,3 +119,36 @@ TEST_CASE("checkpoint: every model round-trips through safetensors entries", "[c
     for (size_t i = 0; i < ba.size(); ++i) CHECK(values(ba[i].second) == values(bb[i].second));
   }
 }
+
+TEST_CASE("checkpoint: spectral norm exports and imports in both of PyTorch's naming schemes",
+          "[checkpoint][cpu]") {
+  CHECK(ckpt::sn_name("0.weight_orig", ckpt::SnNaming::kParametrize) ==
+        "0.parametrizations.weight.original");
+  CHECK(ckpt::sn_name("9.q.weight_u", ckpt::SnNaming::kParametrize) ==
+        "9.q.parametrizations.weight.0._u");
+  CHECK(ckpt::sn_name("9.q.weight_v", ckpt::SnNaming::kParametrize) ==
+        "9.q.parametrizations.weight.0._v");
+  CHECK(ckpt::sn_name("1.running_var", ckpt::SnNaming::kParametrize) == "1.running_var");
+  CHECK(ckpt::sn_name("0.weight_orig", ckpt::SnNaming::kLegacy) == "0.weight_orig");
+  models::ModelConfig c;
+  c.model = "sagan", c.image_size = 32, c.ngf = c.ndf = 8;
+  Generator g1(1), g2(2);
+  models::Gan a = models::build(c, g1), b = models::build(c, g2);
+  std::vector<st::Entry> e;
+  ckpt::append_module(e, "D.", *a.d, ckpt::SnNaming::kParametrize);
+  const st::File f = st::parse(st::serialize(e));
+  CHECK(f.has("D.0.parametrizations.weight.original"));
+  CHECK(f.has("D.0.parametrizations.weight.0._u"));
+  CHECK(f.has("D.0.parametrizations.weight.0._v"));
+  CHECK(!f.has("D.0.weight_orig"));
+  CHECK(f.has("D.0.bias"));
+  ckpt::load_module(f, "D.", *b.d);  // the legacy names are not there: found under the others
+  auto pa = a.d->named_parameters(), pb = b.d->named_parameters();
+  REQUIRE(pa.size() == pb.size());
+  for (size_t i = 0; i < pa.size(); ++i) {
+    INFO(pa[i].first);
+    CHECK(values(pa[i].second.value()) == values(pb[i].second.value()));
+  }
+  auto ba = a.d->named_buffers(), bb = b.d->named_buffers();
+  for (size_t i = 0; i < ba.size(); ++i) CHECK(values(ba[i].second) == values(bb[i].second));
+}

@@ -85,21 +85,37 @@ void from_torch(const Tensor& torch, const nn::TorchLayout& layout, const Tensor
   dst.copy_from(ours.to(dst.dtype()).to(dst.device()));
 }
 
-void append_module(std::vector<st::Entry>& out, const std::string& prefix, const nn::Module& m) {
+std::string sn_name(const std::string& legacy, SnNaming naming) {
+  if (naming == SnNaming::kLegacy) return legacy;
+  static const std::pair<const char*, const char*> map[] = {
+      {"weight_orig", "parametrizations.weight.original"},
+      {"weight_u", "parametrizations.weight.0._u"},
+      {"weight_v", "parametrizations.weight.0._v"}};
+  for (const auto& [from, to] : map) {
+    const std::string f = from;
+    if (legacy == f || legacy.ends_with("." + f))
+      return legacy.substr(0, legacy.size() - f.size()) + to;
+  }
+  return legacy;
+}
+
+void append_module(std::vector<st::Entry>& out, const std::string& prefix, const nn::Module& m,
+                   SnNaming naming) {
   const auto layouts = layouts_of(m);
   auto layout = [&](const std::string& n) {
     auto it = layouts.find(n);
     return it == layouts.end() ? TorchLayout{} : it->second;
   };
   for (auto& [name, p] : m.named_parameters())
-    out.push_back(st::from_tensor(prefix + name, to_torch(p.value(), layout(name))));
+    out.push_back(
+        st::from_tensor(prefix + sn_name(name, naming), to_torch(p.value(), layout(name))));
   for (auto& [name, b] : m.named_buffers()) {
     if (name.ends_with("num_batches_tracked")) {
       out.push_back(st::from_int64(prefix + name, {int64_t(b.to_double_vector()[0])}, {}));
       continue;
     }
-    out.push_back(
-        st::from_tensor(prefix + name, to_torch(b.to(Device::CPU).to(DType::F32), layout(name))));
+    out.push_back(st::from_tensor(prefix + sn_name(name, naming),
+                                  to_torch(b.to(Device::CPU).to(DType::F32), layout(name))));
   }
 }
 
@@ -109,9 +125,14 @@ void load_module(const st::File& f, const std::string& prefix, nn::Module& m) {
     auto it = layouts.find(n);
     return it == layouts.end() ? TorchLayout{} : it->second;
   };
+  // The file's name of a tensor: ours (the legacy scheme) or the parametrize scheme's.
+  auto stored = [&](const std::string& name) {
+    const std::string alt = prefix + sn_name(name, SnNaming::kParametrize);
+    return f.has(prefix + name) || !f.has(alt) ? prefix + name : alt;
+  };
   for (auto& [name, p] : m.named_parameters()) {
     const TorchLayout l = layout(name);
-    from_torch(f.tensor(prefix + name, Device::CPU, torch_shape(p.value(), l)), l, p.value());
+    from_torch(f.tensor(stored(name), Device::CPU, torch_shape(p.value(), l)), l, p.value());
   }
   for (auto& [name, b] : m.named_buffers()) {
     if (name.ends_with("num_batches_tracked")) {
@@ -122,7 +143,7 @@ void load_module(const st::File& f, const std::string& prefix, nn::Module& m) {
       continue;
     }
     const TorchLayout l = layout(name);
-    from_torch(f.tensor(prefix + name, Device::CPU, torch_shape(b, l)), l, b);
+    from_torch(f.tensor(stored(name), Device::CPU, torch_shape(b, l)), l, b);
   }
 }
 

@@ -17,10 +17,20 @@ namespace gan::ckpt {
 Tensor to_torch(const Tensor& t, const nn::TorchLayout& layout);
 void from_torch(const Tensor& torch, const nn::TorchLayout& layout, const Tensor& dst);
 
+// PyTorch's two spectral-norm naming schemes: torch.nn.utils.spectral_norm's (kLegacy:
+// weight_orig, weight_u, weight_v; what checkpoints hold) and the one PyTorch now recommends,
+// torch.nn.utils.parametrizations.spectral_norm's (kParametrize: parametrizations.weight.original,
+// parametrizations.weight.0._u, parametrizations.weight.0._v). Same tensors, same shapes.
+enum class SnNaming { kLegacy, kParametrize };
+// A state_dict name (in the legacy scheme) in the given scheme; other names are unchanged.
+std::string sn_name(const std::string& legacy, SnNaming naming);
+
 // Appends every parameter and buffer of m as prefix + state_dict name.
-void append_module(std::vector<st::Entry>& out, const std::string& prefix, const nn::Module& m);
+void append_module(std::vector<st::Entry>& out, const std::string& prefix, const nn::Module& m,
+                   SnNaming naming = SnNaming::kLegacy);
 // Loads them back in place (the buffers kernels hold stay valid); every tensor of m must be
 // present with PyTorch's shape: "checkpoint: <path>: tensor 'G.0.weight' has shape ..".
+// Spectral-norm tensors are found under either naming scheme.
 void load_module(const st::File& f, const std::string& prefix, nn::Module& m);
 
 }  // namespace gan::ckpt

@@ -30,7 +30,9 @@ struct Args {
   uint64_t seed = 0;
   bool singles = false, ema = false, attention = false;
   std::string device = "auto";
-  std::string dump;  // safetensors file receiving z and the images (tools/torch_check.py)
+  std::string dump;          // safetensors file receiving z and the images (tools/torch_check.py)
+  std::string export_torch;  // G (or G_ema) and D as PyTorch state dicts, then stop
+  std::string sn_naming = "legacy";  // legacy | parametrize (tools/checkpoint.h)
 };
 
 int run(const Args& a) {
@@ -63,6 +65,23 @@ int run(const Args& a) {
     auto src = tmp.g->named_buffers();
     auto dst = net.g->named_buffers();
     for (size_t i = 0; i < src.size(); ++i) dst[i].second.copy_from(src[i].second);
+  }
+  if (!a.export_torch.empty()) {
+    // The state dicts as PyTorch's modules hold them ("G." / "D." prefixes, PyTorch layouts),
+    // with spectral norm in the chosen naming scheme.
+    ckpt::load_module(f, "D.", *net.d);
+    const ckpt::SnNaming naming =
+        a.sn_naming == "parametrize" ? ckpt::SnNaming::kParametrize : ckpt::SnNaming::kLegacy;
+    std::vector<st::Entry> entries;
+    ckpt::append_module(entries, "G.", *net.g, naming);
+    ckpt::append_module(entries, "D.", *net.d, naming);
+    st::write_file(a.export_torch, entries,
+                   {{"config", f.meta("config")},
+                    {"sn_naming", a.sn_naming},
+                    {"generator", a.ema ? "G_ema" : "G"}});
+    std::printf("gan_sample: G%s and D (%s spectral-norm names) in %s\n", a.ema ? " (EMA)" : "",
+                a.sn_naming.c_str(), a.export_torch.c_str());
+    return 0;
   }
   net.g->eval();
   GAN_CHECK(!a.attention || !net.g->attention_layers().empty(),
@@ -169,6 +188,14 @@ int main(int argc, char** argv) {
   app.add_option("--dump", a.dump,
                  "also write z and the images (NHWC) to this safetensors file (for "
                  "tools/torch_check.py)");
+  app.add_option("--export-torch", a.export_torch,
+                 "write G (or the EMA G) and D as PyTorch state dicts to this safetensors file, "
+                 "instead of sampling");
+  app.add_option("--sn-naming", a.sn_naming,
+                 "spectral-norm names of --export-torch: legacy (nn.utils.spectral_norm: "
+                 "weight_orig/_u/_v) or parametrize (nn.utils.parametrizations.spectral_norm)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"legacy", "parametrize"}));
   app.add_option("--device", a.device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));

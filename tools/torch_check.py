@@ -5,6 +5,11 @@ the same images as the engine (for the GPU machine, which has PyTorch and safete
     build/gan_sample RUN --dump /tmp/dump.safetensors -n 16
     python3 tools/torch_check.py RUN/checkpoint.safetensors /tmp/dump.safetensors
 
+G and D both load with load_state_dict(strict=True). The file may also be a `gan_sample
+--export-torch` export: spectral norm in either of PyTorch's naming schemes (weight_orig/_u/_v of
+torch.nn.utils.spectral_norm, or parametrizations.weight.original/.0._u/.0._v of
+torch.nn.utils.parametrizations.spectral_norm), chosen from the names in the file.
+
 The module definitions mirror ../shared/anchors/torch_gan_bench.py (SAGAN, DCGAN) plus the wide
 DCGAN preset and the official attention variant (docs/models.md). Prints one JSON line; exits 1
 when the largest difference exceeds the tolerance."""
@@ -16,7 +21,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 from safetensors import safe_open
 
-SN = nn.utils.spectral_norm
+SN = nn.utils.spectral_norm  # or nn.utils.parametrizations.spectral_norm (main() picks)
 
 
 class SelfAttn(nn.Module):
@@ -81,15 +86,52 @@ def generator(cfg):
     return nn.Sequential(*g, nn.ConvTranspose2d(c, nc, 4, 2, 1), nn.Tanh())
 
 
+def discriminator(cfg):
+    """models/gan.cpp's discriminators."""
+    img, nc = cfg["image_size"], cfg["channels"]
+    nup = {32: 3, 64: 4, 128: 5}[img]
+    if cfg["model"] == "dcgan" and cfg["preset"] == "wide":
+        d, ch = [], nc
+        for i in range(4):
+            out = 128 << i
+            d += [nn.Conv2d(ch, out, 4, 2, 1, bias=False)] + ([nn.BatchNorm2d(out)] if i else [])
+            d += [nn.LeakyReLU(0.2)]
+            ch = out
+        return nn.Sequential(*d, nn.Flatten(), nn.Linear(1024 * 16, 1))
+    if cfg["model"] == "dcgan":
+        ch = cfg["ndf"]
+        d = [nn.Conv2d(nc, ch, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
+        for _ in range(nup - 1):
+            d += [nn.Conv2d(ch, ch * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ch * 2), nn.LeakyReLU(0.2)]
+            ch *= 2
+        return nn.Sequential(*d, nn.Conv2d(ch, 1, 4, 1, 0, bias=False))
+    attn = OfficialAttn if cfg["official_attention"] else SelfAttn
+    ch = cfg["ndf"]
+    d = [SN(nn.Conv2d(nc, ch, 4, 2, 1)), nn.LeakyReLU(0.1)]
+    for i in range(nup - 1):
+        d += [SN(nn.Conv2d(ch, ch * 2, 4, 2, 1)), nn.LeakyReLU(0.1)]
+        ch *= 2
+        if i >= nup - 3:
+            d += [attn(ch)]
+    return nn.Sequential(*d, nn.Conv2d(ch, 1, 4, 1, 0))
+
+
 def main():
     ckpt, dump = sys.argv[1], sys.argv[2]
     tol = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-4
     with safe_open(ckpt, "pt") as f:
         cfg = json.loads(f.metadata()["config"])
     sd = load_file(ckpt)
+    global SN
+    naming = "parametrize" if any(".parametrizations." in k for k in sd) else "legacy"
+    if naming == "parametrize":
+        SN = nn.utils.parametrizations.spectral_norm
     g = generator(cfg)
     g.load_state_dict({k[2:]: v for k, v in sd.items() if k.startswith("G.")}, strict=True)
     g.eval()
+    if any(k.startswith("D.") for k in sd):
+        discriminator(cfg).load_state_dict({k[2:]: v for k, v in sd.items() if k.startswith("D.")},
+                                           strict=True)
     d = load_file(dump)
     z, ours = d["z"].double(), d["images"].double()  # ours (N, H, W, C)
     torch.backends.cuda.matmul.allow_tf32 = False
@@ -100,6 +142,7 @@ def main():
         theirs = g(inp).permute(0, 2, 3, 1)
     err = (theirs - ours).abs().max().item()
     print(json.dumps({"checkpoint": ckpt, "model": cfg["model"], "preset": cfg["preset"],
+                      "sn_naming": naming,
                       "images": list(ours.shape), "max_abs_diff": err, "tolerance": tol}))
     sys.exit(0 if err <= tol else 1)
 

@@ -697,6 +697,11 @@ Result run(Options o) {
       o.steps > 0 ? o.steps : o.epochs * loader.batches_per_epoch() / d_batches_per_step;
   GAN_CHECK(total_steps > 0, "gan_train: the run has no steps (more --epochs or --steps)");
   std::printf("%s\n", describe(o, dev).c_str());
+  if (o.loss == "wgan-gp" && o.model == "dcgan")
+    std::printf(
+        "gan_train: warning: --loss wgan-gp with DCGAN's critic, which has batch norm: the WGAN-GP "
+        "paper advises against it (the penalty is per sample, batch norm couples the samples); "
+        "the penalty is computed exactly through it anyway\n");
   std::printf("gan_train: %lld images (%s), %lld batches per epoch, %lld generator steps\n",
               (long long)loader.dataset().count, loader.dataset().source.c_str(),
               (long long)loader.batches_per_epoch(), (long long)total_steps);
