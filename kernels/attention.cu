@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "kernels/attention.h"
+#include "kernels/block_reduce.h"
 #include "kernels/matmul.h"
 #include "kernels/reduce.h"
 #include "kernels/runtime.h"
@@ -366,6 +367,16 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
+// dK and dV (strided column ranges) set to zero: their gradient when there are no queries.
+void zero_dk_dv(const AttnDims& a, float* dk, float* dv, cudaStream_t stream) {
+  if (dk)
+    GAN_CUDA_CHECK(
+        cudaMemset2DAsync(dk, size_t(a.ldk) * 4, 0, size_t(a.d) * 4, size_t(a.b * a.nk), stream));
+  if (dv)
+    GAN_CUDA_CHECK(
+        cudaMemset2DAsync(dv, size_t(a.ldv) * 4, 0, size_t(a.dv) * 4, size_t(a.b * a.nk), stream));
+}
+
 void check_dims(const AttnDims& a) {
   GAN_CHECK(a.d >= 1 && a.d <= kAttnMaxD && a.dv >= 1 && a.dv <= kAttnMaxDv && a.nk >= 1 &&
                 a.nq >= 0 && a.b >= 0 && a.b <= 65535,
@@ -425,16 +436,7 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
   }
   if (dgamma)
     reduce_sum_cuda(drow, 1, rows, 1, 1.f, false, dgamma, workspace, workspace_bytes, stream);
-  if (rows == 0) {
-    // No queries: dk and dv are zero.
-    if (dk)
-      GAN_CUDA_CHECK(
-          cudaMemset2DAsync(dk, size_t(a.ldk) * 4, 0, size_t(a.d) * 4, size_t(a.b * a.nk), stream));
-    if (dv)
-      GAN_CUDA_CHECK(cudaMemset2DAsync(dv, size_t(a.ldv) * 4, 0, size_t(a.dv) * 4,
-                                       size_t(a.b * a.nk), stream));
-    return;
-  }
+  if (rows == 0) return zero_dk_dv(a, dk, dv, stream);  // no queries
   with_chunks(a.dv, [&](auto nch) {
     constexpr int N = decltype(nch)::value;
     if (dk || dv) {
@@ -457,21 +459,6 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
 namespace {
 
 constexpr int kRowThreads = 256;
-
-// Sum (or max) over the block; every thread gets the result. red: 32 floats of shared memory.
-template <bool Max>
-__device__ __forceinline__ float block_reduce(float v, float* red) {
-  for (int off = 16; off > 0; off >>= 1) {
-    const float o = __shfl_xor_sync(0xffffffffu, v, off);
-    v = Max ? fmaxf(v, o) : v + o;
-  }
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float r = red[0];
-  for (int w = 1; w < int(blockDim.x) / 32; ++w) r = Max ? fmaxf(r, red[w]) : r + red[w];
-  __syncthreads();  // red is reused by the next reduction
-  return r;
-}
 
 // One block per row of S (B Nq rows of Nk): P = softmax(S) in place, lse saved.
 __global__ void __launch_bounds__(kRowThreads)
@@ -589,15 +576,7 @@ void attention_backward_gemm_cuda(const AttnDims& a, const float* q, const float
     reduce_sum_cuda(drow, 1, rows, 1, 1.f, false, dgamma, workspace, workspace_bytes, stream);
   }
   if (!dq && !dk && !dv) return;
-  if (rows == 0) {
-    if (dk)
-      GAN_CUDA_CHECK(
-          cudaMemset2DAsync(dk, size_t(a.ldk) * 4, 0, size_t(a.d) * 4, size_t(a.b * a.nk), stream));
-    if (dv)
-      GAN_CUDA_CHECK(cudaMemset2DAsync(dv, size_t(a.ldv) * 4, 0, size_t(a.dv) * 4,
-                                       size_t(a.b * a.nk), stream));
-    return;
-  }
+  if (rows == 0) return zero_dk_dv(a, dk, dv, stream);  // no queries
   // p = S = Q K^T (P recomputed from lse), dp = dy V^T
   gemm_cuda(batched(a.nq, a.nk, a.d, a.b, false, a.ldq, a.nq * a.ldq, true, a.ldk, a.nk * a.ldk,
                     a.nk, nn),

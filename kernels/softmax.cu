@@ -1,3 +1,4 @@
+#include "kernels/block_reduce.h"
 #include "kernels/runtime.h"
 #include "kernels/softmax.h"
 
@@ -6,21 +7,6 @@ namespace gan::kernels {
 namespace {
 
 constexpr int kThreads = 256;
-
-// Sum (or max) over the block; every thread gets the result. red: 32 floats of shared memory.
-template <bool Max>
-__device__ __forceinline__ float block_reduce(float v, float* red) {
-  for (int off = 16; off > 0; off >>= 1) {
-    const float o = __shfl_xor_sync(0xffffffffu, v, off);
-    v = Max ? fmaxf(v, o) : v + o;
-  }
-  if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
-  __syncthreads();
-  float r = red[0];
-  for (int w = 1; w < int(blockDim.x) / 32; ++w) r = Max ? fmaxf(r, red[w]) : r + red[w];
-  __syncthreads();  // red is reused by the next reduction
-  return r;
-}
 
 __global__ void __launch_bounds__(kThreads)
     softmax_rows_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
