@@ -6,7 +6,7 @@
 
 #include "engine/error.h"
 #include "fuzz/fuzz_util.h"
-#include "tools/data.h"
+#include "tools/io/data.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string images = gan::fuzz::write_input("images-idx3-ubyte", data, size);

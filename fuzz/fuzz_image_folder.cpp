@@ -6,8 +6,8 @@
 
 #include "engine/error.h"
 #include "fuzz/fuzz_util.h"
-#include "tools/data.h"
-#include "tools/image.h"
+#include "tools/io/data.h"
+#include "tools/io/image.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   static const std::string dir = gan::fuzz::scratch_subdir("images");

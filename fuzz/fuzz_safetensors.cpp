@@ -5,7 +5,7 @@
 
 #include "engine/error.h"
 #include "fuzz/fuzz_util.h"
-#include "tools/safetensors.h"
+#include "tools/io/safetensors.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = gan::fuzz::write_input("x.safetensors", data, size);

@@ -18,8 +18,8 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "tests/harness.h"
-#include "tools/data.h"
-#include "tools/image.h"
+#include "tools/io/data.h"
+#include "tools/io/image.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "engine/error.h"
-#include "tools/image.h"
+#include "tools/io/image.h"
 
 namespace fs = std::filesystem;
 using gan::img::Image;

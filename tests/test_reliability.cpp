@@ -19,7 +19,7 @@
 
 #include "engine/error.h"
 #include "tests/trainer_helpers.h"
-#include "tools/safetensors.h"
+#include "tools/io/safetensors.h"
 
 namespace fs = std::filesystem;
 using namespace gan;

@@ -18,7 +18,7 @@
 
 #include "engine/error.h"
 #include "tests/harness.h"
-#include "tools/safetensors.h"
+#include "tools/io/safetensors.h"
 
 namespace fs = std::filesystem;
 using Catch::Matchers::Contains;

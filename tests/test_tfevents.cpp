@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "engine/error.h"
-#include "tools/image.h"
-#include "tools/tfevents.h"
+#include "tools/io/image.h"
+#include "tools/io/tfevents.h"
 
 namespace fs = std::filesystem;
 

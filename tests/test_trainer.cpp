@@ -18,10 +18,10 @@
 #include "models/gan.h"
 #include "tests/harness.h"
 #include "tests/trainer_helpers.h"
-#include "tools/checkpoint.h"
-#include "tools/data.h"
-#include "tools/safetensors.h"
-#include "tools/trainer.h"
+#include "tools/io/data.h"
+#include "tools/io/safetensors.h"
+#include "tools/train/checkpoint.h"
+#include "tools/train/trainer.h"
 
 namespace fs = std::filesystem;
 using namespace gan;

@@ -13,8 +13,8 @@
 
 #include <catch2/catch.hpp>
 
-#include "tools/data.h"
-#include "tools/safetensors.h"
+#include "tools/io/data.h"
+#include "tools/io/safetensors.h"
 
 namespace fs = std::filesystem;
 

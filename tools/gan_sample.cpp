@@ -14,9 +14,9 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "models/gan.h"
-#include "tools/checkpoint.h"
-#include "tools/image.h"
-#include "tools/safetensors.h"
+#include "tools/io/image.h"
+#include "tools/io/safetensors.h"
+#include "tools/train/checkpoint.h"
 
 namespace fs = std::filesystem;
 using namespace gan;
@@ -32,7 +32,7 @@ struct Args {
   std::string device = "auto";
   std::string dump;          // safetensors file receiving z and the images (tools/torch_check.py)
   std::string export_torch;  // G (or G_ema) and D as PyTorch state dicts, then stop
-  std::string sn_naming = "legacy";  // legacy | parametrize (tools/checkpoint.h)
+  std::string sn_naming = "legacy";  // legacy | parametrize (tools/train/checkpoint.h)
 };
 
 int run(const Args& a) {

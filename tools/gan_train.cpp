@@ -6,7 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/error.h"
-#include "tools/trainer.h"
+#include "tools/train/trainer.h"
 
 int main(int argc, char** argv) {
   gan::train::Options o;

@@ -1,4 +1,4 @@
-#include "tools/data.h"
+#include "tools/io/data.h"
 
 #include <zlib.h>
 

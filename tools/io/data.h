@@ -18,7 +18,7 @@
 #include <vector>
 
 #include "engine/tensor.h"
-#include "tools/image.h"
+#include "tools/io/image.h"
 
 namespace gan::data {
 

@@ -1,4 +1,4 @@
-#include "tools/trainer.h"
+#include "tools/train/trainer.h"
 
 #include <fcntl.h>
 #include <unistd.h>
@@ -27,12 +27,12 @@
 #include "engine/tensor_ops.h"
 #include "kernels/common.h"
 #include "models/gan.h"
-#include "tools/checkpoint.h"
-#include "tools/data.h"
-#include "tools/fileio.h"
-#include "tools/image.h"
-#include "tools/safetensors.h"
-#include "tools/tfevents.h"
+#include "tools/io/data.h"
+#include "tools/io/fileio.h"
+#include "tools/io/image.h"
+#include "tools/io/safetensors.h"
+#include "tools/io/tfevents.h"
+#include "tools/train/checkpoint.h"
 
 namespace gan::train {
 

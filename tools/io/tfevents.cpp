@@ -1,4 +1,4 @@
-#include "tools/tfevents.h"
+#include "tools/io/tfevents.h"
 
 #include <stdio_ext.h>
 #include <unistd.h>

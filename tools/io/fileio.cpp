@@ -1,4 +1,4 @@
-#include "tools/fileio.h"
+#include "tools/io/fileio.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-#include "tools/checkpoint.h"
+#include "tools/train/checkpoint.h"
 
 #include <map>
 

@@ -1,6 +1,6 @@
-#include "tools/safetensors.h"
+#include "tools/io/safetensors.h"
 
-#include "tools/fileio.h"
+#include "tools/io/fileio.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -1,8 +1,8 @@
 // The stb implementations live here, and only here: compiled static (internal linkage) so that they
 // cannot clash with another copy of stb linked into the same program.
-#include "tools/image.h"
+#include "tools/io/image.h"
 
-#include "tools/fileio.h"
+#include "tools/io/fileio.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>

@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "tools/image.h"
+#include "tools/io/image.h"
 
 namespace gan::tb {
 

@@ -9,7 +9,7 @@
 #include <vector>
 
 #include "engine/nn.h"
-#include "tools/safetensors.h"
+#include "tools/io/safetensors.h"
 
 namespace gan::ckpt {
 
