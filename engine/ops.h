@@ -125,6 +125,10 @@ Var max_pool2x2(const Var& x);
 // Binary cross-entropy on logits against targets of the same shape, or a constant target.
 Var bce_with_logits(const Var& logits, const Var& targets);
 Var bce_with_logits(const Var& logits, double target);
+// Softmax cross-entropy over the last axis (classes): logits (..., C) against target distributions
+// of the same shape (one-hot rows for labels), mean over the rows. Targets get no gradient.
+// PyTorch: F.cross_entropy(logits, targets) with probability targets.
+Var softmax_cross_entropy(const Var& logits, const Tensor& targets);
 // SAGAN's hinge losses: D: mean relu(1 - real) + mean relu(1 + fake); G: -mean fake.
 Var hinge_d_loss(const Var& real, const Var& fake);
 Var hinge_g_loss(const Var& fake);

@@ -60,6 +60,45 @@ Var bce_with_logits(const Var& logits, const Var& targets) { return bce(logits, 
 
 Var bce_with_logits(const Var& logits, double target) { return bce(logits, nullptr, target); }
 
+Var softmax_cross_entropy(const Var& logits, const Tensor& t) {
+  GAN_NVTX("softmax_cross_entropy");
+  const Tensor& x = logits.value();
+  check_same_device("softmax_cross_entropy", {&x, &t});
+  check_same_dtype("softmax_cross_entropy", {&x, &t});
+  GAN_CHECK(
+      x.ndim() >= 1 && x.shape().back() > 0,
+      fmt::format("softmax_cross_entropy: logits need a class axis, got {}", x.shape().str()));
+  check_shape("softmax_cross_entropy", "targets", t, x.shape());
+  const int64_t c = x.shape().back(), rows = x.numel() / c;
+  Tensor loss = Tensor::empty(Shape{}, x.device(), x.dtype());
+  if (x.is_cuda()) {
+    check_cuda_f32("softmax_cross_entropy", x);
+    kernels::cross_entropy_forward_cuda(x.data<float>(), t.data<float>(), rows, c,
+                                        loss.data<float>(), cuda::stream());
+  } else {
+    dispatch_cpu(x, "softmax_cross_entropy", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::cross_entropy_forward_cpu<T>(x.data<T>(), t.data<T>(), rows, c, loss.data<T>());
+    });
+  }
+  return record("softmax_cross_entropy", {logits}, loss,
+                [x, t, rows, c](const BackwardContext& ctx) {
+                  Tensor dx = Tensor::empty_like(x);
+                  if (x.is_cuda()) {
+                    kernels::cross_entropy_backward_cuda(x.data<float>(), t.data<float>(), rows, c,
+                                                         ctx.dout.data<float>(), dx.data<float>(),
+                                                         cuda::stream());
+                  } else {
+                    dispatch_cpu(x, "softmax_cross_entropy", [&](auto tag) {
+                      using T = decltype(tag);
+                      kernels::cross_entropy_backward_cpu<T>(x.data<T>(), t.data<T>(), rows, c,
+                                                             ctx.dout.data<T>(), dx.data<T>());
+                    });
+                  }
+                  ctx.add(0, dx);
+                });
+}
+
 Var hinge_d_loss(const Var& real, const Var& fake) {
   GAN_NVTX("hinge_d_loss");
   const Tensor &r = real.value(), &f = fake.value();

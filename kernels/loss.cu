@@ -49,6 +49,53 @@ __global__ void bce_backward_kernel(const float* __restrict__ x, const float* __
   }
 }
 
+// log sum_j exp(x_j) of one row, computed by a warp (every lane gets it).
+__device__ float warp_logsumexp(const float* __restrict__ xr, int64_t c, int lane) {
+  float m = -INFINITY;
+  for (int64_t j = lane; j < c; j += 32) m = fmaxf(m, xr[j]);
+  for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  if (isinf(m)) return m;
+  float s = 0.f;
+  for (int64_t j = lane; j < c; j += 32) s += expf(xr[j] - m);
+  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  return m + logf(s);
+}
+
+// One block: warp w takes rows w, w + 32, ... (a fixed order: deterministic).
+__global__ void cross_entropy_forward_kernel(const float* __restrict__ x,
+                                             const float* __restrict__ t, int64_t rows, int64_t c,
+                                             float* __restrict__ loss) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  double s = 0;
+  for (int64_t r = warp; r < rows; r += kThreads / 32) {
+    const float* xr = x + r * c;
+    const float* tr = t + r * c;
+    const float lse = warp_logsumexp(xr, c, lane);
+    for (int64_t j = lane; j < c; j += 32)
+      if (tr[j] != 0.f) s += double(tr[j]) * double(lse - xr[j]);
+  }
+  const double total = block_sum(s);
+  if (threadIdx.x == 0) *loss = rows > 0 ? float(total / double(rows)) : 0.f;
+}
+
+// A warp per row.
+__global__ void cross_entropy_backward_kernel(const float* __restrict__ x,
+                                              const float* __restrict__ t, int64_t rows, int64_t c,
+                                              const float* __restrict__ dl,
+                                              float* __restrict__ dx) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
+  if (r >= rows) return;  // whole warps leave together
+  const float g = *dl / float(rows);
+  const float* xr = x + r * c;
+  const float* tr = t + r * c;
+  const float lse = warp_logsumexp(xr, c, lane);
+  float tsum = 0.f;
+  for (int64_t j = lane; j < c; j += 32) tsum += tr[j];
+  for (int off = 16; off > 0; off >>= 1) tsum += __shfl_xor_sync(0xffffffffu, tsum, off);
+  for (int64_t j = lane; j < c; j += 32) dx[r * c + j] = g * (expf(xr[j] - lse) * tsum - tr[j]);
+}
+
 // One block. real (nr), fake (nf) -> loss (1).
 __global__ void hinge_d_forward_kernel(const float* __restrict__ real, int64_t nr,
                                        const float* __restrict__ fake, int64_t nf,
@@ -98,6 +145,24 @@ void bce_logits_backward_cuda(const float* x, const float* t, float target, int6
   GAN_NVTX("bce_with_logits_backward");
   if (n == 0) return;
   launch(bce_backward_kernel, grid_blocks(n, 256), 256, 0, stream, x, t, target, n, dl, dx, dt);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void cross_entropy_forward_cuda(const float* x, const float* t, int64_t rows, int64_t c,
+                                float* loss, cudaStream_t stream) {
+  GAN_NVTX("cross_entropy");
+  GAN_CHECK(rows >= 0 && c > 0, "cross_entropy_forward_cuda: bad size");
+  launch(cross_entropy_forward_kernel, 1, kThreads, 0, stream, x, t, rows, c, loss);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void cross_entropy_backward_cuda(const float* x, const float* t, int64_t rows, int64_t c,
+                                 const float* dl, float* dx, cudaStream_t stream) {
+  GAN_NVTX("cross_entropy_backward");
+  GAN_CHECK(rows >= 0 && c > 0, "cross_entropy_backward_cuda: bad size");
+  if (rows == 0) return;
+  launch(cross_entropy_backward_kernel, grid_blocks(rows * 32, 256), 256, 0, stream, x, t, rows, c,
+         dl, dx);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

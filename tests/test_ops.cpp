@@ -350,6 +350,24 @@ std::vector<OpCase> bce_cases() {
   return cases;
 }
 
+// Targets are any non-negative weights (not normalised: the tsum factor of the gradient is
+// exercised); large logits check the log-sum-exp's stability; 40 classes span two warp strides.
+std::vector<OpCase> cross_entropy_cases() {
+  std::vector<OpCase> cases;
+  for (const Shape& s :
+       {Shape{1, 10}, Shape{64, 10}, Shape{3, 40}, Shape{2, 5, 3}, Shape{1100, 2}}) {
+    OpCase c;
+    c.name = "softmax_cross_entropy " + s.str();
+    Input x, t;
+    x.shape = s, x.lo = -30, x.hi = 30;
+    t.shape = s, t.lo = 0, t.hi = 1, t.requires_grad = false;
+    c.inputs = {x, t};
+    c.fn = [](const std::vector<Var>& v) { return gan::softmax_cross_entropy(v[0], v[1].value()); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 std::vector<OpCase> hinge_cases() {
   std::vector<OpCase> cases;
   for (const auto& [sr, sf] :
@@ -394,6 +412,25 @@ GAN_OP_TEST("softmax", softmax_cases)
 GAN_OP_TEST("linear", linear_cases)
 GAN_OP_TEST("bce_with_logits", bce_cases)
 GAN_OP_TEST("hinge_loss", hinge_cases)
+GAN_OP_TEST("softmax_cross_entropy", cross_entropy_cases)
+
+// PyTorch: F.cross_entropy(torch.tensor([[1., 2., 3.], [0., 0., 0.]]), torch.tensor([2, 0]))
+// = 0.8530 (mean of 0.40760596 and log 3 = 1.09861229); the gradient of the first row is
+// (softmax - onehot) / 2.
+TEST_CASE("softmax_cross_entropy: PyTorch's value for class labels", "[cpu][loss]") {
+  Var x(gan::Tensor::from_vector(std::vector<double>{1, 2, 3, 0, 0, 0}, gan::Shape{2, 3}), true);
+  const gan::Tensor t =
+      gan::Tensor::from_vector(std::vector<double>{0, 0, 1, 1, 0, 0}, gan::Shape{2, 3});
+  Var loss = gan::softmax_cross_entropy(x, t);
+  CHECK(*loss.value().data<double>() ==
+        Approx((0.40760596444438 + 1.09861228866811) / 2).epsilon(1e-12));
+  gan::backward(loss);
+  const double* g = x.grad().data<double>();
+  const double e = std::exp(1.0) + std::exp(2.0) + std::exp(3.0);
+  CHECK(g[0] == Approx(std::exp(1.0) / e / 2).epsilon(1e-12));
+  CHECK(g[2] == Approx((std::exp(3.0) / e - 1) / 2).epsilon(1e-12));
+  CHECK(g[3] == Approx((1.0 / 3 - 1) / 2).epsilon(1e-12));
+}
 
 // More rows than a grid dimension holds (65535): the column reduction's blocks loop over rows
 // and reuse their shared memory (the barrier at the end of each row matters only here).
