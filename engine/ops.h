@@ -121,6 +121,21 @@ std::vector<float> attention_rows(const Tensor& q, const Tensor& k,
 // 2x2 max pooling, stride 2: (N, H, W, C) -> (N, H/2, W/2, C), H and W even.
 Var max_pool2x2(const Var& x);
 
+// ---- pooling and resizing with PyTorch's rules (kernels/pool2d.h), x (N, H, W, C).
+struct Pool2dOptions {
+  int kernel_h = 2, kernel_w = 2;
+  int stride_h = 0, stride_w = 0;  // 0: the kernel size (PyTorch's default)
+  int pad_h = 0, pad_w = 0;        // at most half the kernel
+  bool count_include_pad = true;   // avg_pool2d: divide by the window size including padding
+};
+// nn.MaxPool2d / nn.AvgPool2d (ceil_mode off): (N, P, Q, C), P = (H + 2 pad - k) / stride + 1.
+Var max_pool2d(const Var& x, const Pool2dOptions& o);
+Var avg_pool2d(const Var& x, const Pool2dOptions& o);
+// nn.AdaptiveAvgPool2d((out_h, out_w)).
+Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w);
+// F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False).
+Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w);
+
 // ---- losses (mean over all elements, one-element result)
 // Binary cross-entropy on logits against targets of the same shape, or a constant target.
 Var bce_with_logits(const Var& logits, const Var& targets);

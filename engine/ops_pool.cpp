@@ -1,0 +1,153 @@
+// max_pool2d, avg_pool2d, adaptive_avg_pool2d, resize_bilinear (kernels/pool2d.h): PyTorch's rules
+// on NHWC activations, for the feature networks of tools/eval.
+#include <fmt/format.h>
+
+#include "engine/dispatch.h"
+#include "engine/ops.h"
+#include "kernels/common.h"
+#include "kernels/pool2d.h"
+
+namespace gan {
+
+namespace {
+
+kernels::Pool2dGeom geometry(const char* op, const Tensor& x, const Pool2dOptions& o) {
+  GAN_CHECK(x.ndim() == 4, fmt::format("{}: expected (N, H, W, C), got {}", op, x.shape().str()));
+  kernels::Pool2dGeom g;
+  g.n = x.dim(0), g.h = x.dim(1), g.w = x.dim(2), g.c = x.dim(3);
+  g.kh = o.kernel_h, g.kw = o.kernel_w;
+  g.sh = o.stride_h > 0 ? o.stride_h : o.kernel_h;
+  g.sw = o.stride_w > 0 ? o.stride_w : o.kernel_w;
+  g.ph = o.pad_h, g.pw = o.pad_w;
+  g.count_include_pad = o.count_include_pad;
+  GAN_CHECK(
+      g.kh >= 1 && g.kw >= 1 && g.ph >= 0 && g.pw >= 0 && 2 * g.ph <= g.kh && 2 * g.pw <= g.kw,
+      fmt::format("{}: kernel {}x{} with padding {}x{} (padding at most half the kernel)", op, g.kh,
+                  g.kw, g.ph, g.pw));
+  GAN_CHECK(g.c > 0 && g.h > 0 && g.w > 0 && g.out_h() >= 1 && g.out_w() >= 1,
+            fmt::format("{}: a {}x{} kernel does not fit {} with padding {}x{}", op, g.kh, g.kw,
+                        x.shape().str(), g.ph, g.pw));
+  return g;
+}
+
+}  // namespace
+
+Var max_pool2d(const Var& x, const Pool2dOptions& o) {
+  GAN_NVTX("max_pool2d");
+  const Tensor& xt = x.value();
+  const kernels::Pool2dGeom g = geometry("max_pool2d", xt, o);
+  Tensor y = Tensor::empty(Shape{g.n, g.out_h(), g.out_w(), g.c}, xt.device(), xt.dtype());
+  if (xt.is_cuda()) {
+    check_cuda_f32("max_pool2d", xt);
+    kernels::max_pool2d_forward_cuda(g, xt.data<float>(), y.data<float>(), cuda::stream());
+  } else {
+    dispatch_cpu(xt, "max_pool2d", [&](auto t) {
+      using T = decltype(t);
+      kernels::max_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
+    });
+  }
+  return record("max_pool2d", {x}, y, [xt, g](const BackwardContext& c) {
+    Tensor dx = Tensor::empty_like(xt);
+    if (xt.is_cuda()) {
+      kernels::max_pool2d_backward_cuda(g, xt.data<float>(), c.dout.data<float>(), dx.data<float>(),
+                                        cuda::stream());
+    } else {
+      dispatch_cpu(xt, "max_pool2d", [&](auto t) {
+        using T = decltype(t);
+        kernels::max_pool2d_backward_cpu<T>(g, xt.data<T>(), c.dout.data<T>(), dx.data<T>());
+      });
+    }
+    c.add(0, dx);
+  });
+}
+
+Var avg_pool2d(const Var& x, const Pool2dOptions& o) {
+  GAN_NVTX("avg_pool2d");
+  const Tensor& xt = x.value();
+  const kernels::Pool2dGeom g = geometry("avg_pool2d", xt, o);
+  Tensor y = Tensor::empty(Shape{g.n, g.out_h(), g.out_w(), g.c}, xt.device(), xt.dtype());
+  if (xt.is_cuda()) {
+    check_cuda_f32("avg_pool2d", xt);
+    kernels::avg_pool2d_forward_cuda(g, xt.data<float>(), y.data<float>(), cuda::stream());
+  } else {
+    dispatch_cpu(xt, "avg_pool2d", [&](auto t) {
+      using T = decltype(t);
+      kernels::avg_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
+    });
+  }
+  return record("avg_pool2d", {x}, y, [xt, g](const BackwardContext& c) {
+    Tensor dx = Tensor::empty_like(xt);
+    if (xt.is_cuda()) {
+      kernels::avg_pool2d_backward_cuda(g, c.dout.data<float>(), dx.data<float>(), cuda::stream());
+    } else {
+      dispatch_cpu(xt, "avg_pool2d", [&](auto t) {
+        using T = decltype(t);
+        kernels::avg_pool2d_backward_cpu<T>(g, c.dout.data<T>(), dx.data<T>());
+      });
+    }
+    c.add(0, dx);
+  });
+}
+
+namespace {
+
+// The shared frame of adaptive_avg_pool2d and resize_bilinear: x (N, H, W, C) -> (N, P, Q, C),
+// a linear map with a forward and a backward launcher pair.
+template <class FwdCuda, class BwdCuda, class FwdCpu, class BwdCpu>
+Var resample(const char* op, const Var& x, int64_t P, int64_t Q, FwdCuda fwd_cuda, BwdCuda bwd_cuda,
+             FwdCpu fwd_cpu, BwdCpu bwd_cpu) {
+  const Tensor& xt = x.value();
+  GAN_CHECK(xt.ndim() == 4 && xt.dim(1) > 0 && xt.dim(2) > 0 && P > 0 && Q > 0,
+            fmt::format("{}: expected (N, H, W, C) and an output size >= 1, got {} -> {}x{}", op,
+                        xt.shape().str(), P, Q));
+  const int64_t n = xt.dim(0), h = xt.dim(1), w = xt.dim(2), ch = xt.dim(3);
+  Tensor y = Tensor::empty(Shape{n, P, Q, ch}, xt.device(), xt.dtype());
+  if (xt.is_cuda()) {
+    check_cuda_f32(op, xt);
+    fwd_cuda(xt.data<float>(), n, h, w, ch, P, Q, y.data<float>(), cuda::stream());
+  } else {
+    dispatch_cpu(xt, op, [&](auto t) {
+      using T = decltype(t);
+      fwd_cpu(xt.data<T>(), n, h, w, ch, P, Q, y.data<T>());
+    });
+  }
+  return record(
+      op, {x}, y, [xt, n, h, w, ch, P, Q, op, bwd_cuda, bwd_cpu](const BackwardContext& c) {
+        Tensor dx = Tensor::empty_like(xt);
+        if (xt.is_cuda()) {
+          bwd_cuda(c.dout.data<float>(), n, h, w, ch, P, Q, dx.data<float>(), cuda::stream());
+        } else {
+          dispatch_cpu(xt, op, [&](auto t) {
+            using T = decltype(t);
+            bwd_cpu(c.dout.data<T>(), n, h, w, ch, P, Q, dx.data<T>());
+          });
+        }
+        c.add(0, dx);
+      });
+}
+
+}  // namespace
+
+Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w) {
+  GAN_NVTX("adaptive_avg_pool2d");
+  return resample(
+      "adaptive_avg_pool2d", x, out_h, out_w, kernels::adaptive_avg_pool2d_forward_cuda,
+      kernels::adaptive_avg_pool2d_backward_cuda,
+      [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+         auto* out) { kernels::adaptive_avg_pool2d_forward_cpu(in, n, h, w, c, P, Q, out); },
+      [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+         auto* out) { kernels::adaptive_avg_pool2d_backward_cpu(in, n, h, w, c, P, Q, out); });
+}
+
+Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w) {
+  GAN_NVTX("resize_bilinear");
+  return resample(
+      "resize_bilinear", x, out_h, out_w, kernels::resize_bilinear_forward_cuda,
+      kernels::resize_bilinear_backward_cuda,
+      [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+         auto* out) { kernels::resize_bilinear_forward_cpu(in, n, h, w, c, P, Q, out); },
+      [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+         auto* out) { kernels::resize_bilinear_backward_cpu(in, n, h, w, c, P, Q, out); });
+}
+
+}  // namespace gan

@@ -1,0 +1,117 @@
+// max_pool2d, avg_pool2d, adaptive_avg_pool2d and resize_bilinear in the op harness (CPU f32 vs
+// f64, finite differences, CUDA vs CPU), and values PyTorch gives on small inputs.
+#include <catch2/catch.hpp>
+
+#include "engine/ops.h"
+#include "tests/harness.h"
+
+using gan::Shape;
+using gan::Var;
+using gan::test::Input;
+using gan::test::OpCase;
+
+namespace {
+
+std::vector<OpCase> pool_cases(bool max) {
+  struct P {
+    Shape s;
+    gan::Pool2dOptions o;
+  };
+  auto opt = [](int k, int s, int p, bool include = true) {
+    gan::Pool2dOptions o;
+    o.kernel_h = o.kernel_w = k, o.stride_h = o.stride_w = s, o.pad_h = o.pad_w = p;
+    o.count_include_pad = include;
+    return o;
+  };
+  gan::Pool2dOptions rect;
+  rect.kernel_h = 3, rect.kernel_w = 2, rect.stride_h = 2, rect.stride_w = 1, rect.pad_h = 1;
+  std::vector<P> ps = {{Shape{2, 7, 7, 3}, opt(3, 2, 0)},         // InceptionV3's max pool
+                       {Shape{1, 5, 6, 4}, opt(3, 1, 1, false)},  // its avg pool
+                       {Shape{1, 5, 6, 4}, opt(3, 1, 1, true)},   // count_include_pad
+                       {Shape{3, 4, 4, 2}, opt(2, 2, 0)},         // no overlap
+                       {Shape{1, 9, 5, 33}, rect},                // rectangular, odd
+                       {Shape{1, 1, 1, 5}, opt(1, 1, 0)}};
+  std::vector<OpCase> cases;
+  for (const P& p : ps) {
+    OpCase c;
+    c.name = std::string(max ? "max_pool2d " : "avg_pool2d ") + p.s.str() +
+             (p.o.count_include_pad ? "" : " exclude_pad");
+    Input x;
+    x.shape = p.s, x.lo = -2, x.hi = 2;
+    c.inputs = {x};
+    const gan::Pool2dOptions o = p.o;
+    if (max)
+      c.fn = [o](const std::vector<Var>& v) { return gan::max_pool2d(v[0], o); };
+    else
+      c.fn = [o](const std::vector<Var>& v) { return gan::avg_pool2d(v[0], o); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpCase> max_pool_cases() { return pool_cases(true); }
+std::vector<OpCase> avg_pool_cases() { return pool_cases(false); }
+
+std::vector<OpCase> resample_cases(bool resize) {
+  std::vector<OpCase> cases;
+  for (const auto& [s, p, q] :
+       {std::tuple{Shape{2, 8, 8, 3}, 1, 1}, std::tuple{Shape{1, 5, 7, 2}, 3, 4},
+        std::tuple{Shape{1, 3, 4, 5}, 7, 9}, std::tuple{Shape{1, 6, 6, 33}, 6, 6},
+        std::tuple{Shape{1, 28, 28, 1}, 75, 75}}) {
+    OpCase c;
+    c.name = std::string(resize ? "resize_bilinear " : "adaptive_avg_pool2d ") + s.str() + " -> " +
+             std::to_string(p) + "x" + std::to_string(q);
+    Input x;
+    x.shape = s, x.lo = -2, x.hi = 2;
+    c.inputs = {x};
+    const int64_t P = p, Q = q;
+    if (resize)
+      c.fn = [P, Q](const std::vector<Var>& v) { return gan::resize_bilinear(v[0], P, Q); };
+    else
+      c.fn = [P, Q](const std::vector<Var>& v) { return gan::adaptive_avg_pool2d(v[0], P, Q); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
+std::vector<OpCase> adaptive_cases() { return resample_cases(false); }
+std::vector<OpCase> resize_cases() { return resample_cases(true); }
+
+std::vector<double> values(const Var& y) { return y.value().to_double_vector(); }
+
+Var image(std::vector<double> v, int64_t h, int64_t w) {
+  return Var(gan::Tensor::from_vector(v, Shape{1, h, w, 1}));
+}
+
+}  // namespace
+
+GAN_OP_TEST("max_pool2d", max_pool_cases)
+GAN_OP_TEST("avg_pool2d", avg_pool_cases)
+GAN_OP_TEST("adaptive_avg_pool2d", adaptive_cases)
+GAN_OP_TEST("resize_bilinear", resize_cases)
+
+// Values printed by PyTorch 2.15 (CPU) for the same inputs (NCHW there, one channel).
+TEST_CASE("pooling and resizing: PyTorch's values", "[cpu][pool]") {
+  const Var x = image({1, 2, 3, 4, 5, 6, 7, 8, 9}, 3, 3);
+  gan::Pool2dOptions o;
+  o.kernel_h = o.kernel_w = 3, o.stride_h = o.stride_w = 1, o.pad_h = o.pad_w = 1;
+  o.count_include_pad = false;  // F.avg_pool2d(x, 3, 1, 1, count_include_pad=False)
+  CHECK(values(gan::avg_pool2d(x, o)) == std::vector<double>{3, 3.5, 4, 4.5, 5, 5.5, 6, 6.5, 7});
+  o.count_include_pad = true;  // corners: 12 / 9
+  CHECK(values(gan::avg_pool2d(x, o))[0] == Approx(12.0 / 9));
+  CHECK(values(gan::max_pool2d(x, o)) == std::vector<double>{5, 6, 6, 8, 9, 9, 8, 9, 9});
+  // F.adaptive_avg_pool2d(arange(5).view(1, 1, 1, 5), (1, 3)): windows [0, 2), [1, 4), [3, 5).
+  CHECK(values(gan::adaptive_avg_pool2d(image({0, 1, 2, 3, 4}, 1, 5), 1, 3)) ==
+        std::vector<double>{0.5, 2, 3.5});
+  // F.interpolate(tensor([[0., 1.], [2., 3.]]), size=(4, 4), mode="bilinear", align_corners=False)
+  CHECK(values(gan::resize_bilinear(image({0, 1, 2, 3}, 2, 2), 4, 4)) ==
+        std::vector<double>{0, 0.25, 0.75, 1, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2, 2.25,
+                            2.75, 3});
+  CHECK_THROWS_WITH(gan::max_pool2d(x,
+                                    [] {
+                                      gan::Pool2dOptions p;
+                                      p.kernel_h = p.kernel_w = 2, p.pad_h = 2;
+                                      return p;
+                                    }()),
+                    "max_pool2d: kernel 2x2 with padding 2x0 (padding at most half the kernel)");
+}
