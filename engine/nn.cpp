@@ -242,6 +242,17 @@ Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, boo
   set_sn_v_layout({TorchLayout::kSnVConv, kernel, kernel, in});
 }
 
+Conv2d::Conv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, const Conv2dOptions& o,
+               bool bias, Generator& gen)
+    : options(o) {
+  const double bound = 1.0 / std::sqrt(double(in * kernel_h * kernel_w));
+  weight_ = register_parameter("weight", uniform(gen, Shape{out, kernel_h, kernel_w, in}, bound));
+  set_layout("weight", {TorchLayout::kConv});
+  if (bias) bias_ = register_parameter("bias", uniform(gen, Shape{out}, bound));
+  set_matrix_view(out, in * kernel_h * kernel_w, false);
+  set_sn_v_layout({TorchLayout::kSnVConv, kernel_h, kernel_w, in});
+}
+
 Var Conv2d::forward(const Var& x) { return conv2d(x, effective_weight(), bias_, options); }
 
 ConvTranspose2d::ConvTranspose2d(int64_t in, int64_t out, int kernel, int stride, int padding,

@@ -122,6 +122,12 @@ class Identity : public Layer {
 };
 
 // (B, ...) -> (B, rest).
+// PyTorch's nn.MaxPool2d(2): 2x2 windows, stride 2 (no parameters).
+class MaxPool2x2 : public Layer {
+ public:
+  Var forward(const Var& x) override { return max_pool2x2(x); }
+};
+
 class Flatten : public Layer {
  public:
   Var forward(const Var& x) override { return flatten(x, 1); }
@@ -186,6 +192,9 @@ class Linear : public WeightLayer {
 class Conv2d : public WeightLayer {
  public:
   Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, bool bias, Generator& gen);
+  // A kh x kw kernel with any strides and paddings (InceptionV3's 1x7, 7x1, ...).
+  Conv2d(int64_t in, int64_t out, int kernel_h, int kernel_w, const Conv2dOptions& o, bool bias,
+         Generator& gen);
   Var forward(const Var& x) override;
   Conv2dOptions options;
 };

@@ -10,8 +10,8 @@
 #include "engine/random.h"
 #include "fuzz/fuzz_util.h"
 #include "models/gan.h"
+#include "tools/io/checkpoint.h"
 #include "tools/io/safetensors.h"
-#include "tools/train/checkpoint.h"
 
 namespace {
 

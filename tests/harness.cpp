@@ -160,6 +160,11 @@ void plant_nonfinite(Tensor& t64) {
 
 bool have_gpu() { return cuda_available(); }
 
+std::string fixture_path(const std::string& name) {
+  const char* env = std::getenv("GAN_TEST_FIXTURES");
+  return (std::filesystem::path(env && *env ? env : GAN_TEST_FIXTURES) / name).string();
+}
+
 TempDir::TempDir() {
   std::string t = (std::filesystem::temp_directory_path() / "gan_test_XXXXXX").string();
   REQUIRE(mkdtemp(t.data()) != nullptr);

@@ -1,4 +1,4 @@
-// Checkpoint layouts: what tools/train/checkpoint.h writes is what PyTorch's modules compute with.
+// Checkpoint layouts: what tools/io/checkpoint.h writes is what PyTorch's modules compute with.
 // Each check recomputes a layer's output the PyTorch way (NCHW features, PyTorch-layout weights)
 // from the converted tensors and compares it with our NHWC layer.
 #include <catch2/catch.hpp>
@@ -6,7 +6,7 @@
 #include "engine/nn.h"
 #include "models/gan.h"
 #include "tests/harness.h"
-#include "tools/train/checkpoint.h"
+#include "tools/io/checkpoint.h"
 
 using namespace gan;
 

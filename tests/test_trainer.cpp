@@ -18,9 +18,10 @@
 #include "models/gan.h"
 #include "tests/harness.h"
 #include "tests/trainer_helpers.h"
+#include "tools/eval/classifier.h"
+#include "tools/io/checkpoint.h"
 #include "tools/io/data.h"
 #include "tools/io/safetensors.h"
-#include "tools/train/checkpoint.h"
 #include "tools/train/trainer.h"
 
 namespace fs = std::filesystem;
@@ -103,6 +104,51 @@ TEST_CASE("trainer: each model learns to discriminate on a Fashion-MNIST subset"
       CHECK(m.back().contains("D.sigma.0"));
     }
   }
+}
+
+TEST_CASE("trainer: --eval-every logs every metric and keeps the best FD's state",
+          "[trainer][cpu]") {
+  const fs::path out = scratch("eval_every");
+  const fs::path cache = scratch("eval_every_cache");
+  REQUIRE(setenv("XDG_CACHE_HOME", cache.c_str(), 1) == 0);
+  Generator gen(11);
+  eval::ClassifierConfig cfg;
+  cfg.width = 4, cfg.features = 16;
+  eval::Classifier cls(cfg, gen);  // untrained: the pipeline, not the numbers, is tested here
+  const std::string cls_path = (cache / "classifier.safetensors").string();
+  eval::save_classifier(cls_path, cls, {});
+  train::Options o = tiny("dcgan", out, 6);
+  o.eval_every = 3, o.eval_samples = 40, o.eval_real = 60, o.eval_classifier = cls_path;
+  CHECK(train::run(o).steps == 6);
+  std::vector<nlohmann::json> evals;
+  for (const auto& line : metrics(out))
+    if (line.contains("eval")) evals.push_back(line);
+  REQUIRE(evals.size() == 2);
+  CHECK(evals[0]["step"] == 3);
+  CHECK(evals[1]["step"] == 6);
+  double best = INFINITY;
+  int64_t best_step = 0;
+  for (const auto& e : evals) {
+    for (const char* k :
+         {"fd", "kid_mean", "kid_std", "precision", "recall", "density", "coverage", "is_mean"})
+      CHECK(std::isfinite(e["eval"][k].get<double>()));
+    int64_t total = 0;
+    for (const auto& c : e["eval"]["class_histogram"]) total += c.get<int64_t>();
+    CHECK(total == 40);
+    CHECK(e["eval"]["real_count"] == 60);
+    if (e["eval"]["fd"].get<double>() < best) best = e["eval"]["fd"], best_step = e["step"];
+  }
+  // best.safetensors: a full checkpoint of the lowest FD's step, loadable like the last one.
+  const st::File b = st::read_file((out / "best.safetensors").string());
+  CHECK(std::stod(b.meta("eval_fd")) == Approx(best).epsilon(1e-12));
+  CHECK(b.meta("eval_step") == std::to_string(best_step));
+  CHECK(b.int64s("train.step").at(0) == best_step);
+  CHECK(ckpt::load_gan((out / "best.safetensors").string(), Device::CPU).net.g != nullptr);
+  // The real images' features were cached (one file, keyed by data, view and classifier).
+  int cached = 0;
+  for (const auto& f : fs::directory_iterator(cache / "gan_eval"))
+    cached += f.path().filename().string().starts_with("features-");
+  CHECK(cached == 1);
 }
 
 TEST_CASE("trainer: the checkpoint holds G D optimizers and state in PyTorch's names",
@@ -225,9 +271,7 @@ namespace {
 void check_wgan_gp_step(Device dev) {
   // tests/fixtures/make_wgan_gp_step.py: the same weights, real batch, z and interpolation
   // weights through torch.autograd.grad(..., create_graph=True) and Adam, in float64.
-  const char* env = std::getenv("GAN_TEST_FIXTURES");
-  const fs::path dir = env && *env ? fs::path(env) : fs::path(GAN_TEST_FIXTURES);
-  const gan::st::File f = gan::st::read_file((dir / "wgan_gp_step.safetensors").string());
+  const gan::st::File f = gan::st::read_file(gan::test::fixture_path("wgan_gp_step.safetensors"));
   train::Options o;
   o.model = "sagan", o.image_size = 32, o.channels = 1, o.z_dim = 16, o.ngf = o.ndf = 8;
   o.batch_size = 4, o.loss = "wgan-gp", o.n_dis = 1, o.steps = 1;

@@ -14,9 +14,9 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "models/gan.h"
+#include "tools/io/checkpoint.h"
 #include "tools/io/image.h"
 #include "tools/io/safetensors.h"
-#include "tools/train/checkpoint.h"
 
 namespace fs = std::filesystem;
 using namespace gan;
@@ -32,40 +32,16 @@ struct Args {
   std::string device = "auto";
   std::string dump;          // safetensors file receiving z and the images (tools/torch_check.py)
   std::string export_torch;  // G (or G_ema) and D as PyTorch state dicts, then stop
-  std::string sn_naming = "legacy";  // legacy | parametrize (tools/train/checkpoint.h)
+  std::string sn_naming = "legacy";  // legacy | parametrize (tools/io/checkpoint.h)
 };
 
 int run(const Args& a) {
-  const std::string path = fs::is_directory(a.checkpoint)
-                               ? (fs::path(a.checkpoint) / "checkpoint.safetensors").string()
-                               : a.checkpoint;
-  const st::File f = st::read_file(path);
-  nlohmann::json cfg;
-  try {
-    cfg = nlohmann::json::parse(f.meta("config"));
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(fmt::format("gan_sample: {}: corrupt configuration ({})", path, e.what()));
-  }
   Device dev = Device::CPU;
   if (a.device == "cuda" || (a.device == "auto" && cuda_available())) dev = Device::CUDA;
-  models::ModelConfig mc;
-  mc.model = cfg.at("model"), mc.preset = cfg.at("preset"), mc.image_size = cfg.at("image_size");
-  mc.channels = cfg.at("channels"), mc.z_dim = cfg.at("z_dim"), mc.ngf = cfg.at("ngf");
-  mc.ndf = cfg.at("ndf"), mc.official_attention = cfg.at("official_attention");
-  Generator init(0, dev);
-  models::Gan net = models::build(mc, init);
-  const std::string prefix = a.ema ? "G_ema." : "G.";
-  GAN_CHECK(
-      !a.ema || f.has("G_ema.0.bias") || f.has("G_ema.0.weight") || f.has("G_ema.0.weight_orig"),
-      fmt::format("gan_sample: {}: the run kept no EMA of G (train with --ema)", path));
-  ckpt::load_module(f, prefix, *net.g);
-  if (a.ema) {  // the EMA generator's buffers are the training generator's
-    models::Gan tmp = models::build(mc, init);
-    ckpt::load_module(f, "G.", *tmp.g);
-    auto src = tmp.g->named_buffers();
-    auto dst = net.g->named_buffers();
-    for (size_t i = 0; i < src.size(); ++i) dst[i].second.copy_from(src[i].second);
-  }
+  ckpt::LoadedGan loaded = ckpt::load_gan(a.checkpoint, dev, a.ema);
+  const std::string& path = loaded.path;
+  const st::File& f = loaded.file;
+  models::Gan& net = loaded.net;
   if (!a.export_torch.empty()) {
     // The state dicts as PyTorch's modules hold them ("G." / "D." prefixes, PyTorch layouts),
     // with spectral norm in the chosen naming scheme.

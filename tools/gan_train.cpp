@@ -89,6 +89,19 @@ int main(int argc, char** argv) {
   app.add_option("--log-every", o.log_every, "steps between metric records / plain lines")
       ->capture_default_str()
       ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--eval-every", o.eval_every,
+                 "steps between evaluations (FD, KID, precision/recall, ...; 0: off); the best "
+                 "FD's state goes to best.safetensors")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-samples", o.eval_samples, "generated images per evaluation")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 40));
+  app.add_option("--eval-real", o.eval_real, "training images the samples are compared with")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 40));
+  app.add_option("--eval-classifier", o.eval_classifier,
+                 "feature network (default: tools/eval/fashion_mnist_classifier.safetensors)");
   app.add_option("--resume", o.resume, "continue the run in this directory (bit for bit)");
   app.add_option("--device", o.device, "auto, cpu or cuda")
       ->capture_default_str()

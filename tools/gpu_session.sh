@@ -23,6 +23,8 @@
 #              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
 #              PyTorch load check of both checkpoints (GAN_TRAIN_EPOCHS, default 5)
+#   study      tools/study.sh: SAGAN, DCGAN and wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each with
+#              evaluation every epoch, gan_eval at the end, the report (docs/metrics.md)
 # A device call allows 10 minutes and a session may have 15 in all: docs/gpu-runs.md has the one
 # prepared call of 2026-11-26 and the knobs (GAN_DEADLINE, GAN_*_TIMEOUT, GAN_BENCH_ITERS, ...).
 set -uo pipefail
@@ -36,10 +38,11 @@ if [ "$cmd" = pack ]; then
   build="$root/build-sm90"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DGAN_BUILD_INTERP=OFF >/dev/null
-  cmake --build "$build" -j "$(nproc)" --target engine_tests gan_train gan_sample gan_bench \
+  cmake --build "$build" -j "$(nproc)" --target engine_tests gan_train gan_sample gan_eval gan_bench \
     bench_attention bench_batchnorm bench_spectral_norm
   rm -rf "$dev" && mkdir -p "$dev/bin" "$dev/data" "$dev/scripts"
-  cp "$build/tests/engine_tests" "$build/gan_train" "$build/gan_sample" "$build"/bench/gan_bench \
+  cp "$build/tests/engine_tests" "$build/gan_train" "$build/gan_sample" "$build/gan_eval" \
+    "$build"/bench/gan_bench \
     "$build"/bench/bench_attention "$build"/bench/bench_batchnorm \
     "$build"/bench/bench_spectral_norm "$dev/bin/"
   strip --strip-unneeded "$dev"/bin/*
@@ -76,7 +79,7 @@ if [ "$cmd" = collect ]; then
 fi
 
 [ "$cmd" = run ] && [ $# -gt 0 ] ||
-  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench train) | collect DIR" >&2; exit 2; }
+  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench penalty train study) | collect DIR" >&2; exit 2; }
 # A device call returns at most 8 files: logs go to $work, and after every stage $OUT gets
 # summary.txt plus one results.tar.gz of $work (so a call cut off at its limit still returns the
 # stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
@@ -214,8 +217,20 @@ for cfg in '$configs'.split(','):
         note "train: torch_check $m rc=$?"
       done
       ;;
+    study)
+      # The study (docs/metrics.md): SAGAN, DCGAN, wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each,
+      # evaluated every epoch and at the end; the report and its PNGs come back.
+      rm -rf /tmp/study
+      # (tools/ and the committed classifier travel with the working tree.)
+      GAN_BUILD_DIR="$bin" XDG_CACHE_HOME=/tmp/cache timeout "$(left 30)" bash "$root/tools/study.sh" \
+        --epochs "${GAN_STUDY_EPOCHS:-5}" --data "$dev/data" --out /tmp/study \
+        ${GAN_STUDY_ARGS:-} > "$work/study.log" 2>&1
+      note "study: rc=$?"
+      cp -r /tmp/study/report "$work/study_report" 2>/dev/null
+      cp /tmp/study/*.log "$work/" 2>/dev/null
+      ;;
     *)
-      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench penalty train)"
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench penalty train study)"
       ;;
   esac
   note "stage $stage: $((SECONDS - t0)) s"

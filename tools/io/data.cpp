@@ -413,6 +413,7 @@ int64_t Loader::batch_rows(int64_t step) const {
 std::vector<int64_t> Loader::permutation(int64_t epoch) const {
   std::vector<int64_t> order(size_t(data_->count));
   for (size_t i = 0; i < order.size(); ++i) order[i] = int64_t(i);
+  if (!opt_.shuffle || order.size() < 2) return order;
   SplitMix64 rng{mix64(mix64(opt_.seed ^ kShuffleSalt) ^ uint64_t(epoch))};
   for (size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[rng.below(i + 1)]);
   return order;

@@ -77,6 +77,7 @@ struct LoaderOptions {
   bool hflip = false;            // random horizontal flips
   uint64_t seed = 0;
   bool drop_last = true;  // drop the last partial batch (else it is smaller than B)
+  bool shuffle = true;    // false: every epoch in dataset order (evaluation)
   Device device = Device::CUDA;
   int prefetch = 3;  // host buffers in the ring (1..8; pinned for CUDA): batches prepared ahead
 };

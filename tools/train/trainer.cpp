@@ -27,12 +27,13 @@
 #include "engine/tensor_ops.h"
 #include "kernels/common.h"
 #include "models/gan.h"
+#include "tools/eval/evaluate.h"
+#include "tools/io/checkpoint.h"
 #include "tools/io/data.h"
 #include "tools/io/fileio.h"
 #include "tools/io/image.h"
 #include "tools/io/safetensors.h"
 #include "tools/io/tfevents.h"
-#include "tools/train/checkpoint.h"
 
 namespace gan::train {
 
@@ -84,6 +85,9 @@ json to_json(const Options& o) {
               {"sample_every", o.sample_every},
               {"checkpoint_every", o.checkpoint_every},
               {"log_every", o.log_every},
+              {"eval_every", o.eval_every},
+              {"eval_samples", o.eval_samples},
+              {"eval_real", o.eval_real},
               {"device", o.device},
               {"tf32", o.tf32},
               {"cuda_graph", o.cuda_graph}};
@@ -396,6 +400,8 @@ Options resolve(Options o) {
   if (o.ema < 0 || o.ema >= 1) fail(fmt::format("--ema must be in [0, 1), got {}", o.ema));
   if (o.lr_g <= 0 || o.lr_d <= 0) fail("learning rates must be > 0");
   if (o.beta1 >= 1 || o.beta2 >= 1) fail("betas must be in [0, 1)");
+  if (o.eval_every < 0 || o.eval_samples < 2 || o.eval_real < 2)
+    fail("--eval-every must be >= 0, --eval-samples and --eval-real >= 2");
   if (o.sample_every < 1 || o.checkpoint_every < 1 || o.log_every < 1)
     fail("--sample-every, --checkpoint-every and --log-every must be >= 1");
   if (o.device != "auto" && o.device != "cpu" && o.device != "cuda")
@@ -790,7 +796,7 @@ Result run(Options o) {
     tbw.add_image("samples", grid, step);
   };
 
-  auto write_checkpoint = [&] {
+  auto write_checkpoint = [&](const std::string& path, const st::Metadata& extra) {
     // Never replace a good checkpoint with a diverged state: check this step's losses first.
     if (step > 0) {
       const std::vector<float> sv = stats.to_vector();
@@ -822,8 +828,77 @@ Result run(Options o) {
     meta["format"] = kFormat;
     meta["config"] = to_json(o).dump();
     meta["step"] = std::to_string(step);
-    st::write_file(ckpt_path, e, meta);
-    result.checkpoint = ckpt_path;
+    meta.insert(extra.begin(), extra.end());
+    st::write_file(path, e, meta);
+    if (path == ckpt_path) result.checkpoint = ckpt_path;
+  };
+
+  // ---- evaluation (--eval-every): the classifier and the real images' features, once.
+  eval::LoadedClassifier evaluator;
+  eval::Extracted eval_real;
+  const std::string best_path = (out / "best.safetensors").string();
+  double best_fd = INFINITY;
+  if (o.eval_every > 0) {
+    const std::string cls_path =
+        o.eval_classifier.empty() ? eval::default_classifier_path(nullptr) : o.eval_classifier;
+    evaluator = eval::load_classifier(cls_path, dev);
+    const auto real =
+        eval::fit_dataset(std::shared_ptr<const data::Dataset>(
+                              std::shared_ptr<const data::Dataset>(), &loader.dataset()),
+                          o.image_size, img::parse_fit(o.fit), o.eval_real);
+    eval_real = eval::cached_extract(*evaluator.net, eval::file_digest(cls_path), real,
+                                     fmt::format("train fit={}@{}", o.fit, o.image_size), 250, dev,
+                                     eval::default_cache_dir());
+    if (resuming && fs::exists(best_path)) {
+      const st::File b = st::read_file(best_path);
+      if (b.metadata.count("eval_fd")) best_fd = std::stod(b.metadata.at("eval_fd"));
+    }
+    std::printf(
+        "gan_train: evaluating every %lld steps: %lld samples against %lld real images (%s)\n",
+        (long long)o.eval_every, (long long)o.eval_samples, (long long)eval_real.features.rows,
+        evaluator.net->describe().c_str());
+  }
+  double train_t0 = 0, eval_seconds = 0;  // the loop's start; time spent evaluating
+  auto run_eval = [&] {
+    const double e0 = seconds();
+    models::Gan& G = o.ema > 0 ? ema_net : net;
+    if (o.ema > 0) {  // the EMA generator uses the current BatchNorm statistics and u, v
+      auto src = net.g->named_buffers();
+      auto dst = ema_net.g->named_buffers();
+      for (size_t i = 0; i < src.size(); ++i) dst[i].second.copy_from(src[i].second);
+    }
+    const auto fake = eval::sample(G, o.eval_samples, 250, o.seed ^ 0xe7a1e7a1ull, dev);
+    eval::MetricOptions mo;
+    mo.device = dev, mo.seed = o.seed;
+    mo.kid_subsets = 10;  // of 1000: a tenth of gan_eval's cost, enough to follow the trend
+    json r = eval::evaluate(eval_real, eval::extract(*evaluator.net, fake, 250, dev), mo);
+    r.erase("real_class_histogram");
+    eval_seconds += seconds() - e0;
+    // time_s as the other lines (since the loop started, evaluations included); eval_s: the part
+    // spent evaluating, for comparisons at equal training time.
+    metrics.write_line(json{
+        {"step", step},
+        {"time_s", seconds() - train_t0},
+        {"eval_s", eval_seconds},
+        {"eval", r}}.dump());
+    std::map<std::string, double> sc;
+    for (const char* k :
+         {"fd", "kid_mean", "precision", "recall", "density", "coverage", "is_mean"})
+      if (r.contains(k)) sc[std::string("eval/") + k] = r[k].get<double>();
+    tbw.add_scalars(sc, step);
+    const double fd = r["fd"].get<double>();
+    std::printf(
+        "%seval step %lld: FD %.3f  KID %.4f  precision %.3f  recall %.3f  density %.3f  "
+        "coverage %.3f  IS %.3f%s\n",
+        bar ? "\n" : "", (long long)step, fd, r["kid_mean"].get<double>(),
+        r["precision"].get<double>(), r["recall"].get<double>(), r["density"].get<double>(),
+        r["coverage"].get<double>(), r["is_mean"].get<double>(),
+        fd < best_fd ? "  (best so far)" : "");
+    if (fd < best_fd) {
+      best_fd = fd;
+      write_checkpoint(best_path, {{"eval_fd", fmt::format("{:.17g}", fd)},
+                                   {"eval_step", std::to_string(step)}});
+    }
   };
 
   AsyncScalars async;
@@ -866,6 +941,7 @@ Result run(Options o) {
   const int64_t start_step = step;
   const int64_t start_images = images;
   const double t0 = seconds();
+  train_t0 = t0;
   // CUDA graph: the first iteration runs eagerly (it makes the cuDNN plans and sizes the
   // workspaces), the second is captured once and every later one replays it.
   std::vector<Tensor> reals;
@@ -956,7 +1032,9 @@ Result run(Options o) {
     }
     if (step % o.sample_every == 0 || step == total_steps) write_samples();
     const bool stop = signals.received() != 0 && step < total_steps;
-    if (step % o.checkpoint_every == 0 || step == total_steps || stop) write_checkpoint();
+    if (o.eval_every > 0 && (step % o.eval_every == 0 || step == total_steps)) run_eval();
+    if (step % o.checkpoint_every == 0 || step == total_steps || stop)
+      write_checkpoint(ckpt_path, {});
     if (stop) break;
   }
   emit(true);

@@ -47,6 +47,11 @@ struct Options {
   // run
   std::string out = "runs/gan";
   int64_t sample_every = 500, checkpoint_every = 1000, log_every = 50;
+  // evaluation (tools/eval, docs/metrics.md): every eval_every steps (0: never) and at the end,
+  // eval_samples images of G (G_ema with --ema) against the first eval_real training images
+  // (as G sees them) under the classifier; logged, and best.safetensors kept by lowest FD.
+  int64_t eval_every = 0, eval_samples = 5000, eval_real = 10000;
+  std::string eval_classifier;  // empty: eval::default_classifier_path
   std::string resume;           // a run directory to continue
   std::string device = "auto";  // auto | cpu | cuda
   bool tf32 = false;

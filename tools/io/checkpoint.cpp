@@ -1,8 +1,10 @@
-#include "tools/train/checkpoint.h"
+#include "tools/io/checkpoint.h"
 
+#include <filesystem>
 #include <map>
 
 #include <fmt/format.h>
+#include <nlohmann/json.hpp>
 
 #include "engine/error.h"
 
@@ -145,6 +147,38 @@ void load_module(const st::File& f, const std::string& prefix, nn::Module& m) {
     const TorchLayout l = layout(name);
     from_torch(f.tensor(stored(name), Device::CPU, torch_shape(b, l)), l, b);
   }
+}
+
+LoadedGan load_gan(const std::string& path_or_run_dir, Device device, bool ema) {
+  LoadedGan out;
+  out.path = std::filesystem::is_directory(path_or_run_dir)
+                 ? (std::filesystem::path(path_or_run_dir) / "checkpoint.safetensors").string()
+                 : path_or_run_dir;
+  out.file = st::read_file(out.path);
+  const st::File& f = out.file;
+  models::ModelConfig mc;
+  try {
+    const nlohmann::json cfg = nlohmann::json::parse(f.meta("config"));
+    mc.model = cfg.at("model"), mc.preset = cfg.at("preset"), mc.image_size = cfg.at("image_size");
+    mc.channels = cfg.at("channels"), mc.z_dim = cfg.at("z_dim"), mc.ngf = cfg.at("ngf");
+    mc.ndf = cfg.at("ndf"), mc.official_attention = cfg.at("official_attention");
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(fmt::format("checkpoint: {}: corrupt configuration ({})", out.path, e.what()));
+  }
+  Generator init(0, device);
+  out.net = models::build(mc, init);
+  GAN_CHECK(
+      !ema || f.has("G_ema.0.bias") || f.has("G_ema.0.weight") || f.has("G_ema.0.weight_orig"),
+      fmt::format("checkpoint: {}: the run kept no EMA of G (train with --ema)", out.path));
+  load_module(f, ema ? "G_ema." : "G.", *out.net.g);
+  if (ema) {  // the EMA generator's buffers are the training generator's
+    models::Gan tmp = models::build(mc, init);
+    load_module(f, "G.", *tmp.g);
+    auto src = tmp.g->named_buffers();
+    auto dst = out.net.g->named_buffers();
+    for (size_t i = 0; i < src.size(); ++i) dst[i].second.copy_from(src[i].second);
+  }
+  return out;
 }
 
 }  // namespace gan::ckpt

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "engine/nn.h"
+#include "models/gan.h"
 #include "tools/io/safetensors.h"
 
 namespace gan::ckpt {
@@ -32,5 +33,16 @@ void append_module(std::vector<st::Entry>& out, const std::string& prefix, const
 // present with PyTorch's shape: "checkpoint: <path>: tensor 'G.0.weight' has shape ..".
 // Spectral-norm tensors are found under either naming scheme.
 void load_module(const st::File& f, const std::string& prefix, nn::Module& m);
+
+// A gan_train checkpoint (the file, or a run directory holding checkpoint.safetensors): its models
+// built from the stored configuration, G loaded (G_ema with ema: the run must have kept one; its
+// batch-norm statistics are G's), D left as initialised (load_module(file, "D.", *d) if needed).
+// Errors name the file: "checkpoint: <path>: corrupt configuration (...)".
+struct LoadedGan {
+  std::string path;  // the file read
+  st::File file;
+  models::Gan net;
+};
+LoadedGan load_gan(const std::string& path_or_run_dir, Device device, bool ema = false);
 
 }  // namespace gan::ckpt

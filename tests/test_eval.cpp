@@ -1,0 +1,195 @@
+// The evaluation pipeline (tools/eval): the classifier file, feature extraction on both devices,
+// distortions, and the metrics on real Fashion-MNIST images with the committed classifier:
+// train vs test near 0, blur and noise monotonically worse.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <filesystem>
+
+#include "engine/device.h"
+#include "engine/random.h"
+#include "tests/harness.h"
+#include "tools/eval/evaluate.h"
+#include "tools/eval/inception.h"
+#include "tools/eval/metrics.h"
+#include "tools/io/data.h"
+#include "tools/io/safetensors.h"
+
+namespace {
+
+using namespace gan;
+namespace fs = std::filesystem;
+
+// GAN_FASHION_MNIST_DIR: the dataset on a machine without the Debian package (the GPU machine
+// gets the training files only: the [cuda] cases read those).
+std::shared_ptr<data::Dataset> first_images(bool train, int64_t n) {
+  const char* where = std::getenv("GAN_FASHION_MNIST_DIR");
+  auto d = std::make_shared<data::Dataset>(
+      data::load_fashion_mnist(where && *where ? where : data::kFashionMnistDir, train));
+  d->count = n;
+  d->pixels.resize(size_t(n) * d->image_bytes());
+  d->labels.resize(size_t(n));
+  return d;
+}
+
+std::string committed_classifier() {
+  return (fs::path(GAN_TEST_FIXTURES).parent_path().parent_path() / "tools/eval" /
+          "fashion_mnist_classifier.safetensors")
+      .string();
+}
+
+double max_abs_diff(const eval::Matrix& a, const eval::Matrix& b) {
+  REQUIRE(a.rows == b.rows);
+  REQUIRE(a.cols == b.cols);
+  double m = 0;
+  for (size_t i = 0; i < a.values.size(); ++i)
+    m = std::max(m, double(std::abs(a.values[i] - b.values[i])));
+  return m;
+}
+
+}  // namespace
+
+TEST_CASE("classifier: a saved file loads back to the same outputs", "[cpu][eval]") {
+  test::TempDir dir;
+  Generator gen(3);
+  eval::ClassifierConfig cfg;
+  cfg.width = 4, cfg.features = 16;
+  eval::Classifier net(cfg, gen);
+  const auto images = first_images(false, 20);
+  const eval::Extracted a = eval::extract(net, images, 7, Device::CPU);
+  CHECK(a.features.rows == 20);
+  CHECK(a.features.cols == 16);
+  CHECK(a.logits.cols == 10);
+  eval::save_classifier(dir.file("c.safetensors"), net, {{"test_accuracy", "0.5"}});
+  const eval::LoadedClassifier l = eval::load_classifier(dir.file("c.safetensors"), Device::CPU);
+  CHECK(l.metadata.at("test_accuracy") == "0.5");
+  CHECK(l.net->config().features == 16);
+  const eval::Extracted b = eval::extract(*l.net, images, 20, Device::CPU);
+  CHECK(max_abs_diff(a.features, b.features) == 0);  // batch size does not matter in eval mode
+  CHECK(max_abs_diff(a.logits, b.logits) == 0);
+  // Not a classifier: a one-line error naming the file.
+  st::write_file(dir.file("x.safetensors"), {st::from_float("a", {1.f})}, {});
+  CHECK_THROWS_WITH(eval::load_classifier(dir.file("x.safetensors"), Device::CPU),
+                    Catch::Contains("x.safetensors: not a classifier file"));
+}
+
+TEST_CASE("classifier cuda: features and logits equal the CPU's", "[cuda][eval]") {
+  GAN_REQUIRE_GPU();
+  Generator gen(5);
+  eval::ClassifierConfig cfg;
+  cfg.width = 4, cfg.features = 16;
+  eval::Classifier cpu(cfg, gen);
+  test::TempDir dir;  // the same weights on the GPU, through a file
+  eval::save_classifier(dir.file("c.safetensors"), cpu, {});
+  const eval::LoadedClassifier on_gpu =
+      eval::load_classifier(dir.file("c.safetensors"), Device::CUDA);
+  const auto images = first_images(false, 24);
+  const eval::Extracted a = eval::extract(cpu, images, 12, Device::CPU);
+  const eval::Extracted b = eval::extract(*on_gpu.net, images, 12, Device::CUDA);
+  CHECK(max_abs_diff(a.features, b.features) < 1e-4);
+  CHECK(max_abs_diff(a.logits, b.logits) < 1e-4);
+}
+
+TEST_CASE("eval: distortions", "[cpu][eval]") {
+  data::Dataset d;
+  d.count = 1, d.height = d.width = 9, d.channels = 1;
+  d.pixels.assign(81, 100);
+  eval::distort(d, 1.5, 0, 1);  // a blur keeps a constant image
+  CHECK(std::all_of(d.pixels.begin(), d.pixels.end(), [](uint8_t p) { return p == 100; }));
+  d.pixels[40] = 255;
+  eval::distort(d, 1.0, 0, 1);  // and spreads a point symmetrically
+  CHECK(d.pixels[40] < 255);
+  CHECK(d.pixels[39] == d.pixels[41]);
+  CHECK(d.pixels[31] == d.pixels[49]);
+  data::Dataset n = d;
+  eval::distort(n, 0, 0.1, 7);
+  double var = 0;
+  for (size_t i = 0; i < n.pixels.size(); ++i)
+    var += (double(n.pixels[i]) - d.pixels[i]) * (double(n.pixels[i]) - d.pixels[i]);
+  CHECK(std::sqrt(var / 81) == Approx(12.75).epsilon(0.3));  // 0.1 x 127.5 levels
+}
+
+// The committed classifier (tools/train_classifier.cpp) on 1000 training vs 1000 test images.
+// Blur from sigma 1 and noise from 0.1 make every score worse, monotonically; milder distortions
+// (blur 0.5, noise 0.05) raise precision and density slightly (docs/metrics.md has the table):
+// they measure fidelity, and slightly smoothed images still lie where real ones are dense.
+// [heavy]: not in the sanitizer builds (numerics only; a minute there).
+TEST_CASE("gan_eval: train vs test scores near 0, blur and noise make every score worse",
+          "[cpu][eval][heavy]") {
+  const eval::LoadedClassifier c = eval::load_classifier(committed_classifier(), Device::CPU);
+  const int64_t n = 1000;
+  const eval::Extracted real = eval::extract(*c.net, first_images(true, n), 500, Device::CPU);
+  eval::MetricOptions mo;
+  mo.kid_subsets = 20, mo.kid_subset_size = 500;
+  auto score = [&](double blur, double noise) {
+    auto fake = first_images(false, n);
+    eval::distort(*fake, blur, noise, 3);
+    return eval::evaluate(real, eval::extract(*c.net, fake, 500, Device::CPU), mo);
+  };
+  const nlohmann::json clean = score(0, 0);
+  INFO(clean.dump());
+  CHECK(clean["fd"].get<double>() < 0.02 * clean["fd_parts"]["trace_real"].get<double>());
+  CHECK(std::abs(clean["kid_mean"].get<double>()) < 3 * clean["kid_std"].get<double>() + 1e-9);
+  CHECK(clean["precision"].get<double>() > 0.7);
+  CHECK(clean["recall"].get<double>() > 0.7);
+  CHECK(clean["coverage"].get<double>() > 0.85);
+  CHECK(clean["density"].get<double>() > 0.8);
+  for (const bool noise : {false, true}) {
+    nlohmann::json last = clean;
+    for (const double level : {1.0, 2.0}) {
+      const nlohmann::json s = noise ? score(0, 0.15 * level) : score(level, 0);
+      INFO((noise ? "noise " : "blur ") << level << ": " << s.dump());
+      CHECK(s["fd"].get<double>() > last["fd"].get<double>());
+      CHECK(s["kid_mean"].get<double>() > last["kid_mean"].get<double>());
+      for (const char* k : {"precision", "recall", "density", "coverage", "is_mean"})
+        CHECK(s[k].get<double>() <= last[k].get<double>());
+      last = s;
+    }
+  }
+}
+
+namespace {
+
+// pytorch-fid's FID InceptionV3 with the formula weights on two 37 x 37 images
+// (tests/fixtures/make_inception_fixture.py) against tools/eval/inception.h's network.
+void check_inception(Device dev) {
+  const st::File f = st::read_file(test::fixture_path("inception_fid_formula.safetensors"));
+  const Tensor images = f.tensor("images");  // (2, 37, 37, 3), 0..255
+  std::vector<float> x = images.to_vector();
+  for (float& v : x) v = v / 127.5f - 1.f;  // the loader's [-1, 1]
+  Generator gen(0, dev);
+  eval::InceptionV3 net(gen, true);
+  eval::fill_formula_weights(net);
+  net.eval();
+  NoGradGuard no_grad;
+  const auto out = net.forward(Var(Tensor::from_vector(x, images.shape(), dev)));
+  for (const char* name : {"features", "logits"}) {
+    const std::vector<float> want = f.tensor(name).to_vector();
+    const std::vector<float> got = (std::string(name) == "features" ? out.features : out.logits)
+                                       .value()
+                                       .to(Device::CPU)
+                                       .to_vector();
+    REQUIRE(got.size() == want.size());
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      err = std::max(err, double(std::abs(got[i] - want[i])));
+      scale = std::max(scale, double(std::abs(want[i])));
+    }
+    INFO(name << ": max abs error " << err << " of max " << scale);
+    CHECK(scale > 0.1);
+    CHECK(err < (dev == Device::CPU ? 2e-5 : 2e-4) * scale);  // 6e-7 of 1.6 measured on the CPU
+  }
+}
+
+}  // namespace
+
+TEST_CASE("inception: pytorch-fid's FID InceptionV3 gives pytorch-fid's features",
+          "[cpu][eval][inception][heavy]") {
+  check_inception(Device::CPU);
+}
+
+TEST_CASE("inception cuda: pytorch-fid's FID InceptionV3 gives pytorch-fid's features",
+          "[cuda][eval][inception][heavy]") {
+  GAN_REQUIRE_GPU();
+  check_inception(Device::CUDA);
+}

@@ -1,0 +1,206 @@
+#include "tools/eval/evaluate.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "tools/eval/metrics.h"
+#include "tools/io/image.h"
+#include "tools/io/safetensors.h"
+
+namespace gan::eval {
+
+namespace {
+
+uint64_t fnv1a(const void* data, size_t n, uint64_t h = 0xcbf29ce484222325ull) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+Matrix matrix_of(const st::File& f, const char* name) {
+  const Tensor t = f.tensor(name);
+  GAN_CHECK(t.ndim() == 2, fmt::format("gan_eval: {}: tensor '{}' is not a matrix", f.path, name));
+  Matrix m;
+  m.rows = t.dim(0), m.cols = t.dim(1);
+  m.values = t.to_vector();
+  return m;
+}
+
+Tensor tensor_of(const Matrix& m) { return Tensor::from_vector(m.values, Shape{m.rows, m.cols}); }
+
+}  // namespace
+
+nlohmann::json evaluate(const Extracted& real, const Extracted& fake, const MetricOptions& o) {
+  const Frechet fd = frechet_distance(fit_gaussian(real.features), fit_gaussian(fake.features));
+  const Kid k =
+      kid(real.features, fake.features, o.kid_subsets, o.kid_subset_size, o.seed, o.device);
+  const Prdc pr = prdc(real.features, fake.features, o.pr_k, o.device);
+  const Prdc dc = o.dc_k == o.pr_k ? pr : prdc(real.features, fake.features, o.dc_k, o.device);
+  nlohmann::json j;
+  j["fd"] = fd.distance;
+  j["fd_parts"] = {{"mean_term", fd.mean_term},
+                   {"trace_real", fd.trace_a},
+                   {"trace_fake", fd.trace_b},
+                   {"trace_sqrt", fd.trace_sqrt}};
+  j["kid_mean"] = k.mean;
+  j["kid_std"] = k.std;
+  j["kid_subsets"] = k.subsets;
+  j["kid_subset_size"] = k.subset_size;
+  j["precision"] = pr.precision;
+  j["recall"] = pr.recall;
+  j["pr_k"] = pr.k;
+  j["density"] = dc.density;
+  j["coverage"] = dc.coverage;
+  j["dc_k"] = dc.k;
+  if (fake.logits.rows > 0) {
+    const Score is =
+        inception_score(fake.logits, int(std::min<int64_t>(o.is_splits, fake.logits.rows)));
+    j["is_mean"] = is.mean;
+    j["is_std"] = is.std;
+    j["is_splits"] = is.splits;
+    j["class_histogram"] = class_histogram(fake.logits);
+  }
+  if (real.logits.rows > 0) j["real_class_histogram"] = class_histogram(real.logits);
+  j["real_count"] = real.features.rows;
+  j["fake_count"] = fake.features.rows;
+  return j;
+}
+
+std::shared_ptr<data::Dataset> sample(models::Gan& net, int64_t n, int batch, uint64_t seed,
+                                      Device device) {
+  GAN_CHECK(n > 0 && batch > 0, "gan_eval: the number of samples and the batch must be positive");
+  auto d = std::make_shared<data::Dataset>();
+  const models::ModelConfig& c = net.config;
+  d->height = d->width = c.image_size;
+  d->channels = int(c.channels);
+  d->source = "generator";
+  d->format = "samples";
+  d->pixels.reserve(size_t(n) * d->image_bytes());
+  const bool was_training = net.g->training();
+  net.g->eval();
+  Generator gen(seed, device);
+  NoGradGuard no_grad;
+  for (int64_t done = 0; done < n;) {
+    const int64_t b = std::min<int64_t>(batch, n - done);
+    Tensor z = Tensor::empty(Shape{b, net.z_dim}, device);
+    gen.normal_(z);
+    const Tensor images = net.g->forward(models::latent_input(net, Var(z))).value().to(Device::CPU);
+    for (int64_t i = 0; i < b; ++i) {
+      const img::Image im = img::tensor_image(images, i);
+      d->pixels.insert(d->pixels.end(), im.pixels.begin(), im.pixels.end());
+    }
+    done += b;
+  }
+  d->count = n;
+  net.g->train(was_training);
+  return d;
+}
+
+void distort(data::Dataset& d, double blur_sigma, double noise_std, uint64_t seed) {
+  GAN_CHECK(blur_sigma >= 0 && noise_std >= 0, "gan_eval: blur and noise must be >= 0");
+  const int h = d.height, w = d.width, c = d.channels;
+  if (blur_sigma > 0) {
+    const int r = int(std::ceil(3 * blur_sigma));
+    std::vector<double> k(size_t(2 * r + 1));
+    double ks = 0;
+    for (int i = -r; i <= r; ++i)
+      ks += k[size_t(i + r)] = std::exp(-0.5 * i * i / (blur_sigma * blur_sigma));
+    for (double& v : k) v /= ks;
+    std::vector<double> tmp(size_t(h) * w * c);
+    for (int64_t n = 0; n < d.count; ++n) {
+      uint8_t* im = d.pixels.data() + size_t(n) * d.image_bytes();
+      for (int y = 0; y < h; ++y)  // horizontal
+        for (int x = 0; x < w; ++x)
+          for (int ch = 0; ch < c; ++ch) {
+            double s = 0;
+            for (int i = -r; i <= r; ++i)
+              s += k[size_t(i + r)] * im[(size_t(y) * w + std::clamp(x + i, 0, w - 1)) * c + ch];
+            tmp[(size_t(y) * w + x) * c + ch] = s;
+          }
+      for (int y = 0; y < h; ++y)  // vertical
+        for (int x = 0; x < w; ++x)
+          for (int ch = 0; ch < c; ++ch) {
+            double s = 0;
+            for (int i = -r; i <= r; ++i)
+              s += k[size_t(i + r)] * tmp[(size_t(std::clamp(y + i, 0, h - 1)) * w + x) * c + ch];
+            im[(size_t(y) * w + x) * c + ch] = uint8_t(std::clamp(std::lround(s), 0L, 255L));
+          }
+    }
+  }
+  if (noise_std > 0) {
+    std::mt19937_64 rng(seed);
+    std::normal_distribution<double> g(0.0, 127.5 * noise_std);
+    for (uint8_t& p : d.pixels) p = uint8_t(std::clamp(std::lround(p + g(rng)), 0L, 255L));
+  }
+}
+
+std::shared_ptr<const data::Dataset> fit_dataset(std::shared_ptr<const data::Dataset> d, int size,
+                                                 img::Fit fit, int64_t limit) {
+  const int64_t n = limit > 0 ? std::min(limit, d->count) : d->count;
+  if (d->height == size && d->width == size && n == d->count) return d;
+  auto out = std::make_shared<data::Dataset>();
+  out->height = out->width = size;
+  out->channels = d->channels;
+  out->source = d->source;
+  out->format = d->format;
+  out->count = n;
+  out->pixels.reserve(size_t(n) * out->image_bytes());
+  for (int64_t i = 0; i < n; ++i) {
+    const img::Image im =
+        d->height == size && d->width == size ? d->get(i) : img::fit(d->get(i), size, fit);
+    out->pixels.insert(out->pixels.end(), im.pixels.begin(), im.pixels.end());
+  }
+  if (!d->labels.empty()) out->labels.assign(d->labels.begin(), d->labels.begin() + n);
+  return out;
+}
+
+std::string file_digest(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  GAN_CHECK(f.good(), fmt::format("gan_eval: {}: cannot open", path));
+  const std::vector<char> bytes((std::istreambuf_iterator<char>(f)),
+                                std::istreambuf_iterator<char>());
+  return fmt::format("{:016x}", fnv1a(bytes.data(), bytes.size()));
+}
+
+Extracted cached_extract(FeatureNet& net, const std::string& classifier_digest,
+                         std::shared_ptr<const data::Dataset> d, const std::string& view, int batch,
+                         Device device, const std::string& cache_dir) {
+  const std::string source = std::filesystem::absolute(d->source).lexically_normal().string();
+  const std::string key = fmt::format("{}|{}|{}|{}x{}x{}|{}", source, view, d->count, d->height,
+                                      d->width, d->channels, classifier_digest);
+  std::string path;
+  if (!cache_dir.empty()) {
+    path = (std::filesystem::path(cache_dir) /
+            fmt::format("features-{:016x}.safetensors", fnv1a(key.data(), key.size())))
+               .string();
+    if (std::filesystem::exists(path)) {
+      const st::File f = st::read_file(path);
+      const auto it = f.metadata.find("key");
+      if (it != f.metadata.end() && it->second == key)
+        return {matrix_of(f, "features"), f.has("logits") ? matrix_of(f, "logits") : Matrix()};
+    }
+  }
+  Extracted e = extract(net, d, batch, device);
+  if (!path.empty()) {
+    std::filesystem::create_directories(cache_dir);
+    std::vector<st::Entry> entries = {st::from_tensor("features", tensor_of(e.features))};
+    if (e.logits.rows > 0) entries.push_back(st::from_tensor("logits", tensor_of(e.logits)));
+    st::write_file(path, entries,
+                   {{"key", key},
+                    {"dataset", source},
+                    {"view", view},
+                    {"count", std::to_string(d->count)},
+                    {"classifier", classifier_digest}});
+  }
+  return e;
+}
+
+}  // namespace gan::eval

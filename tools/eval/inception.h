@@ -1,0 +1,49 @@
+// InceptionV3 exactly as pytorch-fid's FID network (pytorch_fid.inception.InceptionV3 with
+// use_fid_inception=True, resize_input=True, normalize_input=True, output block 3): torchvision's
+// Inception3 stem and blocks with the TF-ported FIDInceptionA/C/E_1/E_2 (average pools that do not
+// count padding; a max pool in the last block), BatchNorm eps 0.001, then adaptive average pooling
+// to the 2048 pool3 features. Inputs are resized to 299 x 299 (bilinear, align_corners=False) and
+// used in [-1, 1] (pytorch-fid's 2x - 1 of [0, 1] images; bilinear resizing commutes with it).
+// Gray images are replicated to RGB by the loader.
+//
+// Weights: state-dict names are torchvision's ("Conv2d_1a_3x3.conv.weight",
+// "Mixed_5b.branch1x1.bn.running_mean", ...). The user converts pytorch-fid's published
+// pt_inception-2015-12-05-6726825d.pth with tools/eval/convert_fid_inception.py; with its fc
+// (1008 classes) present, logits are computed too (for the IS-style score and class histogram).
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "tools/eval/classifier.h"
+
+namespace gan::eval {
+
+class InceptionV3 : public FeatureNet {
+ public:
+  // with_fc: also the 2048 -> 1008 classifier (torchvision's fc).
+  InceptionV3(Generator& gen, bool with_fc);
+  Output forward(const Var& x) override;
+  int input_size() const override { return 0; }
+  int input_channels() const override { return 3; }
+  std::string describe() const override;
+
+ private:
+  std::vector<std::shared_ptr<nn::Layer>> blocks_;
+  std::shared_ptr<nn::Linear> fc_;
+};
+
+// Loads a converted file (safetensors with torchvision's names; fc.* optional), in eval mode.
+std::shared_ptr<InceptionV3> load_inception(const std::string& path, Device device);
+
+// Fills every parameter and buffer of `net` with the formula tools/eval/convert_fid_inception.py
+// --formula (and tests/fixtures/make_inception_fixture.py) uses, so that the architecture can be
+// tested against pytorch-fid without the real weights. For the tensor named n (k = sum over its
+// characters of (position + 1) * byte, mod 997) element i (PyTorch's layout, row-major): conv
+// weights 2 sin(0.37 i + 1.7 k) / sqrt(fan_in); BatchNorm weight 1 + 0.1 sin(0.11 i + k), bias 0.1
+// cos(0.13 i + k), running_mean 0.05 sin(0.17 i + k), running_var 1 + 0.2 sin(0.19 i + k)^2; fc
+// weight 0.05 sin(0.23 i + k), bias 0.01 cos(0.29 i + k); num_batches_tracked 0. Computed in
+// double, stored as float.
+void fill_formula_weights(nn::Module& net);
+
+}  // namespace gan::eval
