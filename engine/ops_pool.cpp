@@ -32,61 +32,59 @@ kernels::Pool2dGeom geometry(const char* op, const Tensor& x, const Pool2dOption
 
 }  // namespace
 
-Var max_pool2d(const Var& x, const Pool2dOptions& o) {
-  GAN_NVTX("max_pool2d");
+namespace {
+
+// max_pool2d and avg_pool2d: the same frame, kMax picks the kernels.
+template <bool kMax>
+Var pool2d(const char* op, const Var& x, const Pool2dOptions& o) {
   const Tensor& xt = x.value();
-  const kernels::Pool2dGeom g = geometry("max_pool2d", xt, o);
+  const kernels::Pool2dGeom g = geometry(op, xt, o);
   Tensor y = Tensor::empty(Shape{g.n, g.out_h(), g.out_w(), g.c}, xt.device(), xt.dtype());
   if (xt.is_cuda()) {
-    check_cuda_f32("max_pool2d", xt);
-    kernels::max_pool2d_forward_cuda(g, xt.data<float>(), y.data<float>(), cuda::stream());
+    check_cuda_f32(op, xt);
+    (kMax ? kernels::max_pool2d_forward_cuda : kernels::avg_pool2d_forward_cuda)(
+        g, xt.data<float>(), y.data<float>(), cuda::stream());
   } else {
-    dispatch_cpu(xt, "max_pool2d", [&](auto t) {
+    dispatch_cpu(xt, op, [&](auto t) {
       using T = decltype(t);
-      kernels::max_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
+      if constexpr (kMax)
+        kernels::max_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
+      else
+        kernels::avg_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
     });
   }
-  return record("max_pool2d", {x}, y, [xt, g](const BackwardContext& c) {
+  return record(op, {x}, y, [xt, g, op](const BackwardContext& c) {
     Tensor dx = Tensor::empty_like(xt);
     if (xt.is_cuda()) {
-      kernels::max_pool2d_backward_cuda(g, xt.data<float>(), c.dout.data<float>(), dx.data<float>(),
-                                        cuda::stream());
+      if constexpr (kMax)
+        kernels::max_pool2d_backward_cuda(g, xt.data<float>(), c.dout.data<float>(),
+                                          dx.data<float>(), cuda::stream());
+      else
+        kernels::avg_pool2d_backward_cuda(g, c.dout.data<float>(), dx.data<float>(),
+                                          cuda::stream());
     } else {
-      dispatch_cpu(xt, "max_pool2d", [&](auto t) {
+      dispatch_cpu(xt, op, [&](auto t) {
         using T = decltype(t);
-        kernels::max_pool2d_backward_cpu<T>(g, xt.data<T>(), c.dout.data<T>(), dx.data<T>());
+        if constexpr (kMax)
+          kernels::max_pool2d_backward_cpu<T>(g, xt.data<T>(), c.dout.data<T>(), dx.data<T>());
+        else
+          kernels::avg_pool2d_backward_cpu<T>(g, c.dout.data<T>(), dx.data<T>());
       });
     }
     c.add(0, dx);
   });
 }
 
+}  // namespace
+
+Var max_pool2d(const Var& x, const Pool2dOptions& o) {
+  GAN_NVTX("max_pool2d");
+  return pool2d<true>("max_pool2d", x, o);
+}
+
 Var avg_pool2d(const Var& x, const Pool2dOptions& o) {
   GAN_NVTX("avg_pool2d");
-  const Tensor& xt = x.value();
-  const kernels::Pool2dGeom g = geometry("avg_pool2d", xt, o);
-  Tensor y = Tensor::empty(Shape{g.n, g.out_h(), g.out_w(), g.c}, xt.device(), xt.dtype());
-  if (xt.is_cuda()) {
-    check_cuda_f32("avg_pool2d", xt);
-    kernels::avg_pool2d_forward_cuda(g, xt.data<float>(), y.data<float>(), cuda::stream());
-  } else {
-    dispatch_cpu(xt, "avg_pool2d", [&](auto t) {
-      using T = decltype(t);
-      kernels::avg_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
-    });
-  }
-  return record("avg_pool2d", {x}, y, [xt, g](const BackwardContext& c) {
-    Tensor dx = Tensor::empty_like(xt);
-    if (xt.is_cuda()) {
-      kernels::avg_pool2d_backward_cuda(g, c.dout.data<float>(), dx.data<float>(), cuda::stream());
-    } else {
-      dispatch_cpu(xt, "avg_pool2d", [&](auto t) {
-        using T = decltype(t);
-        kernels::avg_pool2d_backward_cpu<T>(g, c.dout.data<T>(), dx.data<T>());
-      });
-    }
-    c.add(0, dx);
-  });
+  return pool2d<false>("avg_pool2d", x, o);
 }
 
 namespace {

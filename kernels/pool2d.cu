@@ -224,16 +224,25 @@ void check_geom(const Pool2dGeom& g, const char* who) {
             std::string(who) + ": bad geometry");
 }
 
+void check_sizes(int64_t h, int64_t w, int64_t P, int64_t Q, const char* who) {
+  GAN_CHECK(h > 0 && w > 0 && P > 0 && Q > 0, std::string(who) + ": bad size");
+}
+
+// Every kernel here is a grid-stride loop over `total` elements.
+template <class Kernel, class... Args>
+void run(Kernel kernel, int64_t total, cudaStream_t stream, Args... args) {
+  if (total == 0) return;
+  launch(kernel, grid_blocks(total, kThreads), kThreads, 0, stream, args...);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
 }  // namespace
 
 void max_pool2d_forward_cuda(const Pool2dGeom& g, const float* x, float* y, cudaStream_t stream) {
   GAN_NVTX("max_pool2d");
   check_geom(g, "max_pool2d_forward_cuda");
   const Dims d = dims_of(g);
-  const int64_t total = d.n * d.P * d.Q * d.c;
-  if (total == 0) return;
-  launch(pool_forward_kernel<true>, grid_blocks(total, kThreads), kThreads, 0, stream, d, x, y);
-  GAN_CUDA_CHECK_LAUNCH();
+  run(pool_forward_kernel<true>, d.n * d.P * d.Q * d.c, stream, d, x, y);
 }
 
 void max_pool2d_backward_cuda(const Pool2dGeom& g, const float* x, const float* dy, float* dx,
@@ -241,21 +250,14 @@ void max_pool2d_backward_cuda(const Pool2dGeom& g, const float* x, const float* 
   GAN_NVTX("max_pool2d_backward");
   check_geom(g, "max_pool2d_backward_cuda");
   const Dims d = dims_of(g);
-  const int64_t total = d.n * d.h * d.w * d.c;
-  if (total == 0) return;
-  launch(pool_backward_kernel<true>, grid_blocks(total, kThreads), kThreads, 0, stream, d, x, dy,
-         dx);
-  GAN_CUDA_CHECK_LAUNCH();
+  run(pool_backward_kernel<true>, d.n * d.h * d.w * d.c, stream, d, x, dy, dx);
 }
 
 void avg_pool2d_forward_cuda(const Pool2dGeom& g, const float* x, float* y, cudaStream_t stream) {
   GAN_NVTX("avg_pool2d");
   check_geom(g, "avg_pool2d_forward_cuda");
   const Dims d = dims_of(g);
-  const int64_t total = d.n * d.P * d.Q * d.c;
-  if (total == 0) return;
-  launch(pool_forward_kernel<false>, grid_blocks(total, kThreads), kThreads, 0, stream, d, x, y);
-  GAN_CUDA_CHECK_LAUNCH();
+  run(pool_forward_kernel<false>, d.n * d.P * d.Q * d.c, stream, d, x, y);
 }
 
 void avg_pool2d_backward_cuda(const Pool2dGeom& g, const float* dy, float* dx,
@@ -263,55 +265,38 @@ void avg_pool2d_backward_cuda(const Pool2dGeom& g, const float* dy, float* dx,
   GAN_NVTX("avg_pool2d_backward");
   check_geom(g, "avg_pool2d_backward_cuda");
   const Dims d = dims_of(g);
-  const int64_t total = d.n * d.h * d.w * d.c;
-  if (total == 0) return;
-  launch(pool_backward_kernel<false>, grid_blocks(total, kThreads), kThreads, 0, stream, d, nullptr,
-         dy, dx);
-  GAN_CUDA_CHECK_LAUNCH();
+  run(pool_backward_kernel<false>, d.n * d.h * d.w * d.c, stream, d,
+      static_cast<const float*>(nullptr), dy, dx);
 }
 
 void adaptive_avg_pool2d_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
                                       int64_t P, int64_t Q, float* y, cudaStream_t stream) {
   GAN_NVTX("adaptive_avg_pool2d");
-  GAN_CHECK(h > 0 && w > 0 && P > 0 && Q > 0, "adaptive_avg_pool2d_forward_cuda: bad size");
-  const int64_t total = n * P * Q * c;
-  if (total == 0) return;
-  launch(adaptive_forward_kernel, grid_blocks(total, kThreads), kThreads, 0, stream, x, n, h, w, c,
-         P, Q, y);
-  GAN_CUDA_CHECK_LAUNCH();
+  check_sizes(h, w, P, Q, "adaptive_avg_pool2d_forward_cuda");
+  run(adaptive_forward_kernel, n * P * Q * c, stream, x, n, h, w, c, P, Q, y);
 }
 
 void adaptive_avg_pool2d_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
                                        int64_t P, int64_t Q, float* dx, cudaStream_t stream) {
   GAN_NVTX("adaptive_avg_pool2d_backward");
-  GAN_CHECK(h > 0 && w > 0 && P > 0 && Q > 0, "adaptive_avg_pool2d_backward_cuda: bad size");
-  const int64_t total = n * h * w * c;
-  if (total == 0) return;
-  launch(adaptive_backward_kernel, grid_blocks(total, kThreads), kThreads, 0, stream, dy, n, h, w,
-         c, P, Q, dx);
-  GAN_CUDA_CHECK_LAUNCH();
+  check_sizes(h, w, P, Q, "adaptive_avg_pool2d_backward_cuda");
+  run(adaptive_backward_kernel, n * h * w * c, stream, dy, n, h, w, c, P, Q, dx);
 }
 
 void resize_bilinear_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
                                   int64_t P, int64_t Q, float* y, cudaStream_t stream) {
   GAN_NVTX("resize_bilinear");
-  GAN_CHECK(h > 0 && w > 0 && P > 0 && Q > 0, "resize_bilinear_forward_cuda: bad size");
-  const int64_t total = n * P * Q * c;
-  if (total == 0) return;
-  launch(bilinear_forward_kernel, grid_blocks(total, kThreads), kThreads, 0, stream, x, n, h, w, c,
-         P, Q, float(h) / float(P), float(w) / float(Q), y);
-  GAN_CUDA_CHECK_LAUNCH();
+  check_sizes(h, w, P, Q, "resize_bilinear_forward_cuda");
+  run(bilinear_forward_kernel, n * P * Q * c, stream, x, n, h, w, c, P, Q, float(h) / float(P),
+      float(w) / float(Q), y);
 }
 
 void resize_bilinear_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
                                    int64_t P, int64_t Q, float* dx, cudaStream_t stream) {
   GAN_NVTX("resize_bilinear_backward");
-  GAN_CHECK(h > 0 && w > 0 && P > 0 && Q > 0, "resize_bilinear_backward_cuda: bad size");
-  const int64_t total = n * h * w * c;
-  if (total == 0) return;
-  launch(bilinear_backward_kernel, grid_blocks(total, kThreads), kThreads, 0, stream, dy, n, h, w,
-         c, P, Q, float(h) / float(P), float(w) / float(Q), dx);
-  GAN_CUDA_CHECK_LAUNCH();
+  check_sizes(h, w, P, Q, "resize_bilinear_backward_cuda");
+  run(bilinear_backward_kernel, n * h * w * c, stream, dy, n, h, w, c, P, Q, float(h) / float(P),
+      float(w) / float(Q), dx);
 }
 
 }  // namespace gan::kernels

@@ -193,3 +193,33 @@ TEST_CASE("inception cuda: pytorch-fid's FID InceptionV3 gives pytorch-fid's fea
   GAN_REQUIRE_GPU();
   check_inception(Device::CUDA);
 }
+
+TEST_CASE("eval: cached features and radii give the numbers computed afresh", "[cpu][eval]") {
+  test::TempDir dir;
+  Generator gen(4);
+  eval::ClassifierConfig cfg;
+  cfg.width = 4, cfg.features = 16;
+  eval::Classifier net(cfg, gen);
+  const auto real = first_images(true, 80);
+  const auto fake = first_images(false, 40);
+  eval::MetricOptions mo;
+  mo.kid_subsets = 3, mo.kid_subset_size = 30;
+  const eval::Extracted f = eval::extract(net, fake, 40, Device::CPU);
+  const nlohmann::json fresh =
+      eval::evaluate(eval::extract(net, real, 40, Device::CPU), f, mo);  // radii computed here
+  const eval::Extracted first =
+      eval::cached_extract(net, "d1", real, "train", 40, Device::CPU, dir.file("cache"));
+  CHECK(first.radii2.size() == 2);
+  const eval::Extracted second =  // read back from the file
+      eval::cached_extract(net, "d1", real, "train", 40, Device::CPU, dir.file("cache"));
+  CHECK(second.radii2.at(3) == first.radii2.at(3));
+  CHECK(second.features.values == first.features.values);
+  const nlohmann::json cached = eval::evaluate(second, f, mo);
+  for (const char* k : {"fd", "kid_mean", "precision", "recall", "density", "coverage", "is_mean"})
+    CHECK(cached[k].get<double>() == fresh[k].get<double>());
+  // Another classifier digest is another cache entry.
+  eval::cached_extract(net, "d2", real, "train", 40, Device::CPU, dir.file("cache"));
+  int files = 0;
+  for (const auto& e : fs::directory_iterator(dir.file("cache"))) files += e.is_regular_file();
+  CHECK(files == 2);
+}

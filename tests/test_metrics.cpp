@@ -68,6 +68,13 @@ void check_known_answers(Device dev, double tol) {
     CHECK(p.coverage == Approx(want["coverage"].get<double>()).epsilon(1e-12));
   }
 
+  // Both k in one pass (what gan_eval does) give the same numbers.
+  const std::vector<gan::eval::Prdc> both = gan::eval::prdc(real, fake, {5, 3}, dev);
+  CHECK(both[0].k == 5);
+  CHECK(both[0].coverage == Approx(j["prdc"]["k5"]["coverage"].get<double>()).epsilon(1e-12));
+  CHECK(both[1].precision == Approx(j["prdc"]["k3"]["precision"].get<double>()).epsilon(1e-12));
+  CHECK(both[1].density == Approx(j["prdc"]["k3"]["density"].get<double>()).epsilon(1e-12));
+
   const Matrix logits = matrix(j["logits"]);
   CHECK(gan::eval::inception_score(logits, 1).mean ==
         Approx(j["inception_score_splits1"].get<double>()).epsilon(1e-10));
@@ -132,4 +139,19 @@ TEST_CASE("metrics: inception score bounds and the class histogram", "[cpu][metr
   CHECK(gan::eval::class_histogram(spread) == std::vector<int64_t>{2, 2, 2, 2});
   CHECK(gan::eval::class_histogram(collapsed) == std::vector<int64_t>{0, 0, 8, 0});
   CHECK_THROWS_WITH(gan::eval::inception_score(spread, 9), "metrics: 9 splits of 8 rows");
+}
+
+// Ties at a radius (points on a grid, distances exact in float): prdc counts strictly inside.
+// prdc 0.2: compute_prdc([[0], [1], [2], [3], [4]], [[5], [2.5], [10]], nearest_k=1) =
+// precision 1/3, recall 0.8, density 2/3, coverage 0.4 (5 is exactly one radius from 4).
+TEST_CASE("metrics: prdc counts points strictly inside the radii", "[cpu][metrics]") {
+  Matrix real, fake;
+  real.rows = 5, fake.rows = 3, real.cols = fake.cols = 1;
+  real.values = {0, 1, 2, 3, 4};
+  fake.values = {5, 2.5, 10};
+  const gan::eval::Prdc p = gan::eval::prdc(real, fake, 1, Device::CPU);
+  CHECK(p.precision == Approx(1.0 / 3));
+  CHECK(p.recall == Approx(0.8));
+  CHECK(p.density == Approx(2.0 / 3));
+  CHECK(p.coverage == Approx(0.4));
 }

@@ -179,7 +179,7 @@ int main(int argc, char** argv) {
         fake->height, img::parse_fit(real_fit), real_limit);
     const eval::Extracted real_features = eval::cached_extract(
         *net, digest, real_set, fmt::format("{} fit={}@{}", real_split, real_fit, fake->height),
-        batch, dev, no_cache ? "" : cache);
+        batch, dev, no_cache ? "" : cache, {mo.pr_k, mo.dc_k});
     const eval::Extracted fake_features = eval::extract(*net, fake, batch, dev);
 
     nlohmann::json j = eval::evaluate(real_features, fake_features, mo);

@@ -36,14 +36,42 @@ Matrix matrix_of(const st::File& f, const char* name) {
 
 Tensor tensor_of(const Matrix& m) { return Tensor::from_vector(m.values, Shape{m.rows, m.cols}); }
 
+// The squared k-th-neighbour radii of e's features for every k of ks.
+void add_radii(Extracted& e, const std::vector<int>& ks, Device device) {
+  std::vector<int> todo;
+  for (int k : ks)
+    if (!e.radii2.count(k) && k < e.features.rows) todo.push_back(k);
+  if (todo.empty()) return;
+  const auto r = kth_radii2(e.features, todo, device);
+  for (size_t t = 0; t < todo.size(); ++t) e.radii2[todo[t]] = r[t];
+}
+
+void write_cache(const std::string& path, const Extracted& e, const std::string& key,
+                 const std::string& source, const std::string& view, int64_t count,
+                 const std::string& digest) {
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path());
+  std::vector<st::Entry> entries = {st::from_tensor("features", tensor_of(e.features))};
+  if (e.logits.rows > 0) entries.push_back(st::from_tensor("logits", tensor_of(e.logits)));
+  for (const auto& [k, r] : e.radii2)
+    entries.push_back(st::from_tensor(fmt::format("radii2_k{}", k),
+                                      Tensor::from_vector(r, Shape{int64_t(r.size())})));
+  st::write_file(path, entries,
+                 {{"key", key},
+                  {"dataset", source},
+                  {"view", view},
+                  {"count", std::to_string(count)},
+                  {"classifier", digest}});
+}
+
 }  // namespace
 
 nlohmann::json evaluate(const Extracted& real, const Extracted& fake, const MetricOptions& o) {
   const Frechet fd = frechet_distance(fit_gaussian(real.features), fit_gaussian(fake.features));
   const Kid k =
       kid(real.features, fake.features, o.kid_subsets, o.kid_subset_size, o.seed, o.device);
-  const Prdc pr = prdc(real.features, fake.features, o.pr_k, o.device);
-  const Prdc dc = o.dc_k == o.pr_k ? pr : prdc(real.features, fake.features, o.dc_k, o.device);
+  const std::vector<Prdc> both =
+      prdc(real.features, fake.features, {o.pr_k, o.dc_k}, o.device, &real.radii2);
+  const Prdc &pr = both[0], &dc = both[1];
   nlohmann::json j;
   j["fd"] = fd.distance;
   j["fd_parts"] = {{"mean_term", fd.mean_term},
@@ -172,7 +200,8 @@ std::string file_digest(const std::string& path) {
 
 Extracted cached_extract(FeatureNet& net, const std::string& classifier_digest,
                          std::shared_ptr<const data::Dataset> d, const std::string& view, int batch,
-                         Device device, const std::string& cache_dir) {
+                         Device device, const std::string& cache_dir,
+                         const std::vector<int>& radii_ks) {
   const std::string source = std::filesystem::absolute(d->source).lexically_normal().string();
   const std::string key = fmt::format("{}|{}|{}|{}x{}x{}|{}", source, view, d->count, d->height,
                                       d->width, d->channels, classifier_digest);
@@ -184,22 +213,28 @@ Extracted cached_extract(FeatureNet& net, const std::string& classifier_digest,
     if (std::filesystem::exists(path)) {
       const st::File f = st::read_file(path);
       const auto it = f.metadata.find("key");
-      if (it != f.metadata.end() && it->second == key)
-        return {matrix_of(f, "features"), f.has("logits") ? matrix_of(f, "logits") : Matrix()};
+      if (it != f.metadata.end() && it->second == key) {
+        Extracted e{
+            matrix_of(f, "features"), f.has("logits") ? matrix_of(f, "logits") : Matrix(), {}};
+        bool complete = true;
+        for (int k : radii_ks) {
+          const std::string name = fmt::format("radii2_k{}", k);
+          if (!f.has(name)) {
+            complete = false;
+            continue;
+          }
+          e.radii2[k] = f.tensor(name).to_double_vector();
+        }
+        if (complete) return e;
+        add_radii(e, radii_ks, device);  // an older cache file: complete it
+        write_cache(path, e, key, source, view, d->count, classifier_digest);
+        return e;
+      }
     }
   }
   Extracted e = extract(net, d, batch, device);
-  if (!path.empty()) {
-    std::filesystem::create_directories(cache_dir);
-    std::vector<st::Entry> entries = {st::from_tensor("features", tensor_of(e.features))};
-    if (e.logits.rows > 0) entries.push_back(st::from_tensor("logits", tensor_of(e.logits)));
-    st::write_file(path, entries,
-                   {{"key", key},
-                    {"dataset", source},
-                    {"view", view},
-                    {"count", std::to_string(d->count)},
-                    {"classifier", classifier_digest}});
-  }
+  add_radii(e, radii_ks, device);
+  if (!path.empty()) write_cache(path, e, key, source, view, d->count, classifier_digest);
   return e;
 }
 

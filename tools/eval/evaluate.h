@@ -56,10 +56,12 @@ std::string file_digest(const std::string& path);
 // Features of a dataset, read from or written to cache_dir (created when missing; empty: no
 // cache): <cache_dir>/features-<digest of (source, split, count, classifier digest)>.safetensors,
 // whose metadata repeats the key (a mismatch is recomputed). A damaged cache file is an error
-// naming it.
+// naming it. The file also holds the squared k-th-neighbour radii for radii_ks (precision,
+// recall, density and coverage need them; an N x N distance pass).
 // `view` names how the images were prepared (e.g. "train fit=resize@64") and is part of the key.
 Extracted cached_extract(FeatureNet& net, const std::string& classifier_digest,
                          std::shared_ptr<const data::Dataset> d, const std::string& view, int batch,
-                         Device device, const std::string& cache_dir);
+                         Device device, const std::string& cache_dir,
+                         const std::vector<int>& radii_ks = {3, 5});
 
 }  // namespace gan::eval

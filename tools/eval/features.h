@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <vector>
 
@@ -21,6 +22,9 @@ struct Matrix {
 struct Extracted {
   Matrix features;  // (N, F)
   Matrix logits;    // (N, classes); 0 rows when the net has no classifier head
+  // Squared k-th-neighbour radii of the rows within the set, by k (filled by
+  // eval::cached_extract for a real set: they cost an N x N distance pass; metrics use them).
+  std::map<int, std::vector<double>> radii2;
 };
 
 // Runs the network (eval mode) over every image of `data`, in dataset order, in batches of

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 #include <random>
 
@@ -68,20 +69,30 @@ std::vector<double> distances2(const Matrix& a, const std::vector<double>& na, i
 constexpr int64_t kBlock = 1024;  // rows of a distance block (kBlock x N doubles at a time)
 
 // Squared distance from each row to its k-th nearest neighbour in the same set (itself excluded:
-// the (k+1)-th smallest with the self-distance set to 0, as prdc does).
-std::vector<double> kth_radii2(const Matrix& m, int k, Device device) {
-  GAN_CHECK(k >= 1 && k < m.rows,
-            fmt::format("metrics: k = {} needs more than {} rows per set", k, m.rows));
+// the (k+1)-th smallest with the self-distance set to 0, as prdc does), for every k of ks:
+// radii[t][row] for ks[t]. One pass over the distances serves every k.
+std::vector<std::vector<double>> radii_impl(const Matrix& m, const std::vector<int>& ks,
+                                            Device device) {
+  std::vector<int> sorted = ks;
+  std::sort(sorted.begin(), sorted.end(), std::greater<int>());  // largest first
+  for (int k : ks)
+    GAN_CHECK(k >= 1 && k < m.rows,
+              fmt::format("metrics: k = {} needs more than {} rows per set", k, m.rows));
   const std::vector<double> n2 = row_norms2(m);
-  std::vector<double> r(size_t(m.rows));
+  std::vector<std::vector<double>> r(ks.size(), std::vector<double>(size_t(m.rows)));
   for (int64_t b0 = 0; b0 < m.rows; b0 += kBlock) {
     const int64_t cnt = std::min(kBlock, m.rows - b0);
     std::vector<double> d = distances2(m, n2, b0, cnt, m, n2, device);
     for (int64_t i = 0; i < cnt; ++i) {
       double* row = d.data() + size_t(i * m.rows);
       row[b0 + i] = 0;
-      std::nth_element(row, row + k, row + m.rows);
-      r[size_t(b0 + i)] = row[k];
+      int64_t end = m.rows;
+      for (int k : sorted) {  // each k within the part the larger one left in front
+        std::nth_element(row, row + k, row + end);
+        end = k + 1;
+        for (size_t t = 0; t < ks.size(); ++t)
+          if (ks[t] == k) r[t][size_t(b0 + i)] = row[k];
+      }
     }
   }
   return r;
@@ -209,37 +220,62 @@ Kid kid(const Matrix& real, const Matrix& fake, int subsets, int64_t subset_size
   return out;
 }
 
-Prdc prdc(const Matrix& real, const Matrix& fake, int k, Device device) {
+std::vector<std::vector<double>> kth_radii2(const Matrix& m, const std::vector<int>& ks,
+                                            Device device) {
+  return radii_impl(m, ks, device);
+}
+
+std::vector<Prdc> prdc(const Matrix& real, const Matrix& fake, const std::vector<int>& ks,
+                       Device device, const std::map<int, std::vector<double>>* real_radii2) {
   check_features(real, "prdc real");
   check_features(fake, "prdc fake");
-  const std::vector<double> rr = kth_radii2(real, k, device), rf = kth_radii2(fake, k, device);
+  GAN_CHECK(!ks.empty(), "metrics: prdc needs a k");
+  std::vector<std::vector<double>> rr;
+  bool have = real_radii2 != nullptr;
+  for (int k : ks)
+    have = have && real_radii2->count(k) && int64_t(real_radii2->at(k).size()) == real.rows;
+  if (have)
+    for (int k : ks) rr.push_back(real_radii2->at(k));
+  else
+    rr = kth_radii2(real, ks, device);
+  const auto rf = kth_radii2(fake, ks, device);
   const std::vector<double> nr = row_norms2(real), nf = row_norms2(fake);
-  std::vector<char> fake_in(size_t(fake.rows), 0), real_in(size_t(real.rows), 0);
-  std::vector<int64_t> fake_count(size_t(fake.rows), 0);
-  int64_t covered = 0;
+  const size_t nk = ks.size();
+  std::vector<std::vector<char>> fake_in(nk, std::vector<char>(size_t(fake.rows), 0));
+  std::vector<std::vector<char>> real_in(nk, std::vector<char>(size_t(real.rows), 0));
+  std::vector<std::vector<int64_t>> fake_count(nk, std::vector<int64_t>(size_t(fake.rows), 0));
+  std::vector<int64_t> covered(nk, 0);
   for (int64_t b0 = 0; b0 < real.rows; b0 += kBlock) {
     const int64_t cnt = std::min(kBlock, real.rows - b0);
     const std::vector<double> d = distances2(real, nr, b0, cnt, fake, nf, device);
-    for (int64_t i = 0; i < cnt; ++i) {
-      const double rad = rr[size_t(b0 + i)];
-      double nearest = INFINITY;
-      for (int64_t j = 0; j < fake.rows; ++j) {
-        const double v = d[size_t(i * fake.rows + j)];
-        if (v < rad) fake_in[size_t(j)] = 1, ++fake_count[size_t(j)];
-        if (v < rf[size_t(j)]) real_in[size_t(b0 + i)] = 1;
-        nearest = std::min(nearest, v);
+    for (size_t t = 0; t < nk; ++t)
+      for (int64_t i = 0; i < cnt; ++i) {
+        const double rad = rr[t][size_t(b0 + i)];
+        double nearest = INFINITY;
+        for (int64_t j = 0; j < fake.rows; ++j) {
+          const double v = d[size_t(i * fake.rows + j)];
+          if (v < rad) fake_in[t][size_t(j)] = 1, ++fake_count[t][size_t(j)];
+          if (v < rf[t][size_t(j)]) real_in[t][size_t(b0 + i)] = 1;
+          nearest = std::min(nearest, v);
+        }
+        covered[t] += nearest < rad;
       }
-      covered += nearest < rad;
-    }
   }
-  Prdc p;
-  p.k = k;
-  p.precision = double(std::count(fake_in.begin(), fake_in.end(), 1)) / double(fake.rows);
-  p.recall = double(std::count(real_in.begin(), real_in.end(), 1)) / double(real.rows);
-  p.density = double(std::accumulate(fake_count.begin(), fake_count.end(), int64_t(0))) /
-              (double(k) * double(fake.rows));
-  p.coverage = double(covered) / double(real.rows);
-  return p;
+  std::vector<Prdc> out(nk);
+  for (size_t t = 0; t < nk; ++t) {
+    Prdc& p = out[t];
+    p.k = ks[t];
+    p.precision = double(std::count(fake_in[t].begin(), fake_in[t].end(), 1)) / double(fake.rows);
+    p.recall = double(std::count(real_in[t].begin(), real_in[t].end(), 1)) / double(real.rows);
+    p.density = double(std::accumulate(fake_count[t].begin(), fake_count[t].end(), int64_t(0))) /
+                (double(ks[t]) * double(fake.rows));
+    p.coverage = double(covered[t]) / double(real.rows);
+  }
+  return out;
+}
+
+Prdc prdc(const Matrix& real, const Matrix& fake, int k, Device device) {
+  return prdc(real, fake, std::vector<int>{k}, device).front();
 }
 
 Score inception_score(const Matrix& logits, int splits) {

@@ -19,6 +19,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <vector>
 
 #include "engine/tensor.h"
@@ -63,6 +64,15 @@ struct Prdc {
   double precision = 0, recall = 0, density = 0, coverage = 0;
 };
 Prdc prdc(const Matrix& real, const Matrix& fake, int k, Device device);
+// Several k at once (one pass over the distances): one Prdc per k, in the order given. The real
+// set's squared radii may be given (kth_radii2, e.g. cached with its features).
+std::vector<Prdc> prdc(const Matrix& real, const Matrix& fake, const std::vector<int>& ks,
+                       Device device,
+                       const std::map<int, std::vector<double>>* real_radii2 = nullptr);
+// Squared distance of each row to its k-th nearest neighbour within the set (itself excluded),
+// for each k of ks: result[t][row].
+std::vector<std::vector<double>> kth_radii2(const Matrix& m, const std::vector<int>& ks,
+                                            Device device);
 
 struct Score {
   double mean = 0, std = 0;
