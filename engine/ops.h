@@ -135,6 +135,9 @@ Var avg_pool2d(const Var& x, const Pool2dOptions& o);
 Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w);
 // F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False).
 Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w);
+// PIL's Image.resize(resample=BICUBIC) on float images (antialiased when shrinking), which
+// clean-fid recommends over the bilinear resize: kernels/pool2d.h.
+Var resize_bicubic_aa(const Var& x, int64_t out_h, int64_t out_w);
 
 // ---- losses (mean over all elements, one-element result)
 // Binary cross-entropy on logits against targets of the same shape, or a constant target.

@@ -148,4 +148,27 @@ Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w) {
          auto* out) { kernels::resize_bilinear_backward_cpu(in, n, h, w, c, P, Q, out); });
 }
 
+Var resize_bicubic_aa(const Var& x, int64_t out_h, int64_t out_w) {
+  GAN_NVTX("resize_bicubic_aa");
+  // Both CUDA passes go through an (N, H, Q, C) intermediate, made per call from the pool.
+  return resample(
+      "resize_bicubic_aa", x, out_h, out_w,
+      [](const float* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+         float* out, cudaStream_t stream) {
+        const Tensor tmp = Tensor::empty(Shape{n * h * Q * c}, Device::CUDA);
+        kernels::resize_bicubic_aa_forward_cuda(in, n, h, w, c, P, Q, tmp.data<float>(), out,
+                                                stream);
+      },
+      [](const float* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+         float* out, cudaStream_t stream) {
+        const Tensor tmp = Tensor::empty(Shape{n * h * Q * c}, Device::CUDA);
+        kernels::resize_bicubic_aa_backward_cuda(in, n, h, w, c, P, Q, tmp.data<float>(), out,
+                                                 stream);
+      },
+      [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+         auto* out) { kernels::resize_bicubic_aa_forward_cpu(in, n, h, w, c, P, Q, out); },
+      [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+         auto* out) { kernels::resize_bicubic_aa_backward_cpu(in, n, h, w, c, P, Q, out); });
+}
+
 }  // namespace gan

@@ -218,6 +218,77 @@ __global__ void bilinear_backward_kernel(const float* __restrict__ dy, int64_t n
   }
 }
 
+// PIL's bicubic resampling along one axis of a (outer, in, inner) view -> (outer, out, inner).
+// Window parameters and weights in double, as PIL (and the CPU reference) computes them.
+__device__ __forceinline__ double cubic(double x) {
+  const double a = -0.5;
+  x = fabs(x);
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+struct Window {
+  double center, fscale;
+  int64_t lo, hi;  // taps [lo, hi)
+};
+
+__device__ __forceinline__ Window window(int64_t i, int64_t in, int64_t out) {
+  const double scale = double(in) / double(out);
+  Window w;
+  w.fscale = scale > 1 ? scale : 1.0;
+  const double support = 2.0 * w.fscale;
+  w.center = (double(i) + 0.5) * scale;
+  w.lo = max(int64_t(w.center - support + 0.5), int64_t(0));
+  w.hi = min(int64_t(w.center + support + 0.5), in);
+  return w;
+}
+
+__device__ __forceinline__ double tap(const Window& w, int64_t x) {
+  return cubic((double(x) - w.center + 0.5) / w.fscale);
+}
+
+__global__ void bicubic_axis_kernel(const float* __restrict__ x, int64_t outer, int64_t in,
+                                    int64_t out, int64_t inner, float* __restrict__ y) {
+  const int64_t total = outer * out * inner;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t k = e % inner, i = (e / inner) % out, o = e / (inner * out);
+    const Window w = window(i, in, out);
+    double s = 0, norm = 0;
+    for (int64_t t = w.lo; t < w.hi; ++t) {
+      const double wt = tap(w, t);
+      norm += wt;
+      s += wt * double(x[(o * in + t) * inner + k]);
+    }
+    y[e] = norm != 0 ? float(s / norm) : 0.f;
+  }
+}
+
+// The adjoint along one axis: thread per input sample, over the outputs whose window holds it.
+__global__ void bicubic_axis_adjoint_kernel(const float* __restrict__ dy, int64_t outer, int64_t in,
+                                            int64_t out, int64_t inner, float* __restrict__ dx) {
+  const int64_t total = outer * in * inner;
+  const double scale = double(in) / double(out);
+  const double support = 2.0 * (scale > 1 ? scale : 1.0);
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t k = e % inner, xi = (e / inner) % in, o = e / (inner * in);
+    // Output i's window spans about center +- support, center = (i + 0.5) scale.
+    const int64_t i0 = max(int64_t(0), int64_t(floor((double(xi) - support - 1) / scale - 0.5)));
+    const int64_t i1 = min(out - 1, int64_t(ceil((double(xi) + support + 2) / scale - 0.5)));
+    double g = 0;
+    for (int64_t i = i0; i <= i1; ++i) {
+      const Window w = window(i, in, out);
+      if (xi < w.lo || xi >= w.hi) continue;
+      double norm = 0;
+      for (int64_t t = w.lo; t < w.hi; ++t) norm += tap(w, t);
+      if (norm != 0) g += tap(w, xi) / norm * double(dy[(o * out + i) * inner + k]);
+    }
+    dx[e] = float(g);
+  }
+}
+
 void check_geom(const Pool2dGeom& g, const char* who) {
   GAN_CHECK(g.n >= 0 && g.h > 0 && g.w > 0 && g.c > 0 && g.kh > 0 && g.kw > 0 && g.sh > 0 &&
                 g.sw > 0 && g.ph >= 0 && g.pw >= 0 && g.out_h() > 0 && g.out_w() > 0,
@@ -297,6 +368,26 @@ void resize_bilinear_backward_cuda(const float* dy, int64_t n, int64_t h, int64_
   check_sizes(h, w, P, Q, "resize_bilinear_backward_cuda");
   run(bilinear_backward_kernel, n * h * w * c, stream, dy, n, h, w, c, P, Q, float(h) / float(P),
       float(w) / float(Q), dx);
+}
+
+void resize_bicubic_aa_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
+                                    int64_t P, int64_t Q, float* tmp, float* y,
+                                    cudaStream_t stream) {
+  GAN_NVTX("resize_bicubic_aa");
+  check_sizes(h, w, P, Q, "resize_bicubic_aa_forward_cuda");
+  run(bicubic_axis_kernel, n * h * Q * c, stream, x, n * h, w, Q, c, tmp);  // columns
+  run(bicubic_axis_kernel, n * P * Q * c, stream, static_cast<const float*>(tmp), n, h, P, Q * c,
+      y);  // rows
+}
+
+void resize_bicubic_aa_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
+                                     int64_t P, int64_t Q, float* tmp, float* dx,
+                                     cudaStream_t stream) {
+  GAN_NVTX("resize_bicubic_aa_backward");
+  check_sizes(h, w, P, Q, "resize_bicubic_aa_backward_cuda");
+  run(bicubic_axis_adjoint_kernel, n * h * Q * c, stream, dy, n, h, P, Q * c, tmp);  // rows
+  run(bicubic_axis_adjoint_kernel, n * h * w * c, stream, static_cast<const float*>(tmp), n * h, w,
+      Q, c, dx);  // columns
 }
 
 }  // namespace gan::kernels

@@ -11,6 +11,10 @@
 //   antialias=False)):
 //     source row s = max((i + 0.5) H / P - 0.5, 0), rows floor(s) and min(floor(s) + 1, H - 1)
 //     weighted by 1 - frac(s) and frac(s); columns likewise.
+//   resize_bicubic_aa to P x Q: PIL's Image.resize(resample=BICUBIC) on float ("F") images, which
+//     clean-fid recommends: separable, columns first, then rows; the cubic kernel (a = -0.5)
+//     stretched by the scale when shrinking (antialiasing), taps normalised to sum 1, edges not
+//     padded (the window is cut at the border and renormalised).
 // Backward kernels gather (every dx element is computed once, by one thread: deterministic).
 #pragma once
 
@@ -230,6 +234,98 @@ void resize_bilinear_backward_cpu(const T* dy, int64_t n, int64_t h, int64_t w, 
   for (size_t e = 0; e < acc.size(); ++e) dx[e] = T(acc[e]);
 }
 
+// PIL's bicubic filter (a = -0.5) and one output sample's window over an axis of `in` samples
+// resized to `out`: first tap `lo`, `count` taps, weights w[0..count) (normalised). PIL computes
+// these in double (Resample.c, precompute_coeffs); max taps: 2 ceil(2 max(in / out, 1)) + 1.
+inline double pil_bicubic(double x) {
+  const double a = -0.5;
+  if (x < 0) x = -x;
+  if (x < 1) return ((a + 2) * x - (a + 3)) * x * x + 1;
+  if (x < 2) return (((x - 5) * x + 8) * x - 4) * a;
+  return 0;
+}
+
+inline int64_t pil_window(int64_t i, int64_t in, int64_t out, double* w, int64_t& lo) {
+  const double scale = double(in) / double(out);
+  const double fscale = scale > 1 ? scale : 1.0;
+  const double support = 2.0 * fscale;
+  const double center = (double(i) + 0.5) * scale;
+  int64_t xmin = int64_t(center - support + 0.5);
+  if (xmin < 0) xmin = 0;
+  int64_t xmax = int64_t(center + support + 0.5);
+  if (xmax > in) xmax = in;
+  const int64_t count = xmax - xmin;
+  double total = 0;
+  for (int64_t t = 0; t < count; ++t)
+    total += w[t] = pil_bicubic((double(t + xmin) - center + 0.5) / fscale);
+  for (int64_t t = 0; t < count; ++t) w[t] = total != 0 ? w[t] / total : 0.0;
+  lo = xmin;
+  return count;
+}
+
+inline int64_t pil_max_taps(int64_t in, int64_t out) {
+  const double scale = double(in) / double(out);
+  return 2 * int64_t(std::ceil(2.0 * (scale > 1 ? scale : 1.0))) + 3;
+}
+
+// x (N, H, W, C) -> y (N, P, Q, C): columns (W -> Q) into a float intermediate, then rows.
+template <class T>
+void resize_bicubic_aa_forward_cpu(const T* x, int64_t n, int64_t h, int64_t w, int64_t c,
+                                   int64_t P, int64_t Q, T* y) {
+  std::vector<T> tmp(size_t(n * h * Q * c));
+  std::vector<double> wt(size_t(std::max(pil_max_taps(w, Q), pil_max_taps(h, P))));
+  for (int64_t j = 0; j < Q; ++j) {
+    int64_t lo;
+    const int64_t cnt = pil_window(j, w, Q, wt.data(), lo);
+    for (int64_t b = 0; b < n * h; ++b)
+      for (int64_t ch = 0; ch < c; ++ch) {
+        double s = 0;
+        for (int64_t t = 0; t < cnt; ++t) s += wt[size_t(t)] * double(x[(b * w + lo + t) * c + ch]);
+        tmp[size_t((b * Q + j) * c + ch)] = T(s);
+      }
+  }
+  for (int64_t i = 0; i < P; ++i) {
+    int64_t lo;
+    const int64_t cnt = pil_window(i, h, P, wt.data(), lo);
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t j = 0; j < Q; ++j)
+        for (int64_t ch = 0; ch < c; ++ch) {
+          double s = 0;
+          for (int64_t t = 0; t < cnt; ++t)
+            s += wt[size_t(t)] * double(tmp[size_t(((b * h + lo + t) * Q + j) * c + ch)]);
+          y[((b * P + i) * Q + j) * c + ch] = T(s);
+        }
+  }
+}
+
+// The adjoint: dy (N, P, Q, C) -> dx (N, H, W, C), rows first, then columns.
+template <class T>
+void resize_bicubic_aa_backward_cpu(const T* dy, int64_t n, int64_t h, int64_t w, int64_t c,
+                                    int64_t P, int64_t Q, T* dx) {
+  std::vector<double> tmp(size_t(n * h * Q * c), 0.0), acc(size_t(n * h * w * c), 0.0);
+  std::vector<double> wt(size_t(std::max(pil_max_taps(w, Q), pil_max_taps(h, P))));
+  for (int64_t i = 0; i < P; ++i) {
+    int64_t lo;
+    const int64_t cnt = pil_window(i, h, P, wt.data(), lo);
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t j = 0; j < Q; ++j)
+        for (int64_t ch = 0; ch < c; ++ch)
+          for (int64_t t = 0; t < cnt; ++t)
+            tmp[size_t(((b * h + lo + t) * Q + j) * c + ch)] +=
+                wt[size_t(t)] * double(dy[((b * P + i) * Q + j) * c + ch]);
+  }
+  for (int64_t j = 0; j < Q; ++j) {
+    int64_t lo;
+    const int64_t cnt = pil_window(j, w, Q, wt.data(), lo);
+    for (int64_t b = 0; b < n * h; ++b)
+      for (int64_t ch = 0; ch < c; ++ch)
+        for (int64_t t = 0; t < cnt; ++t)
+          acc[size_t((b * w + lo + t) * c + ch)] +=
+              wt[size_t(t)] * tmp[size_t((b * Q + j) * c + ch)];
+  }
+  for (size_t e = 0; e < acc.size(); ++e) dx[e] = T(acc[e]);
+}
+
 void max_pool2d_forward_cuda(const Pool2dGeom& g, const float* x, float* y, cudaStream_t stream);
 void max_pool2d_backward_cuda(const Pool2dGeom& g, const float* x, const float* dy, float* dx,
                               cudaStream_t stream);
@@ -243,5 +339,12 @@ void resize_bilinear_forward_cuda(const float* x, int64_t n, int64_t h, int64_t 
                                   int64_t P, int64_t Q, float* y, cudaStream_t stream);
 void resize_bilinear_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
                                    int64_t P, int64_t Q, float* dx, cudaStream_t stream);
+// tmp: n h Q c floats of scratch (the intermediate of the two passes).
+void resize_bicubic_aa_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
+                                    int64_t P, int64_t Q, float* tmp, float* y,
+                                    cudaStream_t stream);
+void resize_bicubic_aa_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
+                                     int64_t P, int64_t Q, float* tmp, float* dx,
+                                     cudaStream_t stream);
 
 }  // namespace gan::kernels

@@ -2,6 +2,11 @@
 // f64, finite differences, CUDA vs CPU), and values PyTorch gives on small inputs.
 #include <catch2/catch.hpp>
 
+#include <cmath>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
 #include "engine/ops.h"
 #include "tests/harness.h"
 
@@ -77,6 +82,25 @@ std::vector<OpCase> resample_cases(bool resize) {
 std::vector<OpCase> adaptive_cases() { return resample_cases(false); }
 std::vector<OpCase> resize_cases() { return resample_cases(true); }
 
+// Up, down (antialiased: the kernel stretches over 3.5 input pixels), mixed, 1 -> n, identity.
+std::vector<OpCase> bicubic_cases() {
+  std::vector<OpCase> cases;
+  for (const auto& [s, p, q] :
+       {std::tuple{Shape{1, 5, 7, 2}, 11, 13}, std::tuple{Shape{2, 28, 28, 1}, 8, 9},
+        std::tuple{Shape{1, 9, 4, 33}, 4, 10}, std::tuple{Shape{1, 1, 3, 2}, 3, 5},
+        std::tuple{Shape{1, 6, 6, 3}, 6, 6}}) {
+    OpCase c;
+    c.name = "resize_bicubic_aa " + s.str() + " -> " + std::to_string(p) + "x" + std::to_string(q);
+    Input x;
+    x.shape = s, x.lo = -2, x.hi = 2;
+    c.inputs = {x};
+    const int64_t P = p, Q = q;
+    c.fn = [P, Q](const std::vector<Var>& v) { return gan::resize_bicubic_aa(v[0], P, Q); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 std::vector<double> values(const Var& y) { return y.value().to_double_vector(); }
 
 Var image(std::vector<double> v, int64_t h, int64_t w) {
@@ -89,6 +113,7 @@ GAN_OP_TEST("max_pool2d", max_pool_cases)
 GAN_OP_TEST("avg_pool2d", avg_pool_cases)
 GAN_OP_TEST("adaptive_avg_pool2d", adaptive_cases)
 GAN_OP_TEST("resize_bilinear", resize_cases)
+GAN_OP_TEST("resize_bicubic_aa", bicubic_cases)
 
 // Values printed by PyTorch 2.15 (CPU) for the same inputs (NCHW there, one channel).
 TEST_CASE("pooling and resizing: PyTorch's values", "[cpu][pool]") {
@@ -114,4 +139,22 @@ TEST_CASE("pooling and resizing: PyTorch's values", "[cpu][pool]") {
                                       return p;
                                     }()),
                     "max_pool2d: kernel 2x2 with padding 2x0 (padding at most half the kernel)");
+}
+
+// PIL's BICUBIC resize of float images (tests/fixtures/make_pil_bicubic_fixture.py, Pillow 13.0).
+TEST_CASE("resize_bicubic_aa: PIL's values", "[cpu][pool]") {
+  std::ifstream f(gan::test::fixture_path("pil_bicubic.json"));
+  REQUIRE(f.good());
+  const nlohmann::json j = nlohmann::json::parse(f);
+  for (const auto& c : j["cases"]) {
+    const int64_t h = c["in"][0], w = c["in"][1], p = c["out"][0], q = c["out"][1];
+    INFO(h << "x" << w << " -> " << p << "x" << q);
+    const std::vector<double> x = c["x"].get<std::vector<double>>();
+    const std::vector<double> want = c["y"].get<std::vector<double>>();
+    const std::vector<double> got = values(gan::resize_bicubic_aa(image(x, h, w), p, q));
+    REQUIRE(got.size() == want.size());
+    double err = 0;
+    for (size_t i = 0; i < got.size(); ++i) err = std::max(err, std::abs(got[i] - want[i]));
+    CHECK(err < 1e-4);  // 1.5e-5 seen: PIL keeps its intermediate in float32; values up to 255
+  }
 }

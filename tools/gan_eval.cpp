@@ -49,7 +49,7 @@ int first_image_size(const std::string& dir) {
 int main(int argc, char** argv) {
   CLI::App app{"gan_eval: FD, KID, IS-style score, precision/recall, density/coverage of images"};
   std::string checkpoint, images, fake_data, fake_split = "test", real = data::kFashionMnistDir;
-  std::string inception;
+  std::string inception, resize = "pytorch-fid";
   int image_size = 0;
   std::string real_split = "train", real_fit_arg, classifier, out, device = "auto",
               cache = eval::default_cache_dir();
@@ -90,6 +90,11 @@ int main(int argc, char** argv) {
                  "pytorch-fid's InceptionV3 (converted by tools/eval/convert_fid_inception.py) as "
                  "the feature network: FID comparable with papers")
       ->excludes(net_opt);
+  app.add_option("--resize", resize,
+                 "--inception: how images reach 299 x 299: pytorch-fid (bilinear, as papers) or "
+                 "clean (PIL's antialiased bicubic, as clean-fid recommends)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"pytorch-fid", "clean"}));
   app.add_option("--image-size", image_size,
                  "--images are fitted to this size (default: the feature net's, or for "
                  "InceptionV3 the first image's)")
@@ -131,7 +136,9 @@ int main(int argc, char** argv) {
     std::map<std::string, std::string> net_meta;
     std::string net_file = inception;
     if (!inception.empty()) {
-      net = eval::load_inception(inception, dev);
+      auto inc = eval::load_inception(inception, dev);
+      if (resize == "clean") inc->set_resize(eval::InceptionV3::Resize::kBicubicAA);
+      net = inc;
     } else {
       net_file = classifier.empty() ? eval::default_classifier_path(argv[0]) : classifier;
       eval::LoadedClassifier cls = eval::load_classifier(net_file, dev);

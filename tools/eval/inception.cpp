@@ -221,14 +221,25 @@ InceptionV3::InceptionV3(Generator& g, bool with_fc) {
 FeatureNet::Output InceptionV3::forward(const Var& x) {
   GAN_CHECK(x.shape().ndim == 4 && x.shape()[3] == 3,
             fmt::format("inception: expected RGB images (B, H, W, 3), got {}", x.shape().str()));
-  Var h = x.shape()[1] == 299 && x.shape()[2] == 299 ? x : resize_bilinear(x, 299, 299);
+  Var h = x;
+  if (x.shape()[1] != 299 || x.shape()[2] != 299) {
+    if (resize_ == Resize::kBilinear) {
+      h = resize_bilinear(x, 299, 299);
+    } else {  // clamp(bicubic(x), -1, 1) = relu(y + 1) - relu(y - 1) - 1
+      const Var y = resize_bicubic_aa(x, 299, 299);
+      const Var one(Tensor::full(Shape{1}, 1.0, x.device(), x.value().dtype()));
+      h = sub(sub(relu(add(y, one)), relu(sub(y, one))), one);
+    }
+  }
   for (const auto& b : blocks_) h = b ? b->forward(h) : max_pool2d(h, pool(3, 2, 0));
   const Var f = reshape(adaptive_avg_pool2d(h, 1, 1), Shape{x.shape()[0], 2048});
   return {f, fc_ ? fc_->forward(f) : Var()};
 }
 
 std::string InceptionV3::describe() const {
-  return fmt::format("InceptionV3 (pytorch-fid's FID network{}) -> 2048", fc_ ? ", with fc" : "");
+  return fmt::format(
+      "InceptionV3 (pytorch-fid's FID network{}, {} resize) -> 2048", fc_ ? ", with fc" : "",
+      resize_ == Resize::kBilinear ? "pytorch-fid's bilinear" : "clean-fid's bicubic");
 }
 
 std::shared_ptr<InceptionV3> load_inception(const std::string& path, Device device) {

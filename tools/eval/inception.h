@@ -23,12 +23,17 @@ class InceptionV3 : public FeatureNet {
  public:
   // with_fc: also the 2048 -> 1008 classifier (torchvision's fc).
   InceptionV3(Generator& gen, bool with_fc);
+  // How inputs reach 299 x 299: pytorch-fid's bilinear resize (default), or clean-fid's
+  // recommendation, PIL's antialiased bicubic, clamped to the input range as clean-fid clips.
+  enum class Resize { kBilinear, kBicubicAA };
+  void set_resize(Resize r) { resize_ = r; }
   Output forward(const Var& x) override;
   int input_size() const override { return 0; }
   int input_channels() const override { return 3; }
   std::string describe() const override;
 
  private:
+  Resize resize_ = Resize::kBilinear;
   std::vector<std::shared_ptr<nn::Layer>> blocks_;
   std::shared_ptr<nn::Linear> fc_;
 };
