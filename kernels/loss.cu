@@ -78,22 +78,23 @@ __global__ void cross_entropy_forward_kernel(const float* __restrict__ x,
   if (threadIdx.x == 0) *loss = rows > 0 ? float(total / double(rows)) : 0.f;
 }
 
-// A warp per row.
+// A warp per row (grid-stride over rows: every warp of the grid takes rows w, w + warps, ...).
 __global__ void cross_entropy_backward_kernel(const float* __restrict__ x,
                                               const float* __restrict__ t, int64_t rows, int64_t c,
                                               const float* __restrict__ dl,
                                               float* __restrict__ dx) {
   const int lane = threadIdx.x & 31;
-  const int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5;
-  if (r >= rows) return;  // whole warps leave together
+  const int64_t warps = (int64_t(gridDim.x) * blockDim.x) >> 5;
   const float g = *dl / float(rows);
-  const float* xr = x + r * c;
-  const float* tr = t + r * c;
-  const float lse = warp_logsumexp(xr, c, lane);
-  float tsum = 0.f;
-  for (int64_t j = lane; j < c; j += 32) tsum += tr[j];
-  for (int off = 16; off > 0; off >>= 1) tsum += __shfl_xor_sync(0xffffffffu, tsum, off);
-  for (int64_t j = lane; j < c; j += 32) dx[r * c + j] = g * (expf(xr[j] - lse) * tsum - tr[j]);
+  for (int64_t r = (int64_t(blockIdx.x) * blockDim.x + threadIdx.x) >> 5; r < rows; r += warps) {
+    const float* xr = x + r * c;
+    const float* tr = t + r * c;
+    const float lse = warp_logsumexp(xr, c, lane);
+    float tsum = 0.f;
+    for (int64_t j = lane; j < c; j += 32) tsum += tr[j];
+    for (int off = 16; off > 0; off >>= 1) tsum += __shfl_xor_sync(0xffffffffu, tsum, off);
+    for (int64_t j = lane; j < c; j += 32) dx[r * c + j] = g * (expf(xr[j] - lse) * tsum - tr[j]);
+  }
 }
 
 // One block. real (nr), fake (nf) -> loss (1).

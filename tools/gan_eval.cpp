@@ -124,7 +124,13 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help
+    std::fprintf(stderr, "gan_eval: %s (see --help)\n", e.what());
+    return 2;
+  }
 
   try {
     const auto t0 = std::chrono::steady_clock::now();
@@ -158,15 +164,17 @@ int main(int argc, char** argv) {
       real_fit = nlohmann::json::parse(g.file.meta("config")).value("fit", "resize");
     } else {
       const std::string path = images.empty() ? fake_data : images;
-      data::FolderOptions fo;
-      fo.size = image_size > 0          ? image_size
-                : net->input_size() > 0 ? net->input_size()
-                                        : first_image_size(images);
-      fo.channels = net->input_channels();
-      fo.fit = img::Fit::Pad;
-      fake = std::make_shared<data::Dataset>(images.empty()
-                                                 ? data::load_auto(fake_data, fake_split == "train")
-                                                 : data::load_folder(images, fo));
+      if (images.empty()) {
+        fake = std::make_shared<data::Dataset>(data::load_auto(fake_data, fake_split == "train"));
+      } else {
+        data::FolderOptions fo;
+        fo.size = image_size > 0          ? image_size
+                  : net->input_size() > 0 ? net->input_size()
+                                          : first_image_size(images);
+        fo.channels = net->input_channels();
+        fo.fit = img::Fit::Pad;
+        fake = std::make_shared<data::Dataset>(data::load_folder(images, fo));
+      }
       fake_info = {{images.empty() ? "data" : "images", path}};
       if (images.empty()) fake_info["split"] = fake_split;
       if (fake_limit > 0 && fake_limit < fake->count) {

@@ -86,7 +86,7 @@ for m in $models; do
   echo "study: training $name ($epochs epochs) -> $run"
   count=$("$build/gan_train" --data "$data" --steps 1 --device cpu --image-size 32 --ngf 8 --ndf 8 \
     --batch-size "$batch" --out "$out/.probe" --progress 0 --sample-every 1 --checkpoint-every 1 |
-    sed -n 's/.*, \([0-9]*\) batches per epoch.*/\1/p')
+    sed -n 's/.*, \([0-9]*\) batches per epoch.*/\1/p') || die "gan_train cannot read $data"
   rm -rf "$out/.probe"
   [[ -n $count ]] || die "could not read the number of batches per epoch of $data"
   "$build/gan_train" --model "$model" --preset "$preset" --image-size "$msize" \
@@ -117,7 +117,9 @@ if [[ -n $plot_python ]]; then
 else
   echo "study: no Python with matplotlib (Debian: python3-matplotlib): the report has no curves" >&2
 fi
+report_runs=()
+for m in $models; do report_runs+=("$out/$m"); done
 python3 "$root/tools/study_report.py" --out "$out/report" \
   --command "tools/study.sh $(((tiny)) && echo --tiny || echo "--epochs $epochs --data $data")" \
-  $(for m in $models; do echo "$out/$m"; done)
+  "${report_runs[@]}"
 echo "study: report in $out/report/report.md"

@@ -120,11 +120,9 @@ std::shared_ptr<data::Dataset> sample(models::Gan& net, int64_t n, int batch, ui
     const int64_t b = std::min<int64_t>(batch, n - done);
     Tensor z = Tensor::empty(Shape{b, net.z_dim}, device);
     gen.normal_(z);
-    const Tensor images = net.g->forward(models::latent_input(net, Var(z))).value().to(Device::CPU);
-    for (int64_t i = 0; i < b; ++i) {
-      const img::Image im = img::tensor_image(images, i);
-      d->pixels.insert(d->pixels.end(), im.pixels.begin(), im.pixels.end());
-    }
+    const Tensor images = net.g->forward(models::latent_input(net, Var(z))).value();
+    // 8-bit as a saved PNG would hold it (img::tensor_image's mapping), one host copy per batch.
+    for (const float v : images.to_vector()) d->pixels.push_back(img::to_u8(v));
     done += b;
   }
   d->count = n;
@@ -203,8 +201,12 @@ Extracted cached_extract(FeatureNet& net, const std::string& classifier_digest,
                          Device device, const std::string& cache_dir,
                          const std::vector<int>& radii_ks) {
   const std::string source = std::filesystem::absolute(d->source).lexically_normal().string();
-  const std::string key = fmt::format("{}|{}|{}|{}x{}x{}|{}", source, view, d->count, d->height,
-                                      d->width, d->channels, classifier_digest);
+  // The images themselves (a path can hold another dataset later), the view, and the net: its
+  // file and its configuration (InceptionV3's resize mode is not in the file).
+  const uint64_t pixels = fnv1a(d->pixels.data(), d->pixels.size());
+  const std::string key =
+      fmt::format("{}|{}|{}|{}x{}x{}|{:016x}|{}|{}", source, view, d->count, d->height, d->width,
+                  d->channels, pixels, classifier_digest, net.describe());
   std::string path;
   if (!cache_dir.empty()) {
     path = (std::filesystem::path(cache_dir) /

@@ -184,12 +184,6 @@ void append_bytes(void* context, void* data, int size) {
   out->insert(out->end(), p, p + size);
 }
 
-uint8_t to_u8(float x) {
-  float v = (x + 1.0f) * 0.5f;
-  v = std::isnan(v) ? 0.0f : std::clamp(v, 0.0f, 1.0f);
-  return uint8_t(v * 255.0f + 0.5f);
-}
-
 }  // namespace
 
 Image::Image(int h, int w, int c, uint8_t value)
@@ -388,6 +382,12 @@ Image tile(const std::vector<Image>& images, int cols, int padding, uint8_t back
     for (int y = 0; y < first.height; ++y) std::memcpy(out.at(y0 + y, x0), images[i].at(y, 0), row);
   }
   return out;
+}
+
+uint8_t to_u8(float x) {
+  float v = (x + 1.0f) * 0.5f;
+  v = std::isnan(v) ? 0.0f : std::clamp(v, 0.0f, 1.0f);
+  return uint8_t(v * 255.0f + 0.5f);
 }
 
 Image tensor_image(const Tensor& images, int64_t index) {

@@ -94,6 +94,9 @@ Image tile(const std::vector<Image>& images, int cols, int padding = 2, uint8_t 
 // `cols` images per row (torchvision's nrow), rows = ceil(N / cols), `padding` pixels of
 // `background` around each image. Returns RGB (H, W, 3).
 Image make_grid(const Tensor& images, int cols = 8, int padding = 2, uint8_t background = 0);
+// A generated value in [-1, 1] as 8 bits: uint8(clamp((x + 1) / 2, 0, 1) * 255 + 0.5), NaN -> 0
+// (make_grid's and tensor_image's mapping).
+uint8_t to_u8(float x);
 // One image of a batch as uint8 (same mapping as make_grid; channels kept).
 Image tensor_image(const Tensor& images, int64_t index);
 

@@ -144,8 +144,9 @@ class AsyncScalars {
  public:
   struct Record {
     int64_t step = 0;
-    double seconds = 0;  // wall time since the start when logged
-    int64_t images = 0;  // real images consumed by then
+    double seconds = 0;       // wall time since the start when logged
+    double eval_seconds = 0;  // of which spent evaluating (--eval-every)
+    int64_t images = 0;       // real images consumed by then
     std::vector<std::string> names;
     std::vector<float> values;
   };
@@ -161,10 +162,11 @@ class AsyncScalars {
   }
 
   // scalars: (tensor, element index) pairs.
-  void push(int64_t step, double seconds, int64_t images, std::vector<std::string> names,
+  void push(int64_t step, double seconds, double eval_seconds, int64_t images,
+            std::vector<std::string> names,
             const std::vector<std::pair<Tensor, int64_t>>& scalars) {
     Record rec;
-    rec.step = step, rec.seconds = seconds, rec.images = images;
+    rec.step = step, rec.seconds = seconds, rec.eval_seconds = eval_seconds, rec.images = images;
     rec.names = std::move(names);
     if (scalars.empty() || !scalars[0].first.is_cuda()) {
       for (const auto& [t, k] : scalars) rec.values.push_back(t.data<float>()[k]);
@@ -912,6 +914,7 @@ Result run(Options o) {
       const double ips = r.seconds > 0 ? double(r.images) / r.seconds : 0;
       j["images_per_s"] = ips;
       j["time_s"] = r.seconds;
+      if (o.eval_every > 0) j["eval_s"] = r.eval_seconds;  // time_s - eval_s: training time
       // Memory, for long runs (docs/reliability.md): the process's resident set, and on CUDA what
       // the stream-ordered pool holds from the driver. Neither synchronises.
       j["rss_mb"] = resident_mb();
@@ -1010,7 +1013,7 @@ Result run(Options o) {
         names.push_back("D.sigma." + d_sn_names[i]);
         vals.emplace_back(d_sn[i]->sn_state()->sigma, 0);
       }
-      async.push(step, seconds() - t0, images - start_images, std::move(names), vals);
+      async.push(step, seconds() - t0, eval_seconds, images - start_images, std::move(names), vals);
     }
     emit(false);
     if (bar) {
