@@ -33,6 +33,7 @@
 #include "engine/random.h"
 #include "kernels/common.h"
 #include "models/gan.h"
+#include "tools/cli.h"
 #include "tools/train/trainer.h"
 
 #ifndef GAN_BENCH_BACKEND
@@ -313,13 +314,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "gan_bench: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (auto rc = cli::parse(app, argc, argv, "gan_bench")) return *rc;
   std::vector<Config> cfgs;
   try {
     for (const std::string& c : split(configs)) cfgs.push_back(parse_config(c));

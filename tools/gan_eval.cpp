@@ -18,6 +18,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "tools/cli.h"
 #include "tools/eval/evaluate.h"
 #include "tools/eval/inception.h"
 #include "tools/io/checkpoint.h"
@@ -124,13 +125,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "gan_eval: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (auto rc = cli::parse(app, argc, argv, "gan_eval")) return *rc;
 
   try {
     const auto t0 = std::chrono::steady_clock::now();

@@ -14,6 +14,7 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "models/gan.h"
+#include "tools/cli.h"
 #include "tools/io/checkpoint.h"
 #include "tools/io/image.h"
 #include "tools/io/safetensors.h"
@@ -175,13 +176,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", a.device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);
-    std::fprintf(stderr, "gan_sample: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (auto rc = cli::parse(app, argc, argv, "gan_sample")) return *rc;
   try {
     return run(a);
   } catch (const std::exception& e) {

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/error.h"
+#include "tools/cli.h"
 #include "tools/train/trainer.h"
 
 int main(int argc, char** argv) {
@@ -119,13 +120,7 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({-1, 0, 1}));
   app.add_option("--inject-nan-at", o.inject_nan_at, "tests: make D's weights NaN at this step")
       ->group("");  // hidden
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "gan_train: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (auto rc = gan::cli::parse(app, argc, argv, "gan_train")) return *rc;
   if (!profile_steps.empty()) {
     long long a = 0, b = 0;
     char tail = 0;

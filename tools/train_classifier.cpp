@@ -16,6 +16,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "tools/cli.h"
 #include "tools/eval/classifier.h"
 #include "tools/eval/features.h"
 #include "tools/io/data.h"
@@ -64,13 +65,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) return app.exit(e);  // --help
-    std::fprintf(stderr, "train_classifier: %s (see --help)\n", e.what());
-    return 2;
-  }
+  if (auto rc = cli::parse(app, argc, argv, "train_classifier")) return *rc;
 
   try {
     Device dev = Device::CPU;

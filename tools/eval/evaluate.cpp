@@ -38,12 +38,12 @@ Tensor tensor_of(const Matrix& m) { return Tensor::from_vector(m.values, Shape{m
 
 // The squared k-th-neighbour radii of e's features for every k of ks.
 void add_radii(Extracted& e, const std::vector<int>& ks, Device device) {
-  std::vector<int> todo;
+  std::vector<int> missing;
   for (int k : ks)
-    if (!e.radii2.count(k) && k < e.features.rows) todo.push_back(k);
-  if (todo.empty()) return;
-  const auto r = kth_radii2(e.features, todo, device);
-  for (size_t t = 0; t < todo.size(); ++t) e.radii2[todo[t]] = r[t];
+    if (!e.radii2.count(k) && k < e.features.rows) missing.push_back(k);
+  if (missing.empty()) return;
+  const auto r = kth_radii2(e.features, missing, device);
+  for (size_t t = 0; t < missing.size(); ++t) e.radii2[missing[t]] = r[t];
 }
 
 void write_cache(const std::string& path, const Extracted& e, const std::string& key,
