@@ -33,7 +33,7 @@
 #include "engine/random.h"
 #include "kernels/common.h"
 #include "models/gan.h"
-#include "tools/cli.h"
+#include "tools/programs/cli.h"
 #include "tools/train/trainer.h"
 
 #ifndef GAN_BENCH_BACKEND

@@ -21,7 +21,7 @@
 #include <cuda_runtime_api.h>
 
 #if defined(GAN_INTERP)
-#include "kernels/interp/interp.h"
+#include "kernels/interpreter/simt.h"
 #endif
 
 namespace gan::kernels::mma {

@@ -2,7 +2,7 @@
 // the launch helpers every launcher uses instead of <<<...>>>, device facts that size grids,
 // and (through kernels/check.h) the error checks. Built with nvcc, launch() is <<<...>>> and
 // launch_cooperative() is cudaLaunchCooperativeKernel; built for the interpreter (GAN_INTERP,
-// kernels/interp/), both run the kernel on the CPU SIMT runtime. This is the one place where the
+// kernels/interpreter/), both run the kernel on the CPU SIMT runtime. This is the one place where the
 // kernel sources depend on the mode.
 #pragma once
 
@@ -17,12 +17,12 @@
 #include "kernels/common.h"
 
 #if defined(GAN_INTERP)
-#include "kernels/interp/interp.h"
+#include "kernels/interpreter/simt.h"
 #endif
 
 // GAN_DYNAMIC_SHARED(T, name): in a kernel body, `name` is the block's dynamic shared memory (the
 // launch's smem bytes), i.e. extern __shared__ T name[] (which has no C++ form for the
-// interpreter: kernels/interp/device.h defines its own).
+// interpreter: kernels/interpreter/kernel_builtins.h defines its own).
 #if !defined(GAN_INTERP)
 #define GAN_DYNAMIC_SHARED(T, name) extern __shared__ __align__(16) T name[]
 #endif

@@ -101,7 +101,7 @@ class ScopedEnv {
   std::string old_;
 };
 
-// True when the CUDA device is the interpreter (kernels/interp/), not a GPU.
+// True when the CUDA device is the interpreter (kernels/interpreter/), not a GPU.
 bool on_interpreter();
 
 }  // namespace gan::test

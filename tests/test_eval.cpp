@@ -33,7 +33,7 @@ std::shared_ptr<data::Dataset> first_images(bool train, int64_t n) {
 }
 
 std::string committed_classifier() {
-  return (fs::path(GAN_TEST_FIXTURES).parent_path().parent_path() / "tools/eval" /
+  return (fs::path(GAN_TEST_FIXTURES).parent_path().parent_path() / "models/weights" /
           "fashion_mnist_classifier.safetensors")
       .string();
 }
@@ -109,7 +109,7 @@ TEST_CASE("eval: distortions", "[cpu][eval]") {
   CHECK(std::sqrt(var / 81) == Approx(12.75).epsilon(0.3));  // 0.1 x 127.5 levels
 }
 
-// The committed classifier (tools/train_classifier.cpp) on 1000 training vs 1000 test images.
+// The committed classifier (tools/programs/train_classifier.cpp) on 1000 training vs 1000 test images.
 // Blur from sigma 1 and noise from 0.1 make every score worse, monotonically; milder distortions
 // (blur 0.5, noise 0.05) raise precision and density slightly (docs/metrics.md has the table):
 // they measure fidelity, and slightly smoothed images still lie where real ones are dense.
@@ -151,7 +151,7 @@ TEST_CASE("gan_eval: train vs test scores near 0, blur and noise make every scor
 namespace {
 
 // pytorch-fid's FID InceptionV3 with the formula weights on two 37 x 37 images
-// (tests/fixtures/make_inception_fixture.py) against tools/eval/inception.h's network.
+// (tools/scripts/fixtures/make_inception_fixture.py) against tools/eval/inception.h's network.
 void check_inception(Device dev) {
   const st::File f = st::read_file(test::fixture_path("inception_fid_formula.safetensors"));
   const Tensor images = f.tensor("images");  // (2, 37, 37, 3), 0..255

@@ -269,7 +269,7 @@ TEST_CASE("trainer: WGAN-GP and R1 runs write every output and log the penalty",
 namespace {
 
 void check_wgan_gp_step(Device dev) {
-  // tests/fixtures/make_wgan_gp_step.py: the same weights, real batch, z and interpolation
+  // tools/scripts/fixtures/make_wgan_gp_step.py: the same weights, real batch, z and interpolation
   // weights through torch.autograd.grad(..., create_graph=True) and Adam, in float64.
   const gan::st::File f = gan::st::read_file(gan::test::fixture_path("wgan_gp_step.safetensors"));
   train::Options o;

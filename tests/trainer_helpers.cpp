@@ -37,7 +37,7 @@ fs::path fashion_subset(int64_t n) {
   if (fs::exists(file)) return file;
   fs::create_directories(dir);
   // GAN_FASHION_MNIST_DIR: where the dataset is on a machine without the Debian package (the GPU
-  // machine; tools/gpu_session.sh sets it).
+  // machine; tools/scripts/gpu_session.sh sets it).
   const char* where = std::getenv("GAN_FASHION_MNIST_DIR");
   const data::Dataset ds = data::load_fashion_mnist(where ? where : data::kFashionMnistDir);
   std::string bytes;

@@ -14,7 +14,7 @@ namespace gan::test {
 
 #ifdef GAN_TRAIN_BIN
 // The gan_train binary the tests start: $GAN_TRAIN_BIN when set (binaries carried to another
-// machine, as tools/gpu_session.sh does), else the one built beside the tests.
+// machine, as tools/scripts/gpu_session.sh does), else the one built beside the tests.
 inline std::string gan_train_bin() {
   const char* env = std::getenv("GAN_TRAIN_BIN");
   return env != nullptr && *env != '\0' ? env : GAN_TRAIN_BIN;

@@ -71,7 +71,7 @@ void save_classifier(const std::string& path, const Classifier& c,
 LoadedClassifier load_classifier(const std::string& path, Device device) {
   GAN_CHECK(
       std::filesystem::is_regular_file(path),
-      fmt::format("classifier: {}: no such file (tools/train_classifier.cpp makes one)", path));
+      fmt::format("classifier: {}: no such file (tools/programs/train_classifier.cpp makes one)", path));
   const st::File f = st::read_file(path);
   const auto kind = f.metadata.find("gan.kind");
   GAN_CHECK(kind != f.metadata.end() && kind->second == "classifier",
@@ -100,7 +100,7 @@ LoadedClassifier load_classifier(const std::string& path, Device device) {
 std::string default_classifier_path(const char* argv0) {
   namespace fs = std::filesystem;
   if (const char* env = std::getenv("GAN_CLASSIFIER"); env && *env) return env;
-  const char* rel = "tools/eval/fashion_mnist_classifier.safetensors";
+  const char* rel = "models/weights/fashion_mnist_classifier.safetensors";
   std::error_code ec;
   const fs::path exe = argv0 ? fs::canonical(fs::path(argv0), ec) : fs::path();
   for (const fs::path& base : {ec ? fs::path() : exe.parent_path().parent_path(),

@@ -1,6 +1,6 @@
 // The default feature network of gan_eval: a small CNN classifier for 1-channel 32 x 32 images
 // (Fashion-MNIST/MNIST padded as gan_train feeds them: 28 x 28 centred, background -1), trained by
-// this engine (tools/train_classifier.cpp). Its penultimate layer (128 ReLU units) is the feature
+// this engine (tools/programs/train_classifier.cpp). Its penultimate layer (128 ReLU units) is the feature
 // space of the Frechet distance (FD: not FID, which is InceptionV3's), KID and precision/recall;
 // its logits give the Inception-Score-style score and the class histogram.
 //
@@ -73,7 +73,7 @@ struct LoadedClassifier {
 LoadedClassifier load_classifier(const std::string& path, Device device);
 
 // The default classifier file: $GAN_CLASSIFIER, else
-// tools/eval/fashion_mnist_classifier.safetensors under the program's build/.. , the working
+// models/weights/fashion_mnist_classifier.safetensors under the program's build/.. , the working
 // directory or the source tree it was built from.
 std::string default_classifier_path(const char* argv0);
 // Where cached dataset features go: $XDG_CACHE_HOME/gan_eval, else ~/.cache/gan_eval ("" if

@@ -245,12 +245,12 @@ std::string InceptionV3::describe() const {
 std::shared_ptr<InceptionV3> load_inception(const std::string& path, Device device) {
   GAN_CHECK(
       std::filesystem::is_regular_file(path),
-      fmt::format("inception: {}: no such file (tools/eval/convert_fid_inception.py makes it)",
+      fmt::format("inception: {}: no such file (tools/scripts/convert_fid_inception.py makes it)",
                   path));
   const st::File f = st::read_file(path);
   GAN_CHECK(f.has("Mixed_7c.branch_pool.conv.weight"),
             fmt::format("inception: {}: not an InceptionV3 state dict (convert pytorch-fid's "
-                        "weights with tools/eval/convert_fid_inception.py)",
+                        "weights with tools/scripts/convert_fid_inception.py)",
                         path));
   Generator g(0, device);
   auto net = std::make_shared<InceptionV3>(g, f.has("fc.weight"));

@@ -8,7 +8,7 @@
 //
 // Weights: state-dict names are torchvision's ("Conv2d_1a_3x3.conv.weight",
 // "Mixed_5b.branch1x1.bn.running_mean", ...). The user converts pytorch-fid's published
-// pt_inception-2015-12-05-6726825d.pth with tools/eval/convert_fid_inception.py; with its fc
+// pt_inception-2015-12-05-6726825d.pth with tools/scripts/convert_fid_inception.py; with its fc
 // (1008 classes) present, logits are computed too (for the IS-style score and class histogram).
 #pragma once
 
@@ -41,8 +41,8 @@ class InceptionV3 : public FeatureNet {
 // Loads a converted file (safetensors with torchvision's names; fc.* optional), in eval mode.
 std::shared_ptr<InceptionV3> load_inception(const std::string& path, Device device);
 
-// Fills every parameter and buffer of `net` with the formula tools/eval/convert_fid_inception.py
-// --formula (and tests/fixtures/make_inception_fixture.py) uses, so that the architecture can be
+// Fills every parameter and buffer of `net` with the formula tools/scripts/convert_fid_inception.py
+// --formula (and tools/scripts/fixtures/make_inception_fixture.py) uses, so that the architecture can be
 // tested against pytorch-fid without the real weights. For the tensor named n (k = sum over its
 // characters of (position + 1) * byte, mod 997) element i (PyTorch's layout, row-major): conv
 // weights 2 sin(0.37 i + 1.7 k) / sqrt(fan_in); BatchNorm weight 1 + 0.1 sin(0.11 i + k), bias 0.1

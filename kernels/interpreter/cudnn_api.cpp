@@ -1,0 +1,313 @@
+// cuDNN for the interpreter: the convolution calls the engine makes (NHWC float32), computed by
+// the CPU references of kernels/conv.h on the handle's stream. Like cuDNN, each direction needs a
+// workspace (here: room for its result, which is computed there first and then blended with
+// alpha and beta), so a workspace that moved or was freed under a captured graph faults.
+#include <cudnn.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "kernels/conv.h"
+#include "kernels/interpreter/runtime_internal.h"
+#include "kernels/interpreter/simt.h"
+
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+
+struct cudnnContext {
+  cudaStream_t stream = nullptr;
+};
+struct cudnnTensorStruct {
+  cudnnTensorFormat_t format = CUDNN_TENSOR_NCHW;
+  cudnnDataType_t type = CUDNN_DATA_FLOAT;
+  int n = 0, c = 0, h = 0, w = 0;
+};
+struct cudnnFilterStruct {
+  cudnnTensorFormat_t format = CUDNN_TENSOR_NCHW;
+  cudnnDataType_t type = CUDNN_DATA_FLOAT;
+  int k = 0, c = 0, r = 0, s = 0;
+};
+struct cudnnConvolutionStruct {
+  int pad_h = 0, pad_w = 0, stride_h = 1, stride_w = 1, dil_h = 1, dil_w = 1;
+  cudnnConvolutionMode_t mode = CUDNN_CROSS_CORRELATION;
+  cudnnMathType_t math = CUDNN_DEFAULT_MATH;
+};
+
+namespace {
+
+using gan::kernels::ConvGeom;
+
+bool supported(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
+               const cudnnConvolutionStruct* c) {
+  return x->format == CUDNN_TENSOR_NHWC && w->format == CUDNN_TENSOR_NHWC &&
+         x->type == CUDNN_DATA_FLOAT && w->type == CUDNN_DATA_FLOAT &&
+         c->mode == CUDNN_CROSS_CORRELATION && x->c == w->c;
+}
+
+ConvGeom geom(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
+              const cudnnConvolutionStruct* c) {
+  ConvGeom g;
+  g.n = x->n;
+  g.h = x->h;
+  g.w = x->w;
+  g.c = x->c;
+  g.k = w->k;
+  g.r = w->r;
+  g.s = w->s;
+  g.stride_h = c->stride_h;
+  g.stride_w = c->stride_w;
+  g.pad_h = c->pad_h;
+  g.pad_w = c->pad_w;
+  g.dil_h = c->dil_h;
+  g.dil_w = c->dil_w;
+  g.p = (g.h + 2 * g.pad_h - g.dil_h * (g.r - 1) - 1) / g.stride_h + 1;
+  g.q = (g.w + 2 * g.pad_w - g.dil_w * (g.s - 1) - 1) / g.stride_w + 1;
+  return g;
+}
+
+bool same_y(const ConvGeom& g, const cudnnTensorStruct* y) {
+  return y->format == CUDNN_TENSOR_NHWC && y->n == g.n && y->c == g.k && y->h == g.p && y->w == g.q;
+}
+
+// out = alpha * r + beta * out (beta == 0 does not read out).
+void blend(float* out, const float* r, int64_t n, float alpha, float beta) {
+  for (int64_t i = 0; i < n; ++i)
+    out[i] = float(double(alpha) * r[i] + (beta == 0.f ? 0.0 : double(beta) * out[i]));
+}
+
+template <class Perf, class Algo>
+void one_result(Perf* perf, int* returned, Algo algo, size_t bytes, cudnnMathType_t math) {
+  *returned = 1;
+  perf[0] = Perf{};
+  perf[0].algo = algo;
+  perf[0].status = CUDNN_STATUS_SUCCESS;
+  perf[0].memory = bytes;
+  perf[0].determinism = CUDNN_DETERMINISTIC;
+  perf[0].mathType = math == CUDNN_DEFAULT_MATH ? CUDNN_FMA_MATH : math;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* cudnnGetErrorString(cudnnStatus_t s) {
+  switch (s) {
+    case CUDNN_STATUS_SUCCESS:
+      return "CUDNN_STATUS_SUCCESS";
+    case CUDNN_STATUS_BAD_PARAM:
+      return "CUDNN_STATUS_BAD_PARAM (interpreter)";
+    case CUDNN_STATUS_NOT_SUPPORTED:
+      return "CUDNN_STATUS_NOT_SUPPORTED (interpreter: NHWC float32 cross-correlation only)";
+    default:
+      return "CUDNN_STATUS_EXECUTION_FAILED (interpreter)";
+  }
+}
+
+cudnnStatus_t cudnnCreate(cudnnHandle_t* h) {
+  *h = new cudnnContext;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroy(cudnnHandle_t h) {
+  delete h;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
+  h->stream = s;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t* d) {
+  *d = new cudnnTensorStruct;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyTensorDescriptor(cudnnTensorDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetTensor4dDescriptor(cudnnTensorDescriptor_t d, cudnnTensorFormat_t f,
+                                         cudnnDataType_t t, int n, int c, int h, int w) {
+  if (n <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM;
+  *d = cudnnTensorStruct{f, t, n, c, h, w};
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateFilterDescriptor(cudnnFilterDescriptor_t* d) {
+  *d = new cudnnFilterStruct;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyFilterDescriptor(cudnnFilterDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetFilter4dDescriptor(cudnnFilterDescriptor_t d, cudnnDataType_t t,
+                                         cudnnTensorFormat_t f, int k, int c, int h, int w) {
+  if (k <= 0 || c <= 0 || h <= 0 || w <= 0) return CUDNN_STATUS_BAD_PARAM;
+  *d = cudnnFilterStruct{f, t, k, c, h, w};
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnCreateConvolutionDescriptor(cudnnConvolutionDescriptor_t* d) {
+  *d = new cudnnConvolutionStruct;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnDestroyConvolutionDescriptor(cudnnConvolutionDescriptor_t d) {
+  delete d;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolution2dDescriptor(cudnnConvolutionDescriptor_t d, int ph, int pw,
+                                              int sh, int sw, int dh, int dw,
+                                              cudnnConvolutionMode_t mode, cudnnDataType_t) {
+  if (ph < 0 || pw < 0 || sh <= 0 || sw <= 0 || dh <= 0 || dw <= 0) return CUDNN_STATUS_BAD_PARAM;
+  d->pad_h = ph;
+  d->pad_w = pw;
+  d->stride_h = sh;
+  d->stride_w = sw;
+  d->dil_h = dh;
+  d->dil_w = dw;
+  d->mode = mode;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnSetConvolutionMathType(cudnnConvolutionDescriptor_t d, cudnnMathType_t m) {
+  d->math = m;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionNdForwardOutputDim(const cudnnConvolutionDescriptor_t c,
+                                                    const cudnnTensorDescriptor_t x,
+                                                    const cudnnFilterDescriptor_t w, int nb,
+                                                    int out[]) {
+  if (nb != 4) return CUDNN_STATUS_BAD_PARAM;
+  const ConvGeom g = geom(x, w, c);
+  out[0] = int(g.n);
+  out[1] = int(g.k);
+  out[2] = int(g.p);
+  out[3] = int(g.q);
+  return CUDNN_STATUS_SUCCESS;
+}
+
+// Algorithms: one deterministic result per direction; the workspace holds the result.
+cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t, const cudnnTensorDescriptor_t x,
+                                                     const cudnnFilterDescriptor_t w,
+                                                     const cudnnConvolutionDescriptor_t c,
+                                                     const cudnnTensorDescriptor_t, const int,
+                                                     int* n, cudnnConvolutionFwdAlgoPerf_t* perf) {
+  if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
+  one_result(perf, n, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, size_t(geom(x, w, c).y_numel()) * 4,
+             c->math);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
+    cudnnHandle_t, const cudnnFilterDescriptor_t w, const cudnnTensorDescriptor_t,
+    const cudnnConvolutionDescriptor_t c, const cudnnTensorDescriptor_t x, const int, int* n,
+    cudnnConvolutionBwdDataAlgoPerf_t* perf) {
+  if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
+  one_result(perf, n, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, size_t(geom(x, w, c).x_numel()) * 4,
+             c->math);
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
+    cudnnHandle_t, const cudnnTensorDescriptor_t x, const cudnnTensorDescriptor_t,
+    const cudnnConvolutionDescriptor_t c, const cudnnFilterDescriptor_t w, const int, int* n,
+    cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
+  if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
+  one_result(perf, n, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, size_t(geom(x, w, c).w_numel()) * 4,
+             c->math);
+  // GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER=1 models geometries for which cuDNN offers only
+  // non-deterministic backward-filter algorithms (it happens with odd channel counts in NHWC).
+  if (const char* e = std::getenv("GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER"); e && *e == '1') {
+    perf[0].algo = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
+    perf[0].determinism = CUDNN_NON_DETERMINISTIC;
+  }
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionForwardWorkspaceSize(cudnnHandle_t,
+                                                      const cudnnTensorDescriptor_t x,
+                                                      const cudnnFilterDescriptor_t w,
+                                                      const cudnnConvolutionDescriptor_t c,
+                                                      const cudnnTensorDescriptor_t,
+                                                      cudnnConvolutionFwdAlgo_t, size_t* bytes) {
+  *bytes = size_t(geom(x, w, c).y_numel()) * 4;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardDataWorkspaceSize(
+    cudnnHandle_t, const cudnnFilterDescriptor_t w, const cudnnTensorDescriptor_t,
+    const cudnnConvolutionDescriptor_t c, const cudnnTensorDescriptor_t x,
+    cudnnConvolutionBwdDataAlgo_t, size_t* bytes) {
+  *bytes = size_t(geom(x, w, c).x_numel()) * 4;
+  return CUDNN_STATUS_SUCCESS;
+}
+cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(
+    cudnnHandle_t, const cudnnTensorDescriptor_t x, const cudnnTensorDescriptor_t,
+    const cudnnConvolutionDescriptor_t c, const cudnnFilterDescriptor_t w,
+    cudnnConvolutionBwdFilterAlgo_t, size_t* bytes) {
+  *bytes = size_t(geom(x, w, c).w_numel()) * 4;
+  return CUDNN_STATUS_SUCCESS;
+}
+
+cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void* alpha,
+                                      const cudnnTensorDescriptor_t xd, const void* x,
+                                      const cudnnFilterDescriptor_t wd, const void* w,
+                                      const cudnnConvolutionDescriptor_t cd,
+                                      cudnnConvolutionFwdAlgo_t, void* ws, size_t ws_bytes,
+                                      const void* beta, const cudnnTensorDescriptor_t yd, void* y) {
+  if (!supported(xd, wd, cd)) return CUDNN_STATUS_NOT_SUPPORTED;
+  const ConvGeom g = geom(xd, wd, cd);
+  if (!same_y(g, yd) || !ws || ws_bytes < size_t(g.y_numel()) * 4) return CUDNN_STATUS_BAD_PARAM;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const auto* xp = static_cast<const float*>(x);
+  const auto* wp = static_cast<const float*>(w);
+  auto* yp = static_cast<float*>(y);
+  auto* r = static_cast<float*>(ws);
+  const cudaError_t e =
+      gan::interp::enqueue(h->stream, "cudnnConvolutionForward (CPU reference)", [=] {
+        gan::kernels::conv_forward_cpu(g, xp, wp, r);
+        blend(yp, r, g.y_numel(), al, be);
+      });
+  return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
+}
+
+cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void* alpha,
+                                           const cudnnFilterDescriptor_t wd, const void* w,
+                                           const cudnnTensorDescriptor_t yd, const void* dy,
+                                           const cudnnConvolutionDescriptor_t cd,
+                                           cudnnConvolutionBwdDataAlgo_t, void* ws, size_t ws_bytes,
+                                           const void* beta, const cudnnTensorDescriptor_t xd,
+                                           void* dx) {
+  if (!supported(xd, wd, cd)) return CUDNN_STATUS_NOT_SUPPORTED;
+  const ConvGeom g = geom(xd, wd, cd);
+  if (!same_y(g, yd) || !ws || ws_bytes < size_t(g.x_numel()) * 4) return CUDNN_STATUS_BAD_PARAM;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const auto* dyp = static_cast<const float*>(dy);
+  const auto* wp = static_cast<const float*>(w);
+  auto* dxp = static_cast<float*>(dx);
+  auto* r = static_cast<float*>(ws);
+  const cudaError_t e =
+      gan::interp::enqueue(h->stream, "cudnnConvolutionBackwardData (CPU reference)", [=] {
+        gan::kernels::conv_backward_data_cpu(g, dyp, wp, r);
+        blend(dxp, r, g.x_numel(), al, be);
+      });
+  return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
+}
+
+cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha,
+                                             const cudnnTensorDescriptor_t xd, const void* x,
+                                             const cudnnTensorDescriptor_t yd, const void* dy,
+                                             const cudnnConvolutionDescriptor_t cd,
+                                             cudnnConvolutionBwdFilterAlgo_t, void* ws,
+                                             size_t ws_bytes, const void* beta,
+                                             const cudnnFilterDescriptor_t wd, void* dw) {
+  if (!supported(xd, wd, cd)) return CUDNN_STATUS_NOT_SUPPORTED;
+  const ConvGeom g = geom(xd, wd, cd);
+  if (!same_y(g, yd) || !ws || ws_bytes < size_t(g.w_numel()) * 4) return CUDNN_STATUS_BAD_PARAM;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const auto* xp = static_cast<const float*>(x);
+  const auto* dyp = static_cast<const float*>(dy);
+  auto* dwp = static_cast<float*>(dw);
+  auto* r = static_cast<float*>(ws);
+  const cudaError_t e =
+      gan::interp::enqueue(h->stream, "cudnnConvolutionBackwardFilter (CPU reference)", [=] {
+        gan::kernels::conv_backward_filter_cpu(g, xp, dyp, r, false);
+        blend(dwp, r, g.w_numel(), al, be);
+      });
+  return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
+}
+
+}  // extern "C"

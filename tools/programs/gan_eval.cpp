@@ -1,0 +1,216 @@
+// gan_eval: sample-quality metrics of a generator checkpoint, a folder of images or a dataset
+// split against a real dataset (docs/metrics.md). JSON on stdout (and in --out).
+//   gan_eval --checkpoint runs/gan --real /usr/share/datasets/fashion-mnist
+//   gan_eval --data /usr/share/datasets/fashion-mnist --split test --blur 1 --real ...
+#include <algorithm>
+#include <cctype>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "tools/programs/cli.h"
+#include "tools/eval/evaluate.h"
+#include "tools/eval/inception.h"
+#include "tools/io/checkpoint.h"
+#include "tools/io/fileio.h"
+
+namespace fs = std::filesystem;
+using namespace gan;
+
+namespace {
+
+// The size of the first PNG/JPEG of a folder (sorted by path, as data::load_folder reads it).
+int first_image_size(const std::string& dir) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) {
+    std::string ext = e.path().extension().string();
+    for (char& ch : ext) ch = char(std::tolower(static_cast<unsigned char>(ch)));
+    if (e.is_regular_file() && (ext == ".png" || ext == ".jpg" || ext == ".jpeg"))
+      files.push_back(e.path());
+  }
+  GAN_CHECK(!ec && !files.empty(), fmt::format("gan_eval: {}: no PNG or JPEG images", dir));
+  const img::Image im =
+      img::decode_file(std::min_element(files.begin(), files.end())->string(), 3, "gan_eval");
+  return std::max(im.height, im.width);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"gan_eval: FD, KID, IS-style score, precision/recall, density/coverage of images"};
+  std::string checkpoint, images, fake_data, fake_split = "test", real = data::kFashionMnistDir;
+  std::string inception, resize = "pytorch-fid";
+  int image_size = 0;
+  std::string real_split = "train", real_fit_arg, classifier, out, device = "auto",
+              cache = eval::default_cache_dir();
+  int64_t samples = 10000, real_limit = 0, fake_limit = 0;
+  int batch = 250;
+  bool ema = false, no_cache = false;
+  double blur = 0, noise = 0;
+  eval::MetricOptions mo;
+  int64_t seed = 0;
+  auto* src = app.add_option_group("fake images", "what is evaluated (one of)");
+  src->add_option("--checkpoint", checkpoint, "gan_train checkpoint file or run directory");
+  src->add_option("--images", images, "a folder of PNG/JPEG images");
+  src->add_option("--data", fake_data, "a dataset (Fashion-MNIST/MNIST/CIFAR-10 directory)");
+  src->require_option(1);
+  app.add_option("--split", fake_split, "split of --data")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"train", "test"}));
+  app.add_option("--num-samples", samples, "images sampled from --checkpoint")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_flag("--ema", ema, "sample the checkpoint's EMA generator");
+  app.add_option("--limit", fake_limit, "use the first N images of --images/--data (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--real", real, "the real dataset")->capture_default_str();
+  app.add_option("--real-split", real_split, "split of --real")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"train", "test"}));
+  app.add_option("--real-fit", real_fit_arg,
+                 "how real images are brought to the fake images' size (default: the "
+                 "checkpoint's --fit, else pad)")
+      ->check(CLI::IsMember({"resize", "pad", "crop"}));
+  app.add_option("--real-limit", real_limit, "use the first N real images (0: all)")
+      ->check(CLI::NonNegativeNumber);
+  auto* net_opt =
+      app.add_option("--classifier", classifier,
+                     "feature network (default: models/weights/fashion_mnist_classifier.safetensors)");
+  app.add_option("--inception", inception,
+                 "pytorch-fid's InceptionV3 (converted by tools/scripts/convert_fid_inception.py) as "
+                 "the feature network: FID comparable with papers")
+      ->excludes(net_opt);
+  app.add_option("--resize", resize,
+                 "--inception: how images reach 299 x 299: pytorch-fid (bilinear, as papers) or "
+                 "clean (PIL's antialiased bicubic, as clean-fid recommends)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"pytorch-fid", "clean"}));
+  app.add_option("--image-size", image_size,
+                 "--images are fitted to this size (default: the feature net's, or for "
+                 "InceptionV3 the first image's)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--blur", blur, "Gaussian blur (sigma, pixels) applied to the fake images")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--noise", noise, "Gaussian noise (std, [-1, 1] units) added to the fake images")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--kid-subsets", mo.kid_subsets)
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--kid-subset-size", mo.kid_subset_size)
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 40));
+  app.add_option("--pr-k", mo.pr_k, "k of precision and recall")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--dc-k", mo.dc_k, "k of density and coverage")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--is-splits", mo.is_splits)->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", batch)->capture_default_str()->check(CLI::PositiveNumber);
+  app.add_option("--seed", seed, "latents, noise and KID subsets")->capture_default_str();
+  app.add_option("--cache-dir", cache, "where real-set features are cached")->capture_default_str();
+  app.add_flag("--no-cache", no_cache, "do not read or write cached features");
+  app.add_option("--out", out, "also write the JSON to this file");
+  app.add_option("--device", device, "auto, cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  if (auto rc = cli::parse(app, argc, argv, "gan_eval")) return *rc;
+
+  try {
+    const auto t0 = std::chrono::steady_clock::now();
+    Device dev = Device::CPU;
+    if (device == "cuda" || (device == "auto" && cuda_available())) dev = Device::CUDA;
+    mo.device = dev, mo.seed = uint64_t(seed);
+    // The feature network: InceptionV3 (FID comparable with papers) or the classifier (FD).
+    std::shared_ptr<eval::FeatureNet> net;
+    std::map<std::string, std::string> net_meta;
+    std::string net_file = inception;
+    if (!inception.empty()) {
+      auto inc = eval::load_inception(inception, dev);
+      if (resize == "clean") inc->set_resize(eval::InceptionV3::Resize::kBicubicAA);
+      net = inc;
+    } else {
+      net_file = classifier.empty() ? eval::default_classifier_path(argv[0]) : classifier;
+      eval::LoadedClassifier cls = eval::load_classifier(net_file, dev);
+      net = cls.net;
+      net_meta = cls.metadata;
+    }
+    const std::string digest = eval::file_digest(net_file);
+
+    // The fake images first: their size decides how the real ones are viewed.
+    nlohmann::json fake_info;
+    std::shared_ptr<data::Dataset> fake;
+    std::string real_fit = "pad";  // how real images reach the fake images' size
+    if (!checkpoint.empty()) {
+      ckpt::LoadedGan g = ckpt::load_gan(checkpoint, dev, ema);
+      fake = eval::sample(g.net, samples, batch, uint64_t(seed), dev);
+      fake_info = {{"checkpoint", g.path}, {"ema", ema}, {"seed", seed}};
+      real_fit = nlohmann::json::parse(g.file.meta("config")).value("fit", "resize");
+    } else {
+      const std::string path = images.empty() ? fake_data : images;
+      if (images.empty()) {
+        fake = std::make_shared<data::Dataset>(data::load_auto(fake_data, fake_split == "train"));
+      } else {
+        data::FolderOptions fo;
+        fo.size = image_size > 0          ? image_size
+                  : net->input_size() > 0 ? net->input_size()
+                                          : first_image_size(images);
+        fo.channels = net->input_channels();
+        fo.fit = img::Fit::Pad;
+        fake = std::make_shared<data::Dataset>(data::load_folder(images, fo));
+      }
+      fake_info = {{images.empty() ? "data" : "images", path}};
+      if (images.empty()) fake_info["split"] = fake_split;
+      if (fake_limit > 0 && fake_limit < fake->count) {
+        fake->count = fake_limit;
+        fake->pixels.resize(size_t(fake_limit) * fake->image_bytes());
+      }
+    }
+    if (!real_fit_arg.empty()) real_fit = real_fit_arg;
+    if (blur > 0 || noise > 0) {
+      eval::distort(*fake, blur, noise, uint64_t(seed) + 1);
+      fake_info["blur"] = blur;
+      fake_info["noise"] = noise;
+    }
+
+    std::shared_ptr<const data::Dataset> real_set = eval::fit_dataset(
+        std::make_shared<const data::Dataset>(data::load_auto(real, real_split == "train")),
+        fake->height, img::parse_fit(real_fit), real_limit);
+    const eval::Extracted real_features = eval::cached_extract(
+        *net, digest, real_set, fmt::format("{} fit={}@{}", real_split, real_fit, fake->height),
+        batch, dev, no_cache ? "" : cache, {mo.pr_k, mo.dc_k});
+    const eval::Extracted fake_features = eval::extract(*net, fake, batch, dev);
+
+    nlohmann::json j = eval::evaluate(real_features, fake_features, mo);
+    j["fake"] = fake_info;
+    j["real"] = {{"data", real},
+                 {"split", real_split},
+                 {"count", real_set->count},
+                 {"fit", fmt::format("{}@{}", real_fit, fake->height)}};
+    j["feature_net"] = {{"file", net_file}, {"digest", digest}, {"net", net->describe()}};
+    j["metric_names"] = inception.empty() ? "FD in the classifier's feature space (not FID)"
+                                          : "FID (pytorch-fid's InceptionV3)";
+    if (net_meta.count("test_accuracy"))
+      j["feature_net"]["test_accuracy"] = std::stod(net_meta["test_accuracy"]);
+    j["device"] = device_name(dev);
+    j["seconds"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const std::string text = j.dump(2) + "\n";
+    if (!out.empty()) io::write_file_atomic(out, text.data(), text.size(), "gan_eval");
+    std::fputs(text.c_str(), stdout);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
+  }
+  return 0;
+}

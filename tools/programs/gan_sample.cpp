@@ -1,0 +1,188 @@
+// gan_sample: images from a gan_train checkpoint: a grid or N single PNGs, seeded; with
+// --attention-maps, for a few query pixels, the generator's attention overlaid on the sample.
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+
+#include <fmt/format.h>
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/random.h"
+#include "models/gan.h"
+#include "tools/programs/cli.h"
+#include "tools/io/checkpoint.h"
+#include "tools/io/image.h"
+#include "tools/io/safetensors.h"
+
+namespace fs = std::filesystem;
+using namespace gan;
+
+namespace {
+
+struct Args {
+  std::string checkpoint, out = "samples";
+  int64_t n = 64;
+  int cols = 8;
+  uint64_t seed = 0;
+  bool singles = false, ema = false, attention = false;
+  std::string device = "auto";
+  std::string dump;          // safetensors file receiving z and the images (tools/scripts/torch_check.py)
+  std::string export_torch;  // G (or G_ema) and D as PyTorch state dicts, then stop
+  std::string sn_naming = "legacy";  // legacy | parametrize (tools/io/checkpoint.h)
+};
+
+int run(const Args& a) {
+  Device dev = Device::CPU;
+  if (a.device == "cuda" || (a.device == "auto" && cuda_available())) dev = Device::CUDA;
+  ckpt::LoadedGan loaded = ckpt::load_gan(a.checkpoint, dev, a.ema);
+  const std::string& path = loaded.path;
+  const st::File& f = loaded.file;
+  models::Gan& net = loaded.net;
+  if (!a.export_torch.empty()) {
+    // The state dicts as PyTorch's modules hold them ("G." / "D." prefixes, PyTorch layouts),
+    // with spectral norm in the chosen naming scheme.
+    ckpt::load_module(f, "D.", *net.d);
+    const ckpt::SnNaming naming =
+        a.sn_naming == "parametrize" ? ckpt::SnNaming::kParametrize : ckpt::SnNaming::kLegacy;
+    std::vector<st::Entry> entries;
+    ckpt::append_module(entries, "G.", *net.g, naming);
+    ckpt::append_module(entries, "D.", *net.d, naming);
+    st::write_file(a.export_torch, entries,
+                   {{"config", f.meta("config")},
+                    {"sn_naming", a.sn_naming},
+                    {"generator", a.ema ? "G_ema" : "G"}});
+    std::printf("gan_sample: G%s and D (%s spectral-norm names) in %s\n", a.ema ? " (EMA)" : "",
+                a.sn_naming.c_str(), a.export_torch.c_str());
+    return 0;
+  }
+  net.g->eval();
+  GAN_CHECK(!a.attention || !net.g->attention_layers().empty(),
+            "gan_sample: --attention-maps: this generator has no attention");
+
+  Generator gen(a.seed, dev);
+  Tensor z = Tensor::empty(Shape{a.n, net.z_dim}, dev);
+  gen.normal_(z);
+  NoGradGuard ng;
+  const Var zin = models::latent_input(net, Var(z));
+  const Tensor imgs = net.g->forward(zin).value();
+  if (!a.dump.empty()) {
+    st::write_file(a.dump, {st::from_tensor("z", z), st::from_tensor("images", imgs)},
+                   {{"checkpoint", path}});
+    std::printf("gan_sample: z and images in %s\n", a.dump.c_str());
+  }
+  if (a.singles) {
+    fs::create_directories(a.out);
+    for (int64_t i = 0; i < a.n; ++i)
+      img::write_png_atomic((fs::path(a.out) / fmt::format("sample_{:05d}.png", i)).string(),
+                            img::tensor_image(imgs, i));
+    std::printf("gan_sample: %lld images in %s\n", (long long)a.n, a.out.c_str());
+  } else {
+    std::string file = a.out;
+    const std::string ext = fs::path(file).extension().string();
+    const bool jpeg = ext == ".jpg" || ext == ".jpeg";
+    if (ext != ".png" && !jpeg) {
+      fs::create_directories(file);
+      file = (fs::path(file) / "grid.png").string();
+    }
+    if (jpeg)
+      img::write_jpeg(file, img::make_grid(imgs, a.cols));
+    else
+      img::write_png_atomic(file, img::make_grid(imgs, a.cols));
+    std::printf("gan_sample: %lld samples in %s\n", (long long)a.n, file.c_str());
+  }
+
+  if (a.attention) {
+    const std::string dir =
+        fs::path(a.out).extension() == ".png" ? fs::path(a.out).parent_path().string() : a.out;
+    fs::create_directories(dir.empty() ? "." : dir);
+    // Walk the layers once more, stopping at each attention block to read its softmax rows.
+    net.g->run_spectral_norm();
+    Var h = zin;
+    nn::Sequential& seq = net.g->net();
+    int block = 0;
+    const int64_t show = std::min<int64_t>(a.n, 4);
+    for (size_t li = 0; li < seq.size(); ++li) {
+      if (auto* at = dynamic_cast<models::SelfAttention*>(&seq[li])) {
+        const int64_t hh = h.shape()[1], ww = h.shape()[2];
+        const int64_t kh = at->official() ? hh / 2 : hh, kw = at->official() ? ww / 2 : ww;
+        // Four query pixels: the centres of the four quadrants.
+        const std::vector<std::pair<int64_t, int64_t>> qs = {
+            {hh / 4, ww / 4}, {hh / 4, 3 * ww / 4}, {3 * hh / 4, ww / 4}, {3 * hh / 4, 3 * ww / 4}};
+        std::vector<int64_t> qidx;
+        for (auto [y, x] : qs) qidx.push_back(y * ww + x);
+        const std::vector<float> rows = at->attention_map(h, qidx);  // (B, 4, kh*kw)
+        std::vector<img::Image> tiles;
+        for (int64_t s = 0; s < show; ++s) {
+          const img::Image sample = img::tensor_image(imgs, s);
+          for (size_t q = 0; q < qs.size(); ++q) {
+            const float* r = rows.data() + (s * int64_t(qs.size()) + int64_t(q)) * kh * kw;
+            // The query cell in key coordinates.
+            const int qy = int(qs[q].first * kh / hh), qx = int(qs[q].second * kw / ww);
+            tiles.push_back(img::overlay_heatmap(sample, std::vector<float>(r, r + kh * kw),
+                                                 int(kh), int(kw), qy, qx));
+          }
+        }
+        const std::string file =
+            (fs::path(dir.empty() ? "." : dir) / fmt::format("attention_{}.png", block)).string();
+        img::write_png_atomic(file, img::tile(tiles, int(qs.size())));
+        std::printf(
+            "gan_sample: attention of block %d (%lldx%lld, %s keys) for %lld samples x 4 "
+            "query pixels in %s\n",
+            block, (long long)hh, (long long)ww, at->official() ? "pooled" : "all", (long long)show,
+            file.c_str());
+        ++block;
+      }
+      h = seq[li].forward(h);
+    }
+  }
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Args a;
+  CLI::App app{"gan_sample: samples from a gan_train checkpoint"};
+  app.add_option("checkpoint", a.checkpoint, "checkpoint file or run directory")->required();
+  app.add_option("--out", a.out, "a .png (or .jpg) for the grid, or a directory")
+      ->capture_default_str();
+  app.add_option("-n,--n", a.n, "number of samples")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(4096)));
+  app.add_option("--cols", a.cols, "grid columns")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 256));
+  app.add_option("--seed", a.seed, "latent noise seed")->capture_default_str();
+  app.add_flag("--singles", a.singles, "write N single PNGs instead of a grid");
+  app.add_flag("--ema", a.ema, "use the EMA generator (runs trained with --ema)");
+  app.add_flag("--attention-maps", a.attention,
+               "also write, per attention block, its attention for 4 query pixels of 4 samples");
+  app.add_option("--dump", a.dump,
+                 "also write z and the images (NHWC) to this safetensors file (for "
+                 "tools/scripts/torch_check.py)");
+  app.add_option("--export-torch", a.export_torch,
+                 "write G (or the EMA G) and D as PyTorch state dicts to this safetensors file, "
+                 "instead of sampling");
+  app.add_option("--sn-naming", a.sn_naming,
+                 "spectral-norm names of --export-torch: legacy (nn.utils.spectral_norm: "
+                 "weight_orig/_u/_v) or parametrize (nn.utils.parametrizations.spectral_norm)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"legacy", "parametrize"}));
+  app.add_option("--device", a.device, "auto, cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  if (auto rc = cli::parse(app, argc, argv, "gan_sample")) return *rc;
+  try {
+    return run(a);
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    std::fprintf(stderr, "%s%s\n",
+                 msg.rfind("gan_sample:", 0) == 0 ? "" : "gan_sample: ", msg.c_str());
+    return 1;
+  }
+}

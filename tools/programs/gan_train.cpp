@@ -1,0 +1,154 @@
+// gan_train: trains SAGAN or DCGAN (docs/gan_train.md). With no arguments: SAGAN on
+// Fashion-MNIST on the GPU (a short CPU run when there is none).
+#include <cstdio>
+#include <string>
+
+#include <CLI/CLI.hpp>
+
+#include "engine/error.h"
+#include "tools/programs/cli.h"
+#include "tools/train/trainer.h"
+
+int main(int argc, char** argv) {
+  gan::train::Options o;
+  CLI::App app{"gan_train: train SAGAN or DCGAN with the gan engine"};
+  app.add_option("--model", o.model, "sagan or dcgan")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sagan", "dcgan"}));
+  app.add_option("--preset", o.preset, "dcgan: default or wide (the study's 64 px DCGAN)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"default", "wide"}));
+  app.add_option("--data", o.data,
+                 "Fashion-MNIST/MNIST directory or IDX file, CIFAR-10 binary folder, or a folder "
+                 "of PNG/JPEG images")
+      ->capture_default_str();
+  app.add_option("--image-size", o.image_size, "32, 64 or 128")
+      ->capture_default_str()
+      ->check(CLI::IsMember({32, 64, 128}));
+  app.add_option("--channels", o.channels, "1 or 3 (0: the dataset's)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({0, 1, 3}));
+  app.add_option("--fit", o.fit, "resize, pad or crop dataset images to the model's size")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"resize", "pad", "crop"}));
+  app.add_flag("--hflip", o.hflip, "random horizontal flips");
+  app.add_option("--batch-size", o.batch_size, "batch size")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 65535));
+  app.add_option("--epochs", o.epochs, "epochs (ignored when --steps is given)")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000000));
+  app.add_option("--steps", o.steps, "generator steps (0: use --epochs)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 40));
+  app.add_option("--lr-g", o.lr_g, "G learning rate (default: DCGAN 2e-4, SAGAN 1e-4)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--lr-d", o.lr_d, "D learning rate (default: DCGAN 2e-4, SAGAN 4e-4)")
+      ->check(CLI::PositiveNumber);
+  app.add_option("--beta1", o.beta1, "Adam beta1 (default: DCGAN 0.5, SAGAN 0)")
+      ->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--beta2", o.beta2, "Adam beta2 (default: DCGAN 0.999, SAGAN 0.9)")
+      ->check(CLI::Range(0.0, 0.999999));
+  app.add_option("--loss", o.loss,
+                 "bce, hinge, wgan (weight clipping) or wgan-gp (gradient penalty; default: "
+                 "DCGAN bce, SAGAN hinge)")
+      ->check(CLI::IsMember({"bce", "hinge", "wgan", "wgan-gp"}));
+  app.add_option("--gp-lambda", o.gp_lambda, "wgan-gp: weight of the gradient penalty")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--r1", o.r1, "R1 penalty gamma on real data (0: off; any loss)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--r1-every", o.r1_every, "lazy R1: every k-th iteration, weighted by k")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  app.add_option("--wgan-clip", o.wgan_clip, "WGAN: clip D's weights to [-c, c]")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  app.add_option("--n-dis", o.n_dis, "D steps per G step (default: wgan-gp 5, else 1)")
+      ->check(CLI::Range(1, 100));
+  app.add_option("--ema", o.ema, "decay of an EMA of G's weights used for samples (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 0.999999999));
+  app.add_option("--z-dim", o.z_dim, "latent size (default: DCGAN 100, SAGAN 128)")
+      ->check(CLI::Range(1, 4096));
+  app.add_option("--ngf", o.ngf, "G width (SAGAN conv_dim)")
+      ->capture_default_str()
+      ->check(CLI::Range(8, 4096));
+  app.add_option("--ndf", o.ndf, "D width")->capture_default_str()->check(CLI::Range(8, 4096));
+  app.add_flag("--official-attention", o.official_attention,
+               "SAGAN: the official attention (pooled keys/values, C/2 values, projection)");
+  app.add_option("--seed", o.seed, "random seed (weights, noise, data order)")
+      ->capture_default_str();
+  app.add_option("--out", o.out, "output directory")->capture_default_str();
+  app.add_option("--sample-every", o.sample_every, "steps between sample grids")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--checkpoint-every", o.checkpoint_every, "steps between checkpoints")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--log-every", o.log_every, "steps between metric records / plain lines")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40));
+  app.add_option("--eval-every", o.eval_every,
+                 "steps between evaluations (FD, KID, precision/recall, ...; 0: off); the best "
+                 "FD's state goes to best.safetensors")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--eval-samples", o.eval_samples, "generated images per evaluation")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 40));
+  app.add_option("--eval-real", o.eval_real, "training images the samples are compared with")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t(2), int64_t(1) << 40));
+  app.add_option("--eval-classifier", o.eval_classifier,
+                 "feature network (default: models/weights/fashion_mnist_classifier.safetensors)");
+  app.add_option("--resume", o.resume, "continue the run in this directory (bit for bit)");
+  app.add_option("--device", o.device, "auto, cpu or cuda")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_flag("--tf32", o.tf32, "allow TF32 tensor cores in GEMMs and convolutions");
+  app.add_flag("--cuda-graph,!--no-cuda-graph", o.cuda_graph,
+               "GPU: capture one whole iteration as a CUDA graph and replay it (default; "
+               "--no-cuda-graph runs every step eagerly)");
+  std::string profile_steps;
+  app.add_option("--profile-steps", profile_steps,
+                 "GPU: A:B brackets generator steps A..B with cudaProfilerStart/Stop (nsys "
+                 "--capture-range=cudaProfilerApi; docs/profiling.md)");
+  app.add_option("--progress", o.progress, "1 live bar, 0 plain lines, -1 auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({-1, 0, 1}));
+  app.add_option("--inject-nan-at", o.inject_nan_at, "tests: make D's weights NaN at this step")
+      ->group("");  // hidden
+  if (auto rc = gan::cli::parse(app, argc, argv, "gan_train")) return *rc;
+  if (!profile_steps.empty()) {
+    long long a = 0, b = 0;
+    char tail = 0;
+    if (std::sscanf(profile_steps.c_str(), "%lld:%lld%c", &a, &b, &tail) != 2 || a < 1 || b < a) {
+      std::fprintf(stderr,
+                   "gan_train: --profile-steps must be A:B with 1 <= A <= B, got '%s' (see "
+                   "--help)\n",
+                   profile_steps.c_str());
+      return 2;
+    }
+    o.profile_from = a, o.profile_to = b;
+  }
+  for (const CLI::Option* opt : app.get_options()) {
+    if (opt->count() == 0) continue;
+    std::string key = opt->get_name();
+    while (!key.empty() && key[0] == '-') key.erase(0, 1);
+    for (char& c : key)
+      if (c == '-') c = '_';
+    o.given.insert(key);
+  }
+  try {
+    const gan::train::Result r = gan::train::run(o);
+    return r.stop_signal ? 128 + r.stop_signal : 0;
+  } catch (const std::exception& e) {
+    const std::string msg = e.what();
+    std::fflush(stdout);  // the error comes last, also when both go to one file
+    std::fprintf(stderr, "%s%s\n",
+                 msg.rfind("gan_train:", 0) == 0 ? "" : "gan_train: ", msg.c_str());
+    return 1;
+  }
+}

@@ -1,0 +1,238 @@
+#!/usr/bin/env bash
+# The GPU checks, for a session that is lent a GPU machine (docs/gpu-runs.md). Build and pack here,
+# run there in a few calls, collect the results here.
+#
+# Here (no GPU needed):  tools/scripts/gpu_session.sh pack             builds for sm_90, packs .device/
+# On the GPU machine:    tools/scripts/gpu_session.sh run STAGE...     logs, JSON and tables under $OUT
+# Here, afterwards:      tools/scripts/gpu_session.sh collect DIR      DIR (the fetched $OUT) ->
+#                                                              bench/results/<date>-<gpu>/
+#
+# `pack` copies the stripped binaries, the Fashion-MNIST training files, the PyTorch anchor script
+# and the scripts the stages call into .device/ (ignored by git; under the 64 MiB a call may
+# carry): carry ".device" in each call. Stages (each one bounded by its own timeouts; each
+# appends to $OUT/summary.txt, one line per check):
+#   tests      every [cuda] test case of engine_tests (on the GPU: cuBLAS, cuDNN, real scheduling)
+#   sanitize   compute-sanitizer memcheck, racecheck, synccheck and initcheck over the whole
+#              [cuda] suite (GAN_SANITIZE_TIMEOUT seconds each, default 150)
+#   kernels    the kernel benchmarks (attention fp32 and TF32, batch norm, spectral norm) and the
+#              anchor's attention-core numbers in the same job
+#   bench      gan_bench (both loops, fp32/tf32/graph/graph_tf32) and torch_gan_bench.py on the
+#              same configs in the same job, then bench/ratio_table.py -> ratio_table.md
+#              (GAN_BENCH_CONFIGS overrides the anchor's seven configs)
+#   penalty    gan_bench's train loop with --loss wgan and wgan-gp at n_dis 1 and 2 (the cost of a
+#              gradient-penalty D step against a plain one)
+#   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
+#              PyTorch load check of both checkpoints (GAN_TRAIN_EPOCHS, default 5)
+#   study      tools/scripts/study.sh: SAGAN, DCGAN and wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each with
+#              evaluation every epoch, gan_eval at the end, the report (docs/metrics.md)
+# A device call allows 10 minutes and a session may have 15 in all: docs/gpu-runs.md has the one
+# prepared call of 2026-11-26 and the knobs (GAN_DEADLINE, GAN_*_TIMEOUT, GAN_BENCH_ITERS, ...).
+set -uo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+dev="$root/.device"
+cmd=${1:-}
+shift || true
+
+if [ "$cmd" = pack ]; then
+  set -e
+  build="$root/build-sm90"
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DGAN_BUILD_INTERP=OFF >/dev/null
+  cmake --build "$build" -j "$(nproc)" --target engine_tests gan_train gan_sample gan_eval gan_bench \
+    bench_attention bench_batchnorm bench_spectral_norm
+  rm -rf "$dev" && mkdir -p "$dev/bin" "$dev/data" "$dev/scripts"
+  cp "$build/tests/engine_tests" "$build/gan_train" "$build/gan_sample" "$build/gan_eval" \
+    "$build"/bench/gan_bench \
+    "$build"/bench/bench_attention "$build"/bench/bench_batchnorm \
+    "$build"/bench/bench_spectral_norm "$dev/bin/"
+  strip --strip-unneeded "$dev"/bin/*
+  cp /usr/share/datasets/fashion-mnist/train-*.gz "$dev/data/"
+  cp "$root/tools/scripts/torch_check.py" "$root/bench/ratio_table.py" "$dev/scripts/"
+  if [ -f "$root/../shared/anchors/torch_gan_bench.py" ]; then
+    cp "$root/../shared/anchors/torch_gan_bench.py" "$dev/scripts/"
+  else
+    echo "gpu_session: ../shared/anchors/torch_gan_bench.py not found: the bench stage will" \
+      "have no PyTorch numbers" >&2
+  fi
+  grep -qxF '/.device/' "$root/.git/info/exclude" 2>/dev/null || echo '/.device/' >> "$root/.git/info/exclude"
+  size=$(du -sm "$dev" | cut -f1)
+  echo "gpu_session: packed $dev (${size} MiB)"
+  if [ "$size" -gt 63 ]; then
+    echo "gpu_session: $dev is over the 64 MiB a call may carry" >&2
+    exit 1
+  fi
+  exit 0
+fi
+
+if [ "$cmd" = collect ]; then
+  src=${1:?usage: $0 collect DIR}
+  [ -f "$src/machine.txt" ] || { echo "gpu_session: $src/machine.txt missing (not a run's \$OUT?)" >&2; exit 1; }
+  gpu=$(sed -n 's/^name: //p' "$src/machine.txt" | head -n 1 | tr ' ' '-' | tr -cd 'A-Za-z0-9_.-')
+  dest="$root/bench/results/$(date -u +%F)-${gpu:-gpu}"
+  mkdir -p "$dest"
+  cp -r "$src"/. "$dest"/
+  if [ -f "$dest/results.tar.gz" ]; then
+    tar -C "$dest" -xzf "$dest/results.tar.gz" && rm "$dest/results.tar.gz"
+  fi
+  echo "gpu_session: results in $dest; add a line to docs/gpu-runs.md"
+  exit 0
+fi
+
+[ "$cmd" = run ] && [ $# -gt 0 ] ||
+  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench penalty train study) | collect DIR" >&2; exit 2; }
+# A device call returns at most 8 files: logs go to $work, and after every stage $OUT gets
+# summary.txt plus one results.tar.gz of $work (so a call cut off at its limit still returns the
+# stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
+# each command's timeout is cut to what is left of it.
+out=${OUT:-/tmp/gpu_out}
+work=${GAN_WORK:-/tmp/gpu_work}
+mkdir -p "$out" "$work"
+deadline=$((SECONDS + ${GAN_DEADLINE:-560}))
+left() { # left LIMIT: LIMIT, or the seconds left before the deadline (less 15 for packing up)
+  local l=$((deadline - SECONDS - 15))
+  [ "$l" -lt "$1" ] && echo $((l > 1 ? l : 1)) || echo "$1"
+}
+bin="$dev/bin"
+scripts="$dev/scripts"
+export GAN_TEST_VERBOSE=1
+export GAN_FASHION_MNIST_DIR="$dev/data"
+export GAN_TRAIN_BIN="$bin/gan_train"
+summary="$out/summary.txt"
+note() { echo "$*" | tee -a "$summary"; }
+pack_up() { tar -C "$work" -czf "$out/results.tar.gz" . 2>/dev/null; }
+# The binaries were linked here against CUDA 13's cuBLAS and cuDNN 9: find them there.
+for lib in libcublas.so.13 libcudnn.so.9; do
+  if ! ldconfig -p | grep -q "$lib"; then
+    found=$(find /usr/local/cuda*/ /usr/lib /opt -name "$lib" 2>/dev/null | head -n 1)
+    [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  fi
+done
+if [ ! -f "$work/machine.txt" ]; then
+  {
+    date -u
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader |
+      sed 's/^\([^,]*\),/name: \1\ndriver, memory:/'
+    python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1
+    echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
+    ldd "$bin/engine_tests" | grep -E 'cublas|cudnn|not found'
+  } > "$work/machine.txt" 2>&1
+  cp "$work/machine.txt" "$out/machine.txt"
+fi
+
+for stage in "$@"; do
+  t0=$SECONDS
+  case "$stage" in
+    tests)
+      timeout "$(left "${GAN_TESTS_TIMEOUT:-300}")" "$bin/engine_tests" ${GAN_TESTS_FILTER:-"[cuda]"} \
+        > "$work/cuda_tests.log" 2>&1
+      note "tests: engine_tests ${GAN_TESTS_FILTER:-[cuda]} rc=$? ($(tail -n 2 "$work/cuda_tests.log" | tr '\n' ' '))"
+      grep -E "FAILED|failed|error" "$work/cuda_tests.log" | head -n 20 >> "$summary"
+      ;;
+    sanitize)
+      for tool in ${GAN_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do
+        extra=""
+        [ "$tool" = memcheck ] && extra="--leak-check full"
+        # The trainer cases start gan_train processes: the sanitizer follows them.
+        timeout "$(left "${GAN_SANITIZE_TIMEOUT:-150}")" compute-sanitizer --tool "$tool" $extra \
+          --error-exitcode 9 --target-processes all "$bin/engine_tests" ${GAN_SANITIZE_FILTER:-"[cuda]"} \
+          > "$work/sanitizer_$tool.log" 2>&1
+        rc=$?
+        what=$([ $rc = 124 ] && echo "timed out (partial)" || echo "rc=$rc")
+        note "sanitize: $tool $what: $(grep -E 'ERROR SUMMARY' "$work/sanitizer_$tool.log" | tail -n 1)"
+      done
+      ;;
+    kernels)
+      for b in "bench_attention" "bench_attention --tf32" bench_batchnorm bench_spectral_norm; do
+        name=$(echo "$b" | tr -d ' -')
+        timeout "$(left "${GAN_KERNELS_TIMEOUT:-120}")" $bin/$b > "$work/$name.jsonl" 2>&1
+        note "kernels: $b rc=$? ($(grep -c '^{' "$work/$name.jsonl") lines)"
+      done
+      # The anchor's attention-core measurements alone (its --attn also runs every config).
+      (cd "$scripts" && timeout "$(left 120)" python3 -c 'import torch_gan_bench as t
+for a in ((64, 64, 1024), (64, 128, 256), (64, 64, 4096), (16, 64, 4096)): t.attn_bench(*a)') \
+        > "$work/torch_attention.jsonl" 2>&1
+      note "kernels: PyTorch attention core rc=$?"
+      ;;
+    bench)
+      # GAN_BENCH_ITERS/REPS shorten both sides alike (the anchor's: 50 iterations, 5 repeats).
+      configs=${GAN_BENCH_CONFIGS:-dcgan:32:64,sagan:32:64,dcgan:64:64,sagan:64:64,sagan:128:64,dcgan:64:256,sagan:64:256}
+      iters=${GAN_BENCH_ITERS:-50}
+      reps=${GAN_BENCH_REPS:-5}
+      : > "$work/gan_bench.jsonl"
+      for c in ${configs//,/ }; do  # one process per config: each peak is its own
+        timeout "$(left "${GAN_BENCH_TIMEOUT:-150}")" "$bin/gan_bench" --configs "$c" --iters "$iters" --reps "$reps" \
+          ${GAN_BENCH_ARGS:-} >> "$work/gan_bench.jsonl" 2>> "$work/gan_bench.err"
+        note "bench: gan_bench $c rc=$?"
+      done
+      pack_up
+      (cd "$scripts" && PYTHONUNBUFFERED=1 timeout "$(left 300)" python3 -c "import json, torch, torch_gan_bench as t
+print(json.dumps(dict(torch=torch.__version__, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), gpu=torch.cuda.get_device_name())), flush=True)
+for cfg in '$configs'.split(','):
+    kind, img, B = cfg.split(':')
+    for v in ('fp32', 'tf32', 'graph', 'graph_tf32'):
+        try:
+            t.bench(kind, int(img), int(B), v, iters=$iters, reps=$reps)
+        except Exception as ex:
+            print(json.dumps(dict(model=kind, img=int(img), batch=int(B), variant=v, error=str(ex)[:300])), flush=True)") \
+        > "$work/torch_gan_bench.jsonl" 2>&1
+      note "bench: torch_gan_bench.py rc=$? (iters $iters, reps $reps)"
+      python3 "$scripts/ratio_table.py" "$work/gan_bench.jsonl" --torch "$work/torch_gan_bench.jsonl" \
+        > "$work/ratio_table.md" 2>&1
+      python3 "$scripts/ratio_table.py" "$work/gan_bench.jsonl" --torch "$work/torch_gan_bench.jsonl" \
+        --loop train > "$work/ratio_table_train_loop.md" 2>&1
+      cat "$work/ratio_table.md"
+      note "bench: $(tail -n 1 "$work/ratio_table.md")"
+      ;;
+    penalty)
+      # The gradient-penalty D step against a plain one (issue 12: at most 3x): the train loop with
+      # --loss wgan and wgan-gp at n_dis 1 and 2; a D step's cost is the difference.
+      : > "$work/penalty_bench.jsonl"
+      for c in $(echo "${GAN_PENALTY_CONFIGS:-sagan:64:64,dcgan:64:64}" | tr ',' ' '); do
+        for l in wgan wgan-gp; do
+          for nd in 1 2; do
+            timeout "$(left 120)" "$bin/gan_bench" --configs "$c" --loops train --loss "$l" \
+              --n-dis "$nd" --variants fp32,graph --iters 20 --reps 3 \
+              >> "$work/penalty_bench.jsonl" 2>> "$work/gan_bench.err"
+            note "penalty: gan_bench $c $l n_dis $nd rc=$?"
+          done
+        done
+      done
+      ;;
+    train)
+      epochs=${GAN_TRAIN_EPOCHS:-5}
+      for m in ${GAN_TRAIN_MODELS:-sagan dcgan-wide}; do
+        args="--model $m"
+        [ "$m" = dcgan-wide ] && args="--model dcgan --preset wide"
+        rm -rf "/tmp/run_$m"
+        timeout "$(left 280)" "$bin/gan_train" $args --data "$dev/data" --epochs "$epochs" --progress 0 \
+          --log-every 200 --sample-every 2000 ${GAN_TRAIN_ARGS:-} --out "/tmp/run_$m" > "$work/train_$m.log" 2>&1
+        note "train: gan_train $m rc=$? $(grep 'gan_train: done' "$work/train_$m.log")"
+        cp "/tmp/run_$m/samples/latest.png" "$work/samples_$m.png" 2>/dev/null
+        cp "/tmp/run_$m/metrics.jsonl" "$work/metrics_$m.jsonl" 2>/dev/null
+        ls -l "/tmp/run_$m/checkpoint.safetensors" >> "$work/train_$m.log" 2>&1
+        timeout "$(left 60)" "$bin/gan_sample" "/tmp/run_$m" --dump "/tmp/dump_$m.safetensors" -n 16 \
+          --out /tmp/s.png > /dev/null 2>&1
+        timeout "$(left 60)" python3 "$scripts/torch_check.py" "/tmp/run_$m/checkpoint.safetensors" \
+          "/tmp/dump_$m.safetensors" >> "$work/torch_check.jsonl" 2>&1
+        note "train: torch_check $m rc=$?"
+      done
+      ;;
+    study)
+      # The study (docs/metrics.md): SAGAN, DCGAN, wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each,
+      # evaluated every epoch and at the end; the report and its PNGs come back.
+      rm -rf /tmp/study
+      # (tools/ and the committed classifier weights in models/weights travel with the working tree.)
+      GAN_BUILD_DIR="$bin" XDG_CACHE_HOME=/tmp/cache timeout "$(left 30)" bash "$root/tools/scripts/study.sh" \
+        --epochs "${GAN_STUDY_EPOCHS:-5}" --data "$dev/data" --out /tmp/study \
+        ${GAN_STUDY_ARGS:-} > "$work/study.log" 2>&1
+      note "study: rc=$?"
+      cp -r /tmp/study/report "$work/study_report" 2>/dev/null
+      cp /tmp/study/*.log "$work/" 2>/dev/null
+      ;;
+    *)
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench penalty train study)"
+      ;;
+  esac
+  note "stage $stage: $((SECONDS - t0)) s"
+  pack_up
+done
