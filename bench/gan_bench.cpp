@@ -97,9 +97,9 @@ int64_t count(nn::Module& m) {
 // that work, as gan_train does).
 class AnchorStep {
  public:
-  AnchorStep(models::Gan& net, Adam& opt_g, Adam& opt_d, Generator& gen, const std::string& loss,
+  AnchorStep(models::Gan& net, Adam& opt_g, Adam& opt_d, Generator& gen, train::Loss loss,
              int64_t batch)
-      : net_(net), opt_g_(opt_g), opt_d_(opt_d), gen_(gen), bce_(loss == "bce") {
+      : net_(net), opt_g_(opt_g), opt_d_(opt_d), gen_(gen), bce_(loss == train::Loss::kBce) {
     z_ = Tensor::empty(Shape{batch, net.z_dim}, gen.device());
   }
 
@@ -204,15 +204,17 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   set_allow_tf32(tf32);  // before the models: cuDNN plans pick their math when made
 
   train::Options o;
-  o.model = c.model, o.image_size = c.img, o.batch_size = c.batch, o.channels = s.channels;
-  o.ngf = o.ndf = s.width, o.seed = s.seed, o.steps = 1;
-  if (loop == "train") o.loss = s.loss, o.n_dis = s.n_dis;
+  models::ModelConfig& mc = o.model;
+  mc.arch = models::parse_arch(c.model), mc.image_size = c.img, mc.channels = s.channels;
+  mc.ngf = mc.ndf = s.width;
+  o.batch_size = c.batch, o.seed = s.seed, o.steps = 1;
+  if (loop == "train") {
+    if (!s.loss.empty()) o.loss = train::parse_loss(s.loss);
+    o.n_dis = s.n_dis;
+  }
   o = train::resolve(o);
   Generator gen(s.seed, s.dev);
-  models::ModelConfig mc;
-  mc.model = c.model, mc.image_size = c.img, mc.channels = s.channels;
-  mc.ngf = mc.ndf = s.width;
-  models::Gan net = models::build(mc, gen);
+  models::Gan net = models::build(o.model, gen);
   AdamOptions ag, ad;
   ag.lr = o.lr_g, ad.lr = o.lr_d;
   ag.beta1 = ad.beta1 = o.beta1, ag.beta2 = ad.beta2 = o.beta2;
@@ -269,7 +271,8 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   r["params_G"] = count(*net.g);
   r["params_D"] = count(*net.d);
   if (g) r["graph_nodes"] = g->nodes();
-  if (loop == "train" && (!s.loss.empty() || s.n_dis)) r["loss"] = o.loss, r["n_dis"] = o.n_dis;
+  if (loop == "train" && (!s.loss.empty() || s.n_dis))
+    r["loss"] = train::loss_name(o.loss), r["n_dis"] = o.n_dis;
   if (s.width != 64) r["width"] = s.width;
   if (s.channels != 3) r["channels"] = s.channels;
   g.reset();

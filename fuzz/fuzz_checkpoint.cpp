@@ -18,7 +18,7 @@ namespace {
 gan::models::Gan make(const char* model) {
   gan::Generator gen(0, gan::Device::CPU);
   gan::models::ModelConfig c;
-  c.model = model, c.image_size = 32, c.channels = 1, c.ngf = c.ndf = 8;
+  c.arch = gan::models::parse_arch(model), c.image_size = 32, c.channels = 1, c.ngf = c.ndf = 8;
   return gan::models::build(c, gen);
 }
 

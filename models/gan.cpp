@@ -255,29 +255,40 @@ std::vector<SelfAttention*> GanNet::attention_layers() {
 
 // ---------------------------------------------------------------------------------------------
 
+const char* arch_name(Arch a) { return a == Arch::kSagan ? "sagan" : "dcgan"; }
+
+Arch parse_arch(const std::string& name) {
+  if (name == "sagan") return Arch::kSagan;
+  if (name == "dcgan") return Arch::kDcgan;
+  throw_error("model: unknown model '" + name + "' (sagan or dcgan)");
+}
+
+const char* preset_name(Preset p) { return p == Preset::kDefault ? "default" : "wide"; }
+
+Preset parse_preset(const std::string& name) {
+  if (name == "default") return Preset::kDefault;
+  if (name == "wide") return Preset::kWide;
+  throw_error("model: unknown preset '" + name + "' (default or wide)");
+}
+
 Gan build(const ModelConfig& config, Generator& gen) {
   ModelConfig c = config;
   GAN_CHECK(c.channels == 1 || c.channels == 3,
             fmt::format("model: channels must be 1 or 3, got {}", c.channels));
   GAN_CHECK(c.ngf >= 8 && c.ndf >= 8,
             fmt::format("model: widths ngf {} and ndf {} must be at least 8", c.ngf, c.ndf));
-  if (c.model == "dcgan") {
+  if (c.arch == Arch::kDcgan) {
     if (c.z_dim == 0) c.z_dim = 100;
-    if (c.preset == "default") return dcgan(c, gen);
-    if (c.preset == "wide") return dcgan_wide(c, gen);
-    throw_error("model: unknown DCGAN preset '" + c.preset + "' (default or wide)");
+    return c.preset == Preset::kWide ? dcgan_wide(c, gen) : dcgan(c, gen);
   }
-  if (c.model == "sagan") {
-    if (c.z_dim == 0) c.z_dim = 128;
-    GAN_CHECK(c.preset == "default",
-              "model: SAGAN has no preset '" + c.preset + "' (default only)");
-    return sagan(c, gen);
-  }
-  throw_error("model: unknown model '" + c.model + "' (sagan or dcgan)");
+  if (c.z_dim == 0) c.z_dim = 128;
+  GAN_CHECK(c.preset == Preset::kDefault, std::string("model: SAGAN has no preset '") +
+                                              preset_name(c.preset) + "' (default only)");
+  return sagan(c, gen);
 }
 
 Var latent_input(const Gan& gan, const Var& z) {
-  if (gan.config.model == "dcgan" && gan.config.preset == "wide") return z;
+  if (gan.config.arch == Arch::kDcgan && gan.config.preset == Preset::kWide) return z;
   return reshape(z, Shape{z.shape()[0], 1, 1, gan.z_dim});
 }
 

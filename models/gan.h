@@ -12,9 +12,18 @@
 
 namespace gan::models {
 
+enum class Arch { kSagan, kDcgan };
+enum class Preset { kDefault, kWide };  // kWide: DCGAN only
+// Names as on the command line and in checkpoints ("sagan", "dcgan"; "default", "wide"); the
+// parsers throw gan::Error naming the accepted values.
+const char* arch_name(Arch a);
+Arch parse_arch(const std::string& name);
+const char* preset_name(Preset p);
+Preset parse_preset(const std::string& name);
+
 struct ModelConfig {
-  std::string model = "sagan";      // sagan | dcgan
-  std::string preset = "default";   // dcgan: default | wide
+  Arch arch = Arch::kSagan;
+  Preset preset = Preset::kDefault;
   int image_size = 64;              // 32, 64 or 128 (wide: 64)
   int channels = 3;                 // 1 or 3
   int64_t z_dim = 0;                // 0: the model's default (DCGAN 100, SAGAN 128)

@@ -101,7 +101,8 @@ TEST_CASE("checkpoint: every model round-trips through safetensors entries", "[c
   for (const auto& [model, preset] : {std::pair{"sagan", "default"}, std::pair{"dcgan", "wide"}}) {
     INFO(model << " " << preset);
     models::ModelConfig c;
-    c.model = model, c.preset = preset, c.image_size = 64, c.ngf = c.ndf = 8;
+    c.arch = models::parse_arch(model), c.preset = models::parse_preset(preset), c.image_size = 64,
+    c.ngf = c.ndf = 8;
     if (std::string(preset) == "wide") c.ngf = c.ndf = 64;  // the preset fixes its widths
     Generator g1(1), g2(2);
     models::Gan a = models::build(c, g1), b = models::build(c, g2);
@@ -131,7 +132,7 @@ TEST_CASE("checkpoint: spectral norm exports and imports in both of PyTorch's na
   CHECK(ckpt::sn_name("1.running_var", ckpt::SnNaming::kParametrize) == "1.running_var");
   CHECK(ckpt::sn_name("0.weight_orig", ckpt::SnNaming::kLegacy) == "0.weight_orig");
   models::ModelConfig c;
-  c.model = "sagan", c.image_size = 32, c.ngf = c.ndf = 8;
+  c.arch = models::Arch::kSagan, c.image_size = 32, c.ngf = c.ndf = 8;
   Generator g1(1), g2(2);
   models::Gan a = models::build(c, g1), b = models::build(c, g2);
   std::vector<st::Entry> e;

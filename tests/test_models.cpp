@@ -13,7 +13,8 @@ models::Gan make(const std::string& model, const std::string& preset, int size, 
                  bool official = false) {
   Generator gen(5);
   models::ModelConfig c;
-  c.model = model, c.preset = preset, c.image_size = size, c.channels = channels;
+  c.arch = models::parse_arch(model), c.preset = models::parse_preset(preset), c.image_size = size,
+  c.channels = channels;
   c.official_attention = official;
   return models::build(c, gen);
 }

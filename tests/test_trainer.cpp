@@ -37,14 +37,14 @@ namespace {
 // A small run: tiny widths keep the CPU time down; every output still gets written.
 train::Options tiny(const std::string& model, const fs::path& out, int64_t steps) {
   train::Options o;
-  o.model = model;
+  o.model.arch = models::parse_arch(model);
   o.data = fashion_subset(256).string();
-  o.image_size = 32;
-  o.ngf = o.ndf = 8;
+  o.model.image_size = 32;
+  o.model.ngf = o.model.ndf = 8;
   o.batch_size = 8;
   o.steps = steps;
   o.out = out.string();
-  o.device = "cpu";
+  o.device = train::DeviceChoice::kCpu;
   o.log_every = 1;
   o.sample_every = steps;
   o.checkpoint_every = steps;
@@ -194,7 +194,7 @@ TEST_CASE("trainer: 200 steps straight equal 100 steps then a resume for 100 mor
     oc.steps = 200;
     oc.given = {"steps"};
     oc.progress = 0;
-    oc.device = "cpu";
+    oc.device = train::DeviceChoice::kCpu;
     const train::Result r = train::run(oc);
     CHECK(r.steps == 200);
     gan::test::require_same_checkpoint(a, b);  // bit for bit
@@ -233,7 +233,7 @@ TEST_CASE("trainer: WGAN-GP and R1 runs write every output and log the penalty",
     INFO(c.model << " " << c.loss << " r1 " << c.r1 << " every " << c.r1_every);
     const fs::path out = scratch(std::string("penalty_") + c.model + "_" + c.loss);
     train::Options o = tiny(c.model, out, 6);
-    o.loss = c.loss;
+    o.loss = train::parse_loss(c.loss);
     o.r1 = c.r1;
     o.r1_every = c.r1_every;
     const train::Result r = train::run(o);
@@ -273,13 +273,13 @@ void check_wgan_gp_step(Device dev) {
   // weights through torch.autograd.grad(..., create_graph=True) and Adam, in float64.
   const gan::st::File f = gan::st::read_file(gan::test::fixture_path("wgan_gp_step.safetensors"));
   train::Options o;
-  o.model = "sagan", o.image_size = 32, o.channels = 1, o.z_dim = 16, o.ngf = o.ndf = 8;
-  o.batch_size = 4, o.loss = "wgan-gp", o.n_dis = 1, o.steps = 1;
+  models::ModelConfig& mc = o.model;
+  mc.arch = models::Arch::kSagan, mc.image_size = 32, mc.channels = 1, mc.z_dim = 16;
+  mc.ngf = mc.ndf = 8;
+  o.batch_size = 4, o.loss = train::Loss::kWganGp, o.n_dis = 1, o.steps = 1;
   o = train::resolve(o);
   Generator gen(0, dev);
-  models::ModelConfig mc;
-  mc.model = "sagan", mc.image_size = 32, mc.channels = 1, mc.z_dim = 16, mc.ngf = mc.ndf = 8;
-  models::Gan net = models::build(mc, gen);
+  models::Gan net = models::build(o.model, gen);
   ckpt::load_module(f, "G0.", *net.g);
   ckpt::load_module(f, "D0.", *net.d);
   AdamOptions a;
@@ -439,7 +439,7 @@ TEST_CASE("trainer cuda: one training step on the GPU equals the CPU step", "[tr
     train::Options oc = tiny(model, c, 1);
     train::run(oc);
     train::Options og = tiny(model, g, 1);
-    og.device = "cuda";
+    og.device = train::DeviceChoice::kCuda;
     train::run(og);
     const st::File fc = st::read_file((c / "checkpoint.safetensors").string());
     const st::File fg = st::read_file((g / "checkpoint.safetensors").string());

@@ -159,7 +159,9 @@ LoadedGan load_gan(const std::string& path_or_run_dir, Device device, bool ema) 
   models::ModelConfig mc;
   try {
     const nlohmann::json cfg = nlohmann::json::parse(f.meta("config"));
-    mc.model = cfg.at("model"), mc.preset = cfg.at("preset"), mc.image_size = cfg.at("image_size");
+    mc.arch = models::parse_arch(cfg.at("model").get<std::string>());
+    mc.preset = models::parse_preset(cfg.at("preset").get<std::string>());
+    mc.image_size = cfg.at("image_size");
     mc.channels = cfg.at("channels"), mc.z_dim = cfg.at("z_dim"), mc.ngf = cfg.at("ngf");
     mc.ndf = cfg.at("ndf"), mc.official_attention = cfg.at("official_attention");
   } catch (const nlohmann::json::exception& e) {

@@ -6,29 +6,36 @@
 #include <CLI/CLI.hpp>
 
 #include "engine/error.h"
+#include "models/gan.h"
+#include "tools/io/image.h"
 #include "tools/programs/cli.h"
 #include "tools/train/trainer.h"
 
 int main(int argc, char** argv) {
+  namespace models = gan::models;
   gan::train::Options o;
+  models::ModelConfig& m = o.model;
   CLI::App app{"gan_train: train SAGAN or DCGAN with the gan engine"};
-  app.add_option("--model", o.model, "sagan or dcgan")
+  // Enum options are read as their names (checked here, so that --help and errors list the
+  // names) and converted after parsing.
+  std::string arch = "sagan", preset = "default", fit = "resize", loss, device = "auto";
+  app.add_option("--model", arch, "sagan or dcgan")
       ->capture_default_str()
       ->check(CLI::IsMember({"sagan", "dcgan"}));
-  app.add_option("--preset", o.preset, "dcgan: default or wide (the study's 64 px DCGAN)")
+  app.add_option("--preset", preset, "dcgan: default or wide (the study's 64 px DCGAN)")
       ->capture_default_str()
       ->check(CLI::IsMember({"default", "wide"}));
   app.add_option("--data", o.data,
                  "Fashion-MNIST/MNIST directory or IDX file, CIFAR-10 binary folder, or a folder "
                  "of PNG/JPEG images")
       ->capture_default_str();
-  app.add_option("--image-size", o.image_size, "32, 64 or 128")
+  app.add_option("--image-size", m.image_size, "32, 64 or 128")
       ->capture_default_str()
       ->check(CLI::IsMember({32, 64, 128}));
-  app.add_option("--channels", o.channels, "1 or 3 (0: the dataset's)")
+  app.add_option("--channels", m.channels, "1 or 3 (0: the dataset's)")
       ->capture_default_str()
       ->check(CLI::IsMember({0, 1, 3}));
-  app.add_option("--fit", o.fit, "resize, pad or crop dataset images to the model's size")
+  app.add_option("--fit", fit, "resize, pad or crop dataset images to the model's size")
       ->capture_default_str()
       ->check(CLI::IsMember({"resize", "pad", "crop"}));
   app.add_flag("--hflip", o.hflip, "random horizontal flips");
@@ -49,7 +56,7 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(0.0, 0.999999));
   app.add_option("--beta2", o.beta2, "Adam beta2 (default: DCGAN 0.999, SAGAN 0.9)")
       ->check(CLI::Range(0.0, 0.999999));
-  app.add_option("--loss", o.loss,
+  app.add_option("--loss", loss,
                  "bce, hinge, wgan (weight clipping) or wgan-gp (gradient penalty; default: "
                  "DCGAN bce, SAGAN hinge)")
       ->check(CLI::IsMember({"bce", "hinge", "wgan", "wgan-gp"}));
@@ -70,13 +77,13 @@ int main(int argc, char** argv) {
   app.add_option("--ema", o.ema, "decay of an EMA of G's weights used for samples (0: off)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.999999999));
-  app.add_option("--z-dim", o.z_dim, "latent size (default: DCGAN 100, SAGAN 128)")
+  app.add_option("--z-dim", m.z_dim, "latent size (default: DCGAN 100, SAGAN 128)")
       ->check(CLI::Range(1, 4096));
-  app.add_option("--ngf", o.ngf, "G width (SAGAN conv_dim)")
+  app.add_option("--ngf", m.ngf, "G width (SAGAN conv_dim)")
       ->capture_default_str()
       ->check(CLI::Range(8, 4096));
-  app.add_option("--ndf", o.ndf, "D width")->capture_default_str()->check(CLI::Range(8, 4096));
-  app.add_flag("--official-attention", o.official_attention,
+  app.add_option("--ndf", m.ndf, "D width")->capture_default_str()->check(CLI::Range(8, 4096));
+  app.add_flag("--official-attention", m.official_attention,
                "SAGAN: the official attention (pooled keys/values, C/2 values, projection)");
   app.add_option("--seed", o.seed, "random seed (weights, noise, data order)")
       ->capture_default_str();
@@ -104,7 +111,7 @@ int main(int argc, char** argv) {
   app.add_option("--eval-classifier", o.eval_classifier,
                  "feature network (default: models/weights/fashion_mnist_classifier.safetensors)");
   app.add_option("--resume", o.resume, "continue the run in this directory (bit for bit)");
-  app.add_option("--device", o.device, "auto, cpu or cuda")
+  app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--tf32", o.tf32, "allow TF32 tensor cores in GEMMs and convolutions");
@@ -121,6 +128,11 @@ int main(int argc, char** argv) {
   app.add_option("--inject-nan-at", o.inject_nan_at, "tests: make D's weights NaN at this step")
       ->group("");  // hidden
   if (auto rc = gan::cli::parse(app, argc, argv, "gan_train")) return *rc;
+  m.arch = models::parse_arch(arch);
+  m.preset = models::parse_preset(preset);
+  o.fit = gan::img::parse_fit(fit);
+  if (!loss.empty()) o.loss = gan::train::parse_loss(loss);
+  o.device = gan::train::parse_device_choice(device);
   if (!profile_steps.empty()) {
     long long a = 0, b = 0;
     char tail = 0;

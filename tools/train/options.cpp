@@ -1,0 +1,221 @@
+#include "tools/train/options.h"
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "tools/io/safetensors.h"
+
+namespace gan::train {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Options that define the model, the data or the optimisation: a resumed run must use the
+// checkpoint's.
+const char* const kModelKeys[] = {"model",     "preset",    "image_size", "channels",
+                                  "ngf",       "ndf",       "z_dim",      "official_attention",
+                                  "data",      "fit",       "hflip",      "batch_size",
+                                  "loss",      "n_dis",     "ema",        "seed",
+                                  "lr_g",      "lr_d",      "beta1",      "beta2",
+                                  "wgan_clip", "gp_lambda", "r1",         "r1_every"};
+
+// The keys of kModelKeys from a checkpoint's configuration into o.
+void from_json_model(const json& j, Options& o) {
+  models::ModelConfig& m = o.model;
+  m.arch = models::parse_arch(j.at("model").get<std::string>());
+  m.preset = models::parse_preset(j.at("preset").get<std::string>());
+  m.image_size = j.at("image_size").get<int>();
+  m.channels = j.at("channels").get<int>();
+  m.ngf = j.at("ngf").get<int64_t>();
+  m.ndf = j.at("ndf").get<int64_t>();
+  m.z_dim = j.at("z_dim").get<int64_t>();
+  m.official_attention = j.at("official_attention").get<bool>();
+  o.data = j.at("data").get<std::string>();
+  o.fit = img::parse_fit(j.at("fit").get<std::string>());
+  o.hflip = j.at("hflip").get<bool>();
+  o.batch_size = j.at("batch_size").get<int>();
+  o.loss = parse_loss(j.at("loss").get<std::string>());
+  o.n_dis = j.at("n_dis").get<int>();
+  o.ema = j.at("ema").get<double>();
+  o.seed = j.at("seed").get<uint64_t>();
+  o.lr_g = j.at("lr_g").get<double>();
+  o.lr_d = j.at("lr_d").get<double>();
+  o.beta1 = j.at("beta1").get<double>();
+  o.beta2 = j.at("beta2").get<double>();
+  o.wgan_clip = j.at("wgan_clip").get<double>();
+  // Penalties (absent from checkpoints written before they existed: off).
+  o.gp_lambda = j.value("gp_lambda", 10.0);
+  o.r1 = j.value("r1", 0.0);
+  o.r1_every = j.value("r1_every", 1);
+}
+
+}  // namespace
+
+const char* loss_name(Loss l) {
+  switch (l) {
+    case Loss::kModelDefault:
+      return "";
+    case Loss::kBce:
+      return "bce";
+    case Loss::kHinge:
+      return "hinge";
+    case Loss::kWgan:
+      return "wgan";
+    case Loss::kWganGp:
+      return "wgan-gp";
+  }
+  return "?";
+}
+
+Loss parse_loss(const std::string& name) {
+  for (Loss l : {Loss::kBce, Loss::kHinge, Loss::kWgan, Loss::kWganGp})
+    if (name == loss_name(l)) return l;
+  throw Error("gan_train: --loss must be bce, hinge, wgan or wgan-gp, got " + name);
+}
+
+const char* device_choice_name(DeviceChoice d) {
+  return d == DeviceChoice::kAuto ? "auto" : d == DeviceChoice::kCpu ? "cpu" : "cuda";
+}
+
+DeviceChoice parse_device_choice(const std::string& name) {
+  for (DeviceChoice d : {DeviceChoice::kAuto, DeviceChoice::kCpu, DeviceChoice::kCuda})
+    if (name == device_choice_name(d)) return d;
+  throw Error("gan_train: --device must be auto, cpu or cuda, got " + name);
+}
+
+Options resolve(Options o) {
+  auto fail = [](const std::string& m) { throw Error("gan_train: " + m); };
+  const bool sagan = o.sagan();
+  if (o.loss == Loss::kModelDefault) o.loss = sagan ? Loss::kHinge : Loss::kBce;
+  // WGAN-GP: the paper's Adam (1e-4, betas (0, 0.9)) and 5 critic steps, unless given.
+  const bool gp = o.gradient_penalty();
+  if (o.lr_g < 0) o.lr_g = gp ? 1e-4 : sagan ? 1e-4 : 2e-4;
+  if (o.lr_d < 0) o.lr_d = gp ? 1e-4 : sagan ? 4e-4 : 2e-4;
+  if (o.beta1 < 0) o.beta1 = gp || sagan ? 0.0 : 0.5;
+  if (o.beta2 < 0) o.beta2 = gp || sagan ? 0.9 : 0.999;
+  if (o.n_dis == 0) o.n_dis = gp ? 5 : 1;
+  models::ModelConfig& m = o.model;
+  if (m.z_dim <= 0) m.z_dim = sagan ? 128 : 100;
+  if (!(o.gp_lambda >= 0)) fail(fmt::format("--gp-lambda must be >= 0, got {}", o.gp_lambda));
+  if (!(o.r1 >= 0)) fail(fmt::format("--r1 must be >= 0, got {}", o.r1));
+  if (o.r1_every < 1) fail(fmt::format("--r1-every must be >= 1, got {}", o.r1_every));
+  if (m.image_size != 32 && m.image_size != 64 && m.image_size != 128)
+    fail(fmt::format("--image-size must be 32, 64 or 128, got {}", m.image_size));
+  if (m.channels != 0 && m.channels != 1 && m.channels != 3)
+    fail(fmt::format("--channels must be 1 or 3, got {}", m.channels));
+  if (sagan && m.preset != models::Preset::kDefault) fail("--preset wide is DCGAN's only");
+  if (o.batch_size < 1) fail(fmt::format("--batch-size must be >= 1, got {}", o.batch_size));
+  if (o.steps < 0 || (o.steps == 0 && o.epochs < 1)) fail("give --epochs >= 1 or --steps >= 1");
+  if (o.n_dis < 1) fail(fmt::format("--n-dis must be >= 1, got {}", o.n_dis));
+  if (o.ema < 0 || o.ema >= 1) fail(fmt::format("--ema must be in [0, 1), got {}", o.ema));
+  if (o.lr_g <= 0 || o.lr_d <= 0) fail("learning rates must be > 0");
+  if (o.beta1 >= 1 || o.beta2 >= 1) fail("betas must be in [0, 1)");
+  if (o.eval_every < 0 || o.eval_samples < 2 || o.eval_real < 2)
+    fail("--eval-every must be >= 0, --eval-samples and --eval-real >= 2");
+  if (o.sample_every < 1 || o.checkpoint_every < 1 || o.log_every < 1)
+    fail("--sample-every, --checkpoint-every and --log-every must be >= 1");
+  return o;
+}
+
+json to_json(const Options& o) {
+  const models::ModelConfig& m = o.model;
+  return json{{"model", models::arch_name(m.arch)},
+              {"preset", models::preset_name(m.preset)},
+              {"image_size", m.image_size},
+              {"channels", m.channels},
+              {"ngf", m.ngf},
+              {"ndf", m.ndf},
+              {"z_dim", m.z_dim},
+              {"official_attention", m.official_attention},
+              {"data", o.data},
+              {"fit", img::fit_name(o.fit)},
+              {"hflip", o.hflip},
+              {"batch_size", o.batch_size},
+              {"epochs", o.epochs},
+              {"steps", o.steps},
+              {"lr_g", o.lr_g},
+              {"lr_d", o.lr_d},
+              {"beta1", o.beta1},
+              {"beta2", o.beta2},
+              {"loss", loss_name(o.loss)},
+              {"n_dis", o.n_dis},
+              {"ema", o.ema},
+              {"wgan_clip", o.wgan_clip},
+              {"gp_lambda", o.gp_lambda},
+              {"r1", o.r1},
+              {"r1_every", o.r1_every},
+              {"seed", o.seed},
+              {"out", o.out},
+              {"sample_every", o.sample_every},
+              {"checkpoint_every", o.checkpoint_every},
+              {"log_every", o.log_every},
+              {"eval_every", o.eval_every},
+              {"eval_samples", o.eval_samples},
+              {"eval_real", o.eval_real},
+              {"device", device_choice_name(o.device)},
+              {"tf32", o.tf32},
+              {"cuda_graph", o.cuda_graph}};
+}
+
+Options resume_options(const Options& o, const st::File& checkpoint, const std::string& path) {
+  try {
+    const json saved = json::parse(checkpoint.meta("config"));
+    Options from = o;
+    from_json_model(saved, from);
+    const json cur = to_json(o);
+    for (const char* key : kModelKeys) {
+      const json was = saved.contains(key) ? saved.at(key) : json();
+      if (o.given.count(key) && cur.at(key) != was)
+        throw Error(fmt::format("gan_train: --{} {} does not match the checkpoint's {} ({})", key,
+                                cur.at(key).dump(), was.dump(), path));
+    }
+    if (!o.given.count("out")) from.out = o.resume;
+    if (!o.given.count("steps") && !o.given.count("epochs")) {
+      from.steps = saved.at("steps").get<int64_t>();
+      from.epochs = saved.at("epochs").get<int>();
+    }
+    return from;
+  } catch (const json::exception& e) {
+    throw Error(
+        fmt::format("gan_train: {}: corrupt configuration in the checkpoint ({})", path, e.what()));
+  }
+}
+
+std::string describe(const Options& o, Device dev) {
+  const models::ModelConfig& m = o.model;
+  std::string penalties;
+  if (o.gradient_penalty()) penalties += fmt::format(" gp_lambda={}", o.gp_lambda);
+  if (o.r1 > 0) penalties += fmt::format(" r1={} every {}", o.r1, o.r1_every);
+  return fmt::format(
+      "gan_train: model={} preset={} image_size={} channels={} z={} ngf={} ndf={} "
+      "attention={} | data={} fit={} hflip={} | batch_size={} {} n_dis={} loss={} lr_g={} "
+      "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} tf32={} out={}",
+      models::arch_name(m.arch), models::preset_name(m.preset), m.image_size, m.channels, m.z_dim,
+      m.ngf, m.ndf, m.official_attention ? "official" : "default", o.data, img::fit_name(o.fit),
+      o.hflip, o.batch_size,
+      o.steps > 0 ? fmt::format("steps={}", o.steps) : fmt::format("epochs={}", o.epochs), o.n_dis,
+      loss_name(o.loss), o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema, penalties, o.seed,
+      device_name(dev), o.tf32, o.out);
+}
+
+std::string shrink_for_cpu(Options& o) {
+  std::string changed;
+  auto shrink = [&](const char* key, auto& field, auto value) {
+    if (!o.given.count(key)) {
+      field = value;
+      changed += fmt::format(" {}={}", key, value);
+    }
+  };
+  shrink("steps", o.steps, int64_t(20));
+  shrink("batch_size", o.batch_size, 8);
+  shrink("image_size", o.model.image_size, 32);
+  shrink("sample_every", o.sample_every, int64_t(20));
+  shrink("checkpoint_every", o.checkpoint_every, int64_t(20));
+  shrink("log_every", o.log_every, int64_t(5));
+  return changed.empty() ? changed : changed.substr(1);
+}
+
+}  // namespace gan::train

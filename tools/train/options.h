@@ -1,0 +1,105 @@
+// gan_train's configuration: the options (the model's own configuration embedded), the enums they
+// choose from, validation and model-dependent defaults (resolve), the JSON a checkpoint carries,
+// and the checks that a resumed run matches its checkpoint. docs/gan_train.md lists every option.
+#pragma once
+
+#include <cstdint>
+#include <set>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+#include "engine/tensor.h"
+#include "models/gan.h"
+#include "tools/io/image.h"
+
+namespace gan::st {
+struct File;
+}
+
+namespace gan::train {
+
+// kModelDefault: DCGAN bce, SAGAN hinge (resolve() fills it in).
+enum class Loss { kModelDefault, kBce, kHinge, kWgan, kWganGp };
+enum class DeviceChoice { kAuto, kCpu, kCuda };
+
+// Names as on the command line ("bce", "hinge", "wgan", "wgan-gp"; "auto", "cpu", "cuda"); the
+// parsers throw gan::Error naming the accepted values.
+const char* loss_name(Loss l);
+Loss parse_loss(const std::string& name);
+const char* device_choice_name(DeviceChoice d);
+DeviceChoice parse_device_choice(const std::string& name);
+
+struct Options {
+  // model: architecture, preset, image size, channels (0: the dataset's: Fashion-MNIST 1,
+  // CIFAR-10 3), z (0: the model's default), widths, attention variant
+  models::ModelConfig model{.channels = 0};
+  // data
+  std::string data = "/usr/share/datasets/fashion-mnist";
+  img::Fit fit = img::Fit::Resize;
+  bool hflip = false;
+  // optimisation (negative / kModelDefault / 0: the model's or the loss's default, see resolve())
+  int batch_size = 64;
+  int epochs = 5;
+  int64_t steps = 0;  // > 0: this many generator steps instead of epochs
+  double lr_g = -1, lr_d = -1, beta1 = -1, beta2 = -1;
+  Loss loss = Loss::kModelDefault;
+  int n_dis = 0;          // 0: the loss's default (wgan-gp 5, else 1)
+  double gp_lambda = 10;  // wgan-gp: weight of the gradient penalty on interpolates
+  double r1 = 0;          // R1 penalty weight gamma on real data (0: off); any loss
+  int r1_every = 1;       // lazy R1: every k-th iteration, weighted by k (no CUDA graph when > 1)
+  double ema = 0;         // decay of the EMA of G's weights (0: off)
+  double wgan_clip = 0.01;
+  uint64_t seed = 0;
+  // run
+  std::string out = "runs/gan";
+  int64_t sample_every = 500, checkpoint_every = 1000, log_every = 50;
+  // evaluation (tools/eval, docs/metrics.md): every eval_every steps (0: never) and at the end,
+  // eval_samples images of G (G_ema with --ema) against the first eval_real training images
+  // (as G sees them) under the classifier; logged, and best.safetensors kept by lowest FD.
+  int64_t eval_every = 0, eval_samples = 5000, eval_real = 10000;
+  std::string eval_classifier;  // empty: eval::default_classifier_path
+  std::string resume;           // a run directory to continue
+  DeviceChoice device = DeviceChoice::kAuto;
+  bool tf32 = false;
+  // CUDA: capture one whole iteration (D steps, G step, EMA) as a CUDA graph after a warm-up
+  // iteration and replay it; bitwise equal to eager steps (tests/test_trainer.cpp).
+  bool cuda_graph = true;
+  // CUDA: bracket generator steps [profile_from, profile_to] (1-based, inclusive) with
+  // cudaProfilerStart/Stop, for nsys --capture-range=cudaProfilerApi (0: no bracket).
+  int64_t profile_from = 0, profile_to = 0;
+  int progress = -1;          // 1 live bar, 0 plain lines, -1 auto (a terminal gets the bar)
+  int64_t inject_nan_at = 0;  // tests: poison D's first weight with NaN before this step
+
+  // Option names given explicitly (on the command line, '-' as '_'); resume checks them against
+  // the checkpoint, and the CPU fallback leaves them alone.
+  std::set<std::string> given;
+
+  bool sagan() const { return model.arch == models::Arch::kSagan; }
+  bool gradient_penalty() const { return loss == Loss::kWganGp; }
+  // A penalty is computed (and logged) in some iterations: WGAN-GP or R1.
+  bool has_penalty() const { return gradient_penalty() || r1 > 0; }
+};
+
+// Fills model-dependent defaults (z, learning rates, betas, loss, n_dis) and validates; throws
+// gan::Error with a one-line message naming the option.
+Options resolve(Options o);
+
+// The configuration a checkpoint stores (metadata "config"): every option but the run-local ones.
+nlohmann::json to_json(const Options& o);
+
+// Resuming: the checkpoint's model, data and optimisation options replace o's; an option given
+// explicitly that differs from the checkpoint's is an error naming both values. --out defaults to
+// the run directory; the step budget stays the checkpoint's unless --steps or --epochs is given.
+// `path` names the checkpoint in messages.
+Options resume_options(const Options& o, const st::File& checkpoint, const std::string& path);
+
+// One line of the resolved configuration for the start of a run.
+std::string describe(const Options& o, Device dev);
+
+// The CPU fallback of the default job (no GPU found, --device auto): a short run (20 steps,
+// batch 8, 32 px, frequent outputs) for options the user did not give; returns what it changed
+// ("steps=20 batch_size=8 ...", empty when nothing).
+std::string shrink_for_cpu(Options& o);
+
+}  // namespace gan::train

@@ -1,0 +1,205 @@
+#include "tools/train/stepper.h"
+
+#include <string>
+
+#include "engine/device.h"
+#include "engine/error.h"
+#include "engine/ops.h"
+#include "engine/tensor_ops.h"
+#include "kernels/common.h"
+
+namespace gan::train {
+
+void set_requires_grad(nn::Module& m, bool on) {
+  for (auto& [name, p] : m.named_parameters()) p.node()->requires_grad = on;
+}
+
+Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,
+                 Generator& gen)
+    : o_(o), net_(net), opt_g_(opt_g), opt_d_(opt_d), gen_(gen) {
+  const Device dev = gen.device();
+  z_ = Tensor::empty(Shape{o.batch_size, net.z_dim}, dev);
+  stats_ = Tensor::zeros(Shape{kStats}, dev);
+  eps_ = Tensor::empty(Shape{o.batch_size, 1, 1, 1}, dev);
+  // The EMA's parameter lists, made once (not per step).
+  g_params_ = net.g->parameters();
+  if (ema) ema_params_ = ema->g->parameters();
+}
+
+void Stepper::use_fixed_noise(std::vector<Tensor> z, std::vector<Tensor> eps) {
+  fixed_z_ = std::move(z);
+  fixed_eps_ = std::move(eps);
+}
+
+void Stepper::next_z() {
+  if (fixed_z_.empty()) return gen_.normal_(z_);
+  z_.copy_from(fixed_z_.front().reshape(z_.shape()));
+  fixed_z_.erase(fixed_z_.begin());
+}
+
+void Stepper::next_eps() {
+  if (fixed_eps_.empty()) return gen_.uniform_(eps_);
+  eps_.copy_from(fixed_eps_.front().reshape(eps_.shape()));
+  fixed_eps_.erase(fixed_eps_.begin());
+}
+
+void Stepper::keep_scalar(int64_t i, const Var& v) {
+  if (stats_.is_cuda())
+    GAN_CUDA_CHECK(cudaMemcpyAsync(stats_.data<float>() + i, v.value().raw(), sizeof(float),
+                                   cudaMemcpyDeviceToDevice, cuda::stream()));
+  else
+    stats_.data<float>()[i] = v.value().data<float>()[0];
+}
+
+namespace {
+
+// |g| per sample over every axis but the first, and the gradient of D's output with respect to
+// its input x (create_graph: a loss built from it reaches D's parameters).
+Var input_gradient(models::GanNet& d, const Var& x, Var* out = nullptr) {
+  const Var y = d.forward(x);
+  if (out) *out = y;
+  const Var ones(Tensor::full(y.shape(), 1.0, y.device(), y.value().dtype()));
+  return grad({y}, {x}, {ones}, true)[0];
+}
+
+Var squared_norms(const Var& g) {
+  std::vector<int> axes;
+  for (int i = 1; i < g.shape().ndim; ++i) axes.push_back(i);
+  return sum(mul(g, g), axes);
+}
+
+}  // namespace
+
+void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
+  const bool bce = o_.loss == Loss::kBce;
+  const bool gp = o_.gradient_penalty();
+  const bool r1 = o_.r1 > 0 && step % o_.r1_every == 0;
+  set_requires_grad(*net_.d, true);
+  set_requires_grad(*net_.g, false);
+  for (int k = 0; k < o_.n_dis; ++k) {
+    GAN_NVTX("D step");
+    // R1 differentiates D(real) with respect to the real images.
+    const Var real(reals[size_t(k)], r1);
+    next_z();
+    Var fake;
+    {
+      NoGradGuard ng;  // G is not differentiated here (its BatchNorm statistics still move)
+      fake = net_.g->forward(models::latent_input(net_, Var(z_)));
+    }
+    Var dr, penalty, norms;
+    Var r1_grad;
+    if (r1)
+      r1_grad = input_gradient(*net_.d, real, &dr);
+    else
+      dr = net_.d->forward(real);
+    const Var df = net_.d->forward(fake);
+    Var loss_d;
+    if (bce)
+      loss_d = add(bce_with_logits(dr, 1.0), bce_with_logits(df, 0.0));
+    else if (o_.loss == Loss::kHinge)
+      loss_d = hinge_d_loss(dr, df);
+    else
+      loss_d = sub(mean(df), mean(dr));
+    if (gp) {
+      // Interpolates x^ = real + eps (fake - real), eps ~ U(0, 1) per sample (device noise);
+      // penalty mean_i (|grad D(x^_i)| - 1)^2, weighted by lambda.
+      NvtxRange nvtx_gp("gradient penalty");
+      next_eps();
+      Tensor xh;
+      {
+        NoGradGuard ng;
+        xh = add(real.detach(), mul(Var(eps_), sub(fake.detach(), real.detach()))).value();
+      }
+      const Var g = input_gradient(*net_.d, Var(xh, true));
+      norms = sqrt(squared_norms(g));
+      const Var one(Tensor::full(Shape{}, 1.0, norms.device(), norms.value().dtype()));
+      const Var dev = sub(norms, one);
+      penalty = mean(mul(dev, dev));
+      loss_d = add(loss_d, scale(penalty, o_.gp_lambda));
+    }
+    if (r1) {
+      // R1 = gamma / 2 * mean_i |grad D(x_i)|^2 on real data; lazy: every k-th iteration, times k.
+      NvtxRange nvtx_r1("R1 penalty");
+      const Var sq = squared_norms(r1_grad);
+      penalty = mean(sq);
+      loss_d = add(loss_d, scale(penalty, 0.5 * o_.r1 * o_.r1_every));
+      if (!norms.defined()) {
+        NoGradGuard ng;
+        norms = sqrt(sq.detach());
+      }
+    }
+    zero_grad(opt_d_.params());
+    backward(loss_d);
+    opt_d_.step();
+    if (o_.loss == Loss::kWgan)
+      for (const Var& p : opt_d_.params()) clamp_(p.value(), -o_.wgan_clip, o_.wgan_clip);
+    if (k + 1 == o_.n_dis) {
+      NoGradGuard ng;
+      keep_scalar(0, loss_d);
+      keep_scalar(2, bce ? mean(sigmoid(dr.detach())) : mean(dr.detach()));
+      keep_scalar(3, bce ? mean(sigmoid(df.detach())) : mean(df.detach()));
+      if (penalty.defined()) {
+        keep_scalar(4, penalty.detach());
+        keep_scalar(5, mean(norms.detach()));
+      }
+    }
+  }
+  {
+    // ---- generator (D's parameters need no gradient here)
+    GAN_NVTX("G step");
+    set_requires_grad(*net_.d, false);
+    set_requires_grad(*net_.g, true);
+    next_z();
+    const Var fake = net_.g->forward(models::latent_input(net_, Var(z_)));
+    const Var out_fake = net_.d->forward(fake);
+    const Var loss_g = bce ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
+    zero_grad(opt_g_.params());
+    backward(loss_g);
+    opt_g_.step();
+    keep_scalar(1, loss_g);
+  }
+  if (!ema_params_.empty()) {
+    GAN_NVTX("EMA");
+    for (size_t i = 0; i < ema_params_.size(); ++i)
+      lerp_(ema_params_[i].value(), g_params_[i].value(), 1.0 - o_.ema);
+  }
+}
+
+IterationGraph::IterationGraph(const std::vector<nn::Module*>& modules,
+                               const std::function<void()>& body) {
+  for (nn::Module* m : modules)
+    for (auto& [name, b] : m->named_buffers())
+      if (name.ends_with("num_batches_tracked")) counters_.emplace_back(b, b.data<double>()[0]);
+  cudaStream_t st = cuda::stream();
+  GAN_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  try {
+    body();
+  } catch (...) {
+    cudaGraph_t g = nullptr;
+    (void)cudaStreamEndCapture(st, &g);
+    if (g) (void)cudaGraphDestroy(g);
+    throw;
+  }
+  cudaGraph_t g = nullptr;
+  GAN_CUDA_CHECK(cudaStreamEndCapture(st, &g));
+  cudaError_t e = cudaGraphGetNodes(g, nullptr, &nodes_);
+  if (e == cudaSuccess) e = cudaGraphInstantiate(&exec_, g, 0);
+  (void)cudaGraphDestroy(g);
+  GAN_CUDA_CHECK(e);
+  for (auto& [t, before] : counters_) {  // the capture ran nothing: undo, keep the delta
+    const double after = t.data<double>()[0];
+    t.data<double>()[0] = before;
+    before = after - before;
+  }
+}
+
+IterationGraph::~IterationGraph() {
+  if (exec_) (void)cudaGraphExecDestroy(exec_);
+}
+
+void IterationGraph::replay() {
+  GAN_CUDA_CHECK(cudaGraphLaunch(exec_, cuda::stream()));
+  for (auto& [t, delta] : counters_) t.data<double>()[0] += delta;
+}
+
+}  // namespace gan::train

@@ -1,0 +1,78 @@
+// One iteration of gan_train's loop (Stepper) and its CUDA graph (IterationGraph), shared by
+// gan_train and gan_bench.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <utility>
+#include <vector>
+
+#include <cuda_runtime_api.h>
+
+#include "engine/adam.h"
+#include "engine/random.h"
+#include "models/gan.h"
+#include "tools/train/options.h"
+
+namespace gan::train {
+
+// Sets requires_grad on every parameter of m (a step freezes the network it does not update).
+void set_requires_grad(nn::Module& m, bool on);
+
+// One iteration of gan_train's loop on models and optimisers the caller owns (gan_bench times it):
+// n_dis discriminator steps on the given real batches (each with fresh noise and a fake from G
+// without gradient), one generator step on a fresh fake, the EMA update. Everything it allocates
+// is freed before it returns, and it never synchronises, so it can be captured as a CUDA graph.
+// NVTX ranges "D step", "G step" and "EMA" mark the phases.
+class Stepper {
+ public:
+  // o: resolved options (loss, n_dis, ema, wgan_clip, batch_size); ema: null when o.ema == 0.
+  Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,
+          Generator& gen);
+  // `step`: the 0-based index of this iteration (lazy R1 runs when step % r1_every == 0).
+  void iteration(const std::vector<Tensor>& reals, int64_t step = 0);
+  // loss_d, loss_g, D(x), D(G(z)), the penalty (wgan-gp: mean (|grad| - 1)^2; R1: mean |grad|^2,
+  // unweighted) and the mean gradient norm |d D / d input| it was taken on, of the last
+  // iteration (persistent memory on the device).
+  const Tensor& stats() const { return stats_; }
+  static constexpr int64_t kStats = 6;
+  // Tests: take the noise of the following iterations from these tensors, in order, instead of
+  // the generator: z (batch, z_dim) for each D step and then the G step, eps (batch) for each
+  // WGAN-GP D step. Each queue falls back to the generator once empty.
+  void use_fixed_noise(std::vector<Tensor> z, std::vector<Tensor> eps);
+
+ private:
+  void keep_scalar(int64_t i, const Var& v);
+  void next_z();
+  void next_eps();
+
+  Options o_;
+  models::Gan& net_;
+  Adam &opt_g_, &opt_d_;
+  Generator& gen_;
+  Tensor z_, stats_, eps_;
+  std::vector<Tensor> fixed_z_, fixed_eps_;  // tests (use_fixed_noise), consumed front first
+  std::vector<Var> g_params_, ema_params_;
+};
+
+// One iteration captured as a CUDA graph and replayed. The capture runs nothing, so BatchNorm's
+// host-side num_batches_tracked counters of `modules` are restored after it and advanced by what
+// the capture added at each replay. The iteration must have run eagerly once before (cuDNN plans,
+// workspace sizes).
+class IterationGraph {
+ public:
+  IterationGraph(const std::vector<nn::Module*>& modules, const std::function<void()>& body);
+  ~IterationGraph();
+  IterationGraph(const IterationGraph&) = delete;
+  IterationGraph& operator=(const IterationGraph&) = delete;
+  void replay();
+  // Nodes of the captured graph (kernels, copies, memsets, pool allocations and frees).
+  size_t nodes() const { return nodes_; }
+
+ private:
+  cudaGraphExec_t exec_ = nullptr;
+  size_t nodes_ = 0;
+  std::vector<std::pair<Tensor, double>> counters_;  // counter, increment per iteration
+};
+
+}  // namespace gan::train
