@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "bench/bench_util.h"
-#include "engine/cudnn.h"
 #include "engine/device.h"
 #include "engine/random.h"
 #include "engine/tensor.h"
 #include "kernels/batchnorm.h"
+#include "kernels/conv_cudnn.h"
 
 using namespace gan;
 

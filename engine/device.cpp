@@ -5,8 +5,11 @@
 #include <cstdlib>
 #include <mutex>
 #include <string>
+#include <vector>
 
 #include "engine/error.h"
+#include "engine/tensor.h"
+#include "kernels/conv_cudnn.h"
 
 namespace gan {
 
@@ -84,6 +87,42 @@ Context& context() {
   apply_math_mode(c->cublas);
   g_ctx = c;
   return *g_ctx;
+}
+
+cudnnHandle_t cudnn() {
+  static std::mutex mu;
+  static cudnnHandle_t handle = nullptr;
+  std::lock_guard<std::mutex> lock(mu);
+  if (!handle) {
+    cudaStream_t st = stream();
+    GAN_CUDNN_CHECK(cudnnCreate(&handle));
+    GAN_CUDNN_CHECK(cudnnSetStream(handle, st));
+  }
+  return handle;
+}
+
+kernels::CudnnConvContext conv_context() {
+  kernels::CudnnConvContext ctx;
+  ctx.handle = cudnn();
+  ctx.tf32 = allow_tf32();
+  ctx.workspace = [](size_t bytes) -> void* {
+    static std::mutex mu;
+    static Tensor ws;
+    static std::vector<Tensor> retired;
+    std::lock_guard<std::mutex> lock(mu);
+    if (bytes == 0) return nullptr;
+    if (!ws.defined() || ws.nbytes() < bytes) {
+      cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+      GAN_CUDA_CHECK(cudaStreamIsCapturing(stream(), &status));
+      GAN_CHECK(status == cudaStreamCaptureStatusNone,
+                "conv (cuDNN): the workspace must grow to " + std::to_string(bytes) +
+                    " bytes during a CUDA graph capture; run every shape once before capturing");
+      if (ws.defined()) retired.push_back(ws);
+      ws = Tensor::empty(Shape{int64_t((bytes + 3) / 4)}, Device::CUDA);
+    }
+    return ws.raw();
+  };
+  return ctx;
 }
 
 void synchronize() { GAN_CUDA_CHECK(cudaStreamSynchronize(context().stream)); }

@@ -8,8 +8,13 @@
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <cudnn.h>
 
 namespace gan {
+
+namespace kernels {
+struct CudnnConvContext;
+}
 
 // True when a CUDA device can be used (the driver loads and reports at least one device).
 bool cuda_available();
@@ -39,6 +44,15 @@ struct Context {
 Context& context();
 inline cudaStream_t stream() { return context().stream; }
 inline cublasHandle_t cublas() { return context().cublas; }
+// The cuDNN handle of the engine stream (created on first use).
+cudnnHandle_t cudnn();
+// What kernels/conv_cudnn.h needs to run a convolution on the engine stream: the cuDNN handle,
+// the math mode (allow_tf32()) and the engine's convolution workspace, which grows
+// (stream-ordered) when a plan needs more, which the first step does. Growth during a CUDA graph
+// capture is refused (a captured workspace must never move), and a workspace replaced later
+// stays allocated, since a graph captured earlier still uses it (e.g. a sample forward at another
+// batch size makes new plans after the training step was captured).
+kernels::CudnnConvContext conv_context();
 // Waits for all work on the engine stream.
 void synchronize();
 // Bytes the memory pool holds from the driver (steady-state training should not grow this).

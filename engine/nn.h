@@ -122,10 +122,14 @@ class Identity : public Layer {
 };
 
 // (B, ...) -> (B, rest).
-// PyTorch's nn.MaxPool2d(2): 2x2 windows, stride 2 (no parameters).
-class MaxPool2x2 : public Layer {
+// PyTorch's nn.MaxPool2d (no parameters); by default nn.MaxPool2d(2): 2x2 windows, stride 2.
+class MaxPool2d : public Layer {
  public:
-  Var forward(const Var& x) override { return max_pool2x2(x); }
+  explicit MaxPool2d(const Pool2dOptions& o = {}) : o_(o) {}
+  Var forward(const Var& x) override { return max_pool2d(x, o_); }
+
+ private:
+  Pool2dOptions o_;
 };
 
 class Flatten : public Layer {

@@ -118,8 +118,6 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x);
 // is a packed (B, N, 2d + dv) projection and d is given.
 std::vector<float> attention_rows(const Tensor& q, const Tensor& k,
                                   const std::vector<int64_t>& queries, int64_t d = -1);
-// 2x2 max pooling, stride 2: (N, H, W, C) -> (N, H/2, W/2, C), H and W even.
-Var max_pool2x2(const Var& x);
 
 // ---- pooling and resizing with PyTorch's rules (kernels/pool2d.h), x (N, H, W, C).
 struct Pool2dOptions {
@@ -129,7 +127,10 @@ struct Pool2dOptions {
   bool count_include_pad = true;   // avg_pool2d: divide by the window size including padding
 };
 // nn.MaxPool2d / nn.AvgPool2d (ceil_mode off): (N, P, Q, C), P = (H + 2 pad - k) / stride + 1.
-Var max_pool2d(const Var& x, const Pool2dOptions& o);
+// max_pool2d routes each gradient to the first maximum of its window; with windows that tile
+// the input (stride = kernel, no padding, H and W multiples of the kernel: SAGAN's pooled keys,
+// the classifier) it also has a VJP, so gradient penalties differentiate through it twice.
+Var max_pool2d(const Var& x, const Pool2dOptions& o = {});
 Var avg_pool2d(const Var& x, const Pool2dOptions& o);
 // nn.AdaptiveAvgPool2d((out_h, out_w)).
 Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w);

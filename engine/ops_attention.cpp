@@ -1,11 +1,10 @@
-// attention, self_attention (packed, fused epilogue), attention_rows, max_pool2x2.
+// attention, self_attention (packed, fused epilogue), attention_rows.
 #include <fmt/format.h>
 
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/attention.h"
 #include "kernels/common.h"
-#include "kernels/pool.h"
 
 namespace gan {
 
@@ -249,51 +248,6 @@ std::vector<float> attention_rows(const Tensor& q, const Tensor& k,
   const std::vector<double> rows =
       kernels::attention_rows_cpu<float>(a, qh.data<float>(), kh.data<float>() + k_off, queries);
   return std::vector<float>(rows.begin(), rows.end());
-}
-
-Var max_pool2x2(const Var& x) {
-  GAN_NVTX("max_pool2x2");
-  const Tensor& xt = x.value();
-  GAN_CHECK(xt.ndim() == 4 && xt.dim(1) % 2 == 0 && xt.dim(2) % 2 == 0,
-            "max_pool2x2: expected (N, H, W, C) with even H and W, got " + xt.shape().str());
-  const int64_t n = xt.dim(0), h = xt.dim(1), w = xt.dim(2), ch = xt.dim(3);
-  Tensor y = Tensor::empty(Shape{n, h / 2, w / 2, ch}, xt.device(), xt.dtype());
-  if (xt.is_cuda()) {
-    check_cuda_f32("max_pool2x2", xt);
-    kernels::max_pool2x2_forward_cuda(xt.data<float>(), n, h, w, ch, y.data<float>(),
-                                      cuda::stream());
-  } else {
-    dispatch_cpu(xt, "max_pool2x2", [&](auto t) {
-      using T = decltype(t);
-      kernels::max_pool2x2_forward_cpu<T>(xt.data<T>(), n, h, w, ch, y.data<T>());
-    });
-  }
-  // The backward routes each gradient to its window's maximum: a linear map fixed by x.
-  auto route = [xt, n, h, w, ch](const Tensor& dy) {
-    Tensor dx = Tensor::empty_like(xt);
-    if (xt.is_cuda()) {
-      kernels::max_pool2x2_backward_cuda(xt.data<float>(), dy.data<float>(), n, h, w, ch,
-                                         dx.data<float>(), cuda::stream());
-    } else {
-      dispatch_cpu(xt, "max_pool2x2", [&](auto t) {
-        using T = decltype(t);
-        kernels::max_pool2x2_backward_cpu<T>(xt.data<T>(), dy.data<T>(), n, h, w, ch, dx.data<T>());
-      });
-    }
-    return dx;
-  };
-  // VJP: dx = mask * upsample(dout), the mask (1 at each window's maximum) a constant, the
-  // nearest-neighbour upsampling a broadcast product with ones (five dimensions at most).
-  VjpFn vjp = [route, n, h, w, ch](const std::vector<Var>& d, const std::vector<bool>&) {
-    const Tensor& g = d[0].value();
-    const Var mask(route(Tensor::full(g.shape(), 1.0, g.device(), g.dtype())));
-    const Var ones(Tensor::full(Shape{n * h / 2, 2, w / 2, 2, ch}, 1.0, g.device(), g.dtype()));
-    const Var up = mul(reshape(d[0], Shape{n * h / 2, 1, w / 2, 1, ch}), ones);
-    return std::vector<Var>{mul(mask, reshape(up, Shape{n, h, w, ch}))};
-  };
-  return record(
-      "max_pool2x2", {x}, y, [route](const BackwardContext& c) { c.add(0, route(c.dout)); },
-      std::move(vjp));
 }
 
 }  // namespace gan

@@ -2,11 +2,11 @@
 #include <fmt/format.h>
 
 #include "engine/broadcast.h"
-#include "engine/cudnn.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
 #include "kernels/conv.h"
+#include "kernels/conv_cudnn.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 
@@ -24,7 +24,8 @@ bool empty_conv(const ConvGeom& g) {
 void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y) {
   if (empty_conv(g)) return y.zero_();
   if (x.is_cuda()) {
-    cuda::conv_forward(g, x.data<float>(), w.data<float>(), y.data<float>());
+    kernels::conv_forward_cudnn(cuda::conv_context(), g, x.data<float>(), w.data<float>(),
+                                y.data<float>());
   } else {
     dispatch_cpu(x, "conv", [&](auto t) {
       using T = decltype(t);
@@ -36,7 +37,8 @@ void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor&
 void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const Tensor& dx) {
   if (empty_conv(g)) return dx.zero_();
   if (dy.is_cuda()) {
-    cuda::conv_backward_data(g, dy.data<float>(), w.data<float>(), dx.data<float>());
+    kernels::conv_backward_data_cudnn(cuda::conv_context(), g, dy.data<float>(), w.data<float>(),
+                                      dx.data<float>());
   } else {
     dispatch_cpu(dy, "conv", [&](auto t) {
       using T = decltype(t);
@@ -52,7 +54,8 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
     return;
   }
   if (x.is_cuda()) {
-    cuda::conv_backward_filter(g, x.data<float>(), dy.data<float>(), dw.data<float>(), accumulate);
+    kernels::conv_backward_filter_cudnn(cuda::conv_context(), g, x.data<float>(), dy.data<float>(),
+                                        dw.data<float>(), accumulate);
   } else {
     dispatch_cpu(x, "conv", [&](auto t) {
       using T = decltype(t);

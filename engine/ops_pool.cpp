@@ -1,5 +1,5 @@
 // max_pool2d, avg_pool2d, adaptive_avg_pool2d, resize_bilinear (kernels/pool2d.h): PyTorch's rules
-// on NHWC activations, for the feature networks of tools/eval.
+// on NHWC activations, for SAGAN's pooled attention and the feature networks of tools/eval.
 #include <fmt/format.h>
 
 #include "engine/dispatch.h"
@@ -34,6 +34,38 @@ kernels::Pool2dGeom geometry(const char* op, const Tensor& x, const Pool2dOption
 
 namespace {
 
+// The gradient of max pooling: dy (N, P, Q, C) routed to each window's first maximum in x.
+Tensor max_pool_route(const Tensor& xt, const kernels::Pool2dGeom& g, const Tensor& dy) {
+  Tensor dx = Tensor::empty_like(xt);
+  if (xt.is_cuda()) {
+    kernels::max_pool2d_backward_cuda(g, xt.data<float>(), dy.data<float>(), dx.data<float>(),
+                                      cuda::stream());
+  } else {
+    dispatch_cpu(xt, "max_pool2d", [&](auto t) {
+      using T = decltype(t);
+      kernels::max_pool2d_backward_cpu<T>(g, xt.data<T>(), dy.data<T>(), dx.data<T>());
+    });
+  }
+  return dx;
+}
+
+// Max pooling's VJP where the windows tile the input: dx = mask * upsample(dout), the mask (1 at
+// each window's maximum) a constant fixed by x, the nearest-neighbour upsampling a broadcast
+// product with ones (five dimensions at most). Other geometries have none (grad() then names
+// the op).
+VjpFn max_pool_vjp(const Tensor& xt, const kernels::Pool2dGeom& g) {
+  if (g.sh != g.kh || g.sw != g.kw || g.ph != 0 || g.pw != 0 || g.h % g.kh != 0 || g.w % g.kw != 0)
+    return nullptr;
+  return [xt, g](const std::vector<Var>& d, const std::vector<bool>&) {
+    const Tensor& dy = d[0].value();
+    const int64_t p = g.out_h(), q = g.out_w();
+    const Var mask(max_pool_route(xt, g, Tensor::full(dy.shape(), 1.0, dy.device(), dy.dtype())));
+    const Var ones(Tensor::full(Shape{g.n * p, g.kh, q, g.kw, g.c}, 1.0, dy.device(), dy.dtype()));
+    const Var up = mul(reshape(d[0], Shape{g.n * p, 1, q, 1, g.c}), ones);
+    return std::vector<Var>{mul(mask, reshape(up, Shape{g.n, g.h, g.w, g.c}))};
+  };
+}
+
 // max_pool2d and avg_pool2d: the same frame, kMax picks the kernels.
 template <bool kMax>
 Var pool2d(const char* op, const Var& x, const Pool2dOptions& o) {
@@ -53,26 +85,23 @@ Var pool2d(const char* op, const Var& x, const Pool2dOptions& o) {
         kernels::avg_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
     });
   }
-  return record(op, {x}, y, [xt, g, op](const BackwardContext& c) {
+  BackwardFn backward = [xt, g, op](const BackwardContext& c) {
+    if constexpr (kMax) {
+      c.add(0, max_pool_route(xt, g, c.dout));
+      return;
+    }
     Tensor dx = Tensor::empty_like(xt);
     if (xt.is_cuda()) {
-      if constexpr (kMax)
-        kernels::max_pool2d_backward_cuda(g, xt.data<float>(), c.dout.data<float>(),
-                                          dx.data<float>(), cuda::stream());
-      else
-        kernels::avg_pool2d_backward_cuda(g, c.dout.data<float>(), dx.data<float>(),
-                                          cuda::stream());
+      kernels::avg_pool2d_backward_cuda(g, c.dout.data<float>(), dx.data<float>(), cuda::stream());
     } else {
       dispatch_cpu(xt, op, [&](auto t) {
         using T = decltype(t);
-        if constexpr (kMax)
-          kernels::max_pool2d_backward_cpu<T>(g, xt.data<T>(), c.dout.data<T>(), dx.data<T>());
-        else
-          kernels::avg_pool2d_backward_cpu<T>(g, c.dout.data<T>(), dx.data<T>());
+        kernels::avg_pool2d_backward_cpu<T>(g, c.dout.data<T>(), dx.data<T>());
       });
     }
     c.add(0, dx);
-  });
+  };
+  return record(op, {x}, y, backward, kMax ? max_pool_vjp(xt, g) : VjpFn());
 }
 
 }  // namespace

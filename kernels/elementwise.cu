@@ -1,4 +1,7 @@
 #include "kernels/elementwise.h"
+
+#include <type_traits>
+
 #include "kernels/runtime.h"
 
 namespace gan::kernels {
@@ -161,32 +164,55 @@ void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stre
   GAN_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+
+// The one dispatch from a runtime op to the kernels' compile-time template argument:
+// f(std::integral_constant<Unary, OP>{}) for the op given.
+template <class F>
+void dispatch_unary(Unary op, F&& f) {
+  switch (op) {
+    case Unary::kScale:
+      return f(std::integral_constant<Unary, Unary::kScale>{});
+    case Unary::kRelu:
+      return f(std::integral_constant<Unary, Unary::kRelu>{});
+    case Unary::kLeakyRelu:
+      return f(std::integral_constant<Unary, Unary::kLeakyRelu>{});
+    case Unary::kTanh:
+      return f(std::integral_constant<Unary, Unary::kTanh>{});
+    case Unary::kSigmoid:
+      return f(std::integral_constant<Unary, Unary::kSigmoid>{});
+    case Unary::kSqrt:
+      return f(std::integral_constant<Unary, Unary::kSqrt>{});
+  }
+  throw_error("elementwise: unknown unary op");
+}
+
+template <class F>
+void dispatch_binary(Binary op, F&& f) {
+  switch (op) {
+    case Binary::kAdd:
+      return f(std::integral_constant<Binary, Binary::kAdd>{});
+    case Binary::kSub:
+      return f(std::integral_constant<Binary, Binary::kSub>{});
+    case Binary::kMul:
+      return f(std::integral_constant<Binary, Binary::kMul>{});
+    case Binary::kDiv:
+      return f(std::integral_constant<Binary, Binary::kDiv>{});
+  }
+  throw_error("elementwise: unknown binary op");
+}
+
+}  // namespace
+
 void unary_forward_cuda(Unary op, float alpha, const float* x, float* y, int64_t n,
                         cudaStream_t stream) {
   GAN_NVTX(unary_name(op));
   GAN_CHECK(n >= 0, "unary_forward_cuda: negative size");
   if (n == 0) return;
-  const unsigned blocks = grid_blocks(n, kThreads);
-  switch (op) {
-    case Unary::kScale:
-      launch(unary_forward_kernel<Unary::kScale>, blocks, kThreads, 0, stream, x, y, n, alpha);
-      break;
-    case Unary::kRelu:
-      launch(unary_forward_kernel<Unary::kRelu>, blocks, kThreads, 0, stream, x, y, n, alpha);
-      break;
-    case Unary::kLeakyRelu:
-      launch(unary_forward_kernel<Unary::kLeakyRelu>, blocks, kThreads, 0, stream, x, y, n, alpha);
-      break;
-    case Unary::kTanh:
-      launch(unary_forward_kernel<Unary::kTanh>, blocks, kThreads, 0, stream, x, y, n, alpha);
-      break;
-    case Unary::kSigmoid:
-      launch(unary_forward_kernel<Unary::kSigmoid>, blocks, kThreads, 0, stream, x, y, n, alpha);
-      break;
-    case Unary::kSqrt:
-      launch(unary_forward_kernel<Unary::kSqrt>, blocks, kThreads, 0, stream, x, y, n, alpha);
-      break;
-  }
+  dispatch_unary(op, [&](auto k) {
+    launch(unary_forward_kernel<decltype(k)::value>, grid_blocks(n, kThreads), kThreads, 0, stream,
+           x, y, n, alpha);
+  });
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -195,33 +221,10 @@ void unary_backward_cuda(Unary op, float alpha, const float* x, const float* y, 
   GAN_NVTX(unary_name(op));
   GAN_CHECK(n >= 0, "unary_backward_cuda: negative size");
   if (n == 0) return;
-  const unsigned blocks = grid_blocks(n, kThreads);
-  switch (op) {
-    case Unary::kScale:
-      launch(unary_backward_kernel<Unary::kScale>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
-             alpha);
-      break;
-    case Unary::kRelu:
-      launch(unary_backward_kernel<Unary::kRelu>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
-             alpha);
-      break;
-    case Unary::kLeakyRelu:
-      launch(unary_backward_kernel<Unary::kLeakyRelu>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
-             alpha);
-      break;
-    case Unary::kTanh:
-      launch(unary_backward_kernel<Unary::kTanh>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
-             alpha);
-      break;
-    case Unary::kSigmoid:
-      launch(unary_backward_kernel<Unary::kSigmoid>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
-             alpha);
-      break;
-    case Unary::kSqrt:
-      launch(unary_backward_kernel<Unary::kSqrt>, blocks, kThreads, 0, stream, x, y, dy, dx, n,
-             alpha);
-      break;
-  }
+  dispatch_unary(op, [&](auto k) {
+    launch(unary_backward_kernel<decltype(k)::value>, grid_blocks(n, kThreads), kThreads, 0, stream,
+           x, y, dy, dx, n, alpha);
+  });
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -229,21 +232,10 @@ void binary_forward_cuda(Binary op, const BroadcastIndex& bi, const float* a, co
                          float* y, cudaStream_t stream) {
   GAN_NVTX(binary_name(op));
   if (bi.n == 0) return;
-  const unsigned blocks = grid_blocks(bi.n, kThreads);
-  switch (op) {
-    case Binary::kAdd:
-      launch(binary_forward_kernel<Binary::kAdd>, blocks, kThreads, 0, stream, bi, a, b, y);
-      break;
-    case Binary::kSub:
-      launch(binary_forward_kernel<Binary::kSub>, blocks, kThreads, 0, stream, bi, a, b, y);
-      break;
-    case Binary::kMul:
-      launch(binary_forward_kernel<Binary::kMul>, blocks, kThreads, 0, stream, bi, a, b, y);
-      break;
-    case Binary::kDiv:
-      launch(binary_forward_kernel<Binary::kDiv>, blocks, kThreads, 0, stream, bi, a, b, y);
-      break;
-  }
+  dispatch_binary(op, [&](auto k) {
+    launch(binary_forward_kernel<decltype(k)::value>, grid_blocks(bi.n, kThreads), kThreads, 0,
+           stream, bi, a, b, y);
+  });
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -253,11 +245,11 @@ void binary_backward_cuda(Binary op, const BroadcastIndex& bi, const float* a, c
   GAN_CHECK(op == Binary::kMul || op == Binary::kDiv,
             "binary_backward_cuda: only mul and div have a backward kernel");
   if (bi.n == 0) return;
-  const unsigned blocks = grid_blocks(bi.n, kThreads);
-  if (op == Binary::kMul)
-    launch(binary_backward_kernel<Binary::kMul>, blocks, kThreads, 0, stream, bi, a, b, dy, ga, gb);
-  else
-    launch(binary_backward_kernel<Binary::kDiv>, blocks, kThreads, 0, stream, bi, a, b, dy, ga, gb);
+  dispatch_binary(op, [&](auto k) {
+    if constexpr (decltype(k)::value == Binary::kMul || decltype(k)::value == Binary::kDiv)
+      launch(binary_backward_kernel<decltype(k)::value>, grid_blocks(bi.n, kThreads), kThreads, 0,
+             stream, bi, a, b, dy, ga, gb);
+  });
   GAN_CUDA_CHECK_LAUNCH();
 }
 

@@ -197,7 +197,7 @@ Var SelfAttention::forward(const Var& x) {
   const Var q = linear(xf, as_matrix(q_->effective_weight()));
   const Var kf = linear(x, as_matrix(k_->effective_weight()));  // (B, H, W, d)
   const Var vf = linear(x, as_matrix(v_->effective_weight()));  // (B, H, W, C/2)
-  const Var kp = max_pool2x2(kf), vp = max_pool2x2(vf);
+  const Var kp = max_pool2d(kf), vp = max_pool2d(vf);
   const int64_t nk = kp.shape()[1] * kp.shape()[2];
   const Var o = attention(q, reshape(kp, Shape{b, nk, d_}), reshape(vp, Shape{b, nk, c_ / 2}));
   const Var proj = linear(o, as_matrix(o_->effective_weight()));  // (B, N, C)
@@ -212,7 +212,7 @@ std::vector<float> SelfAttention::attention_map(const Var& x, const std::vector<
   const Var q = linear(xf, as_matrix(q_->effective_weight()), q_->bias());
   Var k;
   if (official_) {
-    const Var kp = max_pool2x2(linear(x, as_matrix(k_->effective_weight())));
+    const Var kp = max_pool2d(linear(x, as_matrix(k_->effective_weight())));
     k = reshape(kp, Shape{b, kp.shape()[1] * kp.shape()[2], d_});
   } else {
     k = linear(xf, as_matrix(k_->effective_weight()), k_->bias());

@@ -108,11 +108,11 @@ std::vector<OpCase> max_pool_cases() {
   for (const Shape& s :
        {Shape{1, 2, 2, 1}, Shape{3, 4, 6, 5}, Shape{2, 8, 8, 64}, Shape{1, 32, 34, 3}}) {
     OpCase c;
-    c.name = "max_pool2x2 " + s.str();
+    c.name = "max_pool2d 2x2 " + s.str();
     Input x;
     x.shape = s;
     c.inputs = {x};
-    c.fn = [](const std::vector<Var>& v) { return gan::max_pool2x2(v[0]); };
+    c.fn = [](const std::vector<Var>& v) { return gan::max_pool2d(v[0]); };
     cases.push_back(c);
   }
   return cases;
@@ -134,7 +134,7 @@ GAN_OP_TEST("self_attention", self_attention_tiled)
 GAN_OP_TEST("attention", pooled_attention_tiled)
 GAN_OP_TEST_CUDA("self_attention materialised", self_attention_gemm)
 GAN_OP_TEST_CUDA("attention materialised", pooled_attention_gemm)
-GAN_OP_TEST("max_pool2x2", max_pool_cases)
+GAN_OP_TEST("max_pool2d 2x2", max_pool_cases)
 
 TEST_CASE("attention: a hand-checked example and the attention rows", "[attention][cpu]") {
   using namespace gan;

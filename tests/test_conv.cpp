@@ -3,10 +3,11 @@
 // dilation, rectangular kernels, output padding), batch 1 and 3, odd channel counts.
 #include <catch2/catch.hpp>
 
-#include "engine/cudnn.h"
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "kernels/conv.h"
+#include "kernels/conv_cudnn.h"
 #include "tests/harness.h"
 
 namespace {
@@ -185,9 +186,10 @@ TEST_CASE("conv cuda: each plan logs its algorithms; a non-deterministic fallbac
   {
     // On the interpreter, model cuDNN offering only non-deterministic backward-filter algorithms.
     gan::test::ScopedEnv env("GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER", "1");
-    gan::cuda::conv_forward(g, x.data<float>(), w.data<float>(), y.data<float>());
+    gan::kernels::conv_forward_cudnn(gan::cuda::conv_context(), g, x.data<float>(), w.data<float>(),
+                                     y.data<float>());
   }
-  const std::string line = gan::cuda::conv_plan_log().back();
+  const std::string line = gan::kernels::conv_plan_log().back();
   INFO(line);
   CHECK_THAT(line, Catch::Contains("x (1, 7, 9, 3) w (5, 3, 3, 3) stride 2x2 pad 1x1"));
   CHECK_THAT(line, Catch::Contains("forward algo") && Catch::Contains("backward-data algo"));
@@ -201,7 +203,8 @@ TEST_CASE("conv cuda: each plan logs its algorithms; a non-deterministic fallbac
     const Tensor x1 = Tensor::zeros(Shape{g.n, g.h, g.w, 1}, Device::CUDA);
     const Tensor w1 = Tensor::zeros(Shape{g.k, g.r, g.s, 1}, Device::CUDA);
     CHECK_THROWS_WITH(
-        gan::cuda::conv_forward(g, x1.data<float>(), w1.data<float>(), y.data<float>()),
+        gan::kernels::conv_forward_cudnn(gan::cuda::conv_context(), g, x1.data<float>(),
+                                         w1.data<float>(), y.data<float>()),
         Catch::Contains("no deterministic backward-filter algorithm") &&
             Catch::Contains("GAN_CUDNN_DETERMINISTIC"));
   }

@@ -8,6 +8,7 @@
 #include <catch2/catch.hpp>
 
 #include "engine/error.h"
+#include "engine/grad.h"
 #include "engine/ops.h"
 #include "tests/harness.h"
 
@@ -280,9 +281,9 @@ std::vector<OpCase> sn_pool_cases() {
                      },
                      {0}));
   }
-  cases.push_back(second_order("max_pool2x2 (2, 4, 6, 3)", {in(Shape{2, 4, 6, 3})},
+  cases.push_back(second_order("max_pool2d 2x2 (2, 4, 6, 3)", {in(Shape{2, 4, 6, 3})},
                                [](const std::vector<Var>& v) {
-                                 const Var y = gan::max_pool2x2(v[0]);
+                                 const Var y = gan::max_pool2d(v[0]);
                                  return gan::mul(y, y);
                                },
                                {0}));
@@ -291,7 +292,7 @@ std::vector<OpCase> sn_pool_cases() {
 
 }  // namespace
 
-GAN_OP_TEST("double backward spectral_norm and max_pool2x2", sn_pool_cases)
+GAN_OP_TEST("double backward spectral_norm and max_pool2d", sn_pool_cases)
 GAN_OP_TEST("double backward attention", attention_cases)
 GAN_OP_TEST("double backward batch_norm", batch_norm_cases)
 GAN_OP_TEST("double backward elementwise", elementwise_cases)

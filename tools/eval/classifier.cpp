@@ -22,11 +22,11 @@ Classifier::Classifier(const ClassifierConfig& c, Generator& gen) : config_(c) {
   features_->add(std::make_shared<nn::Conv2d>(c.channels, w1, 3, 1, 1, true, gen));
   features_->add(std::make_shared<nn::BatchNorm2d>(w1, dev));
   features_->add(std::make_shared<nn::ReLU>());
-  features_->add(std::make_shared<nn::MaxPool2x2>());
+  features_->add(std::make_shared<nn::MaxPool2d>());
   features_->add(std::make_shared<nn::Conv2d>(w1, w2, 3, 1, 1, true, gen));
   features_->add(std::make_shared<nn::BatchNorm2d>(w2, dev));
   features_->add(std::make_shared<nn::ReLU>());
-  features_->add(std::make_shared<nn::MaxPool2x2>());
+  features_->add(std::make_shared<nn::MaxPool2d>());
   features_->add(std::make_shared<nn::Flatten>());
   auto fc = features_->add(std::make_shared<nn::Linear>(s4 * s4 * w2, c.features, true, gen));
   fc->mark_cols_hwc(s4, s4, w2);
@@ -71,7 +71,8 @@ void save_classifier(const std::string& path, const Classifier& c,
 LoadedClassifier load_classifier(const std::string& path, Device device) {
   GAN_CHECK(
       std::filesystem::is_regular_file(path),
-      fmt::format("classifier: {}: no such file (tools/programs/train_classifier.cpp makes one)", path));
+      fmt::format("classifier: {}: no such file (tools/programs/train_classifier.cpp makes one)",
+                  path));
   const st::File f = st::read_file(path);
   const auto kind = f.metadata.find("gan.kind");
   GAN_CHECK(kind != f.metadata.end() && kind->second == "classifier",

@@ -4,6 +4,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/grad.h"
 #include "engine/ops.h"
 #include "engine/tensor_ops.h"
 #include "kernels/common.h"

@@ -1,4 +1,4 @@
-#include "engine/cudnn.h"
+#include "kernels/conv_cudnn.h"
 
 #include <climits>
 #include <cstdio>
@@ -12,10 +12,8 @@
 
 #include <fmt/format.h>
 
-#include "engine/device.h"
-#include "engine/tensor.h"
+#include "kernels/check.h"
 #include "kernels/common.h"
-#include "kernels/conv.h"
 
 namespace gan {
 
@@ -24,21 +22,11 @@ void throw_cudnn_error(int status, const char* call, const char* file, int line)
               call + " at " + file + ":" + std::to_string(line));
 }
 
-namespace cuda {
+namespace kernels {
 
 namespace {
 
-std::mutex g_mu;
-
-cudnnHandle_t handle_locked() {
-  static cudnnHandle_t handle = nullptr;
-  if (!handle) {
-    cudaStream_t st = stream();
-    GAN_CUDNN_CHECK(cudnnCreate(&handle));
-    GAN_CUDNN_CHECK(cudnnSetStream(handle, st));
-  }
-  return handle;
-}
+std::mutex g_mu;  // the plan cache and its log
 
 // One per (geometry, math mode). Each direction has its own convolution descriptor so that it
 // can carry the math type its algorithm was chosen with.
@@ -70,7 +58,7 @@ struct ConvPlan {
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int,
                            int, int, int, int, bool>;
 
-PlanKey key_of(const kernels::ConvGeom& g, bool tf32) {
+PlanKey key_of(const ConvGeom& g, bool tf32) {
   return {g.n,        g.h,        g.w,     g.c,     g.k,     g.r,     g.s,
           g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, tf32};
 }
@@ -80,7 +68,7 @@ int to_int(int64_t v, const char* what) {
   return int(v);
 }
 
-cudnnConvolutionDescriptor_t make_conv(const kernels::ConvGeom& g, cudnnMathType_t math) {
+cudnnConvolutionDescriptor_t make_conv(const ConvGeom& g, cudnnMathType_t math) {
   cudnnConvolutionDescriptor_t d;
   GAN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
   GAN_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(d, g.pad_h, g.pad_w, g.stride_h, g.stride_w,
@@ -130,9 +118,9 @@ const Perf* pick(const Perf* perf, int count, bool tf32, const char* what, std::
   return p;
 }
 
-ConvPlan& plan_locked(const kernels::ConvGeom& g) {
+ConvPlan& plan_locked(const CudnnConvContext& ctx, const ConvGeom& g) {
   static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans;
-  const bool tf32 = allow_tf32();
+  const bool tf32 = ctx.tf32;
   auto& slot = plans[key_of(g, tf32)];
   if (slot) return *slot;
   auto plan = std::make_unique<ConvPlan>();
@@ -161,7 +149,7 @@ ConvPlan& plan_locked(const kernels::ConvGeom& g) {
             fmt::format("conv (cuDNN): output dims ({}, {}, {}, {}) differ from the expected "
                         "(N={}, K={}, P={}, Q={})",
                         ny[0], ny[1], ny[2], ny[3], g.n, g.k, g.p, g.q));
-  cudnnHandle_t h = handle_locked();
+  cudnnHandle_t h = ctx.handle;
 
   constexpr int kMax = 16;
   std::string note_fwd, note_bwd_data, note_bwd_filter;
@@ -205,28 +193,6 @@ ConvPlan& plan_locked(const kernels::ConvGeom& g) {
   return *slot;
 }
 
-// The shared workspace. It grows (stream-ordered) when a plan needs more, which the first step
-// does; growth during a CUDA graph capture is refused (a captured workspace must never move),
-// and a workspace replaced later stays allocated, since a graph captured earlier still uses it
-// (e.g. a sample forward at another batch size makes new plans after the training step was
-// captured).
-void* workspace_locked(size_t bytes) {
-  static Tensor ws;
-  static std::vector<Tensor> retired;
-  if (bytes == 0) return nullptr;
-  if (!ws.defined() || ws.nbytes() < bytes) {
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    GAN_CUDA_CHECK(cudaStreamIsCapturing(stream(), &status));
-    GAN_CHECK(status == cudaStreamCaptureStatusNone,
-              fmt::format("conv (cuDNN): the workspace must grow to {} bytes during a CUDA graph "
-                          "capture; run every shape once before capturing",
-                          bytes));
-    if (ws.defined()) retired.push_back(ws);
-    ws = Tensor::empty(Shape{int64_t((bytes + 3) / 4)}, Device::CUDA);
-  }
-  return ws.raw();
-}
-
 }  // namespace
 
 std::vector<std::string> conv_plan_log() {
@@ -234,43 +200,43 @@ std::vector<std::string> conv_plan_log() {
   return g_plan_log;
 }
 
-cudnnHandle_t cudnn() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  return handle_locked();
-}
-
-void conv_forward(const kernels::ConvGeom& g, const float* x, const float* w, float* y) {
+void conv_forward_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
+                        const float* w, float* y) {
   GAN_NVTX("conv_forward (cuDNN)");
-  std::lock_guard<std::mutex> lock(g_mu);
-  ConvPlan& pl = plan_locked(g);
-  void* ws = workspace_locked(pl.ws_fwd);
+  std::unique_lock<std::mutex> lock(g_mu);
+  const ConvPlan& pl = plan_locked(ctx, g);
+  lock.unlock();
+  void* ws = pl.ws_fwd ? ctx.workspace(pl.ws_fwd) : nullptr;
   const float one = 1.f, zero = 0.f;
-  GAN_CUDNN_CHECK(cudnnConvolutionForward(handle_locked(), &one, pl.x, x, pl.w, w, pl.conv_fwd,
-                                          pl.fwd, ws, pl.ws_fwd, &zero, pl.y, y));
+  GAN_CUDNN_CHECK(cudnnConvolutionForward(ctx.handle, &one, pl.x, x, pl.w, w, pl.conv_fwd, pl.fwd,
+                                          ws, pl.ws_fwd, &zero, pl.y, y));
 }
 
-void conv_backward_data(const kernels::ConvGeom& g, const float* dy, const float* w, float* dx) {
+void conv_backward_data_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* dy,
+                              const float* w, float* dx) {
   GAN_NVTX("conv_backward_data (cuDNN)");
-  std::lock_guard<std::mutex> lock(g_mu);
-  ConvPlan& pl = plan_locked(g);
-  void* ws = workspace_locked(pl.ws_bwd_data);
+  std::unique_lock<std::mutex> lock(g_mu);
+  const ConvPlan& pl = plan_locked(ctx, g);
+  lock.unlock();
+  void* ws = pl.ws_bwd_data ? ctx.workspace(pl.ws_bwd_data) : nullptr;
   const float one = 1.f, zero = 0.f;
-  GAN_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_locked(), &one, pl.w, w, pl.y, dy,
+  GAN_CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.handle, &one, pl.w, w, pl.y, dy,
                                                pl.conv_bwd_data, pl.bwd_data, ws, pl.ws_bwd_data,
                                                &zero, pl.x, dx));
 }
 
-void conv_backward_filter(const kernels::ConvGeom& g, const float* x, const float* dy, float* dw,
-                          bool accumulate) {
+void conv_backward_filter_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
+                                const float* dy, float* dw, bool accumulate) {
   GAN_NVTX("conv_backward_filter (cuDNN)");
-  std::lock_guard<std::mutex> lock(g_mu);
-  ConvPlan& pl = plan_locked(g);
-  void* ws = workspace_locked(pl.ws_bwd_filter);
+  std::unique_lock<std::mutex> lock(g_mu);
+  const ConvPlan& pl = plan_locked(ctx, g);
+  lock.unlock();
+  void* ws = pl.ws_bwd_filter ? ctx.workspace(pl.ws_bwd_filter) : nullptr;
   const float one = 1.f, beta = accumulate ? 1.f : 0.f;
-  GAN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_locked(), &one, pl.x, x, pl.y, dy,
+  GAN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.handle, &one, pl.x, x, pl.y, dy,
                                                  pl.conv_bwd_filter, pl.bwd_filter, ws,
                                                  pl.ws_bwd_filter, &beta, pl.w, dw));
 }
 
-}  // namespace cuda
+}  // namespace kernels
 }  // namespace gan
