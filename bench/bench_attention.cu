@@ -1,8 +1,8 @@
 // Attention kernel lab: every version is checked against the reference, then timed (forward +
-// backward of softmax(Q K^T) V, as ../shared/anchors/torch_gan_bench.py --attn times PyTorch).
+// backward of softmax(Q K^T) V, as bench/torch_gan_bench.py --attn times PyTorch).
 //   v0 naive: S = Q K^T and dS materialised (cuBLAS batched SGEMM + a row-softmax kernel)
 //   v1 flash: kernels/attention.cu (tiles of 32 x 32, online softmax, lse saved, SIMT float32)
-// Usage: bench_attention [--tf32] [B C N ...]   (default: the anchor's four shapes)
+// Usage: bench_attention [--tf32] [B C N ...]   (default: torch_gan_bench.py --attn's shapes)
 // Prints one JSON line per shape and version. Exits 0 with a message without a GPU.
 #include <cmath>
 #include <cstdio>

@@ -1,13 +1,13 @@
 // gan_bench: the time of one training iteration of the engine's DCGAN and SAGAN, for the configs
-// and math modes of the PyTorch anchor (../shared/anchors/torch_gan_bench.py), one JSON line per
-// measurement with the anchor's fields (docs/gan_bench.md). Two loops:
-//   anchor: the anchor script's iteration: z, fake = G(z) once; D step on D(real) and
+// and math modes of the PyTorch baseline (bench/torch_gan_bench.py, which prints the same fields),
+// one JSON line per measurement (docs/gan_bench.md). Two loops:
+//   anchor: the classic PyTorch GAN iteration: z, fake = G(z) once; D step on D(real) and
 //           D(fake.detach()); G step on D(fake) through the same forward of G; both Adam steps.
 //   train:  gan_train's own iteration (train::Stepper): the D step draws its fake without
 //           gradient, the G step draws a fresh z and runs G again.
 // Variants: fp32 (strict float32, eager), tf32 (TF32 tensor cores in GEMMs and convolutions),
 // graph / graph_tf32 (the whole iteration captured once as one CUDA graph and replayed).
-// Timing as the anchor's: warm-up iterations, then `reps` repeats of `iters` iterations between
+// Timing as the baseline's: warm-up iterations, then `reps` repeats of `iters` iterations between
 // CUDA events, the median of the per-iteration means. On the CPU (or a build on the interpreter)
 // the same code runs with host clocks, so CI keeps it building and running at a tiny config.
 #include <sys/resource.h>
@@ -92,9 +92,9 @@ int64_t count(nn::Module& m) {
   return n;
 }
 
-// The anchor script's iteration (see the top of the file). D's parameters need no gradient in
-// the G step (PyTorch computes them there and zeroes them before D's next step; the engine skips
-// that work, as gan_train does).
+// The anchor loop's iteration (see the top of the file). D's parameters need no gradient in
+// the G step: the engine skips that work, as gan_train does, and so does the PyTorch baseline
+// (a plain PyTorch loop computes them there and zeroes them before D's next step).
 class AnchorStep {
  public:
   AnchorStep(models::Gan& net, Adam& opt_g, Adam& opt_d, Generator& gen, train::Loss loss,

@@ -1,14 +1,19 @@
 #!/usr/bin/env python3
-"""The ratio table of gan_bench against the PyTorch anchor (docs/gan_bench.md).
+"""The ratio table of gan_bench against the PyTorch baseline (docs/gan_bench.md).
 
     bench/ratio_table.py ENGINE.jsonl [ENGINE2.jsonl ...] --torch TORCH.jsonl [--loop anchor]
 
-ENGINE files hold gan_bench's JSON lines, TORCH the anchor script's (torch_gan_bench.py) with the
-variants fp32, tf32, graph and graph_tf32 (others are ignored). One row per config and math mode:
-the engine's eager and CUDA-graph times (of the chosen loop; the train loop's eager time beside),
-PyTorch's eager and CUDA-graph times, the speed-ups of the engine's best time over each, and peak
-memory. The goals (issue 10): >= 2x PyTorch's graph time, >= 5x PyTorch eager, sagan-128 B64 peak
-memory <= 2.2 GB. Missing measurements print as '-', failed ones as 'error'; a row misses a goal unless it has numbers.
+ENGINE files hold gan_bench's JSON lines, TORCH those of bench/torch_gan_bench.py (the same
+fields; its variants fp32, tf32, graph, graph_tf32 and their channels-last forms *_cl are used,
+bf16 has no engine counterpart and is left out). One row per config and math mode: the engine's
+eager and CUDA-graph times (of the chosen loop; the train loop's eager time beside), PyTorch's
+eager and CUDA-graph times in the same loop and math mode (the faster of the NCHW and
+channels-last layouts where both were measured), the speed-ups of the engine's best time over
+each, and peak memory. Lines of a non-default model (width, channels) or loss (loss, n_dis) are
+left out. PyTorch lines without a "loop" field (files written before the baseline had the train
+loop) stand for either loop. The goals: >= 5x PyTorch eager and >= 2x PyTorch's CUDA-graph time
+in the same math mode, and sagan-128 B64 peak memory <= 2.2 GB. Missing measurements print as
+'-', failed ones as 'error'; a row misses a goal unless it has numbers.
 Standard library only (runs on the GPU machine and in CI).
 """
 import argparse
@@ -43,19 +48,26 @@ def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
 
+def default_setup(r):
+    """The benchmark's own models and losses: width 64, 3 channels, the model's loss."""
+    return r.get("width", 64) == 64 and r.get("channels", 3) == 3 and "loss" not in r
+
+
 def table(engine, torch, loop):
     eng, tor, failed = {}, {}, set()
     for r in engine:
-        if r.get("width", 64) != 64 or r.get("channels", 3) != 3:
-            continue  # not the anchor's models
+        if not default_setup(r):
+            continue
         k = key(r) + (r.get("variant"), r.get("loop", "anchor"))
         if "ms_per_iter" in r:
             eng[k] = r
         elif "error" in r:
             failed.add(k)
     for r in torch:
-        if "ms_per_iter" in r:
+        if "ms_per_iter" in r and default_setup(r) and r.get("loop", loop) == loop:
             tor[key(r) + (r["variant"],)] = r
+    fastest = lambda rows: min((r for r in rows if r), key=lambda r: r["ms_per_iter"], default=None)
+    used_cl = False
     configs = []
     for r in engine + torch:
         k = key(r)
@@ -73,7 +85,9 @@ def table(engine, torch, loop):
             e_eager = eng.get(k + (eager_v, loop))
             e_graph = eng.get(k + (graph_v, loop))
             e_train = eng.get(k + (eager_v, "train"))
-            t_eager, t_graph = tor.get(k + (eager_v,)), tor.get(k + (graph_v,))
+            t_eager = fastest(tor.get(k + (v,)) for v in (eager_v, eager_v + "_cl"))
+            t_graph = fastest(tor.get(k + (v,)) for v in (graph_v, graph_v + "_cl"))
+            used_cl |= any(r and r["variant"].endswith("_cl") for r in (t_eager, t_graph))
             if not any((e_eager, e_graph, t_eager, t_graph)) and not any(
                 k + (v, loop) in failed for v in (eager_v, graph_v)
             ):
@@ -106,17 +120,23 @@ def table(engine, torch, loop):
         f"{GOAL_MEM_MB / 1000:g} GB). Engine times: the {loop} loop; speed-ups use its best of eager "
         f"and graph."
     )
+    if used_cl:
+        out.append(
+            "PyTorch times: the faster of the NCHW and channels-last layouts (peak: of the eager "
+            "one chosen)."
+        )
     return "\n".join(out)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("engine", nargs="+", help="gan_bench JSON lines")
-    ap.add_argument("--torch", required=True, help="torch_gan_bench.py JSON lines")
+    ap.add_argument("--torch", required=True, action="append",
+                    help="bench/torch_gan_bench.py JSON lines (may be repeated)")
     ap.add_argument("--loop", default="anchor", choices=("anchor", "train"))
     a = ap.parse_args()
     try:
-        engine, torch = load(a.engine), load([a.torch])
+        engine, torch = load(a.engine), load(a.torch)
     except OSError as e:
         sys.exit(f"ratio_table: {e.filename}: {e.strerror}")
     print(table(engine, torch, a.loop))

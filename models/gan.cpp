@@ -112,7 +112,7 @@ Gan dcgan_wide(const ModelConfig& c, Generator& gen) {
   return {std::make_shared<GanNet>(g), std::make_shared<GanNet>(d), nz, "bce", c};
 }
 
-// SAGAN as the popular PyTorch port builds it (and ../shared/anchors/torch_gan_bench.py): spectral
+// SAGAN as the popular PyTorch port builds it (and tools/scripts/torch_check.py): spectral
 // norm on every conv of G and D but the last, BatchNorm in G, attention after the last two
 // stages of G and of D, LeakyReLU 0.1 in D; PyTorch's default initialisation.
 Gan sagan(const ModelConfig& c, Generator& gen) {

@@ -1,5 +1,5 @@
-// Model definitions: parameter counts (PyTorch's numbers for the same modules, from the anchor
-// run in ../shared/anchors and the issue), state_dict names, output shapes, the CPU forward.
+// Model definitions: parameter counts (PyTorch's numbers for the same modules, as
+// tools/scripts/torch_check.py builds them), state_dict names, output shapes, the CPU forward.
 #include <catch2/catch.hpp>
 
 #include "models/gan.h"

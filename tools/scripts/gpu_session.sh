@@ -1,32 +1,37 @@
 #!/usr/bin/env bash
-# The GPU checks, for a session that is lent a GPU machine (docs/gpu-runs.md). Build and pack here,
-# run there in a few calls, collect the results here.
+# The GPU checks of the engine: build and pack on a machine without a GPU, run the checks on a
+# GPU machine, bring the results back into bench/results/ (docs/gpu-runs.md lists the runs).
 #
-# Here (no GPU needed):  tools/scripts/gpu_session.sh pack             builds for sm_90, packs .device/
-# On the GPU machine:    tools/scripts/gpu_session.sh run STAGE...     logs, JSON and tables under $OUT
-# Here, afterwards:      tools/scripts/gpu_session.sh collect DIR      DIR (the fetched $OUT) ->
+# Build machine:   tools/scripts/gpu_session.sh pack           builds for sm_90, packs .device/
+# GPU machine:     tools/scripts/gpu_session.sh run STAGE...   logs, JSON and tables under $OUT
+# Build machine:   tools/scripts/gpu_session.sh collect DIR    DIR (the returned $OUT) ->
 #                                                              bench/results/<date>-<gpu>/
 #
-# `pack` copies the stripped binaries, the Fashion-MNIST training files, the PyTorch anchor script
-# and the scripts the stages call into .device/ (ignored by git; under the 64 MiB a call may
-# carry): carry ".device" in each call. Stages (each one bounded by its own timeouts; each
-# appends to $OUT/summary.txt, one line per check):
+# `pack` builds the binaries for sm_90 (build-sm90/), copies them stripped, the Fashion-MNIST
+# training files, the PyTorch baseline bench/torch_gan_bench.py, tools/scripts/torch_check.py
+# (its module definitions) and bench/ratio_table.py into .device/ (ignored by git), and fails if
+# that exceeds 63 MiB: a command sent to the GPU machine carries at most 64 MiB with it, so
+# .device goes with each command. `run STAGE...` runs the stages in order on the GPU machine
+# (each bounded by its own timeouts; each appends one line per check to $OUT/summary.txt):
 #   tests      every [cuda] test case of engine_tests (on the GPU: cuBLAS, cuDNN, real scheduling)
 #   sanitize   compute-sanitizer memcheck, racecheck, synccheck and initcheck over the whole
 #              [cuda] suite (GAN_SANITIZE_TIMEOUT seconds each, default 150)
-#   kernels    the kernel benchmarks (attention fp32 and TF32, batch norm, spectral norm) and the
-#              anchor's attention-core numbers in the same job
+#   kernels    the kernel benchmarks (attention fp32 and TF32, batch norm, spectral norm) and
+#              PyTorch's attention core (torch_gan_bench.py --attn) in the same job
 #   bench      gan_bench (both loops, fp32/tf32/graph/graph_tf32) and torch_gan_bench.py on the
-#              same configs in the same job, then bench/ratio_table.py -> ratio_table.md
-#              (GAN_BENCH_CONFIGS overrides the anchor's seven configs)
+#              same configs in the same job, then bench/ratio_table.py -> ratio_table.md and
+#              ratio_table_train_loop.md (GAN_BENCH_CONFIGS overrides the seven configs;
+#              GAN_TORCH_VARIANTS and GAN_TORCH_LOOPS the baseline's variants and loops)
 #   penalty    gan_bench's train loop with --loss wgan and wgan-gp at n_dis 1 and 2 (the cost of a
 #              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
 #              PyTorch load check of both checkpoints (GAN_TRAIN_EPOCHS, default 5)
 #   study      tools/scripts/study.sh: SAGAN, DCGAN and wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each with
 #              evaluation every epoch, gan_eval at the end, the report (docs/metrics.md)
-# A device call allows 10 minutes and a session may have 15 in all: docs/gpu-runs.md has the one
-# prepared call of 2026-11-26 and the knobs (GAN_DEADLINE, GAN_*_TIMEOUT, GAN_BENCH_ITERS, ...).
+# `collect DIR` copies a returned $OUT into bench/results/<date>-<gpu>/ and unpacks its
+# results.tar.gz. On the GPU machine a command may run at most 10 minutes and returns at most 8
+# files: `run` stops its stages by GAN_DEADLINE (default 560 s) and keeps everything in one
+# archive; the knobs (GAN_DEADLINE, GAN_*_TIMEOUT, GAN_BENCH_ITERS, ...) are in docs/gpu-runs.md.
 set -uo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dev="$root/.device"
@@ -47,18 +52,13 @@ if [ "$cmd" = pack ]; then
     "$build"/bench/bench_spectral_norm "$dev/bin/"
   strip --strip-unneeded "$dev"/bin/*
   cp /usr/share/datasets/fashion-mnist/train-*.gz "$dev/data/"
-  cp "$root/tools/scripts/torch_check.py" "$root/bench/ratio_table.py" "$dev/scripts/"
-  if [ -f "$root/../shared/anchors/torch_gan_bench.py" ]; then
-    cp "$root/../shared/anchors/torch_gan_bench.py" "$dev/scripts/"
-  else
-    echo "gpu_session: ../shared/anchors/torch_gan_bench.py not found: the bench stage will" \
-      "have no PyTorch numbers" >&2
-  fi
+  cp "$root/tools/scripts/torch_check.py" "$root/bench/ratio_table.py" \
+    "$root/bench/torch_gan_bench.py" "$dev/scripts/"
   grep -qxF '/.device/' "$root/.git/info/exclude" 2>/dev/null || echo '/.device/' >> "$root/.git/info/exclude"
   size=$(du -sm "$dev" | cut -f1)
   echo "gpu_session: packed $dev (${size} MiB)"
   if [ "$size" -gt 63 ]; then
-    echo "gpu_session: $dev is over the 64 MiB a call may carry" >&2
+    echo "gpu_session: $dev is over the 64 MiB a command may carry" >&2
     exit 1
   fi
   exit 0
@@ -80,9 +80,9 @@ fi
 
 [ "$cmd" = run ] && [ $# -gt 0 ] ||
   { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench penalty train study) | collect DIR" >&2; exit 2; }
-# A device call returns at most 8 files: logs go to $work, and after every stage $OUT gets
-# summary.txt plus one results.tar.gz of $work (so a call cut off at its limit still returns the
-# stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
+# A command on the GPU machine returns at most 8 files: logs go to $work, and after every stage
+# $OUT gets summary.txt plus one results.tar.gz of $work (so a command cut off at its limit still
+# returns the stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
 # each command's timeout is cut to what is left of it.
 out=${OUT:-/tmp/gpu_out}
 work=${GAN_WORK:-/tmp/gpu_work}
@@ -147,14 +147,13 @@ for stage in "$@"; do
         timeout "$(left "${GAN_KERNELS_TIMEOUT:-120}")" $bin/$b > "$work/$name.jsonl" 2>&1
         note "kernels: $b rc=$? ($(grep -c '^{' "$work/$name.jsonl") lines)"
       done
-      # The anchor's attention-core measurements alone (its --attn also runs every config).
-      (cd "$scripts" && timeout "$(left 120)" python3 -c 'import torch_gan_bench as t
-for a in ((64, 64, 1024), (64, 128, 256), (64, 64, 4096), (16, 64, 4096)): t.attn_bench(*a)') \
+      # PyTorch's attention core alone, at bench_attention's shapes.
+      timeout "$(left 120)" python3 "$scripts/torch_gan_bench.py" --attn \
         > "$work/torch_attention.jsonl" 2>&1
       note "kernels: PyTorch attention core rc=$?"
       ;;
     bench)
-      # GAN_BENCH_ITERS/REPS shorten both sides alike (the anchor's: 50 iterations, 5 repeats).
+      # GAN_BENCH_ITERS/REPS shorten both sides alike (the defaults: 50 iterations, 5 repeats).
       configs=${GAN_BENCH_CONFIGS:-dcgan:32:64,sagan:32:64,dcgan:64:64,sagan:64:64,sagan:128:64,dcgan:64:256,sagan:64:256}
       iters=${GAN_BENCH_ITERS:-50}
       reps=${GAN_BENCH_REPS:-5}
@@ -165,16 +164,11 @@ for a in ((64, 64, 1024), (64, 128, 256), (64, 64, 4096), (16, 64, 4096)): t.att
         note "bench: gan_bench $c rc=$?"
       done
       pack_up
-      (cd "$scripts" && PYTHONUNBUFFERED=1 timeout "$(left 300)" python3 -c "import json, torch, torch_gan_bench as t
-print(json.dumps(dict(torch=torch.__version__, cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(), gpu=torch.cuda.get_device_name())), flush=True)
-for cfg in '$configs'.split(','):
-    kind, img, B = cfg.split(':')
-    for v in ('fp32', 'tf32', 'graph', 'graph_tf32'):
-        try:
-            t.bench(kind, int(img), int(B), v, iters=$iters, reps=$reps)
-        except Exception as ex:
-            print(json.dumps(dict(model=kind, img=int(img), batch=int(B), variant=v, error=str(ex)[:300])), flush=True)") \
-        > "$work/torch_gan_bench.jsonl" 2>&1
+      # The PyTorch baseline: same configs, iterations and repeats (its peaks are reset per line).
+      PYTHONUNBUFFERED=1 timeout "$(left "${GAN_TORCH_TIMEOUT:-300}")" python3 "$scripts/torch_gan_bench.py" \
+        --configs "$configs" --iters "$iters" --reps "$reps" \
+        --variants "${GAN_TORCH_VARIANTS:-fp32,tf32,graph,graph_tf32}" --loops "${GAN_TORCH_LOOPS:-anchor,train}" \
+        > "$work/torch_gan_bench.jsonl" 2> "$work/torch_gan_bench.err"
       note "bench: torch_gan_bench.py rc=$? (iters $iters, reps $reps)"
       python3 "$scripts/ratio_table.py" "$work/gan_bench.jsonl" --torch "$work/torch_gan_bench.jsonl" \
         > "$work/ratio_table.md" 2>&1
@@ -184,7 +178,7 @@ for cfg in '$configs'.split(','):
       note "bench: $(tail -n 1 "$work/ratio_table.md")"
       ;;
     penalty)
-      # The gradient-penalty D step against a plain one (issue 12: at most 3x): the train loop with
+      # The gradient-penalty D step against a plain one (the goal: at most 3x): the train loop with
       # --loss wgan and wgan-gp at n_dis 1 and 2; a D step's cost is the difference.
       : > "$work/penalty_bench.jsonl"
       for c in $(echo "${GAN_PENALTY_CONFIGS:-sagan:64:64,dcgan:64:64}" | tr ',' ' '); do

@@ -10,16 +10,16 @@ G and D both load with load_state_dict(strict=True). The file may also be a `gan
 torch.nn.utils.spectral_norm, or parametrizations.weight.original/.0._u/.0._v of
 torch.nn.utils.parametrizations.spectral_norm), chosen from the names in the file.
 
-The module definitions mirror ../shared/anchors/torch_gan_bench.py (SAGAN, DCGAN) plus the wide
-DCGAN preset and the official attention variant (docs/models.md). Prints one JSON line; exits 1
-when the largest difference exceeds the tolerance."""
+The module definitions are the engine's SAGAN and DCGAN (the pytorch/examples DCGAN and the
+DCGAN-style SAGAN of the popular PyTorch port), the wide DCGAN preset and the official attention
+variant (docs/models.md); bench/torch_gan_bench.py imports them for the PyTorch baseline of
+gan_bench (safetensors is needed only by main()). Prints one JSON line; exits 1 when the largest
+difference exceeds the tolerance."""
 import json
 import sys
 
 import torch
 import torch.nn as nn
-from safetensors.torch import load_file
-from safetensors import safe_open
 
 SN = nn.utils.spectral_norm  # or nn.utils.parametrizations.spectral_norm (main() picks)
 
@@ -117,6 +117,9 @@ def discriminator(cfg):
 
 
 def main():
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
     ckpt, dump = sys.argv[1], sys.argv[2]
     tol = float(sys.argv[3]) if len(sys.argv) > 3 else 1e-4
     with safe_open(ckpt, "pt") as f:
