@@ -10,7 +10,7 @@
 #include "engine/random.h"
 #include "tests/harness.h"
 #include "tools/eval/evaluate.h"
-#include "tools/eval/inception.h"
+#include "tools/eval/feature_nets.h"
 #include "tools/eval/metrics.h"
 #include "tools/io/data.h"
 #include "tools/io/safetensors.h"
@@ -109,10 +109,10 @@ TEST_CASE("eval: distortions", "[cpu][eval]") {
   CHECK(std::sqrt(var / 81) == Approx(12.75).epsilon(0.3));  // 0.1 x 127.5 levels
 }
 
-// The committed classifier (tools/programs/train_classifier.cpp) on 1000 training vs 1000 test images.
-// Blur from sigma 1 and noise from 0.1 make every score worse, monotonically; milder distortions
-// (blur 0.5, noise 0.05) raise precision and density slightly (docs/metrics.md has the table):
-// they measure fidelity, and slightly smoothed images still lie where real ones are dense.
+// The committed classifier (tools/programs/train_classifier.cpp) on 1000 training vs 1000 test
+// images. Blur from sigma 1 and noise from 0.1 make every score worse, monotonically; milder
+// distortions (blur 0.5, noise 0.05) raise precision and density slightly (docs/metrics.md has the
+// table): they measure fidelity, and slightly smoothed images still lie where real ones are dense.
 // [heavy]: not in the sanitizer builds (numerics only; a minute there).
 TEST_CASE("gan_eval: train vs test scores near 0, blur and noise make every score worse",
           "[cpu][eval][heavy]") {

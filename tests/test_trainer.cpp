@@ -18,7 +18,7 @@
 #include "models/gan.h"
 #include "tests/harness.h"
 #include "tests/trainer_helpers.h"
-#include "tools/eval/classifier.h"
+#include "tools/eval/feature_nets.h"
 #include "tools/io/checkpoint.h"
 #include "tools/io/data.h"
 #include "tools/io/safetensors.h"

@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "models/gan.h"
-#include "tools/eval/classifier.h"
+#include "tools/eval/feature_nets.h"
 #include "tools/eval/features.h"
 #include "tools/io/data.h"
 

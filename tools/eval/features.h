@@ -1,5 +1,5 @@
-// Features of a set of images under the classifier (tools/eval/classifier.h), kept on the host as
-// row-major float matrices for the metrics (tools/eval/metrics.h).
+// Features of a set of images under a feature network (tools/eval/feature_nets.h), kept on the host
+// as row-major float matrices for the metrics (tools/eval/metrics.h).
 #pragma once
 
 #include <cstdint>
@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "tools/eval/classifier.h"
+#include "tools/eval/feature_nets.h"
 #include "tools/io/data.h"
 
 namespace gan::eval {

@@ -18,11 +18,11 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
-#include "tools/programs/cli.h"
 #include "tools/eval/evaluate.h"
-#include "tools/eval/inception.h"
+#include "tools/eval/feature_nets.h"
 #include "tools/io/checkpoint.h"
 #include "tools/io/fileio.h"
+#include "tools/programs/cli.h"
 
 namespace fs = std::filesystem;
 using namespace gan;
@@ -84,12 +84,13 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"resize", "pad", "crop"}));
   app.add_option("--real-limit", real_limit, "use the first N real images (0: all)")
       ->check(CLI::NonNegativeNumber);
-  auto* net_opt =
-      app.add_option("--classifier", classifier,
-                     "feature network (default: models/weights/fashion_mnist_classifier.safetensors)");
-  app.add_option("--inception", inception,
-                 "pytorch-fid's InceptionV3 (converted by tools/scripts/convert_fid_inception.py) as "
-                 "the feature network: FID comparable with papers")
+  auto* net_opt = app.add_option(
+      "--classifier", classifier,
+      "feature network (default: models/weights/fashion_mnist_classifier.safetensors)");
+  app.add_option(
+         "--inception", inception,
+         "pytorch-fid's InceptionV3 (converted by tools/scripts/convert_fid_inception.py) as "
+         "the feature network: FID comparable with papers")
       ->excludes(net_opt);
   app.add_option("--resize", resize,
                  "--inception: how images reach 299 x 299: pytorch-fid (bilinear, as papers) or "

@@ -16,10 +16,10 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
-#include "tools/programs/cli.h"
-#include "tools/eval/classifier.h"
+#include "tools/eval/feature_nets.h"
 #include "tools/eval/features.h"
 #include "tools/io/data.h"
+#include "tools/programs/cli.h"
 
 namespace {
 

@@ -1,6 +1,7 @@
 // The default feature network of gan_eval: a small CNN classifier for 1-channel 32 x 32 images
 // (Fashion-MNIST/MNIST padded as gan_train feeds them: 28 x 28 centred, background -1), trained by
-// this engine (tools/programs/train_classifier.cpp). Its penultimate layer (128 ReLU units) is the feature
+// this engine (tools/programs/train_classifier.cpp; weights in models/weights/, loaded by
+// tools/eval/feature_nets.h). Its penultimate layer (128 ReLU units) is the feature
 // space of the Frechet distance (FD: not FID, which is InceptionV3's), KID and precision/recall;
 // its logits give the Inception-Score-style score and the class histogram.
 //
@@ -19,10 +20,10 @@
 
 #include "engine/nn.h"
 
-namespace gan::eval {
+namespace gan::models {
 
 // What the metrics need from a network: features (and class logits, when it has a classifier
-// head) of images in [-1, 1]. Implemented by Classifier and InceptionV3 (tools/eval/inception.h).
+// head) of images in [-1, 1]. Implemented by Classifier and InceptionV3 (models/inception.h).
 class FeatureNet : public nn::Module {
  public:
   struct Output {
@@ -61,23 +62,4 @@ class Classifier : public FeatureNet {
   std::shared_ptr<nn::Linear> head_;
 };
 
-// A classifier file: safetensors with the state in PyTorch's names and metadata "gan.kind" =
-// "classifier", "gan.classifier_config" (JSON of ClassifierConfig) and free-form metadata (the
-// command that made it, its test accuracy).
-void save_classifier(const std::string& path, const Classifier& c,
-                     const std::map<std::string, std::string>& metadata);
-struct LoadedClassifier {
-  std::shared_ptr<Classifier> net;  // in eval mode
-  std::map<std::string, std::string> metadata;
-};
-LoadedClassifier load_classifier(const std::string& path, Device device);
-
-// The default classifier file: $GAN_CLASSIFIER, else
-// models/weights/fashion_mnist_classifier.safetensors under the program's build/.. , the working
-// directory or the source tree it was built from.
-std::string default_classifier_path(const char* argv0);
-// Where cached dataset features go: $XDG_CACHE_HOME/gan_eval, else ~/.cache/gan_eval ("" if
-// neither is set).
-std::string default_cache_dir();
-
-}  // namespace gan::eval
+}  // namespace gan::models

@@ -15,9 +15,9 @@
 #include <memory>
 #include <string>
 
-#include "tools/eval/classifier.h"
+#include "models/classifier.h"
 
-namespace gan::eval {
+namespace gan::models {
 
 class InceptionV3 : public FeatureNet {
  public:
@@ -38,17 +38,4 @@ class InceptionV3 : public FeatureNet {
   std::shared_ptr<nn::Linear> fc_;
 };
 
-// Loads a converted file (safetensors with torchvision's names; fc.* optional), in eval mode.
-std::shared_ptr<InceptionV3> load_inception(const std::string& path, Device device);
-
-// Fills every parameter and buffer of `net` with the formula tools/scripts/convert_fid_inception.py
-// --formula (and tools/scripts/fixtures/make_inception_fixture.py) uses, so that the architecture can be
-// tested against pytorch-fid without the real weights. For the tensor named n (k = sum over its
-// characters of (position + 1) * byte, mod 997) element i (PyTorch's layout, row-major): conv
-// weights 2 sin(0.37 i + 1.7 k) / sqrt(fan_in); BatchNorm weight 1 + 0.1 sin(0.11 i + k), bias 0.1
-// cos(0.13 i + k), running_mean 0.05 sin(0.17 i + k), running_var 1 + 0.2 sin(0.19 i + k)^2; fc
-// weight 0.05 sin(0.23 i + k), bias 0.01 cos(0.29 i + k); num_batches_tracked 0. Computed in
-// double, stored as float.
-void fill_formula_weights(nn::Module& net);
-
-}  // namespace gan::eval
+}  // namespace gan::models

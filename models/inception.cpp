@@ -1,4 +1,4 @@
-#include "tools/eval/inception.h"
+#include "models/inception.h"
 
 #include <cmath>
 #include <filesystem>
@@ -7,10 +7,8 @@
 #include <fmt/format.h>
 
 #include "engine/error.h"
-#include "tools/io/checkpoint.h"
-#include "tools/io/safetensors.h"
 
-namespace gan::eval {
+namespace gan::models {
 
 namespace {
 
@@ -173,20 +171,6 @@ class InceptionE : public Layer {  // FIDInceptionE_1 (avg pool) / FIDInceptionE
 };
 
 // SplitMix64-style hash of (element, key) -> uniform [-0.5, 0.5) (the fixture script's mix()).
-double mix(uint64_t x, uint64_t k) {
-  uint64_t h = (x + 1) * 0x9E3779B97F4A7C15ull + k * 0xBF58476D1CE4E5B9ull;
-  h ^= h >> 31;
-  h *= 0x94D049BB133111EBull;
-  h ^= h >> 29;
-  return double(h >> 11) / 9007199254740992.0 - 0.5;
-}
-
-uint64_t name_key(const std::string& n) {
-  uint64_t k = 0;
-  for (size_t i = 0; i < n.size(); ++i) k += (i + 1) * uint64_t(static_cast<unsigned char>(n[i]));
-  return k % 997;
-}
-
 }  // namespace
 
 InceptionV3::InceptionV3(Generator& g, bool with_fc) {
@@ -242,64 +226,4 @@ std::string InceptionV3::describe() const {
       resize_ == Resize::kBilinear ? "pytorch-fid's bilinear" : "clean-fid's bicubic");
 }
 
-std::shared_ptr<InceptionV3> load_inception(const std::string& path, Device device) {
-  GAN_CHECK(
-      std::filesystem::is_regular_file(path),
-      fmt::format("inception: {}: no such file (tools/scripts/convert_fid_inception.py makes it)",
-                  path));
-  const st::File f = st::read_file(path);
-  GAN_CHECK(f.has("Mixed_7c.branch_pool.conv.weight"),
-            fmt::format("inception: {}: not an InceptionV3 state dict (convert pytorch-fid's "
-                        "weights with tools/scripts/convert_fid_inception.py)",
-                        path));
-  Generator g(0, device);
-  auto net = std::make_shared<InceptionV3>(g, f.has("fc.weight"));
-  ckpt::load_module(f, "", *net);
-  net->eval();
-  return net;
-}
-
-void fill_formula_weights(nn::Module& net) {
-  std::map<std::string, nn::TorchLayout> layouts;
-  for (auto& [name, l] : net.named_layouts()) layouts[name] = l;
-  auto fill = [&](const std::string& name, const Tensor& dst) {
-    if (dst.dtype() == DType::F64) {  // num_batches_tracked (a host count)
-      dst.fill_(0.0);
-      return;
-    }
-    const nn::TorchLayout l = layouts.count(name) ? layouts[name] : nn::TorchLayout{};
-    const Tensor like = ckpt::to_torch(dst, l);  // PyTorch's shape
-    const double k = double(name_key(name));
-    const int64_t n = like.numel();
-    std::vector<float> v(static_cast<size_t>(n));
-    const bool bn = name.find(".bn.") != std::string::npos;
-    const bool fc = name.starts_with("fc.");
-    double fan_in = 1;
-    for (int d = 1; d < like.ndim(); ++d) fan_in *= double(like.dim(d));
-    for (int64_t i = 0; i < n; ++i) {
-      const double x = double(i);
-      double w = 0;
-      if (name.ends_with("num_batches_tracked"))
-        w = 0;
-      else if (fc)
-        w = name.ends_with("weight") ? 0.05 * std::sin(0.23 * x + k)
-                                     : 0.01 * std::cos(0.29 * x + k);
-      else if (bn && name.ends_with("weight"))
-        w = 1 + 0.1 * std::sin(0.11 * x + k);
-      else if (bn && name.ends_with("bias"))
-        w = 0.1 * std::cos(0.13 * x + k);
-      else if (bn && name.ends_with("running_mean"))
-        w = 0.05 * std::sin(0.17 * x + k);
-      else if (bn && name.ends_with("running_var"))
-        w = 1 + 0.2 * std::pow(std::sin(0.19 * x + k), 2);
-      else
-        w = mix(uint64_t(i), uint64_t(k)) * std::sqrt(24.0 / fan_in);
-      v[size_t(i)] = float(w);
-    }
-    ckpt::from_torch(Tensor::from_vector(v, like.shape()), l, dst);
-  };
-  for (auto& [name, p] : net.named_parameters()) fill(name, p.value());
-  for (auto& [name, b] : net.named_buffers()) fill(name, b);
-}
-
-}  // namespace gan::eval
+}  // namespace gan::models
