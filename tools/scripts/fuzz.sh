@@ -26,7 +26,9 @@ fi
 # interpreter: no std::source_location); one GPU architecture for the kernels, which nvcc
 # compiles with its own host compiler, uninstrumented. Every C++ file gets libFuzzer's coverage
 # instrumentation (GAN_FUZZ), so the fuzzer sees into the libraries the targets call.
-CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+# shellcheck source=tools/scripts/ccache_env.sh
+. "$root/tools/scripts/ccache_env.sh"
+CC=clang CXX=clang++ cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo "${gan_launcher[@]}" \
   -DCMAKE_CUDA_COMPILER="$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)" \
   -DCMAKE_CUDA_ARCHITECTURES=90 -DGAN_FUZZ=ON -DGAN_SANITIZE=address,undefined \
   -DGAN_BUILD_TESTS=OFF -DGAN_BUILD_BENCH=OFF -DGAN_BUILD_INTERP=OFF -DGAN_WERROR=OFF >/dev/null

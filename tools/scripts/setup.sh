@@ -3,14 +3,18 @@
 # /usr/local/cuda), then configures and builds the project into build/ (or $GAN_BUILD_DIR).
 #   tools/scripts/setup.sh [extra cmake arguments...]
 # Environment: GAN_BUILD_DIR (default build), GAN_BUILD_TYPE (default Release), GAN_WERROR (default
-# ON: warnings are errors, as CI builds; OFF for a compiler that warns where GCC 12 does not).
+# ON: warnings are errors, as CI builds; OFF for a compiler that warns where GCC 12 does not),
+# GAN_CCACHE=0 (no compile cache).
+# Compilation goes through ccache (g++ and nvcc): its cache (~/.cache/ccache, or $CCACHE_DIR)
+# outlives build folders and clean clones, and paths are taken relative to the source tree
+# (CCACHE_BASEDIR), so a fresh clone on the same machine rebuilds from the cache.
 # Both README commands (tools/scripts/run.sh, tools/scripts/test.sh) configure through here with the same
 # settings, so either one after the other reuses the build.
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${GAN_BUILD_DIR:-$root/build}
 
-packages=(build-essential cmake python3 catch2 libfmt-dev libcli11-dev nlohmann-json3-dev
+packages=(build-essential ccache cmake python3 catch2 libfmt-dev libcli11-dev nlohmann-json3-dev
   libstb-dev libeigen3-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev python3-matplotlib dataset-fashion-mnist)
 missing=()
 for p in "${packages[@]}"; do
@@ -31,6 +35,8 @@ if [ ! -x "$nvcc" ]; then
   exit 1
 fi
 
+# shellcheck source=tools/scripts/ccache_env.sh
+. "$root/tools/scripts/ccache_env.sh"
 cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE="${GAN_BUILD_TYPE:-Release}" \
-  -DCMAKE_CUDA_COMPILER="$nvcc" -DGAN_WERROR="${GAN_WERROR:-ON}" "$@"
+  -DCMAKE_CUDA_COMPILER="$nvcc" -DGAN_WERROR="${GAN_WERROR:-ON}" "${gan_launcher[@]}" "$@"
 cmake --build "$build" -j "$(nproc)"
