@@ -54,7 +54,7 @@ tsan_rc=0
 if [ "${GAN_TSAN:-1}" != 0 ]; then
   sanitizer_build tsan thread
   set +e
-  GAN_SN_NO_COOP=1 TSAN_OPTIONS=halt_on_error=1 "$build-tsan/tests/engine_tests_interp" \
+  TSAN_OPTIONS=halt_on_error=1 "$build-tsan/tests/engine_tests_interp" \
     --interp-seed 1 "[attention][cuda],[self_attention][cuda],[batch_norm][cuda],[sum][cuda],[hinge_loss][cuda],[bce_with_logits][cuda],[softmax_cross_entropy][cuda],[mma][cuda],op spectral_norm cuda"
   tsan_rc=$?
   set -e
