@@ -1,7 +1,5 @@
 #include "tests/interpreter/kernels.h"
 
-#include <cooperative_groups.h>
-
 #include "kernels/mma.h"
 #include "kernels/runtime.h"
 
@@ -90,21 +88,6 @@ __global__ void deadlock_kernel(float* out) {
   out[threadIdx.x] = 1.f;
 }
 
-__global__ void grid_sync_kernel(float* out) {
-  cooperative_groups::this_grid().sync();
-  out[threadIdx.x] = 1.f;
-}
-
-__global__ void cooperative_sum_kernel(float* scratch, float* out) {
-  if (threadIdx.x == 0) scratch[blockIdx.x] = float(blockIdx.x + 1);
-  cooperative_groups::this_grid().sync();
-  if (threadIdx.x == 0) {
-    float s = 0;
-    for (unsigned b = 0; b < gridDim.x; ++b) s += scratch[b];
-    out[blockIdx.x] = s;
-  }
-}
-
 __global__ void store_kernel(float* out, int i) { out[i] = 1.f; }
 
 __global__ void cp_async_no_wait_kernel(const float* src, float* out) {
@@ -154,16 +137,6 @@ cudaError_t run_shuffle_exited_lane(float* out) {
 cudaError_t run_deadlock(float* out) {
   launch(deadlock_kernel, 1, 32, 0, nullptr, out);
   return done();
-}
-cudaError_t run_grid_sync_outside_cooperative(float* out) {
-  launch(grid_sync_kernel, 2, 32, 0, nullptr, out);
-  return done();
-}
-cudaError_t run_cooperative_sum(float* scratch, float* out, int blocks) {
-  const cudaError_t e = kernels::launch_cooperative(cooperative_sum_kernel, unsigned(blocks), 256,
-                                                    0, nullptr, scratch, out);
-  (void)cudaGetLastError();
-  return e;
 }
 cudaError_t run_cp_async_without_wait(const float* src, float* out) {
   launch(cp_async_no_wait_kernel, 1, 32, 0, nullptr, src, out);

@@ -22,11 +22,6 @@ cudaError_t run_divergent_barriers(float* out);
 cudaError_t run_shuffle_exited_lane(float* out);
 // Deadlock: thread 0 waits at __syncthreads while its warp waits at __syncwarp.
 cudaError_t run_deadlock(float* out);
-// grid.sync() in an ordinary launch.
-cudaError_t run_grid_sync_outside_cooperative(float* out);
-// A cooperative launch of `blocks` blocks of 256 threads: out[b] = sum over blocks of (b + 1),
-// computed with a grid.sync between the two phases.
-cudaError_t run_cooperative_sum(float* scratch, float* out, int blocks);
 // cp.async without cp.async.wait: reads shared memory the copies have not reached (NaN here).
 cudaError_t run_cp_async_without_wait(const float* src, float* out);
 // Launch-configuration errors: 2048 threads; 64 KB of dynamic shared memory without opt-in.
