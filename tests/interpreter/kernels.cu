@@ -1,5 +1,8 @@
 #include "tests/interpreter/kernels.h"
 
+#include <cub/block/block_reduce.cuh>
+#include <cub/warp/warp_reduce.cuh>
+
 #include "kernels/mma.h"
 #include "kernels/runtime.h"
 
@@ -88,6 +91,32 @@ __global__ void deadlock_kernel(float* out) {
   out[threadIdx.x] = 1.f;
 }
 
+using CubBlock = cub::BlockReduce<float, 128, cub::BLOCK_REDUCE_WARP_REDUCTIONS>;
+using CubWarp8 = cub::WarpReduce<float, 8>;
+
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__global__ void cub_reductions_kernel(const float* in, float* out) {
+  __shared__ CubBlock::TempStorage tmp;
+  const int t = int(threadIdx.x);
+  const float v = in[t];
+  float r = CubBlock(tmp).Sum(v);
+  if (t == 0) out[0] = r;
+  __syncthreads();
+  r = CubBlock(tmp).Sum(v, 70);
+  if (t == 0) out[1] = r;
+  __syncthreads();
+  r = CubBlock(tmp).Reduce(v, MaxOp{});
+  if (t == 0) out[2] = r;
+  CubWarp8::TempStorage none;
+  r = CubWarp8(none).Sum(v);
+  if (t % 8 == 0) out[3 + t / 8] = r;
+  r = CubWarp8(none).Sum(v, 5);
+  if (t % 8 == 0) out[19 + t / 8] = r;
+}
+
 __global__ void store_kernel(float* out, int i) { out[i] = 1.f; }
 
 __global__ void cp_async_no_wait_kernel(const float* src, float* out) {
@@ -136,6 +165,10 @@ cudaError_t run_shuffle_exited_lane(float* out) {
 }
 cudaError_t run_deadlock(float* out) {
   launch(deadlock_kernel, 1, 32, 0, nullptr, out);
+  return done();
+}
+cudaError_t run_cub_reductions(const float* in, float* out) {
+  launch(cub_reductions_kernel, 1, 128, 0, nullptr, in, out);
   return done();
 }
 cudaError_t run_cp_async_without_wait(const float* src, float* out) {

@@ -42,7 +42,7 @@ class BlockReduce {
     T warp_aggregates[kWarps];
   };
 
-  explicit BlockReduce(TempStorage& storage) : storage_(storage) {}
+  BlockReduce(TempStorage& storage) : storage_(storage) {}
 
   T Sum(T input) { return Reduce(input, Plus{}, kThreads); }
   T Sum(T input, int num_valid) { return Reduce(input, Plus{}, num_valid); }

@@ -24,7 +24,7 @@ class WarpReduce {
  public:
   struct TempStorage {};
 
-  explicit WarpReduce(TempStorage& /*storage*/) {}
+  WarpReduce(TempStorage& /*storage*/) {}
 
   T Sum(T input) { return Reduce(input, Plus{}, LOGICAL_WARP_THREADS); }
   T Sum(T input, int valid_items) { return Reduce(input, Plus{}, valid_items); }
