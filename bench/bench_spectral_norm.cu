@@ -1,8 +1,8 @@
 // Spectral normalisation of the 64 px SAGAN's layers, all at once (kernels/spectral_norm.h):
 // G (transposed convolutions and attention 1x1 convolutions), D (convolutions and attention),
 // and both together, about 7M weights. For each group: a check against the CPU reference, then
-// the median time (CUDA events) of the training forward (one power iteration) by cooperative
-// launch and by the per-phase fallback, the eval forward, the backward, forward + backward
+// the median time (CUDA events) of the training forward (one power iteration, one launch per
+// phase), the eval forward, the backward, forward + backward
 // replayed from a CUDA graph, and the op wrapper (spectral_norm(): allocation and host work
 // included). Each line also gives the bytes moved and the floor at the measured copy bandwidth.
 // One JSON line per measurement on stdout; exits 0 with a message when there is no GPU.
@@ -186,9 +186,8 @@ void bench_group(Group& G, double bw, const std::string& dev) {
   const double err = check(G);
   std::printf(
       "{\"bench\": \"spectral_norm\", \"device\": \"%s\", \"group\": \"%s\", \"check\": "
-      "\"gpu vs cpu (w_sn, sigma, dw)\", \"max_normalised_error\": %.3g, \"cooperative\": %s}\n",
-      dev.c_str(), G.name.c_str(), err,
-      kernels::spectral_norm_uses_cooperative_launch() ? "true" : "false");
+      "\"gpu vs cpu (w_sn, sigma, dw)\", \"max_normalised_error\": %.3g}\n",
+      dev.c_str(), G.name.c_str(), err);
   const double N = double(G.weights), f = sizeof(float);
   // Training forward: W read by V, U and F (3 N), W_sn written (N); W read once when it stays in
   // L2 between the phases (28 MB for all 7M weights: H100's L2 is 50 MB).
@@ -198,14 +197,8 @@ void bench_group(Group& G, double bw, const std::string& dev) {
   // Backward (accumulating): B1 reads G and W_sn, B2 reads G and dW and writes dW.
   const double bwd_issued = 5 * N * f, bwd_min = 4 * N * f;
 
-  emit(G, "forward_train_coop", 1e3 * bench::time_ms([&] { forward(G, true); }), fwd_issued,
-       fwd_min, bw, dev);
-  {
-    setenv("GAN_SN_NO_COOP", "1", 1);
-    emit(G, "forward_train_fallback", 1e3 * bench::time_ms([&] { forward(G, true); }), fwd_issued,
-         fwd_min, bw, dev);
-    unsetenv("GAN_SN_NO_COOP");
-  }
+  emit(G, "forward_train", 1e3 * bench::time_ms([&] { forward(G, true); }), fwd_issued, fwd_min, bw,
+       dev);
   emit(G, "forward_eval", 1e3 * bench::time_ms([&] { forward(G, false); }), eval_issued, eval_min,
        bw, dev);
   emit(G, "backward", 1e3 * bench::time_ms([&] { backward(G); }), bwd_issued, bwd_min, bw, dev);

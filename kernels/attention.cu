@@ -10,7 +10,9 @@
 // so nothing is accumulated across blocks (deterministic, no atomics).
 #include <algorithm>
 
+#include <cub/warp/warp_reduce.cuh>
 #include "kernels/attention.h"
+
 #include "kernels/block_reduce.h"
 #include "kernels/matmul.h"
 #include "kernels/reduce.h"
@@ -146,7 +148,8 @@ __global__ void attn_row_dot_kernel(int64_t rows, int64_t dv, int64_t ld,
        r += (int64_t(gridDim.x) * blockDim.x) >> 5) {
     float s = 0.f;
     for (int64_t c = lane; c < dv; c += 32) s += dy[r * ld + c] * o[r * ld + c];
-    for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    cub::WarpReduce<float>::TempStorage none;  // empty: the shuffle specialisation
+    s = cub::WarpReduce<float>(none).Sum(s);   // lane 0
     if (lane == 0) drow[r] = s;
   }
 }
@@ -463,7 +466,7 @@ constexpr int kRowThreads = 256;
 // One block per row of S (B Nq rows of Nk): P = softmax(S) in place, lse saved.
 __global__ void __launch_bounds__(kRowThreads)
     attn_softmax_rows_kernel(float* __restrict__ s, int64_t nk, float* __restrict__ lse) {
-  __shared__ float red[32];
+  __shared__ BlockReduceStorage<kRowThreads> red;
   float* row = s + int64_t(blockIdx.x) * nk;
   float m = -INFINITY;
   for (int64_t j = threadIdx.x; j < nk; j += blockDim.x) m = fmaxf(m, row[j]);
@@ -494,7 +497,7 @@ __global__ void __launch_bounds__(kRowThreads)
     attn_softmax_rows_backward_kernel(float* __restrict__ p, float* __restrict__ dp, int64_t nk,
                                       const float* __restrict__ lse,
                                       const float* __restrict__ scale) {
-  __shared__ float red[32];
+  __shared__ BlockReduceStorage<kRowThreads> red;
   float* prow = p + int64_t(blockIdx.x) * nk;
   float* drow = dp + int64_t(blockIdx.x) * nk;
   const float l = lse[blockIdx.x], g = scale ? *scale : 1.f;

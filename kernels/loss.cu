@@ -1,3 +1,7 @@
+#include <cub/block/block_reduce.cuh>
+#include <cub/warp/warp_reduce.cuh>
+
+#include "kernels/block_reduce.h"
 #include "kernels/loss.h"
 #include "kernels/runtime.h"
 
@@ -7,16 +11,26 @@ namespace {
 
 constexpr int kThreads = 1024;
 
+using LossReduce = cub::BlockReduce<double, kThreads, cub::BLOCK_REDUCE_WARP_REDUCTIONS>;
+using WarpReduceF = cub::WarpReduce<float>;
+
+// Sum over the block in a fixed order (cub::BlockReduce), valid in thread 0. The storage is
+// reusable on return (hinge calls it twice).
 __device__ double block_sum(double v) {
-  __shared__ double warp_sums[kThreads / 32];
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
+  __shared__ LossReduce::TempStorage tmp;
+  const double t = LossReduce(tmp).Sum(v);
   __syncthreads();
-  double t = 0;
-  if (threadIdx.x == 0)
-    for (int w = 0; w < kThreads / 32; ++w) t += warp_sums[w];
-  __syncthreads();
-  return t;  // valid in thread 0
+  return t;
+}
+
+// Warp-wide sum or max (cub::WarpReduce, lane 0's result) handed to every lane.
+__device__ __forceinline__ float warp_all_sum(float v) {
+  WarpReduceF::TempStorage none;  // empty: the shuffle specialisation
+  return __shfl_sync(0xffffffffu, WarpReduceF(none).Sum(v), 0);
+}
+__device__ __forceinline__ float warp_all_max(float v) {
+  WarpReduceF::TempStorage none;
+  return __shfl_sync(0xffffffffu, WarpReduceF(none).Reduce(v, FMaxOp{}), 0);
 }
 
 __device__ __forceinline__ float sigmoid(float v) {
@@ -53,11 +67,11 @@ __global__ void bce_backward_kernel(const float* __restrict__ x, const float* __
 __device__ float warp_logsumexp(const float* __restrict__ xr, int64_t c, int lane) {
   float m = -INFINITY;
   for (int64_t j = lane; j < c; j += 32) m = fmaxf(m, xr[j]);
-  for (int off = 16; off > 0; off >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, off));
+  m = warp_all_max(m);
   if (isinf(m)) return m;
   float s = 0.f;
   for (int64_t j = lane; j < c; j += 32) s += expf(xr[j] - m);
-  for (int off = 16; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+  s = warp_all_sum(s);
   return m + logf(s);
 }
 
@@ -92,7 +106,7 @@ __global__ void cross_entropy_backward_kernel(const float* __restrict__ x,
     const float lse = warp_logsumexp(xr, c, lane);
     float tsum = 0.f;
     for (int64_t j = lane; j < c; j += 32) tsum += tr[j];
-    for (int off = 16; off > 0; off >>= 1) tsum += __shfl_xor_sync(0xffffffffu, tsum, off);
+    tsum = warp_all_sum(tsum);
     for (int64_t j = lane; j < c; j += 32) dx[r * c + j] = g * (expf(xr[j] - lse) * tsum - tr[j]);
   }
 }

@@ -1,5 +1,7 @@
 #include <algorithm>
 
+#include <cub/block/block_reduce.cuh>
+
 #include "kernels/reduce.h"
 #include "kernels/runtime.h"
 
@@ -33,35 +35,28 @@ Plan plan(int64_t outer, int64_t r, int64_t inner) {
   return p;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  return v;
-}
+using RowReduce = cub::BlockReduce<float, kRowThreads, cub::BLOCK_REDUCE_WARP_REDUCTIONS>;
 
 // inner == 1. Block b = (o, s) sums x[o, s*chunk : (s+1)*chunk).
 // out: y[o] (splits == 1, with scale/accumulate) or partial[o * splits + s].
 __global__ void reduce_rows_kernel(const float* __restrict__ x, int64_t outer, int64_t r,
                                    int64_t splits, int64_t chunk, float scale, bool accumulate,
                                    float* __restrict__ out) {
-  __shared__ float warp_sums[kRowThreads / 32];
+  __shared__ RowReduce::TempStorage tmp;
   for (int64_t b = blockIdx.x; b < outer * splits; b += gridDim.x) {
     const int64_t o = b / splits, s = b - o * splits;
     const int64_t begin = s * chunk, end = min(r, begin + chunk);
     const float* row = x + o * r;
     float v = 0.f;
     for (int64_t k = begin + threadIdx.x; k < end; k += kRowThreads) v += row[k];
-    v = warp_sum(v);
-    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = v;
-    __syncthreads();
+    const float t = RowReduce(tmp).Sum(v);  // thread 0
     if (threadIdx.x == 0) {
-      float t = 0.f;
-      for (int w = 0; w < kRowThreads / 32; ++w) t += warp_sums[w];
       if (splits == 1)
         out[o] = (accumulate ? out[o] : 0.f) + scale * t;
       else
         out[b] = t;
     }
-    __syncthreads();
+    __syncthreads();  // tmp is reused by the next row
   }
 }
 

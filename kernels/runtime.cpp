@@ -16,9 +16,4 @@ int device_sm_count() {
   return n;
 }
 
-bool device_cooperative_launch() {
-  static const bool v = device_attribute(cudaDevAttrCooperativeLaunch) != 0;
-  return v;
-}
-
 }  // namespace gan::kernels

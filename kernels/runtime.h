@@ -1,8 +1,8 @@
 // What the kernels need from the CUDA runtime, in one kernels-side header: the stream handle,
 // the launch helpers every launcher uses instead of <<<...>>>, device facts that size grids,
-// and (through kernels/check.h) the error checks. Built with nvcc, launch() is <<<...>>> and
-// launch_cooperative() is cudaLaunchCooperativeKernel; built for the interpreter (GAN_INTERP,
-// kernels/interpreter/), both run the kernel on the CPU SIMT runtime. This is the one place where the
+// and (through kernels/check.h) the error checks. Built with nvcc, launch() is <<<...>>>; built
+// for the interpreter (GAN_INTERP, kernels/interpreter/), it runs the kernel on the CPU SIMT
+// runtime. This is the one place where the
 // kernel sources depend on the mode.
 #pragma once
 
@@ -31,8 +31,6 @@ namespace gan::kernels {
 
 // Multiprocessors of the current device (cached after the first call).
 int device_sm_count();
-// Whether the current device supports cooperative launches (cached after the first call).
-bool device_cooperative_launch();
 
 #if defined(__CUDACC__) || defined(GAN_INTERP)
 
@@ -41,27 +39,9 @@ template <class... P, class... A>
 void launch(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
             A&&... args) {
 #if defined(GAN_INTERP)
-  (void)interp::launch_kernel(kernel, grid, block, smem, stream, false, std::forward<A>(args)...);
+  (void)interp::launch_kernel(kernel, grid, block, smem, stream, std::forward<A>(args)...);
 #else
   kernel<<<grid, block, smem, stream>>>(std::forward<A>(args)...);
-#endif
-}
-
-// A cooperative launch (every block co-resident; cooperative_groups::this_grid().sync() works).
-template <class... P, class... A>
-cudaError_t launch_cooperative(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                               cudaStream_t stream, A&&... args) {
-#if defined(GAN_INTERP)
-  return interp::launch_kernel(kernel, grid, block, smem, stream, true, std::forward<A>(args)...);
-#else
-  std::tuple<std::remove_cv_t<std::remove_reference_t<P>>...> values(std::forward<A>(args)...);
-  return std::apply(
-      [&](auto&... v) {
-        void* ptrs[] = {static_cast<void*>(&v)...};
-        return cudaLaunchCooperativeKernel(reinterpret_cast<const void*>(kernel), grid, block, ptrs,
-                                           smem, stream);
-      },
-      values);
 #endif
 }
 

@@ -10,7 +10,7 @@ constexpr int kThreads = 256;
 
 __global__ void __launch_bounds__(kThreads)
     softmax_rows_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
-  __shared__ float red[32];
+  __shared__ BlockReduceStorage<kThreads> red;
   const float* xr = x + int64_t(blockIdx.x) * n;
   float* yr = y + int64_t(blockIdx.x) * n;
   float m = -INFINITY;
@@ -26,7 +26,7 @@ __global__ void __launch_bounds__(kThreads)
 __global__ void __launch_bounds__(kThreads)
     softmax_rows_backward_kernel(const float* __restrict__ y, const float* __restrict__ dy,
                                  float* __restrict__ dx, int64_t n) {
-  __shared__ float red[32];
+  __shared__ BlockReduceStorage<kThreads> red;
   const int64_t off = int64_t(blockIdx.x) * n;
   float s = 0.f;
   for (int64_t j = threadIdx.x; j < n; j += blockDim.x) s += dy[off + j] * y[off + j];

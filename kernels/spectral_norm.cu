@@ -1,11 +1,10 @@
-// Spectral normalisation of a group of weights in one launch. Contract and layouts:
+// Spectral normalisation of a group of weights, one launch per phase. Contract and layouts:
 // kernels/spectral_norm.h; design, FLOPs, bytes and the floor: docs/kernels/spectral_norm.md.
 #include <algorithm>
-#include <cstdlib>
-#include <cstring>
 #include <string>
 
-#include <cooperative_groups.h>
+#include <cub/block/block_reduce.cuh>
+#include <cub/warp/warp_reduce.cuh>
 
 #include "kernels/runtime.h"
 #include "kernels/spectral_norm.h"
@@ -14,15 +13,12 @@ namespace gan::kernels {
 
 namespace {
 
-namespace cg = cooperative_groups;
-
 constexpr int kThreads = 256;  // every kernel: 8 warps
 constexpr int kWarps = kThreads / 32;
 constexpr int kUnitElems = 8192;     // target elements of a matrix per work unit
 constexpr int kRowChunkMax = 1024;   // row dots: columns per unit at most
 constexpr int kRowsPerWarpMax = 16;  // row dots: rows per warp at most
 constexpr int kColRowsMax = 256;     // column dots: rows per unit at most (x 32 columns)
-constexpr int kCoopBlocksPerSm = 4;  // cooperative grid: co-resident blocks per SM at most
 constexpr int kMaxLayers = kSpectralNormMaxLayers;
 constexpr int kAlignFloats = 32;  // scratch regions start on 128-byte boundaries
 
@@ -67,8 +63,8 @@ struct FwdParams {
   int nlayers;
   int training;
   int iterations;
-  int step_begin, step_end;  // steps run by this launch (all of them when cooperative)
-  int units[3];              // work units of phases V, U, F over all layers
+  int step;      // the step this launch runs
+  int units[3];  // work units of phases V, U, F over all layers
   float eps;
 };
 static_assert(sizeof(FwdParams) <= 4000, "spectral_norm: forward parameters exceed 4 KB");
@@ -95,23 +91,26 @@ struct BwdParams {
   int* ctr;
   int nlayers;
   int units;
-  int step_begin, step_end;
+  int step;  // 0: B1, 1: B2
 };
 static_assert(sizeof(BwdParams) <= 4000, "spectral_norm: backward parameters exceed 4 KB");
 
 // ---------------------------------------------------------------------------------------------
 // Device components
 
+using BlockSum = cub::BlockReduce<float, kThreads, cub::BLOCK_REDUCE_WARP_REDUCTIONS>;
+using WarpSum = cub::WarpReduce<float>;
+
 struct Smem {
-  float x[kRowChunkMax];  // the unit's segment of the input vector
-  float red[kWarps][33];  // column dots: per row-lane sums
-  float tree[kThreads];   // block reductions
-  int flag;               // last_to_finish's verdict
+  float x[kRowChunkMax];         // the unit's segment of the input vector
+  float red[kWarps][33];         // column dots: per row-lane sums
+  BlockSum::TempStorage reduce;  // block reductions
+  int flag;                      // last_to_finish's verdict
 };
 
 __device__ __forceinline__ float warp_sum(float v) {
-  for (int off = 16; off > 0; off >>= 1) v += __shfl_down_sync(0xffffffffu, v, off);
-  return v;  // lane 0: the sum, in a fixed order
+  WarpSum::TempStorage none;    // empty: the shuffle specialisation
+  return WarpSum(none).Sum(v);  // lane 0: the sum, in a fixed order
 }
 
 constexpr int kAcc = 8;  // independent accumulators (loads in flight) per thread
@@ -128,15 +127,10 @@ __device__ __forceinline__ float inv_norm(float ss, float eps) {
   return __fdiv_rn(1.f, clamp_min(__fsqrt_rn(ss), eps));
 }
 
-// Sum of v over the block in a fixed order (a tree over the threads); every thread gets it.
+// Sum of v over the block in a fixed order (cub::BlockReduce), valid in thread 0. sm.reduce is
+// reusable on return.
 __device__ float block_sum(float v, Smem& sm) {
-  sm.tree[threadIdx.x] = v;
-  __syncthreads();
-  for (int off = kThreads / 2; off > 0; off >>= 1) {
-    if (int(threadIdx.x) < off) sm.tree[threadIdx.x] += sm.tree[threadIdx.x + off];
-    __syncthreads();
-  }
-  const float r = sm.tree[0];
+  const float r = BlockSum(sm.reduce).Sum(v);
   __syncthreads();
   return r;
 }
@@ -227,7 +221,6 @@ __device__ void row_dot_unit(const FwdLayer& L, const MatVec& mv, int k, Smem& s
     if (threadIdx.x == 0) mv.tsum[rt] = tile;
     finish_layer(mv, ceil_div(mv.m, L.r_rows), sm);
   }
-  __syncthreads();  // sm is reused by the next unit
 }
 
 // Column dots, unit (32-column tile ct, row chunk r): thread (tx, ty) sums column ct 32 + tx over
@@ -273,7 +266,6 @@ __device__ void col_dot_unit(const FwdLayer& L, const MatVec& mv, int k, Smem& s
     if (threadIdx.x == 0) mv.tsum[ct] = tile;
     finish_layer(mv, ceil_div(mv.n, 32), sm);
   }
-  __syncthreads();
 }
 
 // The layer whose units [unit0, next unit0) of `phase` contain unit k.
@@ -288,9 +280,9 @@ __device__ int find_bwd_layer(const BwdParams& p, int k) {
   return l;
 }
 
-// Phase V (s = W^T u) or U (t = W v) of power iteration `it`, all layers.
+// Phase V (s = W^T u) or U (t = W v) of power iteration `it`, all layers: block k does unit k.
 __device__ void phase_matvec(const FwdParams& p, int phase, int it, Smem& sm) {
-  for (int k = int(blockIdx.x); k < p.units[phase]; k += int(gridDim.x)) {
+  if (const int k = int(blockIdx.x); k < p.units[phase]) {
     const FwdLayer& L = p.layers[find_layer(p, k, phase)];
     const int rows = L.transposed ? L.n : L.m, cols = L.transposed ? L.m : L.n;
     float* s = p.ws + L.ws;  // (cols)
@@ -329,7 +321,7 @@ __device__ void phase_matvec(const FwdParams& p, int phase, int it, Smem& sm) {
 // Phase F: W_sn = W / sigma (units of kUnitElems elements), and one unit per layer writing u, v,
 // sigma (persistent and saved).
 __device__ void phase_finish(const FwdParams& p) {
-  for (int k = int(blockIdx.x); k < p.units[kPhaseF]; k += int(gridDim.x)) {
+  if (const int k = int(blockIdx.x); k < p.units[kPhaseF]) {
     const FwdLayer& L = p.layers[find_layer(p, k, kPhaseF)];
     const int rows = L.transposed ? L.n : L.m, cols = L.transposed ? L.m : L.n;
     const float* s = p.ws + L.ws;
@@ -355,7 +347,7 @@ __device__ void phase_finish(const FwdParams& p) {
           if (e < e1) L.w_sn[e] = __fdiv_rn(x[i], sigma);
         }
       }
-      continue;
+      return;
     }
     if (p.training) {
       const float inv_s = inv_norm(__ldcg(scal), p.eps);
@@ -380,87 +372,80 @@ __device__ void phase_finish(const FwdParams& p) {
   }
 }
 
-// Steps: training V0 U0 V1 U1 ... F (2 iterations + 1), eval U F. A cooperative launch runs them
-// all with grid-wide barriers between; the fallback runs one step per launch. Each phase has one
-// call site, so both paths execute the same code.
-__global__ void __launch_bounds__(kThreads, kCoopBlocksPerSm)
-    sn_forward_kernel(const __grid_constant__ FwdParams p) {
+// Steps: training V0 U0 V1 U1 ... F (2 iterations + 1), eval U F; one launch per step, stream
+// order between them.
+__global__ void __launch_bounds__(kThreads) sn_forward_kernel(const __grid_constant__ FwdParams p) {
   __shared__ Smem sm;
-  for (int step = p.step_begin; step < p.step_end; ++step) {
-    if (step > p.step_begin) cg::this_grid().sync();
-    int phase = kPhaseF, it = 0;
-    if (p.training && step < 2 * p.iterations) {
-      phase = step % 2 == 0 ? kPhaseV : kPhaseU;
-      it = step / 2;
-    } else if (!p.training && step == 0) {
-      phase = kPhaseU;
-    }
-    if (phase == kPhaseF)
-      phase_finish(p);
-    else
-      phase_matvec(p, phase, it, sm);
+  const int step = p.step;
+  int phase = kPhaseF, it = 0;
+  if (p.training && step < 2 * p.iterations) {
+    phase = step % 2 == 0 ? kPhaseV : kPhaseU;
+    it = step / 2;
+  } else if (!p.training && step == 0) {
+    phase = kPhaseU;
   }
+  if (phase == kPhaseF)
+    phase_finish(p);
+  else
+    phase_matvec(p, phase, it, sm);
 }
 
-// Backward steps: B1 (step 0) c = <G, W_sn> per layer; B2 (step 1) dW.
-__global__ void __launch_bounds__(kThreads, kCoopBlocksPerSm)
+// Backward steps: B1 (step 0) c = <G, W_sn> per layer; B2 (step 1) dW. One launch per step,
+// block k does unit k.
+__global__ void __launch_bounds__(kThreads)
     sn_backward_kernel(const __grid_constant__ BwdParams p) {
   __shared__ Smem sm;
-  for (int step = p.step_begin; step < p.step_end; ++step) {
-    if (step > p.step_begin) cg::this_grid().sync();
-    for (int k = int(blockIdx.x); k < p.units; k += int(gridDim.x)) {
-      const BwdLayer& L = p.layers[find_bwd_layer(p, k)];
-      const int local = k - L.unit0;
-      const int64_t numel = int64_t(L.m) * L.n;
-      const int64_t e0 = int64_t(local) * kUnitElems, e1 = min(numel, e0 + kUnitElems);
-      float* part = p.ws + L.ws;  // (nunits + 1)
-      if (step == 0) {
-        float a[kAcc] = {};
-        int64_t e = e0 + threadIdx.x;
-        for (; e + (kAcc - 1) * kThreads < e1; e += kAcc * kThreads) {
+  const int k = int(blockIdx.x);
+  if (k >= p.units) return;
+  const BwdLayer& L = p.layers[find_bwd_layer(p, k)];
+  const int local = k - L.unit0;
+  const int64_t numel = int64_t(L.m) * L.n;
+  const int64_t e0 = int64_t(local) * kUnitElems, e1 = min(numel, e0 + kUnitElems);
+  float* part = p.ws + L.ws;  // (nunits + 1)
+  if (p.step == 0) {
+    float a[kAcc] = {};
+    int64_t e = e0 + threadIdx.x;
+    for (; e + (kAcc - 1) * kThreads < e1; e += kAcc * kThreads) {
 #pragma unroll
-          for (int i = 0; i < kAcc; ++i)
-            a[i] = fmaf(__ldg(L.g + e + i * kThreads), __ldg(L.w_sn + e + i * kThreads), a[i]);
-        }
-        for (; e < e1; e += kThreads) a[0] = fmaf(__ldg(L.g + e), __ldg(L.w_sn + e), a[0]);
-        const float total = block_sum(tree8(a), sm);
-        if (threadIdx.x == 0) part[local] = total;
-        if (last_to_finish(p.ctr + L.ctr, L.nunits, sm)) {
-          float v = 0.f;
-          for (int i = int(threadIdx.x); i < L.nunits; i += kThreads) v += __ldcg(part + i);
-          const float c = block_sum(v, sm);
-          if (threadIdx.x == 0) part[L.nunits] = c;
-        }
-        __syncthreads();
-      } else {
-        const float c = __ldcg(part + L.nunits);
-        const int rows = L.transposed ? L.n : L.m;
-        const int cols = L.transposed ? L.m : L.n;
-        const float sigma = __ldg(L.saved + rows + cols);
-        const float* a = L.transposed ? L.saved + rows : L.saved;  // (m): u, or v if transposed
-        const float* b = L.transposed ? L.saved : L.saved + rows;  // (n): v, or u if transposed
-        const unsigned n = unsigned(L.n);
-        for (int64_t base = e0 + threadIdx.x; base < e1; base += kAcc * kThreads) {
-          float val[kAcc], prev[kAcc];  // all loads first, then the stores
+      for (int i = 0; i < kAcc; ++i)
+        a[i] = fmaf(__ldg(L.g + e + i * kThreads), __ldg(L.w_sn + e + i * kThreads), a[i]);
+    }
+    for (; e < e1; e += kThreads) a[0] = fmaf(__ldg(L.g + e), __ldg(L.w_sn + e), a[0]);
+    const float total = block_sum(tree8(a), sm);
+    if (threadIdx.x == 0) part[local] = total;
+    if (last_to_finish(p.ctr + L.ctr, L.nunits, sm)) {
+      float v = 0.f;
+      for (int i = int(threadIdx.x); i < L.nunits; i += kThreads) v += __ldcg(part + i);
+      const float c = block_sum(v, sm);
+      if (threadIdx.x == 0) part[L.nunits] = c;
+    }
+    return;
+  }
+  const float c = __ldcg(part + L.nunits);
+  const int rows = L.transposed ? L.n : L.m;
+  const int cols = L.transposed ? L.m : L.n;
+  const float sigma = __ldg(L.saved + rows + cols);
+  const float* a = L.transposed ? L.saved + rows : L.saved;  // (m): u, or v if transposed
+  const float* b = L.transposed ? L.saved : L.saved + rows;  // (n): v, or u if transposed
+  const unsigned n = unsigned(L.n);
+  for (int64_t base = e0 + threadIdx.x; base < e1; base += kAcc * kThreads) {
+    float val[kAcc], prev[kAcc];  // all loads first, then the stores
 #pragma unroll
-          for (int i = 0; i < kAcc; ++i) {
-            const int64_t e = base + i * kThreads;
-            val[i] = 0.f, prev[i] = 0.f;
-            if (e < e1) {
-              const unsigned eu = unsigned(e), pr = eu / n, q = eu - pr * n;
-              val[i] = __ldg(L.g + e) - c * __ldg(a + pr) * __ldg(b + q);
-              if (L.accumulate) prev[i] = L.dw[e];
-            }
-          }
+    for (int i = 0; i < kAcc; ++i) {
+      const int64_t e = base + i * kThreads;
+      val[i] = 0.f, prev[i] = 0.f;
+      if (e < e1) {
+        const unsigned eu = unsigned(e), pr = eu / n, q = eu - pr * n;
+        val[i] = __ldg(L.g + e) - c * __ldg(a + pr) * __ldg(b + q);
+        if (L.accumulate) prev[i] = L.dw[e];
+      }
+    }
 #pragma unroll
-          for (int i = 0; i < kAcc; ++i) {
-            const int64_t e = base + i * kThreads;
-            if (e < e1) {
-              const float d = __fdiv_rn(val[i], sigma);
-              L.dw[e] = L.accumulate ? prev[i] + d : d;
-            }
-          }
-        }
+    for (int i = 0; i < kAcc; ++i) {
+      const int64_t e = base + i * kThreads;
+      if (e < e1) {
+        const float d = __fdiv_rn(val[i], sigma);
+        L.dw[e] = L.accumulate ? prev[i] + d : d;
       }
     }
   }
@@ -562,55 +547,18 @@ BwdPlan plan_backward(const std::vector<SpectralNormBackwardLayer>& in) {
   return plan;
 }
 
-// Blocks of `kernel` that can be co-resident (the cooperative grid's upper bound).
-template <class Kernel>
-int coop_grid_limit(Kernel kernel) {
-  int per_sm = 0;
-  GAN_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0));
-  return std::min(per_sm, kCoopBlocksPerSm) * device_sm_count();
-}
-
-int forward_coop_limit() {
-  static const int limit = coop_grid_limit(sn_forward_kernel);
-  return limit;
-}
-int backward_coop_limit() {
-  static const int limit = coop_grid_limit(sn_backward_kernel);
-  return limit;
-}
-
-// Runs steps [0, nsteps) of `kernel`: one cooperative launch, or one ordinary launch per step.
+// Runs steps [0, nsteps) of `kernel`, one ordinary launch per step (one block per work unit).
 template <class Params>
-void launch_steps(void (*kernel)(const Params), Params& prm, int nsteps,
-                  const std::vector<int>& step_units, int coop_limit, cudaStream_t stream) {
-  const int max_units = *std::max_element(step_units.begin(), step_units.end());
-  if (coop_limit > 0 && spectral_norm_uses_cooperative_launch()) {
-    prm.step_begin = 0;
-    prm.step_end = nsteps;
-    // GAN_SN_COOP_BLOCKS caps the grid (tests: blocks then loop over several units, as they do
-    // on a GPU when a model has more units than co-resident blocks).
-    int cap = coop_limit;
-    if (const char* e = std::getenv("GAN_SN_COOP_BLOCKS"); e && std::atoi(e) > 0)
-      cap = std::min(cap, std::atoi(e));
-    const int grid = std::max(1, std::min(max_units, cap));
-    GAN_CUDA_CHECK(launch_cooperative(kernel, dim3(grid), dim3(kThreads), 0, stream, prm));
-    return;
-  }
-  for (int s = 0; s < nsteps; ++s) {
-    prm.step_begin = s;
-    prm.step_end = s + 1;
-    launch(kernel, unsigned(std::max(1, step_units[size_t(s)])), kThreads, 0, stream, prm);
+void launch_steps(void (*kernel)(const Params), Params& prm, const std::vector<int>& step_units,
+                  cudaStream_t stream) {
+  for (size_t s = 0; s < step_units.size(); ++s) {
+    prm.step = int(s);
+    launch(kernel, unsigned(std::max(1, step_units[s])), kThreads, 0, stream, prm);
     GAN_CUDA_CHECK_LAUNCH();
   }
 }
 
 }  // namespace
-
-bool spectral_norm_uses_cooperative_launch() {
-  const char* e = std::getenv("GAN_SN_NO_COOP");
-  if (e && *e && std::strcmp(e, "0") != 0) return false;
-  return device_cooperative_launch();
-}
 
 size_t spectral_norm_forward_workspace_bytes(const std::vector<SpectralNormForwardLayer>& layers) {
   return layers.empty() ? 0 : plan_forward(layers).bytes;
@@ -634,7 +582,6 @@ void spectral_norm_forward_cuda(const std::vector<SpectralNormForwardLayer>& lay
   auto* base = static_cast<unsigned char*>(workspace);
   GAN_CUDA_CHECK(cudaMemsetAsync(base, 0, plan.ctr_bytes, stream));
   const int nsteps = training ? 2 * iterations + 1 : 2;
-  const int limit = forward_coop_limit();
   for (size_t first = 0; first < layers.size(); first += kMaxLayers) {
     const size_t count = std::min(layers.size() - first, size_t(kMaxLayers));
     FwdParams prm{};
@@ -664,7 +611,7 @@ void spectral_norm_forward_cuda(const std::vector<SpectralNormForwardLayer>& lay
       if (!training && s == 0) ph = kPhaseU;
       step_units.push_back(prm.units[ph]);
     }
-    launch_steps(sn_forward_kernel, prm, nsteps, step_units, limit, stream);
+    launch_steps(sn_forward_kernel, prm, step_units, stream);
   }
 }
 
@@ -686,7 +633,6 @@ void spectral_norm_backward_cuda(const std::vector<SpectralNormBackwardLayer>& l
             "spectral_norm_backward_workspace_bytes)");
   auto* base = static_cast<unsigned char*>(workspace);
   GAN_CUDA_CHECK(cudaMemsetAsync(base, 0, plan.ctr_bytes, stream));
-  const int limit = backward_coop_limit();
   for (size_t first = 0; first < layers.size(); first += kMaxLayers) {
     const size_t count = std::min(layers.size() - first, size_t(kMaxLayers));
     BwdParams prm{};
@@ -702,7 +648,7 @@ void spectral_norm_backward_cuda(const std::vector<SpectralNormBackwardLayer>& l
     }
     GAN_CHECK(units < (int64_t(1) << 31), "spectral_norm_backward_cuda: too many work units");
     prm.units = int(units);
-    launch_steps(sn_backward_kernel, prm, 2, {prm.units, prm.units}, limit, stream);
+    launch_steps(sn_backward_kernel, prm, {prm.units, prm.units}, stream);
   }
 }
 

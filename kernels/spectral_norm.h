@@ -29,21 +29,20 @@
 // rounded to T after every normalisation (they are stored in T), sigma is rounded to T before
 // W_sn = W / sigma, so forward and backward use the same sigma.
 //
-// CUDA (float32), all layers of a call in one launch (a cooperative kernel; see
+// CUDA (float32), all layers of a call together: one ordinary launch per phase (see
 // docs/kernels/spectral_norm.md). The layer table is a __grid_constant__ kernel parameter (up to
-// kSpectralNormMaxLayers layers per launch; larger groups run as several launches). Phases:
+// kSpectralNormMaxLayers layers per launch; larger groups run as several sets of launches).
+// Phases:
 //   V: s = W^T u (+ |s|^2),  U: t = W v (+ |t|^2, or u^T t in eval),  F: u, v, sigma, W_sn = W /
 //   sigma
-// separated by grid-wide barriers (training: V U V U ... F; eval: U F). The two matrix-vector
-// products are row dots (A x: a warp per row segment) and column dots (A^T x: 32 columns x 8 row
-// lanes, reduced in shared memory), split over tiles of about 8192 elements; the partial sums of
-// a tile are combined in a fixed order by the last block to finish it (an integer ticket, the
-// threadfence-reduction pattern), which also combines the layer's squared norm when it is the
-// last tile. Backward: B1 per-chunk partial sums of G W_sn combined likewise, barrier, B2 dW.
-// Deterministic: every sum has a fixed order for a given shape (independent of the grid size and
-// of which block finishes last), no float atomics. Without cooperative launch support (or with
-// GAN_SN_NO_COOP=1 in the environment) the same phases run as separate ordinary launches, with
-// bitwise-identical results. No allocation, no host synchronisation: the launchers take a
+// in stream order (training: V U V U ... F; eval: U F), one block per work unit. The two
+// matrix-vector products are row dots (A x: a warp per row segment) and column dots (A^T x: 32
+// columns x 8 row lanes, reduced in shared memory), split over tiles of about 8192 elements; the
+// partial sums of a tile are combined in a fixed order by the last block to finish it (an integer
+// ticket, the threadfence-reduction pattern), which also combines the layer's squared norm when
+// it is the last tile. Backward: B1 per-chunk partial sums of G W_sn combined likewise, then B2
+// dW. Deterministic: every sum has a fixed order for a given shape (independent of which block
+// finishes last), no float atomics. No allocation, no host synchronisation: the launchers take a
 // workspace (CUB's two-phase convention: ask *_workspace_bytes, pass that much scratch; its
 // counters are zeroed with cudaMemsetAsync by the launcher), so they can be captured in a graph.
 #pragma once
@@ -179,10 +178,5 @@ void spectral_norm_forward_cuda(const std::vector<SpectralNormForwardLayer>& lay
 size_t spectral_norm_backward_workspace_bytes(const std::vector<SpectralNormBackwardLayer>& layers);
 void spectral_norm_backward_cuda(const std::vector<SpectralNormBackwardLayer>& layers,
                                  void* workspace, size_t workspace_bytes, cudaStream_t stream);
-
-// Whether the launchers use one cooperative launch (else separate launches per phase): the device
-// supports cooperative launches and GAN_SN_NO_COOP is not set to a non-empty value other than 0.
-// GAN_SN_COOP_BLOCKS=N caps the cooperative grid at N blocks (tests).
-bool spectral_norm_uses_cooperative_launch();
 
 }  // namespace gan::kernels

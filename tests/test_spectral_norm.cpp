@@ -1,8 +1,8 @@
 // spectral_norm: harness sweeps (eval and training, single layers and groups, the transposed
 // storage of conv_transpose2d weights, > 1024 columns, odd sizes), sigma against the top singular
 // value from an independent Jacobi eigensolver, the discriminator's two forwards before one
-// backward, the persistent u/v/sigma, errors; on a GPU: cooperative launch against the per-phase
-// fallback (bitwise), GPU against CPU on the SAGAN 64 px layer group, CUDA-graph replay.
+// backward, the persistent u/v/sigma, errors; on a GPU: bitwise repeatability run to run, GPU
+// against CPU on the SAGAN 64 px layer group, CUDA-graph replay.
 //
 // How the finite-difference check of the harness applies (backward treats u and v as constants,
 // PyTorch's behaviour, while the forward's u and v depend on W through the power iteration):
@@ -668,35 +668,22 @@ TEST_CASE("spectral_norm: cuda two forwards before one backward match the cpu",
   }
 }
 
-// [heavy]: 150 s under ASan; the main build runs it under both schedule seeds.
-TEST_CASE("spectral_norm: cuda cooperative launch and per-phase fallback are bitwise equal",
+// [heavy]: slow under ASan; the main build runs it under both schedule seeds. Which block of a
+// tile or layer finishes last (and combines the partial sums) varies from run to run (on the
+// interpreter with the launch's block order); the results may not.
+TEST_CASE("spectral_norm: cuda results are bitwise repeatable run to run",
           "[spectral_norm][cuda][heavy]") {
   GAN_REQUIRE_GPU();
-  if (!kernels::spectral_norm_uses_cooperative_launch())
-    WARN("the device has no cooperative launch: both runs take the fallback");
   const std::vector<Geo> geos = sagan_layers();
   for (int iterations : {1, 3}) {
     for (bool training : {true, false}) {
       INFO("iterations " << iterations << " training " << training);
-      const auto coop = run_group(geos, Device::CUDA, iterations, training);
+      const auto first = run_group(geos, Device::CUDA, iterations, training);
       const auto again = run_group(geos, Device::CUDA, iterations, training);
-      std::vector<std::vector<double>> few_blocks;  // every block loops over many units
-      {
-        gan::test::ScopedEnv env("GAN_SN_COOP_BLOCKS", "3");
-        few_blocks = run_group(geos, Device::CUDA, iterations, training);
-      }
-      std::vector<std::vector<double>> fallback;
-      {
-        gan::test::ScopedEnv env("GAN_SN_NO_COOP", "1");
-        REQUIRE_FALSE(kernels::spectral_norm_uses_cooperative_launch());
-        fallback = run_group(geos, Device::CUDA, iterations, training);
-      }
-      REQUIRE(coop.size() == fallback.size());
-      for (size_t k = 0; k < coop.size(); ++k) {
+      REQUIRE(first.size() == again.size());
+      for (size_t k = 0; k < first.size(); ++k) {
         INFO("layer " << k / 5 << " item " << k % 5 << " (w_sn, grad, u, v, sigma)");
-        CHECK(coop[k] == fallback[k]);
-        CHECK(coop[k] == again[k]);
-        CHECK(coop[k] == few_blocks[k]);
+        CHECK(first[k] == again[k]);
       }
     }
   }

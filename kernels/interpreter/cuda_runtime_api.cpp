@@ -254,8 +254,8 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int device) {
     case cudaDevAttrMultiProcessorCount:
       *v = 132;
       break;
-    case cudaDevAttrCooperativeLaunch:
-      *v = 1;
+    case cudaDevAttrCooperativeLaunch:  // the interpreter has no cooperative launches
+      *v = 0;
       break;
     case cudaDevAttrMaxThreadsPerBlock:
       *v = 1024;
@@ -322,7 +322,7 @@ cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   p->multiProcessorCount = 132;
   p->maxThreadsPerMultiProcessor = 2048;
   p->maxBlocksPerMultiProcessor = 32;
-  p->cooperativeLaunch = 1;
+  p->cooperativeLaunch = 0;
   p->memoryPoolsSupported = 1;
   return cudaSuccess;
 }

@@ -66,7 +66,6 @@ struct Launch {
   const void* fn = nullptr;
   dim3 grid, block;
   size_t smem = 0;
-  bool cooperative = false;
   std::function<void()> body;
 };
 cudaError_t validate_launch(const Launch& l);

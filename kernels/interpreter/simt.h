@@ -1,6 +1,6 @@
 // The CPU SIMT interpreter's interface to kernel code (see docs/interpreter.md). Kernel sources
-// built for the interpreter get kernels/interpreter/kernel_builtins.h force-included, which maps CUDA's
-// built-ins (threadIdx, __syncthreads, shuffles, atomics, ...) onto the functions below; the
+// built for the interpreter get kernels/interpreter/kernel_builtins.h force-included, which maps
+// CUDA's built-ins (threadIdx, __syncthreads, shuffles, atomics, ...) onto the functions below; the
 // launchers reach launch_kernel() through kernels/runtime.h. Everything here runs on the CPU:
 // one fiber per CUDA thread, one OS thread per resident block.
 #pragma once
@@ -39,8 +39,6 @@ uint64_t warp_op(WarpOp op, unsigned mask, uint64_t value, int arg, int width,
 
 // __syncthreads(): every thread of the block must reach the same barrier (same source line).
 void block_sync(const std::source_location& loc);
-// cooperative_groups::this_grid().sync(): only inside a cooperative launch.
-void grid_sync(const std::source_location& loc);
 // Reports a misuse found in kernel code (the launch fails with this message).
 [[noreturn]] void kernel_fault(const char* what);
 
@@ -58,14 +56,13 @@ void* dynamic_shared();
 // launch's error (configuration errors immediately; execution errors too, since a stream runs its
 // work as it is enqueued) and makes it the value of the next cudaGetLastError().
 cudaError_t submit_launch(const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                          bool cooperative, std::function<void()> body);
+                          std::function<void()> body);
 
 template <class... P, class... A>
 cudaError_t launch_kernel(void (*kernel)(P...), dim3 grid, dim3 block, size_t smem,
-                          cudaStream_t stream, bool cooperative, A&&... args) {
+                          cudaStream_t stream, A&&... args) {
   std::tuple<std::remove_cv_t<std::remove_reference_t<P>>...> values(std::forward<A>(args)...);
   return submit_launch(reinterpret_cast<const void*>(kernel), grid, block, smem, stream,
-                       cooperative,
                        [kernel, values = std::move(values)]() { std::apply(kernel, values); });
 }
 

@@ -102,7 +102,6 @@ thread_local const char* tls_activity = nullptr;
 namespace {
 
 // The H100 model (docs/interpreter.md).
-constexpr int kSms = 132;
 constexpr int kMaxThreadsPerSm = 2048;
 constexpr int kMaxBlocksPerSm = 32;
 constexpr size_t kSmemPerSm = 228 * 1024;
@@ -211,7 +210,7 @@ Window tls_window_of(const void* fn) {
 // ---------------------------------------------------------------------------------------------
 // Fibers and the block scheduler
 
-enum class FState { kReady, kBarrier, kWarp, kGrid, kDone, kFault };
+enum class FState { kReady, kBarrier, kWarp, kDone, kFault };
 
 struct AsyncCopy {
   void* dst;
@@ -232,34 +231,6 @@ struct Fiber {
   std::string fault;
   std::vector<AsyncCopy> open_copies;               // issued, not yet committed
   std::vector<std::vector<AsyncCopy>> copy_groups;  // committed, not yet waited for
-};
-
-// Signals a broken grid (another block failed): the waiting blocks give up.
-struct GridBarrier {
-  std::mutex mu;
-  std::condition_variable cv;
-  int n = 0, count = 0;
-  uint64_t gen = 0;
-  bool broken = false;
-  char tokens[2] = {};  // TSan: one sync object per alternating generation
-  bool wait() {
-    std::unique_lock<std::mutex> lock(mu);
-    if (broken) return false;
-    const uint64_t g = gen;
-    if (++count == n) {
-      count = 0;
-      ++gen;
-      cv.notify_all();
-      return true;
-    }
-    cv.wait(lock, [&] { return gen != g || broken; });
-    return !broken;
-  }
-  void brk() {
-    std::lock_guard<std::mutex> lock(mu);
-    broken = true;
-    cv.notify_all();
-  }
 };
 
 std::string loc_str(const std::source_location& l) {
@@ -338,10 +309,9 @@ class Runner {
 
   // Runs one block to completion; false (and `error`) when it failed.
   bool run_block(const Launch& l, KernelInfo& info, const std::string& name, uint3 bid,
-                 uint64_t seed, GridBarrier* grid, bool learn) {
+                 uint64_t seed, bool learn) {
     launch_ = &l;
     name_ = &name;
-    grid_ = grid;
     const unsigned n = l.block.x * l.block.y * l.block.z;
     ensure_stacks(n);
     fibers_.resize(n);
@@ -379,19 +349,11 @@ class Runner {
     bar_gen_ = 0;
     for (auto& g : warp_gen_) g = 0;
 #if defined(GAN_INTERP_TSAN)
-    // TSan counts fibers as threads (at most 8128 at once): a cooperative block's fibers go
-    // with the block.
     while (tsan_fibers_.size() < n) tsan_fibers_.push_back(__tsan_create_fiber(0));
 #endif
     GAN_TSAN_RELEASE(&block_token_);  // the fills above happen before the block's accesses
     const bool ok = schedule(n);
     GAN_TSAN_ACQUIRE(&end_token_);  // the block's accesses happen before the refill below
-#if defined(GAN_INTERP_TSAN)
-    if (grid) {
-      for (void* f : tsan_fibers_) __tsan_destroy_fiber(f);
-      tsan_fibers_.clear();
-    }
-#endif
     // Leave the window all fill bytes again (the invariant between blocks); learn the kernel's
     // range from a scan where asked.
     if (window_.data) {
@@ -534,7 +496,7 @@ class Runner {
     ReadySet& ready = ready_;
     ready.reset(n, base_seed() % 2 == 0, &rng_);
     for (unsigned i = 0; i < n; ++i) ready.push(i);
-    unsigned done = 0, at_barrier = 0, at_grid = 0, at_warp = 0;
+    unsigned done = 0, at_barrier = 0, at_warp = 0;
     tls_runner = this;
     for (;;) {
       while (!ready.empty()) {
@@ -561,9 +523,6 @@ class Runner {
           case FState::kBarrier:
             ++at_barrier;
             break;
-          case FState::kGrid:
-            ++at_grid;
-            break;
           case FState::kWarp: {
             ++at_warp;
             std::string err;
@@ -577,19 +536,12 @@ class Runner {
         }
       }
       if (done == n) return true;
-      if (at_warp == 0 && at_grid == 0 && at_barrier > 0 && at_barrier + done == n) {
+      if (at_warp == 0 && at_barrier > 0 && at_barrier + done == n) {
         if (std::string e = check_barrier(n, done, FState::kBarrier); !e.empty())
           return fail_block(e);
         release(FState::kBarrier, n, ready);
         ++bar_gen_;
         at_barrier = 0;
-        continue;
-      }
-      if (at_warp == 0 && at_barrier == 0 && at_grid > 0 && at_grid + done == n) {
-        if (std::string e = check_barrier(n, done, FState::kGrid); !e.empty()) return fail_block(e);
-        if (!grid_->wait()) return fail_block("another block of the cooperative grid failed");
-        release(FState::kGrid, n, ready);
-        at_grid = 0;
         continue;
       }
       return fail_block(describe_deadlock(n));
@@ -757,9 +709,6 @@ class Runner {
         case FState::kBarrier:
           k = "__syncthreads at " + loc_str(f.where);
           break;
-        case FState::kGrid:
-          k = "grid sync at " + loc_str(f.where);
-          break;
         case FState::kWarp:
           k = "warp operation (mask " + hex(f.mask) + ") at " + loc_str(f.where);
           break;
@@ -793,7 +742,6 @@ class Runner {
   unsigned bar_gen_ = 0;
   char warp_tokens_[32][2] = {};
   unsigned warp_gen_[32] = {};
-  GridBarrier* grid() { return grid_; }
 
  private:
   unsigned char* stacks_ = nullptr;
@@ -806,7 +754,6 @@ class Runner {
   std::mt19937_64 rng_;
   const Launch* launch_ = nullptr;
   const std::string* name_ = nullptr;
-  GridBarrier* grid_ = nullptr;
   std::vector<unsigned char> dyn_;
   Window window_;
   const void* window_fn_ = nullptr;
@@ -872,13 +819,8 @@ class Pool {
   uint64_t gen_ = 0;
 };
 
-// Ordinary launches use a pool of GAN_INTERP_THREADS; cooperative ones a pool as large as their
-// largest grid (kept apart so that an ordinary launch wakes only its few workers).
+// Launches use a pool of GAN_INTERP_THREADS.
 Pool& pool() {
-  static Pool* p = new Pool;
-  return *p;
-}
-Pool& coop_pool() {
   static Pool* p = new Pool;
   return *p;
 }
@@ -1084,15 +1026,6 @@ cudaError_t validate_launch(const Launch& l) {
     return bad(cudaErrorInvalidValue, "with " + std::to_string(l.smem) +
                                           " bytes of dynamic shared memory, over 48 KB without "
                                           "cudaFuncAttributeMaxDynamicSharedMemorySize");
-  if (l.cooperative) {
-    const uint64_t blocks = uint64_t(g.x) * g.y * g.z;
-    const uint64_t limit =
-        uint64_t(max_blocks_per_sm(int(b.x * b.y * b.z), l.smem)) * uint64_t(kSms);
-    if (blocks > limit)
-      return bad(cudaErrorCooperativeLaunchTooLarge,
-                 "(cooperative) with " + std::to_string(blocks) +
-                     " blocks: more than can be co-resident (" + std::to_string(limit) + ")");
-  }
   return cudaSuccess;
 }
 
@@ -1125,19 +1058,7 @@ cudaError_t execute_launch(const Launch& l) {
     if (first_error.empty()) first_error = e;
     failed = true;
   };
-  if (l.cooperative) {
-    GridBarrier grid;
-    grid.n = int(nblocks);
-    coop_pool().run(int(nblocks), [&](int k) {
-      install_altstack();
-      Runner& r = runner();
-      if (!r.run_block(l, *info, name, block_of(uint64_t(k)), mix(seed + uint64_t(k)), &grid,
-                       learn && k == 0)) {
-        record(r.error);
-        grid.brk();
-      }
-    });
-  } else {
+  {
     // Blocks in a seeded random order, spread over the pool.
     std::vector<uint64_t> order(nblocks);
     for (uint64_t k = 0; k < nblocks; ++k) order[k] = k;
@@ -1151,7 +1072,7 @@ cudaError_t execute_launch(const Launch& l) {
       bool first = true;
       for (uint64_t i; !failed && (i = next.fetch_add(1)) < nblocks;) {
         const uint64_t k = order[i];
-        if (!r.run_block(l, *info, name, block_of(k), mix(seed + k), nullptr, learn && first)) {
+        if (!r.run_block(l, *info, name, block_of(k), mix(seed + k), learn && first)) {
           record(r.error);
           break;
         }
@@ -1195,19 +1116,6 @@ void block_sync(const std::source_location& loc) {
   f.where = loc;
   f.state = FState::kBarrier;
   char* token = r.bar_tokens_ + r.bar_gen_ % 2;
-  GAN_TSAN_RELEASE(token);
-  r.yield();
-  GAN_TSAN_ACQUIRE(token);
-}
-
-void grid_sync(const std::source_location& loc) {
-  Runner& r = *tls_runner;
-  Fiber& f = r.current();
-  f.where = loc;
-  if (!r.launch().cooperative)
-    kernel_fault(("grid sync at " + loc_str(loc) + " outside a cooperative launch").c_str());
-  f.state = FState::kGrid;
-  char* token = r.grid()->tokens + r.grid()->gen % 2;
   GAN_TSAN_RELEASE(token);
   r.yield();
   GAN_TSAN_ACQUIRE(token);
@@ -1266,14 +1174,13 @@ void async_wait(int n) {
 }
 
 cudaError_t submit_launch(const void* fn, dim3 grid, dim3 block, size_t smem, cudaStream_t stream,
-                          bool cooperative, std::function<void()> body) {
+                          std::function<void()> body) {
   ensure_init();
   auto l = std::make_shared<Launch>();
   l->fn = fn;
   l->grid = grid;
   l->block = block;
   l->smem = smem;
-  l->cooperative = cooperative;
   l->body = std::move(body);
   if (const cudaError_t e = validate_launch(*l); e != cudaSuccess) return e;
   return submit(stream, "kernel launch", [l] { return execute_launch(*l); });

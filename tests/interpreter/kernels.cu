@@ -1,6 +1,7 @@
 #include "tests/interpreter/kernels.h"
 
-#include <cooperative_groups.h>
+#include <cub/block/block_reduce.cuh>
+#include <cub/warp/warp_reduce.cuh>
 
 #include "kernels/mma.h"
 #include "kernels/runtime.h"
@@ -90,19 +91,30 @@ __global__ void deadlock_kernel(float* out) {
   out[threadIdx.x] = 1.f;
 }
 
-__global__ void grid_sync_kernel(float* out) {
-  cooperative_groups::this_grid().sync();
-  out[threadIdx.x] = 1.f;
-}
+using CubBlock = cub::BlockReduce<float, 128, cub::BLOCK_REDUCE_WARP_REDUCTIONS>;
+using CubWarp8 = cub::WarpReduce<float, 8>;
 
-__global__ void cooperative_sum_kernel(float* scratch, float* out) {
-  if (threadIdx.x == 0) scratch[blockIdx.x] = float(blockIdx.x + 1);
-  cooperative_groups::this_grid().sync();
-  if (threadIdx.x == 0) {
-    float s = 0;
-    for (unsigned b = 0; b < gridDim.x; ++b) s += scratch[b];
-    out[blockIdx.x] = s;
-  }
+struct MaxOp {
+  __device__ float operator()(float a, float b) const { return fmaxf(a, b); }
+};
+
+__global__ void cub_reductions_kernel(const float* in, float* out) {
+  __shared__ CubBlock::TempStorage tmp;
+  const int t = int(threadIdx.x);
+  const float v = in[t];
+  float r = CubBlock(tmp).Sum(v);
+  if (t == 0) out[0] = r;
+  __syncthreads();
+  r = CubBlock(tmp).Sum(v, 70);
+  if (t == 0) out[1] = r;
+  __syncthreads();
+  r = CubBlock(tmp).Reduce(v, MaxOp{});
+  if (t == 0) out[2] = r;
+  CubWarp8::TempStorage none;
+  r = CubWarp8(none).Sum(v);
+  if (t % 8 == 0) out[3 + t / 8] = r;
+  r = CubWarp8(none).Sum(v, 5);
+  if (t % 8 == 0) out[19 + t / 8] = r;
 }
 
 __global__ void store_kernel(float* out, int i) { out[i] = 1.f; }
@@ -155,15 +167,9 @@ cudaError_t run_deadlock(float* out) {
   launch(deadlock_kernel, 1, 32, 0, nullptr, out);
   return done();
 }
-cudaError_t run_grid_sync_outside_cooperative(float* out) {
-  launch(grid_sync_kernel, 2, 32, 0, nullptr, out);
+cudaError_t run_cub_reductions(const float* in, float* out) {
+  launch(cub_reductions_kernel, 1, 128, 0, nullptr, in, out);
   return done();
-}
-cudaError_t run_cooperative_sum(float* scratch, float* out, int blocks) {
-  const cudaError_t e = kernels::launch_cooperative(cooperative_sum_kernel, unsigned(blocks), 256,
-                                                    0, nullptr, scratch, out);
-  (void)cudaGetLastError();
-  return e;
 }
 cudaError_t run_cp_async_without_wait(const float* src, float* out) {
   launch(cp_async_no_wait_kernel, 1, 32, 0, nullptr, src, out);

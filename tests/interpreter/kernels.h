@@ -22,11 +22,10 @@ cudaError_t run_divergent_barriers(float* out);
 cudaError_t run_shuffle_exited_lane(float* out);
 // Deadlock: thread 0 waits at __syncthreads while its warp waits at __syncwarp.
 cudaError_t run_deadlock(float* out);
-// grid.sync() in an ordinary launch.
-cudaError_t run_grid_sync_outside_cooperative(float* out);
-// A cooperative launch of `blocks` blocks of 256 threads: out[b] = sum over blocks of (b + 1),
-// computed with a grid.sync between the two phases.
-cudaError_t run_cooperative_sum(float* scratch, float* out, int blocks);
+// The interpreter's CUB, one block of 128 threads: out[0] block sum, out[1] sum of the first 70,
+// out[2] block max, out[3 + g] and out[19 + g] the sums of 8-lane logical warp g (all lanes, the
+// first 5).
+cudaError_t run_cub_reductions(const float* in, float* out);
 // cp.async without cp.async.wait: reads shared memory the copies have not reached (NaN here).
 cudaError_t run_cp_async_without_wait(const float* src, float* out);
 // Launch-configuration errors: 2048 threads; 64 KB of dynamic shared memory without opt-in.

@@ -24,7 +24,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 TESTS = {
     "attention.cu": "[attention][cuda],[self_attention][cuda]",
     "batchnorm.cu": "[batch_norm][cuda]",
-    "loss.cu": "[bce_with_logits][cuda],[hinge_loss][cuda]",
+    "loss.cu": "[bce_with_logits][cuda],[hinge_loss][cuda],[softmax_cross_entropy][cuda]",
     "reduce.cu": "[sum][cuda],[mean][cuda],[linear][cuda],[conv2d][cuda],[batch_norm][cuda]",
     # The SAGAN-sized layer sets are left to the full suite: these run in about a minute.
     "spectral_norm.cu": "op spectral_norm cuda,"
@@ -39,16 +39,18 @@ EXTRA = [
      "unmasked tile edge (tile loads)"),
     ("attention.cu", "if (c < a.d) dk[", "dk[", "unmasked tile edge (dK store)"),
     ("attention.cu", "if (c < a.d) dq[", "dq[", "unmasked tile edge (dQ store)"),
-    ("attention.cu", "for (int off = 16; off > 0; off >>= 1) s +=",
-     "for (int off = 8; off > 0; off >>= 1) s +=", "halved warp reduction (row dot)"),
-    ("reduce.cu", "for (int off = 16; off > 0; off >>= 1)", "for (int off = 8; off > 0; off >>= 1)",
+    ("attention.cu", "cub::WarpReduce<float>(none).Sum(s)", "cub::WarpReduce<float>(none).Sum(s, 16)",
+     "halved warp reduction (row dot)"),
+    ("reduce.cu", "RowReduce(tmp).Sum(v)", "RowReduce(tmp).Sum(v, kRowThreads / 2)",
+     "halved block reduction"),
+    ("loss.cu", "LossReduce(tmp).Sum(v)", "LossReduce(tmp).Sum(v, kThreads / 2)",
+     "halved block reduction"),
+    ("loss.cu", "WarpReduceF(none).Sum(v)", "WarpReduceF(none).Sum(v, 16)",
      "halved warp reduction"),
-    ("loss.cu", "for (int off = 16; off > 0; off >>= 1)", "for (int off = 8; off > 0; off >>= 1)",
+    ("spectral_norm.cu", "BlockSum(sm.reduce).Sum(v)", "BlockSum(sm.reduce).Sum(v, kThreads / 2)",
+     "halved block reduction"),
+    ("spectral_norm.cu", "WarpSum(none).Sum(v)", "WarpSum(none).Sum(v, 16)",
      "halved warp reduction"),
-    ("spectral_norm.cu", "for (int off = kThreads / 2; off > 0; off >>= 1)",
-     "for (int off = kThreads / 4; off > 0; off >>= 1)", "halved block reduction tree"),
-    ("spectral_norm.cu", "for (int off = 16; off > 0; off >>= 1)",
-     "for (int off = 8; off > 0; off >>= 1)", "halved warp reduction"),
 ]
 
 
