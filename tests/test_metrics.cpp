@@ -1,6 +1,7 @@
 // Sample-quality metrics against the reference packages (pytorch-fid, torch-fidelity, prdc) on the
 // fixed feature sets of tests/fixtures/metrics_known_answers.json
-// (tools/scripts/fixtures/make_metrics_fixture.py regenerates it), and properties that need no fixture.
+// (tools/scripts/fixtures/make_metrics_fixture.py regenerates it), and properties that need no
+// fixture.
 #include <catch2/catch.hpp>
 
 #include <fstream>

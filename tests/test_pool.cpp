@@ -141,7 +141,8 @@ TEST_CASE("pooling and resizing: PyTorch's values", "[cpu][pool]") {
                     "max_pool2d: kernel 2x2 with padding 2x0 (padding at most half the kernel)");
 }
 
-// PIL's BICUBIC resize of float images (tools/scripts/fixtures/make_pil_bicubic_fixture.py, Pillow 13.0).
+// PIL's BICUBIC resize of float images (tools/scripts/fixtures/make_pil_bicubic_fixture.py,
+// Pillow 13.0).
 TEST_CASE("resize_bicubic_aa: PIL's values", "[cpu][pool]") {
   std::ifstream f(gan::test::fixture_path("pil_bicubic.json"));
   REQUIRE(f.good());

@@ -14,10 +14,10 @@
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "models/gan.h"
-#include "tools/programs/cli.h"
 #include "tools/io/checkpoint.h"
 #include "tools/io/image.h"
 #include "tools/io/safetensors.h"
+#include "tools/programs/cli.h"
 
 namespace fs = std::filesystem;
 using namespace gan;
@@ -31,8 +31,8 @@ struct Args {
   uint64_t seed = 0;
   bool singles = false, ema = false, attention = false;
   std::string device = "auto";
-  std::string dump;          // safetensors file receiving z and the images (tools/scripts/torch_check.py)
-  std::string export_torch;  // G (or G_ema) and D as PyTorch state dicts, then stop
+  std::string dump;  // safetensors file receiving z and the images (tools/scripts/torch_check.py)
+  std::string export_torch;          // G (or G_ema) and D as PyTorch state dicts, then stop
   std::string sn_naming = "legacy";  // legacy | parametrize (tools/io/checkpoint.h)
 };
 
