@@ -6,7 +6,7 @@
 //   backward data:   dx = conv^T(dy, w)         (conv_transpose2d's forward)
 //   backward filter: dw = sum_{n,p,q} dy (x) x  (outer products over the output positions)
 // The CPU references below are the definition (plain loops, double accumulation). The GPU runs
-// cuDNN (engine/cudnn.h) with the same ConvGeom.
+// cuDNN (kernels/conv_cudnn.h) with the same ConvGeom.
 #pragma once
 
 #include <cstdint>

@@ -151,7 +151,7 @@ TEST_CASE("gan_eval: train vs test scores near 0, blur and noise make every scor
 namespace {
 
 // pytorch-fid's FID InceptionV3 with the formula weights on two 37 x 37 images
-// (tools/scripts/fixtures/make_inception_fixture.py) against tools/eval/inception.h's network.
+// (tools/scripts/fixtures/make_inception_fixture.py) against models/inception.h's network.
 void check_inception(Device dev) {
   const st::File f = st::read_file(test::fixture_path("inception_fid_formula.safetensors"));
   const Tensor images = f.tensor("images");  // (2, 37, 37, 3), 0..255

@@ -1,4 +1,4 @@
-// train_classifier: trains gan_eval's default feature network (tools/eval/classifier.h) on
+// train_classifier: trains gan_eval's default feature network (models/classifier.h) on
 // Fashion-MNIST or MNIST with this engine, reports its test accuracy and writes it as safetensors.
 // The committed weights (models/weights/fashion_mnist_classifier.safetensors) came from
 //   build/train_classifier --data /usr/share/datasets/fashion-mnist --epochs 3 --seed 1

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Converts pytorch-fid's published FID InceptionV3 weights to the safetensors file
-`gan_eval --inception FILE` reads (tools/eval/inception.h). Needs PyTorch and safetensors (run it
+`gan_eval --inception FILE` reads (models/inception.h). Needs PyTorch and safetensors (run it
 where PyTorch is installed; gan_eval itself does not need them).
 
     python3 tools/scripts/convert_fid_inception.py --pth pt_inception-2015-12-05-6726825d.pth --out fid_inception.safetensors
