@@ -217,7 +217,8 @@ FeatureNet::Output InceptionV3::forward(const Var& x) {
   }
   for (const auto& b : blocks_) h = b ? b->forward(h) : max_pool2d(h, pool(3, 2, 0));
   const Var f = reshape(adaptive_avg_pool2d(h, 1, 1), Shape{x.shape()[0], 2048});
-  return {f, fc_ ? fc_->forward(f) : Var()};
+  if (!fc_) return {f, Var()};
+  return {f, logits_bias_ ? fc_->forward(f) : linear(f, fc_->weight())};
 }
 
 std::string InceptionV3::describe() const {

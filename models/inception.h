@@ -27,6 +27,9 @@ class InceptionV3 : public FeatureNet {
   // recommendation, PIL's antialiased bicubic, clamped to the input range as clean-fid clips.
   enum class Resize { kBilinear, kBicubicAA };
   void set_resize(Resize r) { resize_ = r; }
+  // Logits with fc's bias (default: torchvision's fc, what pytorch-fid's network computes) or
+  // without it (what torch-fidelity's Inception Score and the original TF code use).
+  void set_logits_bias(bool on) { logits_bias_ = on; }
   Output forward(const Var& x) override;
   int input_size() const override { return 0; }
   int input_channels() const override { return 3; }
@@ -34,6 +37,7 @@ class InceptionV3 : public FeatureNet {
 
  private:
   Resize resize_ = Resize::kBilinear;
+  bool logits_bias_ = true;
   std::vector<std::shared_ptr<nn::Layer>> blocks_;
   std::shared_ptr<nn::Linear> fc_;
 };

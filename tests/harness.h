@@ -31,6 +31,8 @@ namespace gan::test {
 bool have_gpu();
 // tests/fixtures/<name>, or $GAN_TEST_FIXTURES/<name> (the GPU machine's copy of the tree).
 std::string fixture_path(const std::string& name);
+// <the source tree>/<rel>, found from the fixtures' directory.
+std::string source_path(const std::string& rel);
 // Counts a skipped test case (main() exits 77, "skipped" for ctest, when all cases skipped).
 void mark_skipped();
 int skipped_cases();

@@ -66,6 +66,14 @@ void write_cache(const std::string& path, const Extracted& e, const std::string&
 }  // namespace
 
 nlohmann::json evaluate(const Extracted& real, const Extracted& fake, const MetricOptions& o) {
+  const int64_t smaller = std::min(real.features.rows, fake.features.rows);
+  GAN_CHECK(
+      o.kid_shrink_subsets || o.kid_subset_size <= smaller,
+      fmt::format("gan_eval: the KID subset size {} is larger than the {} set ({} images), "
+                  "which torch-fidelity refuses too: give a smaller --kid-subset-size, or "
+                  "--kid-shrink-subsets to use {}",
+                  o.kid_subset_size, real.features.rows <= fake.features.rows ? "real" : "fake",
+                  smaller, smaller));
   const Frechet fd = frechet_distance(fit_gaussian(real.features), fit_gaussian(fake.features));
   const Kid k =
       kid(real.features, fake.features, o.kid_subsets, o.kid_subset_size, o.seed, o.device);
@@ -82,6 +90,7 @@ nlohmann::json evaluate(const Extracted& real, const Extracted& fake, const Metr
   j["kid_std"] = k.std;
   j["kid_subsets"] = k.subsets;
   j["kid_subset_size"] = k.subset_size;
+  j["kid_subset_shrunk"] = k.subset_size < o.kid_subset_size;
   j["precision"] = pr.precision;
   j["recall"] = pr.recall;
   j["pr_k"] = pr.k;
@@ -186,6 +195,14 @@ std::shared_ptr<const data::Dataset> fit_dataset(std::shared_ptr<const data::Dat
   }
   if (!d->labels.empty()) out->labels.assign(d->labels.begin(), d->labels.begin() + n);
   return out;
+}
+
+std::shared_ptr<const data::Dataset> load_image_set(const std::string& path, bool train, int size,
+                                                    int channels, img::Fit fit, int64_t limit) {
+  data::FolderOptions fo;
+  fo.size = size, fo.channels = channels, fo.fit = fit, fo.limit = limit;
+  auto d = std::make_shared<const data::Dataset>(data::load_auto(path, train, fo));
+  return fit_dataset(d, size, fit, limit);
 }
 
 std::string file_digest(const std::string& path) {

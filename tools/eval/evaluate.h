@@ -19,8 +19,11 @@ namespace gan::eval {
 struct MetricOptions {
   int kid_subsets = 100;
   int64_t kid_subset_size = 1000;  // torch-fidelity's defaults
-  int pr_k = 3;                    // precision and recall
-  int dc_k = 5;                    // density and coverage
+  // A KID subset larger than a set: refused, as torch-fidelity refuses it (default), or shrunk
+  // to the smaller set (gan_train's periodic evaluation of a few samples).
+  bool kid_shrink_subsets = false;
+  int pr_k = 3;  // precision and recall
+  int dc_k = 5;  // density and coverage
   int is_splits = 10;
   uint64_t seed = 0;  // KID's subsets
   Device device = Device::CPU;
@@ -30,6 +33,7 @@ struct MetricOptions {
 // only when the net has logits): {"fd", "fd_parts": {...}, "kid_mean",
 // "kid_std", "kid_subsets", "kid_subset_size", "precision", "recall", "pr_k", "density",
 // "coverage", "dc_k", "is_mean", "is_std", "is_splits", "class_histogram": [...],
+// "kid_subset_shrunk",
 // "real_class_histogram": [...], "real_count", "fake_count"}.
 nlohmann::json evaluate(const Extracted& real, const Extracted& fake, const MetricOptions& o);
 
@@ -49,6 +53,14 @@ void distort(data::Dataset& d, double blur_sigma, double noise_std, uint64_t see
 // the same way. Returns d itself when its images already have that size.
 std::shared_ptr<const data::Dataset> fit_dataset(std::shared_ptr<const data::Dataset> d, int size,
                                                  img::Fit fit, int64_t limit = 0);
+
+// An image set from a path, each image resampled at most once on its way to size x size: a
+// folder of images is decoded straight to that size (`fit` for images of another size or shape,
+// `channels` 1 or 3, as data::load_folder); a dataset file or directory (IDX, Fashion-MNIST/MNIST,
+// CIFAR-10; `train` picks the split) is read at its own size and brought to size x size by
+// fit_dataset. The first `limit` images (0: all).
+std::shared_ptr<const data::Dataset> load_image_set(const std::string& path, bool train, int size,
+                                                    int channels, img::Fit fit, int64_t limit = 0);
 
 // The classifier file's identity for cache keys: FNV-1a 64 of its bytes, in hex.
 std::string file_digest(const std::string& path);

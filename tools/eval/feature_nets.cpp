@@ -14,6 +14,8 @@
 
 namespace gan::eval {
 
+const char* source_dir();  // tools/eval/source_dir.cpp
+
 namespace {
 
 double mix(uint64_t x, uint64_t k) {
@@ -85,9 +87,9 @@ std::string default_classifier_path(const char* argv0) {
   std::error_code ec;
   const fs::path exe = argv0 ? fs::canonical(fs::path(argv0), ec) : fs::path();
   for (const fs::path& base : {ec ? fs::path() : exe.parent_path().parent_path(),
-                               fs::current_path(), fs::path(GAN_SOURCE_DIR)})
+                               fs::current_path(), fs::path(source_dir())})
     if (!base.empty() && fs::exists(base / rel)) return (base / rel).string();
-  return (fs::path(GAN_SOURCE_DIR) / rel).string();
+  return (fs::path(source_dir()) / rel).string();
 }
 
 std::string default_cache_dir() {

@@ -50,7 +50,7 @@ int first_image_size(const std::string& dir) {
 int main(int argc, char** argv) {
   CLI::App app{"gan_eval: FD, KID, IS-style score, precision/recall, density/coverage of images"};
   std::string checkpoint, images, fake_data, fake_split = "test", real = data::kFashionMnistDir;
-  std::string inception, resize = "pytorch-fid";
+  std::string inception, resize = "pytorch-fid", fit_arg, is_logits;
   int image_size = 0;
   std::string real_split = "train", real_fit_arg, classifier, out, device = "auto",
               cache = eval::default_cache_dir();
@@ -78,9 +78,14 @@ int main(int argc, char** argv) {
   app.add_option("--real-split", real_split, "split of --real")
       ->capture_default_str()
       ->check(CLI::IsMember({"train", "test"}));
+  app.add_option("--fit", fit_arg,
+                 "how --images of another size or shape are brought to the feature net's size: "
+                 "resize (stretched, as pytorch-fid; the default with --inception), pad (the "
+                 "classifier's default, as gan_train pads Fashion-MNIST) or crop")
+      ->check(CLI::IsMember({"resize", "pad", "crop"}));
   app.add_option("--real-fit", real_fit_arg,
                  "how real images are brought to the fake images' size (default: the "
-                 "checkpoint's --fit, else pad)")
+                 "checkpoint's --fit, else --fit's default)")
       ->check(CLI::IsMember({"resize", "pad", "crop"}));
   app.add_option("--real-limit", real_limit, "use the first N real images (0: all)")
       ->check(CLI::NonNegativeNumber);
@@ -97,6 +102,11 @@ int main(int argc, char** argv) {
                  "clean (PIL's antialiased bicubic, as clean-fid recommends)")
       ->capture_default_str()
       ->check(CLI::IsMember({"pytorch-fid", "clean"}));
+  app.add_option("--is-logits", is_logits,
+                 "--inception: the IS-style score and class histogram from logits without fc's "
+                 "bias (unbiased, torch-fidelity's default and the original TF code's) or with it "
+                 "(biased)")
+      ->check(CLI::IsMember({"unbiased", "biased"}));
   app.add_option("--image-size", image_size,
                  "--images are fitted to this size (default: the feature net's, or for "
                  "InceptionV3 the first image's)")
@@ -111,6 +121,9 @@ int main(int argc, char** argv) {
   app.add_option("--kid-subset-size", mo.kid_subset_size)
       ->capture_default_str()
       ->check(CLI::Range(int64_t(2), int64_t(1) << 40));
+  app.add_flag("--kid-shrink-subsets", mo.kid_shrink_subsets,
+               "shrink a KID subset larger than a set to the smaller set (default: an error, as "
+               "torch-fidelity)");
   app.add_option("--pr-k", mo.pr_k, "k of precision and recall")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
@@ -137,9 +150,14 @@ int main(int argc, char** argv) {
     std::shared_ptr<eval::FeatureNet> net;
     std::map<std::string, std::string> net_meta;
     std::string net_file = inception;
+    // Conventions that differ between reference implementations: chosen by name, reported in
+    // the JSON ("conventions").
+    if (is_logits.empty()) is_logits = "unbiased";
+    if (fit_arg.empty()) fit_arg = inception.empty() ? "pad" : "resize";
     if (!inception.empty()) {
       auto inc = eval::load_inception(inception, dev);
       if (resize == "clean") inc->set_resize(eval::InceptionV3::Resize::kBicubicAA);
+      inc->set_logits_bias(is_logits == "biased");
       net = inc;
     } else {
       net_file = classifier.empty() ? eval::default_classifier_path(argv[0]) : classifier;
@@ -152,7 +170,7 @@ int main(int argc, char** argv) {
     // The fake images first: their size decides how the real ones are viewed.
     nlohmann::json fake_info;
     std::shared_ptr<data::Dataset> fake;
-    std::string real_fit = "pad";  // how real images reach the fake images' size
+    std::string real_fit = fit_arg;  // how real images reach the fake images' size
     if (!checkpoint.empty()) {
       ckpt::LoadedGan g = ckpt::load_gan(checkpoint, dev, ema);
       fake = eval::sample(g.net, samples, batch, uint64_t(seed), dev);
@@ -168,7 +186,7 @@ int main(int argc, char** argv) {
                   : net->input_size() > 0 ? net->input_size()
                                           : first_image_size(images);
         fo.channels = net->input_channels();
-        fo.fit = img::Fit::Pad;
+        fo.fit = img::parse_fit(fit_arg);
         fake = std::make_shared<data::Dataset>(data::load_folder(images, fo));
       }
       fake_info = {{images.empty() ? "data" : "images", path}};
@@ -185,9 +203,10 @@ int main(int argc, char** argv) {
       fake_info["noise"] = noise;
     }
 
-    std::shared_ptr<const data::Dataset> real_set = eval::fit_dataset(
-        std::make_shared<const data::Dataset>(data::load_auto(real, real_split == "train")),
-        fake->height, img::parse_fit(real_fit), real_limit);
+    // Each real image is resampled at most once, straight to the fake images' size.
+    std::shared_ptr<const data::Dataset> real_set =
+        eval::load_image_set(real, real_split == "train", fake->height, fake->channels,
+                             img::parse_fit(real_fit), real_limit);
     const eval::Extracted real_features = eval::cached_extract(
         *net, digest, real_set, fmt::format("{} fit={}@{}", real_split, real_fit, fake->height),
         batch, dev, no_cache ? "" : cache, {mo.pr_k, mo.dc_k});
@@ -200,6 +219,18 @@ int main(int argc, char** argv) {
                  {"count", real_set->count},
                  {"fit", fmt::format("{}@{}", real_fit, fake->height)}};
     j["feature_net"] = {{"file", net_file}, {"digest", digest}, {"net", net->describe()}};
+    j["conventions"] = {
+        {"images_fit", images.empty() ? "n/a" : fit_arg},
+        {"real_fit", real_fit},
+        {"resize_to_299", inception.empty()   ? "n/a"
+                          : resize == "clean" ? "PIL bicubic, antialiased (clean-fid)"
+                                              : "bilinear (pytorch-fid)"},
+        {"is_logits", inception.empty()       ? "the classifier's logits (with bias)"
+                      : is_logits == "biased" ? "with fc's bias"
+                                              : "without fc's bias (torch-fidelity)"},
+        {"kid_subsets", mo.kid_shrink_subsets ? "shrunk to the smaller set when larger"
+                                              : "refused when larger than a set (torch-fidelity)"},
+        {"fd", "unclamped, as pytorch-fid: a set against itself can give -1e-5"}};
     j["metric_names"] = inception.empty() ? "FD in the classifier's feature space (not FID)"
                                           : "FID (pytorch-fid's InceptionV3)";
     if (net_meta.count("test_accuracy"))

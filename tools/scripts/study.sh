@@ -20,7 +20,7 @@ build=${GAN_BUILD_DIR:-$root/build}
 
 epochs=5 data=/usr/share/datasets/fashion-mnist out=runs/study seed=0 size=64 batch=64
 eval_samples=5000 final_samples=10000 models="sagan dcgan dcgan-wide" device=auto force=0 tiny=0
-width_args=() extra_args=()
+width_args=() extra_args=() eval_args=()
 die() { echo "study: $*" >&2; exit 1; }
 while (($#)); do
   case $1 in
@@ -48,6 +48,7 @@ if ((tiny)); then
   epochs=2 size=32 batch=16 eval_samples=200 final_samples=400 models="sagan dcgan" device=cpu
   width_args=(--ngf 8 --ndf 8)
   extra_args=(--eval-real 512)
+  eval_args=(--kid-subset-size 200)  # 400 samples: smaller KID subsets than torch-fidelity's 1000
 fi
 if [[ -e $out ]] && [[ -n $(ls -A "$out" 2>/dev/null) ]]; then
   ((force)) || die "$out exists and is not empty (--force replaces it)"
@@ -97,7 +98,7 @@ for m in $models; do
     die "gan_train failed for $name: see $out/$name.train.log"
   echo "study: evaluating $name ($final_samples samples)"
   "$build/gan_eval" --checkpoint "$run" --num-samples "$final_samples" --real "$data" \
-    --device "$device" --seed "$seed" --out "$run/eval.json" > /dev/null 2> "$out/$name.eval.log" ||
+    --device "$device" --seed "$seed" "${eval_args[@]}" --out "$run/eval.json" > /dev/null 2> "$out/$name.eval.log" ||
     die "gan_eval failed for $name: see $out/$name.eval.log"
   "$build/gan_sample" "$run" --device cpu --export-torch "$run/weights.safetensors" \
     > /dev/null

@@ -359,7 +359,8 @@ void Training::evaluate() {
                                  o_.seed ^ 0xe7a1e7a1ull, dev_);
   eval::MetricOptions mo;
   mo.device = dev_, mo.seed = o_.seed;
-  mo.kid_subsets = 10;  // of 1000: a tenth of gan_eval's cost, enough to follow the trend
+  mo.kid_subsets = 10;           // of 1000: a tenth of gan_eval's cost, enough to follow the trend
+  mo.kid_shrink_subsets = true;  // --eval-samples may be fewer than 1000 (said in the JSON)
   json r = eval::evaluate(eval_real_, eval::extract(*evaluator_.net, fake, 250, dev_), mo);
   r.erase("real_class_histogram");
   eval_seconds_ += seconds() - e0;
