@@ -195,6 +195,7 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   ojson r;
   r["model"] = c.model, r["img"] = c.img, r["batch"] = c.batch, r["variant"] = variant;
   r["loop"] = loop;
+  if (cudnn_deterministic()) r["cudnn"] = "deterministic";
   const bool graph = variant.rfind("graph", 0) == 0;
   const bool tf32 = variant.find("tf32") != std::string::npos;
   if (graph && s.dev != Device::CUDA) {
@@ -317,7 +318,11 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  bool deterministic = false;
+  app.add_flag("--deterministic", deterministic,
+               "cuDNN: deterministic algorithms only, untimed (gan_train --deterministic)");
   if (auto rc = cli::parse(app, argc, argv, "gan_bench")) return *rc;
+  if (deterministic) set_cudnn_deterministic(true);
   std::vector<Config> cfgs;
   try {
     for (const std::string& c : split(configs)) cfgs.push_back(parse_config(c));

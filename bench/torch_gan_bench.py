@@ -5,6 +5,7 @@
     python3 bench/torch_gan_bench.py --configs sagan:64:64 --variants graph_tf32,graph_tf32_cl
     python3 bench/torch_gan_bench.py --device cpu --configs dcgan:32:4 --width 8 --iters 2
     python3 bench/torch_gan_bench.py --attn                            # the attention core alone
+    python3 bench/torch_gan_bench.py --conv gan_bench.err              # each convolution alone
 
 Times one training iteration of the engine's DCGAN and SAGAN written in PyTorch, for the configs,
 loops and settings of build/bench/gan_bench, and prints one JSON line per measurement with
@@ -41,6 +42,13 @@ iterations between two CUDA events; ms_per_iter is the median of the repeats' me
 max_ms the extremes. peak_mem_mb: torch.cuda.max_memory_allocated() over the timed iterations
 (reset after warm-up); reserved_mb: torch.cuda.memory_reserved(); on the CPU peak_rss_mb.
 torch.backends.cudnn.benchmark is on. Exit status 1 when a measurement failed, 2 on bad options.
+
+--conv FILE...: each convolution geometry named in the files (cuDNN plan-log lines "x (N, H, W, C)
+w (K, R, S, C) stride AxB pad AxB dil AxB", gan_bench's stderr with GAN_LOG_KERNELS=1) timed alone
+in PyTorch, the counterpart of build/bench/bench_conv: forward, data gradient and filter gradient
+(aten.convolution_backward, as autograd calls it) in strict fp32 and TF32, NCHW and channels_last,
+cudnn.benchmark on; one JSON line per (geometry, mode, layout, direction) with the median ms of 5
+repeats of 10 calls. bench/conv_table.py joins both.
 """
 import argparse
 import contextlib
@@ -48,6 +56,7 @@ import ctypes
 import gc
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -355,6 +364,58 @@ def attn_bench(B, C, N, reps, stamp):
     print(json.dumps(dict(attn=True, B=B, C=C, N=N, fwd_bwd_ms=out, **stamp)), flush=True)
 
 
+GEOMETRY_RE = re.compile(r"x \((\d+), (\d+), (\d+), (\d+)\) w \((\d+), (\d+), (\d+), (\d+)\) "
+                         r"stride (\d+)x(\d+) pad (\d+)x(\d+) dil (\d+)x(\d+)")
+
+
+def conv_geometries(files):
+    """Unique geometries (as bench_conv names them) in the order first named."""
+    seen = {}
+    for f in files:
+        with open(f) as fh:
+            for line in fh:
+                m = GEOMETRY_RE.search(line)
+                if m:
+                    v = [int(x) for x in m.groups()]
+                    text = ("x ({}, {}, {}, {}) w ({}, {}, {}, {}) stride {}x{} pad {}x{} dil {}x{}"
+                            .format(*v))
+                    seen.setdefault(text, v)
+    return list(seen.items())
+
+
+def conv_bench(text, v, stamp):
+    n, h, w_, c, k, r, s_, _, sh, sw, ph, pw, dh, dw = v
+    out = []
+    for math in ("fp32", "tf32"):
+        set_math(math)
+        for layout in ("nchw", "channels_last"):
+            fmt = torch.channels_last if layout == "channels_last" else torch.contiguous_format
+            x = torch.randn(n, c, h, w_, device="cuda").to(memory_format=fmt)
+            wt = torch.randn(k, c, r, s_, device="cuda").to(memory_format=fmt)
+            y = F.conv2d(x, wt, None, (sh, sw), (ph, pw), (dh, dw))
+            gy = torch.randn_like(y).to(memory_format=fmt)
+
+            def bwd(mask):
+                return torch.ops.aten.convolution_backward(
+                    gy, x, wt, None, (sh, sw), (ph, pw), (dh, dw), False, (0, 0), 1, mask)
+
+            fns = (("forward", lambda: F.conv2d(x, wt, None, (sh, sw), (ph, pw), (dh, dw))),
+                   ("backward-data", lambda: bwd((True, False, False))),
+                   ("backward-filter", lambda: bwd((False, True, False))))
+            for direction, f in fns:
+                r_ = dict(conv=True, geometry=text, mode=math, layout=layout, direction=direction)
+                try:
+                    for _ in range(3):
+                        f()
+                    med, lo, hi = time_iterations(f, 10, 5, True)
+                    r_.update(ms=round(med, 5), min_ms=round(lo, 5), max_ms=round(hi, 5))
+                except Exception as ex:
+                    r_.update(error=f"{type(ex).__name__}: {ex}"[:200])
+                out.append({**r_, **stamp})
+            del x, wt, y, gy
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(
         description="torch_gan_bench: the PyTorch baseline of gan_bench (docs/gan_bench.md)")
@@ -376,6 +437,8 @@ def main():
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     ap.add_argument("--attn", action="store_true",
                     help="time the attention core alone at bench_attention's shapes instead")
+    ap.add_argument("--conv", nargs="+", metavar="FILE",
+                    help="time each convolution named in these plan logs alone instead")
     a = ap.parse_args()
 
     def bad(msg):
@@ -416,6 +479,18 @@ def main():
         for B, C, N in ATTN_SHAPES:
             attn_bench(B, C, N, 20, stamp)
         return 0
+    if a.conv:
+        if not cuda:
+            bad("--conv needs the GPU")
+        geoms = conv_geometries(a.conv)
+        if not geoms:
+            bad("--conv: no geometry in " + " ".join(a.conv))
+        failed = 0
+        for text, v in geoms:
+            for r_ in conv_bench(text, v, stamp):
+                failed += "error" in r_
+                print(json.dumps(r_), flush=True)
+        return 1 if failed else 0
     failures = 0
     for model, img, batch in configs:
         for v in variants:

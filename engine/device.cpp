@@ -1,5 +1,6 @@
 #include "engine/device.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
@@ -26,6 +27,14 @@ size_t default_attention_gemm_max_bytes() {
             std::string("GAN_ATTN_GEMM_MAX_MB: expected a number of MiB, got '") + env + "'");
   return size_t(mb) << 20;
 }
+bool env_flag(const char* name) {
+  const char* e = std::getenv(name);
+  return e && *e && std::string(e) != "0";
+}
+std::atomic<bool> g_cudnn_deterministic{env_flag("GAN_CUDNN_DETERMINISTIC")};
+
+std::atomic<bool> g_plan_cache_chosen{false};  // set_cudnn_plan_cache() called, or the default set
+
 std::atomic<size_t> g_attention_gemm_max_bytes{default_attention_gemm_max_bytes()};
 std::mutex g_ctx_mu;
 cuda::Context* g_ctx = nullptr;  // created once, never destroyed (tensors may be freed at exit)
@@ -59,6 +68,23 @@ void set_allow_tf32(bool allow) {
 }
 
 bool allow_tf32() { return g_allow_tf32; }
+
+void set_cudnn_deterministic(bool deterministic) { g_cudnn_deterministic = deterministic; }
+bool cudnn_deterministic() { return g_cudnn_deterministic; }
+
+std::string default_cudnn_plan_cache() {
+  if (const char* e = std::getenv("GAN_CUDNN_PLAN_CACHE")) return std::string(e) == "off" ? "" : e;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return std::string(x) + "/gan/cudnn_plans.tsv";
+  if (const char* h = std::getenv("HOME"); h && *h)
+    return std::string(h) + "/.cache/gan/cudnn_plans.tsv";
+  return "";
+}
+
+void set_cudnn_plan_cache(const std::string& path) {
+  g_plan_cache_chosen = true;
+  kernels::set_conv_plan_cache(path == "off" ? "" : path);
+}
 
 void set_attention_gemm_max_bytes(size_t bytes) { g_attention_gemm_max_bytes = bytes; }
 size_t attention_gemm_max_bytes() { return g_attention_gemm_max_bytes; }
@@ -97,6 +123,7 @@ cudnnHandle_t cudnn() {
     cudaStream_t st = stream();
     GAN_CUDNN_CHECK(cudnnCreate(&handle));
     GAN_CUDNN_CHECK(cudnnSetStream(handle, st));
+    if (!g_plan_cache_chosen.exchange(true)) kernels::set_conv_plan_cache(default_cudnn_plan_cache());
   }
   return handle;
 }
@@ -105,6 +132,16 @@ kernels::CudnnConvContext conv_context() {
   kernels::CudnnConvContext ctx;
   ctx.handle = cudnn();
   ctx.tf32 = allow_tf32();
+  ctx.deterministic = cudnn_deterministic();
+  static const size_t limit = [] {
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+      (void)cudaGetLastError();
+      return size_t(256) << 20;
+    }
+    return std::min(size_t(1) << 30, free_b / 4);
+  }();
+  ctx.workspace_limit = limit;
   ctx.workspace = [](size_t bytes) -> void* {
     static std::mutex mu;
     static Tensor ws;

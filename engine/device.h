@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -23,6 +24,17 @@ bool cuda_available();
 // allowed. The setting applies to cuBLAS now and to cuDNN convolutions created afterwards.
 void set_allow_tf32(bool allow);
 bool allow_tf32();
+
+// cuDNN convolution algorithms: timed on first use, non-deterministic ones allowed (default), or
+// deterministic only, untimed (bitwise-equal runs on the same GPU and cuDNN): the default comes
+// from $GAN_CUDNN_DETERMINISTIC; gan_train --deterministic sets it. Applies to plans made later.
+void set_cudnn_deterministic(bool deterministic);
+bool cudnn_deterministic();
+// The file of timed cuDNN choices (kernels/conv_cudnn.h): $GAN_CUDNN_PLAN_CACHE, else
+// $XDG_CACHE_HOME/gan/cudnn_plans.tsv, else ~/.cache/gan/cudnn_plans.tsv; "" or "off" turns it
+// off. Takes effect now (the file is read at the next choice).
+void set_cudnn_plan_cache(const std::string& path);
+std::string default_cudnn_plan_cache();
 
 // Attention on the GPU materialises softmax(Q K^T) (the cuBLAS version, faster) when B Nq Nk
 // floats take at most this many bytes, and uses the tiled kernels that never store it otherwise
@@ -47,7 +59,9 @@ inline cublasHandle_t cublas() { return context().cublas; }
 // The cuDNN handle of the engine stream (created on first use).
 cudnnHandle_t cudnn();
 // What kernels/conv_cudnn.h needs to run a convolution on the engine stream: the cuDNN handle,
-// the math mode (allow_tf32()) and the engine's convolution workspace, which grows
+// the math mode (allow_tf32()), the algorithm policy (cudnn_deterministic(); timed candidates may
+// use at most a quarter of the free device memory, up to 1 GiB, as workspace) and the engine's
+// convolution workspace, which grows
 // (stream-ordered) when a plan needs more, which the first step does. Growth during a CUDA graph
 // capture is refused (a captured workspace must never move), and a workspace replaced later
 // stays allocated, since a graph captured earlier still uses it (e.g. a sample forward at another

@@ -1,8 +1,12 @@
 #include "kernels/conv_cudnn.h"
 
+#include <algorithm>
 #include <climits>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -26,10 +30,11 @@ namespace kernels {
 
 namespace {
 
-std::mutex g_mu;  // the plan cache and its log
+std::mutex g_mu;  // the plans, the disk cache and the log
 
-// One per (geometry, math mode). Each direction has its own convolution descriptor so that it
-// can carry the math type its algorithm was chosen with.
+// One per (geometry, math mode, policy). Each direction has its own convolution descriptor so
+// that it can carry the math type its algorithm was chosen with; a direction is chosen on its
+// first call (has_*).
 struct ConvPlan {
   ConvPlan() = default;
   ConvPlan(const ConvPlan&) = delete;
@@ -37,7 +42,7 @@ struct ConvPlan {
   // Descriptors are host objects: destroying them needs no device, also at exit (the plan
   // cache is a static; LeakSanitizer found them leaked).
   ~ConvPlan() {
-    for (cudnnConvolutionDescriptor_t c : {conv_fwd, conv_bwd_data, conv_bwd_filter})
+    for (cudnnConvolutionDescriptor_t c : {probe, conv_fwd, conv_bwd_data, conv_bwd_filter})
       if (c) (void)cudnnDestroyConvolutionDescriptor(c);
     if (w) (void)cudnnDestroyFilterDescriptor(w);
     if (y) (void)cudnnDestroyTensorDescriptor(y);
@@ -46,6 +51,7 @@ struct ConvPlan {
 
   cudnnTensorDescriptor_t x = nullptr, y = nullptr;
   cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t probe = nullptr;  // the mode's math type: heuristics queries
   cudnnConvolutionDescriptor_t conv_fwd = nullptr, conv_bwd_data = nullptr,
                                conv_bwd_filter = nullptr;
   cudnnConvolutionFwdAlgo_t fwd{};
@@ -56,11 +62,16 @@ struct ConvPlan {
 };
 
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int,
-                           int, int, int, int, bool>;
+                           int, int, int, int, bool, bool>;
 
-PlanKey key_of(const ConvGeom& g, bool tf32) {
-  return {g.n,        g.h,        g.w,     g.c,     g.k,     g.r,     g.s,
-          g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, tf32};
+PlanKey key_of(const ConvGeom& g, const CudnnConvContext& ctx) {
+  return {g.n,      g.h,      g.w,      g.c,      g.k,      g.r,      g.s,     g.stride_h,
+          g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, ctx.tf32, ctx.deterministic};
+}
+
+std::map<PlanKey, std::unique_ptr<ConvPlan>>& plans() {
+  static std::map<PlanKey, std::unique_ptr<ConvPlan>> p;
+  return p;
 }
 
 int to_int(int64_t v, const char* what) {
@@ -78,133 +89,473 @@ cudnnConvolutionDescriptor_t make_conv(const ConvGeom& g, cudnnMathType_t math) 
   return d;
 }
 
-std::vector<std::string> g_plan_log;  // one line per plan (conv_plan_log())
+std::vector<std::string> g_plan_log;  // one line per choice (conv_plan_log())
 
-bool require_deterministic() {
-  const char* e = std::getenv("GAN_CUDNN_DETERMINISTIC");
-  return e && *e && std::string(e) != "0";
+bool log_kernels() {
+  for (const char* name : {"GAN_LOG_KERNELS", "GAN_LOG_CUDNN"})
+    if (const char* e = std::getenv(name); e && *e && std::string(e) != "0") return true;
+  return false;
 }
 
-// Picks the first result (cuDNN orders them by expected speed) that succeeded, preferring, in
-// this order: the requested math (strict float32: CUDNN_FMA_MATH only) and deterministic; the
-// requested math; in strict mode, as a last resort, CUDNN_DEFAULT_MATH (float32 data, which
-// cuDNN may run as TF32 on Ampere and newer: only if cuDNN offers nothing FMA-only). A choice
-// that is not deterministic is the explicit fallback: a warning, or an error when
-// GAN_CUDNN_DETERMINISTIC is set. `note` describes the choice for the plan's log line.
+std::string geom_text(const ConvGeom& g) {
+  return fmt::format("x ({}, {}, {}, {}) w ({}, {}, {}, {}) stride {}x{} pad {}x{} dil {}x{}", g.n,
+                     g.h, g.w, g.c, g.k, g.r, g.s, g.c, g.stride_h, g.stride_w, g.pad_h, g.pad_w,
+                     g.dil_h, g.dil_w);
+}
+
+// ---- the plan cache on disk ----
+// One line per timed choice: "<key>\t<algo>\t<math>\t<ms>", the key naming the GPU, its compute
+// capability, the cuDNN version, the geometry, the math mode and the direction. Later lines win.
+struct DiskCache {
+  std::string path;
+  bool loaded = false;
+  std::map<std::string, std::pair<int, int>> entries;  // key -> (algo, math)
+};
+DiskCache g_disk;
+
+std::string device_tag() {
+  static const std::string tag = [] {
+    int dev = 0;
+    cudaDeviceProp prop{};
+    std::string name = "unknown-gpu";
+    if (cudaGetDevice(&dev) == cudaSuccess && cudaGetDeviceProperties(&prop, dev) == cudaSuccess)
+      name = fmt::format("{} sm_{}{}", prop.name, prop.major, prop.minor);
+    else
+      (void)cudaGetLastError();
+    return fmt::format("{} cudnn {}", name, size_t(cudnnGetVersion()));
+  }();
+  return tag;
+}
+
+std::string cache_key(const ConvGeom& g, bool tf32, ConvDirection d) {
+  return fmt::format("{} | {} | {} | {}", device_tag(), geom_text(g), tf32 ? "tf32" : "fp32",
+                     conv_direction_name(d));
+}
+
+void load_disk_cache_locked() {
+  if (g_disk.loaded) return;
+  g_disk.loaded = true;
+  g_disk.entries.clear();
+  if (g_disk.path.empty()) return;
+  std::ifstream in(g_disk.path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t t1 = line.find('\t');
+    if (t1 == std::string::npos) continue;
+    int algo = -1, math = -1;
+    double ms = 0;
+    if (std::sscanf(line.c_str() + t1 + 1, "%d\t%d\t%lf", &algo, &math, &ms) != 3) continue;
+    if (algo < 0 || math < 0) continue;
+    g_disk.entries[line.substr(0, t1)] = {algo, math};
+  }
+}
+
+void save_to_disk_cache_locked(const std::string& key, int algo, int math, double ms) {
+  g_disk.entries[key] = {algo, math};
+  if (g_disk.path.empty()) return;
+  const auto dir = std::filesystem::path(g_disk.path).parent_path();
+  std::error_code ec;
+  if (!dir.empty()) std::filesystem::create_directories(dir, ec);
+  // One short line per append: concurrent writers (ranks) interleave whole lines.
+  if (FILE* f = std::fopen(g_disk.path.c_str(), "a")) {
+    std::fprintf(f, "%s\t%d\t%d\t%.5f\n", key.c_str(), algo, math, ms);
+    std::fclose(f);
+  } else {
+    std::fprintf(stderr, "gan: warning: cannot append to the cuDNN plan cache %s\n",
+                 g_disk.path.c_str());
+  }
+}
+
+// ---- choosing ----
+
+// What one direction needs: its heuristics, how to size and run a candidate.
+struct Direction {
+  ConvDirection dir;
+  std::vector<ConvCandidate> listed;  // the heuristics' order, successes only
+  std::function<void(cudnnConvolutionDescriptor_t, int algo, void* ws, size_t ws_bytes)> run;
+  std::function<size_t(cudnnConvolutionDescriptor_t, int algo)> workspace_size;
+};
+
 template <class Perf>
-const Perf* pick(const Perf* perf, int count, bool tf32, const char* what, std::string& note) {
-  const Perf *exact = nullptr, *deterministic = nullptr, *last_resort = nullptr;
+std::vector<ConvCandidate> listed_of(const Perf* perf, int count, ConvDirection d) {
+  std::vector<ConvCandidate> out;
   for (int i = 0; i < count; ++i) {
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
-    const bool math_ok = tf32 || p.mathType == CUDNN_FMA_MATH;
-    if (math_ok && p.determinism == CUDNN_DETERMINISTIC && !deterministic) deterministic = &p;
-    if (math_ok && !exact) exact = &p;
-    if (!last_resort) last_resort = &p;
+    out.push_back({d, int(p.algo), int(p.mathType), p.memory, p.determinism == CUDNN_DETERMINISTIC});
   }
-  const Perf* p = deterministic ? deterministic : exact ? exact : last_resort;
-  GAN_CHECK(p != nullptr, fmt::format("conv (cuDNN): no {} algorithm available", what));
-  note = fmt::format("{} algo {} (math {}{})", what, int(p->algo), int(p->mathType),
-                     p == deterministic ? ", deterministic" : ", NOT deterministic: fallback");
-  if (p != deterministic) {
-    const std::string msg = fmt::format(
-        "cuDNN offers no deterministic {} algorithm{} for this convolution; using algorithm {} "
-        "(math type {}): runs may differ bitwise",
-        what, tf32 ? "" : " in strict float32 (FMA) math", int(p->algo), int(p->mathType));
-    GAN_CHECK(!require_deterministic(),
-              "conv (cuDNN): " + msg + " (GAN_CUDNN_DETERMINISTIC is set)");
-    std::fprintf(stderr, "gan: warning: %s\n", msg.c_str());
-  }
-  return p;
+  return out;
 }
 
-ConvPlan& plan_locked(const CudnnConvContext& ctx, const ConvGeom& g) {
-  static std::map<PlanKey, std::unique_ptr<ConvPlan>> plans;
-  const bool tf32 = ctx.tf32;
-  auto& slot = plans[key_of(g, tf32)];
-  if (slot) return *slot;
-  auto plan = std::make_unique<ConvPlan>();
-  ConvPlan& pl = *plan;
+bool math_ok(const ConvCandidate& c, bool tf32) { return tf32 || c.math == CUDNN_FMA_MATH; }
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+double time_with_events(cudaStream_t stream, const std::function<void()>& run) {
+  cudaEvent_t a = nullptr, b = nullptr;
+  GAN_CUDA_CHECK(cudaEventCreate(&a));
+  GAN_CUDA_CHECK(cudaEventCreate(&b));
+  struct Guard {
+    cudaEvent_t a, b;
+    ~Guard() {
+      (void)cudaEventDestroy(a);
+      (void)cudaEventDestroy(b);
+    }
+  } guard{a, b};
+  run();  // warm-up (and the first use's lazy setup)
+  std::vector<double> ms;
+  for (int i = 0; i < 3; ++i) {
+    GAN_CUDA_CHECK(cudaEventRecord(a, stream));
+    run();
+    GAN_CUDA_CHECK(cudaEventRecord(b, stream));
+    GAN_CUDA_CHECK(cudaEventSynchronize(b));
+    float t = 0;
+    GAN_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
+    ms.push_back(t);
+  }
+  return median(ms);
+}
+
+struct Choice {
+  ConvCandidate c;
+  std::string how;  // for the log
+};
+
+// The policy of the header comment.
+Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, Direction& d) {
+  const char* what = conv_direction_name(d.dir);
+  GAN_CHECK(!d.listed.empty(), fmt::format("conv (cuDNN): no {} algorithm available", what));
+  if (ctx.deterministic) {
+    for (const ConvCandidate& c : d.listed)
+      if (c.deterministic && math_ok(c, ctx.tf32)) return {c, "heuristic, deterministic"};
+    throw Error(fmt::format(
+        "conv (cuDNN): cuDNN offers no deterministic {} algorithm{} for {}; run without "
+        "--deterministic (GAN_CUDNN_DETERMINISTIC) to allow non-deterministic ones",
+        what, ctx.tf32 ? "" : " in strict float32 (FMA) math", geom_text(g)));
+  }
+  std::vector<ConvCandidate> cands;
+  for (const ConvCandidate& c : d.listed)
+    if (math_ok(c, ctx.tf32)) cands.push_back(c);
+  if (cands.empty()) {  // strict float32 with no FMA algorithm: cuDNN's default math, said loudly
+    cands.push_back(d.listed.front());
+    std::fprintf(stderr,
+                 "gan: warning: cuDNN offers no strict float32 (FMA) %s algorithm for %s; using "
+                 "algorithm %d in math type %d\n",
+                 what, geom_text(g).c_str(), cands[0].algo, cands[0].math);
+  }
+  // Inside a capture nothing can be timed (nor allocated): the heuristics' first.
+  cudaStream_t stream = nullptr;
+  GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  GAN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone)
+    return {cands.front(), "heuristic (first use inside a CUDA graph capture)"};
+  const std::string key = cache_key(g, ctx.tf32, d.dir);
+  load_disk_cache_locked();
+  if (auto it = g_disk.entries.find(key); it != g_disk.entries.end()) {
+    for (const ConvCandidate& c : cands)
+      if (c.algo == it->second.first && c.math == it->second.second) return {c, "cached"};
+  }
+  if (cands.size() == 1 && !ctx.timer) return {cands.front(), "heuristic (the only candidate)"};
+  // Each candidate's real workspace size (the heuristics' figure may differ), within the limit.
+  size_t ws_max = 0;
+  std::vector<ConvCandidate> timed;
+  for (ConvCandidate c : cands) {
+    cudnnConvolutionDescriptor_t cd = make_conv(g, cudnnMathType_t(c.math));
+    size_t bytes = 0;
+    bool ok = true;
+    try {
+      bytes = d.workspace_size(cd, c.algo);
+    } catch (const Error&) {
+      ok = false;
+    }
+    (void)cudnnDestroyConvolutionDescriptor(cd);
+    if (!ok || bytes > ctx.workspace_limit) continue;
+    c.workspace = bytes;
+    ws_max = std::max(ws_max, bytes);
+    timed.push_back(c);
+  }
+  GAN_CHECK(!timed.empty(), fmt::format("conv (cuDNN): no {} algorithm fits a workspace of {} "
+                                        "bytes for {}",
+                                        what, ctx.workspace_limit, geom_text(g)));
+  // A temporary workspace for the timing (the engine's keeps the chosen plan's size only).
+  void* ws = nullptr;
+  if (ws_max) GAN_CUDA_CHECK(cudaMalloc(&ws, ws_max));
+  struct Free {
+    void* p;
+    ~Free() {
+      if (p) (void)cudaFree(p);
+    }
+  } free_ws{ws};
+  std::string report;
+  const ConvCandidate* best = nullptr;
+  double best_ms = 0;
+  for (const ConvCandidate& c : timed) {
+    cudnnConvolutionDescriptor_t cd = make_conv(g, cudnnMathType_t(c.math));
+    double ms = -1;
+    const std::function<void()> run = [&] { d.run(cd, c.algo, ws, c.workspace); };
+    try {
+      ms = ctx.timer ? ctx.timer(c, run) : time_with_events(stream, run);
+    } catch (const Error&) {
+      ms = -1;  // refused at run time: not a candidate
+    }
+    (void)cudnnDestroyConvolutionDescriptor(cd);
+    report += fmt::format("{}{}/{}{}={}", report.empty() ? "" : " ", c.algo, c.math,
+                          c.deterministic ? "" : "(nd)",
+                          ms < 0 ? std::string("failed") : fmt::format("{:.4f}", ms));
+    if (ms >= 0 && (!best || ms < best_ms)) {
+      best = &c;
+      best_ms = ms;
+    }
+  }
+  GAN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  GAN_CHECK(best != nullptr, fmt::format("conv (cuDNN): every {} algorithm failed for {}", what,
+                                         geom_text(g)));
+  save_to_disk_cache_locked(key, best->algo, best->math, best_ms);
+  return {*best, fmt::format("timed {:.4f} ms [algo/math=ms: {}]", best_ms, report)};
+}
+
+void record(const ConvGeom& g, const CudnnConvContext& ctx, ConvDirection dir, const Choice& c) {
+  g_plan_log.push_back(fmt::format("conv {}{}{}: {} algo {} math {}{} ({})", geom_text(g),
+                                   ctx.tf32 ? " tf32" : " fp32",
+                                   ctx.deterministic ? " deterministic" : "",
+                                   conv_direction_name(dir), c.c.algo, c.c.math,
+                                   c.c.deterministic ? "" : " non-deterministic", c.how));
+  if (log_kernels()) std::fprintf(stderr, "gan: cuDNN plan: %s\n", g_plan_log.back().c_str());
+}
+
+// x, y and w descriptors of `g` in NHWC or NCHW, and the probe of the math mode.
+void make_descriptors(ConvPlan& pl, const ConvGeom& g, bool tf32, cudnnTensorFormat_t format) {
   GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&pl.x));
   GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&pl.y));
   GAN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&pl.w));
-  GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl.x, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT,
-                                             to_int(g.n, "N"), to_int(g.c, "C"), to_int(g.h, "H"),
+  GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl.x, format, CUDNN_DATA_FLOAT, to_int(g.n, "N"),
+                                             to_int(g.c, "C"), to_int(g.h, "H"),
                                              to_int(g.w, "W")));
-  GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl.y, CUDNN_TENSOR_NHWC, CUDNN_DATA_FLOAT,
-                                             to_int(g.n, "N"), to_int(g.k, "K"), to_int(g.p, "P"),
+  GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl.y, format, CUDNN_DATA_FLOAT, to_int(g.n, "N"),
+                                             to_int(g.k, "K"), to_int(g.p, "P"),
                                              to_int(g.q, "Q")));
-  GAN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(pl.w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NHWC,
-                                             to_int(g.k, "K"), to_int(g.c, "C"), to_int(g.r, "R"),
+  GAN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(pl.w, CUDNN_DATA_FLOAT, format, to_int(g.k, "K"),
+                                             to_int(g.c, "C"), to_int(g.r, "R"),
                                              to_int(g.s, "S")));
-  const cudnnMathType_t query_math = tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH;
-  cudnnConvolutionDescriptor_t probe = make_conv(g, query_math);
-  struct ProbeGuard {  // destroyed on every path, errors included
-    cudnnConvolutionDescriptor_t d;
-    ~ProbeGuard() { (void)cudnnDestroyConvolutionDescriptor(d); }
-  } probe_guard{probe};
-  int n = 0, ny[4] = {};
-  GAN_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(probe, pl.x, pl.w, 4, ny));
+  pl.probe = make_conv(g, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
+  int ny[4] = {};
+  GAN_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(pl.probe, pl.x, pl.w, 4, ny));
   GAN_CHECK(ny[0] == g.n && ny[1] == g.k && ny[2] == g.p && ny[3] == g.q,
             fmt::format("conv (cuDNN): output dims ({}, {}, {}, {}) differ from the expected "
                         "(N={}, K={}, P={}, Q={})",
                         ny[0], ny[1], ny[2], ny[3], g.n, g.k, g.p, g.q));
-  cudnnHandle_t h = ctx.handle;
+}
 
-  constexpr int kMax = 16;
-  std::string note_fwd, note_bwd_data, note_bwd_filter;
-  {
-    cudnnConvolutionFwdAlgoPerf_t perf[kMax];
-    GAN_CUDNN_CHECK(
-        cudnnGetConvolutionForwardAlgorithm_v7(h, pl.x, pl.w, probe, pl.y, kMax, &n, perf));
-    const auto* p = pick(perf, n, tf32, "forward", note_fwd);
-    pl.fwd = p->algo;
-    pl.conv_fwd = make_conv(g, p->mathType);
-    GAN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(h, pl.x, pl.w, pl.conv_fwd, pl.y,
-                                                            pl.fwd, &pl.ws_fwd));
-  }
-  {
-    cudnnConvolutionBwdDataAlgoPerf_t perf[kMax];
-    GAN_CUDNN_CHECK(
-        cudnnGetConvolutionBackwardDataAlgorithm_v7(h, pl.w, pl.y, probe, pl.x, kMax, &n, perf));
-    const auto* p = pick(perf, n, tf32, "backward-data", note_bwd_data);
-    pl.bwd_data = p->algo;
-    pl.conv_bwd_data = make_conv(g, p->mathType);
-    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
-        h, pl.w, pl.y, pl.conv_bwd_data, pl.x, pl.bwd_data, &pl.ws_bwd_data));
-  }
-  {
-    cudnnConvolutionBwdFilterAlgoPerf_t perf[kMax];
-    GAN_CUDNN_CHECK(
-        cudnnGetConvolutionBackwardFilterAlgorithm_v7(h, pl.x, pl.y, probe, pl.w, kMax, &n, perf));
-    const auto* p = pick(perf, n, tf32, "backward-filter", note_bwd_filter);
-    pl.bwd_filter = p->algo;
-    pl.conv_bwd_filter = make_conv(g, p->mathType);
-    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-        h, pl.x, pl.y, pl.conv_bwd_filter, pl.w, pl.bwd_filter, &pl.ws_bwd_filter));
-  }
-  g_plan_log.push_back(fmt::format(
-      "conv x ({}, {}, {}, {}) w ({}, {}, {}, {}) stride {}x{} pad {}x{} dil {}x{}{}: {}; {}; {}",
-      g.n, g.h, g.w, g.c, g.k, g.r, g.s, g.c, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h,
-      g.dil_w, tf32 ? " tf32" : "", note_fwd, note_bwd_data, note_bwd_filter));
-  if (const char* e = std::getenv("GAN_LOG_CUDNN"); e && *e && std::string(e) != "0")
-    std::fprintf(stderr, "gan: cuDNN plan: %s\n", g_plan_log.back().c_str());
+ConvPlan& plan_locked(const CudnnConvContext& ctx, const ConvGeom& g) {
+  auto& slot = plans()[key_of(g, ctx)];
+  if (slot) return *slot;
+  auto plan = std::make_unique<ConvPlan>();
+  make_descriptors(*plan, g, ctx.tf32, CUDNN_TENSOR_NHWC);
   slot = std::move(plan);
   return *slot;
 }
 
+constexpr int kMaxAlgos = 16;
+
+Direction forward_direction(const CudnnConvContext& ctx, const ConvPlan& pl, const float* x,
+                            const float* w, float* y) {
+  cudnnConvolutionFwdAlgoPerf_t perf[kMaxAlgos];
+  int n = 0;
+  GAN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.handle, pl.x, pl.w, pl.probe, pl.y,
+                                                         kMaxAlgos, &n, perf));
+  Direction d{ConvDirection::kForward, listed_of(perf, n, ConvDirection::kForward), {}, {}};
+  d.workspace_size = [&ctx, &pl](cudnnConvolutionDescriptor_t cd, int algo) {
+    size_t b = 0;
+    GAN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+        ctx.handle, pl.x, pl.w, cd, pl.y, cudnnConvolutionFwdAlgo_t(algo), &b));
+    return b;
+  };
+  d.run = [&ctx, &pl, x, w, y](cudnnConvolutionDescriptor_t cd, int algo, void* ws, size_t ws_bytes) {
+    const float one = 1.f, zero = 0.f;
+    GAN_CUDNN_CHECK(cudnnConvolutionForward(ctx.handle, &one, pl.x, x, pl.w, w, cd,
+                                            cudnnConvolutionFwdAlgo_t(algo), ws, ws_bytes, &zero,
+                                            pl.y, y));
+  };
+  return d;
+}
+
+void choose_forward_locked(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
+                           const float* x, const float* w, float* y) {
+  Direction d = forward_direction(ctx, pl, x, w, y);
+  const Choice c = choose(ctx, g, d);
+  pl.fwd = cudnnConvolutionFwdAlgo_t(c.c.algo);
+  pl.conv_fwd = make_conv(g, cudnnMathType_t(c.c.math));
+  pl.ws_fwd = d.workspace_size(pl.conv_fwd, c.c.algo);
+  pl.has_fwd = true;
+  record(g, ctx, d.dir, c);
+}
+
+Direction backward_data_direction(const CudnnConvContext& ctx, const ConvPlan& pl,
+                                  const float* dy, const float* w, float* dx) {
+  cudnnConvolutionBwdDataAlgoPerf_t perf[kMaxAlgos];
+  int n = 0;
+  GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx.handle, pl.w, pl.y, pl.probe,
+                                                              pl.x, kMaxAlgos, &n, perf));
+  Direction d{ConvDirection::kBackwardData, listed_of(perf, n, ConvDirection::kBackwardData), {},
+              {}};
+  d.workspace_size = [&ctx, &pl](cudnnConvolutionDescriptor_t cd, int algo) {
+    size_t b = 0;
+    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+        ctx.handle, pl.w, pl.y, cd, pl.x, cudnnConvolutionBwdDataAlgo_t(algo), &b));
+    return b;
+  };
+  d.run = [&ctx, &pl, dy, w, dx](cudnnConvolutionDescriptor_t cd, int algo, void* ws, size_t ws_bytes) {
+    const float one = 1.f, zero = 0.f;
+    GAN_CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.handle, &one, pl.w, w, pl.y, dy, cd,
+                                                 cudnnConvolutionBwdDataAlgo_t(algo), ws, ws_bytes,
+                                                 &zero, pl.x, dx));
+  };
+  return d;
+}
+
+void choose_backward_data_locked(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
+                                 const float* dy, const float* w, float* dx) {
+  Direction d = backward_data_direction(ctx, pl, dy, w, dx);
+  const Choice c = choose(ctx, g, d);
+  pl.bwd_data = cudnnConvolutionBwdDataAlgo_t(c.c.algo);
+  pl.conv_bwd_data = make_conv(g, cudnnMathType_t(c.c.math));
+  pl.ws_bwd_data = d.workspace_size(pl.conv_bwd_data, c.c.algo);
+  pl.has_bwd_data = true;
+  record(g, ctx, d.dir, c);
+}
+
+Direction backward_filter_direction(const CudnnConvContext& ctx, const ConvPlan& pl,
+                                    const float* x, const float* dy, float* dw_scratch) {
+  cudnnConvolutionBwdFilterAlgoPerf_t perf[kMaxAlgos];
+  int n = 0;
+  GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx.handle, pl.x, pl.y, pl.probe,
+                                                                pl.w, kMaxAlgos, &n, perf));
+  Direction d{ConvDirection::kBackwardFilter, listed_of(perf, n, ConvDirection::kBackwardFilter),
+              {}, {}};
+  d.workspace_size = [&ctx, &pl](cudnnConvolutionDescriptor_t cd, int algo) {
+    size_t b = 0;
+    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        ctx.handle, pl.x, pl.y, cd, pl.w, cudnnConvolutionBwdFilterAlgo_t(algo), &b));
+    return b;
+  };
+  d.run = [&ctx, &pl, x, dy, dw_scratch](cudnnConvolutionDescriptor_t cd, int algo, void* ws, size_t ws_bytes) {
+    const float one = 1.f, zero = 0.f;
+    GAN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.handle, &one, pl.x, x, pl.y, dy, cd,
+                                                   cudnnConvolutionBwdFilterAlgo_t(algo), ws,
+                                                   ws_bytes, &zero, pl.w, dw_scratch));
+  };
+  return d;
+}
+
+// `dw_scratch`: where the timing writes (never the caller's dw when it accumulates).
+void choose_backward_filter_locked(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
+                                   const float* x, const float* dy, float* dw_scratch) {
+  Direction d = backward_filter_direction(ctx, pl, x, dy, dw_scratch);
+  const Choice c = choose(ctx, g, d);
+  pl.bwd_filter = cudnnConvolutionBwdFilterAlgo_t(c.c.algo);
+  pl.conv_bwd_filter = make_conv(g, cudnnMathType_t(c.c.math));
+  pl.ws_bwd_filter = d.workspace_size(pl.conv_bwd_filter, c.c.algo);
+  pl.has_bwd_filter = true;
+  record(g, ctx, d.dir, c);
+}
+
 }  // namespace
+
+const char* conv_direction_name(ConvDirection d) {
+  switch (d) {
+    case ConvDirection::kForward:
+      return "forward";
+    case ConvDirection::kBackwardData:
+      return "backward-data";
+    case ConvDirection::kBackwardFilter:
+      return "backward-filter";
+  }
+  return "?";
+}
+
+void set_conv_plan_cache(const std::string& path) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  g_disk = DiskCache{};
+  g_disk.path = path;
+}
+
+void reset_conv_plans() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  plans().clear();
+}
 
 std::vector<std::string> conv_plan_log() {
   std::lock_guard<std::mutex> lock(g_mu);
   return g_plan_log;
 }
 
+std::vector<ConvTiming> conv_time_candidates(const CudnnConvContext& ctx, const ConvGeom& g,
+                                             bool nchw, ConvDirection direction) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  ConvPlan pl;
+  make_descriptors(pl, g, ctx.tf32, nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC);
+  cudaStream_t stream = nullptr;
+  GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
+  // Buffers: x, w, y, then the largest workspace of the listed candidates.
+  const size_t nx = size_t(g.x_numel()), nw = size_t(g.w_numel()), ny = size_t(g.y_numel());
+  float* buf = nullptr;
+  GAN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&buf), (nx + nw + ny) * sizeof(float)));
+  struct Free {
+    void* p;
+    ~Free() {
+      if (p) (void)cudaFree(p);
+    }
+  } free_buf{buf}, free_ws{nullptr};
+  // Small finite values (bytes 0x3c: about 0.0115) so that no algorithm meets NaN or Inf.
+  GAN_CUDA_CHECK(cudaMemsetAsync(buf, 0x3c, (nx + nw + ny) * sizeof(float), stream));
+  float *x = buf, *w = buf + nx, *y = buf + nx + nw;
+  Direction d = direction == ConvDirection::kForward ? forward_direction(ctx, pl, x, w, y)
+                : direction == ConvDirection::kBackwardData
+                    ? backward_data_direction(ctx, pl, y, w, x)
+                    : backward_filter_direction(ctx, pl, x, y, w);
+  std::vector<ConvTiming> out;
+  size_t ws_max = 0;
+  for (ConvCandidate c : d.listed) {
+    if (!math_ok(c, ctx.tf32)) continue;
+    cudnnConvolutionDescriptor_t cd = make_conv(g, cudnnMathType_t(c.math));
+    try {
+      c.workspace = d.workspace_size(cd, c.algo);
+    } catch (const Error&) {
+      c.workspace = SIZE_MAX;
+    }
+    (void)cudnnDestroyConvolutionDescriptor(cd);
+    if (c.workspace != SIZE_MAX && c.workspace <= ctx.workspace_limit)
+      ws_max = std::max(ws_max, c.workspace);
+    out.push_back({c, -1});
+  }
+  void* ws = nullptr;
+  if (ws_max) GAN_CUDA_CHECK(cudaMalloc(&ws, ws_max));
+  free_ws.p = ws;
+  for (ConvTiming& t : out) {
+    if (t.candidate.workspace > ctx.workspace_limit) continue;
+    cudnnConvolutionDescriptor_t cd = make_conv(g, cudnnMathType_t(t.candidate.math));
+    const std::function<void()> run = [&] { d.run(cd, t.candidate.algo, ws, t.candidate.workspace); };
+    try {
+      t.ms = ctx.timer ? ctx.timer(t.candidate, run) : time_with_events(stream, run);
+    } catch (const Error&) {
+      t.ms = -1;
+    }
+    (void)cudnnDestroyConvolutionDescriptor(cd);
+  }
+  GAN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return out;
+}
+
 void conv_forward_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
                         const float* w, float* y) {
   GAN_NVTX("conv_forward (cuDNN)");
   std::unique_lock<std::mutex> lock(g_mu);
-  const ConvPlan& pl = plan_locked(ctx, g);
+  ConvPlan& pl = plan_locked(ctx, g);
+  if (!pl.has_fwd) choose_forward_locked(ctx, g, pl, x, w, y);
   lock.unlock();
   void* ws = pl.ws_fwd ? ctx.workspace(pl.ws_fwd) : nullptr;
   const float one = 1.f, zero = 0.f;
@@ -216,7 +567,8 @@ void conv_backward_data_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, co
                               const float* w, float* dx) {
   GAN_NVTX("conv_backward_data (cuDNN)");
   std::unique_lock<std::mutex> lock(g_mu);
-  const ConvPlan& pl = plan_locked(ctx, g);
+  ConvPlan& pl = plan_locked(ctx, g);
+  if (!pl.has_bwd_data) choose_backward_data_locked(ctx, g, pl, dy, w, dx);
   lock.unlock();
   void* ws = pl.ws_bwd_data ? ctx.workspace(pl.ws_bwd_data) : nullptr;
   const float one = 1.f, zero = 0.f;
@@ -229,7 +581,20 @@ void conv_backward_filter_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, 
                                 const float* dy, float* dw, bool accumulate) {
   GAN_NVTX("conv_backward_filter (cuDNN)");
   std::unique_lock<std::mutex> lock(g_mu);
-  const ConvPlan& pl = plan_locked(ctx, g);
+  ConvPlan& pl = plan_locked(ctx, g);
+  if (!pl.has_bwd_filter) {
+    if (!accumulate) {
+      choose_backward_filter_locked(ctx, g, pl, x, dy, dw);
+    } else {  // the timing must not add into dw: it writes a scratch filter
+      float* scratch = nullptr;
+      GAN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&scratch), size_t(g.w_numel()) * sizeof(float)));
+      struct Free {
+        float* p;
+        ~Free() { (void)cudaFree(p); }
+      } free_scratch{scratch};
+      choose_backward_filter_locked(ctx, g, pl, x, dy, scratch);
+    }
+  }
   lock.unlock();
   void* ws = pl.ws_bwd_filter ? ctx.workspace(pl.ws_bwd_filter) : nullptr;
   const float one = 1.f, beta = accumulate ? 1.f : 0.f;

@@ -106,6 +106,18 @@ class ScopedEnv {
 // True when the CUDA device is the interpreter (kernels/interpreter/), not a GPU.
 bool on_interpreter();
 
+// cuDNN's deterministic policy (engine/device.h) for its lifetime.
+class ScopedCudnnDeterministic {
+ public:
+  explicit ScopedCudnnDeterministic(bool on = true);
+  ~ScopedCudnnDeterministic();
+  ScopedCudnnDeterministic(const ScopedCudnnDeterministic&) = delete;
+  ScopedCudnnDeterministic& operator=(const ScopedCudnnDeterministic&) = delete;
+
+ private:
+  bool old_;
+};
+
 }  // namespace gan::test
 
 // Use as the first statement of a CUDA test case.

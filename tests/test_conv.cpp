@@ -1,7 +1,18 @@
 // conv2d and conv_transpose2d in the op harness: the kernel/stride/padding combinations DCGAN and
 // SAGAN use (k4 s2 p1, k4 s1 p0, k1 s1 p0, k3 s1 p1) and general ones (stride 2 without padding,
 // dilation, rectangular kernels, output padding), batch 1 and 3, odd channel counts.
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <random>
+#include <string>
+#include <tuple>
+#include <vector>
+
 #include <catch2/catch.hpp>
+#include <fmt/format.h>
 
 #include "engine/device.h"
 #include "engine/error.h"
@@ -169,43 +180,223 @@ TEST_CASE("conv and linear: empty dimensions give zeros or empty tensors", "[con
   CHECK(z == std::vector<float>(18, 0.5f));
 }
 
-TEST_CASE("conv cuda: each plan logs its algorithms; a non-deterministic fallback is explicit",
-          "[conv][cuda]") {
-  GAN_REQUIRE_GPU();
+namespace {
+
+// Inputs of a small geometry no other test uses (`tag` varies the channel count, so that each
+// call site makes new plans), on the GPU, with the CPU reference of each direction.
+struct SelectionCase {
+  gan::kernels::ConvGeom g;
+  gan::Tensor x, w, dy, dw0;  // CUDA
+  std::vector<float> y_ref, dx_ref, dw_ref;
+};
+
+SelectionCase selection_case(int64_t c) {
   using gan::Device;
   using gan::Tensor;
-  // Geometries no other test uses, so that each makes a new plan.
-  gan::kernels::ConvGeom g;
-  g.n = 1, g.h = 7, g.w = 9, g.c = 3, g.k = 5, g.r = 3, g.s = 3, g.pad_h = g.pad_w = 1;
+  SelectionCase s;
+  gan::kernels::ConvGeom& g = s.g;
+  g.n = 2, g.h = 7, g.w = 9, g.c = c, g.k = 5, g.r = 3, g.s = 3, g.pad_h = g.pad_w = 1;
   g.stride_h = g.stride_w = 2;
   g.p = 4, g.q = 5;
-  const Tensor x = Tensor::zeros(Shape{g.n, g.h, g.w, g.c}, Device::CUDA);
-  const Tensor w = Tensor::zeros(Shape{g.k, g.r, g.s, g.c}, Device::CUDA);
+  std::mt19937 rng{unsigned(c)};
+  std::uniform_real_distribution<float> u(-1.f, 1.f);
+  auto filled = [&](int64_t n) {
+    std::vector<float> v(static_cast<size_t>(n));
+    for (float& e : v) e = u(rng);
+    return v;
+  };
+  const auto x = filled(g.x_numel()), w = filled(g.w_numel()), dy = filled(g.y_numel());
+  const auto dw0 = filled(g.w_numel());
+  s.x = Tensor::from_vector(x, Shape{g.n, g.h, g.w, g.c}).to(Device::CUDA);
+  s.w = Tensor::from_vector(w, Shape{g.k, g.r, g.s, g.c}).to(Device::CUDA);
+  s.dy = Tensor::from_vector(dy, Shape{g.n, g.p, g.q, g.k}).to(Device::CUDA);
+  s.dw0 = Tensor::from_vector(dw0, Shape{g.k, g.r, g.s, g.c}).to(Device::CUDA);
+  s.y_ref.resize(size_t(g.y_numel()));
+  s.dx_ref.resize(size_t(g.x_numel()));
+  s.dw_ref = dw0;
+  gan::kernels::conv_forward_cpu(g, x.data(), w.data(), s.y_ref.data());
+  gan::kernels::conv_backward_data_cpu(g, dy.data(), w.data(), s.dx_ref.data());
+  gan::kernels::conv_backward_filter_cpu(g, x.data(), dy.data(), s.dw_ref.data(), true);
+  return s;
+}
+
+void check_close(const gan::Tensor& got, const std::vector<float>& want, const char* what) {
+  const std::vector<float> v = got.to_vector();
+  REQUIRE(v.size() == want.size());
+  double worst = 0;
+  for (size_t i = 0; i < v.size(); ++i)
+    worst = std::max(worst, std::fabs(double(v[i]) - want[i]) / (1 + std::fabs(double(want[i]))));
+  INFO(what << ": worst relative error " << worst);
+  CHECK(worst < 1e-5);
+}
+
+// All three directions of `s`, dw accumulated onto dw0; returns (y, dx, dw).
+std::tuple<gan::Tensor, gan::Tensor, gan::Tensor> run_directions(
+    const gan::kernels::CudnnConvContext& ctx, const SelectionCase& s) {
+  using gan::Device;
+  using gan::Tensor;
+  const auto& g = s.g;
   Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, Device::CUDA);
-  const bool interp = gan::test::on_interpreter();
-  {
-    // On the interpreter, model cuDNN offering only non-deterministic backward-filter algorithms.
-    gan::test::ScopedEnv env("GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER", "1");
-    gan::kernels::conv_forward_cudnn(gan::cuda::conv_context(), g, x.data<float>(), w.data<float>(),
-                                     y.data<float>());
+  Tensor dx = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, Device::CUDA);
+  Tensor dw = s.dw0.clone();
+  gan::kernels::conv_forward_cudnn(ctx, g, s.x.data<float>(), s.w.data<float>(), y.data<float>());
+  gan::kernels::conv_backward_data_cudnn(ctx, g, s.dy.data<float>(), s.w.data<float>(),
+                                         dx.data<float>());
+  gan::kernels::conv_backward_filter_cudnn(ctx, g, s.x.data<float>(), s.dy.data<float>(),
+                                           dw.data<float>(), /*accumulate=*/true);
+  return {y, dx, dw};
+}
+
+// The plan log's lines from index `from` on.
+std::vector<std::string> log_since(size_t from) {
+  const auto all = gan::kernels::conv_plan_log();
+  return {all.begin() + std::ptrdiff_t(std::min(from, all.size())), all.end()};
+}
+
+}  // namespace
+
+// The selection logic with an injected timer: on the interpreter (three algorithms listed per
+// direction, $GAN_INTERP_CUDNN_ALGOS) and on a GPU (cuDNN's own lists) alike.
+TEST_CASE("conv cuda: the fastest timed algorithm wins; the timing leaves results alone",
+          "[conv][cuda]") {
+  GAN_REQUIRE_GPU();
+  gan::test::ScopedEnv algos("GAN_INTERP_CUDNN_ALGOS", "3");
+  gan::test::TempDir dir;
+  gan::set_cudnn_plan_cache(dir.file("plans.tsv"));
+  for (const bool tf32 : {false, true}) {
+    INFO((tf32 ? "tf32" : "fp32"));
+    const SelectionCase s = selection_case(tf32 ? 3 : 2);
+    gan::kernels::CudnnConvContext ctx = gan::cuda::conv_context();
+    ctx.tf32 = tf32;
+    ctx.deterministic = false;
+    // Each direction's candidates in the order timed; the last one timed is made the fastest.
+    std::map<int, std::vector<gan::kernels::ConvCandidate>> seen;
+    ctx.timer = [&](const gan::kernels::ConvCandidate& c, const std::function<void()>& run) {
+      run();  // the real launch, on the caller's buffers (or a scratch filter)
+      auto& v = seen[int(c.direction)];
+      v.push_back(c);
+      return 10.0 - double(v.size());
+    };
+    const size_t from = gan::kernels::conv_plan_log().size();
+    const auto [y, dx, dw] = run_directions(ctx, s);
+    check_close(y, s.y_ref, "forward");
+    check_close(dx, s.dx_ref, "backward-data");
+    check_close(dw, s.dw_ref, "backward-filter (accumulated once, not per timed run)");
+    const auto lines = log_since(from);
+    REQUIRE(lines.size() == 3);
+    for (int d = 0; d < 3; ++d) {
+      const auto& v = seen[d];
+      INFO(lines[size_t(d)]);
+      REQUIRE(v.size() >= 2);  // a choice was made
+      if (gan::test::on_interpreter()) CHECK(v.size() == (tf32 ? 3u : 2u));
+      bool any_nd = false;
+      for (const auto& c : v) {
+        if (!tf32) CHECK(c.math == CUDNN_FMA_MATH);  // strict float32: FMA algorithms only
+        any_nd = any_nd || !c.deterministic;
+      }
+      if (gan::test::on_interpreter()) CHECK(any_nd);  // non-deterministic ones are timed too
+      CHECK_THAT(lines[size_t(d)],
+                 Catch::Contains(fmt::format("{}: {} algo {} math {}",
+                                             tf32 ? "tf32" : "fp32",
+                                             gan::kernels::conv_direction_name(
+                                                 gan::kernels::ConvDirection(d)),
+                                             v.back().algo, v.back().math)) &&
+                     Catch::Contains("timed"));
+    }
   }
-  const std::string line = gan::kernels::conv_plan_log().back();
-  INFO(line);
-  CHECK_THAT(line, Catch::Contains("x (1, 7, 9, 3) w (5, 3, 3, 3) stride 2x2 pad 1x1"));
-  CHECK_THAT(line, Catch::Contains("forward algo") && Catch::Contains("backward-data algo"));
-  if (interp)
-    CHECK_THAT(line,
-               Catch::Contains("backward-filter algo 0 (math 3, NOT deterministic: fallback)"));
-  if (interp) {
+  gan::set_cudnn_plan_cache("");
+}
+
+TEST_CASE("conv cuda: timed choices round-trip through the plan cache on disk", "[conv][cuda]") {
+  GAN_REQUIRE_GPU();
+  gan::test::ScopedEnv algos("GAN_INTERP_CUDNN_ALGOS", "3");
+  gan::test::TempDir dir;
+  const std::string file = dir.file("cache/plans.tsv");  // its folder is made on the first write
+  const SelectionCase s = selection_case(4);
+  gan::kernels::CudnnConvContext ctx = gan::cuda::conv_context();
+  ctx.tf32 = false;
+  ctx.deterministic = false;
+  std::map<int, gan::kernels::ConvCandidate> chosen;
+  ctx.timer = [&](const gan::kernels::ConvCandidate& c, const std::function<void()>& run) {
+    run();
+    const bool first = chosen.count(int(c.direction)) == 0;
+    if (first) chosen[int(c.direction)] = c;  // the first timed is made the fastest
+    return first ? 1.0 : 2.0;
+  };
+  gan::set_cudnn_plan_cache(file);
+  run_directions(ctx, s);
+  {
+    std::ifstream in(file);
+    REQUIRE(in.good());
+    int lines = 0;
+    for (std::string line; std::getline(in, line);) {
+      ++lines;
+      CHECK_THAT(line, Catch::Contains("x (2, 7, 9, 4) w (5, 3, 3, 4)") && Catch::Contains("fp32"));
+    }
+    CHECK(lines == 3);
+  }
+  // A new process, in effect: no plans in memory, the file read again; nothing is timed.
+  gan::kernels::reset_conv_plans();
+  gan::set_cudnn_plan_cache(file);
+  ctx.timer = [&](const gan::kernels::ConvCandidate&, const std::function<void()>&) -> double {
+    FAIL("a cached choice was timed again");
+    return 1.0;
+  };
+  const size_t from = gan::kernels::conv_plan_log().size();
+  const auto [y, dx, dw] = run_directions(ctx, s);
+  check_close(y, s.y_ref, "forward");
+  check_close(dw, s.dw_ref, "backward-filter");
+  const auto lines = log_since(from);
+  REQUIRE(lines.size() == 3);
+  for (int d = 0; d < 3; ++d) {
+    INFO(lines[size_t(d)]);
+    CHECK_THAT(lines[size_t(d)], Catch::Contains(fmt::format("algo {} math {}", chosen[d].algo,
+                                                             chosen[d].math)) &&
+                                     Catch::Contains("(cached)"));
+  }
+  gan::kernels::reset_conv_plans();
+  gan::set_cudnn_plan_cache("");
+}
+
+TEST_CASE("conv cuda: --deterministic takes deterministic algorithms untimed, or fails clearly",
+          "[conv][cuda]") {
+  GAN_REQUIRE_GPU();
+  gan::test::ScopedEnv algos("GAN_INTERP_CUDNN_ALGOS", "3");
+  const SelectionCase s = selection_case(5);
+  gan::kernels::CudnnConvContext ctx = gan::cuda::conv_context();
+  ctx.deterministic = true;
+  ctx.timer = [&](const gan::kernels::ConvCandidate&, const std::function<void()>&) -> double {
+    FAIL("the deterministic policy timed a candidate");
+    return 1.0;
+  };
+  const size_t from = gan::kernels::conv_plan_log().size();
+  const auto [y, dx, dw] = run_directions(ctx, s);
+  check_close(y, s.y_ref, "forward");
+  check_close(dx, s.dx_ref, "backward-data");
+  check_close(dw, s.dw_ref, "backward-filter");
+  const auto lines = log_since(from);
+  REQUIRE(lines.size() == 3);
+  for (const auto& line : lines) {
+    INFO(line);
+    CHECK_THAT(line, Catch::Contains(" deterministic: ") &&
+                         Catch::Contains("(heuristic, deterministic)") &&
+                         !Catch::Contains("non-deterministic"));
+  }
+  if (gan::test::on_interpreter()) {
+    // cuDNN offering only non-deterministic backward-filter algorithms: a clear error.
     gan::test::ScopedEnv env("GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER", "1");
-    gan::test::ScopedEnv strict("GAN_CUDNN_DETERMINISTIC", "1");
-    g.c = 1;  // a new geometry: a new plan
-    const Tensor x1 = Tensor::zeros(Shape{g.n, g.h, g.w, 1}, Device::CUDA);
-    const Tensor w1 = Tensor::zeros(Shape{g.k, g.r, g.s, 1}, Device::CUDA);
-    CHECK_THROWS_WITH(
-        gan::kernels::conv_forward_cudnn(gan::cuda::conv_context(), g, x1.data<float>(),
-                                         w1.data<float>(), y.data<float>()),
-        Catch::Contains("no deterministic backward-filter algorithm") &&
-            Catch::Contains("GAN_CUDNN_DETERMINISTIC"));
+    const SelectionCase s1 = selection_case(1);
+    CHECK_THROWS_WITH(run_directions(ctx, s1),
+                      Catch::Contains("no deterministic backward-filter algorithm") &&
+                          Catch::Contains("--deterministic"));
+    // The default policy takes one, and says so in the log.
+    ctx.deterministic = false;
+    ctx.timer = nullptr;
+    const size_t from1 = gan::kernels::conv_plan_log().size();
+    const auto [y1, dx1, dw1] = run_directions(ctx, s1);
+    check_close(dw1, s1.dw_ref, "backward-filter");
+    const auto l1 = log_since(from1);
+    REQUIRE_FALSE(l1.empty());
+    CHECK_THAT(l1.back(), Catch::Contains("backward-filter algo 0 math 3 non-deterministic"));
   }
 }

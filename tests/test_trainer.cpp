@@ -478,7 +478,8 @@ TEST_CASE("trainer cuda: one training step on the GPU equals the CPU step", "[tr
 TEST_CASE("trainer cuda: CUDA-graph replays (the default) equal the eager steps",
           "[trainer][cuda][heavy]") {
   GAN_REQUIRE_GPU();
-  // gan_train itself, each run a fresh process: step 1 runs eagerly, step 2 is captured, steps 3
+  // gan_train itself, each run a fresh process (--deterministic: the same cuDNN algorithms in
+  // both, none adding with atomics): step 1 runs eagerly, step 2 is captured, steps 3
   // and 4 replay the graph. Batch 8, not 64: the 64-image sample forward after step 2 makes new
   // cuDNN plans after the capture, which must not move a workspace the graph still uses.
   const std::string data = fashion_subset(256).string();
@@ -488,7 +489,7 @@ TEST_CASE("trainer cuda: CUDA-graph replays (the default) equal the eager steps"
     const fs::path g = scratch(std::string("graph_") + model);
     const std::string common = std::string("--model ") + model + " --data " + data +
                                " --image-size 32 --ngf 8 --ndf 8 --batch-size 8 --steps 4 "
-                               "--device cuda --log-every 1 --sample-every 2 "
+                               "--device cuda --deterministic --log-every 1 --sample-every 2 "
                                "--checkpoint-every 4 --progress 0 --out ";
     // --profile-steps: cudaProfilerStart before step 2 (eager), cudaProfilerStop after step 3
     // (a replay); neither may disturb the steps.
@@ -512,7 +513,7 @@ TEST_CASE("trainer cuda: CUDA-graph replays (the default) equal the eager steps"
     const fs::path g = scratch(std::string("graph_penalty_") + model);
     const std::string common = std::string("--model ") + model + extra + " --data " + data +
                                " --image-size 32 --ngf 8 --ndf 8 --batch-size 2 --steps 3 "
-                               "--device cuda --log-every 1 --sample-every 3 "
+                               "--device cuda --deterministic --log-every 1 --sample-every 3 "
                                "--checkpoint-every 3 --progress 0 --out ";
     const Proc pg = gan_train(common + g.string());
     INFO(pg.output);

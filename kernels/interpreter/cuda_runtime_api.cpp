@@ -299,6 +299,14 @@ cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr attr, int device) {
   return cudaSuccess;
 }
 
+// The modelled device's memory: what it reports, not what the host has (allocations come from
+// the host's heap and fail there first).
+cudaError_t cudaMemGetInfo(size_t* free_bytes, size_t* total_bytes) {
+  *total_bytes = size_t(80) << 30;
+  *free_bytes = *total_bytes / 2;
+  return cudaSuccess;
+}
+
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* p, int device) {
   if (device != 0) return cudaErrorInvalidDevice;
   *p = cudaDeviceProp{};

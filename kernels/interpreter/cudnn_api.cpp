@@ -76,15 +76,31 @@ void blend(float* out, const float* r, int64_t n, float alpha, float beta) {
     out[i] = float(double(alpha) * r[i] + (beta == 0.f ? 0.0 : double(beta) * out[i]));
 }
 
+// How many algorithms the heuristics list per direction: 1, or $GAN_INTERP_CUDNN_ALGOS (up to
+// 3) to exercise timed selection; they compute the same (the CPU reference). The first is
+// deterministic FMA; the second is listed as a tensor-op (TF32) one, whatever the descriptor's
+// math, which strict float32 must skip; the third is FMA and listed as non-deterministic, as
+// cuDNN's atomics-based algorithms are.
+int listed_algorithms() {
+  const char* e = std::getenv("GAN_INTERP_CUDNN_ALGOS");
+  if (!e || !*e) return 1;
+  const int n = std::atoi(e);
+  return n < 1 ? 1 : n > 3 ? 3 : n;
+}
+
 template <class Perf, class Algo>
-void one_result(Perf* perf, int* returned, Algo algo, size_t bytes, cudnnMathType_t math) {
-  *returned = 1;
-  perf[0] = Perf{};
-  perf[0].algo = algo;
-  perf[0].status = CUDNN_STATUS_SUCCESS;
-  perf[0].memory = bytes;
-  perf[0].determinism = CUDNN_DETERMINISTIC;
-  perf[0].mathType = math == CUDNN_DEFAULT_MATH ? CUDNN_FMA_MATH : math;
+void results(Perf* perf, int* returned, int capacity, const Algo (&algos)[3], size_t bytes) {
+  const int n = std::min(listed_algorithms(), capacity);
+  *returned = n;
+  const cudnnMathType_t fma = CUDNN_FMA_MATH;
+  for (int i = 0; i < n; ++i) {
+    perf[i] = Perf{};
+    perf[i].algo = algos[i];
+    perf[i].status = CUDNN_STATUS_SUCCESS;
+    perf[i].memory = bytes;
+    perf[i].determinism = i == 2 ? CUDNN_NON_DETERMINISTIC : CUDNN_DETERMINISTIC;
+    perf[i].mathType = i == 1 ? CUDNN_TENSOR_OP_MATH : fma;
+  }
 }
 
 }  // namespace
@@ -116,6 +132,11 @@ cudnnStatus_t cudnnSetStream(cudnnHandle_t h, cudaStream_t s) {
   h->stream = s;
   return CUDNN_STATUS_SUCCESS;
 }
+cudnnStatus_t cudnnGetStream(cudnnHandle_t h, cudaStream_t* s) {
+  *s = h->stream;
+  return CUDNN_STATUS_SUCCESS;
+}
+size_t cudnnGetVersion() { return 90000; }  // the interpreter models cuDNN 9's API
 
 cudnnStatus_t cudnnCreateTensorDescriptor(cudnnTensorDescriptor_t* d) {
   *d = new cudnnTensorStruct;
@@ -183,38 +204,44 @@ cudnnStatus_t cudnnGetConvolutionNdForwardOutputDim(const cudnnConvolutionDescri
   return CUDNN_STATUS_SUCCESS;
 }
 
-// Algorithms: one deterministic result per direction; the workspace holds the result.
+// Algorithms (listed_algorithms()); the workspace holds the result.
 cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t, const cudnnTensorDescriptor_t x,
                                                      const cudnnFilterDescriptor_t w,
                                                      const cudnnConvolutionDescriptor_t c,
-                                                     const cudnnTensorDescriptor_t, const int,
+                                                     const cudnnTensorDescriptor_t, const int cap,
                                                      int* n, cudnnConvolutionFwdAlgoPerf_t* perf) {
   if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
-  one_result(perf, n, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM, size_t(geom(x, w, c).y_numel()) * 4,
-             c->math);
+  const cudnnConvolutionFwdAlgo_t algos[3] = {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+                                              CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
+                                              CUDNN_CONVOLUTION_FWD_ALGO_GEMM};
+  results(perf, n, cap, algos, size_t(geom(x, w, c).y_numel()) * 4);
   return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
     cudnnHandle_t, const cudnnFilterDescriptor_t w, const cudnnTensorDescriptor_t,
-    const cudnnConvolutionDescriptor_t c, const cudnnTensorDescriptor_t x, const int, int* n,
+    const cudnnConvolutionDescriptor_t c, const cudnnTensorDescriptor_t x, const int cap, int* n,
     cudnnConvolutionBwdDataAlgoPerf_t* perf) {
   if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
-  one_result(perf, n, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1, size_t(geom(x, w, c).x_numel()) * 4,
-             c->math);
+  const cudnnConvolutionBwdDataAlgo_t algos[3] = {CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+                                                  CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
+                                                  CUDNN_CONVOLUTION_BWD_DATA_ALGO_0};
+  results(perf, n, cap, algos, size_t(geom(x, w, c).x_numel()) * 4);
   return CUDNN_STATUS_SUCCESS;
 }
 cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     cudnnHandle_t, const cudnnTensorDescriptor_t x, const cudnnTensorDescriptor_t,
-    const cudnnConvolutionDescriptor_t c, const cudnnFilterDescriptor_t w, const int, int* n,
+    const cudnnConvolutionDescriptor_t c, const cudnnFilterDescriptor_t w, const int cap, int* n,
     cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
   if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
-  one_result(perf, n, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, size_t(geom(x, w, c).w_numel()) * 4,
-             c->math);
+  const cudnnConvolutionBwdFilterAlgo_t algos[3] = {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+                                                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
+                                                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0};
+  results(perf, n, cap, algos, size_t(geom(x, w, c).w_numel()) * 4);
   // GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER=1 models geometries for which cuDNN offers only
   // non-deterministic backward-filter algorithms (it happens with odd channel counts in NHWC).
   if (const char* e = std::getenv("GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER"); e && *e == '1') {
+    for (int i = 0; i < *n; ++i) perf[i].determinism = CUDNN_NON_DETERMINISTIC;
     perf[0].algo = CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0;
-    perf[0].determinism = CUDNN_NON_DETERMINISTIC;
   }
   return CUDNN_STATUS_SUCCESS;
 }

@@ -115,6 +115,9 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
   app.add_flag("--tf32", o.tf32, "allow TF32 tensor cores in GEMMs and convolutions");
+  app.add_flag("--deterministic", o.deterministic,
+               "cuDNN: only deterministic convolution algorithms, untimed (two runs on the same "
+               "GPU and library are bitwise equal); default: the fastest measured, any");
   app.add_flag("--cuda-graph,!--no-cuda-graph", o.cuda_graph,
                "GPU: capture one whole iteration as a CUDA graph and replay it (default; "
                "--no-cuda-graph runs every step eagerly)");

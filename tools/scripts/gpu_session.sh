@@ -8,7 +8,7 @@
 #                                                              bench/results/<date>-<gpu>/
 #
 # `pack` builds the binaries for sm_90 (build-sm90/), copies them stripped, the Fashion-MNIST
-# training files, the PyTorch baseline bench/torch_gan_bench.py, tools/scripts/torch_check.py
+# training and test files, the PyTorch baseline bench/torch_gan_bench.py, tools/scripts/torch_check.py
 # (its module definitions) and bench/ratio_table.py into .device/ (ignored by git), and fails if
 # that exceeds 63 MiB: a command sent to the GPU machine carries at most 64 MiB with it, so
 # .device goes with each command. `run STAGE...` runs the stages in order on the GPU machine
@@ -22,6 +22,10 @@
 #              same configs in the same job, then bench/ratio_table.py -> ratio_table.md and
 #              ratio_table_train_loop.md (GAN_BENCH_CONFIGS overrides the seven configs;
 #              GAN_TORCH_VARIANTS and GAN_TORCH_LOOPS the baseline's variants and loops)
+#   convs      the per-geometry convolution table: every convolution of the configs (from the
+#              bench stage's cuDNN plan log, or a one-iteration gan_bench run), each cuDNN
+#              algorithm timed by bench_conv in NHWC and NCHW, fp32 and TF32, PyTorch's time for
+#              the same convolution (torch_gan_bench.py --conv), bench/conv_table.py -> conv_table.md
 #   penalty    gan_bench's train loop with --loss wgan and wgan-gp at n_dis 1 and 2 (the cost of a
 #              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
@@ -44,16 +48,17 @@ if [ "$cmd" = pack ]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DGAN_BUILD_INTERP=OFF >/dev/null
   cmake --build "$build" -j "$(nproc)" --target engine_tests gan_train gan_sample gan_eval gan_bench \
-    bench_attention bench_batchnorm bench_spectral_norm
+    bench_attention bench_batchnorm bench_spectral_norm bench_conv
   rm -rf "$dev" && mkdir -p "$dev/bin" "$dev/data" "$dev/scripts"
   cp "$build/tests/engine_tests" "$build/gan_train" "$build/gan_sample" "$build/gan_eval" \
     "$build"/bench/gan_bench \
     "$build"/bench/bench_attention "$build"/bench/bench_batchnorm \
-    "$build"/bench/bench_spectral_norm "$dev/bin/"
+    "$build"/bench/bench_spectral_norm "$build"/bench/bench_conv "$dev/bin/"
   strip --strip-unneeded "$dev"/bin/*
-  cp /usr/share/datasets/fashion-mnist/train-*.gz "$dev/data/"
+  gzip -9 "$dev"/bin/*  # ~3x smaller; `run` unpacks them
+  cp /usr/share/datasets/fashion-mnist/*.gz "$dev/data/"  # the test set too: the evaluation cases
   cp "$root/tools/scripts/torch_check.py" "$root/bench/ratio_table.py" \
-    "$root/bench/torch_gan_bench.py" "$dev/scripts/"
+    "$root/bench/torch_gan_bench.py" "$root/bench/conv_table.py" "$dev/scripts/"
   grep -qxF '/.device/' "$root/.git/info/exclude" 2>/dev/null || echo '/.device/' >> "$root/.git/info/exclude"
   size=$(du -sm "$dev" | cut -f1)
   echo "gpu_session: packed $dev (${size} MiB)"
@@ -79,7 +84,7 @@ if [ "$cmd" = collect ]; then
 fi
 
 [ "$cmd" = run ] && [ $# -gt 0 ] ||
-  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench penalty train study) | collect DIR" >&2; exit 2; }
+  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench convs penalty train study) | collect DIR" >&2; exit 2; }
 # A command on the GPU machine returns at most 8 files: logs go to $work, and after every stage
 # $OUT gets summary.txt plus one results.tar.gz of $work (so a command cut off at its limit still
 # returns the stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
@@ -94,6 +99,9 @@ left() { # left LIMIT: LIMIT, or the seconds left before the deadline (less 15 f
 }
 bin="$dev/bin"
 scripts="$dev/scripts"
+for z in "$bin"/*.gz; do  # pack compressed the binaries
+  [ -e "$z" ] && gunzip -f "$z" && chmod +x "${z%.gz}"
+done
 export GAN_TEST_VERBOSE=1
 export GAN_FASHION_MNIST_DIR="$dev/data"
 export GAN_TRAIN_BIN="$bin/gan_train"
@@ -159,7 +167,8 @@ for stage in "$@"; do
       reps=${GAN_BENCH_REPS:-5}
       : > "$work/gan_bench.jsonl"
       for c in ${configs//,/ }; do  # one process per config: each peak is its own
-        timeout "$(left "${GAN_BENCH_TIMEOUT:-150}")" "$bin/gan_bench" --configs "$c" --iters "$iters" --reps "$reps" \
+        # GAN_LOG_KERNELS: each cuDNN choice (timed candidates) goes to gan_bench.err.
+        GAN_LOG_KERNELS=1 timeout "$(left "${GAN_BENCH_TIMEOUT:-150}")" "$bin/gan_bench" --configs "$c" --iters "$iters" --reps "$reps" \
           ${GAN_BENCH_ARGS:-} >> "$work/gan_bench.jsonl" 2>> "$work/gan_bench.err"
         note "bench: gan_bench $c rc=$?"
       done
@@ -176,6 +185,26 @@ for stage in "$@"; do
         --loop train > "$work/ratio_table_train_loop.md" 2>&1
       cat "$work/ratio_table.md"
       note "bench: $(tail -n 1 "$work/ratio_table.md")"
+      ;;
+    convs)
+      configs=${GAN_BENCH_CONFIGS:-dcgan:32:64,sagan:32:64,dcgan:64:64,sagan:64:64,sagan:128:64,dcgan:64:256,sagan:64:256}
+      if ! grep -q "cuDNN plan" "$work/gan_bench.err" 2>/dev/null; then
+        for c in ${configs//,/ }; do
+          GAN_LOG_KERNELS=1 timeout "$(left 60)" "$bin/gan_bench" --configs "$c" --iters 1 --reps 1 \
+            --warmup 0 --variants fp32 --loops anchor > /dev/null 2>> "$work/gan_bench.err"
+        done
+      fi
+      note "convs: $(grep -c 'cuDNN plan' "$work/gan_bench.err") plan-log lines"
+      timeout "$(left "${GAN_CONVS_TIMEOUT:-150}")" "$bin/bench_conv" --from "$work/gan_bench.err" \
+        > "$work/bench_conv.jsonl" 2> "$work/bench_conv.err"
+      note "convs: bench_conv rc=$? ($(grep -c '^{' "$work/bench_conv.jsonl") lines)"
+      pack_up
+      timeout "$(left "${GAN_CONVS_TIMEOUT:-150}")" python3 "$scripts/torch_gan_bench.py" \
+        --conv "$work/gan_bench.err" > "$work/torch_conv.jsonl" 2> "$work/torch_conv.err"
+      note "convs: torch_gan_bench.py --conv rc=$? ($(grep -c '"conv"' "$work/torch_conv.jsonl") lines)"
+      python3 "$scripts/conv_table.py" "$work/bench_conv.jsonl" --torch "$work/torch_conv.jsonl" \
+        > "$work/conv_table.md" 2>&1
+      note "convs: $(grep 'sum over' "$work/conv_table.md" | tr '\n' ' ')"
       ;;
     penalty)
       # The gradient-penalty D step against a plain one (the goal: at most 3x): the train loop with
@@ -224,7 +253,7 @@ for stage in "$@"; do
       cp /tmp/study/*.log "$work/" 2>/dev/null
       ;;
     *)
-      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench penalty train study)"
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench convs penalty train study)"
       ;;
   esac
   note "stage $stage: $((SECONDS - t0)) s"

@@ -62,6 +62,7 @@ struct Options {
   std::string resume;           // a run directory to continue
   DeviceChoice device = DeviceChoice::kAuto;
   bool tf32 = false;
+  bool deterministic = false;  // cuDNN: deterministic algorithms only, untimed (bitwise-equal runs)
   // CUDA: capture one whole iteration (D steps, G step, EMA) as a CUDA graph after a warm-up
   // iteration and replay it; bitwise equal to eager steps (tests/test_trainer.cpp).
   bool cuda_graph = true;

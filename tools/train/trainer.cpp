@@ -128,6 +128,7 @@ class Training {
 void Training::configure() {
   dev_ = choose_device(o_);
   if (o_.tf32) set_allow_tf32(true);
+  if (o_.deterministic) set_cudnn_deterministic(true);
   if (!o_.resume.empty()) {
     std::string path;
     resume_file_ = open_checkpoint(o_.resume, &path);
