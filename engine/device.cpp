@@ -133,6 +133,7 @@ kernels::CudnnConvContext conv_context() {
   ctx.handle = cudnn();
   ctx.tf32 = allow_tf32();
   ctx.deterministic = cudnn_deterministic();
+  ctx.cublas = cublas();  // the GEMM candidate, in the engine's math mode (= ctx.tf32)
   static const size_t limit = [] {
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {

@@ -18,6 +18,7 @@
 
 #include "kernels/check.h"
 #include "kernels/common.h"
+#include "kernels/matmul.h"
 
 namespace gan {
 
@@ -31,48 +32,6 @@ namespace kernels {
 namespace {
 
 std::mutex g_mu;  // the plans, the disk cache and the log
-
-// One per (geometry, math mode, policy). Each direction has its own convolution descriptor so
-// that it can carry the math type its algorithm was chosen with; a direction is chosen on its
-// first call (has_*).
-struct ConvPlan {
-  ConvPlan() = default;
-  ConvPlan(const ConvPlan&) = delete;
-  ConvPlan& operator=(const ConvPlan&) = delete;
-  // Descriptors are host objects: destroying them needs no device, also at exit (the plan
-  // cache is a static; LeakSanitizer found them leaked).
-  ~ConvPlan() {
-    for (cudnnConvolutionDescriptor_t c : {probe, conv_fwd, conv_bwd_data, conv_bwd_filter})
-      if (c) (void)cudnnDestroyConvolutionDescriptor(c);
-    if (w) (void)cudnnDestroyFilterDescriptor(w);
-    if (y) (void)cudnnDestroyTensorDescriptor(y);
-    if (x) (void)cudnnDestroyTensorDescriptor(x);
-  }
-
-  cudnnTensorDescriptor_t x = nullptr, y = nullptr;
-  cudnnFilterDescriptor_t w = nullptr;
-  cudnnConvolutionDescriptor_t probe = nullptr;  // the mode's math type: heuristics queries
-  cudnnConvolutionDescriptor_t conv_fwd = nullptr, conv_bwd_data = nullptr,
-                               conv_bwd_filter = nullptr;
-  cudnnConvolutionFwdAlgo_t fwd{};
-  cudnnConvolutionBwdDataAlgo_t bwd_data{};
-  cudnnConvolutionBwdFilterAlgo_t bwd_filter{};
-  size_t ws_fwd = 0, ws_bwd_data = 0, ws_bwd_filter = 0;
-  bool has_fwd = false, has_bwd_data = false, has_bwd_filter = false;
-};
-
-using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int,
-                           int, int, int, int, bool, bool>;
-
-PlanKey key_of(const ConvGeom& g, const CudnnConvContext& ctx) {
-  return {g.n,      g.h,      g.w,      g.c,      g.k,      g.r,      g.s,     g.stride_h,
-          g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, ctx.tf32, ctx.deterministic};
-}
-
-std::map<PlanKey, std::unique_ptr<ConvPlan>>& plans() {
-  static std::map<PlanKey, std::unique_ptr<ConvPlan>> p;
-  return p;
-}
 
 int to_int(int64_t v, const char* what) {
   GAN_CHECK(v <= INT_MAX, fmt::format("conv (cuDNN): {} = {} exceeds 2^31-1", what, v));
@@ -89,6 +48,98 @@ cudnnConvolutionDescriptor_t make_conv(const ConvGeom& g, cudnnMathType_t math) 
   return d;
 }
 
+struct ConvDesc {  // a convolution descriptor destroyed with its scope
+  cudnnConvolutionDescriptor_t d = nullptr;
+  ConvDesc(const ConvGeom& g, int math) : d(make_conv(g, cudnnMathType_t(math))) {}
+  ~ConvDesc() { (void)cudnnDestroyConvolutionDescriptor(d); }
+  ConvDesc(const ConvDesc&) = delete;
+  ConvDesc& operator=(const ConvDesc&) = delete;
+};
+
+// The tensor and filter descriptors of one geometry in one layout, the filter also as a 4-d
+// tensor (for cudnnTransformTensor), and a probe convolution in the mode's math (for the
+// heuristics). Host objects: destroying them needs no device, also at exit.
+struct Descs {
+  Descs() = default;
+  Descs(const Descs&) = delete;
+  Descs& operator=(const Descs&) = delete;
+  ~Descs() {
+    if (probe) (void)cudnnDestroyConvolutionDescriptor(probe);
+    if (w) (void)cudnnDestroyFilterDescriptor(w);
+    for (cudnnTensorDescriptor_t t : {x, y, wt})
+      if (t) (void)cudnnDestroyTensorDescriptor(t);
+  }
+  bool made = false;
+  cudnnTensorDescriptor_t x = nullptr, y = nullptr, wt = nullptr;
+  cudnnFilterDescriptor_t w = nullptr;
+  cudnnConvolutionDescriptor_t probe = nullptr;
+
+  void make(const ConvGeom& g, bool tf32, ConvLayout layout) {
+    if (made) return;
+    made = true;
+    const cudnnTensorFormat_t f =
+        layout == ConvLayout::kNCHW ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC;
+    GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
+    GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
+    GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&wt));
+    GAN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
+    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, f, CUDNN_DATA_FLOAT, to_int(g.n, "N"),
+                                               to_int(g.c, "C"), to_int(g.h, "H"),
+                                               to_int(g.w, "W")));
+    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, f, CUDNN_DATA_FLOAT, to_int(g.n, "N"),
+                                               to_int(g.k, "K"), to_int(g.p, "P"),
+                                               to_int(g.q, "Q")));
+    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(wt, f, CUDNN_DATA_FLOAT, to_int(g.k, "K"),
+                                               to_int(g.c, "C"), to_int(g.r, "R"),
+                                               to_int(g.s, "S")));
+    GAN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, f, to_int(g.k, "K"),
+                                               to_int(g.c, "C"), to_int(g.r, "R"),
+                                               to_int(g.s, "S")));
+    probe = make_conv(g, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
+    int ny[4] = {};
+    GAN_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(probe, x, w, 4, ny));
+    GAN_CHECK(ny[0] == g.n && ny[1] == g.k && ny[2] == g.p && ny[3] == g.q,
+              fmt::format("conv (cuDNN): output dims ({}, {}, {}, {}) differ from the expected "
+                          "(N={}, K={}, P={}, Q={})",
+                          ny[0], ny[1], ny[2], ny[3], g.n, g.k, g.p, g.q));
+  }
+};
+
+// What a direction reads and writes (the engine's NHWC / KRSC buffers): forward a = x, b = w,
+// out = y; backward-data a = dy, b = w, out = dx; backward-filter a = x, b = dy, out = dw, with
+// beta 1 when it accumulates.
+struct Operands {
+  const float* a = nullptr;
+  const float* b = nullptr;
+  float* out = nullptr;
+  float beta = 0.f;
+};
+
+struct DirPlan {
+  bool chosen = false;
+  ConvCandidate c;
+  size_t ws = 0;
+};
+
+// One per (geometry, math mode, policy).
+struct ConvPlan {
+  Descs nhwc, nchw;
+  DirPlan dir[3];
+};
+
+using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int,
+                           int, int, int, int, bool, bool>;
+
+PlanKey key_of(const ConvGeom& g, const CudnnConvContext& ctx) {
+  return {g.n,      g.h,      g.w,      g.c,      g.k,      g.r,      g.s,     g.stride_h,
+          g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, ctx.tf32, ctx.deterministic};
+}
+
+std::map<PlanKey, std::unique_ptr<ConvPlan>>& plans() {
+  static std::map<PlanKey, std::unique_ptr<ConvPlan>> p;
+  return p;
+}
+
 std::vector<std::string> g_plan_log;  // one line per choice (conv_plan_log())
 
 bool log_kernels() {
@@ -103,13 +154,27 @@ std::string geom_text(const ConvGeom& g) {
                      g.dil_h, g.dil_w);
 }
 
+std::string candidate_text(const ConvCandidate& c) {
+  if (c.algo == kConvGemmAlgo) return "gemm (cuBLAS)";
+  return fmt::format("algo {} math {}{}{}", c.algo, c.math,
+                     c.layout == ConvLayout::kNCHW ? " nchw" : "",
+                     c.deterministic ? "" : " non-deterministic");
+}
+
+// The window covers the whole input: y (N, K) = x (N, HWC) w (K, HWC)^T, a GEMM.
+bool full_window(const ConvGeom& g) {
+  return g.p == 1 && g.q == 1 && g.pad_h == 0 && g.pad_w == 0 && g.dil_h == 1 && g.dil_w == 1 &&
+         g.r == g.h && g.s == g.w;
+}
+
 // ---- the plan cache on disk ----
-// One line per timed choice: "<key>\t<algo>\t<math>\t<ms>", the key naming the GPU, its compute
-// capability, the cuDNN version, the geometry, the math mode and the direction. Later lines win.
+// One line per timed choice: "<key>\t<algo>\t<math>\t<layout>\t<ms>", the key naming the GPU, its
+// compute capability, the cuDNN version, the geometry, the math mode and the direction. Later
+// lines win; lines of another form are skipped.
 struct DiskCache {
   std::string path;
   bool loaded = false;
-  std::map<std::string, std::pair<int, int>> entries;  // key -> (algo, math)
+  std::map<std::string, std::tuple<int, int, int>> entries;  // key -> (algo, math, layout)
 };
 DiskCache g_disk;
 
@@ -142,23 +207,24 @@ void load_disk_cache_locked() {
   while (std::getline(in, line)) {
     const size_t t1 = line.find('\t');
     if (t1 == std::string::npos) continue;
-    int algo = -1, math = -1;
+    int algo = -2, math = -1, layout = -1;
     double ms = 0;
-    if (std::sscanf(line.c_str() + t1 + 1, "%d\t%d\t%lf", &algo, &math, &ms) != 3) continue;
-    if (algo < 0 || math < 0) continue;
-    g_disk.entries[line.substr(0, t1)] = {algo, math};
+    if (std::sscanf(line.c_str() + t1 + 1, "%d\t%d\t%d\t%lf", &algo, &math, &layout, &ms) != 4)
+      continue;
+    if (algo < kConvGemmAlgo || math < 0 || layout < 0 || layout > 1) continue;
+    g_disk.entries[line.substr(0, t1)] = {algo, math, layout};
   }
 }
 
-void save_to_disk_cache_locked(const std::string& key, int algo, int math, double ms) {
-  g_disk.entries[key] = {algo, math};
+void save_to_disk_cache_locked(const std::string& key, const ConvCandidate& c, double ms) {
+  g_disk.entries[key] = {c.algo, c.math, int(c.layout)};
   if (g_disk.path.empty()) return;
   const auto dir = std::filesystem::path(g_disk.path).parent_path();
   std::error_code ec;
   if (!dir.empty()) std::filesystem::create_directories(dir, ec);
   // One short line per append: concurrent writers (ranks) interleave whole lines.
   if (FILE* f = std::fopen(g_disk.path.c_str(), "a")) {
-    std::fprintf(f, "%s\t%d\t%d\t%.5f\n", key.c_str(), algo, math, ms);
+    std::fprintf(f, "%s\t%d\t%d\t%d\t%.5f\n", key.c_str(), c.algo, c.math, int(c.layout), ms);
     std::fclose(f);
   } else {
     std::fprintf(stderr, "gan: warning: cannot append to the cuDNN plan cache %s\n",
@@ -166,25 +232,150 @@ void save_to_disk_cache_locked(const std::string& key, int algo, int math, doubl
   }
 }
 
-// ---- choosing ----
+// ---- listing, sizing and running candidates ----
 
-// What one direction needs: its heuristics, how to size and run a candidate.
-struct Direction {
-  ConvDirection dir;
-  std::vector<ConvCandidate> listed;  // the heuristics' order, successes only
-  std::function<void(cudnnConvolutionDescriptor_t, int algo, void* ws, size_t ws_bytes)> run;
-  std::function<size_t(cudnnConvolutionDescriptor_t, int algo)> workspace_size;
-};
+constexpr int kMaxAlgos = 16;
 
 template <class Perf>
-std::vector<ConvCandidate> listed_of(const Perf* perf, int count, ConvDirection d) {
-  std::vector<ConvCandidate> out;
+void append_listed(const Perf* perf, int count, ConvDirection d, ConvLayout layout,
+                   std::vector<ConvCandidate>& out) {
   for (int i = 0; i < count; ++i) {
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
-    out.push_back({d, int(p.algo), int(p.mathType), p.memory, p.determinism == CUDNN_DETERMINISTIC});
+    out.push_back({d, int(p.algo), int(p.mathType), layout, p.memory,
+                   p.determinism == CUDNN_DETERMINISTIC});
+  }
+}
+
+// cuDNN's heuristics for one direction in one layout, in their order.
+std::vector<ConvCandidate> heuristics(const CudnnConvContext& ctx, const Descs& ds,
+                                      ConvDirection d, ConvLayout layout) {
+  std::vector<ConvCandidate> out;
+  int n = 0;
+  if (d == ConvDirection::kForward) {
+    cudnnConvolutionFwdAlgoPerf_t perf[kMaxAlgos];
+    GAN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.handle, ds.x, ds.w, ds.probe, ds.y,
+                                                           kMaxAlgos, &n, perf));
+    append_listed(perf, n, d, layout, out);
+  } else if (d == ConvDirection::kBackwardData) {
+    cudnnConvolutionBwdDataAlgoPerf_t perf[kMaxAlgos];
+    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx.handle, ds.w, ds.y, ds.probe,
+                                                                ds.x, kMaxAlgos, &n, perf));
+    append_listed(perf, n, d, layout, out);
+  } else {
+    cudnnConvolutionBwdFilterAlgoPerf_t perf[kMaxAlgos];
+    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx.handle, ds.x, ds.y, ds.probe,
+                                                                  ds.w, kMaxAlgos, &n, perf));
+    append_listed(perf, n, d, layout, out);
   }
   return out;
+}
+
+size_t algo_workspace(const CudnnConvContext& ctx, const ConvGeom& g, const Descs& ds,
+                      const ConvCandidate& c) {
+  const ConvDesc cd(g, c.math);
+  size_t b = 0;
+  if (c.direction == ConvDirection::kForward)
+    GAN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
+        ctx.handle, ds.x, ds.w, cd.d, ds.y, cudnnConvolutionFwdAlgo_t(c.algo), &b));
+  else if (c.direction == ConvDirection::kBackwardData)
+    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
+        ctx.handle, ds.w, ds.y, cd.d, ds.x, cudnnConvolutionBwdDataAlgo_t(c.algo), &b));
+  else
+    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
+        ctx.handle, ds.x, ds.y, cd.d, ds.w, cudnnConvolutionBwdFilterAlgo_t(c.algo), &b));
+  return b;
+}
+
+size_t round_up(size_t b) { return (b + 255) / 256 * 256; }
+
+// Element counts of a direction's a, b and out.
+void operand_sizes(const ConvGeom& g, ConvDirection d, size_t& na, size_t& nb, size_t& nout) {
+  const size_t nx = size_t(g.x_numel()), nw = size_t(g.w_numel()), ny = size_t(g.y_numel());
+  if (d == ConvDirection::kForward) na = nx, nb = nw, nout = ny;
+  else if (d == ConvDirection::kBackwardData) na = ny, nb = nw, nout = nx;
+  else na = nx, nb = ny, nout = nw;
+}
+
+// A candidate's whole workspace: the algorithm's, plus in NCHW the converted a, b and out.
+size_t candidate_workspace(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
+                           const ConvCandidate& c) {
+  if (c.algo == kConvGemmAlgo) return 0;
+  if (c.layout == ConvLayout::kNHWC) return algo_workspace(ctx, g, pl.nhwc, c);
+  size_t na, nb, nout;
+  operand_sizes(g, c.direction, na, nb, nout);
+  return round_up(algo_workspace(ctx, g, pl.nchw, c)) + round_up(na * 4) + round_up(nb * 4) +
+         round_up(nout * 4);
+}
+
+// The descriptors of a direction's a, b, out in a layout (filters as 4-d tensors).
+void operand_descs(const Descs& ds, ConvDirection d, cudnnTensorDescriptor_t& a,
+                   cudnnTensorDescriptor_t& b, cudnnTensorDescriptor_t& out) {
+  if (d == ConvDirection::kForward) a = ds.x, b = ds.wt, out = ds.y;
+  else if (d == ConvDirection::kBackwardData) a = ds.y, b = ds.wt, out = ds.x;
+  else a = ds.x, b = ds.y, out = ds.wt;
+}
+
+// The cuDNN call of a direction on descriptors `ds`, out = conv + beta out.
+void run_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const Descs& ds,
+               const ConvCandidate& c, const float* a, const float* b, float* out, float beta,
+               void* ws, size_t ws_bytes) {
+  const ConvDesc cd(g, c.math);
+  const float one = 1.f;
+  if (c.direction == ConvDirection::kForward)
+    GAN_CUDNN_CHECK(cudnnConvolutionForward(ctx.handle, &one, ds.x, a, ds.w, b, cd.d,
+                                            cudnnConvolutionFwdAlgo_t(c.algo), ws, ws_bytes,
+                                            &beta, ds.y, out));
+  else if (c.direction == ConvDirection::kBackwardData)
+    GAN_CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.handle, &one, ds.w, b, ds.y, a, cd.d,
+                                                 cudnnConvolutionBwdDataAlgo_t(c.algo), ws,
+                                                 ws_bytes, &beta, ds.x, out));
+  else
+    GAN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.handle, &one, ds.x, a, ds.y, b, cd.d,
+                                                   cudnnConvolutionBwdFilterAlgo_t(c.algo), ws,
+                                                   ws_bytes, &beta, ds.w, out));
+}
+
+// Runs candidate c on the engine's buffers; ws holds candidate_workspace(c) bytes.
+void run_candidate(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
+                   const ConvCandidate& c, const Operands& o, void* ws, size_t ws_bytes) {
+  if (c.algo == kConvGemmAlgo) {
+    const int64_t l = g.h * g.w * g.c;  // = R S C
+    Gemm m;
+    if (c.direction == ConvDirection::kForward) {  // y (N, K) = x (N, L) w (K, L)^T
+      m.trans_b = true, m.m = g.n, m.n = g.k, m.k = l;
+    } else if (c.direction == ConvDirection::kBackwardData) {  // dx (N, L) = dy (N, K) w (K, L)
+      m.m = g.n, m.n = l, m.k = g.k;
+    } else {  // dw (K, L) = dy (N, K)^T x (N, L)
+      m.trans_a = true, m.m = g.k, m.n = l, m.k = g.n;
+      gemm_cuda(m, 1.f, o.b, o.a, o.beta, o.out, ctx.cublas);
+      return;
+    }
+    gemm_cuda(m, 1.f, o.a, o.b, o.beta, o.out, ctx.cublas);
+    return;
+  }
+  if (c.layout == ConvLayout::kNHWC) {
+    run_cudnn(ctx, g, pl.nhwc, c, o.a, o.b, o.out, o.beta, ws, ws_bytes);
+    return;
+  }
+  // NCHW: convert a and b, convolve into a converted result, convert it back (adding when beta).
+  size_t na, nb, nout;
+  operand_sizes(g, c.direction, na, nb, nout);
+  const size_t algo_ws = round_up(algo_workspace(ctx, g, pl.nchw, c));
+  GAN_CHECK(ws_bytes >= algo_ws + round_up(na * 4) + round_up(nb * 4) + round_up(nout * 4),
+            "conv (cuDNN): NCHW workspace too small");
+  auto* base = static_cast<char*>(ws);
+  auto* a2 = reinterpret_cast<float*>(base + algo_ws);
+  auto* b2 = reinterpret_cast<float*>(base + algo_ws + round_up(na * 4));
+  auto* out2 = reinterpret_cast<float*>(base + algo_ws + round_up(na * 4) + round_up(nb * 4));
+  cudnnTensorDescriptor_t a_h, b_h, out_h, a_c, b_c, out_c;
+  operand_descs(pl.nhwc, c.direction, a_h, b_h, out_h);
+  operand_descs(pl.nchw, c.direction, a_c, b_c, out_c);
+  const float one = 1.f, zero = 0.f;
+  GAN_CUDNN_CHECK(cudnnTransformTensor(ctx.handle, &one, a_h, o.a, &zero, a_c, a2));
+  GAN_CUDNN_CHECK(cudnnTransformTensor(ctx.handle, &one, b_h, o.b, &zero, b_c, b2));
+  run_cudnn(ctx, g, pl.nchw, c, a2, b2, out2, 0.f, algo_ws ? ws : nullptr, algo_ws);
+  GAN_CUDNN_CHECK(cudnnTransformTensor(ctx.handle, &one, out_c, out2, &o.beta, out_h, o.out));
 }
 
 bool math_ok(const ConvCandidate& c, bool tf32) { return tf32 || c.math == CUDNN_FMA_MATH; }
@@ -219,17 +410,63 @@ double time_with_events(cudaStream_t stream, const std::function<void()>& run) {
   return median(ms);
 }
 
+struct DeviceBuffer {  // a temporary allocation (never inside a capture)
+  void* p = nullptr;
+  explicit DeviceBuffer(size_t bytes) {
+    if (bytes) GAN_CUDA_CHECK(cudaMalloc(&p, bytes));
+  }
+  ~DeviceBuffer() {
+    if (p) (void)cudaFree(p);
+  }
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+};
+
+// Times each candidate (ctx.timer, or CUDA events) on `o`, with a temporary workspace; candidates
+// over the workspace limit or refused get ms < 0. Sets each candidate's workspace.
+std::vector<ConvTiming> time_all(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
+                                 std::vector<ConvCandidate> cands, const Operands& o,
+                                 cudaStream_t stream) {
+  std::vector<ConvTiming> out;
+  size_t ws_max = 0;
+  for (ConvCandidate& c : cands) {
+    try {
+      c.workspace = candidate_workspace(ctx, g, pl, c);
+    } catch (const Error&) {
+      c.workspace = SIZE_MAX;
+    }
+    if (c.workspace <= ctx.workspace_limit) ws_max = std::max(ws_max, c.workspace);
+    out.push_back({c, -1});
+  }
+  const DeviceBuffer ws(ws_max);
+  for (ConvTiming& t : out) {
+    if (t.candidate.workspace > ctx.workspace_limit) continue;
+    const std::function<void()> run = [&] {
+      run_candidate(ctx, g, pl, t.candidate, o, ws.p, t.candidate.workspace);
+    };
+    try {
+      t.ms = ctx.timer ? ctx.timer(t.candidate, run) : time_with_events(stream, run);
+    } catch (const Error&) {
+      t.ms = -1;  // refused at run time: not a candidate
+    }
+  }
+  GAN_CUDA_CHECK(cudaStreamSynchronize(stream));
+  return out;
+}
+
 struct Choice {
   ConvCandidate c;
   std::string how;  // for the log
 };
 
-// The policy of the header comment.
-Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, Direction& d) {
-  const char* what = conv_direction_name(d.dir);
-  GAN_CHECK(!d.listed.empty(), fmt::format("conv (cuDNN): no {} algorithm available", what));
+// The policy of the header comment, for direction d of plan pl on the operands o.
+Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, ConvDirection d,
+              const Operands& o) {
+  const char* what = conv_direction_name(d);
+  pl.nhwc.make(g, ctx.tf32, ConvLayout::kNHWC);
+  const std::vector<ConvCandidate> listed = heuristics(ctx, pl.nhwc, d, ConvLayout::kNHWC);
   if (ctx.deterministic) {
-    for (const ConvCandidate& c : d.listed)
+    for (const ConvCandidate& c : listed)
       if (c.deterministic && math_ok(c, ctx.tf32)) return {c, "heuristic, deterministic"};
     throw Error(fmt::format(
         "conv (cuDNN): cuDNN offers no deterministic {} algorithm{} for {}; run without "
@@ -237,10 +474,11 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, Direction& d) {
         what, ctx.tf32 ? "" : " in strict float32 (FMA) math", geom_text(g)));
   }
   std::vector<ConvCandidate> cands;
-  for (const ConvCandidate& c : d.listed)
+  for (const ConvCandidate& c : listed)
     if (math_ok(c, ctx.tf32)) cands.push_back(c);
   if (cands.empty()) {  // strict float32 with no FMA algorithm: cuDNN's default math, said loudly
-    cands.push_back(d.listed.front());
+    GAN_CHECK(!listed.empty(), fmt::format("conv (cuDNN): no {} algorithm available", what));
+    cands.push_back(listed.front());
     std::fprintf(stderr,
                  "gan: warning: cuDNN offers no strict float32 (FMA) %s algorithm for %s; using "
                  "algorithm %d in math type %d\n",
@@ -253,214 +491,79 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, Direction& d) {
   GAN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
   if (capturing != cudaStreamCaptureStatusNone)
     return {cands.front(), "heuristic (first use inside a CUDA graph capture)"};
-  const std::string key = cache_key(g, ctx.tf32, d.dir);
+  // The other candidates: NCHW with conversions, the GEMM.
+  try {
+    pl.nchw.make(g, ctx.tf32, ConvLayout::kNCHW);
+    for (const ConvCandidate& c : heuristics(ctx, pl.nchw, d, ConvLayout::kNCHW))
+      if (math_ok(c, ctx.tf32)) cands.push_back(c);
+  } catch (const Error&) {
+    // no NCHW algorithm for this geometry
+  }
+  if (ctx.cublas && full_window(g))
+    cands.push_back({d, kConvGemmAlgo, ctx.tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
+                     ConvLayout::kNHWC, 0, true});
+  const std::string key = cache_key(g, ctx.tf32, d);
   load_disk_cache_locked();
   if (auto it = g_disk.entries.find(key); it != g_disk.entries.end()) {
+    const auto [algo, math, layout] = it->second;
     for (const ConvCandidate& c : cands)
-      if (c.algo == it->second.first && c.math == it->second.second) return {c, "cached"};
+      if (c.algo == algo && c.math == math && int(c.layout) == layout) return {c, "cached"};
   }
   if (cands.size() == 1 && !ctx.timer) return {cands.front(), "heuristic (the only candidate)"};
-  // Each candidate's real workspace size (the heuristics' figure may differ), within the limit.
-  size_t ws_max = 0;
-  std::vector<ConvCandidate> timed;
-  for (ConvCandidate c : cands) {
-    cudnnConvolutionDescriptor_t cd = make_conv(g, cudnnMathType_t(c.math));
-    size_t bytes = 0;
-    bool ok = true;
-    try {
-      bytes = d.workspace_size(cd, c.algo);
-    } catch (const Error&) {
-      ok = false;
-    }
-    (void)cudnnDestroyConvolutionDescriptor(cd);
-    if (!ok || bytes > ctx.workspace_limit) continue;
-    c.workspace = bytes;
-    ws_max = std::max(ws_max, bytes);
-    timed.push_back(c);
-  }
-  GAN_CHECK(!timed.empty(), fmt::format("conv (cuDNN): no {} algorithm fits a workspace of {} "
-                                        "bytes for {}",
-                                        what, ctx.workspace_limit, geom_text(g)));
-  // A temporary workspace for the timing (the engine's keeps the chosen plan's size only).
-  void* ws = nullptr;
-  if (ws_max) GAN_CUDA_CHECK(cudaMalloc(&ws, ws_max));
-  struct Free {
-    void* p;
-    ~Free() {
-      if (p) (void)cudaFree(p);
-    }
-  } free_ws{ws};
+  const std::vector<ConvTiming> ts = time_all(ctx, g, pl, cands, o, stream);
   std::string report;
-  const ConvCandidate* best = nullptr;
-  double best_ms = 0;
-  for (const ConvCandidate& c : timed) {
-    cudnnConvolutionDescriptor_t cd = make_conv(g, cudnnMathType_t(c.math));
-    double ms = -1;
-    const std::function<void()> run = [&] { d.run(cd, c.algo, ws, c.workspace); };
-    try {
-      ms = ctx.timer ? ctx.timer(c, run) : time_with_events(stream, run);
-    } catch (const Error&) {
-      ms = -1;  // refused at run time: not a candidate
-    }
-    (void)cudnnDestroyConvolutionDescriptor(cd);
-    report += fmt::format("{}{}/{}{}={}", report.empty() ? "" : " ", c.algo, c.math,
-                          c.deterministic ? "" : "(nd)",
-                          ms < 0 ? std::string("failed") : fmt::format("{:.4f}", ms));
-    if (ms >= 0 && (!best || ms < best_ms)) {
-      best = &c;
-      best_ms = ms;
-    }
+  const ConvTiming* best = nullptr;
+  for (const ConvTiming& t : ts) {
+    const ConvCandidate& c = t.candidate;
+    report += fmt::format("{}{}={}", report.empty() ? "" : ", ",
+                          c.algo == kConvGemmAlgo
+                              ? std::string("gemm")
+                              : fmt::format("{}/{}{}{}", c.algo, c.math,
+                                            c.layout == ConvLayout::kNCHW ? "/nchw" : "",
+                                            c.deterministic ? "" : "/nd"),
+                          t.ms < 0 ? std::string("-") : fmt::format("{:.4f}", t.ms));
+    if (t.ms >= 0 && (!best || t.ms < best->ms)) best = &t;
   }
-  GAN_CUDA_CHECK(cudaStreamSynchronize(stream));
-  GAN_CHECK(best != nullptr, fmt::format("conv (cuDNN): every {} algorithm failed for {}", what,
-                                         geom_text(g)));
-  save_to_disk_cache_locked(key, best->algo, best->math, best_ms);
-  return {*best, fmt::format("timed {:.4f} ms [algo/math=ms: {}]", best_ms, report)};
+  GAN_CHECK(best != nullptr,
+            fmt::format("conv (cuDNN): every {} candidate failed or needs more than {} bytes of "
+                        "workspace for {}",
+                        what, ctx.workspace_limit, geom_text(g)));
+  save_to_disk_cache_locked(key, best->candidate, best->ms);
+  return {best->candidate,
+          fmt::format("timed {:.4f} ms [algo/math=ms: {}]", best->ms, report)};
 }
 
 void record(const ConvGeom& g, const CudnnConvContext& ctx, ConvDirection dir, const Choice& c) {
-  g_plan_log.push_back(fmt::format("conv {}{}{}: {} algo {} math {}{} ({})", geom_text(g),
+  g_plan_log.push_back(fmt::format("conv {}{}{}: {} {} ({})", geom_text(g),
                                    ctx.tf32 ? " tf32" : " fp32",
                                    ctx.deterministic ? " deterministic" : "",
-                                   conv_direction_name(dir), c.c.algo, c.c.math,
-                                   c.c.deterministic ? "" : " non-deterministic", c.how));
+                                   conv_direction_name(dir), candidate_text(c.c), c.how));
   if (log_kernels()) std::fprintf(stderr, "gan: cuDNN plan: %s\n", g_plan_log.back().c_str());
-}
-
-// x, y and w descriptors of `g` in NHWC or NCHW, and the probe of the math mode.
-void make_descriptors(ConvPlan& pl, const ConvGeom& g, bool tf32, cudnnTensorFormat_t format) {
-  GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&pl.x));
-  GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&pl.y));
-  GAN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&pl.w));
-  GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl.x, format, CUDNN_DATA_FLOAT, to_int(g.n, "N"),
-                                             to_int(g.c, "C"), to_int(g.h, "H"),
-                                             to_int(g.w, "W")));
-  GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(pl.y, format, CUDNN_DATA_FLOAT, to_int(g.n, "N"),
-                                             to_int(g.k, "K"), to_int(g.p, "P"),
-                                             to_int(g.q, "Q")));
-  GAN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(pl.w, CUDNN_DATA_FLOAT, format, to_int(g.k, "K"),
-                                             to_int(g.c, "C"), to_int(g.r, "R"),
-                                             to_int(g.s, "S")));
-  pl.probe = make_conv(g, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
-  int ny[4] = {};
-  GAN_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(pl.probe, pl.x, pl.w, 4, ny));
-  GAN_CHECK(ny[0] == g.n && ny[1] == g.k && ny[2] == g.p && ny[3] == g.q,
-            fmt::format("conv (cuDNN): output dims ({}, {}, {}, {}) differ from the expected "
-                        "(N={}, K={}, P={}, Q={})",
-                        ny[0], ny[1], ny[2], ny[3], g.n, g.k, g.p, g.q));
 }
 
 ConvPlan& plan_locked(const CudnnConvContext& ctx, const ConvGeom& g) {
   auto& slot = plans()[key_of(g, ctx)];
-  if (slot) return *slot;
-  auto plan = std::make_unique<ConvPlan>();
-  make_descriptors(*plan, g, ctx.tf32, CUDNN_TENSOR_NHWC);
-  slot = std::move(plan);
+  if (!slot) slot = std::make_unique<ConvPlan>();
   return *slot;
 }
 
-constexpr int kMaxAlgos = 16;
-
-Direction forward_direction(const CudnnConvContext& ctx, const ConvPlan& pl, const float* x,
-                            const float* w, float* y) {
-  cudnnConvolutionFwdAlgoPerf_t perf[kMaxAlgos];
-  int n = 0;
-  GAN_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(ctx.handle, pl.x, pl.w, pl.probe, pl.y,
-                                                         kMaxAlgos, &n, perf));
-  Direction d{ConvDirection::kForward, listed_of(perf, n, ConvDirection::kForward), {}, {}};
-  d.workspace_size = [&ctx, &pl](cudnnConvolutionDescriptor_t cd, int algo) {
-    size_t b = 0;
-    GAN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
-        ctx.handle, pl.x, pl.w, cd, pl.y, cudnnConvolutionFwdAlgo_t(algo), &b));
-    return b;
-  };
-  d.run = [&ctx, &pl, x, w, y](cudnnConvolutionDescriptor_t cd, int algo, void* ws, size_t ws_bytes) {
-    const float one = 1.f, zero = 0.f;
-    GAN_CUDNN_CHECK(cudnnConvolutionForward(ctx.handle, &one, pl.x, x, pl.w, w, cd,
-                                            cudnnConvolutionFwdAlgo_t(algo), ws, ws_bytes, &zero,
-                                            pl.y, y));
-  };
-  return d;
-}
-
-void choose_forward_locked(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
-                           const float* x, const float* w, float* y) {
-  Direction d = forward_direction(ctx, pl, x, w, y);
-  const Choice c = choose(ctx, g, d);
-  pl.fwd = cudnnConvolutionFwdAlgo_t(c.c.algo);
-  pl.conv_fwd = make_conv(g, cudnnMathType_t(c.c.math));
-  pl.ws_fwd = d.workspace_size(pl.conv_fwd, c.c.algo);
-  pl.has_fwd = true;
-  record(g, ctx, d.dir, c);
-}
-
-Direction backward_data_direction(const CudnnConvContext& ctx, const ConvPlan& pl,
-                                  const float* dy, const float* w, float* dx) {
-  cudnnConvolutionBwdDataAlgoPerf_t perf[kMaxAlgos];
-  int n = 0;
-  GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(ctx.handle, pl.w, pl.y, pl.probe,
-                                                              pl.x, kMaxAlgos, &n, perf));
-  Direction d{ConvDirection::kBackwardData, listed_of(perf, n, ConvDirection::kBackwardData), {},
-              {}};
-  d.workspace_size = [&ctx, &pl](cudnnConvolutionDescriptor_t cd, int algo) {
-    size_t b = 0;
-    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
-        ctx.handle, pl.w, pl.y, cd, pl.x, cudnnConvolutionBwdDataAlgo_t(algo), &b));
-    return b;
-  };
-  d.run = [&ctx, &pl, dy, w, dx](cudnnConvolutionDescriptor_t cd, int algo, void* ws, size_t ws_bytes) {
-    const float one = 1.f, zero = 0.f;
-    GAN_CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.handle, &one, pl.w, w, pl.y, dy, cd,
-                                                 cudnnConvolutionBwdDataAlgo_t(algo), ws, ws_bytes,
-                                                 &zero, pl.x, dx));
-  };
-  return d;
-}
-
-void choose_backward_data_locked(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
-                                 const float* dy, const float* w, float* dx) {
-  Direction d = backward_data_direction(ctx, pl, dy, w, dx);
-  const Choice c = choose(ctx, g, d);
-  pl.bwd_data = cudnnConvolutionBwdDataAlgo_t(c.c.algo);
-  pl.conv_bwd_data = make_conv(g, cudnnMathType_t(c.c.math));
-  pl.ws_bwd_data = d.workspace_size(pl.conv_bwd_data, c.c.algo);
-  pl.has_bwd_data = true;
-  record(g, ctx, d.dir, c);
-}
-
-Direction backward_filter_direction(const CudnnConvContext& ctx, const ConvPlan& pl,
-                                    const float* x, const float* dy, float* dw_scratch) {
-  cudnnConvolutionBwdFilterAlgoPerf_t perf[kMaxAlgos];
-  int n = 0;
-  GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(ctx.handle, pl.x, pl.y, pl.probe,
-                                                                pl.w, kMaxAlgos, &n, perf));
-  Direction d{ConvDirection::kBackwardFilter, listed_of(perf, n, ConvDirection::kBackwardFilter),
-              {}, {}};
-  d.workspace_size = [&ctx, &pl](cudnnConvolutionDescriptor_t cd, int algo) {
-    size_t b = 0;
-    GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(
-        ctx.handle, pl.x, pl.y, cd, pl.w, cudnnConvolutionBwdFilterAlgo_t(algo), &b));
-    return b;
-  };
-  d.run = [&ctx, &pl, x, dy, dw_scratch](cudnnConvolutionDescriptor_t cd, int algo, void* ws, size_t ws_bytes) {
-    const float one = 1.f, zero = 0.f;
-    GAN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.handle, &one, pl.x, x, pl.y, dy, cd,
-                                                   cudnnConvolutionBwdFilterAlgo_t(algo), ws,
-                                                   ws_bytes, &zero, pl.w, dw_scratch));
-  };
-  return d;
-}
-
-// `dw_scratch`: where the timing writes (never the caller's dw when it accumulates).
-void choose_backward_filter_locked(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
-                                   const float* x, const float* dy, float* dw_scratch) {
-  Direction d = backward_filter_direction(ctx, pl, x, dy, dw_scratch);
-  const Choice c = choose(ctx, g, d);
-  pl.bwd_filter = cudnnConvolutionBwdFilterAlgo_t(c.c.algo);
-  pl.conv_bwd_filter = make_conv(g, cudnnMathType_t(c.c.math));
-  pl.ws_bwd_filter = d.workspace_size(pl.conv_bwd_filter, c.c.algo);
-  pl.has_bwd_filter = true;
-  record(g, ctx, d.dir, c);
+// Chooses direction d's candidate on first use (timing on `timing`, which may be a scratch
+// output), then runs it on `o`.
+void run_direction(const CudnnConvContext& ctx, const ConvGeom& g, ConvDirection d,
+                   const Operands& o, const Operands* timing = nullptr) {
+  std::unique_lock<std::mutex> lock(g_mu);
+  ConvPlan& pl = plan_locked(ctx, g);
+  DirPlan& dp = pl.dir[int(d)];
+  if (!dp.chosen) {
+    const Choice c = choose(ctx, g, pl, d, timing ? *timing : o);
+    dp.c = c.c;
+    dp.ws = candidate_workspace(ctx, g, pl, dp.c);
+    dp.chosen = true;
+    record(g, ctx, d, c);
+  }
+  lock.unlock();
+  void* ws = dp.ws ? ctx.workspace(dp.ws) : nullptr;
+  run_candidate(ctx, g, pl, dp.c, o, ws, dp.ws);
 }
 
 }  // namespace
@@ -496,55 +599,49 @@ std::vector<std::string> conv_plan_log() {
 std::vector<ConvTiming> conv_time_candidates(const CudnnConvContext& ctx, const ConvGeom& g,
                                              bool nchw, ConvDirection direction) {
   std::lock_guard<std::mutex> lock(g_mu);
-  ConvPlan pl;
-  make_descriptors(pl, g, ctx.tf32, nchw ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC);
+  ConvPlan pl;  // its own descriptors; the layout's buffers are the "engine's" here
+  pl.nhwc.make(g, ctx.tf32, ConvLayout::kNHWC);
+  const ConvLayout layout = nchw ? ConvLayout::kNCHW : ConvLayout::kNHWC;
+  if (nchw) pl.nchw.make(g, ctx.tf32, layout);
   cudaStream_t stream = nullptr;
   GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
-  // Buffers: x, w, y, then the largest workspace of the listed candidates.
-  const size_t nx = size_t(g.x_numel()), nw = size_t(g.w_numel()), ny = size_t(g.y_numel());
-  float* buf = nullptr;
-  GAN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&buf), (nx + nw + ny) * sizeof(float)));
-  struct Free {
-    void* p;
-    ~Free() {
-      if (p) (void)cudaFree(p);
-    }
-  } free_buf{buf}, free_ws{nullptr};
+  size_t na, nb, nout;
+  operand_sizes(g, direction, na, nb, nout);
+  const DeviceBuffer buf((na + nb + nout) * sizeof(float));
   // Small finite values (bytes 0x3c: about 0.0115) so that no algorithm meets NaN or Inf.
-  GAN_CUDA_CHECK(cudaMemsetAsync(buf, 0x3c, (nx + nw + ny) * sizeof(float), stream));
-  float *x = buf, *w = buf + nx, *y = buf + nx + nw;
-  Direction d = direction == ConvDirection::kForward ? forward_direction(ctx, pl, x, w, y)
-                : direction == ConvDirection::kBackwardData
-                    ? backward_data_direction(ctx, pl, y, w, x)
-                    : backward_filter_direction(ctx, pl, x, y, w);
+  GAN_CUDA_CHECK(cudaMemsetAsync(buf.p, 0x3c, (na + nb + nout) * sizeof(float), stream));
+  auto* f = static_cast<float*>(buf.p);
+  const Operands o{f, f + na, f + na + nb, 0.f};
+  std::vector<ConvCandidate> cands;
+  for (const ConvCandidate& c : heuristics(ctx, nchw ? pl.nchw : pl.nhwc, direction, layout))
+    if (math_ok(c, ctx.tf32)) cands.push_back(c);
+  if (!nchw && ctx.cublas && full_window(g))
+    cands.push_back({direction, kConvGemmAlgo, ctx.tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
+                     ConvLayout::kNHWC, 0, true});
+  if (!nchw) return time_all(ctx, g, pl, cands, o, stream);
+  // Natively in NCHW (no conversions): run the cuDNN call on the NCHW descriptors directly.
   std::vector<ConvTiming> out;
   size_t ws_max = 0;
-  for (ConvCandidate c : d.listed) {
-    if (!math_ok(c, ctx.tf32)) continue;
-    cudnnConvolutionDescriptor_t cd = make_conv(g, cudnnMathType_t(c.math));
+  for (ConvCandidate& c : cands) {
     try {
-      c.workspace = d.workspace_size(cd, c.algo);
+      c.workspace = algo_workspace(ctx, g, pl.nchw, c);
     } catch (const Error&) {
       c.workspace = SIZE_MAX;
     }
-    (void)cudnnDestroyConvolutionDescriptor(cd);
-    if (c.workspace != SIZE_MAX && c.workspace <= ctx.workspace_limit)
-      ws_max = std::max(ws_max, c.workspace);
+    if (c.workspace <= ctx.workspace_limit) ws_max = std::max(ws_max, c.workspace);
     out.push_back({c, -1});
   }
-  void* ws = nullptr;
-  if (ws_max) GAN_CUDA_CHECK(cudaMalloc(&ws, ws_max));
-  free_ws.p = ws;
+  const DeviceBuffer ws(ws_max);
   for (ConvTiming& t : out) {
     if (t.candidate.workspace > ctx.workspace_limit) continue;
-    cudnnConvolutionDescriptor_t cd = make_conv(g, cudnnMathType_t(t.candidate.math));
-    const std::function<void()> run = [&] { d.run(cd, t.candidate.algo, ws, t.candidate.workspace); };
+    const std::function<void()> run = [&] {
+      run_cudnn(ctx, g, pl.nchw, t.candidate, o.a, o.b, o.out, 0.f, ws.p, t.candidate.workspace);
+    };
     try {
       t.ms = ctx.timer ? ctx.timer(t.candidate, run) : time_with_events(stream, run);
     } catch (const Error&) {
       t.ms = -1;
     }
-    (void)cudnnDestroyConvolutionDescriptor(cd);
   }
   GAN_CUDA_CHECK(cudaStreamSynchronize(stream));
   return out;
@@ -553,54 +650,44 @@ std::vector<ConvTiming> conv_time_candidates(const CudnnConvContext& ctx, const 
 void conv_forward_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
                         const float* w, float* y) {
   GAN_NVTX("conv_forward (cuDNN)");
-  std::unique_lock<std::mutex> lock(g_mu);
-  ConvPlan& pl = plan_locked(ctx, g);
-  if (!pl.has_fwd) choose_forward_locked(ctx, g, pl, x, w, y);
-  lock.unlock();
-  void* ws = pl.ws_fwd ? ctx.workspace(pl.ws_fwd) : nullptr;
-  const float one = 1.f, zero = 0.f;
-  GAN_CUDNN_CHECK(cudnnConvolutionForward(ctx.handle, &one, pl.x, x, pl.w, w, pl.conv_fwd, pl.fwd,
-                                          ws, pl.ws_fwd, &zero, pl.y, y));
+  run_direction(ctx, g, ConvDirection::kForward, {x, w, y, 0.f});
 }
 
 void conv_backward_data_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* dy,
                               const float* w, float* dx) {
   GAN_NVTX("conv_backward_data (cuDNN)");
-  std::unique_lock<std::mutex> lock(g_mu);
-  ConvPlan& pl = plan_locked(ctx, g);
-  if (!pl.has_bwd_data) choose_backward_data_locked(ctx, g, pl, dy, w, dx);
-  lock.unlock();
-  void* ws = pl.ws_bwd_data ? ctx.workspace(pl.ws_bwd_data) : nullptr;
-  const float one = 1.f, zero = 0.f;
-  GAN_CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.handle, &one, pl.w, w, pl.y, dy,
-                                               pl.conv_bwd_data, pl.bwd_data, ws, pl.ws_bwd_data,
-                                               &zero, pl.x, dx));
+  run_direction(ctx, g, ConvDirection::kBackwardData, {dy, w, dx, 0.f});
 }
 
 void conv_backward_filter_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
                                 const float* dy, float* dw, bool accumulate) {
   GAN_NVTX("conv_backward_filter (cuDNN)");
-  std::unique_lock<std::mutex> lock(g_mu);
-  ConvPlan& pl = plan_locked(ctx, g);
-  if (!pl.has_bwd_filter) {
-    if (!accumulate) {
-      choose_backward_filter_locked(ctx, g, pl, x, dy, dw);
-    } else {  // the timing must not add into dw: it writes a scratch filter
-      float* scratch = nullptr;
-      GAN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&scratch), size_t(g.w_numel()) * sizeof(float)));
-      struct Free {
-        float* p;
-        ~Free() { (void)cudaFree(p); }
-      } free_scratch{scratch};
-      choose_backward_filter_locked(ctx, g, pl, x, dy, scratch);
-    }
+  const Operands o{x, dy, dw, accumulate ? 1.f : 0.f};
+  if (!accumulate) {
+    run_direction(ctx, g, ConvDirection::kBackwardFilter, o);
+    return;
   }
-  lock.unlock();
-  void* ws = pl.ws_bwd_filter ? ctx.workspace(pl.ws_bwd_filter) : nullptr;
-  const float one = 1.f, beta = accumulate ? 1.f : 0.f;
-  GAN_CUDNN_CHECK(cudnnConvolutionBackwardFilter(ctx.handle, &one, pl.x, x, pl.y, dy,
-                                                 pl.conv_bwd_filter, pl.bwd_filter, ws,
-                                                 pl.ws_bwd_filter, &beta, pl.w, dw));
+  // The timing must not add into dw: it writes a scratch filter (only on the first use).
+  bool chosen = false;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    chosen = plan_locked(ctx, g).dir[int(ConvDirection::kBackwardFilter)].chosen;
+  }
+  if (chosen) {
+    run_direction(ctx, g, ConvDirection::kBackwardFilter, o);
+    return;
+  }
+  cudaStream_t stream = nullptr;
+  GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  GAN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone) {  // no timing, no allocation
+    run_direction(ctx, g, ConvDirection::kBackwardFilter, o);
+    return;
+  }
+  const DeviceBuffer scratch(size_t(g.w_numel()) * sizeof(float));
+  const Operands timing{x, dy, static_cast<float*>(scratch.p), 0.f};
+  run_direction(ctx, g, ConvDirection::kBackwardFilter, o, &timing);
 }
 
 }  // namespace kernels

@@ -2,11 +2,14 @@
 // conv_transpose2d (engine/ops_conv.cpp; kernels/conv.h has the geometry and the CPU references).
 // A plan (descriptors and the algorithm of each direction) is made once per geometry and math
 // mode and cached. Each direction's algorithm is chosen on its first call:
-//  - by measurement (the default): every algorithm cuDNN's heuristics list for that direction in
-//    the math mode (strict float32 = CUDNN_FMA_MATH only; TF32 = any) whose workspace fits
-//    `workspace_limit` is run on the caller's buffers and timed (ConvTimer; CUDA events, the
-//    median of 3 runs after one warm-up), non-deterministic algorithms included; the fastest
-//    wins. A first call inside a CUDA graph capture cannot time: it takes the heuristics' first.
+//  - by measurement (the default): the candidates are every algorithm cuDNN's heuristics list
+//    for that direction in the math mode (strict float32 = CUDNN_FMA_MATH only; TF32 = any), in
+//    NHWC and, with the operands and result converted by cudnnTransformTensor, in NCHW (cuDNN's
+//    strict-float32 kernels for strided data gradients are twice as fast there on an H200), and,
+//    where the window covers the whole input (output 1x1, no padding: a GEMM), one cuBLAS GEMM
+//    (ctx.cublas, in that handle's math mode). Each whose workspace fits `workspace_limit` is
+//    run on the caller's buffers and timed (ConvTimer; CUDA events, the median of 3 runs after
+//    one warm-up), non-deterministic algorithms included; the fastest wins. A first call inside a CUDA graph capture cannot time: it takes the heuristics' first.
 //    Timed choices are kept in a plan cache on disk (set_conv_plan_cache), keyed by GPU, cuDNN
 //    version, geometry, direction and math mode, so that a second run starts without timing;
 //  - deterministic (ctx.deterministic, gan_train --deterministic): the heuristics' first
@@ -16,6 +19,7 @@
 // workspace, so that this layer owns every cuDNN call and the engine owns the memory.
 #pragma once
 
+#include <cublas_v2.h>
 #include <cudnn.h>
 
 #include <cstddef>
@@ -41,12 +45,17 @@ namespace gan::kernels {
 enum class ConvDirection { kForward, kBackwardData, kBackwardFilter };
 const char* conv_direction_name(ConvDirection d);
 
-// One algorithm of one direction, as cuDNN's heuristics list it.
+enum class ConvLayout { kNHWC = 0, kNCHW = 1 };
+constexpr int kConvGemmAlgo = -1;  // ConvCandidate::algo of the cuBLAS GEMM
+
+// One way to run one direction: a cuDNN algorithm as the heuristics list it, in a layout, or the
+// GEMM (algo kConvGemmAlgo, layout NHWC).
 struct ConvCandidate {
   ConvDirection direction = ConvDirection::kForward;
   int algo = 0;
   int math = 0;  // cudnnMathType_t
-  size_t workspace = 0;
+  ConvLayout layout = ConvLayout::kNHWC;
+  size_t workspace = 0;  // NCHW: includes the converted operands and result
   bool deterministic = true;
 };
 
@@ -59,6 +68,7 @@ struct CudnnConvContext {
   cudnnHandle_t handle = nullptr;  // bound to the stream the convolution runs on
   bool tf32 = false;               // TF32 tensor-op math allowed (else strict float32, FMA)
   bool deterministic = false;      // heuristic deterministic algorithms only, untimed
+  cublasHandle_t cublas = nullptr;  // on the same stream: the GEMM candidate (none if null)
   size_t workspace_limit = size_t(1) << 30;  // the largest workspace a timed candidate may use
   ConvTimer timer;                           // empty: CUDA events
   // A device buffer of at least `bytes` bytes, usable on that stream until the next call.

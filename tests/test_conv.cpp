@@ -190,7 +190,8 @@ struct SelectionCase {
   std::vector<float> y_ref, dx_ref, dw_ref;
 };
 
-SelectionCase selection_case(int64_t c) {
+// full_window: the window covers the whole input (output 1x1: a GEMM candidate too).
+SelectionCase selection_case(int64_t c, bool full_window = false) {
   using gan::Device;
   using gan::Tensor;
   SelectionCase s;
@@ -198,6 +199,10 @@ SelectionCase selection_case(int64_t c) {
   g.n = 2, g.h = 7, g.w = 9, g.c = c, g.k = 5, g.r = 3, g.s = 3, g.pad_h = g.pad_w = 1;
   g.stride_h = g.stride_w = 2;
   g.p = 4, g.q = 5;
+  if (full_window) {
+    g.n = 3, g.h = g.r = 4, g.w = g.s = 3, g.k = 2, g.pad_h = g.pad_w = 0, g.p = g.q = 1;
+    g.stride_h = g.stride_w = 1;
+  }
   std::mt19937 rng{unsigned(c)};
   std::uniform_real_distribution<float> u(-1.f, 1.f);
   auto filled = [&](int64_t n) {
@@ -256,11 +261,14 @@ std::vector<std::string> log_since(size_t from) {
 }  // namespace
 
 // The selection logic with an injected timer: on the interpreter (three algorithms listed per
-// direction, $GAN_INTERP_CUDNN_ALGOS) and on a GPU (cuDNN's own lists) alike.
+// direction and layout, $GAN_INTERP_CUDNN_ALGOS and _NCHW) and on a GPU (cuDNN's own lists)
+// alike. The last candidate timed is made the fastest: an NCHW one (operands and result
+// converted) on both.
 TEST_CASE("conv cuda: the fastest timed algorithm wins; the timing leaves results alone",
           "[conv][cuda]") {
   GAN_REQUIRE_GPU();
   gan::test::ScopedEnv algos("GAN_INTERP_CUDNN_ALGOS", "3");
+  gan::test::ScopedEnv nchw("GAN_INTERP_CUDNN_NCHW", "1");
   gan::test::TempDir dir;
   gan::set_cudnn_plan_cache(dir.file("plans.tsv"));
   for (const bool tf32 : {false, true}) {
@@ -288,23 +296,62 @@ TEST_CASE("conv cuda: the fastest timed algorithm wins; the timing leaves result
       const auto& v = seen[d];
       INFO(lines[size_t(d)]);
       REQUIRE(v.size() >= 2);  // a choice was made
-      if (gan::test::on_interpreter()) CHECK(v.size() == (tf32 ? 3u : 2u));
-      bool any_nd = false;
+      if (gan::test::on_interpreter()) CHECK(v.size() == (tf32 ? 6u : 4u));
+      bool any_nd = false, any_nchw = false;
       for (const auto& c : v) {
         if (!tf32) CHECK(c.math == CUDNN_FMA_MATH);  // strict float32: FMA algorithms only
         any_nd = any_nd || !c.deterministic;
+        any_nchw = any_nchw || c.layout == gan::kernels::ConvLayout::kNCHW;
+        CHECK(c.algo != gan::kernels::kConvGemmAlgo);  // the window is not the whole input
       }
       if (gan::test::on_interpreter()) CHECK(any_nd);  // non-deterministic ones are timed too
+      CHECK(any_nchw);
+      const bool last_nchw = v.back().layout == gan::kernels::ConvLayout::kNCHW;
       CHECK_THAT(lines[size_t(d)],
-                 Catch::Contains(fmt::format("{}: {} algo {} math {}",
+                 Catch::Contains(fmt::format("{}: {} algo {} math {}{}",
                                              tf32 ? "tf32" : "fp32",
                                              gan::kernels::conv_direction_name(
                                                  gan::kernels::ConvDirection(d)),
-                                             v.back().algo, v.back().math)) &&
+                                             v.back().algo, v.back().math,
+                                             last_nchw ? " nchw" : "")) &&
                      Catch::Contains("timed"));
     }
   }
   gan::set_cudnn_plan_cache("");
+}
+
+// Output 1x1 from the whole input: y = x w^T, and a cuBLAS GEMM competes with cuDNN.
+TEST_CASE("conv cuda: a window over the whole input may run as a GEMM", "[conv][cuda]") {
+  GAN_REQUIRE_GPU();
+  gan::test::ScopedEnv algos("GAN_INTERP_CUDNN_ALGOS", "3");
+  gan::set_cudnn_plan_cache("");
+  const SelectionCase s = selection_case(5, /*full_window=*/true);
+  gan::kernels::CudnnConvContext ctx = gan::cuda::conv_context();
+  ctx.deterministic = false;
+  std::map<int, int> gemms;
+  ctx.timer = [&](const gan::kernels::ConvCandidate& c, const std::function<void()>& run) {
+    run();
+    const bool gemm = c.algo == gan::kernels::kConvGemmAlgo;
+    gemms[int(c.direction)] += gemm;
+    return gemm ? 0.5 : 1.0;
+  };
+  const size_t from = gan::kernels::conv_plan_log().size();
+  const auto [y, dx, dw] = run_directions(ctx, s);
+  check_close(y, s.y_ref, "forward");
+  check_close(dx, s.dx_ref, "backward-data");
+  check_close(dw, s.dw_ref, "backward-filter (accumulated)");
+  const auto lines = log_since(from);
+  REQUIRE(lines.size() == 3);
+  for (int d = 0; d < 3; ++d) {
+    INFO(lines[size_t(d)]);
+    CHECK(gemms[d] == 1);
+    CHECK_THAT(lines[size_t(d)], Catch::Contains("gemm (cuBLAS) (timed"));
+  }
+  // A second call runs the chosen GEMM again (no timing), overwriting or accumulating.
+  const auto [y2, dx2, dw2] = run_directions(ctx, s);
+  check_close(y2, s.y_ref, "forward, second call");
+  check_close(dw2, s.dw_ref, "backward-filter, second call");
+  CHECK(gemms[0] == 1);
 }
 
 TEST_CASE("conv cuda: timed choices round-trip through the plan cache on disk", "[conv][cuda]") {

@@ -38,9 +38,11 @@ namespace {
 
 using gan::kernels::ConvGeom;
 
+// NHWC, or NCHW (computed by converting to NHWC and back), the same for x, w and y.
 bool supported(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
                const cudnnConvolutionStruct* c) {
-  return x->format == CUDNN_TENSOR_NHWC && w->format == CUDNN_TENSOR_NHWC &&
+  return (x->format == CUDNN_TENSOR_NHWC || x->format == CUDNN_TENSOR_NCHW) &&
+         w->format == x->format &&
          x->type == CUDNN_DATA_FLOAT && w->type == CUDNN_DATA_FLOAT &&
          c->mode == CUDNN_CROSS_CORRELATION && x->c == w->c;
 }
@@ -66,8 +68,31 @@ ConvGeom geom(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
   return g;
 }
 
-bool same_y(const ConvGeom& g, const cudnnTensorStruct* y) {
-  return y->format == CUDNN_TENSOR_NHWC && y->n == g.n && y->c == g.k && y->h == g.p && y->w == g.q;
+bool same_y(const ConvGeom& g, const cudnnTensorStruct* y, const cudnnTensorStruct* x) {
+  return y->format == x->format && y->n == g.n && y->c == g.k && y->h == g.p && y->w == g.q;
+}
+
+int64_t offset(const cudnnTensorStruct* d, int64_t n, int64_t c, int64_t h, int64_t w) {
+  return d->format == CUDNN_TENSOR_NCHW ? ((n * d->c + c) * d->h + h) * d->w + w
+                                        : ((n * d->h + h) * d->w + w) * d->c + c;
+}
+
+// A block (n, c, h, w) from NCHW to NHWC (to_nhwc) or back; filters are (k, c, r, s) blocks.
+std::vector<float> to_nhwc(const float* in, int64_t n, int64_t c, int64_t h, int64_t w) {
+  std::vector<float> out(size_t(n * c * h * w));
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x)
+          out[size_t(((i * h + y) * w + x) * c + ch)] = in[((i * c + ch) * h + y) * w + x];
+  return out;
+}
+void to_nchw(const float* in, float* out, int64_t n, int64_t c, int64_t h, int64_t w) {
+  for (int64_t i = 0; i < n; ++i)
+    for (int64_t ch = 0; ch < c; ++ch)
+      for (int64_t y = 0; y < h; ++y)
+        for (int64_t x = 0; x < w; ++x)
+          out[((i * c + ch) * h + y) * w + x] = in[((i * h + y) * w + x) * c + ch];
 }
 
 // out = alpha * r + beta * out (beta == 0 does not read out).
@@ -86,6 +111,13 @@ int listed_algorithms() {
   if (!e || !*e) return 1;
   const int n = std::atoi(e);
   return n < 1 ? 1 : n > 3 ? 3 : n;
+}
+
+// NCHW algorithms are listed only with $GAN_INTERP_CUDNN_NCHW=1 (else none: the engine then times
+// no NCHW candidate, which keeps the interpreter's runs short).
+bool nchw_listed() {
+  const char* e = std::getenv("GAN_INTERP_CUDNN_NCHW");
+  return e && *e == '1';
 }
 
 template <class Perf, class Algo>
@@ -211,6 +243,10 @@ cudnnStatus_t cudnnGetConvolutionForwardAlgorithm_v7(cudnnHandle_t, const cudnnT
                                                      const cudnnTensorDescriptor_t, const int cap,
                                                      int* n, cudnnConvolutionFwdAlgoPerf_t* perf) {
   if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
+  if (x->format == CUDNN_TENSOR_NCHW && !nchw_listed()) {
+    *n = 0;
+    return CUDNN_STATUS_SUCCESS;
+  }
   const cudnnConvolutionFwdAlgo_t algos[3] = {CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
                                               CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_PRECOMP_GEMM,
                                               CUDNN_CONVOLUTION_FWD_ALGO_GEMM};
@@ -222,6 +258,10 @@ cudnnStatus_t cudnnGetConvolutionBackwardDataAlgorithm_v7(
     const cudnnConvolutionDescriptor_t c, const cudnnTensorDescriptor_t x, const int cap, int* n,
     cudnnConvolutionBwdDataAlgoPerf_t* perf) {
   if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
+  if (x->format == CUDNN_TENSOR_NCHW && !nchw_listed()) {
+    *n = 0;
+    return CUDNN_STATUS_SUCCESS;
+  }
   const cudnnConvolutionBwdDataAlgo_t algos[3] = {CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
                                                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_WINOGRAD_NONFUSED,
                                                   CUDNN_CONVOLUTION_BWD_DATA_ALGO_0};
@@ -233,6 +273,10 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     const cudnnConvolutionDescriptor_t c, const cudnnFilterDescriptor_t w, const int cap, int* n,
     cudnnConvolutionBwdFilterAlgoPerf_t* perf) {
   if (!supported(x, w, c)) return CUDNN_STATUS_NOT_SUPPORTED;
+  if (x->format == CUDNN_TENSOR_NCHW && !nchw_listed()) {
+    *n = 0;
+    return CUDNN_STATUS_SUCCESS;
+  }
   const cudnnConvolutionBwdFilterAlgo_t algos[3] = {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
                                                     CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
                                                     CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0};
@@ -277,15 +321,24 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void* alpha,
                                       const void* beta, const cudnnTensorDescriptor_t yd, void* y) {
   if (!supported(xd, wd, cd)) return CUDNN_STATUS_NOT_SUPPORTED;
   const ConvGeom g = geom(xd, wd, cd);
-  if (!same_y(g, yd) || !ws || ws_bytes < size_t(g.y_numel()) * 4) return CUDNN_STATUS_BAD_PARAM;
+  if (!same_y(g, yd, xd) || !ws || ws_bytes < size_t(g.y_numel()) * 4)
+    return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const auto* xp = static_cast<const float*>(x);
   const auto* wp = static_cast<const float*>(w);
   auto* yp = static_cast<float*>(y);
   auto* r = static_cast<float*>(ws);
+  const bool nchw = xd->format == CUDNN_TENSOR_NCHW;
   const cudaError_t e =
       gan::interp::enqueue(h->stream, "cudnnConvolutionForward (CPU reference)", [=] {
-        gan::kernels::conv_forward_cpu(g, xp, wp, r);
+        if (nchw) {
+          const auto xh = to_nhwc(xp, g.n, g.c, g.h, g.w), wh = to_nhwc(wp, g.k, g.c, g.r, g.s);
+          std::vector<float> rh(size_t(g.y_numel()));
+          gan::kernels::conv_forward_cpu(g, xh.data(), wh.data(), rh.data());
+          to_nchw(rh.data(), r, g.n, g.k, g.p, g.q);
+        } else {
+          gan::kernels::conv_forward_cpu(g, xp, wp, r);
+        }
         blend(yp, r, g.y_numel(), al, be);
       });
   return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
@@ -300,15 +353,24 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void* alpha,
                                            void* dx) {
   if (!supported(xd, wd, cd)) return CUDNN_STATUS_NOT_SUPPORTED;
   const ConvGeom g = geom(xd, wd, cd);
-  if (!same_y(g, yd) || !ws || ws_bytes < size_t(g.x_numel()) * 4) return CUDNN_STATUS_BAD_PARAM;
+  if (!same_y(g, yd, xd) || !ws || ws_bytes < size_t(g.x_numel()) * 4)
+    return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const auto* dyp = static_cast<const float*>(dy);
   const auto* wp = static_cast<const float*>(w);
   auto* dxp = static_cast<float*>(dx);
   auto* r = static_cast<float*>(ws);
+  const bool nchw = xd->format == CUDNN_TENSOR_NCHW;
   const cudaError_t e =
       gan::interp::enqueue(h->stream, "cudnnConvolutionBackwardData (CPU reference)", [=] {
-        gan::kernels::conv_backward_data_cpu(g, dyp, wp, r);
+        if (nchw) {
+          const auto dyh = to_nhwc(dyp, g.n, g.k, g.p, g.q), wh = to_nhwc(wp, g.k, g.c, g.r, g.s);
+          std::vector<float> rh(size_t(g.x_numel()));
+          gan::kernels::conv_backward_data_cpu(g, dyh.data(), wh.data(), rh.data());
+          to_nchw(rh.data(), r, g.n, g.c, g.h, g.w);
+        } else {
+          gan::kernels::conv_backward_data_cpu(g, dyp, wp, r);
+        }
         blend(dxp, r, g.x_numel(), al, be);
       });
   return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
@@ -323,17 +385,50 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha,
                                              const cudnnFilterDescriptor_t wd, void* dw) {
   if (!supported(xd, wd, cd)) return CUDNN_STATUS_NOT_SUPPORTED;
   const ConvGeom g = geom(xd, wd, cd);
-  if (!same_y(g, yd) || !ws || ws_bytes < size_t(g.w_numel()) * 4) return CUDNN_STATUS_BAD_PARAM;
+  if (!same_y(g, yd, xd) || !ws || ws_bytes < size_t(g.w_numel()) * 4)
+    return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
   const auto* xp = static_cast<const float*>(x);
   const auto* dyp = static_cast<const float*>(dy);
   auto* dwp = static_cast<float*>(dw);
   auto* r = static_cast<float*>(ws);
+  const bool nchw = xd->format == CUDNN_TENSOR_NCHW;
   const cudaError_t e =
       gan::interp::enqueue(h->stream, "cudnnConvolutionBackwardFilter (CPU reference)", [=] {
-        gan::kernels::conv_backward_filter_cpu(g, xp, dyp, r, false);
+        if (nchw) {
+          const auto xh = to_nhwc(xp, g.n, g.c, g.h, g.w), dyh = to_nhwc(dyp, g.n, g.k, g.p, g.q);
+          std::vector<float> rh(size_t(g.w_numel()));
+          gan::kernels::conv_backward_filter_cpu(g, xh.data(), dyh.data(), rh.data(), false);
+          to_nchw(rh.data(), r, g.k, g.c, g.r, g.s);
+        } else {
+          gan::kernels::conv_backward_filter_cpu(g, xp, dyp, r, false);
+        }
         blend(dwp, r, g.w_numel(), al, be);
       });
+  return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
+}
+
+// y = alpha x + beta y between two 4-d float tensors of the same dimensions, any layouts.
+cudnnStatus_t cudnnTransformTensor(cudnnHandle_t h, const void* alpha,
+                                   const cudnnTensorDescriptor_t xd, const void* x,
+                                   const void* beta, const cudnnTensorDescriptor_t yd, void* y) {
+  if (xd->type != CUDNN_DATA_FLOAT || yd->type != CUDNN_DATA_FLOAT || xd->n != yd->n ||
+      xd->c != yd->c || xd->h != yd->h || xd->w != yd->w)
+    return CUDNN_STATUS_BAD_PARAM;
+  const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
+  const auto* xp = static_cast<const float*>(x);
+  auto* yp = static_cast<float*>(y);
+  const cudnnTensorStruct xs = *xd, ys = *yd;
+  const cudaError_t e = gan::interp::enqueue(h->stream, "cudnnTransformTensor (CPU)", [=] {
+    for (int64_t n = 0; n < xs.n; ++n)
+      for (int64_t c = 0; c < xs.c; ++c)
+        for (int64_t i = 0; i < xs.h; ++i)
+          for (int64_t j = 0; j < xs.w; ++j) {
+            float& out = yp[offset(&ys, n, c, i, j)];
+            const double v = double(al) * xp[offset(&xs, n, c, i, j)];
+            out = float(be == 0.f ? v : v + double(be) * out);
+          }
+  });
   return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
 }
 
