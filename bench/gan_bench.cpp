@@ -60,6 +60,7 @@ struct Settings {
   Device dev = Device::CPU;
   std::string loss;  // train loop: gan_train's --loss (empty: the model's default)
   int n_dis = 0;     // train loop: D steps per iteration (0: the loss's default)
+  bool arena = true;  // graph variants: the step's tensors in a capture arena
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -238,9 +239,13 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   const double t0 = now_ms();
   std::unique_ptr<train::IterationGraph> g;
   if (graph) {
-    it();  // eager first: cuDNN plans, workspace sizes
+    // Eager first: cuDNN plans, workspace sizes, and the allocations that size the arena.
+    cuda::AllocationTrace trace;
+    cuda::begin_allocation_trace(&trace);
+    it();
+    cuda::begin_allocation_trace(nullptr);
     g = std::make_unique<train::IterationGraph>(std::vector<nn::Module*>{net.g.get(), net.d.get()},
-                                                it);
+                                                it, s.arena ? cuda::arena_bytes_for(trace) : 0);
     for (int i = 0; i < s.warmup; ++i) g->replay();
   } else {
     for (int i = 0; i < s.warmup; ++i) it();
@@ -271,7 +276,11 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   }
   r["params_G"] = count(*net.g);
   r["params_D"] = count(*net.d);
-  if (g) r["graph_nodes"] = g->nodes();
+  if (g) {
+    r["graph_nodes"] = g->nodes();
+    r["graph_arena_mb"] = double(g->arena_bytes()) / (1 << 20);
+    if (g->arena_fallbacks()) r["graph_arena_fallbacks"] = g->arena_fallbacks();
+  }
   if (loop == "train" && (!s.loss.empty() || s.n_dis))
     r["loss"] = train::loss_name(o.loss), r["n_dis"] = o.n_dis;
   if (s.width != 64) r["width"] = s.width;
@@ -318,6 +327,8 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_flag("!--no-arena", s.arena,
+               "graph variants: the step's tensors as graph allocation nodes, not in an arena");
   bool deterministic = false;
   app.add_flag("--deterministic", deterministic,
                "cuDNN: deterministic algorithms only, untimed (gan_train --deterministic)");

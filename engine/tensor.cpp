@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "engine/capture_arena.h"
 #include "engine/device.h"
 #include "engine/error.h"
 #include "kernels/elementwise.h"
@@ -135,7 +136,14 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device, bool pin
   const size_t total = bytes + 2 * s->guard;
   if (device == Device::CUDA) {
     cudaStream_t st = cuda::stream();
-    GAN_CUDA_CHECK(cudaMallocAsync(&s->base, total ? total : 1, st));
+    if (auto a = cuda::CaptureArena::active(); a && !guarded) {  // inside an arena's capture
+      if (void* p = cuda::CaptureArena::allocate(a, total)) {
+        s->base = p;
+        s->arena = a;
+      }
+    }
+    if (!s->base) GAN_CUDA_CHECK(cudaMallocAsync(&s->base, total ? total : 1, st));
+    cuda::trace_allocation(s.get(), total, true);
     if (guarded) {
       auto* b = static_cast<unsigned char*>(s->base);
       GAN_CUDA_CHECK(cudaMemsetAsync(b, kGuardByte, s->guard, st));
@@ -175,6 +183,12 @@ Storage::~Storage() {
     }
   }
   if (device == Device::CUDA) {
+    cuda::trace_allocation(this, 0, false);
+    if (arena) {  // back to the arena (inside its capture), else kept for the graph's replays
+      cuda::CaptureArena::release(*std::static_pointer_cast<cuda::CaptureArena::State>(arena),
+                                  base);
+      return;
+    }
     // Stream-ordered free: later work on the engine stream may reuse the memory. Errors are
     // ignored because destructors run at exit, when the runtime may already be unloading.
     (void)cudaFreeAsync(base, cuda::stream());

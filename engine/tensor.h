@@ -33,6 +33,7 @@ struct Storage {
   void* base = nullptr;  // start of the allocation (data minus the front guard in guard mode)
   size_t guard = 0;      // guard bytes on each side (debug guard mode), else 0
   bool pinned = false;   // CPU page-locked (cudaMallocHost)
+  std::shared_ptr<void> arena;  // CUDA: placed in a capture arena (engine/capture_arena.h)
 
   static std::shared_ptr<Storage> allocate(size_t bytes, Device device, bool pinned = false);
   ~Storage();

@@ -2,6 +2,7 @@
 // (work runs as it is enqueued), events (host clock), guarded device memory and the
 // stream-ordered pool, stream capture into graphs and their replay, device queries answered from
 // the H100 model, and errors that carry the interpreter's diagnosis.
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -484,6 +485,8 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
   return cudaSuccess;
 }
 cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+// The interpreter's pool holds nothing back: trimming has nothing to release.
+cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
 cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void* value) {
   switch (attr) {
     case cudaMemPoolAttrReservedMemCurrent:
@@ -578,11 +581,23 @@ cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
   return cudaSuccess;
 }
 // The node count only (gan_bench reports it); listing the nodes themselves is not supported.
+// GAN_INTERP_GRAPH_NODES=1 prints, with each count, how many nodes of each name the graph has
+// (kernels by function name; copies, memsets, allocations, frees), most frequent first.
 cudaError_t cudaGraphGetNodes(cudaGraph_t graph, cudaGraphNode_t* nodes, size_t* count) {
   if (!graph || !count) return cudaErrorInvalidValue;
   if (nodes)
     return fail(cudaErrorNotSupported, "interp: cudaGraphGetNodes lists no nodes, only counts");
   *count = graph->g->nodes.size();
+  if (const char* e = std::getenv("GAN_INTERP_GRAPH_NODES"); e && *e == '1') {
+    std::map<std::string, int> by;
+    for (const Node& n : graph->g->nodes)
+      ++by[n.kind == Node::kAlloc ? "(allocation)" : n.kind == Node::kFree ? "(free)" : n.what];
+    std::vector<std::pair<int, std::string>> v;
+    for (const auto& [name, k] : by) v.emplace_back(k, name);
+    std::sort(v.rbegin(), v.rend());
+    std::fprintf(stderr, "interp: graph of %zu nodes:\n", *count);
+    for (const auto& [k, name] : v) std::fprintf(stderr, "  %5d  %s\n", k, name.c_str());
+  }
   return cudaSuccess;
 }
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {

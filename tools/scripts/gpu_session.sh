@@ -134,7 +134,7 @@ for stage in "$@"; do
       timeout "$(left "${GAN_TESTS_TIMEOUT:-300}")" "$bin/engine_tests" ${GAN_TESTS_FILTER:-"[cuda]"} \
         > "$work/cuda_tests.log" 2>&1
       note "tests: engine_tests ${GAN_TESTS_FILTER:-[cuda]} rc=$? ($(tail -n 2 "$work/cuda_tests.log" | tr '\n' ' '))"
-      grep -E "FAILED|failed|error" "$work/cuda_tests.log" | head -n 20 >> "$summary"
+      grep -E "FAILED|failed|unexpected exception" "$work/cuda_tests.log" | head -n 20 >> "$summary"
       ;;
     sanitize)
       for tool in ${GAN_SANITIZE_TOOLS:-memcheck racecheck synccheck initcheck}; do

@@ -167,20 +167,26 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
 }
 
 IterationGraph::IterationGraph(const std::vector<nn::Module*>& modules,
-                               const std::function<void()>& body) {
+                               const std::function<void()>& body, size_t arena_bytes) {
   for (nn::Module* m : modules)
     for (auto& [name, b] : m->named_buffers())
       if (name.ends_with("num_batches_tracked")) counters_.emplace_back(b, b.data<double>()[0]);
   cudaStream_t st = cuda::stream();
+  if (arena_bytes) arena_ = std::make_unique<cuda::CaptureArena>(arena_bytes);
   GAN_CUDA_CHECK(cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal));
+  if (arena_) arena_->activate();
   try {
     body();
   } catch (...) {
+    if (arena_) arena_->deactivate();
     cudaGraph_t g = nullptr;
     (void)cudaStreamEndCapture(st, &g);
     if (g) (void)cudaGraphDestroy(g);
     throw;
   }
+  // A tensor made in the step and kept after it keeps its block: every replay rewrites it, as
+  // it would rewrite memory the graph allocated itself.
+  if (arena_) arena_->deactivate();
   cudaGraph_t g = nullptr;
   GAN_CUDA_CHECK(cudaStreamEndCapture(st, &g));
   cudaError_t e = cudaGraphGetNodes(g, nullptr, &nodes_);

@@ -9,6 +9,7 @@
 
 #include <cuda_runtime_api.h>
 
+#include "engine/capture_arena.h"
 #include "engine/adam.h"
 #include "engine/random.h"
 #include "models/gan.h"
@@ -58,18 +59,25 @@ class Stepper {
 // One iteration captured as a CUDA graph and replayed. The capture runs nothing, so BatchNorm's
 // host-side num_batches_tracked counters of `modules` are restored after it and advanced by what
 // the capture added at each replay. The iteration must have run eagerly once before (cuDNN plans,
-// workspace sizes).
+// workspace sizes). With arena_bytes > 0 (arena_bytes_for() of that eager run's AllocationTrace),
+// the tensors made inside the step live in a CaptureArena (engine/capture_arena.h) rather than
+// being allocation and free nodes of the graph.
 class IterationGraph {
  public:
-  IterationGraph(const std::vector<nn::Module*>& modules, const std::function<void()>& body);
+  IterationGraph(const std::vector<nn::Module*>& modules, const std::function<void()>& body,
+                 size_t arena_bytes = 0);
   ~IterationGraph();
   IterationGraph(const IterationGraph&) = delete;
   IterationGraph& operator=(const IterationGraph&) = delete;
   void replay();
   // Nodes of the captured graph (kernels, copies, memsets, pool allocations and frees).
   size_t nodes() const { return nodes_; }
+  size_t arena_bytes() const { return arena_ ? arena_->bytes() : 0; }
+  // Allocations inside the capture that did not fit the arena (each an allocation node).
+  size_t arena_fallbacks() const { return arena_ ? arena_->fallbacks() : 0; }
 
  private:
+  std::unique_ptr<cuda::CaptureArena> arena_;  // before exec_: outlives the graph's replays
   cudaGraphExec_t exec_ = nullptr;
   size_t nodes_ = 0;
   std::vector<std::pair<Tensor, double>> counters_;  // counter, increment per iteration

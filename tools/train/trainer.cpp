@@ -122,6 +122,7 @@ class Training {
   // CUDA graphs: the static real batches and the captured iteration.
   std::vector<Tensor> reals_;
   std::unique_ptr<IterationGraph> graph_;
+  size_t arena_bytes_ = 0;  // the graph's arena, from the eager first step
 };
 
 // Device, resumed configuration, defaults and validation.
@@ -284,10 +285,23 @@ void Training::iterate(int64_t start_step) {
     loader_->next_into(reals_[size_t(k)]);
     images_ += o_.batch_size;
   }
-  if (step_ == start_step) return stepper_->iteration(reals_, step_);
+  if (step_ == start_step) {  // eager; its allocations size the graph's arena
+    cuda::AllocationTrace trace;
+    cuda::begin_allocation_trace(&trace);
+    try {
+      stepper_->iteration(reals_, step_);
+    } catch (...) {
+      cuda::begin_allocation_trace(nullptr);
+      throw;
+    }
+    cuda::begin_allocation_trace(nullptr);
+    arena_bytes_ = cuda::arena_bytes_for(trace);
+    return;
+  }
   if (!graph_)
     graph_ = std::make_unique<IterationGraph>(std::vector<nn::Module*>{net_.g.get(), net_.d.get()},
-                                              [&] { stepper_->iteration(reals_, step_); });
+                                              [&] { stepper_->iteration(reals_, step_); },
+                                              arena_bytes_);
   graph_->replay();
 }
 
