@@ -5,6 +5,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <filesystem>
 
 #include "engine/device.h"
@@ -192,6 +193,60 @@ TEST_CASE("inception cuda: pytorch-fid's FID InceptionV3 gives pytorch-fid's fea
           "[cuda][eval][inception][heavy]") {
   GAN_REQUIRE_GPU();
   check_inception(Device::CUDA);
+}
+
+// The published TF-Inception weights, converted without torch by tools/scripts/fetch_fid_weights.py
+// ($GAN_FID_WEIGHTS, else gan_eval's cache folder), against the features torch.jit.load computes
+// from the same archive (tests/fixtures/fid_tf_features.safetensors). Skipped without the weights
+// (fetching them needs the network; CI checks the converter on a synthetic archive instead).
+TEST_CASE("inception: the TF-Inception weights converted without torch give torch.jit's features",
+          "[cpu][eval][inception][heavy]") {
+  const char* env = std::getenv("GAN_FID_WEIGHTS");
+  const std::string path = env && *env ? std::string(env)
+                                       : eval::default_cache_dir() + "/fid_inception_tf.safetensors";
+  if (!fs::exists(path)) {
+    test::mark_skipped();
+    WARN("skipped: no converted weights at " << path
+                                             << " (tools/scripts/fetch_fid_weights.py makes them)");
+    return;
+  }
+  const st::File f = st::read_file(test::fixture_path("fid_tf_features.safetensors"));
+  // tools/scripts/fixtures/make_fid_tf_fixture.py's pixel(): four 299 x 299 images.
+  auto pixel = [](int n, int y, int x, int c) {
+    int v[3];
+    if (n == 0) {
+      v[0] = x * 255 / 298, v[1] = y * 255 / 298, v[2] = (x + y) * 255 / 596;
+    } else if (n == 1) {
+      const int r2 = (x - 150) * (x - 150) + (y - 140) * (y - 140);
+      v[0] = (r2 / 37) % 256, v[1] = (x * y) % 256, v[2] = 255 - (r2 / 91) % 256;
+    } else if (n == 2) {
+      v[0] = (x / 7) % 2 * 200 + 20, v[1] = (y * 3) % 256, v[2] = (x * y) % 251;
+    } else {
+      const int k = ((x / 23) + (y / 23)) % 2;
+      v[0] = k * 255, v[1] = 128, v[2] = 255 - k * 255;
+    }
+    return v[c];
+  };
+  std::vector<float> x(size_t(4) * 299 * 299 * 3);
+  for (int n = 0; n < 4; ++n)
+    for (int y = 0; y < 299; ++y)
+      for (int xx = 0; xx < 299; ++xx)
+        for (int c = 0; c < 3; ++c)
+          x[((size_t(n) * 299 + y) * 299 + xx) * 3 + c] = float(pixel(n, y, xx, c)) / 128.f - 1.f;
+  auto net = eval::load_inception(path, Device::CPU);
+  NoGradGuard no_grad;
+  const std::vector<float> got =
+      net->forward(Var(Tensor::from_vector(x, Shape{4, 299, 299, 3}))).features.value().to_vector();
+  const std::vector<float> want = f.tensor("features").to_vector();
+  REQUIRE(got.size() == want.size());
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    err = std::max(err, double(std::abs(got[i] - want[i])));
+    scale = std::max(scale, double(std::abs(want[i])));
+  }
+  INFO("max abs error " << err << " of max " << scale);
+  CHECK(scale > 1);
+  CHECK(err < 1e-4 * scale);
 }
 
 TEST_CASE("eval: cached features and radii give the numbers computed afresh", "[cpu][eval]") {
