@@ -215,6 +215,10 @@ FeatureNet::Output InceptionV3::forward(const Var& x) {
       h = sub(sub(relu(add(y, one)), relu(sub(y, one))), one);
     }
   }
+  if (range_ == InputRange::kTF) {  // v / 128 - 1 = (127.5 / 128) u + 127.5 / 128 - 1
+    const Var shift(Tensor::full(Shape{1}, -1.0 / 256, x.device(), x.value().dtype()));
+    h = add(scale(h, 255.0 / 256), shift);
+  }
   for (const auto& b : blocks_) h = b ? b->forward(h) : max_pool2d(h, pool(3, 2, 0));
   const Var f = reshape(adaptive_avg_pool2d(h, 1, 1), Shape{x.shape()[0], 2048});
   if (!fc_) return {f, Var()};
@@ -223,8 +227,10 @@ FeatureNet::Output InceptionV3::forward(const Var& x) {
 
 std::string InceptionV3::describe() const {
   return fmt::format(
-      "InceptionV3 (pytorch-fid's FID network{}, {} resize) -> 2048", fc_ ? ", with fc" : "",
-      resize_ == Resize::kBilinear ? "pytorch-fid's bilinear" : "clean-fid's bicubic");
+      "InceptionV3 (pytorch-fid's FID network{}, {} resize, input {}) -> 2048",
+      fc_ ? ", with fc" : "",
+      resize_ == Resize::kBilinear ? "pytorch-fid's bilinear" : "clean-fid's bicubic",
+      range_ == InputRange::kTorch ? "2 v / 255 - 1" : "v / 128 - 1");
 }
 
 }  // namespace gan::models

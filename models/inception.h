@@ -27,6 +27,11 @@ class InceptionV3 : public FeatureNet {
   // recommendation, PIL's antialiased bicubic, clamped to the input range as clean-fid clips.
   enum class Resize { kBilinear, kBicubicAA };
   void set_resize(Resize r) { resize_ = r; }
+  // What the [-1, 1] input (the loader's v / 127.5 - 1 of 8-bit values v) becomes before the
+  // network: kept (pytorch-fid's 2 (v / 255) - 1, the default), or the TF graph's v / 128 - 1
+  // (the original TF code, StyleGAN's and clean-fid's TF-Inception), applied after the resize.
+  enum class InputRange { kTorch, kTF };
+  void set_input_range(InputRange r) { range_ = r; }
   // Logits with fc's bias (default: torchvision's fc, what pytorch-fid's network computes) or
   // without it (what torch-fidelity's Inception Score and the original TF code use).
   void set_logits_bias(bool on) { logits_bias_ = on; }
@@ -37,6 +42,7 @@ class InceptionV3 : public FeatureNet {
 
  private:
   Resize resize_ = Resize::kBilinear;
+  InputRange range_ = InputRange::kTorch;
   bool logits_bias_ = true;
   std::vector<std::shared_ptr<nn::Layer>> blocks_;
   std::shared_ptr<nn::Linear> fc_;

@@ -189,6 +189,39 @@ TEST_CASE("inception: pytorch-fid's FID InceptionV3 gives pytorch-fid's features
   check_inception(Device::CPU);
 }
 
+// --input-range tf: the loader's u = v / 127.5 - 1 reaches the network as v / 128 - 1.
+TEST_CASE("inception: the TF input range is the TF graph's v / 128 - 1", "[cpu][eval][inception][heavy]") {
+  Generator gen(0, Device::CPU);
+  eval::InceptionV3 net(gen, false);
+  eval::fill_formula_weights(net);
+  net.eval();
+  NoGradGuard no_grad;
+  std::vector<float> u(size_t(2) * 299 * 299 * 3), tf(u.size());
+  for (size_t i = 0; i < u.size(); ++i) {
+    const int v = int((i * 37 + i / 899 * 11) % 256);
+    u[i] = float(v / 127.5 - 1.0);
+    tf[i] = float(v / 128.0 - 1.0);
+  }
+  const Shape s{2, 299, 299, 3};
+  const std::vector<float> want =
+      net.forward(Var(Tensor::from_vector(tf, s))).features.value().to_vector();
+  net.set_input_range(eval::InceptionV3::InputRange::kTF);
+  const std::vector<float> got =
+      net.forward(Var(Tensor::from_vector(u, s))).features.value().to_vector();
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    err = std::max(err, double(std::abs(got[i] - want[i])));
+    scale = std::max(scale, double(std::abs(want[i])));
+  }
+  INFO("max abs error " << err << " of max " << scale);
+  CHECK(scale > 0.1);
+  CHECK(err < 1e-5 * scale);
+  net.set_input_range(eval::InceptionV3::InputRange::kTorch);  // and back: the input as given
+  const std::vector<float> same =
+      net.forward(Var(Tensor::from_vector(tf, s))).features.value().to_vector();
+  CHECK(same == want);
+}
+
 TEST_CASE("inception cuda: pytorch-fid's FID InceptionV3 gives pytorch-fid's features",
           "[cuda][eval][inception][heavy]") {
   GAN_REQUIRE_GPU();

