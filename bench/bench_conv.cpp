@@ -15,8 +15,8 @@
 #include <tuple>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
 #include "engine/device.h"
@@ -95,9 +95,9 @@ int main(int argc, char** argv) {
       for (const ConvGeom& g : geoms) {
         for (const std::string& layout : {std::string("nhwc"), std::string("nchw")}) {
           if (layouts.find(layout) == std::string::npos) continue;
-          for (auto dir : {gan::kernels::ConvDirection::kForward,
-                           gan::kernels::ConvDirection::kBackwardData,
-                           gan::kernels::ConvDirection::kBackwardFilter}) {
+          for (auto dir :
+               {gan::kernels::ConvDirection::kForward, gan::kernels::ConvDirection::kBackwardData,
+                gan::kernels::ConvDirection::kBackwardFilter}) {
             gan::kernels::CudnnConvContext ctx = gan::cuda::conv_context();
             ctx.tf32 = mode == "tf32";
             const auto ts = gan::kernels::conv_time_candidates(ctx, g, layout == "nchw", dir);
@@ -112,15 +112,12 @@ int main(int argc, char** argv) {
             }
             nlohmann::json all = nlohmann::json::array();
             for (const auto& t : ts) all.push_back(pick(&t));
-            const nlohmann::json j = {{"geometry", text(g)},
-                                      {"mode", mode},
-                                      {"layout", layout},
-                                      {"direction", gan::kernels::conv_direction_name(dir)},
-                                      {"heuristic", pick(heur)},
-                                      {"heuristic_deterministic", pick(heur_det)},
-                                      {"best", pick(best)},
-                                      {"best_deterministic", pick(best_det)},
-                                      {"candidates", all}};
+            const nlohmann::json j = {
+                {"geometry", text(g)},     {"mode", mode},
+                {"layout", layout},        {"direction", gan::kernels::conv_direction_name(dir)},
+                {"heuristic", pick(heur)}, {"heuristic_deterministic", pick(heur_det)},
+                {"best", pick(best)},      {"best_deterministic", pick(best_det)},
+                {"candidates", all}};
             std::printf("%s\n", j.dump().c_str());
             std::fflush(stdout);
           }

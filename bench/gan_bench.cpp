@@ -58,8 +58,8 @@ struct Settings {
   int channels = 3;
   uint64_t seed = 0;
   Device dev = Device::CPU;
-  std::string loss;  // train loop: gan_train's --loss (empty: the model's default)
-  int n_dis = 0;     // train loop: D steps per iteration (0: the loss's default)
+  std::string loss;   // train loop: gan_train's --loss (empty: the model's default)
+  int n_dis = 0;      // train loop: D steps per iteration (0: the loss's default)
   bool arena = true;  // graph variants: the step's tensors in a capture arena
 };
 

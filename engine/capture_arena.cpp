@@ -11,7 +11,9 @@ namespace gan::cuda {
 
 namespace {
 constexpr size_t kGranule = 256;
-size_t granules(size_t bytes) { return (std::max<size_t>(bytes, 1) + kGranule - 1) / kGranule * kGranule; }
+size_t granules(size_t bytes) {
+  return (std::max<size_t>(bytes, 1) + kGranule - 1) / kGranule * kGranule;
+}
 std::mutex g_mu;
 AllocationTrace* g_trace = nullptr;
 }  // namespace
@@ -99,7 +101,8 @@ namespace {
 std::shared_ptr<CaptureArena::State> g_active;
 }
 
-CaptureArena::CaptureArena(size_t bytes) : state_(std::make_shared<State>()), bytes_(granules(bytes)) {
+CaptureArena::CaptureArena(size_t bytes)
+    : state_(std::make_shared<State>()), bytes_(granules(bytes)) {
   state_->place = ArenaPlacement(bytes_);
   // The pool keeps what the eager step freed, in pieces; give it back first so that the arena
   // takes its place rather than adding to it (one synchronisation, before the capture).

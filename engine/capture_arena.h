@@ -67,7 +67,7 @@ class CaptureArena {
   void activate();
   void deactivate();
   size_t bytes() const { return bytes_; }
-  size_t live() const;          // allocations still placed
+  size_t live() const;                             // allocations still placed
   size_t fallbacks() const { return fallbacks_; }  // allocations that went to the pool
 
   // Storage's hooks (engine/tensor.cpp): a block, or nullptr to use the pool.

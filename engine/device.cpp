@@ -123,7 +123,8 @@ cudnnHandle_t cudnn() {
     cudaStream_t st = stream();
     GAN_CUDNN_CHECK(cudnnCreate(&handle));
     GAN_CUDNN_CHECK(cudnnSetStream(handle, st));
-    if (!g_plan_cache_chosen.exchange(true)) kernels::set_conv_plan_cache(default_cudnn_plan_cache());
+    if (!g_plan_cache_chosen.exchange(true))
+      kernels::set_conv_plan_cache(default_cudnn_plan_cache());
   }
   return handle;
 }

@@ -179,12 +179,12 @@ Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w, bool half_pixel)
                    int64_t Q, float* out, cudaStream_t stream) {
         kernels::resize_bilinear_backward_cuda(in, n, h, w, c, P, Q, out, stream, half_pixel);
       },
-      [half_pixel](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P,
-                   int64_t Q, auto* out) {
+      [half_pixel](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+                   auto* out) {
         kernels::resize_bilinear_forward_cpu(in, n, h, w, c, P, Q, out, half_pixel);
       },
-      [half_pixel](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P,
-                   int64_t Q, auto* out) {
+      [half_pixel](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
+                   auto* out) {
         kernels::resize_bilinear_backward_cpu(in, n, h, w, c, P, Q, out, half_pixel);
       });
 }

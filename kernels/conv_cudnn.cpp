@@ -131,8 +131,9 @@ using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                            int, int, int, int, bool, bool>;
 
 PlanKey key_of(const ConvGeom& g, const CudnnConvContext& ctx) {
-  return {g.n,      g.h,      g.w,      g.c,      g.k,      g.r,      g.s,     g.stride_h,
-          g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, ctx.tf32, ctx.deterministic};
+  return {g.n,     g.h,     g.w,        g.c,        g.k,
+          g.r,     g.s,     g.stride_h, g.stride_w, g.pad_h,
+          g.pad_w, g.dil_h, g.dil_w,    ctx.tf32,   ctx.deterministic};
 }
 
 std::map<PlanKey, std::unique_ptr<ConvPlan>>& plans() {
@@ -242,14 +243,14 @@ void append_listed(const Perf* perf, int count, ConvDirection d, ConvLayout layo
   for (int i = 0; i < count; ++i) {
     const Perf& p = perf[i];
     if (p.status != CUDNN_STATUS_SUCCESS) continue;
-    out.push_back({d, int(p.algo), int(p.mathType), layout, p.memory,
-                   p.determinism == CUDNN_DETERMINISTIC});
+    out.push_back(
+        {d, int(p.algo), int(p.mathType), layout, p.memory, p.determinism == CUDNN_DETERMINISTIC});
   }
 }
 
 // cuDNN's heuristics for one direction in one layout, in their order.
-std::vector<ConvCandidate> heuristics(const CudnnConvContext& ctx, const Descs& ds,
-                                      ConvDirection d, ConvLayout layout) {
+std::vector<ConvCandidate> heuristics(const CudnnConvContext& ctx, const Descs& ds, ConvDirection d,
+                                      ConvLayout layout) {
   std::vector<ConvCandidate> out;
   int n = 0;
   if (d == ConvDirection::kForward) {
@@ -276,8 +277,8 @@ size_t algo_workspace(const CudnnConvContext& ctx, const ConvGeom& g, const Desc
   const ConvDesc cd(g, c.math);
   size_t b = 0;
   if (c.direction == ConvDirection::kForward)
-    GAN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(
-        ctx.handle, ds.x, ds.w, cd.d, ds.y, cudnnConvolutionFwdAlgo_t(c.algo), &b));
+    GAN_CUDNN_CHECK(cudnnGetConvolutionForwardWorkspaceSize(ctx.handle, ds.x, ds.w, cd.d, ds.y,
+                                                            cudnnConvolutionFwdAlgo_t(c.algo), &b));
   else if (c.direction == ConvDirection::kBackwardData)
     GAN_CUDNN_CHECK(cudnnGetConvolutionBackwardDataWorkspaceSize(
         ctx.handle, ds.w, ds.y, cd.d, ds.x, cudnnConvolutionBwdDataAlgo_t(c.algo), &b));
@@ -292,9 +293,12 @@ size_t round_up(size_t b) { return (b + 255) / 256 * 256; }
 // Element counts of a direction's a, b and out.
 void operand_sizes(const ConvGeom& g, ConvDirection d, size_t& na, size_t& nb, size_t& nout) {
   const size_t nx = size_t(g.x_numel()), nw = size_t(g.w_numel()), ny = size_t(g.y_numel());
-  if (d == ConvDirection::kForward) na = nx, nb = nw, nout = ny;
-  else if (d == ConvDirection::kBackwardData) na = ny, nb = nw, nout = nx;
-  else na = nx, nb = ny, nout = nw;
+  if (d == ConvDirection::kForward)
+    na = nx, nb = nw, nout = ny;
+  else if (d == ConvDirection::kBackwardData)
+    na = ny, nb = nw, nout = nx;
+  else
+    na = nx, nb = ny, nout = nw;
 }
 
 // A candidate's whole workspace: the algorithm's, plus in NCHW the converted a, b and out.
@@ -311,9 +315,12 @@ size_t candidate_workspace(const CudnnConvContext& ctx, const ConvGeom& g, ConvP
 // The descriptors of a direction's a, b, out in a layout (filters as 4-d tensors).
 void operand_descs(const Descs& ds, ConvDirection d, cudnnTensorDescriptor_t& a,
                    cudnnTensorDescriptor_t& b, cudnnTensorDescriptor_t& out) {
-  if (d == ConvDirection::kForward) a = ds.x, b = ds.wt, out = ds.y;
-  else if (d == ConvDirection::kBackwardData) a = ds.y, b = ds.wt, out = ds.x;
-  else a = ds.x, b = ds.y, out = ds.wt;
+  if (d == ConvDirection::kForward)
+    a = ds.x, b = ds.wt, out = ds.y;
+  else if (d == ConvDirection::kBackwardData)
+    a = ds.y, b = ds.wt, out = ds.x;
+  else
+    a = ds.x, b = ds.y, out = ds.wt;
 }
 
 // The cuDNN call of a direction on descriptors `ds`, out = conv + beta out.
@@ -324,8 +331,8 @@ void run_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const Descs& ds,
   const float one = 1.f;
   if (c.direction == ConvDirection::kForward)
     GAN_CUDNN_CHECK(cudnnConvolutionForward(ctx.handle, &one, ds.x, a, ds.w, b, cd.d,
-                                            cudnnConvolutionFwdAlgo_t(c.algo), ws, ws_bytes,
-                                            &beta, ds.y, out));
+                                            cudnnConvolutionFwdAlgo_t(c.algo), ws, ws_bytes, &beta,
+                                            ds.y, out));
   else if (c.direction == ConvDirection::kBackwardData)
     GAN_CUDNN_CHECK(cudnnConvolutionBackwardData(ctx.handle, &one, ds.w, b, ds.y, a, cd.d,
                                                  cudnnConvolutionBwdDataAlgo_t(c.algo), ws,
@@ -515,13 +522,13 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, Conv
   const ConvTiming* best = nullptr;
   for (const ConvTiming& t : ts) {
     const ConvCandidate& c = t.candidate;
-    report += fmt::format("{}{}={}", report.empty() ? "" : ", ",
-                          c.algo == kConvGemmAlgo
-                              ? std::string("gemm")
-                              : fmt::format("{}/{}{}{}", c.algo, c.math,
-                                            c.layout == ConvLayout::kNCHW ? "/nchw" : "",
-                                            c.deterministic ? "" : "/nd"),
-                          t.ms < 0 ? std::string("-") : fmt::format("{:.4f}", t.ms));
+    report += fmt::format(
+        "{}{}={}", report.empty() ? "" : ", ",
+        c.algo == kConvGemmAlgo
+            ? std::string("gemm")
+            : fmt::format("{}/{}{}{}", c.algo, c.math, c.layout == ConvLayout::kNCHW ? "/nchw" : "",
+                          c.deterministic ? "" : "/nd"),
+        t.ms < 0 ? std::string("-") : fmt::format("{:.4f}", t.ms));
     if (t.ms >= 0 && (!best || t.ms < best->ms)) best = &t;
   }
   GAN_CHECK(best != nullptr,
@@ -529,8 +536,7 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, Conv
                         "workspace for {}",
                         what, ctx.workspace_limit, geom_text(g)));
   save_to_disk_cache_locked(key, best->candidate, best->ms);
-  return {best->candidate,
-          fmt::format("timed {:.4f} ms [algo/math=ms: {}]", best->ms, report)};
+  return {best->candidate, fmt::format("timed {:.4f} ms [algo/math=ms: {}]", best->ms, report)};
 }
 
 void record(const ConvGeom& g, const CudnnConvContext& ctx, ConvDirection dir, const Choice& c) {

@@ -9,9 +9,10 @@
 //    where the window covers the whole input (output 1x1, no padding: a GEMM), one cuBLAS GEMM
 //    (ctx.cublas, in that handle's math mode). Each whose workspace fits `workspace_limit` is
 //    run on the caller's buffers and timed (ConvTimer; CUDA events, the median of 3 runs after
-//    one warm-up), non-deterministic algorithms included; the fastest wins. A first call inside a CUDA graph capture cannot time: it takes the heuristics' first.
-//    Timed choices are kept in a plan cache on disk (set_conv_plan_cache), keyed by GPU, cuDNN
-//    version, geometry, direction and math mode, so that a second run starts without timing;
+//    one warm-up), non-deterministic algorithms included; the fastest wins. A first call inside a
+//    CUDA graph capture cannot time: it takes the heuristics' first. Timed choices are kept in a
+//    plan cache on disk (set_conv_plan_cache), keyed by GPU, cuDNN version, geometry, direction and
+//    math mode, so that a second run starts without timing;
 //  - deterministic (ctx.deterministic, gan_train --deterministic): the heuristics' first
 //    deterministic algorithm, untimed, so that two runs on the same GPU and library are bitwise
 //    equal; a direction with no deterministic algorithm is an error.
@@ -65,9 +66,9 @@ struct ConvCandidate {
 using ConvTimer = std::function<double(const ConvCandidate&, const std::function<void()>& run)>;
 
 struct CudnnConvContext {
-  cudnnHandle_t handle = nullptr;  // bound to the stream the convolution runs on
-  bool tf32 = false;               // TF32 tensor-op math allowed (else strict float32, FMA)
-  bool deterministic = false;      // heuristic deterministic algorithms only, untimed
+  cudnnHandle_t handle = nullptr;   // bound to the stream the convolution runs on
+  bool tf32 = false;                // TF32 tensor-op math allowed (else strict float32, FMA)
+  bool deterministic = false;       // heuristic deterministic algorithms only, untimed
   cublasHandle_t cublas = nullptr;  // on the same stream: the GEMM candidate (none if null)
   size_t workspace_limit = size_t(1) << 30;  // the largest workspace a timed candidate may use
   ConvTimer timer;                           // empty: CUDA events

@@ -182,7 +182,7 @@ __global__ void bilinear_forward_kernel(const float* __restrict__ x, int64_t n, 
 
 // Output rows whose lo or hi is `yy`: a small range around yy out / in, checked exactly.
 __device__ __forceinline__ float bilinear_weight(int64_t yy, int64_t i, int64_t in, float scale,
-                                                bool half_pixel) {
+                                                 bool half_pixel) {
   int64_t lo, hi;
   float f;
   source(i, in, scale, lo, hi, f, half_pixel);

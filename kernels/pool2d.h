@@ -175,8 +175,7 @@ void adaptive_avg_pool2d_backward_cpu(const T* dy, int64_t n, int64_t h, int64_t
 // without half-pixel centres (the TF Inception graph's resize, StyleGAN's nv_bilinear): i scale.
 inline void bilinear_source(int64_t i, int64_t in, float scale, int64_t& lo, int64_t& hi,
                             float& frac, bool half_pixel = true) {
-  const float s =
-      half_pixel ? std::max(scale * (float(i) + 0.5f) - 0.5f, 0.f) : scale * float(i);
+  const float s = half_pixel ? std::max(scale * (float(i) + 0.5f) - 0.5f, 0.f) : scale * float(i);
   lo = std::min<int64_t>(int64_t(s), in - 1);
   hi = std::min<int64_t>(lo + 1, in - 1);
   frac = s - float(lo);

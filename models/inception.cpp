@@ -226,13 +226,12 @@ FeatureNet::Output InceptionV3::forward(const Var& x) {
 }
 
 std::string InceptionV3::describe() const {
-  return fmt::format(
-      "InceptionV3 (pytorch-fid's FID network{}, {} resize, input {}) -> 2048",
-      fc_ ? ", with fc" : "",
-      resize_ == Resize::kBilinear ? "pytorch-fid's bilinear"
-      : resize_ == Resize::kTF     ? "the TF graph's bilinear"
-                                   : "clean-fid's bicubic",
-      range_ == InputRange::kTorch ? "2 v / 255 - 1" : "v / 128 - 1");
+  return fmt::format("InceptionV3 (pytorch-fid's FID network{}, {} resize, input {}) -> 2048",
+                     fc_ ? ", with fc" : "",
+                     resize_ == Resize::kBilinear ? "pytorch-fid's bilinear"
+                     : resize_ == Resize::kTF     ? "the TF graph's bilinear"
+                                                  : "clean-fid's bicubic",
+                     range_ == InputRange::kTorch ? "2 v / 255 - 1" : "v / 128 - 1");
 }
 
 }  // namespace gan::models

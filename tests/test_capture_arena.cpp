@@ -22,11 +22,11 @@ TEST_CASE("capture arena: best-fit placement, coalescing, refusal", "[arena][cpu
   CHECK(a == 0);
   CHECK(b == 256);  // 256-byte granules
   CHECK(c == 768);
-  p.release(b);                  // a 512-byte hole at 256
+  p.release(b);  // a 512-byte hole at 256
   const size_t big = p.allocate(600);
-  CHECK(big == 1024);            // does not fit the hole: after c
+  CHECK(big == 1024);  // does not fit the hole: after c
   const size_t d = p.allocate(200);
-  CHECK(d == 256);               // the smallest block that fits: the hole
+  CHECK(d == 256);  // the smallest block that fits: the hole
   CHECK(p.allocate(4096) == ArenaPlacement::kNone);
   CHECK(p.live() == 4);
   CHECK(p.high_water() == 1792);
@@ -39,18 +39,19 @@ TEST_CASE("capture arena: best-fit placement, coalescing, refusal", "[arena][cpu
 TEST_CASE("capture arena: the size from a trace leaves out what outlives it", "[arena][cpu]") {
   int ids[4];
   AllocationTrace t;
-  t.events = {{&ids[0], 1000, true},  {&ids[1], 5000, true},  // ids[1]: persistent
-              {&ids[2], 1000, true},  {&ids[0], 0, false},
-              {&ids[3], 1024, true},  {&ids[2], 0, false},   // ids[3] takes ids[0]'s block
-              {&ids[3], 0, false},    {&ids[0], 300, true},  // an id reused after its free,
-              {&ids[0], 0, false}};                          // itself transient
+  t.events = {{&ids[0], 1000, true}, {&ids[1], 5000, true},  // ids[1]: persistent
+              {&ids[2], 1000, true}, {&ids[0], 0, false},
+              {&ids[3], 1024, true}, {&ids[2], 0, false},   // ids[3] takes ids[0]'s block
+              {&ids[3], 0, false},   {&ids[0], 300, true},  // an id reused after its free,
+              {&ids[0], 0, false}};                         // itself transient
   CHECK(gan::cuda::arena_bytes_for(t) == 2048);
   CHECK(gan::cuda::arena_bytes_for(AllocationTrace{}) == 0);
 }
 
-TEST_CASE("capture arena cuda: a captured step with its temporaries in the arena replays like "
-          "the eager step, with fewer nodes",
-          "[arena][cuda]") {
+TEST_CASE(
+    "capture arena cuda: a captured step with its temporaries in the arena replays like "
+    "the eager step, with fewer nodes",
+    "[arena][cuda]") {
   GAN_REQUIRE_GPU();
   using gan::Device;
   using gan::Tensor;

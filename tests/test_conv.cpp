@@ -11,8 +11,8 @@
 #include <tuple>
 #include <vector>
 
-#include <catch2/catch.hpp>
 #include <fmt/format.h>
+#include <catch2/catch.hpp>
 
 #include "engine/device.h"
 #include "engine/error.h"
@@ -308,12 +308,10 @@ TEST_CASE("conv cuda: the fastest timed algorithm wins; the timing leaves result
       CHECK(any_nchw);
       const bool last_nchw = v.back().layout == gan::kernels::ConvLayout::kNCHW;
       CHECK_THAT(lines[size_t(d)],
-                 Catch::Contains(fmt::format("{}: {} algo {} math {}{}",
-                                             tf32 ? "tf32" : "fp32",
-                                             gan::kernels::conv_direction_name(
-                                                 gan::kernels::ConvDirection(d)),
-                                             v.back().algo, v.back().math,
-                                             last_nchw ? " nchw" : "")) &&
+                 Catch::Contains(
+                     fmt::format("{}: {} algo {} math {}{}", tf32 ? "tf32" : "fp32",
+                                 gan::kernels::conv_direction_name(gan::kernels::ConvDirection(d)),
+                                 v.back().algo, v.back().math, last_nchw ? " nchw" : "")) &&
                      Catch::Contains("timed"));
     }
   }
@@ -397,9 +395,9 @@ TEST_CASE("conv cuda: timed choices round-trip through the plan cache on disk", 
   REQUIRE(lines.size() == 3);
   for (int d = 0; d < 3; ++d) {
     INFO(lines[size_t(d)]);
-    CHECK_THAT(lines[size_t(d)], Catch::Contains(fmt::format("algo {} math {}", chosen[d].algo,
-                                                             chosen[d].math)) &&
-                                     Catch::Contains("(cached)"));
+    CHECK_THAT(lines[size_t(d)],
+               Catch::Contains(fmt::format("algo {} math {}", chosen[d].algo, chosen[d].math)) &&
+                   Catch::Contains("(cached)"));
   }
   gan::kernels::reset_conv_plans();
   gan::set_cudnn_plan_cache("");

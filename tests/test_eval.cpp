@@ -190,7 +190,8 @@ TEST_CASE("inception: pytorch-fid's FID InceptionV3 gives pytorch-fid's features
 }
 
 // --input-range tf: the loader's u = v / 127.5 - 1 reaches the network as v / 128 - 1.
-TEST_CASE("inception: the TF input range is the TF graph's v / 128 - 1", "[cpu][eval][inception][heavy]") {
+TEST_CASE("inception: the TF input range is the TF graph's v / 128 - 1",
+          "[cpu][eval][inception][heavy]") {
   Generator gen(0, Device::CPU);
   eval::InceptionV3 net(gen, false);
   eval::fill_formula_weights(net);
@@ -235,8 +236,8 @@ TEST_CASE("inception cuda: pytorch-fid's FID InceptionV3 gives pytorch-fid's fea
 TEST_CASE("inception: the TF-Inception weights converted without torch give torch.jit's features",
           "[cpu][eval][inception][heavy]") {
   const char* env = std::getenv("GAN_FID_WEIGHTS");
-  const std::string path = env && *env ? std::string(env)
-                                       : eval::default_cache_dir() + "/fid_inception_tf.safetensors";
+  const std::string path =
+      env && *env ? std::string(env) : eval::default_cache_dir() + "/fid_inception_tf.safetensors";
   if (!fs::exists(path)) {
     test::mark_skipped();
     WARN("skipped: no converted weights at " << path
@@ -266,8 +267,7 @@ TEST_CASE("inception: the TF-Inception weights converted without torch give torc
       for (int y = 0; y < size; ++y)
         for (int xx = 0; xx < size; ++xx)
           for (int c = 0; c < 3; ++c)
-            x[((size_t(n) * size + y) * size + xx) * 3 + c] =
-                float(pixel(n, y, xx, c) / div - 1.0);
+            x[((size_t(n) * size + y) * size + xx) * 3 + c] = float(pixel(n, y, xx, c) / div - 1.0);
     return Tensor::from_vector(x, Shape{4, size, size, 3});
   };
   auto compare = [&](const Tensor& got_t, const char* name) {

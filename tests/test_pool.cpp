@@ -156,10 +156,10 @@ TEST_CASE("pooling and resizing: PyTorch's values", "[cpu][pool]") {
   {
     std::vector<double> v(15);
     for (int i = 0; i < 15; ++i) v[size_t(i)] = double(i);
-    const std::vector<double> want = {
-        0.0,  0.71429, 1.42857, 2.14286,  2.85714,  3.57143,  4.0,      3.75,  4.46429, 5.17857,
-        5.89286, 6.60714, 7.32143, 7.75,  7.5,      8.21428,  8.92857,  9.64286, 10.35714, 11.07143,
-        11.5, 10.0,    10.71429, 11.42857, 12.14286, 12.85714, 13.57143, 14.0};
+    const std::vector<double> want = {0.0,  0.71429,  1.42857,  2.14286,  2.85714,  3.57143,  4.0,
+                                      3.75, 4.46429,  5.17857,  5.89286,  6.60714,  7.32143,  7.75,
+                                      7.5,  8.21428,  8.92857,  9.64286,  10.35714, 11.07143, 11.5,
+                                      10.0, 10.71429, 11.42857, 12.14286, 12.85714, 13.57143, 14.0};
     const std::vector<double> got = values(gan::resize_bilinear(image(v, 3, 5), 4, 7, false));
     REQUIRE(got.size() == want.size());
     for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(want[i]).margin(1e-5));

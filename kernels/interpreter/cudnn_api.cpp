@@ -42,8 +42,7 @@ using gan::kernels::ConvGeom;
 bool supported(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
                const cudnnConvolutionStruct* c) {
   return (x->format == CUDNN_TENSOR_NHWC || x->format == CUDNN_TENSOR_NCHW) &&
-         w->format == x->format &&
-         x->type == CUDNN_DATA_FLOAT && w->type == CUDNN_DATA_FLOAT &&
+         w->format == x->format && x->type == CUDNN_DATA_FLOAT && w->type == CUDNN_DATA_FLOAT &&
          c->mode == CUDNN_CROSS_CORRELATION && x->c == w->c;
 }
 
@@ -277,9 +276,9 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterAlgorithm_v7(
     *n = 0;
     return CUDNN_STATUS_SUCCESS;
   }
-  const cudnnConvolutionBwdFilterAlgo_t algos[3] = {CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
-                                                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
-                                                    CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0};
+  const cudnnConvolutionBwdFilterAlgo_t algos[3] = {
+      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_WINOGRAD_NONFUSED,
+      CUDNN_CONVOLUTION_BWD_FILTER_ALGO_0};
   results(perf, n, cap, algos, size_t(geom(x, w, c).w_numel()) * 4);
   // GAN_INTERP_CUDNN_NONDETERMINISTIC_FILTER=1 models geometries for which cuDNN offers only
   // non-deterministic backward-filter algorithms (it happens with odd channel counts in NHWC).

@@ -14,7 +14,6 @@
 
 namespace gan::eval {
 
-
 namespace {
 
 double mix(uint64_t x, uint64_t k) {

@@ -169,9 +169,11 @@ int main(int argc, char** argv) {
     if (fid) {
       inception = cache + "/fid_inception_tf.safetensors";
       if (!std::filesystem::exists(inception)) {  // fetched when FID is first asked for
-        const std::string cmd = fmt::format("python3 '{}/tools/scripts/fetch_fid_weights.py' --out '{}'",
-                                            eval::source_dir(), inception);
-        std::fprintf(stderr, "gan_eval: --fid: fetching the TF-Inception weights: %s\n", cmd.c_str());
+        const std::string cmd =
+            fmt::format("python3 '{}/tools/scripts/fetch_fid_weights.py' --out '{}'",
+                        eval::source_dir(), inception);
+        std::fprintf(stderr, "gan_eval: --fid: fetching the TF-Inception weights: %s\n",
+                     cmd.c_str());
         GAN_CHECK(std::system(cmd.c_str()) == 0 && std::filesystem::exists(inception),
                   fmt::format("gan_eval: --fid: no TF-Inception weights at {} and fetching them "
                               "failed (the line above says why); run "
@@ -257,7 +259,7 @@ int main(int argc, char** argv) {
     j["conventions"] = {
         {"images_fit", images.empty() ? "n/a" : fit_arg},
         {"real_fit", real_fit},
-        {"input_range", inception.empty()       ? "n/a"
+        {"input_range", inception.empty()     ? "n/a"
                         : input_range == "tf" ? "v / 128 - 1 (TF graph)"
                                               : "2 v / 255 - 1 (pytorch-fid)"},
         {"resize_to_299", inception.empty()   ? "n/a"

@@ -9,8 +9,8 @@
 
 #include <cuda_runtime_api.h>
 
-#include "engine/capture_arena.h"
 #include "engine/adam.h"
+#include "engine/capture_arena.h"
 #include "engine/random.h"
 #include "models/gan.h"
 #include "tools/train/options.h"

@@ -299,9 +299,9 @@ void Training::iterate(int64_t start_step) {
     return;
   }
   if (!graph_)
-    graph_ = std::make_unique<IterationGraph>(std::vector<nn::Module*>{net_.g.get(), net_.d.get()},
-                                              [&] { stepper_->iteration(reals_, step_); },
-                                              arena_bytes_);
+    graph_ = std::make_unique<IterationGraph>(
+        std::vector<nn::Module*>{net_.g.get(), net_.d.get()},
+        [&] { stepper_->iteration(reals_, step_); }, arena_bytes_);
   graph_->replay();
 }
 
