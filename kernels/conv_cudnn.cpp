@@ -429,16 +429,18 @@ struct DeviceBuffer {  // a temporary allocation (never inside a capture)
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
 };
 
-// Times each candidate (ctx.timer, or CUDA events) on `o`, with a temporary workspace; candidates
-// over the workspace limit or refused get ms < 0. Sets each candidate's workspace.
-std::vector<ConvTiming> time_all(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
-                                 std::vector<ConvCandidate> cands, const Operands& o,
+// Times each candidate (ctx.timer, or CUDA events) with a temporary workspace of the largest
+// size_of(candidate) within the limit; run_one(candidate, workspace) launches it once. Candidates
+// over the limit or refused get ms < 0; each candidate's workspace is set.
+std::vector<ConvTiming> time_all(const CudnnConvContext& ctx, std::vector<ConvCandidate> cands,
+                                 const std::function<size_t(const ConvCandidate&)>& size_of,
+                                 const std::function<void(const ConvCandidate&, void*)>& run_one,
                                  cudaStream_t stream) {
   std::vector<ConvTiming> out;
   size_t ws_max = 0;
   for (ConvCandidate& c : cands) {
     try {
-      c.workspace = candidate_workspace(ctx, g, pl, c);
+      c.workspace = size_of(c);
     } catch (const Error&) {
       c.workspace = SIZE_MAX;
     }
@@ -448,9 +450,7 @@ std::vector<ConvTiming> time_all(const CudnnConvContext& ctx, const ConvGeom& g,
   const DeviceBuffer ws(ws_max);
   for (ConvTiming& t : out) {
     if (t.candidate.workspace > ctx.workspace_limit) continue;
-    const std::function<void()> run = [&] {
-      run_candidate(ctx, g, pl, t.candidate, o, ws.p, t.candidate.workspace);
-    };
+    const std::function<void()> run = [&] { run_one(t.candidate, ws.p); };
     try {
       t.ms = ctx.timer ? ctx.timer(t.candidate, run) : time_with_events(stream, run);
     } catch (const Error&) {
@@ -459,6 +459,17 @@ std::vector<ConvTiming> time_all(const CudnnConvContext& ctx, const ConvGeom& g,
   }
   GAN_CUDA_CHECK(cudaStreamSynchronize(stream));
   return out;
+}
+
+// time_all over the engine's buffers `o` (every kind of candidate).
+std::vector<ConvTiming> time_on(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
+                                std::vector<ConvCandidate> cands, const Operands& o,
+                                cudaStream_t stream) {
+  return time_all(
+      ctx, std::move(cands),
+      [&](const ConvCandidate& c) { return candidate_workspace(ctx, g, pl, c); },
+      [&](const ConvCandidate& c, void* ws) { run_candidate(ctx, g, pl, c, o, ws, c.workspace); },
+      stream);
 }
 
 struct Choice {
@@ -517,7 +528,7 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, Conv
       if (c.algo == algo && c.math == math && int(c.layout) == layout) return {c, "cached"};
   }
   if (cands.size() == 1 && !ctx.timer) return {cands.front(), "heuristic (the only candidate)"};
-  const std::vector<ConvTiming> ts = time_all(ctx, g, pl, cands, o, stream);
+  const std::vector<ConvTiming> ts = time_on(ctx, g, pl, cands, o, stream);
   std::string report;
   const ConvTiming* best = nullptr;
   for (const ConvTiming& t : ts) {
@@ -624,33 +635,15 @@ std::vector<ConvTiming> conv_time_candidates(const CudnnConvContext& ctx, const 
   if (!nchw && ctx.cublas && full_window(g))
     cands.push_back({direction, kConvGemmAlgo, ctx.tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
                      ConvLayout::kNHWC, 0, true});
-  if (!nchw) return time_all(ctx, g, pl, cands, o, stream);
-  // Natively in NCHW (no conversions): run the cuDNN call on the NCHW descriptors directly.
-  std::vector<ConvTiming> out;
-  size_t ws_max = 0;
-  for (ConvCandidate& c : cands) {
-    try {
-      c.workspace = algo_workspace(ctx, g, pl.nchw, c);
-    } catch (const Error&) {
-      c.workspace = SIZE_MAX;
-    }
-    if (c.workspace <= ctx.workspace_limit) ws_max = std::max(ws_max, c.workspace);
-    out.push_back({c, -1});
-  }
-  const DeviceBuffer ws(ws_max);
-  for (ConvTiming& t : out) {
-    if (t.candidate.workspace > ctx.workspace_limit) continue;
-    const std::function<void()> run = [&] {
-      run_cudnn(ctx, g, pl.nchw, t.candidate, o.a, o.b, o.out, 0.f, ws.p, t.candidate.workspace);
-    };
-    try {
-      t.ms = ctx.timer ? ctx.timer(t.candidate, run) : time_with_events(stream, run);
-    } catch (const Error&) {
-      t.ms = -1;
-    }
-  }
-  GAN_CUDA_CHECK(cudaStreamSynchronize(stream));
-  return out;
+  if (!nchw) return time_on(ctx, g, pl, cands, o, stream);
+  // Natively in NCHW (no conversions): the cuDNN call on the NCHW descriptors directly.
+  return time_all(
+      ctx, std::move(cands),
+      [&](const ConvCandidate& c) { return algo_workspace(ctx, g, pl.nchw, c); },
+      [&](const ConvCandidate& c, void* ws) {
+        run_cudnn(ctx, g, pl.nchw, c, o.a, o.b, o.out, 0.f, ws, c.workspace);
+      },
+      stream);
 }
 
 void conv_forward_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,

@@ -151,6 +151,18 @@ TEST_CASE("gan_eval: train vs test scores near 0, blur and noise make every scor
 
 namespace {
 
+// The largest |got - want| and the largest |want|.
+std::pair<double, double> max_abs_error(const std::vector<float>& got,
+                                        const std::vector<float>& want) {
+  REQUIRE(got.size() == want.size());
+  double err = 0, scale = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    err = std::max(err, double(std::abs(got[i] - want[i])));
+    scale = std::max(scale, double(std::abs(want[i])));
+  }
+  return {err, scale};
+}
+
 // pytorch-fid's FID InceptionV3 with the formula weights on two 37 x 37 images
 // (tools/scripts/fixtures/make_inception_fixture.py) against models/inception.h's network.
 void check_inception(Device dev) {
@@ -170,12 +182,7 @@ void check_inception(Device dev) {
                                        .value()
                                        .to(Device::CPU)
                                        .to_vector();
-    REQUIRE(got.size() == want.size());
-    double err = 0, scale = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      err = std::max(err, double(std::abs(got[i] - want[i])));
-      scale = std::max(scale, double(std::abs(want[i])));
-    }
+    const auto [err, scale] = max_abs_error(got, want);
     INFO(name << ": max abs error " << err << " of max " << scale);
     CHECK(scale > 0.1);
     CHECK(err < (dev == Device::CPU ? 2e-5 : 2e-4) * scale);  // 6e-7 of 1.6 measured on the CPU
@@ -209,11 +216,7 @@ TEST_CASE("inception: the TF input range is the TF graph's v / 128 - 1",
   net.set_input_range(eval::InceptionV3::InputRange::kTF);
   const std::vector<float> got =
       net.forward(Var(Tensor::from_vector(u, s))).features.value().to_vector();
-  double err = 0, scale = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    err = std::max(err, double(std::abs(got[i] - want[i])));
-    scale = std::max(scale, double(std::abs(want[i])));
-  }
+  const auto [err, scale] = max_abs_error(got, want);
   INFO("max abs error " << err << " of max " << scale);
   CHECK(scale > 0.1);
   CHECK(err < 1e-5 * scale);
@@ -270,15 +273,8 @@ TEST_CASE("inception: the TF-Inception weights converted without torch give torc
             x[((size_t(n) * size + y) * size + xx) * 3 + c] = float(pixel(n, y, xx, c) / div - 1.0);
     return Tensor::from_vector(x, Shape{4, size, size, 3});
   };
-  auto compare = [&](const Tensor& got_t, const char* name) {
-    const std::vector<float> got = got_t.to_vector();
-    const std::vector<float> want = f.tensor(name).to_vector();
-    REQUIRE(got.size() == want.size());
-    double err = 0, scale = 0;
-    for (size_t i = 0; i < got.size(); ++i) {
-      err = std::max(err, double(std::abs(got[i] - want[i])));
-      scale = std::max(scale, double(std::abs(want[i])));
-    }
+  auto compare = [&](const Tensor& got, const char* name) {
+    const auto [err, scale] = max_abs_error(got.to_vector(), f.tensor(name).to_vector());
     INFO(name << ": max abs error " << err << " of max " << scale);
     CHECK(scale > 1);
     CHECK(err < 1e-4 * scale);
