@@ -1,6 +1,7 @@
 #include "engine/capture_arena.h"
 
 #include <algorithm>
+#include <atomic>
 #include <mutex>
 #include <unordered_map>
 
@@ -16,6 +17,10 @@ size_t granules(size_t bytes) {
 }
 std::mutex g_mu;
 AllocationTrace* g_trace = nullptr;
+// Lock-free fast paths for Storage's hooks, which run on every CUDA allocation and free: both
+// are false except while tracing an eager step or capturing with an arena.
+std::atomic<bool> g_tracing{false};
+std::atomic<bool> g_arena_on{false};
 }  // namespace
 
 size_t ArenaPlacement::allocate(size_t bytes) {
@@ -55,10 +60,12 @@ void ArenaPlacement::release(size_t offset) {
 void begin_allocation_trace(AllocationTrace* trace) {
   std::lock_guard<std::mutex> lock(g_mu);
   g_trace = trace;
+  g_tracing = trace != nullptr;
 }
 
 // Called by Storage (engine/tensor.cpp) for every CUDA allocation and free.
 void trace_allocation(const void* id, size_t bytes, bool alloc) {
+  if (!g_tracing.load(std::memory_order_relaxed)) return;
   std::lock_guard<std::mutex> lock(g_mu);
   if (g_trace) g_trace->events.push_back({id, bytes, alloc});
 }
@@ -122,11 +129,13 @@ void CaptureArena::activate() {
   GAN_CHECK(!g_active, "capture arena: another arena is active");
   state_->active = true;
   g_active = state_;
+  g_arena_on = true;
 }
 
 void CaptureArena::deactivate() {
   std::lock_guard<std::mutex> lock(g_mu);
   if (g_active == state_) g_active.reset();
+  g_arena_on = g_active != nullptr;
   state_->active = false;
   fallbacks_ = state_->fallbacks;
 }
@@ -137,6 +146,7 @@ size_t CaptureArena::live() const {
 }
 
 std::shared_ptr<CaptureArena::State> CaptureArena::active() {
+  if (!g_arena_on.load(std::memory_order_relaxed)) return nullptr;
   std::lock_guard<std::mutex> lock(g_mu);
   return g_active;
 }

@@ -417,6 +417,14 @@ double time_with_events(cudaStream_t stream, const std::function<void()>& run) {
   return median(ms);
 }
 
+bool capturing(const CudnnConvContext& ctx) {
+  cudaStream_t stream = nullptr;
+  GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  GAN_CUDA_CHECK(cudaStreamIsCapturing(stream, &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
 struct DeviceBuffer {  // a temporary allocation (never inside a capture)
   void* p = nullptr;
   explicit DeviceBuffer(size_t bytes) {
@@ -503,12 +511,9 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, Conv
                  what, geom_text(g).c_str(), cands[0].algo, cands[0].math);
   }
   // Inside a capture nothing can be timed (nor allocated): the heuristics' first.
+  if (capturing(ctx)) return {cands.front(), "heuristic (first use inside a CUDA graph capture)"};
   cudaStream_t stream = nullptr;
   GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
-  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-  GAN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
-  if (capturing != cudaStreamCaptureStatusNone)
-    return {cands.front(), "heuristic (first use inside a CUDA graph capture)"};
   // The other candidates: NCHW with conversions, the GEMM.
   try {
     pl.nchw.make(g, ctx.tf32, ConvLayout::kNCHW);
@@ -564,15 +569,24 @@ ConvPlan& plan_locked(const CudnnConvContext& ctx, const ConvGeom& g) {
   return *slot;
 }
 
-// Chooses direction d's candidate on first use (timing on `timing`, which may be a scratch
-// output), then runs it on `o`.
+// Chooses direction d's candidate on first use, then runs it on `o`. A result that accumulates
+// (beta != 0: the filter gradient) is timed into a scratch output, never into o.out.
 void run_direction(const CudnnConvContext& ctx, const ConvGeom& g, ConvDirection d,
-                   const Operands& o, const Operands* timing = nullptr) {
+                   const Operands& o) {
   std::unique_lock<std::mutex> lock(g_mu);
   ConvPlan& pl = plan_locked(ctx, g);
   DirPlan& dp = pl.dir[int(d)];
   if (!dp.chosen) {
-    const Choice c = choose(ctx, g, pl, d, timing ? *timing : o);
+    Operands timing = o;
+    std::unique_ptr<DeviceBuffer> scratch;
+    if (o.beta != 0.f && !capturing(ctx)) {  // inside a capture nothing is timed
+      size_t na, nb, nout;
+      operand_sizes(g, d, na, nb, nout);
+      scratch = std::make_unique<DeviceBuffer>(nout * sizeof(float));
+      timing.out = static_cast<float*>(scratch->p);
+      timing.beta = 0.f;
+    }
+    const Choice c = choose(ctx, g, pl, d, timing);
     dp.c = c.c;
     dp.ws = candidate_workspace(ctx, g, pl, dp.c);
     dp.chosen = true;
@@ -661,32 +675,7 @@ void conv_backward_data_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, co
 void conv_backward_filter_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
                                 const float* dy, float* dw, bool accumulate) {
   GAN_NVTX("conv_backward_filter (cuDNN)");
-  const Operands o{x, dy, dw, accumulate ? 1.f : 0.f};
-  if (!accumulate) {
-    run_direction(ctx, g, ConvDirection::kBackwardFilter, o);
-    return;
-  }
-  // The timing must not add into dw: it writes a scratch filter (only on the first use).
-  bool chosen = false;
-  {
-    std::lock_guard<std::mutex> lock(g_mu);
-    chosen = plan_locked(ctx, g).dir[int(ConvDirection::kBackwardFilter)].chosen;
-  }
-  if (chosen) {
-    run_direction(ctx, g, ConvDirection::kBackwardFilter, o);
-    return;
-  }
-  cudaStream_t stream = nullptr;
-  GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
-  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
-  GAN_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
-  if (capturing != cudaStreamCaptureStatusNone) {  // no timing, no allocation
-    run_direction(ctx, g, ConvDirection::kBackwardFilter, o);
-    return;
-  }
-  const DeviceBuffer scratch(size_t(g.w_numel()) * sizeof(float));
-  const Operands timing{x, dy, static_cast<float*>(scratch.p), 0.f};
-  run_direction(ctx, g, ConvDirection::kBackwardFilter, o, &timing);
+  run_direction(ctx, g, ConvDirection::kBackwardFilter, {x, dy, dw, accumulate ? 1.f : 0.f});
 }
 
 }  // namespace kernels
