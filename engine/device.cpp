@@ -16,11 +16,11 @@ namespace gan {
 
 namespace {
 
-std::atomic<bool> g_allow_tf32{false};
+std::atomic<MathMode> g_math{MathMode::kStrict};
 
 size_t default_attention_gemm_max_bytes() {
   const char* env = std::getenv("GAN_ATTN_GEMM_MAX_MB");
-  if (env == nullptr || *env == '\0') return size_t(256) << 20;
+  if (env == nullptr || *env == '\0') return 0;  // from free memory
   char* end = nullptr;
   const unsigned long long mb = std::strtoull(env, &end, 10);
   GAN_CHECK(end != env && *end == '\0' && mb < (1ull << 40),
@@ -33,6 +33,16 @@ bool env_flag(const char* name) {
 }
 std::atomic<bool> g_cudnn_deterministic{env_flag("GAN_CUDNN_DETERMINISTIC")};
 
+AttnKernel default_attention_kernel() {
+  const char* e = std::getenv("GAN_ATTN_KERNEL");
+  if (e == nullptr || *e == '\0') return AttnKernel::kAuto;
+  for (AttnKernel k :
+       {AttnKernel::kAuto, AttnKernel::kGemm, AttnKernel::kFlash, AttnKernel::kTiled})
+    if (std::string(e) == attention_kernel_name(k)) return k;
+  throw Error(std::string("GAN_ATTN_KERNEL: expected auto, gemm, flash or tiled, got '") + e + "'");
+}
+std::atomic<AttnKernel> g_attention_kernel{default_attention_kernel()};
+
 std::atomic<bool> g_plan_cache_chosen{false};  // set_cudnn_plan_cache() called, or the default set
 
 std::atomic<size_t> g_attention_gemm_max_bytes{default_attention_gemm_max_bytes()};
@@ -44,7 +54,7 @@ constexpr size_t kCublasWorkspaceBytes = size_t(32) << 20;
 
 void apply_math_mode(cublasHandle_t h) {
   GAN_CUBLAS_CHECK(
-      cublasSetMathMode(h, g_allow_tf32 ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+      cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
 }
 
 }  // namespace
@@ -61,13 +71,47 @@ bool cuda_available() {
   return available;
 }
 
-void set_allow_tf32(bool allow) {
-  g_allow_tf32 = allow;
+void set_math_mode(MathMode mode) {
+  g_math = mode;
   std::lock_guard<std::mutex> lock(g_ctx_mu);
   if (g_ctx) apply_math_mode(g_ctx->cublas);
 }
+MathMode math_mode() { return g_math; }
+const char* math_mode_name(MathMode mode) {
+  switch (mode) {
+    case MathMode::kStrict:
+      return "fp32";
+    case MathMode::kAccurate:
+      return "fp32-tc";
+    case MathMode::kTF32:
+      return "tf32";
+  }
+  return "?";
+}
+MathMode parse_math_mode(const std::string& name) {
+  for (MathMode m : {MathMode::kStrict, MathMode::kAccurate, MathMode::kTF32})
+    if (name == math_mode_name(m)) return m;
+  throw Error("math mode: expected fp32, fp32-tc or tf32, got '" + name + "'");
+}
 
-bool allow_tf32() { return g_allow_tf32; }
+void set_allow_tf32(bool allow) { set_math_mode(allow ? MathMode::kTF32 : MathMode::kStrict); }
+bool allow_tf32() { return g_math == MathMode::kTF32; }
+
+void set_attention_kernel(AttnKernel kernel) { g_attention_kernel = kernel; }
+AttnKernel attention_kernel() { return g_attention_kernel; }
+const char* attention_kernel_name(AttnKernel kernel) {
+  switch (kernel) {
+    case AttnKernel::kAuto:
+      return "auto";
+    case AttnKernel::kGemm:
+      return "gemm";
+    case AttnKernel::kFlash:
+      return "flash";
+    case AttnKernel::kTiled:
+      return "tiled";
+  }
+  return "?";
+}
 
 void set_cudnn_deterministic(bool deterministic) { g_cudnn_deterministic = deterministic; }
 bool cudnn_deterministic() { return g_cudnn_deterministic; }

@@ -5,7 +5,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
@@ -20,8 +22,21 @@ struct CudnnConvContext;
 // True when a CUDA device can be used (the driver loads and reports at least one device).
 bool cuda_available();
 
-// Math mode for float32 GEMMs and convolutions: strict float32 by default; TF32 tensor cores when
-// allowed. The setting applies to cuBLAS now and to cuDNN convolutions created afterwards.
+// Float32 math, as accuracy (like PyTorch's float32 matmul precision), one switch for GEMMs,
+// convolutions and attention:
+//   kStrict    "fp32": FMA everywhere (the default; PyTorch's "highest");
+//   kAccurate  "fp32-tc": fp32-accurate on tensor cores: attention on the 3xTF32 kernels (error
+//              at fp32 level, docs/kernels/attention.md); GEMMs and convolutions stay strict
+//              (neither cuBLAS's float32 GEMM nor cuDNN offers the split);
+//   kTF32      "tf32": TF32 tensor cores in GEMMs, convolutions and attention ("high").
+// Applies to cuBLAS now, to cuDNN convolutions created afterwards and to attention's next choice.
+enum class MathMode { kStrict, kAccurate, kTF32 };
+void set_math_mode(MathMode mode);
+MathMode math_mode();
+const char* math_mode_name(MathMode mode);
+// "fp32", "fp32-tc" or "tf32"; anything else is an error naming the choices.
+MathMode parse_math_mode(const std::string& name);
+// set_allow_tf32(b) = set_math_mode(b ? kTF32 : kStrict); allow_tf32() = (math_mode() == kTF32).
 void set_allow_tf32(bool allow);
 bool allow_tf32();
 
@@ -36,10 +51,27 @@ bool cudnn_deterministic();
 void set_cudnn_plan_cache(const std::string& path);
 std::string default_cudnn_plan_cache();
 
-// Attention on the GPU materialises softmax(Q K^T) (the cuBLAS version, faster) when B Nq Nk
-// floats take at most this many bytes, and uses the tiled kernels that never store it otherwise
-// (leaner). Default 256 MiB, or $GAN_ATTN_GEMM_MAX_MB; the backward pass holds two such buffers.
-// Sizes the tiled kernels cannot take (d > 64 or dv > 1024) use the cuBLAS version at any size.
+// Attention on the GPU (engine/ops_attention.cpp, docs/kernels/attention.md) has three versions:
+// the materialised one (cuBLAS; B Nq Nk float buffers, two in the backward pass), the
+// tensor-core flash kernels (TF32 or 3xTF32; in the tf32 and fp32-tc math modes) and the tiled
+// SIMT kernels (FMA). kAuto (default) times the candidates the math mode and the memory allow on
+// first use of each shape, before any graph capture, and keeps the fastest; a pinned version is
+// used wherever it can take the shape (else the materialised one). $GAN_ATTN_KERNEL = auto, gemm,
+// flash or tiled sets the default.
+enum class AttnKernel { kAuto, kGemm, kFlash, kTiled };
+void set_attention_kernel(AttnKernel kernel);
+AttnKernel attention_kernel();
+const char* attention_kernel_name(AttnKernel kernel);
+// Every attention choice made, as logged with GAN_LOG_KERNELS=1 ("attention <shape and mode>:
+// timed: gemm 1.2 ms, flash-tf32 0.4 ms, ... -> flash-tf32"), oldest first.
+std::vector<std::string> attention_choice_log();
+// Tests: the candidates' milliseconds come from timer(version name: "gemm", "flash-tf32",
+// "flash-3xtf32", "tiled") instead of CUDA events; null restores the events. Forgets the choices
+// made so far (as does every call).
+void set_attention_timer(std::function<double(const std::string&)> timer);
+// The materialised version is a candidate when one B Nq Nk float buffer takes at most this many
+// bytes: $GAN_ATTN_GEMM_MAX_MB or the setter; by default (0 here) an eighth of the device memory
+// free at the choice, so that the backward pass's two buffers take at most a quarter.
 void set_attention_gemm_max_bytes(size_t bytes);
 size_t attention_gemm_max_bytes();
 

@@ -1,10 +1,21 @@
 // attention, self_attention (packed, fused epilogue), attention_rows.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
 #include <fmt/format.h>
 
+#include "engine/device.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/attention.h"
 #include "kernels/common.h"
+#include "kernels/runtime.h"
 
 namespace gan {
 
@@ -16,33 +27,141 @@ struct AttnPtrs {  // typed views of q, k, v inside their tensors
   int64_t q_off = 0, k_off = 0, v_off = 0;
 };
 
-// Whether the GPU materialises softmax(Q K^T) (kernels/attention.h; engine/device.h). Chosen at
-// the forward pass, kept for its backward.
-bool use_gemm(const Tensor& t, const AttnDims& a) {
-  if (!t.is_cuda()) return false;
-  if (a.d > kernels::kAttnMaxD || a.dv > kernels::kAttnMaxDv) return true;
-  return double(a.b) * double(a.nq) * double(a.nk) * 4.0 <= double(attention_gemm_max_bytes());
+// The version that runs an attention shape on the GPU, chosen at the forward pass (timed once per
+// shape and math mode, engine/device.h) and kept for its backward.
+struct Choice {
+  AttnKernel kern = AttnKernel::kGemm;
+  kernels::AttnMath math = kernels::AttnMath::kTF32;  // kFlash only
+};
+
+std::string choice_name(const Choice& c) {
+  if (c.kern == AttnKernel::kFlash) return std::string("flash-") + kernels::attn_math_name(c.math);
+  return attention_kernel_name(c.kern);
+}
+
+bool takes(AttnKernel k, const AttnDims& a) {
+  switch (k) {
+    case AttnKernel::kFlash:
+      return a.d <= kernels::kAttnMmaMaxD;
+    case AttnKernel::kTiled:
+      return a.d <= kernels::kAttnMaxD && a.dv <= kernels::kAttnMaxDv;
+    default:
+      return true;
+  }
+}
+
+// Bytes one B Nq Nk float buffer may take for the materialised version to be a candidate.
+size_t gemm_budget() {
+  if (const size_t cap = attention_gemm_max_bytes()) return cap;
+  size_t free_b = 0, total_b = 0;
+  if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return size_t(256) << 20;
+  }
+  return free_b / 8;
+}
+
+struct ChoiceState {
+  std::mutex mu;
+  std::map<std::string, Choice> chosen;
+  std::vector<std::string> log;
+  std::function<double(const std::string&)> timer;  // tests
+};
+ChoiceState& choice_state() {
+  static ChoiceState* s = new ChoiceState;  // never destroyed (used until exit)
+  return *s;
+}
+
+bool log_kernels() {
+  for (const char* name : {"GAN_LOG_KERNELS", "GAN_LOG_CUDNN"})
+    if (const char* e = std::getenv(name); e && *e && std::string(e) != "0") return true;
+  return false;
+}
+
+bool capturing() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  GAN_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &status));
+  return status != cudaStreamCaptureStatusNone;
+}
+
+// The version for shape a (on the GPU). run(c) runs forward and backward with version c on
+// scratch outputs (for the timing).
+Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const Choice&)>& run) {
+  if (!t.is_cuda()) return {};
+  const MathMode mode = math_mode();
+  const kernels::AttnMath fmath =
+      mode == MathMode::kTF32 ? kernels::AttnMath::kTF32 : kernels::AttnMath::k3xTF32;
+  const AttnKernel pinned = attention_kernel();
+  if (pinned != AttnKernel::kAuto) {
+    GAN_CHECK(pinned != AttnKernel::kFlash || mode != MathMode::kStrict,
+              "attention: the tensor-core (flash) version needs the fp32-tc or tf32 math mode; "
+              "strict fp32 runs gemm or tiled");
+    return takes(pinned, a) ? Choice{pinned, fmath} : Choice{};
+  }
+  std::vector<Choice> cands;
+  const bool gemm_fits = double(a.b) * double(a.nq) * double(a.nk) * 4.0 <= double(gemm_budget());
+  if (mode != MathMode::kStrict && takes(AttnKernel::kFlash, a))
+    cands.push_back({AttnKernel::kFlash, fmath});
+  if (gemm_fits) cands.push_back({AttnKernel::kGemm, fmath});
+  if (takes(AttnKernel::kTiled, a)) cands.push_back({AttnKernel::kTiled, fmath});
+  if (cands.empty()) cands.push_back({AttnKernel::kGemm, fmath});  // any size, memory permitting
+
+  const std::string key = fmt::format("B{} Nq{} Nk{} d{} dv{} ld{},{},{},{} {}", a.b, a.nq, a.nk,
+                                      a.d, a.dv, a.ldq, a.ldk, a.ldv, a.ldo, math_mode_name(mode));
+  ChoiceState& st = choice_state();
+  std::unique_lock<std::mutex> lock(st.mu);
+  if (auto it = st.chosen.find(key); it != st.chosen.end()) return it->second;
+  std::string how;
+  Choice best = cands.front();
+  if (cands.size() == 1) {
+    how = "only candidate";
+  } else if (capturing()) {
+    how = "untimed (first use inside a CUDA graph capture)";
+  } else {
+    const auto timer = st.timer;
+    lock.unlock();  // the runs below allocate and launch; other threads may choose meanwhile
+    double best_ms = INFINITY;
+    for (const Choice& c : cands) {
+      const double ms = timer ? timer(choice_name(c))
+                              : kernels::time_with_events(cuda::stream(), [&] { run(c); });
+      how += fmt::format("{}{} {:.3f} ms", how.empty() ? "timed: " : ", ", choice_name(c), ms);
+      if (ms < best_ms) best_ms = ms, best = c;
+    }
+    lock.lock();
+    if (auto it = st.chosen.find(key); it != st.chosen.end()) return it->second;
+  }
+  st.chosen[key] = best;
+  st.log.push_back(fmt::format("attention {}: {} -> {}", key, how, choice_name(best)));
+  if (log_kernels()) std::fprintf(stderr, "gan: %s\n", st.log.back().c_str());
+  return best;
 }
 
 Tensor scores(const AttnDims& a) { return Tensor::empty(Shape{a.b, a.nq, a.nk}, Device::CUDA); }
 
 // Forward on the tensors' device. gamma/x/y undefined: no epilogue.
-void forward(const AttnDims& a, const AttnPtrs& off, bool gemm, const Tensor& qt, const Tensor& kt,
-             const Tensor& vt, const Tensor& o, const Tensor& lse, const Tensor& gamma,
-             const Tensor& x, const Tensor& y) {
-  if (qt.is_cuda() && gemm) {
-    Tensor s = scores(a);
-    kernels::attention_forward_gemm_cuda(
-        a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off, vt.data<float>() + off.v_off,
-        o.data<float>(), lse.data<float>(), gamma.defined() ? gamma.data<float>() : nullptr,
-        x.defined() ? x.data<float>() : nullptr, y.defined() ? y.data<float>() : nullptr,
-        s.data<float>(), cuda::cublas(), cuda::stream());
-  } else if (qt.is_cuda()) {
-    kernels::attention_forward_cuda(
-        a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off, vt.data<float>() + off.v_off,
-        o.data<float>(), lse.data<float>(), gamma.defined() ? gamma.data<float>() : nullptr,
-        x.defined() ? x.data<float>() : nullptr, y.defined() ? y.data<float>() : nullptr,
-        cuda::stream());
+void forward(const AttnDims& a, const AttnPtrs& off, const Choice& ch, const Tensor& qt,
+             const Tensor& kt, const Tensor& vt, const Tensor& o, const Tensor& lse,
+             const Tensor& gamma, const Tensor& x, const Tensor& y) {
+  auto opt = [](const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
+  if (qt.is_cuda()) {
+    const float *q = qt.data<float>() + off.q_off, *k = kt.data<float>() + off.k_off,
+                *v = vt.data<float>() + off.v_off;
+    switch (ch.kern) {
+      case AttnKernel::kFlash:
+        kernels::attention_forward_mma_cuda(a, q, k, v, o.data<float>(), lse.data<float>(),
+                                            opt(gamma), opt(x), opt(y), ch.math, cuda::stream());
+        break;
+      case AttnKernel::kTiled:
+        kernels::attention_forward_cuda(a, q, k, v, o.data<float>(), lse.data<float>(), opt(gamma),
+                                        opt(x), opt(y), cuda::stream());
+        break;
+      default: {
+        Tensor s = scores(a);
+        kernels::attention_forward_gemm_cuda(a, q, k, v, o.data<float>(), lse.data<float>(),
+                                             opt(gamma), opt(x), opt(y), s.data<float>(),
+                                             cuda::cublas(), cuda::stream());
+      }
+    }
   } else {
     dispatch_cpu(qt, "attention", [&](auto t) {
       using T = decltype(t);
@@ -55,10 +174,10 @@ void forward(const AttnDims& a, const AttnPtrs& off, bool gemm, const Tensor& qt
 }
 
 // Backward; gradient pointers null where not wanted; offsets apply to dq/dk/dv like q/k/v.
-void backward(const AttnDims& a, const AttnPtrs& off, bool gemm, const Tensor& qt, const Tensor& kt,
-              const Tensor& vt, const Tensor& o, const Tensor& lse, const Tensor& dy,
-              const Tensor& scale, const Tensor& dqt, const Tensor& dkt, const Tensor& dvt,
-              const Tensor& dgamma) {
+void backward(const AttnDims& a, const AttnPtrs& off, const Choice& ch, const Tensor& qt,
+              const Tensor& kt, const Tensor& vt, const Tensor& o, const Tensor& lse,
+              const Tensor& dy, const Tensor& scale, const Tensor& dqt, const Tensor& dkt,
+              const Tensor& dvt, const Tensor& dgamma) {
   if (qt.is_cuda()) {
     auto ptr = [](const Tensor& t, int64_t o2) {
       return t.defined() ? t.data<float>() + o2 : nullptr;
@@ -67,24 +186,33 @@ void backward(const AttnDims& a, const AttnPtrs& off, bool gemm, const Tensor& q
     const size_t ws = kernels::attention_backward_workspace_bytes(a);
     Tensor work;
     if (ws) work = Tensor::empty(Shape{int64_t(ws / 4)}, Device::CUDA);
-    if (gemm) {
-      const bool grads = dqt.defined() || dkt.defined() || dvt.defined();
-      Tensor p = grads ? scores(a) : Tensor(), dp = grads ? scores(a) : Tensor();
-      kernels::attention_backward_gemm_cuda(
-          a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off,
-          vt.data<float>() + off.v_off, o.data<float>(), lse.data<float>(), dy.data<float>(),
-          scale.defined() ? scale.data<float>() : nullptr, ptr(dqt, off.q_off), ptr(dkt, off.k_off),
-          ptr(dvt, off.v_off), dgamma.defined() ? dgamma.data<float>() : nullptr,
-          drow.data<float>(), grads ? p.data<float>() : nullptr, grads ? dp.data<float>() : nullptr,
-          ws ? work.raw() : nullptr, ws, cuda::cublas(), cuda::stream());
-      return;
+    const float *q = qt.data<float>() + off.q_off, *k = kt.data<float>() + off.k_off,
+                *v = vt.data<float>() + off.v_off;
+    const float* sc = scale.defined() ? scale.data<float>() : nullptr;
+    float* dg = dgamma.defined() ? dgamma.data<float>() : nullptr;
+    switch (ch.kern) {
+      case AttnKernel::kFlash:
+        kernels::attention_backward_mma_cuda(
+            a, q, k, v, o.data<float>(), lse.data<float>(), dy.data<float>(), sc,
+            ptr(dqt, off.q_off), ptr(dkt, off.k_off), ptr(dvt, off.v_off), dg, drow.data<float>(),
+            ws ? work.raw() : nullptr, ws, ch.math, cuda::stream());
+        break;
+      case AttnKernel::kTiled:
+        kernels::attention_backward_cuda(
+            a, q, k, v, o.data<float>(), lse.data<float>(), dy.data<float>(), sc,
+            ptr(dqt, off.q_off), ptr(dkt, off.k_off), ptr(dvt, off.v_off), dg, drow.data<float>(),
+            ws ? work.raw() : nullptr, ws, cuda::stream());
+        break;
+      default: {
+        const bool grads = dqt.defined() || dkt.defined() || dvt.defined();
+        Tensor p = grads ? scores(a) : Tensor(), dp = grads ? scores(a) : Tensor();
+        kernels::attention_backward_gemm_cuda(
+            a, q, k, v, o.data<float>(), lse.data<float>(), dy.data<float>(), sc,
+            ptr(dqt, off.q_off), ptr(dkt, off.k_off), ptr(dvt, off.v_off), dg, drow.data<float>(),
+            grads ? p.data<float>() : nullptr, grads ? dp.data<float>() : nullptr,
+            ws ? work.raw() : nullptr, ws, cuda::cublas(), cuda::stream());
+      }
     }
-    kernels::attention_backward_cuda(
-        a, qt.data<float>() + off.q_off, kt.data<float>() + off.k_off, vt.data<float>() + off.v_off,
-        o.data<float>(), lse.data<float>(), dy.data<float>(),
-        scale.defined() ? scale.data<float>() : nullptr, ptr(dqt, off.q_off), ptr(dkt, off.k_off),
-        ptr(dvt, off.v_off), dgamma.defined() ? dgamma.data<float>() : nullptr, drow.data<float>(),
-        ws ? work.raw() : nullptr, ws, cuda::stream());
   } else {
     dispatch_cpu(qt, "attention", [&](auto t) {
       using T = decltype(t);
@@ -98,6 +226,24 @@ void backward(const AttnDims& a, const AttnPtrs& off, bool gemm, const Tensor& q
           dgamma.defined() ? dgamma.data<T>() : nullptr);
     });
   }
+}
+
+// run(c) for choose(): forward and backward of version c into scratch tensors (the packed case:
+// q, k and v are column ranges of one tensor, and so are their gradients).
+std::function<void(const Choice&)> timing_run(const AttnDims& a, const AttnPtrs& off,
+                                              const Tensor& qt, const Tensor& kt, const Tensor& vt,
+                                              const Tensor& gamma, const Tensor& x) {
+  return [&a, &off, &qt, &kt, &vt, &gamma, &x](const Choice& c) {
+    Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, Device::CUDA);
+    Tensor lse = Tensor::empty(Shape{a.b, a.nq}, Device::CUDA);
+    Tensor y = x.defined() ? Tensor::empty_like(x) : Tensor();
+    forward(a, off, c, qt, kt, vt, o, lse, gamma, x, y);
+    const bool packed = qt.raw() == kt.raw();
+    Tensor dq = Tensor::empty_like(qt);
+    Tensor dk = packed ? dq : Tensor::empty_like(kt), dv = packed ? dq : Tensor::empty_like(vt);
+    Tensor dg = gamma.defined() ? Tensor::empty_like(gamma) : Tensor();
+    backward(a, off, c, qt, kt, vt, o, lse, o, gamma, dq, dk, dv, dg);  // dy = o: any values
+  };
 }
 
 void check_limits(const char* op, const Tensor& t, const AttnDims& a) {
@@ -146,8 +292,8 @@ Var attention(const Var& q, const Var& k, const Var& v) {
   check_limits("attention", qt, a);
   Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, qt.device(), qt.dtype());
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, qt.device(), qt.dtype());
-  const bool gemm = use_gemm(qt, a);
-  forward(a, {}, gemm, qt, kt, vt, o, lse, Tensor(), Tensor(), Tensor());
+  const Choice ch = choose(qt, a, timing_run(a, {}, qt, kt, vt, Tensor(), Tensor()));
+  forward(a, {}, ch, qt, kt, vt, o, lse, Tensor(), Tensor(), Tensor());
   VjpFn vjp = [q, k, v](const std::vector<Var>& d, const std::vector<bool>& needs) {
     const CoreGrads g = core_vjp(q, k, v, d[0]);
     return std::vector<Var>{needs[0] ? g.dq : Var(), needs[1] ? g.dk : Var(),
@@ -155,11 +301,11 @@ Var attention(const Var& q, const Var& k, const Var& v) {
   };
   return record(
       "attention", {q, k, v}, o,
-      [a, gemm, qt, kt, vt, o, lse](const BackwardContext& c) {
+      [a, ch, qt, kt, vt, o, lse](const BackwardContext& c) {
         Tensor dq = c.needs(0) ? Tensor::empty_like(qt) : Tensor();
         Tensor dk = c.needs(1) ? Tensor::empty_like(kt) : Tensor();
         Tensor dv = c.needs(2) ? Tensor::empty_like(vt) : Tensor();
-        backward(a, {}, gemm, qt, kt, vt, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
+        backward(a, {}, ch, qt, kt, vt, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
         if (dq.defined()) c.add(0, dq);
         if (dk.defined()) c.add(1, dk);
         if (dv.defined()) c.add(2, dv);
@@ -189,8 +335,8 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, pt.device(), pt.dtype());
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, pt.device(), pt.dtype());
   Tensor y = Tensor::empty_like(xt);
-  const bool gemm = use_gemm(pt, a);
-  forward(a, off, gemm, pt, pt, pt, o, lse, gt, xt, y);
+  const Choice ch = choose(pt, a, timing_run(a, off, pt, pt, pt, gt, xt));
+  forward(a, off, ch, pt, pt, pt, o, lse, gt, xt, y);
   // VJP: q, k, v as column ranges of qkv (Vars), the core's VJP, the residual passes dy.
   VjpFn vjp = [qkv, gamma, d, a](const std::vector<Var>& dd, const std::vector<bool>& needs) {
     const Var dy = reshape(dd[0], Shape{a.b, a.nq, a.dv});
@@ -207,12 +353,12 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   };
   return record(
       "self_attention", {qkv, gamma, x}, y,
-      [a, off, gemm, pt, gt, o, lse](const BackwardContext& c) {
+      [a, off, ch, pt, gt, o, lse](const BackwardContext& c) {
         const Tensor dy = c.dout;
         Tensor dp = c.needs(0) ? Tensor::empty_like(pt) : Tensor();
         Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
         if (dp.defined() || dg.defined())
-          backward(a, off, gemm, pt, pt, pt, o, lse, dy, gt, dp, dp, dp, dg);
+          backward(a, off, ch, pt, pt, pt, o, lse, dy, gt, dp, dp, dp, dg);
         if (dp.defined()) c.add(0, dp);
         if (dg.defined()) c.add(1, dg);
         if (c.needs(2)) c.add(2, dy);  // the residual
@@ -248,6 +394,19 @@ std::vector<float> attention_rows(const Tensor& q, const Tensor& k,
   const std::vector<double> rows =
       kernels::attention_rows_cpu<float>(a, qh.data<float>(), kh.data<float>() + k_off, queries);
   return std::vector<float>(rows.begin(), rows.end());
+}
+
+void set_attention_timer(std::function<double(const std::string&)> timer) {
+  ChoiceState& st = choice_state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  st.timer = std::move(timer);
+  st.chosen.clear();
+}
+
+std::vector<std::string> attention_choice_log() {
+  ChoiceState& st = choice_state();
+  std::lock_guard<std::mutex> lock(st.mu);
+  return st.log;
 }
 
 }  // namespace gan

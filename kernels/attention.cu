@@ -370,14 +370,8 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dK and dV (strided column ranges) set to zero: their gradient when there are no queries.
 void zero_dk_dv(const AttnDims& a, float* dk, float* dv, cudaStream_t stream) {
-  if (dk)
-    GAN_CUDA_CHECK(
-        cudaMemset2DAsync(dk, size_t(a.ldk) * 4, 0, size_t(a.d) * 4, size_t(a.b * a.nk), stream));
-  if (dv)
-    GAN_CUDA_CHECK(
-        cudaMemset2DAsync(dv, size_t(a.ldv) * 4, 0, size_t(a.dv) * 4, size_t(a.b * a.nk), stream));
+  attention_zero_dk_dv_cuda(a, dk, dv, stream);
 }
 
 void check_dims(const AttnDims& a) {
@@ -420,6 +414,28 @@ void attention_forward_cuda(const AttnDims& a, const float* q, const float* k, c
   GAN_CUDA_CHECK_LAUNCH();
 }
 
+void attention_zero_dk_dv_cuda(const AttnDims& a, float* dk, float* dv, cudaStream_t stream) {
+  if (dk)
+    GAN_CUDA_CHECK(
+        cudaMemset2DAsync(dk, size_t(a.ldk) * 4, 0, size_t(a.d) * 4, size_t(a.b * a.nk), stream));
+  if (dv)
+    GAN_CUDA_CHECK(
+        cudaMemset2DAsync(dv, size_t(a.ldv) * 4, 0, size_t(a.dv) * 4, size_t(a.b * a.nk), stream));
+}
+
+void attention_row_dots_cuda(const AttnDims& a, const float* dy, const float* o, float* drow,
+                             float* dgamma, void* workspace, size_t workspace_bytes,
+                             cudaStream_t stream) {
+  const int64_t rows = a.b * a.nq;
+  if (rows > 0) {
+    launch(attn_row_dot_kernel, grid_blocks(rows * 32, 256), 256, 0, stream, rows, a.dv, a.ldo, dy,
+           o, drow);
+    GAN_CUDA_CHECK_LAUNCH();
+  }
+  if (dgamma)
+    reduce_sum_cuda(drow, 1, rows, 1, 1.f, false, dgamma, workspace, workspace_bytes, stream);
+}
+
 size_t attention_backward_workspace_bytes(const AttnDims& a) {
   return reduce_sum_workspace_bytes(1, a.b * a.nq, 1);
 }
@@ -432,13 +448,7 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
   check_dims(a);
   if (a.b == 0) return;
   const int64_t rows = a.b * a.nq;
-  if (rows > 0) {
-    launch(attn_row_dot_kernel, grid_blocks(rows * 32, 256), 256, 0, stream, rows, a.dv, a.ldo, dy,
-           o, drow);
-    GAN_CUDA_CHECK_LAUNCH();
-  }
-  if (dgamma)
-    reduce_sum_cuda(drow, 1, rows, 1, 1.f, false, dgamma, workspace, workspace_bytes, stream);
+  attention_row_dots_cuda(a, dy, o, drow, dgamma, workspace, workspace_bytes, stream);
   if (rows == 0) return zero_dk_dv(a, dk, dv, stream);  // no queries
   with_chunks(a.dv, [&](auto nch) {
     constexpr int N = decltype(nch)::value;

@@ -161,6 +161,36 @@ void attention_backward_cuda(const AttnDims& a, const float* q, const float* k, 
                              float* dq, float* dk, float* dv, float* dgamma, float* drow,
                              void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
+// Shared by the CUDA versions: drow = dy . o per row (and dgamma = sum drow when dgamma is not
+// null; workspace from attention_backward_workspace_bytes); dK, dV zeroed (no queries).
+void attention_row_dots_cuda(const AttnDims& a, const float* dy, const float* o, float* drow,
+                             float* dgamma, void* workspace, size_t workspace_bytes,
+                             cudaStream_t stream);
+void attention_zero_dk_dv_cuda(const AttnDims& a, float* dk, float* dv, cudaStream_t stream);
+
+// ---------------------------------------------------------------------------------------------
+// CUDA, tensor-core version (kernels/attention_mma.cu; v3 in docs/kernels/attention.md): the
+// same tiling idea as the tiled kernels (S never stored, online softmax, lse saved, backward
+// recomputes P in a key-owning and a query-owning kernel, deterministic), with every product on
+// mma.sync m16n8k8. Math:
+//   kTF32     operands rounded to TF32 (10-bit mantissa), f32 accumulation (PyTorch's TF32);
+//   k3xTF32   each operand split x = hi + lo (both TF32), hi lo + lo hi + hi hi: about fp32
+//             accuracy (the error of the products ~2^-21 relative) at a third of TF32's rate.
+// Limits: 1 <= d <= 128, any dv (value columns in 64-wide chunks over the grid), any N >= 1.
+enum class AttnMath { kTF32, k3xTF32 };
+constexpr int64_t kAttnMmaMaxD = 128;
+const char* attn_math_name(AttnMath m);
+
+void attention_forward_mma_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
+                                float* o, float* lse, const float* gamma, const float* x, float* y,
+                                AttnMath math, cudaStream_t stream);
+// Same arguments as attention_backward_cuda.
+void attention_backward_mma_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
+                                 const float* o, const float* lse, const float* dy,
+                                 const float* scale, float* dq, float* dk, float* dv, float* dgamma,
+                                 float* drow, void* workspace, size_t workspace_bytes,
+                                 AttnMath math, cudaStream_t stream);
+
 // ---------------------------------------------------------------------------------------------
 // CUDA, materialised version (any d and dv): S = Q K^T and the softmax as (B, Nq, Nk) buffers,
 // the five products by cuBLAS (batched SGEMM, strided operands), one block per softmax row.

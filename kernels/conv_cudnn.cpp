@@ -1,5 +1,7 @@
 #include "kernels/conv_cudnn.h"
 
+#include "kernels/runtime.h"
+
 #include <algorithm>
 #include <climits>
 #include <cstdint>
@@ -386,36 +388,6 @@ void run_candidate(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
 }
 
 bool math_ok(const ConvCandidate& c, bool tf32) { return tf32 || c.math == CUDNN_FMA_MATH; }
-
-double median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-double time_with_events(cudaStream_t stream, const std::function<void()>& run) {
-  cudaEvent_t a = nullptr, b = nullptr;
-  GAN_CUDA_CHECK(cudaEventCreate(&a));
-  GAN_CUDA_CHECK(cudaEventCreate(&b));
-  struct Guard {
-    cudaEvent_t a, b;
-    ~Guard() {
-      (void)cudaEventDestroy(a);
-      (void)cudaEventDestroy(b);
-    }
-  } guard{a, b};
-  run();  // warm-up (and the first use's lazy setup)
-  std::vector<double> ms;
-  for (int i = 0; i < 3; ++i) {
-    GAN_CUDA_CHECK(cudaEventRecord(a, stream));
-    run();
-    GAN_CUDA_CHECK(cudaEventRecord(b, stream));
-    GAN_CUDA_CHECK(cudaEventSynchronize(b));
-    float t = 0;
-    GAN_CUDA_CHECK(cudaEventElapsedTime(&t, a, b));
-    ms.push_back(t);
-  }
-  return median(ms);
-}
 
 bool capturing(const CudnnConvContext& ctx) {
   cudaStream_t stream = nullptr;

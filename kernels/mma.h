@@ -61,12 +61,19 @@ inline float bits_to_float(uint32_t u) {
   return f;
 }
 inline float bf16_to_float(uint32_t h) { return bits_to_float(h << 16); }
-// Every lane's copy of T (the warp-collective exchange); call interp_release() after reading.
+// Every lane's copy of T (the warp-collective exchange); __syncwarp() after reading. Each lane
+// publishes the address of its copy in a per-OS-thread table (a runner runs one block at a time)
+// and one warp barrier makes all 32 visible: two warp operations where 32 shuffles took 33.
 template <class T>
 void gather(const T& mine, const T* (&all)[32]) {
-  for (int l = 0; l < 32; ++l)
-    all[l] = reinterpret_cast<const T*>(
-        __shfl_sync(0xffffffffu, reinterpret_cast<unsigned long long>(&mine), l));
+  thread_local const void* slots[32][32];
+  const auto& ts = ::gan::interp::self();
+  const unsigned lin =
+      ts.thread_idx.x + ts.block_dim.x * (ts.thread_idx.y + ts.block_dim.y * ts.thread_idx.z);
+  const void** warp = slots[(lin / 32) % 32];
+  warp[ts.lane] = &mine;
+  __syncwarp();
+  for (int l = 0; l < 32; ++l) all[l] = static_cast<const T*>(warp[l]);
 }
 // One m16n8kK product over the warp: each lane's D fragment from every lane's A and B fragments.
 // a_at(frags, row, k) and b_at(frags, k, col) read an element from the gathered fragments.

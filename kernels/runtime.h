@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -31,6 +32,10 @@ namespace gan::kernels {
 
 // Multiprocessors of the current device (cached after the first call).
 int device_sm_count();
+
+// Median milliseconds of three runs of `run` on `stream` (CUDA events), after one warm-up run.
+// Synchronises: for choices made before a graph capture, never inside one.
+double time_with_events(cudaStream_t stream, const std::function<void()>& run);
 
 #if defined(__CUDACC__) || defined(GAN_INTERP)
 

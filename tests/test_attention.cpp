@@ -1,9 +1,13 @@
 // Attention in the op harness: the SAGAN block on a packed projection (y = gamma softmax(q k^T) v
 // + x) and the core with pooled keys (the official variant's N/4 keys, C/2 values), over
 // N in {1, 16, 17, 64, 255, 256, 1024, 1031}, C in {8, 64, 72, 128, 512}, batch 1 and 3. On the
-// GPU the same ops again with the materialised (cuBLAS) version forced, and with C = 1024 and 2048
-// (d = 128 and 256: beyond the tiled kernels, so the cuBLAS version at any size).
+// GPU the same ops again with the materialised (cuBLAS) version pinned, and with C = 1024 and 2048
+// (d = 128 and 256: beyond the tiled kernels, so the cuBLAS version at any size); and with the
+// tensor-core kernels pinned in TF32 and 3xTF32 (plus d = 125 and 128, their limit).
 #include <cmath>
+#include <map>
+#include <string>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
@@ -32,14 +36,40 @@ const std::vector<A>& sizes() {
   return s;
 }
 
-// Sets the materialised-attention threshold for a scope (engine/device.h).
-struct GemmLimit {
-  size_t old = gan::attention_gemm_max_bytes();
-  explicit GemmLimit(size_t bytes) { gan::set_attention_gemm_max_bytes(bytes); }
-  ~GemmLimit() { gan::set_attention_gemm_max_bytes(old); }
-  GemmLimit(const GemmLimit&) = delete;
-  GemmLimit& operator=(const GemmLimit&) = delete;
+// Pins the attention version and the math mode for a scope (engine/device.h).
+struct Pin {
+  gan::AttnKernel old_kernel = gan::attention_kernel();
+  gan::MathMode old_mode = gan::math_mode();
+  Pin(gan::AttnKernel kernel, gan::MathMode mode) {
+    gan::set_attention_kernel(kernel);
+    gan::set_math_mode(mode);
+  }
+  ~Pin() {
+    gan::set_attention_kernel(old_kernel);
+    gan::set_math_mode(old_mode);
+  }
+  Pin(const Pin&) = delete;
+  Pin& operator=(const Pin&) = delete;
 };
+
+// How a case runs on the GPU: the version, the math mode and the tolerance against the CPU.
+struct Version {
+  gan::AttnKernel kernel;
+  gan::MathMode mode;
+  double tol;
+  const char* tag;
+};
+// Float32 sums over up to 1031 keys (and 1031 queries for dk, dv) in tile order on the GPU vs
+// double on the CPU.
+constexpr Version kTiled{gan::AttnKernel::kTiled, gan::MathMode::kStrict, 2e-5, ""};
+constexpr Version kGemm{gan::AttnKernel::kGemm, gan::MathMode::kStrict, 2e-5, ""};
+// TF32 operands (10-bit mantissa, relative rounding 2^-11) in every product: observed up to
+// 7.4e-4 (outputs, dq, dk, dv) and 2.7e-3 (dgamma, one sum over B N dv terms of o's error);
+// docs/kernels/attention.md.
+constexpr Version kFlashTF32{gan::AttnKernel::kFlash, gan::MathMode::kTF32, 5e-3, " flash-tf32"};
+// 3xTF32: fp32 level (observed up to 2.6e-6), tighter than the FMA kernels' bound.
+constexpr Version kFlash3x{gan::AttnKernel::kFlash, gan::MathMode::kAccurate, 1e-5,
+                           " flash-3xtf32"};
 
 // The forced-materialised runs: a subset of sizes() plus the wide channels.
 const std::vector<A>& gemm_sizes() {
@@ -54,50 +84,51 @@ int fd_samples(int64_t nq, int64_t nk, int64_t d, int64_t dv) {
   return double(nq) * double(nk) * double(d + dv) > 5e6 ? 4 : 16;
 }
 
-std::vector<OpCase> self_attention_cases(const std::vector<A>& list, size_t gemm_limit) {
+std::vector<OpCase> self_attention_cases(const std::vector<A>& list, const Version& ver) {
   std::vector<OpCase> cases;
   for (const A& s : list) {
     const int64_t d = s.c / 8;
     OpCase c;
     c.name = "self_attention N" + std::to_string(s.n) + " C" + std::to_string(s.c) + " B" +
-             std::to_string(s.b);
+             std::to_string(s.b) + ver.tag;
     Input qkv, gamma, x;
     qkv.shape = Shape{s.b, s.n, 2 * d + s.c}, qkv.lo = -0.5, qkv.hi = 0.5;
     gamma.shape = Shape{1};
     x.shape = Shape{s.b, s.n, s.c};
     c.inputs = {qkv, gamma, x};
     // The version is chosen at the forward pass and kept for the backward.
-    c.fn = [d, gemm_limit](const std::vector<Var>& v) {
-      GemmLimit limit(gemm_limit);
+    c.fn = [d, ver](const std::vector<Var>& v) {
+      Pin pin(ver.kernel, ver.mode);
       return gan::self_attention(v[0], d, v[1], v[2]);
     };
     c.fd_samples = fd_samples(s.n, s.n, d, s.c);
-    // Float32 sums over up to 1031 keys (and 1031 queries for dk, dv) in tile order on the GPU vs
-    // double on the CPU.
-    c.tol_fwd = c.tol_bwd = 2e-5;
+    c.tol_fwd = c.tol_bwd = ver.tol;
     cases.push_back(c);
   }
   return cases;
 }
 
-std::vector<OpCase> pooled_attention_cases(const std::vector<A>& list, size_t gemm_limit) {
+std::vector<OpCase> pooled_attention_cases(const std::vector<A>& list, const Version& ver) {
   std::vector<OpCase> cases;
   for (const A& s : list) {
     const int64_t d = s.c / 8, nk = std::max<int64_t>(1, s.n / 4), dv = s.c / 2;
     OpCase c;
     c.name = "attention pooled keys N" + std::to_string(s.n) + " Nk" + std::to_string(nk) + " C" +
-             std::to_string(s.c) + " B" + std::to_string(s.b);
+             std::to_string(s.c) + " B" + std::to_string(s.b) + ver.tag;
     Input q, k, v;
     q.shape = Shape{s.b, s.n, d}, q.lo = -0.5, q.hi = 0.5;
     k.shape = Shape{s.b, nk, d}, k.lo = -0.5, k.hi = 0.5;
     v.shape = Shape{s.b, nk, dv};
     c.inputs = {q, k, v};
-    c.fn = [gemm_limit](const std::vector<Var>& in) {
-      GemmLimit limit(gemm_limit);
+    c.fn = [ver](const std::vector<Var>& in) {
+      Pin pin(ver.kernel, ver.mode);
       return gan::attention(in[0], in[1], in[2]);
     };
     c.fd_samples = fd_samples(s.n, nk, d, dv);
-    c.tol_fwd = c.tol_bwd = 2e-5;
+    c.tol_fwd = c.tol_bwd = ver.tol;
+    // One key: dq and dk are exactly zero (dP - D cancels); in TF32 dP's rounding against the
+    // float32 row dot D leaves ~1e-4 absolute, 0.1 of the harness's 1e-3 floor.
+    if (nk == 1 && ver.mode == gan::MathMode::kTF32) c.tol_bwd = 0.2;
     cases.push_back(c);
   }
   return cases;
@@ -121,12 +152,31 @@ std::vector<OpCase> max_pool_cases() {
 }  // namespace
 
 namespace {
-// Tiled kernels wherever they apply (threshold 0), and the materialised version everywhere.
-std::vector<OpCase> self_attention_tiled() { return self_attention_cases(sizes(), 0); }
-std::vector<OpCase> pooled_attention_tiled() { return pooled_attention_cases(sizes(), 0); }
-std::vector<OpCase> self_attention_gemm() { return self_attention_cases(gemm_sizes(), SIZE_MAX); }
-std::vector<OpCase> pooled_attention_gemm() {
-  return pooled_attention_cases(gemm_sizes(), SIZE_MAX);
+// The tensor-core kernels: the sizes above with one long sequence (N 1031, B 1: the interpreter
+// emulates every mma), partial 64-row blocks over two batch items, and d = 125 and 128 (their
+// limit) with dv over several 64-column chunks.
+const std::vector<A>& flash_sizes() {
+  static const std::vector<A> s = {{1, 8, 1},    {16, 8, 3},   {17, 64, 1},  {64, 72, 3},
+                                   {16, 128, 1}, {17, 512, 3}, {255, 8, 1},  {256, 128, 1},
+                                   {64, 512, 1}, {1031, 8, 1}, {130, 64, 2}, {19, 1000, 1},
+                                   {16, 1024, 2}};
+  return s;
+}
+// Tiled kernels wherever they apply (else the materialised version), and the materialised
+// version everywhere; the tensor-core kernels in TF32 and 3xTF32.
+std::vector<OpCase> self_attention_tiled() { return self_attention_cases(sizes(), kTiled); }
+std::vector<OpCase> pooled_attention_tiled() { return pooled_attention_cases(sizes(), kTiled); }
+std::vector<OpCase> self_attention_gemm() { return self_attention_cases(gemm_sizes(), kGemm); }
+std::vector<OpCase> pooled_attention_gemm() { return pooled_attention_cases(gemm_sizes(), kGemm); }
+std::vector<OpCase> self_attention_flash() {
+  auto c = self_attention_cases(flash_sizes(), kFlashTF32);
+  for (auto& x : self_attention_cases(flash_sizes(), kFlash3x)) c.push_back(x);
+  return c;
+}
+std::vector<OpCase> pooled_attention_flash() {
+  auto c = pooled_attention_cases(flash_sizes(), kFlashTF32);
+  for (auto& x : pooled_attention_cases(flash_sizes(), kFlash3x)) c.push_back(x);
+  return c;
 }
 }  // namespace
 
@@ -134,6 +184,8 @@ GAN_OP_TEST("self_attention", self_attention_tiled)
 GAN_OP_TEST("attention", pooled_attention_tiled)
 GAN_OP_TEST_CUDA("self_attention materialised", self_attention_gemm)
 GAN_OP_TEST_CUDA("attention materialised", pooled_attention_gemm)
+GAN_OP_TEST_CUDA("self_attention flash", self_attention_flash)
+GAN_OP_TEST_CUDA("attention flash", pooled_attention_flash)
 GAN_OP_TEST("max_pool2d 2x2", max_pool_cases)
 
 TEST_CASE("attention: a hand-checked example and the attention rows", "[attention][cpu]") {
@@ -188,4 +240,63 @@ TEST_CASE("attention: the packed block equals gamma times the core plus x", "[at
   const auto yv = y.value().to_vector(), xv = xt.to_vector();
   for (size_t i = 0; i < yv.size(); ++i)
     CHECK(yv[i] == Approx(0.75f * core[i] + xv[i]).margin(1e-6));
+}
+
+TEST_CASE("attention cuda: the version is chosen by timing, once per shape and math mode",
+          "[attention][cuda]") {
+  GAN_REQUIRE_GPU();
+  using namespace gan;
+  Pin pin(AttnKernel::kAuto, MathMode::kTF32);
+  std::map<std::string, double> ms = {
+      {"gemm", 3.0}, {"flash-tf32", 1.0}, {"flash-3xtf32", 2.0}, {"tiled", 5.0}};
+  std::vector<std::string> timed;
+  set_attention_timer([&](const std::string& v) {
+    timed.push_back(v);
+    return ms.at(v);
+  });
+  struct Restore {
+    ~Restore() { set_attention_timer(nullptr); }
+  } restore;
+  Generator gen(5);
+  Tensor qkv = Tensor::empty(Shape{2, 40, 2 * 4 + 24});
+  gen.uniform_(qkv, -0.5, 0.5);
+  Tensor x = Tensor::empty(Shape{2, 40, 24});
+  gen.uniform_(x, -1, 1);
+  const Tensor g = Tensor::full(Shape{1}, 0.7);
+  const auto run = [&](Device dev) {
+    return self_attention(Var(qkv.to(dev)), 4, Var(g.to(dev)), Var(x.to(dev))).value().to_vector();
+  };
+  const auto want = run(Device::CPU);
+  auto check_close = [&](const std::vector<float>& got, double tol) {
+    REQUIRE(got.size() == want.size());
+    for (size_t i = 0; i < got.size(); ++i) CHECK(got[i] == Approx(want[i]).margin(tol));
+  };
+  // TF32: all three candidates timed, the fastest (flash) kept; the same shape is not re-timed.
+  check_close(run(Device::CUDA), 5e-3);
+  CHECK(timed == std::vector<std::string>{"flash-tf32", "gemm", "tiled"});
+  const std::string tf32_line = attention_choice_log().back();
+  CHECK(tf32_line.find("tf32: timed: flash-tf32 1.000 ms, gemm 3.000 ms, tiled 5.000 ms -> "
+                       "flash-tf32") != std::string::npos);
+  run(Device::CUDA);
+  CHECK(timed.size() == 3);
+  // fp32-tc: the 3xTF32 kernel competes; made slowest, the timing picks gemm (strict in this mode).
+  set_math_mode(MathMode::kAccurate);
+  ms["flash-3xtf32"] = 9.0;
+  timed.clear();
+  check_close(run(Device::CUDA), 2e-5);
+  CHECK(timed == std::vector<std::string>{"flash-3xtf32", "gemm", "tiled"});
+  CHECK(attention_choice_log().back().find("-> gemm") != std::string::npos);
+  // Strict fp32: no tensor-core candidate; with the materialised buffers over the budget, only
+  // the tiled kernel remains, chosen untimed.
+  set_math_mode(MathMode::kStrict);
+  const size_t old_budget = attention_gemm_max_bytes();
+  set_attention_gemm_max_bytes(1);
+  timed.clear();
+  check_close(run(Device::CUDA), 2e-5);
+  set_attention_gemm_max_bytes(old_budget);
+  CHECK(timed.empty());
+  CHECK(attention_choice_log().back().find("only candidate -> tiled") != std::string::npos);
+  // Pinned: flash needs a tensor-core math mode.
+  set_attention_kernel(AttnKernel::kFlash);
+  CHECK_THROWS_WITH(run(Device::CUDA), Catch::Contains("needs the fp32-tc or tf32 math mode"));
 }

@@ -7,6 +7,7 @@
 
 #include <catch2/catch.hpp>
 
+#include "engine/device.h"
 #include "engine/error.h"
 #include "engine/grad.h"
 #include "engine/ops.h"
@@ -249,6 +250,37 @@ std::vector<OpCase> attention_cases() {
                                  [](const std::vector<Var>& v) {
                                    const Var y = gan::self_attention(v[0], 2, v[1], v[2]);
                                    return gan::mul(y, y);  // so x's second derivative is not zero
+                                 },
+                                 {0, 1, 2}));
+  }
+  // The same on the GPU with the tensor-core kernels pinned in 3xTF32 (the fp32-tc math mode:
+  // the first-order pass runs them; GEMMs stay strict).
+  for (int64_t n : {5, 16}) {
+    struct Pin {
+      gan::AttnKernel k = gan::attention_kernel();
+      gan::MathMode m = gan::math_mode();
+      Pin() {
+        gan::set_attention_kernel(gan::AttnKernel::kFlash);
+        gan::set_math_mode(gan::MathMode::kAccurate);
+      }
+      ~Pin() {
+        gan::set_attention_kernel(k);
+        gan::set_math_mode(m);
+      }
+    };
+    cases.push_back(second_order("attention flash-3xtf32 N" + std::to_string(n),
+                                 {in(Shape{2, n, 3}), in(Shape{2, n, 3}), in(Shape{2, n, 4})},
+                                 [](const std::vector<Var>& v) {
+                                   Pin pin;
+                                   return gan::attention(v[0], v[1], v[2]);
+                                 },
+                                 {0, 1, 2}));
+    cases.push_back(second_order("self_attention flash-3xtf32 N" + std::to_string(n),
+                                 {in(Shape{2, n, 12}), in(Shape{1}, 0.5, 1.5), in(Shape{2, n, 8})},
+                                 [](const std::vector<Var>& v) {
+                                   Pin pin;
+                                   const Var y = gan::self_attention(v[0], 2, v[1], v[2]);
+                                   return gan::mul(y, y);
                                  },
                                  {0, 1, 2}));
   }
