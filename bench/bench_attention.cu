@@ -2,6 +2,9 @@
 // backward of softmax(Q K^T) V, as bench/torch_gan_bench.py --attn times PyTorch).
 //   v0 naive: S = Q K^T and dS materialised (cuBLAS batched SGEMM + a row-softmax kernel)
 //   v1 flash: kernels/attention.cu (tiles of 32 x 32, online softmax, lse saved, SIMT float32)
+//   v3 mma:   kernels/attention_mma.cu (tensor cores, mma.sync m16n8k8) in TF32 and 3xTF32
+// Every version's error is measured against v0 in strict float32 (the reference, computed
+// first). --tf32 runs v0 itself with TF32 GEMMs.
 // Usage: bench_attention [--tf32] [B C N ...]   (default: torch_gan_bench.py --attn's shapes)
 // Prints one JSON line per shape and version. Exits 0 with a message without a GPU.
 #include <cmath>
@@ -107,6 +110,17 @@ void flash_v1(const kernels::AttnDims& a, Bufs& t) {
       t.dv.data<float>(), nullptr, t.drow.data<float>(), nullptr, 0, st);
 }
 
+void flash_v3(const kernels::AttnDims& a, Bufs& t, kernels::AttnMath math) {
+  cudaStream_t st = cuda::stream();
+  kernels::attention_forward_mma_cuda(a, t.q.data<float>(), t.k.data<float>(), t.v.data<float>(),
+                                      t.o.data<float>(), t.lse.data<float>(), nullptr, nullptr,
+                                      nullptr, math, st);
+  kernels::attention_backward_mma_cuda(
+      a, t.q.data<float>(), t.k.data<float>(), t.v.data<float>(), t.o.data<float>(),
+      t.lse.data<float>(), t.dy.data<float>(), nullptr, t.dq.data<float>(), t.dk.data<float>(),
+      t.dv.data<float>(), nullptr, t.drow.data<float>(), nullptr, 0, math, st);
+}
+
 double max_rel(const Tensor& a, const Tensor& b) {
   const auto x = a.to_vector(), y = b.to_vector();
   double err = 0, scale = 1e-3;
@@ -131,50 +145,64 @@ int main(int argc, char** argv) {
     else
       shapes.push_back(std::atoll(argv[i]));
   }
-  if (shapes.empty()) shapes = {64, 64, 1024, 64, 128, 256, 64, 64, 4096, 16, 64, 4096};
+  if (shapes.empty())
+    shapes = {64, 64, 1024, 64, 128, 256, 64, 64, 4096, 16, 64, 4096, 256, 64, 1024};
   std::printf("{\"gpu\": \"%s\", \"tf32\": %s}\n", bench::device_name().c_str(),
               allow_tf32() ? "true" : "false");
+  const bool tf32 = allow_tf32();
+  const char* names[] = {"v0_naive", "v1_flash", "v3_mma_tf32", "v3_mma_3xtf32"};
   Generator gen(1, Device::CUDA);
   for (size_t s = 0; s + 2 < shapes.size(); s += 3) {
     const int64_t b = shapes[s], c = shapes[s + 1], n = shapes[s + 2], d = c / 8;
     kernels::AttnDims a;
     a.b = b, a.nq = a.nk = n, a.d = d, a.dv = c, a.ldq = a.ldk = d, a.ldv = a.ldo = c;
-    Bufs ref, fl;
-    for (Bufs* t : {&ref, &fl}) {
-      t->q = Tensor::empty(Shape{b, n, d}, Device::CUDA);
-      t->k = Tensor::empty(Shape{b, n, d}, Device::CUDA);
-      t->v = Tensor::empty(Shape{b, n, c}, Device::CUDA);
-      t->dy = Tensor::empty(Shape{b, n, c}, Device::CUDA);
-      t->o = Tensor::empty(Shape{b, n, c}, Device::CUDA);
-      t->lse = Tensor::empty(Shape{b, n}, Device::CUDA);
-      t->drow = Tensor::empty(Shape{b, n}, Device::CUDA);
-      t->dq = Tensor::empty(Shape{b, n, d}, Device::CUDA);
-      t->dk = Tensor::empty(Shape{b, n, d}, Device::CUDA);
-      t->dv = Tensor::empty(Shape{b, n, c}, Device::CUDA);
-    }
+    auto make = [&] {
+      Bufs t;
+      t.o = Tensor::empty(Shape{b, n, c}, Device::CUDA);
+      t.lse = Tensor::empty(Shape{b, n}, Device::CUDA);
+      t.drow = Tensor::empty(Shape{b, n}, Device::CUDA);
+      t.dq = Tensor::empty(Shape{b, n, d}, Device::CUDA);
+      t.dk = Tensor::empty(Shape{b, n, d}, Device::CUDA);
+      t.dv = Tensor::empty(Shape{b, n, c}, Device::CUDA);
+      return t;
+    };
+    Bufs ref = make();
+    ref.q = Tensor::empty(Shape{b, n, d}, Device::CUDA);
+    ref.k = Tensor::empty(Shape{b, n, d}, Device::CUDA);
+    ref.v = Tensor::empty(Shape{b, n, c}, Device::CUDA);
+    ref.dy = Tensor::empty(Shape{b, n, c}, Device::CUDA);
     gen.normal_(ref.q);
     gen.normal_(ref.k);
     gen.normal_(ref.v);
     gen.normal_(ref.dy);
-    fl.q = ref.q, fl.k = ref.k, fl.v = ref.v, fl.dy = ref.dy;
     ref.s = Tensor::empty(Shape{b, n, n}, Device::CUDA);
     ref.dp = Tensor::empty(Shape{b, n, n}, Device::CUDA);
-    naive(a, ref);
-    flash_v1(a, fl);
-    const double err = std::max({max_rel(fl.o, ref.o), max_rel(fl.dq, ref.dq),
-                                 max_rel(fl.dk, ref.dk), max_rel(fl.dv, ref.dv)});
-    // 2 N^2 (d + dv) forward, 2 N^2 (3 d + 2 dv) backward (the minimum; v1 recomputes more).
+    set_allow_tf32(false);
+    naive(a, ref);  // the reference: strict float32
+    set_allow_tf32(tf32);
+    // 2 N^2 (d + dv) forward, 2 N^2 (3 d + 2 dv) backward (the minimum; v1, v3 recompute more).
     const double flops = 2.0 * double(b) * double(n) * double(n) * double(4 * d + 3 * c);
-    for (int version = 0; version < 2; ++version) {
-      Bufs& t = version == 0 ? ref : fl;
-      const double ms =
-          bench::time_ms([&] { version == 0 ? naive(a, t) : flash_v1(a, t); }, 3, 5, 7);
+    for (int version = 0; version < 4; ++version) {
+      Bufs t = make();
+      t.q = ref.q, t.k = ref.k, t.v = ref.v, t.dy = ref.dy, t.s = ref.s, t.dp = ref.dp;
+      auto run = [&] {
+        if (version == 0)
+          naive(a, t);
+        else if (version == 1)
+          flash_v1(a, t);
+        else
+          flash_v3(a, t, version == 2 ? kernels::AttnMath::kTF32 : kernels::AttnMath::k3xTF32);
+      };
+      if (version == 1 && d > kernels::kAttnMaxD) continue;
+      run();
+      const double err = std::max({max_rel(t.o, ref.o), max_rel(t.dq, ref.dq),
+                                   max_rel(t.dk, ref.dk), max_rel(t.dv, ref.dv)});
+      const double ms = bench::time_ms(run, 3, 5, 7);
       std::printf(
           "{\"B\": %lld, \"C\": %lld, \"N\": %lld, \"version\": \"%s\", \"fwd_bwd_ms\": %.4f, "
-          "\"tflops\": %.2f, \"max_rel_err_vs_v0\": %.3g, \"extra_bytes\": %lld}\n",
-          (long long)b, (long long)c, (long long)n, version == 0 ? "v0_naive" : "v1_flash", ms,
-          flops / (ms * 1e-3) / 1e12, version == 0 ? 0.0 : err,
-          (long long)(version == 0 ? 2 * b * n * n * 4 : (b * n * c + 2 * b * n) * 4));
+          "\"tflops\": %.2f, \"max_rel_err_vs_fp32\": %.3g, \"extra_bytes\": %lld}\n",
+          (long long)b, (long long)c, (long long)n, names[version], ms, flops / (ms * 1e-3) / 1e12,
+          err, (long long)(version == 0 ? 2 * b * n * n * 4 : (b * n * c + 2 * b * n) * 4));
       std::fflush(stdout);
     }
   }

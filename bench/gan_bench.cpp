@@ -5,8 +5,9 @@
 //           D(fake.detach()); G step on D(fake) through the same forward of G; both Adam steps.
 //   train:  gan_train's own iteration (train::Stepper): the D step draws its fake without
 //           gradient, the G step draws a fresh z and runs G again.
-// Variants: fp32 (strict float32, eager), tf32 (TF32 tensor cores in GEMMs and convolutions),
-// graph / graph_tf32 (the whole iteration captured once as one CUDA graph and replayed).
+// Variants: fp32 (strict float32, eager), fp32tc (fp32-accurate on tensor cores: 3xTF32
+// attention), tf32 (TF32 tensor cores in GEMMs, convolutions and attention), graph /
+// graph_fp32tc / graph_tf32 (the whole iteration captured once as one CUDA graph and replayed).
 // Timing as the baseline's: warm-up iterations, then `reps` repeats of `iters` iterations between
 // CUDA events, the median of the per-iteration means. On the CPU (or a build on the interpreter)
 // the same code runs with host clocks, so CI keeps it building and running at a tiny config.
@@ -198,12 +199,15 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   r["loop"] = loop;
   if (cudnn_deterministic()) r["cudnn"] = "deterministic";
   const bool graph = variant.rfind("graph", 0) == 0;
-  const bool tf32 = variant.find("tf32") != std::string::npos;
+  const MathMode math = variant.find("tf32") != std::string::npos     ? MathMode::kTF32
+                        : variant.find("fp32tc") != std::string::npos ? MathMode::kAccurate
+                                                                      : MathMode::kStrict;
   if (graph && s.dev != Device::CUDA) {
     r["skipped"] = "CUDA graphs need the GPU (or the interpreter build)";
     return r;
   }
-  set_allow_tf32(tf32);  // before the models: cuDNN plans pick their math when made
+  set_math_mode(math);  // before the models: cuDNN plans pick their math when made
+  r["math"] = math_mode_name(math);
 
   train::Options o;
   models::ModelConfig& mc = o.model;
@@ -301,7 +305,8 @@ int main(int argc, char** argv) {
   Settings s;
   app.add_option("--configs", configs, "model:img:batch,... (the anchor script's)")
       ->capture_default_str();
-  app.add_option("--variants", variants, "fp32, tf32, graph, graph_tf32")->capture_default_str();
+  app.add_option("--variants", variants, "fp32, fp32tc, tf32, graph, graph_fp32tc, graph_tf32")
+      ->capture_default_str();
   app.add_option("--loops", loops, "anchor (the anchor script's iteration), train (gan_train's)")
       ->capture_default_str();
   app.add_option("--iters", s.iters, "iterations per timed repeat")
@@ -338,9 +343,10 @@ int main(int argc, char** argv) {
   try {
     for (const std::string& c : split(configs)) cfgs.push_back(parse_config(c));
     for (const std::string& v : split(variants))
-      GAN_CHECK(
-          v == "fp32" || v == "tf32" || v == "graph" || v == "graph_tf32",
-          "gan_bench: --variants: unknown variant '" + v + "' (fp32, tf32, graph, graph_tf32)");
+      GAN_CHECK(v == "fp32" || v == "fp32tc" || v == "tf32" || v == "graph" ||
+                    v == "graph_fp32tc" || v == "graph_tf32",
+                "gan_bench: --variants: unknown variant '" + v +
+                    "' (fp32, fp32tc, tf32, graph, graph_fp32tc, graph_tf32)");
     for (const std::string& l : split(loops))
       GAN_CHECK(l == "anchor" || l == "train",
                 "gan_bench: --loops: unknown loop '" + l + "' (anchor, train)");

@@ -5,7 +5,8 @@
 
 ENGINE files hold gan_bench's JSON lines, TORCH those of bench/torch_gan_bench.py (the same
 fields; its variants fp32, tf32, graph, graph_tf32 and their channels-last forms *_cl are used,
-bf16 has no engine counterpart and is left out). One row per config and math mode: the engine's
+bf16 has no engine counterpart and is left out). The engine's fp32-tc rows (fp32-accurate on
+tensor cores) are compared with PyTorch's strict fp32. One row per config and math mode: the engine's
 eager and CUDA-graph times (of the chosen loop; the train loop's eager time beside), PyTorch's
 eager and CUDA-graph times in the same loop and math mode (the faster of the NCHW and
 channels-last layouts where both were measured), the speed-ups of the engine's best time over
@@ -22,7 +23,13 @@ import sys
 
 GOAL_GRAPH, GOAL_EAGER, GOAL_MEM_MB = 2.0, 5.0, 2.2 * 1000
 
-MODES = (("fp32", "fp32", "graph"), ("tf32", "tf32", "graph_tf32"))
+# (math, engine eager variant, engine graph variant, PyTorch eager variant, PyTorch graph variant):
+# the engine's fp32-accurate tensor-core mode (3xTF32 attention) against PyTorch's strict fp32.
+MODES = (
+    ("fp32", "fp32", "graph", "fp32", "graph"),
+    ("fp32-tc", "fp32tc", "graph_fp32tc", "fp32", "graph"),
+    ("tf32", "tf32", "graph_tf32", "tf32", "graph_tf32"),
+)
 
 
 def load(paths):
@@ -81,14 +88,14 @@ def table(engine, torch, loop):
     ]
     met = total = 0
     for k in configs:
-        for mode, eager_v, graph_v in MODES:
+        for mode, eager_v, graph_v, t_eager_v, t_graph_v in MODES:
             e_eager = eng.get(k + (eager_v, loop))
             e_graph = eng.get(k + (graph_v, loop))
             e_train = eng.get(k + (eager_v, "train"))
-            t_eager = fastest(tor.get(k + (v,)) for v in (eager_v, eager_v + "_cl"))
-            t_graph = fastest(tor.get(k + (v,)) for v in (graph_v, graph_v + "_cl"))
+            t_eager = fastest(tor.get(k + (v,)) for v in (t_eager_v, t_eager_v + "_cl"))
+            t_graph = fastest(tor.get(k + (v,)) for v in (t_graph_v, t_graph_v + "_cl"))
             used_cl |= any(r and r["variant"].endswith("_cl") for r in (t_eager, t_graph))
-            if not any((e_eager, e_graph, t_eager, t_graph)) and not any(
+            if not any((e_eager, e_graph)) and (mode == "fp32-tc" or not any((t_eager, t_graph))) and not any(
                 k + (v, loop) in failed for v in (eager_v, graph_v)
             ):
                 continue

@@ -77,7 +77,7 @@ MATHS = ("fp32", "tf32", "bf16")
 VARIANTS = [m for m in MATHS] + ["graph" if m == "fp32" else "graph_" + m for m in MATHS]
 VARIANTS += [v + "_cl" for v in VARIANTS]
 DEFAULT_VARIANTS = "fp32,tf32,graph,graph_tf32"  # gan_bench's four
-ATTN_SHAPES = ((64, 64, 1024), (64, 128, 256), (64, 64, 4096), (16, 64, 4096))
+ATTN_SHAPES = ((64, 64, 1024), (64, 128, 256), (64, 64, 4096), (16, 64, 4096), (256, 64, 1024))
 GP_LAMBDA, WGAN_CLIP = 10.0, 0.01
 GRAPH_SIDE_WARMUP = 3  # eager iterations on a side stream before the capture
 
@@ -335,33 +335,46 @@ def bench(model, img, batch, variant, loop, a, device, stamp):
 
 
 def attn_bench(B, C, N, reps, stamp):
-    """SAGAN's attention core alone, forward + backward of softmax(Q K^T) V in strict fp32 (d =
-    C / 8): the bmm-softmax-bmm of the modules against scaled_dot_product_attention (scale 1);
-    the shapes of build/bench/bench_attention."""
-    set_math("fp32")
+    """SAGAN's attention core alone, forward + backward of softmax(Q K^T) V (d = C / 8, scale 1):
+    the bmm-softmax-bmm of the modules and scaled_dot_product_attention with each backend
+    (flash, memory-efficient, math; a backend that refuses the dtype reports its error), in
+    strict fp32, TF32 and bf16 (operands in bfloat16); one JSON line per math mode; the shapes of
+    build/bench/bench_attention."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     d = C // 8
-    q = torch.randn(B, N, d, device="cuda", requires_grad=True)
-    k = torch.randn(B, N, d, device="cuda", requires_grad=True)
-    v = torch.randn(B, N, C, device="cuda", requires_grad=True)
-    go = torch.randn(B, N, C, device="cuda")
+    for math in ("fp32", "tf32", "bf16"):
+        set_math(math)
+        dt = torch.bfloat16 if math == "bf16" else torch.float32
+        q = torch.randn(B, N, d, device="cuda", dtype=dt, requires_grad=True)
+        k = torch.randn(B, N, d, device="cuda", dtype=dt, requires_grad=True)
+        v = torch.randn(B, N, C, device="cuda", dtype=dt, requires_grad=True)
+        go = torch.randn(B, N, C, device="cuda", dtype=dt)
 
-    def naive():
-        torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), -1), v).backward(go)
+        def naive():
+            torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)).float(), -1).to(dt), v).backward(go)
 
-    def sdpa():
-        o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
-        o.backward(go[:, None])
+        def sdpa(backend):
+            def f():
+                with sdpa_kernel(backend):
+                    o = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
+                o.backward(go[:, None])
+            return f
 
-    out = {}
-    for name, f in (("naive", naive), ("sdpa", sdpa)):
-        try:
-            for _ in range(3):
-                f()
-            med, _, _ = time_iterations(f, 1, reps, True)
-            out[name] = round(med, 4)
-        except Exception as ex:  # e.g. out of memory at N = 4096
-            out[name] = "error: " + str(ex)[:120]
-    print(json.dumps(dict(attn=True, B=B, C=C, N=N, fwd_bwd_ms=out, **stamp)), flush=True)
+        out = {}
+        for name, f in (("naive", naive), ("sdpa_flash", sdpa(SDPBackend.FLASH_ATTENTION)),
+                        ("sdpa_efficient", sdpa(SDPBackend.EFFICIENT_ATTENTION)),
+                        ("sdpa_math", sdpa(SDPBackend.MATH))):
+            try:
+                for _ in range(3):
+                    f()
+                med, _, _ = time_iterations(f, 1, reps, True)
+                out[name] = round(med, 4)
+            except Exception as ex:  # e.g. out of memory at N = 4096, or a refused dtype
+                out[name] = "error: " + str(ex)[:120]
+            torch.cuda.empty_cache()
+        print(json.dumps(dict(attn=True, B=B, C=C, N=N, math=math, fwd_bwd_ms=out, **stamp)),
+              flush=True)
 
 
 GEOMETRY_RE = re.compile(r"x \((\d+), (\d+), (\d+), (\d+)\) w \((\d+), (\d+), (\d+), (\d+)\) "

@@ -55,7 +55,9 @@ std::string default_cudnn_plan_cache();
 // the materialised one (cuBLAS; B Nq Nk float buffers, two in the backward pass), the
 // tensor-core flash kernels (TF32 or 3xTF32; in the tf32 and fp32-tc math modes) and the tiled
 // SIMT kernels (FMA). kAuto (default) times the candidates the math mode and the memory allow on
-// first use of each shape, before any graph capture, and keeps the fastest; a pinned version is
+// first use of each shape, before any graph capture, and keeps the fastest (untimed: inside a
+// capture the first of flash, gemm, tiled; on the interpreter, whose timings mean nothing, gemm
+// where it fits); a pinned version is
 // used wherever it can take the shape (else the materialised one). $GAN_ATTN_KERNEL = auto, gemm,
 // flash or tiled sets the default.
 enum class AttnKernel { kAuto, kGemm, kFlash, kTiled };

@@ -114,7 +114,12 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  app.add_flag("--tf32", o.tf32, "allow TF32 tensor cores in GEMMs and convolutions");
+  app.add_option("--math", o.math,
+                 "float32 math: fp32 (strict, FMA), fp32-tc (fp32-accurate on tensor cores: "
+                 "3xTF32 attention), tf32 (TF32 tensor cores in GEMMs, convolutions, attention)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp32-tc", "tf32"}));
+  app.add_flag("--tf32", o.tf32, "the same as --math tf32");
   app.add_flag("--deterministic", o.deterministic,
                "cuDNN: only deterministic convolution algorithms, untimed (two runs on the same "
                "GPU and library are bitwise equal); default: the fastest measured, any");

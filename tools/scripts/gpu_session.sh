@@ -26,6 +26,11 @@
 #              bench stage's cuDNN plan log, or a one-iteration gan_bench run), each cuDNN
 #              algorithm timed by bench_conv in NHWC and NCHW, fp32 and TF32, PyTorch's time for
 #              the same convolution (torch_gan_bench.py --conv), bench/conv_table.py -> conv_table.md
+#   attention  the attention lab (bench_attention: every version and math mode, and PyTorch's
+#              SDPA backends via torch_gan_bench.py --attn), the sagan-128 B64 and sagan-64 B256
+#              rows of gan_bench (graph, graph_fp32tc, graph_tf32; attention choices logged) with
+#              the PyTorch baseline in the same job (attn_ratio_table.md), and compute-sanitizer
+#              memcheck, racecheck and synccheck over the attention cases; about 5 minutes
 #   penalty    gan_bench's train loop with --loss wgan and wgan-gp at n_dis 1 and 2 (the cost of a
 #              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
@@ -84,7 +89,7 @@ if [ "$cmd" = collect ]; then
 fi
 
 [ "$cmd" = run ] && [ $# -gt 0 ] ||
-  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels bench convs penalty train study) | collect DIR" >&2; exit 2; }
+  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels attention bench convs penalty train study) | collect DIR" >&2; exit 2; }
 # A command on the GPU machine returns at most 8 files: logs go to $work, and after every stage
 # $OUT gets summary.txt plus one results.tar.gz of $work (so a command cut off at its limit still
 # returns the stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
@@ -206,6 +211,39 @@ for stage in "$@"; do
         > "$work/conv_table.md" 2>&1
       note "convs: $(grep 'sum over' "$work/conv_table.md" | tr '\n' ' ')"
       ;;
+    attention)
+      for b in "bench_attention" "bench_attention --tf32"; do
+        name=$(echo "$b" | tr -d ' -')
+        timeout "$(left 75)" $bin/$b > "$work/$name.jsonl" 2>&1
+        note "attention: $b rc=$? ($(grep -c '^{' "$work/$name.jsonl") lines)"
+      done
+      timeout "$(left 75)" python3 "$scripts/torch_gan_bench.py" --attn \
+        > "$work/torch_attention.jsonl" 2>&1
+      note "attention: PyTorch attention core rc=$?"
+      pack_up
+      : > "$work/attn_gan_bench.jsonl"
+      for c in sagan:128:64 sagan:64:256; do
+        GAN_LOG_KERNELS=1 timeout "$(left 60)" "$bin/gan_bench" --configs "$c" --loops anchor \
+          --variants graph,graph_fp32tc,graph_tf32 --iters "${GAN_BENCH_ITERS:-10}" --reps "${GAN_BENCH_REPS:-3}" \
+          >> "$work/attn_gan_bench.jsonl" 2>> "$work/attn_gan_bench.err"
+        note "attention: gan_bench $c rc=$?"
+      done
+      PYTHONUNBUFFERED=1 timeout "$(left 90)" python3 "$scripts/torch_gan_bench.py" \
+        --configs sagan:128:64,sagan:64:256 --iters "${GAN_BENCH_ITERS:-10}" --reps "${GAN_BENCH_REPS:-3}" \
+        --variants graph,graph_tf32 --loops anchor > "$work/attn_torch_bench.jsonl" 2> "$work/attn_torch_bench.err"
+      note "attention: torch_gan_bench.py rc=$?"
+      python3 "$scripts/ratio_table.py" "$work/attn_gan_bench.jsonl" --torch "$work/attn_torch_bench.jsonl" \
+        > "$work/attn_ratio_table.md" 2>&1
+      note "attention: $(grep -c '^| sagan' "$work/attn_ratio_table.md") ratio rows; $(grep -c 'attention B' "$work/attn_gan_bench.err") choices logged"
+      pack_up
+      for tool in memcheck racecheck synccheck; do
+        timeout "$(left 40)" compute-sanitizer --tool "$tool" --error-exitcode 9 "$bin/engine_tests" \
+          "[attention],[self_attention],[attention flash],[self_attention flash],[attention materialised],[self_attention materialised]" \
+          > "$work/attn_sanitizer_$tool.log" 2>&1
+        rc=$?
+        note "attention: $tool $([ $rc = 124 ] && echo "timed out (partial)" || echo "rc=$rc"): $(grep -E 'ERROR SUMMARY' "$work/attn_sanitizer_$tool.log" | tail -n 1)"
+      done
+      ;;
     penalty)
       # The gradient-penalty D step against a plain one (the goal: at most 3x): the train loop with
       # --loss wgan and wgan-gp at n_dis 1 and 2; a D step's cost is the difference.
@@ -253,7 +291,7 @@ for stage in "$@"; do
       cp /tmp/study/*.log "$work/" 2>/dev/null
       ;;
     *)
-      note "gpu_session: unknown stage '$stage' (tests sanitize kernels bench convs penalty train study)"
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels attention bench convs penalty train study)"
       ;;
   esac
   note "stage $stage: $((SECONDS - t0)) s"

@@ -157,6 +157,7 @@ json to_json(const Options& o) {
               {"eval_real", o.eval_real},
               {"device", device_choice_name(o.device)},
               {"tf32", o.tf32},
+              {"math", o.math},
               {"deterministic", o.deterministic},
               {"cuda_graph", o.cuda_graph}};
 }
@@ -193,13 +194,13 @@ std::string describe(const Options& o, Device dev) {
   return fmt::format(
       "gan_train: model={} preset={} image_size={} channels={} z={} ngf={} ndf={} "
       "attention={} | data={} fit={} hflip={} | batch_size={} {} n_dis={} loss={} lr_g={} "
-      "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} tf32={} deterministic={} out={}",
+      "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} math={} deterministic={} out={}",
       models::arch_name(m.arch), models::preset_name(m.preset), m.image_size, m.channels, m.z_dim,
       m.ngf, m.ndf, m.official_attention ? "official" : "default", o.data, img::fit_name(o.fit),
       o.hflip, o.batch_size,
       o.steps > 0 ? fmt::format("steps={}", o.steps) : fmt::format("epochs={}", o.epochs), o.n_dis,
       loss_name(o.loss), o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema, penalties, o.seed,
-      device_name(dev), o.tf32, o.deterministic, o.out);
+      device_name(dev), o.tf32 ? "tf32" : o.math, o.deterministic, o.out);
 }
 
 std::string shrink_for_cpu(Options& o) {

@@ -128,7 +128,7 @@ class Training {
 // Device, resumed configuration, defaults and validation.
 void Training::configure() {
   dev_ = choose_device(o_);
-  if (o_.tf32) set_allow_tf32(true);
+  set_math_mode(parse_math_mode(o_.tf32 ? "tf32" : o_.math));
   if (o_.deterministic) set_cudnn_deterministic(true);
   if (!o_.resume.empty()) {
     std::string path;
