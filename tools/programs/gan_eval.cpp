@@ -151,12 +151,18 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  std::string math = "fp32";
+  app.add_option("--math", math,
+                 "GPU float32 math: fp32 (strict), fp32-tc (3xTF32 attention), tf32")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp32-tc", "tf32"}));
   if (auto rc = cli::parse(app, argc, argv, "gan_eval")) return *rc;
 
   try {
     const auto t0 = std::chrono::steady_clock::now();
     Device dev = Device::CPU;
     if (device == "cuda" || (device == "auto" && cuda_available())) dev = Device::CUDA;
+    set_math_mode(parse_math_mode(math));
     mo.device = dev, mo.seed = uint64_t(seed);
     // The feature network: InceptionV3 (FID comparable with papers) or the classifier (FD).
     std::shared_ptr<eval::FeatureNet> net;

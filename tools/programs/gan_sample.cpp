@@ -31,6 +31,7 @@ struct Args {
   uint64_t seed = 0;
   bool singles = false, ema = false, attention = false;
   std::string device = "auto";
+  std::string math = "fp32";  // engine/device.h MathMode
   std::string dump;  // safetensors file receiving z and the images (tools/scripts/torch_check.py)
   std::string export_torch;          // G (or G_ema) and D as PyTorch state dicts, then stop
   std::string sn_naming = "legacy";  // legacy | parametrize (tools/io/checkpoint.h)
@@ -39,6 +40,7 @@ struct Args {
 int run(const Args& a) {
   Device dev = Device::CPU;
   if (a.device == "cuda" || (a.device == "auto" && cuda_available())) dev = Device::CUDA;
+  set_math_mode(parse_math_mode(a.math));
   ckpt::LoadedGan loaded = ckpt::load_gan(a.checkpoint, dev, a.ema);
   const std::string& path = loaded.path;
   const st::File& f = loaded.file;
@@ -176,6 +178,10 @@ int main(int argc, char** argv) {
   app.add_option("--device", a.device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--math", a.math,
+                 "GPU float32 math: fp32 (strict), fp32-tc (3xTF32 attention), tf32")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "fp32-tc", "tf32"}));
   if (auto rc = cli::parse(app, argc, argv, "gan_sample")) return *rc;
   try {
     return run(a);
