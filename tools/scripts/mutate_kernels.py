@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # The interpreted tests that exercise each kernel file (Catch test specs).
 TESTS = {
     "attention.cu": "[attention][cuda],[self_attention][cuda]",
+    "attention_mma.cu": "[attention flash][cuda],[self_attention flash][cuda]",
     "batchnorm.cu": "[batch_norm][cuda]",
     "loss.cu": "[bce_with_logits][cuda],[hinge_loss][cuda],[softmax_cross_entropy][cuda]",
     "reduce.cu": "[sum][cuda],[mean][cuda],[linear][cuda],[conv2d][cuda],[batch_norm][cuda]",
@@ -41,6 +42,15 @@ EXTRA = [
     ("attention.cu", "if (c < a.d) dq[", "dq[", "unmasked tile edge (dQ store)"),
     ("attention.cu", "cub::WarpReduce<float>(none).Sum(s)", "cub::WarpReduce<float>(none).Sum(s, 16)",
      "halved warp reduction (row dot)"),
+    ("attention_mma.cu", "if (kn < kCols)", "if (false)", "unmasked key tail (forward)"),
+    ("attention_mma.cu", "if (col < a.d) dk[", "dk[", "unmasked tile edge (dK store)"),
+    ("attention_mma.cu", "if (col < a.d) dq[", "dq[", "unmasked tile edge (dQ store)"),
+    ("attention_mma.cu", "return fmaxf(v, __shfl_xor_sync(0xffffffffu, v, 2));", "return v;",
+     "halved row max (2 of the 4 lanes)"),
+    ("attention_mma.cu", "mma::mma_m16n8k8_tf32(e, a.hi, b.lo, e);", "",
+     "3xTF32 without its hi*lo term"),
+    ("attention_mma.cu", "fa(p[kk][0], p[kk][2], p[kk][1], p[kk][3])",
+     "fa(p[kk][0], p[kk][1], p[kk][2], p[kk][3])", "C-to-A fragment without the k permutation"),
     ("reduce.cu", "RowReduce(tmp).Sum(v)", "RowReduce(tmp).Sum(v, kRowThreads / 2)",
      "halved block reduction"),
     ("loss.cu", "LossReduce(tmp).Sum(v)", "LossReduce(tmp).Sum(v, kThreads / 2)",
