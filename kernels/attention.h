@@ -175,9 +175,11 @@ void attention_zero_dk_dv_cuda(const AttnDims& a, float* dk, float* dv, cudaStre
 // mma.sync m16n8k8. Math:
 //   kTF32     operands rounded to TF32 (10-bit mantissa), f32 accumulation (PyTorch's TF32);
 //   k3xTF32   each operand split x = hi + lo (both TF32), hi lo + lo hi + hi hi: about fp32
-//             accuracy (the error of the products ~2^-21 relative) at a third of TF32's rate.
+//             accuracy (the error of the products ~2^-21 relative) at a third of TF32's rate;
+//   kBF16     operands rounded to bf16 (8-bit mantissa), f32 accumulation (m16n8k16): for the
+//             bf16 precision mode (operands arrive as float32 here).
 // Limits: 1 <= d <= 128, any dv (value columns in 64-wide chunks over the grid), any N >= 1.
-enum class AttnMath { kTF32, k3xTF32 };
+enum class AttnMath { kTF32, k3xTF32, kBF16 };
 constexpr int64_t kAttnMmaMaxD = 128;
 const char* attn_math_name(AttnMath m);
 

@@ -12,6 +12,8 @@
 //
 // Value columns come in 64-wide chunks, one chunk per block in grid.y (forward, dV), so register
 // use does not grow with dv; dP = dO V^T contracts over every chunk in the blocks that need it.
+// BF16: operands rounded to bf16 as they are read from shared memory (which holds float32), f32
+// accumulation; P's C fragments of two 8-key tiles are the A fragment of a k16 step directly.
 // 3xTF32 (SPLIT): each operand x = hi + lo with hi = tf32(x), lo = tf32(x - hi); the product
 // hi hi + (hi lo + lo hi), the correction terms summed first in a separate register set and
 // dropped when not finite (an infinite hi times a zero lo would otherwise make NaN).
@@ -101,37 +103,79 @@ __device__ __forceinline__ float quad_sum(float v) {
   return v + __shfl_xor_sync(0xffffffffu, v, 2);
 }
 
+// The kernels' precision: M = kMTF32, kM3xTF32 (m16n8k8, k steps of 8) or kMBF16 (m16n8k16,
+// k steps of 16: operands rounded to bf16 as they are read).
+constexpr int kMTF32 = 0, kM3xTF32 = 1, kMBF16 = 2;
+
 // acc[nt] += P W: P (16 x 8 KT) held as C fragments p[kk] (kk < KT), W (8 KT x 8 NT) rows of
-// `w` (stride ws, permuted k: fragment row t is physical row 2t).
-template <bool SPLIT, int KT, int NT>
+// `w` (stride ws). TF32: fragment row t is physical row 2t (the k permutation); BF16: the C
+// fragments of two adjacent 8-column tiles are the A fragment of one k16 step as they are.
+template <int M, int KT, int NT>
 __device__ __forceinline__ void frag_times_smem(float (&acc)[NT][4], const float (&p)[KT][4],
                                                 const float* w, int ws, int g, int t) {
+  if constexpr (M == kMBF16) {
+    static_assert(KT % 2 == 0, "bf16: k steps of 16");
 #pragma unroll
-  for (int kk = 0; kk < KT; ++kk) {
-    const FragA<SPLIT> fa(p[kk][0], p[kk][2], p[kk][1], p[kk][3]);
-    const float* r0 = w + (kk * 8 + 2 * t) * ws + g;
+    for (int kk = 0; kk < KT / 2; ++kk) {
+      const uint32_t a[4] = {mma::pack_bf16(p[2 * kk][0], p[2 * kk][1]),
+                             mma::pack_bf16(p[2 * kk][2], p[2 * kk][3]),
+                             mma::pack_bf16(p[2 * kk + 1][0], p[2 * kk + 1][1]),
+                             mma::pack_bf16(p[2 * kk + 1][2], p[2 * kk + 1][3])};
+      const float* r0 = w + (kk * 16 + 2 * t) * ws + g;
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const FragB<SPLIT> fb(r0[nt * 8], r0[ws + nt * 8]);
-      mma_acc<SPLIT>(acc[nt], fa, fb);
+      for (int nt = 0; nt < NT; ++nt) {
+        const float* r = r0 + nt * 8;
+        const uint32_t b[2] = {mma::pack_bf16(r[0], r[ws]), mma::pack_bf16(r[8 * ws], r[9 * ws])};
+        mma::mma_m16n8k16_bf16(acc[nt], a, b, acc[nt]);
+      }
+    }
+  } else {
+    constexpr bool SPLIT = M == kM3xTF32;
+#pragma unroll
+    for (int kk = 0; kk < KT; ++kk) {
+      const FragA<SPLIT> fa(p[kk][0], p[kk][2], p[kk][1], p[kk][3]);
+      const float* r0 = w + (kk * 8 + 2 * t) * ws + g;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const FragB<SPLIT> fb(r0[nt * 8], r0[ws + nt * 8]);
+        mma_acc<SPLIT>(acc[nt], fa, fb);
+      }
     }
   }
 }
 
-// acc[nt] += A B^T over KT k-tiles: A rows (16, stride as) and B rows (8 NT, stride bs), both
-// row-major with the contraction index along the row.
-template <bool SPLIT, int KT, int NT>
+// acc[nt] += A B^T over KT 8-wide k tiles: A rows (16, stride as) and B rows (8 NT, stride bs),
+// both row-major with the contraction index along the row.
+template <int M, int KT, int NT>
 __device__ __forceinline__ void smem_times_smem_t(float (&acc)[NT][4], const float* a, int as,
                                                   const float* b, int bs, int g, int t) {
+  if constexpr (M == kMBF16) {
+    static_assert(KT % 2 == 0, "bf16: k steps of 16");
 #pragma unroll
-  for (int kt = 0; kt < KT; ++kt) {
-    const float* ar = a + g * as + kt * 8 + t;
-    const FragA<SPLIT> fa(ar[0], ar[8 * as], ar[4], ar[8 * as + 4]);
+    for (int kt = 0; kt < KT / 2; ++kt) {
+      const float* ar = a + g * as + kt * 16 + 2 * t;
+      const uint32_t fa[4] = {
+          mma::pack_bf16(ar[0], ar[1]), mma::pack_bf16(ar[8 * as], ar[8 * as + 1]),
+          mma::pack_bf16(ar[8], ar[9]), mma::pack_bf16(ar[8 * as + 8], ar[8 * as + 9])};
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) {
-      const float* br = b + (nt * 8 + g) * bs + kt * 8 + t;
-      const FragB<SPLIT> fb(br[0], br[4]);
-      mma_acc<SPLIT>(acc[nt], fa, fb);
+      for (int nt = 0; nt < NT; ++nt) {
+        const float* br = b + (nt * 8 + g) * bs + kt * 16 + 2 * t;
+        const uint32_t fb[2] = {mma::pack_bf16(br[0], br[1]), mma::pack_bf16(br[8], br[9])};
+        mma::mma_m16n8k16_bf16(acc[nt], fa, fb, acc[nt]);
+      }
+    }
+  } else {
+    constexpr bool SPLIT = M == kM3xTF32;
+#pragma unroll
+    for (int kt = 0; kt < KT; ++kt) {
+      const float* ar = a + g * as + kt * 8 + t;
+      const FragA<SPLIT> fa(ar[0], ar[8 * as], ar[4], ar[8 * as + 4]);
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        const float* br = b + (nt * 8 + g) * bs + kt * 8 + t;
+        const FragB<SPLIT> fb(br[0], br[4]);
+        mma_acc<SPLIT>(acc[nt], fa, fb);
+      }
     }
   }
 }
@@ -146,7 +190,7 @@ __device__ __forceinline__ void zero(float (&x)[NT][4]) {
 
 // grid (ceil(Nq / 64), value chunks, B). o always written, lse by chunk 0, y = gamma o + x when
 // y != nullptr.
-template <int DKT, bool SPLIT>
+template <int DKT, int M>
 __global__ void __launch_bounds__(kThreadsM)
     attn_mma_forward_kernel(AttnDims a, const float* __restrict__ q, const float* __restrict__ k,
                             const float* __restrict__ v, float* __restrict__ o,
@@ -173,7 +217,7 @@ __global__ void __launch_bounds__(kThreadsM)
     __syncthreads();
     float s[kCols / 8][4];
     zero(s);
-    smem_times_smem_t<SPLIT, DKT>(s, Qw, QS, Ks, QS, g, t);
+    smem_times_smem_t<M, DKT>(s, Qw, QS, Ks, QS, g, t);
     if (kn < kCols)
 #pragma unroll
       for (int nt = 0; nt < kCols / 8; ++nt)
@@ -203,7 +247,7 @@ __global__ void __launch_bounds__(kThreadsM)
         acc[nt][2 * i + 1] *= corr;
       }
     }
-    frag_times_smem<SPLIT, kCols / 8>(acc, s, Vs, kVs, g, t);
+    frag_times_smem<M, kCols / 8>(acc, s, Vs, kVs, g, t);
   }
 
   const float gm = gamma ? *gamma : 0.f;
@@ -231,7 +275,7 @@ __global__ void __launch_bounds__(kThreadsM)
 // grid (ceil(Nk / 64), value chunks (1 without dv), B): the block's 64 keys walk every query step
 // of 32. Chunk ch accumulates dV's columns [64 ch, 64 ch + 64); chunk 0 also dK (dP = dO V^T
 // over all nch chunks). drow holds dy . o; scale is gamma (dO = gamma dy) or null.
-template <int DKT, bool SPLIT>
+template <int DKT, int M>
 __global__ void __launch_bounds__(kThreadsM)
     attn_mma_dkdv_kernel(AttnDims a, int nch, const float* __restrict__ q,
                          const float* __restrict__ k, const float* __restrict__ v,
@@ -275,7 +319,7 @@ __global__ void __launch_bounds__(kThreadsM)
     // P^T (16 keys x 32 queries) = exp(K Q^T - lse)
     float p[kStep / 8][4];
     zero(p);
-    smem_times_smem_t<SPLIT, DKT>(p, Kw, QS, Qs, QS, g, t);
+    smem_times_smem_t<M, DKT>(p, Kw, QS, Qs, QS, g, t);
 #pragma unroll
     for (int nt = 0; nt < kStep / 8; ++nt)
 #pragma unroll
@@ -285,7 +329,7 @@ __global__ void __launch_bounds__(kThreadsM)
       float dp[kStep / 8][4];
       zero(dp);
       if (nch == 1) {
-        smem_times_smem_t<SPLIT, kDvc / 8>(dp, Vw, kVs, dOs, kVs, g, t);
+        smem_times_smem_t<M, kDvc / 8>(dp, Vw, kVs, dOs, kVs, g, t);
       } else {
         for (int cc = nch - 1; cc >= 0; --cc) {  // ends on chunk 0, this block's dV chunk
           __syncthreads();
@@ -294,7 +338,7 @@ __global__ void __launch_bounds__(kThreadsM)
           load_rows<kStep, kDvc>(dOs, kVs, dy, b * a.nq + q0, qn, a.ldo, int64_t(cc) * kDvc,
                                  a.dv - int64_t(cc) * kDvc);
           __syncthreads();
-          smem_times_smem_t<SPLIT, kDvc / 8>(dp, Vw, kVs, dOs, kVs, g, t);
+          smem_times_smem_t<M, kDvc / 8>(dp, Vw, kVs, dOs, kVs, g, t);
         }
       }
       // dS^T = P^T (g dP^T - D); dK += dS^T Q
@@ -303,9 +347,9 @@ __global__ void __launch_bounds__(kThreadsM)
 #pragma unroll
         for (int j = 0; j < 4; ++j)
           dp[nt][j] = p[nt][j] * (gs * dp[nt][j] - D_s[nt * 8 + 2 * t + (j & 1)]);
-      frag_times_smem<SPLIT, kStep / 8>(dka, dp, Qs, QS, g, t);
+      frag_times_smem<M, kStep / 8>(dka, dp, Qs, QS, g, t);
     }
-    if (do_dv) frag_times_smem<SPLIT, kStep / 8>(dva, p, dOs, kVs, g, t);
+    if (do_dv) frag_times_smem<M, kStep / 8>(dva, p, dOs, kVs, g, t);
   }
 
 #pragma unroll
@@ -333,7 +377,7 @@ __global__ void __launch_bounds__(kThreadsM)
 }
 
 // grid (ceil(Nq / 64), B): dQ of the block's 64 queries, walking every key step of 32.
-template <int DKT, bool SPLIT>
+template <int DKT, int M>
 __global__ void __launch_bounds__(kThreadsM)
     attn_mma_dq_kernel(AttnDims a, int nch, const float* __restrict__ q,
                        const float* __restrict__ k, const float* __restrict__ v,
@@ -373,14 +417,14 @@ __global__ void __launch_bounds__(kThreadsM)
     float p[kStep / 8][4], dp[kStep / 8][4];
     zero(p);
     zero(dp);
-    smem_times_smem_t<SPLIT, DKT>(p, Qw, QS, Ks, QS, g, t);
+    smem_times_smem_t<M, DKT>(p, Qw, QS, Ks, QS, g, t);
 #pragma unroll
     for (int nt = 0; nt < kStep / 8; ++nt)
 #pragma unroll
       for (int j = 0; j < 4; ++j)
         p[nt][j] = nt * 8 + 2 * t + (j & 1) < kn ? expf(p[nt][j] - lse_r[j >> 1]) : 0.f;
     if (nch == 1) {
-      smem_times_smem_t<SPLIT, kDvc / 8>(dp, dOw, kVs, Vs, kVs, g, t);
+      smem_times_smem_t<M, kDvc / 8>(dp, dOw, kVs, Vs, kVs, g, t);
     } else {
       for (int cc = 0; cc < nch; ++cc) {
         __syncthreads();
@@ -389,7 +433,7 @@ __global__ void __launch_bounds__(kThreadsM)
         load_rows<kStep, kDvc>(Vs, kVs, v, b * a.nk + k0, kn, a.ldv, int64_t(cc) * kDvc,
                                a.dv - int64_t(cc) * kDvc);
         __syncthreads();
-        smem_times_smem_t<SPLIT, kDvc / 8>(dp, dOw, kVs, Vs, kVs, g, t);
+        smem_times_smem_t<M, kDvc / 8>(dp, dOw, kVs, Vs, kVs, g, t);
       }
     }
     // dS = P (g dP - D); dQ += dS K
@@ -397,7 +441,7 @@ __global__ void __launch_bounds__(kThreadsM)
     for (int nt = 0; nt < kStep / 8; ++nt)
 #pragma unroll
       for (int j = 0; j < 4; ++j) dp[nt][j] = p[nt][j] * (gs * dp[nt][j] - D_r[j >> 1]);
-    frag_times_smem<SPLIT, kStep / 8>(dqa, dp, Ks, QS, g, t);
+    frag_times_smem<M, kStep / 8>(dqa, dp, Ks, QS, g, t);
   }
 
 #pragma unroll
@@ -422,26 +466,29 @@ void check_mma_dims(const AttnDims& a) {
                 std::to_string(a.nk) + ", B " + std::to_string(a.b) + ")");
 }
 
-// Calls f(integral_constant<int, DKT>, integral_constant<bool, SPLIT>) with the smallest
-// DKT in {1, 2, 4, 8, 16} such that 8 DKT >= d.
+// Calls f(integral_constant<int, DKT>, integral_constant<int, M>) with the smallest DKT in
+// {1, 2, 4, 8, 16} such that 8 DKT >= d (at least 2 in bf16: k steps of 16).
 template <class F>
 void with_variant(int64_t d, AttnMath math, F&& f) {
-  auto split = [&](auto dkt) {
+  auto prec = [&](auto dkt) {
     if (math == AttnMath::k3xTF32)
-      f(dkt, std::true_type{});
+      f(dkt, std::integral_constant<int, kM3xTF32>{});
+    else if (math == AttnMath::kBF16)
+      f(std::integral_constant<int, std::max(2, decltype(dkt)::value)>{},
+        std::integral_constant<int, kMBF16>{});
     else
-      f(dkt, std::false_type{});
+      f(dkt, std::integral_constant<int, kMTF32>{});
   };
   if (d <= 8)
-    split(std::integral_constant<int, 1>{});
+    prec(std::integral_constant<int, 1>{});
   else if (d <= 16)
-    split(std::integral_constant<int, 2>{});
+    prec(std::integral_constant<int, 2>{});
   else if (d <= 32)
-    split(std::integral_constant<int, 4>{});
+    prec(std::integral_constant<int, 4>{});
   else if (d <= 64)
-    split(std::integral_constant<int, 8>{});
+    prec(std::integral_constant<int, 8>{});
   else
-    split(std::integral_constant<int, 16>{});
+    prec(std::integral_constant<int, 16>{});
 }
 
 // Launches kernel with `smem` bytes of dynamic shared memory (opting in above 48 KB).
@@ -456,7 +503,9 @@ void launch_smem(void (*kernel)(P...), dim3 grid, size_t smem, cudaStream_t stre
 
 }  // namespace
 
-const char* attn_math_name(AttnMath m) { return m == AttnMath::k3xTF32 ? "3xtf32" : "tf32"; }
+const char* attn_math_name(AttnMath m) {
+  return m == AttnMath::k3xTF32 ? "3xtf32" : m == AttnMath::kBF16 ? "bf16" : "tf32";
+}
 
 void attention_forward_mma_cuda(const AttnDims& a, const float* q, const float* k, const float* v,
                                 float* o, float* lse, const float* gamma, const float* x, float* y,
@@ -465,10 +514,10 @@ void attention_forward_mma_cuda(const AttnDims& a, const float* q, const float* 
   check_mma_dims(a);
   if (a.nq == 0 || a.b == 0) return;
   const int nch = int((a.dv + kDvc - 1) / kDvc);
-  with_variant(a.d, math, [&](auto dkt, auto split) {
+  with_variant(a.d, math, [&](auto dkt, auto prec) {
     constexpr int DKT = decltype(dkt)::value, QS = 8 * DKT + 4;
     const size_t smem = size_t(2 * kRows * QS + kCols * kVs) * 4;
-    launch_smem(attn_mma_forward_kernel<DKT, decltype(split)::value>,
+    launch_smem(attn_mma_forward_kernel<DKT, decltype(prec)::value>,
                 dim3(unsigned((a.nq + kRows - 1) / kRows), unsigned(nch), unsigned(a.b)), smem,
                 stream, a, q, k, v, o, lse, gamma, x, y);
   });
@@ -485,9 +534,9 @@ void attention_backward_mma_cuda(const AttnDims& a, const float* q, const float*
   attention_row_dots_cuda(a, dy, o, drow, dgamma, workspace, workspace_bytes, stream);
   if (a.nq == 0) return attention_zero_dk_dv_cuda(a, dk, dv, stream);  // no queries
   const int nch = int((a.dv + kDvc - 1) / kDvc);
-  with_variant(a.d, math, [&](auto dkt, auto split) {
+  with_variant(a.d, math, [&](auto dkt, auto prec) {
     constexpr int DKT = decltype(dkt)::value, QS = 8 * DKT + 4;
-    constexpr bool S = decltype(split)::value;
+    constexpr int S = decltype(prec)::value;
     if (dk || dv) {
       const size_t smem = size_t((kRows + kStep) * (QS + kVs) + 2 * kStep) * 4;
       launch_smem(attn_mma_dkdv_kernel<DKT, S>,
