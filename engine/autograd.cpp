@@ -2,9 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <map>
+#include <mutex>
 #include <optional>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 #include "engine/dispatch.h"
 #include "kernels/common.h"
@@ -63,14 +67,50 @@ Var parameter(Tensor value, std::string name) {
   return v;
 }
 
+namespace {
+// The device table that zeroes one set of parameter gradients in one launch
+// (kernels::zero_chunks_cuda), made on first use outside a graph capture and kept: a model's set
+// is the same every step. Null inside a capture when the set is new (the caller then memsets).
+std::pair<const kernels::ZeroChunk*, int64_t> zero_table(
+    const std::vector<std::pair<float*, int64_t>>& bufs) {
+  static std::mutex mu;
+  static auto* tables = new std::map<std::vector<std::pair<float*, int64_t>>,
+                                     std::pair<kernels::ZeroChunk*, int64_t>>;
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = tables->find(bufs); it != tables->end()) return it->second;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  GAN_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &status));
+  if (status != cudaStreamCaptureStatusNone) return {nullptr, 0};
+  const std::vector<kernels::ZeroChunk> t = kernels::zero_chunks_table(bufs);
+  kernels::ZeroChunk* dev = nullptr;
+  GAN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&dev), t.size() * sizeof(kernels::ZeroChunk)));
+  GAN_CUDA_CHECK(
+      cudaMemcpy(dev, t.data(), t.size() * sizeof(kernels::ZeroChunk), cudaMemcpyHostToDevice));
+  return (*tables)[bufs] = {dev, int64_t(t.size())};
+}
+}  // namespace
+
 void zero_grad(const std::vector<Var>& vars) {
+  std::vector<std::pair<float*, int64_t>> cuda_grads;
   for (const Var& v : vars) {
     if (!v.node()) continue;
-    if (v.is_param())
-      v.node()->grad.zero_();
-    else
+    if (!v.is_param()) {
       v.node()->grad = Tensor();
+      continue;
+    }
+    Tensor& g = v.node()->grad;
+    if (g.is_cuda() && g.dtype() == DType::F32 && g.numel() > 0)
+      cuda_grads.emplace_back(g.data<float>(), g.numel());
+    else
+      g.zero_();
   }
+  if (cuda_grads.empty()) return;
+  const auto [table, count] = cuda_grads.size() > 1
+                                  ? zero_table(cuda_grads)
+                                  : std::pair<const kernels::ZeroChunk*, int64_t>{};
+  if (table) return kernels::zero_chunks_cuda(table, count, cuda::stream());
+  for (const Var& v : vars)
+    if (v.node() && v.is_param() && v.node()->grad.is_cuda()) v.node()->grad.zero_();
 }
 
 NoGradGuard::NoGradGuard() : prev_(t_grad_enabled) { t_grad_enabled = false; }

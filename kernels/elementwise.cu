@@ -1,5 +1,6 @@
 #include "kernels/elementwise.h"
 
+#include <algorithm>
 #include <type_traits>
 
 #include "kernels/runtime.h"
@@ -265,6 +266,29 @@ void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t st
   GAN_NVTX("axpy");
   if (n == 0) return;
   launch(axpy_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, alpha, x, y, n);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+namespace {
+__global__ void zero_chunks_kernel(const ZeroChunk* __restrict__ table) {
+  const ZeroChunk c = table[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) c.p[i] = 0.f;
+}
+}  // namespace
+
+std::vector<ZeroChunk> zero_chunks_table(const std::vector<std::pair<float*, int64_t>>& buffers) {
+  std::vector<ZeroChunk> t;
+  for (const auto& [p, n] : buffers)
+    for (int64_t o = 0; o < n; o += kZeroChunkFloats)
+      t.push_back({p + o, std::min(kZeroChunkFloats, n - o)});
+  return t;
+}
+
+void zero_chunks_cuda(const ZeroChunk* table, int64_t count, cudaStream_t stream) {
+  GAN_NVTX("zero_chunks");
+  if (count == 0) return;
+  GAN_CHECK(count <= INT32_MAX, "zero_chunks_cuda: too many chunks");
+  launch(zero_chunks_kernel, unsigned(count), kThreads, 0, stream, table);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

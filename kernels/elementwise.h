@@ -12,6 +12,8 @@
 
 #include <cmath>
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include <cuda_runtime_api.h>
 
@@ -174,6 +176,17 @@ void expand_cuda(const BroadcastIndex& bi, const float* x, float scale, float* y
                  cudaStream_t stream);
 void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t stream);
 void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream);
+
+// Many buffers zeroed by one launch (zero_grad of a model: one graph node instead of one memset
+// per parameter). The table (device memory, `count` entries) lists chunks of at most
+// kZeroChunkFloats floats; zero_chunks_table builds it on the host from (pointer, length) pairs.
+struct ZeroChunk {
+  float* p;
+  int64_t n;
+};
+constexpr int64_t kZeroChunkFloats = int64_t(1) << 14;
+std::vector<ZeroChunk> zero_chunks_table(const std::vector<std::pair<float*, int64_t>>& buffers);
+void zero_chunks_cuda(const ZeroChunk* table, int64_t count, cudaStream_t stream);
 void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream);
 void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream);
 

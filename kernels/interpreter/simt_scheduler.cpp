@@ -1183,7 +1183,19 @@ cudaError_t submit_launch(const void* fn, dim3 grid, dim3 block, size_t smem, cu
   l->smem = smem;
   l->body = std::move(body);
   if (const cudaError_t e = validate_launch(*l); e != cudaSuccess) return e;
-  return submit(stream, "kernel launch", [l] { return execute_launch(*l); });
+  // GAN_INTERP_GRAPH_NODES=1 lists a captured graph's kernels by name (the name lives in
+  // g_kernels, which never drops an entry).
+  static const bool by_name = [] {
+    const char* e = std::getenv("GAN_INTERP_GRAPH_NODES");
+    return e && *e == '1';
+  }();
+  const char* what = "kernel launch";
+  if (by_name) {
+    kernel_name(fn);
+    std::lock_guard<std::mutex> lock(g_kernels_mu);
+    what = g_kernels[fn].name.c_str();
+  }
+  return submit(stream, what, [l] { return execute_launch(*l); });
 }
 
 cudaError_t enqueue(cudaStream_t stream, const char* what, std::function<void()> work) {

@@ -64,9 +64,11 @@ EXTRA = [
 ]
 
 
-def mutants(only, kinds):
+def mutants(only, kinds, root):
+    """Mutants of the kernel files of `root` (the scratch copy: edits made to the working tree
+    while the check runs do not mix with it)."""
     out = []
-    kdir = os.path.join(ROOT, "kernels")
+    kdir = os.path.join(root, "kernels")
     for name in sorted(os.listdir(kdir)):
         if not name.endswith(".cu") or (only and name != only) or kinds == "extra":
             continue
@@ -119,7 +121,7 @@ def main():
     exe = os.path.join(build, "tests", "engine_tests_interp")
     print(f"mutate: baseline built in {time.time() - t0:.0f} s", flush=True)
 
-    ms = mutants(a.only, a.kinds)
+    ms = mutants(a.only, a.kinds, src)
     if a.limit:
         ms = ms[:a.limit]
     caught = 0
