@@ -234,6 +234,29 @@ TEST_CASE("inception cuda: pytorch-fid's FID InceptionV3 gives pytorch-fid's fea
 
 // The published TF-Inception weights, converted without torch by tools/scripts/fetch_fid_weights.py
 // ($GAN_FID_WEIGHTS, else gan_eval's cache folder), against the features torch.jit.load computes
+// The fixture's features as a Matrix (rows = images).
+eval::Matrix fixture_features(const st::File& f, const char* name) {
+  const Tensor t = f.tensor(name);
+  eval::Matrix m;
+  m.rows = t.dim(0), m.cols = t.dim(1);
+  m.values = t.to_vector();
+  return m;
+}
+
+// FID's formula on identical statistics: the engine's Frechet distance (tr sqrt from the
+// symmetric eigenproblem) against pytorch-fid's (scipy's sqrtm of the covariance product), both
+// from torch.jit's features of two sets of four images (make_fid_tf_fixture.py).
+TEST_CASE("fid: the engine's Frechet distance equals pytorch-fid's formula on the same features",
+          "[cpu][eval]") {
+  const st::File f = st::read_file(test::fixture_path("fid_tf_features.safetensors"));
+  const double want = f.tensor("fid_299_vs_64").to(DType::F64).data<double>()[0];
+  const eval::Frechet fd =
+      eval::frechet_distance(eval::fit_gaussian(fixture_features(f, "features")),
+                             eval::fit_gaussian(fixture_features(f, "features_64_tf_resize")));
+  CHECK(want > 300);                                 // 324.9976
+  CHECK(fd.distance == Approx(want).epsilon(1e-6));  // observed 2.7e-7 relative
+}
+
 // from the same archive (tests/fixtures/fid_tf_features.safetensors). Skipped without the weights
 // (fetching them needs the network; CI checks the converter on a synthetic archive instead).
 TEST_CASE("inception: the TF-Inception weights converted without torch give torch.jit's features",
@@ -282,11 +305,27 @@ TEST_CASE("inception: the TF-Inception weights converted without torch give torc
   auto net = eval::load_inception(path, Device::CPU);
   NoGradGuard no_grad;
   // 299 x 299 fed as the TF graph's v / 128 - 1 directly.
-  compare(net->forward(Var(images(299, 128.0))).features.value(), "features");
+  const Tensor f299 = net->forward(Var(images(299, 128.0))).features.value();
+  compare(f299, "features");
   // gan_eval --fid: the loader's v / 127.5 - 1 at 64 x 64, the TF graph's resize and range.
   net->set_resize(eval::InceptionV3::Resize::kTF);
   net->set_input_range(eval::InceptionV3::InputRange::kTF);
-  compare(net->forward(Var(images(64, 127.5))).features.value(), "features_64_tf_resize");
+  const Tensor f64 = net->forward(Var(images(64, 127.5))).features.value();
+  compare(f64, "features_64_tf_resize");
+  // The FID of the two sets from the engine's features within 0.1% of torch.jit's with
+  // pytorch-fid's formula.
+  auto matrix = [](const Tensor& t) {
+    eval::Matrix m;
+    m.rows = t.dim(0), m.cols = t.numel() / t.dim(0);
+    m.values = t.to_vector();
+    return m;
+  };
+  const double fid =
+      eval::frechet_distance(eval::fit_gaussian(matrix(f299)), eval::fit_gaussian(matrix(f64)))
+          .distance;
+  const double want = f.tensor("fid_299_vs_64").to(DType::F64).data<double>()[0];
+  INFO("FID " << fid << ", torch.jit + pytorch-fid's formula " << want);
+  CHECK(fid == Approx(want).epsilon(1e-3));
 }
 
 TEST_CASE("eval: cached features and radii give the numbers computed afresh", "[cpu][eval]") {
