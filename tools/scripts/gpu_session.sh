@@ -35,6 +35,9 @@
 #              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
 #              PyTorch load check of both checkpoints (GAN_TRAIN_EPOCHS, default 5)
+#   reference  the same SAGAN trained by gan_train and by bench/torch_gan_train.py (the PyTorch
+#              reference trainer) for GAN_REF_STEPS (1000) steps at 64 px on Fashion-MNIST, both
+#              scored by gan_eval (the classifier's FD; 5000 samples vs 10000 training images)
 #   study      tools/scripts/study.sh: SAGAN, DCGAN and wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each with
 #              evaluation every epoch, gan_eval at the end, the report (docs/metrics.md)
 # `collect DIR` copies a returned $OUT into bench/results/<date>-<gpu>/ and unpacks its
@@ -63,7 +66,8 @@ if [ "$cmd" = pack ]; then
   gzip -9 "$dev"/bin/*  # ~3x smaller; `run` unpacks them
   cp /usr/share/datasets/fashion-mnist/*.gz "$dev/data/"  # the test set too: the evaluation cases
   cp "$root/tools/scripts/torch_check.py" "$root/bench/ratio_table.py" \
-    "$root/bench/torch_gan_bench.py" "$root/bench/conv_table.py" "$dev/scripts/"
+    "$root/bench/torch_gan_bench.py" "$root/bench/conv_table.py" "$root/bench/torch_gan_train.py" \
+    "$dev/scripts/"
   grep -qxF '/.device/' "$root/.git/info/exclude" 2>/dev/null || echo '/.device/' >> "$root/.git/info/exclude"
   size=$(du -sm "$dev" | cut -f1)
   echo "gpu_session: packed $dev (${size} MiB)"
@@ -89,7 +93,7 @@ if [ "$cmd" = collect ]; then
 fi
 
 [ "$cmd" = run ] && [ $# -gt 0 ] ||
-  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels attention bench convs penalty train study) | collect DIR" >&2; exit 2; }
+  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels attention bench convs penalty train reference study) | collect DIR" >&2; exit 2; }
 # A command on the GPU machine returns at most 8 files: logs go to $work, and after every stage
 # $OUT gets summary.txt plus one results.tar.gz of $work (so a command cut off at its limit still
 # returns the stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
@@ -278,6 +282,25 @@ for stage in "$@"; do
         note "train: torch_check $m rc=$?"
       done
       ;;
+    reference)
+      steps=${GAN_REF_STEPS:-1000}
+      rm -rf /tmp/ref_engine /tmp/ref_torch
+      timeout "$(left 200)" "$bin/gan_train" --model sagan --steps "$steps" --data "$dev/data" --progress 0 \
+        --log-every 100 --sample-every 100000 --out /tmp/ref_engine > "$work/ref_engine_train.log" 2>&1
+      note "reference: gan_train rc=$? $(grep 'gan_train: done' "$work/ref_engine_train.log")"
+      timeout "$(left 200)" python3 "$scripts/torch_gan_train.py" --model sagan --steps "$steps" \
+        --data "$dev/data" --num-samples 5000 --log-every 100 --out /tmp/ref_torch > "$work/ref_torch_train.log" 2>&1
+      note "reference: torch_gan_train.py rc=$? $(tail -n 1 "$work/ref_torch_train.log")"
+      cp /tmp/ref_torch/train.jsonl "$work/ref_torch_train.jsonl" 2>/dev/null
+      cp /tmp/ref_torch/grid.png "$work/ref_torch_grid.png" 2>/dev/null
+      cp /tmp/ref_engine/samples/latest.png "$work/ref_engine_grid.png" 2>/dev/null
+      timeout "$(left 90)" "$bin/gan_eval" --checkpoint /tmp/ref_engine --num-samples 5000 --real "$dev/data" \
+        --real-limit 10000 --out "$work/ref_engine_eval.json" > /dev/null 2> "$work/ref_engine_eval.err"
+      note "reference: gan_eval engine rc=$? $(grep -o '"fd": [0-9][0-9.e+-]*' "$work/ref_engine_eval.json" | head -n 1)"
+      timeout "$(left 90)" "$bin/gan_eval" --images /tmp/ref_torch/samples --real "$dev/data" \
+        --real-limit 10000 --out "$work/ref_torch_eval.json" > /dev/null 2> "$work/ref_torch_eval.err"
+      note "reference: gan_eval PyTorch rc=$? $(grep -o '"fd": [0-9][0-9.e+-]*' "$work/ref_torch_eval.json" | head -n 1)"
+      ;;
     study)
       # The study (docs/metrics.md): SAGAN, DCGAN, wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each,
       # evaluated every epoch and at the end; the report and its PNGs come back.
@@ -291,7 +314,7 @@ for stage in "$@"; do
       cp /tmp/study/*.log "$work/" 2>/dev/null
       ;;
     *)
-      note "gpu_session: unknown stage '$stage' (tests sanitize kernels attention bench convs penalty train study)"
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels attention bench convs penalty train reference study)"
       ;;
   esac
   note "stage $stage: $((SECONDS - t0)) s"
