@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "engine/dispatch.h"
+#include "engine/tensor_ops.h"
 #include "kernels/common.h"
 #include "kernels/elementwise.h"
 
@@ -67,31 +68,8 @@ Var parameter(Tensor value, std::string name) {
   return v;
 }
 
-namespace {
-// The device table that zeroes one set of parameter gradients in one launch
-// (kernels::zero_chunks_cuda), made on first use outside a graph capture and kept: a model's set
-// is the same every step. Null inside a capture when the set is new (the caller then memsets).
-std::pair<const kernels::ZeroChunk*, int64_t> zero_table(
-    const std::vector<std::pair<float*, int64_t>>& bufs) {
-  static std::mutex mu;
-  static auto* tables = new std::map<std::vector<std::pair<float*, int64_t>>,
-                                     std::pair<kernels::ZeroChunk*, int64_t>>;
-  std::lock_guard<std::mutex> lock(mu);
-  if (auto it = tables->find(bufs); it != tables->end()) return it->second;
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  GAN_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &status));
-  if (status != cudaStreamCaptureStatusNone) return {nullptr, 0};
-  const std::vector<kernels::ZeroChunk> t = kernels::zero_chunks_table(bufs);
-  kernels::ZeroChunk* dev = nullptr;
-  GAN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&dev), t.size() * sizeof(kernels::ZeroChunk)));
-  GAN_CUDA_CHECK(
-      cudaMemcpy(dev, t.data(), t.size() * sizeof(kernels::ZeroChunk), cudaMemcpyHostToDevice));
-  return (*tables)[bufs] = {dev, int64_t(t.size())};
-}
-}  // namespace
-
 void zero_grad(const std::vector<Var>& vars) {
-  std::vector<std::pair<float*, int64_t>> cuda_grads;
+  std::vector<kernels::BufferChunk> cuda_grads;
   for (const Var& v : vars) {
     if (!v.node()) continue;
     if (!v.is_param()) {
@@ -100,15 +78,15 @@ void zero_grad(const std::vector<Var>& vars) {
     }
     Tensor& g = v.node()->grad;
     if (g.is_cuda() && g.dtype() == DType::F32 && g.numel() > 0)
-      cuda_grads.emplace_back(g.data<float>(), g.numel());
+      cuda_grads.push_back({g.data<float>(), nullptr, g.numel()});
     else
       g.zero_();
   }
   if (cuda_grads.empty()) return;
-  const auto [table, count] = cuda_grads.size() > 1
-                                  ? zero_table(cuda_grads)
-                                  : std::pair<const kernels::ZeroChunk*, int64_t>{};
-  if (table) return kernels::zero_chunks_cuda(table, count, cuda::stream());
+  // One launch for the model (a table made once, outside capture), else one memset each.
+  const DeviceChunkTable t =
+      cuda_grads.size() > 1 ? device_chunk_table(cuda_grads) : DeviceChunkTable{};
+  if (t.table) return kernels::zero_chunks_cuda(t.table, t.count, cuda::stream());
   for (const Var& v : vars)
     if (v.node() && v.is_param() && v.node()->grad.is_cuda()) v.node()->grad.zero_();
 }

@@ -1,5 +1,10 @@
 #include "engine/tensor_ops.h"
 
+#include <map>
+#include <mutex>
+#include <tuple>
+#include <vector>
+
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "kernels/elementwise.h"
@@ -127,6 +132,41 @@ void lerp_(const Tensor& ema, const Tensor& x, double w) {
       kernels::lerp_cpu<T>(ema.data<T>(), x.data<T>(), ema.numel(), w);
     });
   }
+}
+
+void lerp_all_(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, double w) {
+  GAN_CHECK(ema.size() == x.size(), "lerp_all_: lists of different lengths");
+  std::vector<kernels::BufferChunk> bufs;
+  bool all_cuda = ema.size() > 1;
+  for (size_t i = 0; i < ema.size(); ++i) {
+    check_same_device("lerp", {&ema[i], &x[i]});
+    check_shape("lerp", "x", x[i], ema[i].shape());
+    all_cuda = all_cuda && ema[i].is_cuda() && ema[i].dtype() == DType::F32;
+    if (all_cuda) bufs.push_back({ema[i].data<float>(), x[i].data<float>(), ema[i].numel()});
+  }
+  if (all_cuda)
+    if (const DeviceChunkTable t = device_chunk_table(bufs); t.table)
+      return kernels::lerp_chunks_cuda(t.table, t.count, float(w), cuda::stream());
+  for (size_t i = 0; i < ema.size(); ++i) lerp_(ema[i], x[i], w);
+}
+
+DeviceChunkTable device_chunk_table(const std::vector<kernels::BufferChunk>& buffers) {
+  using Key = std::vector<std::tuple<float*, const float*, int64_t>>;
+  static std::mutex mu;
+  static auto* tables = new std::map<Key, DeviceChunkTable>;  // never freed (used until exit)
+  Key key;
+  for (const kernels::BufferChunk& b : buffers) key.emplace_back(b.dst, b.src, b.n);
+  std::lock_guard<std::mutex> lock(mu);
+  if (auto it = tables->find(key); it != tables->end()) return it->second;
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  GAN_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &status));
+  if (status != cudaStreamCaptureStatusNone) return {};
+  const std::vector<kernels::BufferChunk> t = kernels::chunk_table(buffers);
+  kernels::BufferChunk* dev = nullptr;
+  const size_t bytes = t.size() * sizeof(kernels::BufferChunk);
+  GAN_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&dev), bytes));
+  GAN_CUDA_CHECK(cudaMemcpy(dev, t.data(), bytes, cudaMemcpyHostToDevice));
+  return (*tables)[key] = DeviceChunkTable{dev, int64_t(t.size())};
 }
 
 }  // namespace gan

@@ -3,8 +3,10 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/tensor.h"
+#include "kernels/elementwise.h"
 
 namespace gan {
 
@@ -21,5 +23,18 @@ Tensor scaled(const Tensor& x, double alpha);
 void clamp_(const Tensor& t, double lo, double hi);
 // In place: ema += w (x - ema) (same shape and device).
 void lerp_(const Tensor& ema, const Tensor& x, double w);
+// The same for lists (a model's weight EMA): one launch on the GPU (a chunk table made once per
+// list, outside graph capture), element by element elsewhere.
+void lerp_all_(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, double w);
+
+// A device table of buffer chunks (kernels::chunk_table) for one launch over many buffers: made
+// on first use of a list, outside a CUDA graph capture, and kept (a model's buffers are the same
+// every step); {nullptr, 0} when first asked for inside a capture (the caller goes buffer by
+// buffer).
+struct DeviceChunkTable {
+  const kernels::BufferChunk* table = nullptr;
+  int64_t count = 0;
+};
+DeviceChunkTable device_chunk_table(const std::vector<kernels::BufferChunk>& buffers);
 
 }  // namespace gan

@@ -270,25 +270,37 @@ void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t st
 }
 
 namespace {
-__global__ void zero_chunks_kernel(const ZeroChunk* __restrict__ table) {
-  const ZeroChunk c = table[blockIdx.x];
-  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) c.p[i] = 0.f;
+__global__ void zero_chunks_kernel(const BufferChunk* __restrict__ table) {
+  const BufferChunk c = table[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) c.dst[i] = 0.f;
+}
+__global__ void lerp_chunks_kernel(const BufferChunk* __restrict__ table, float w) {
+  const BufferChunk c = table[blockIdx.x];
+  for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) c.dst[i] += w * (c.src[i] - c.dst[i]);
 }
 }  // namespace
 
-std::vector<ZeroChunk> zero_chunks_table(const std::vector<std::pair<float*, int64_t>>& buffers) {
-  std::vector<ZeroChunk> t;
-  for (const auto& [p, n] : buffers)
-    for (int64_t o = 0; o < n; o += kZeroChunkFloats)
-      t.push_back({p + o, std::min(kZeroChunkFloats, n - o)});
+std::vector<BufferChunk> chunk_table(const std::vector<BufferChunk>& buffers) {
+  std::vector<BufferChunk> t;
+  for (const BufferChunk& b : buffers)
+    for (int64_t o = 0; o < b.n; o += kChunkFloats)
+      t.push_back({b.dst + o, b.src ? b.src + o : nullptr, std::min(kChunkFloats, b.n - o)});
   return t;
 }
 
-void zero_chunks_cuda(const ZeroChunk* table, int64_t count, cudaStream_t stream) {
+void zero_chunks_cuda(const BufferChunk* table, int64_t count, cudaStream_t stream) {
   GAN_NVTX("zero_chunks");
   if (count == 0) return;
   GAN_CHECK(count <= INT32_MAX, "zero_chunks_cuda: too many chunks");
   launch(zero_chunks_kernel, unsigned(count), kThreads, 0, stream, table);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void lerp_chunks_cuda(const BufferChunk* table, int64_t count, float w, cudaStream_t stream) {
+  GAN_NVTX("ema");
+  if (count == 0) return;
+  GAN_CHECK(count <= INT32_MAX, "lerp_chunks_cuda: too many chunks");
+  launch(lerp_chunks_kernel, unsigned(count), kThreads, 0, stream, table, w);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

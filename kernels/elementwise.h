@@ -177,16 +177,20 @@ void expand_cuda(const BroadcastIndex& bi, const float* x, float scale, float* y
 void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t stream);
 void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream);
 
-// Many buffers zeroed by one launch (zero_grad of a model: one graph node instead of one memset
-// per parameter). The table (device memory, `count` entries) lists chunks of at most
-// kZeroChunkFloats floats; zero_chunks_table builds it on the host from (pointer, length) pairs.
-struct ZeroChunk {
-  float* p;
+// Many buffers in one launch (a model's zero_grad or weight EMA: one graph node instead of one per
+// parameter). The table (device memory, `count` entries) lists chunks of at most kChunkFloats
+// floats, one block each; chunk_table splits (dst, src, n) buffers into it on the host.
+struct BufferChunk {
+  float* dst;
+  const float* src;  // null for zeroing
   int64_t n;
 };
-constexpr int64_t kZeroChunkFloats = int64_t(1) << 14;
-std::vector<ZeroChunk> zero_chunks_table(const std::vector<std::pair<float*, int64_t>>& buffers);
-void zero_chunks_cuda(const ZeroChunk* table, int64_t count, cudaStream_t stream);
+constexpr int64_t kChunkFloats = int64_t(1) << 14;
+std::vector<BufferChunk> chunk_table(const std::vector<BufferChunk>& buffers);
+// dst = 0.
+void zero_chunks_cuda(const BufferChunk* table, int64_t count, cudaStream_t stream);
+// dst += w (src - dst) (lerp_cuda over every chunk).
+void lerp_chunks_cuda(const BufferChunk* table, int64_t count, float w, cudaStream_t stream);
 void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream);
 void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream);
 

@@ -437,8 +437,10 @@ TEST_CASE("trainer cuda: one training step on the GPU equals the CPU step", "[tr
     const fs::path c = scratch(std::string("cpu_step_") + model);
     const fs::path g = scratch(std::string("gpu_step_") + model);
     train::Options oc = tiny(model, c, 1);
+    oc.ema = 0.9;  // G_ema too (one launch for all of G's weights on the GPU)
     train::run(oc);
     train::Options og = tiny(model, g, 1);
+    og.ema = 0.9;
     og.device = train::DeviceChoice::kCuda;
     train::run(og);
     const st::File fc = st::read_file((c / "checkpoint.safetensors").string());
@@ -490,7 +492,8 @@ TEST_CASE("trainer cuda: CUDA-graph replays (the default) equal the eager steps"
     const std::string common = std::string("--model ") + model + " --data " + data +
                                " --image-size 32 --ngf 8 --ndf 8 --batch-size 8 --steps 4 "
                                "--device cuda --deterministic --log-every 1 --sample-every 2 "
-                               "--checkpoint-every 4 --progress 0 --out ";
+                               "--checkpoint-every 4 --ema 0.99 --progress 0 --out ";
+    // (--ema: the EMA of G's weights is one launch, captured with the step.)
     // --profile-steps: cudaProfilerStart before step 2 (eager), cudaProfilerStop after step 3
     // (a replay); neither may disturb the steps.
     const Proc pg = gan_train(common + g.string() + " --profile-steps 2:3");

@@ -161,8 +161,10 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
   }
   if (!ema_params_.empty()) {
     GAN_NVTX("EMA");
+    std::vector<Tensor> ema, cur;
     for (size_t i = 0; i < ema_params_.size(); ++i)
-      lerp_(ema_params_[i].value(), g_params_[i].value(), 1.0 - o_.ema);
+      ema.push_back(ema_params_[i].value()), cur.push_back(g_params_[i].value());
+    lerp_all_(ema, cur, 1.0 - o_.ema);  // one launch on the GPU
   }
 }
 
