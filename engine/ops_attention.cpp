@@ -50,9 +50,12 @@ bool takes(AttnKernel k, const AttnDims& a) {
   }
 }
 
-// Bytes one B Nq Nk float buffer may take for the materialised version to be a candidate.
-size_t gemm_budget() {
+// Bytes one B Nq Nk float buffer may take for the materialised version to be a candidate: the
+// setting, else an eighth of the free device memory (256 MiB inside a graph capture, where the
+// memory query is not made).
+size_t gemm_budget(bool in_capture) {
   if (const size_t cap = attention_gemm_max_bytes()) return cap;
+  if (in_capture) return size_t(256) << 20;
   size_t free_b = 0, total_b = 0;
   if (cudaMemGetInfo(&free_b, &total_b) != cudaSuccess) {
     (void)cudaGetLastError();
@@ -109,19 +112,21 @@ Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const
               "strict fp32 runs gemm or tiled");
     return takes(pinned, a) ? Choice{pinned, fmath} : Choice{};
   }
+  const std::string key = fmt::format("B{} Nq{} Nk{} d{} dv{} ld{},{},{},{} {}", a.b, a.nq, a.nk,
+                                      a.d, a.dv, a.ldq, a.ldk, a.ldv, a.ldo, math_mode_name(mode));
+  ChoiceState& st = choice_state();
+  std::unique_lock<std::mutex> lock(st.mu);
+  if (auto it = st.chosen.find(key); it != st.chosen.end()) return it->second;  // the usual path
+
+  const bool in_capture = capturing();
   std::vector<Choice> cands;
-  const bool gemm_fits = double(a.b) * double(a.nq) * double(a.nk) * 4.0 <= double(gemm_budget());
+  const bool gemm_fits =
+      double(a.b) * double(a.nq) * double(a.nk) * 4.0 <= double(gemm_budget(in_capture));
   if (mode != MathMode::kStrict && takes(AttnKernel::kFlash, a))
     cands.push_back({AttnKernel::kFlash, fmath});
   if (gemm_fits) cands.push_back({AttnKernel::kGemm, fmath});
   if (takes(AttnKernel::kTiled, a)) cands.push_back({AttnKernel::kTiled, fmath});
   if (cands.empty()) cands.push_back({AttnKernel::kGemm, fmath});  // any size, memory permitting
-
-  const std::string key = fmt::format("B{} Nq{} Nk{} d{} dv{} ld{},{},{},{} {}", a.b, a.nq, a.nk,
-                                      a.d, a.dv, a.ldq, a.ldk, a.ldv, a.ldo, math_mode_name(mode));
-  ChoiceState& st = choice_state();
-  std::unique_lock<std::mutex> lock(st.mu);
-  if (auto it = st.chosen.find(key); it != st.chosen.end()) return it->second;
   std::string how;
   Choice best = cands.front();
   if (cands.size() == 1) {
@@ -131,7 +136,7 @@ Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const
     for (const Choice& c : cands)
       if (c.kern == AttnKernel::kGemm) best = c;
     how = "untimed (interpreter)";
-  } else if (capturing()) {
+  } else if (in_capture) {
     how = "untimed (first use inside a CUDA graph capture)";
   } else {
     const auto timer = st.timer;
