@@ -113,13 +113,21 @@ Var Sequential::forward(const Var& x) {
 
 void Sequential::fuse_batchnorm_activations() {
   for (size_t i = 0; i + 1 < layers_.size(); ++i) {
-    auto* bn = dynamic_cast<BatchNorm2d*>(layers_[i].get());
-    if (!bn || bn->act != Activation::kNone) continue;
+    // The layer's activation slot: a batch norm's, or a convolution's options.
+    Activation* act = nullptr;
+    double* slope = nullptr;
+    if (auto* bn = dynamic_cast<BatchNorm2d*>(layers_[i].get()))
+      act = &bn->act, slope = &bn->slope;
+    else if (auto* cv = dynamic_cast<Conv2d*>(layers_[i].get()))
+      act = &cv->options.act, slope = &cv->options.slope;
+    else if (auto* ct = dynamic_cast<ConvTranspose2d*>(layers_[i].get()))
+      act = &ct->options.act, slope = &ct->options.slope;
+    if (!act || *act != Activation::kNone) continue;
     if (dynamic_cast<ReLU*>(layers_[i + 1].get())) {
-      bn->act = Activation::kRelu;
-    } else if (auto* lr = dynamic_cast<LeakyReLU*>(layers_[i + 1].get())) {
-      bn->act = Activation::kLeakyRelu;
-      bn->slope = lr->slope;
+      *act = Activation::kRelu;
+    } else if (auto* lr = dynamic_cast<LeakyReLU*>(layers_[i + 1].get()); lr && lr->slope > 0) {
+      *act = Activation::kLeakyRelu;
+      *slope = lr->slope;
     } else {
       continue;
     }

@@ -62,11 +62,18 @@ Var linear(const Var& x, const Var& w, const Var& b = Var());
 // convolution: conv2d (out, kh, kw, in); conv_transpose2d (in, kh, kw, out). PyTorch's OIHW
 // (conv) and IOHW (transposed conv) are the same tensors with the channel axis moved:
 // see engine/nn.h for the conversions used by checkpoints.
+enum class Activation { kNone, kRelu, kLeakyRelu };
+
 struct Conv2dOptions {
   int stride_h = 1, stride_w = 1;
   int pad_h = 0, pad_w = 0;
   int dil_h = 1, dil_w = 1;
   int out_pad_h = 0, out_pad_w = 0;  // conv_transpose2d only: extra rows/cols at the end
+  // An activation applied to the output (after the bias) in the same pass: relu(conv + b) or
+  // leaky_relu(conv + b, slope), as the separate ops would give (nn::Sequential fuses a
+  // convolution followed by ReLU or LeakyReLU into it).
+  Activation act = Activation::kNone;
+  double slope = 0.2;
 };
 // x (N, H, W, C), w (K, kh, kw, C), optional b (K) -> (N, P, Q, K),
 // P = (H + 2 pad_h - dil_h (kh - 1) - 1) / stride_h + 1 (likewise Q).
@@ -76,8 +83,6 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o);
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o);
 
 // ---- normalisation
-enum class Activation { kNone, kRelu, kLeakyRelu };
-
 // Batch normalisation over every axis but the last (channels): x (N, H, W, C) or (N, C),
 // gamma, beta (C). Training: normalises with the batch mean and biased variance, and updates
 // running_mean/running_var (C) in place with `momentum` using the unbiased variance (PyTorch's

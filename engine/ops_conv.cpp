@@ -64,22 +64,47 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
   }
 }
 
-// y (rows, K) += b (K), in place.
-void add_bias(const Tensor& y, const Tensor& b) {
-  const int64_t k = b.numel();
-  if (k == 0 || y.numel() == 0) return;
+kernels::BiasAct bias_act_of(Activation a) {
+  return a == Activation::kRelu        ? kernels::BiasAct::kRelu
+         : a == Activation::kLeakyRelu ? kernels::BiasAct::kLeakyRelu
+                                       : kernels::BiasAct::kNone;
+}
+
+// y (rows, K) = act(y + b) in place (b may be undefined): one pass.
+void bias_act(const Tensor& y, const Tensor& b, const Conv2dOptions& o) {
+  const int64_t k = y.dim(-1);
+  if (k == 0 || y.numel() == 0 || (!b.defined() && o.act == Activation::kNone)) return;
   const int64_t rows = y.numel() / k;
-  const auto bi = make_broadcast_index(Shape{rows, k}, Shape{rows, k}, Shape{k});
   if (y.is_cuda()) {
-    kernels::binary_forward_cuda(kernels::Binary::kAdd, bi, y.data<float>(), b.data<float>(),
-                                 y.data<float>(), cuda::stream());
+    kernels::bias_act_cuda(y.data<float>(), b.defined() ? b.data<float>() : nullptr, rows, k,
+                           bias_act_of(o.act), float(o.slope), cuda::stream());
   } else {
     dispatch_cpu(y, "conv bias", [&](auto t) {
       using T = decltype(t);
-      kernels::binary_forward_cpu<T>(kernels::Binary::kAdd, bi, y.data<T>(), b.data<T>(),
-                                     y.data<T>());
+      kernels::bias_act_cpu<T>(y.data<T>(), b.defined() ? b.data<T>() : nullptr, rows, k,
+                               bias_act_of(o.act), o.slope);
     });
   }
+}
+
+// The activation's derivative applied to dy, read from the activation's output y (y > 0 exactly
+// where its input is, for ReLU and a positive leaky slope; ReLU's backward reads its output):
+// what the separate activation's backward gives.
+Tensor act_backward(const Tensor& y, const Tensor& dy, Activation act, double slope) {
+  Tensor out = Tensor::empty_like(dy);
+  const kernels::Unary op =
+      act == Activation::kRelu ? kernels::Unary::kRelu : kernels::Unary::kLeakyRelu;
+  if (y.is_cuda()) {
+    kernels::unary_backward_cuda(op, float(slope), y.data<float>(), y.data<float>(),
+                                 dy.data<float>(), out.data<float>(), y.numel(), cuda::stream());
+  } else {
+    dispatch_cpu(y, "conv activation", [&](auto t) {
+      using T = decltype(t);
+      kernels::unary_backward_cpu<T>(op, slope, y.data<T>(), y.data<T>(), dy.data<T>(),
+                                     out.data<T>(), y.numel());
+    });
+  }
+  return out;
 }
 
 // db (K) = sum of dy (rows, K) over rows, into the parameter buffer or a fresh tensor.
@@ -136,7 +161,9 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, const Tensor
 // convolution's with input and output swapped. Keeps x only if w wants a gradient, and w only
 // if x does.
 Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x, const Var& w,
-                const Var& b, const Tensor& y) {
+                const Var& b, const Tensor& y, Activation act, double slope) {
+  // With a fused activation the backward first turns dy into the gradient of its input (from y).
+  const Tensor keep_y = act != Activation::kNone ? y : Tensor();
   const Tensor keep_x = w.requires_grad() ? x.value() : Tensor();
   const Tensor keep_w = x.requires_grad() ? w.value() : Tensor();
   const Shape x_shape = x.shape(), w_shape = w.shape();
@@ -145,34 +172,43 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
   if (has_bias) inputs.push_back(b);
   // VJP: conv2d's input gradient is conv_transpose2d of dout with the same weight, and the other
   // way round; both are differentiable in dout and in the weight Var. Bias: the sum of dout.
-  VjpFn vjp = [op, transposed, g, w, x_shape, has_bias](const std::vector<Var>& d,
-                                                        const std::vector<bool>& needs) {
+  VjpFn vjp = [op, transposed, g, w, x_shape, has_bias, keep_y, act, slope](
+                  const std::vector<Var>& d, const std::vector<bool>& needs) {
     GAN_CHECK(!needs[1], fmt::format("grad: {} gives no differentiable gradient for its weight "
                                      "(create_graph through a weight is not supported)",
                                      op));
     std::vector<Var> r(has_bias ? 3 : 2);
+    // The activation's derivative: a constant mask read from y (as batch_norm's VJP does).
+    const Var dpre =
+        keep_y.defined()
+            ? mul(d[0],
+                  Var(act_backward(
+                      keep_y, Tensor::full(keep_y.shape(), 1.0, keep_y.device(), keep_y.dtype()),
+                      act, slope)))
+            : d[0];
     Conv2dOptions o;
     o.stride_h = g.stride_h, o.stride_w = g.stride_w, o.pad_h = g.pad_h, o.pad_w = g.pad_w;
     o.dil_h = g.dil_h, o.dil_w = g.dil_w;
     if (needs[0]) {
       if (transposed) {
-        r[0] = conv2d(d[0], w, Var(), o);
+        r[0] = conv2d(dpre, w, Var(), o);
       } else {
         // The output padding that gives back the input's size.
         o.out_pad_h =
             int(x_shape[1] - ((g.p - 1) * g.stride_h - 2 * g.pad_h + g.dil_h * (g.r - 1) + 1));
         o.out_pad_w =
             int(x_shape[2] - ((g.q - 1) * g.stride_w - 2 * g.pad_w + g.dil_w * (g.s - 1) + 1));
-        r[0] = conv_transpose2d(d[0], w, Var(), o);
+        r[0] = conv_transpose2d(dpre, w, Var(), o);
       }
     }
-    if (has_bias && needs[2]) r[2] = sum(d[0], {0, 1, 2});
+    if (has_bias && needs[2]) r[2] = sum(dpre, {0, 1, 2});
     return r;
   };
   return record(
       op, inputs, y,
-      [transposed, g, keep_x, keep_w, x_shape, w_shape, has_bias](const BackwardContext& c) {
-        const Tensor& dy = c.dout;
+      [transposed, g, keep_x, keep_w, x_shape, w_shape, has_bias, keep_y, act,
+       slope](const BackwardContext& c) {
+        const Tensor dy = keep_y.defined() ? act_backward(keep_y, c.dout, act, slope) : c.dout;
         if (c.needs(0)) {
           Tensor dx = Tensor::empty(x_shape, dy.device(), dy.dtype());
           if (transposed)
@@ -223,8 +259,8 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
                   xv.shape().str(), o.pad_h, o.pad_w, wv.shape().str()));
   Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), xv.dtype());
   conv_fwd(g, xv, wv, y);
-  if (bv.defined()) add_bias(y, bv);
-  return record_conv("conv2d", false, g, x, w, b, y);
+  bias_act(y, bv, o);
+  return record_conv("conv2d", false, g, x, w, b, y, o.act, o.slope);
 }
 
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
@@ -260,8 +296,8 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
                         xv.shape().str(), wv.shape().str(), o.pad_h, o.pad_w));
   Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), xv.dtype());
   conv_bwd_data(g, xv, wv, y);
-  if (bv.defined()) add_bias(y, bv);
-  return record_conv("conv_transpose2d", true, g, x, w, b, y);
+  bias_act(y, bv, o);
+  return record_conv("conv_transpose2d", true, g, x, w, b, y, o.act, o.slope);
 }
 
 }  // namespace gan

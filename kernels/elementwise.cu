@@ -304,6 +304,37 @@ void lerp_chunks_cuda(const BufferChunk* table, int64_t count, float w, cudaStre
   GAN_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+template <BiasAct ACT>
+__global__ void bias_act_kernel(float* __restrict__ y, const float* __restrict__ b, int64_t n,
+                                int64_t k, float slope) {
+  GRID_STRIDE_LOOP(i, n) {
+    float v = y[i];
+    if (b) v = v + b[i % k];
+    if constexpr (ACT == BiasAct::kRelu) v = v < 0.f ? 0.f : v;
+    if constexpr (ACT == BiasAct::kLeakyRelu) v = v < 0.f ? slope * v : v;
+    y[i] = v;
+  }
+}
+}  // namespace
+
+void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct act, float slope,
+                   cudaStream_t stream) {
+  GAN_NVTX("bias_act");
+  const int64_t n = rows * k;
+  if (n == 0 || (!b && act == BiasAct::kNone)) return;
+  auto go = [&](auto kernel) {
+    launch(kernel, grid_blocks(n, kThreads), kThreads, 0, stream, y, b, n, k, slope);
+  };
+  if (act == BiasAct::kRelu)
+    go(bias_act_kernel<BiasAct::kRelu>);
+  else if (act == BiasAct::kLeakyRelu)
+    go(bias_act_kernel<BiasAct::kLeakyRelu>);
+  else
+    go(bias_act_kernel<BiasAct::kNone>);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
 void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream) {
   GAN_NVTX("fill");
   if (n == 0) return;

@@ -161,6 +161,21 @@ void lerp_cpu(T* ema, const T* x, int64_t n, double w) {
   for (int64_t i = 0; i < n; ++i) ema[i] = T(double(ema[i]) + w * (double(x[i]) - double(ema[i])));
 }
 
+// y (rows, k) = act(y + b) in place (b (k) or null): a convolution's bias and the activation
+// that follows it in one pass, with the same roundings as the separate add and activation.
+enum class BiasAct : uint8_t { kNone, kRelu, kLeakyRelu };
+template <class T>
+void bias_act_cpu(T* y, const T* b, int64_t rows, int64_t k, BiasAct act, double slope) {
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < k; ++c) {
+      T& out = y[r * k + c];
+      if (b) out = T(double(out) + double(b[c]));
+      const double v = double(out);
+      if (act == BiasAct::kRelu) out = T(v < 0 ? 0.0 : v);
+      if (act == BiasAct::kLeakyRelu) out = T(v < 0 ? slope * v : v);
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // CUDA
 
@@ -191,6 +206,8 @@ std::vector<BufferChunk> chunk_table(const std::vector<BufferChunk>& buffers);
 void zero_chunks_cuda(const BufferChunk* table, int64_t count, cudaStream_t stream);
 // dst += w (src - dst) (lerp_cuda over every chunk).
 void lerp_chunks_cuda(const BufferChunk* table, int64_t count, float w, cudaStream_t stream);
+void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct act, float slope,
+                   cudaStream_t stream);
 void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream);
 void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream);
 

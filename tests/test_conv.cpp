@@ -54,7 +54,10 @@ std::vector<OpCase> make_cases(const char* op, const std::vector<ConvSpec>& spec
              std::to_string(sp.o.stride_h) + "," + std::to_string(sp.o.stride_w) + " p" +
              std::to_string(sp.o.pad_h) + "," + std::to_string(sp.o.pad_w) + " d" +
              std::to_string(sp.o.dil_h) + " op" + std::to_string(sp.o.out_pad_h) +
-             (sp.bias ? " bias" : "") + (sp.params ? " params" : "");
+             (sp.bias ? " bias" : "") + (sp.params ? " params" : "") +
+             (sp.o.act == gan::Activation::kRelu        ? " relu"
+              : sp.o.act == gan::Activation::kLeakyRelu ? " leaky"
+                                                        : "");
     Input x, w, b;
     x.shape = sp.x;
     w.shape = sp.w;
@@ -81,6 +84,12 @@ std::vector<OpCase> make_cases(const char* op, const std::vector<ConvSpec>& spec
   return cases;
 }
 
+// o with a fused activation.
+Conv2dOptions with_act(Conv2dOptions o, gan::Activation act, double slope = 0.2) {
+  o.act = act, o.slope = slope;
+  return o;
+}
+
 std::vector<OpCase> conv2d_cases() {
   Conv2dOptions rect;
   rect.stride_h = 1, rect.stride_w = 2, rect.pad_h = 0, rect.pad_w = 1;
@@ -96,6 +105,11 @@ std::vector<OpCase> conv2d_cases() {
           {Shape{2, 6, 7, 3}, Shape{4, 2, 3, 3}, rect, true, true},
           {Shape{3, 16, 16, 7}, Shape{5, 4, 4, 7}, opts(2, 1), true, true},
           {Shape{1, 1, 1, 1}, Shape{1, 1, 1, 1}, opts(1, 0), true, false},
+          // The bias and the activation fused into the output pass (SAGAN's and DCGAN's D).
+          {Shape{2, 8, 8, 3}, Shape{5, 4, 4, 3},
+           with_act(opts(2, 1), gan::Activation::kLeakyRelu, 0.1), true, true},
+          {Shape{2, 9, 8, 3}, Shape{4, 3, 3, 3}, with_act(opts(2, 0), gan::Activation::kRelu),
+           false, true},
       },
       false);
 }
@@ -111,6 +125,10 @@ std::vector<OpCase> conv_transpose2d_cases() {
           {Shape{2, 3, 3, 2}, Shape{2, 3, 3, 4}, opts(2, 1, 1, 1), true, true},  // output padding
           {Shape{1, 4, 5, 3}, Shape{3, 3, 3, 2}, opts(1, 2, 2), true, false},    // dilation 2
           {Shape{3, 8, 8, 7}, Shape{7, 4, 4, 6}, opts(2, 1), true, true},        // > 1024 elements
+          {Shape{1, 4, 4, 3}, Shape{3, 4, 4, 5}, with_act(opts(2, 1), gan::Activation::kRelu), true,
+           true},
+          {Shape{2, 3, 3, 4}, Shape{4, 3, 3, 3}, with_act(opts(1, 1), gan::Activation::kLeakyRelu),
+           false, false},
       },
       true);
 }

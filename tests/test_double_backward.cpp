@@ -186,6 +186,25 @@ std::vector<OpCase> conv_linear_cases() {
                                  },
                                  {0, 2}));
   }
+  // With the activation fused (SAGAN's D: leaky 0.1 after each convolution; G: ReLU).
+  Conv2dOptions leaky = s2;
+  leaky.act = gan::Activation::kLeakyRelu, leaky.slope = 0.1;
+  cases.push_back(second_order("conv2d + leaky_relu (2, 8, 8, 3)",
+                               {in(Shape{2, 8, 8, 3}), in(Shape{4, 4, 4, 3}), in(Shape{4})},
+                               [leaky](const std::vector<Var>& v) {
+                                 const Var y = gan::conv2d(v[0], v[1], v[2], leaky);
+                                 return gan::mul(y, y);
+                               },
+                               {0, 2}));
+  Conv2dOptions relu = s2;
+  relu.act = gan::Activation::kRelu;
+  cases.push_back(second_order("conv_transpose2d + relu (2, 4, 4, 3)",
+                               {in(Shape{2, 4, 4, 3}), in(Shape{3, 4, 4, 5}), in(Shape{5})},
+                               [relu](const std::vector<Var>& v) {
+                                 const Var y = gan::conv_transpose2d(v[0], v[1], v[2], relu);
+                                 return gan::mul(y, y);
+                               },
+                               {0, 2}));
   cases.push_back(second_order("linear (2, 3, 6) x (4, 6)",
                                {in(Shape{2, 3, 6}), in(Shape{4, 6}), in(Shape{4})},
                                [](const std::vector<Var>& v) {
