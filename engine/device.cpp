@@ -195,9 +195,7 @@ kernels::CudnnConvContext conv_context() {
     std::lock_guard<std::mutex> lock(mu);
     if (bytes == 0) return nullptr;
     if (!ws.defined() || ws.nbytes() < bytes) {
-      cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-      GAN_CUDA_CHECK(cudaStreamIsCapturing(stream(), &status));
-      GAN_CHECK(status == cudaStreamCaptureStatusNone,
+      GAN_CHECK(!capturing(),
                 "conv (cuDNN): the workspace must grow to " + std::to_string(bytes) +
                     " bytes during a CUDA graph capture; run every shape once before capturing");
       if (ws.defined()) retired.push_back(ws);
@@ -206,6 +204,12 @@ kernels::CudnnConvContext conv_context() {
     return ws.raw();
   };
   return ctx;
+}
+
+bool capturing() {
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+  GAN_CUDA_CHECK(cudaStreamIsCapturing(stream(), &status));
+  return status != cudaStreamCaptureStatusNone;
 }
 
 void synchronize() { GAN_CUDA_CHECK(cudaStreamSynchronize(context().stream)); }

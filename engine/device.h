@@ -103,6 +103,8 @@ cudnnHandle_t cudnn();
 kernels::CudnnConvContext conv_context();
 // Waits for all work on the engine stream.
 void synchronize();
+// Whether the engine stream is being captured into a CUDA graph.
+bool capturing();
 // Bytes the memory pool holds from the driver (steady-state training should not grow this).
 size_t pool_reserved_bytes();
 

@@ -75,12 +75,6 @@ ChoiceState& choice_state() {
   return *s;
 }
 
-bool log_kernels() {
-  for (const char* name : {"GAN_LOG_KERNELS", "GAN_LOG_CUDNN"})
-    if (const char* e = std::getenv(name); e && *e && std::string(e) != "0") return true;
-  return false;
-}
-
 // The CPU interpreter of the CUDA code (kernels/interpreter/) names its device so: its timings
 // say nothing about a GPU and vary from run to run, so there the choice is a fixed rule.
 bool on_interpreter() {
@@ -90,12 +84,6 @@ bool on_interpreter() {
            std::string(p.name).find("interpreter") != std::string::npos;
   }();
   return interp;
-}
-
-bool capturing() {
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  GAN_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &status));
-  return status != cudaStreamCaptureStatusNone;
 }
 
 // The version for shape a (on the GPU). run(c) runs forward and backward with version c on
@@ -118,7 +106,7 @@ Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const
   std::unique_lock<std::mutex> lock(st.mu);
   if (auto it = st.chosen.find(key); it != st.chosen.end()) return it->second;  // the usual path
 
-  const bool in_capture = capturing();
+  const bool in_capture = cuda::capturing();
   std::vector<Choice> cands;
   const bool gemm_fits =
       double(a.b) * double(a.nq) * double(a.nk) * 4.0 <= double(gemm_budget(in_capture));
@@ -153,7 +141,7 @@ Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const
   }
   st.chosen[key] = best;
   st.log.push_back(fmt::format("attention {}: {} -> {}", key, how, choice_name(best)));
-  if (log_kernels()) std::fprintf(stderr, "gan: %s\n", st.log.back().c_str());
+  if (kernels::log_kernels()) std::fprintf(stderr, "gan: %s\n", st.log.back().c_str());
   return best;
 }
 

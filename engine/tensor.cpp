@@ -126,9 +126,7 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device, bool pin
   const bool guarded = debug::guard_mode();
   if (guarded && device == Device::CUDA) {
     // Guard checks synchronise and copy on the legacy stream: impossible inside a capture.
-    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-    GAN_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &status));
-    GAN_CHECK(status == cudaStreamCaptureStatusNone,
+    GAN_CHECK(!cuda::capturing(),
               "tensor: guard mode (debug::set_guard_mode) cannot be used while a CUDA graph is "
               "being captured");
   }

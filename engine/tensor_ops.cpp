@@ -158,9 +158,7 @@ DeviceChunkTable device_chunk_table(const std::vector<kernels::BufferChunk>& buf
   for (const kernels::BufferChunk& b : buffers) key.emplace_back(b.dst, b.src, b.n);
   std::lock_guard<std::mutex> lock(mu);
   if (auto it = tables->find(key); it != tables->end()) return it->second;
-  cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
-  GAN_CUDA_CHECK(cudaStreamIsCapturing(cuda::stream(), &status));
-  if (status != cudaStreamCaptureStatusNone) return {};
+  if (cuda::capturing()) return {};
   const std::vector<kernels::BufferChunk> t = kernels::chunk_table(buffers);
   kernels::BufferChunk* dev = nullptr;
   const size_t bytes = t.size() * sizeof(kernels::BufferChunk);

@@ -145,12 +145,6 @@ std::map<PlanKey, std::unique_ptr<ConvPlan>>& plans() {
 
 std::vector<std::string> g_plan_log;  // one line per choice (conv_plan_log())
 
-bool log_kernels() {
-  for (const char* name : {"GAN_LOG_KERNELS", "GAN_LOG_CUDNN"})
-    if (const char* e = std::getenv(name); e && *e && std::string(e) != "0") return true;
-  return false;
-}
-
 std::string geom_text(const ConvGeom& g) {
   return fmt::format("x ({}, {}, {}, {}) w ({}, {}, {}, {}) stride {}x{} pad {}x{} dil {}x{}", g.n,
                      g.h, g.w, g.c, g.k, g.r, g.s, g.c, g.stride_h, g.stride_w, g.pad_h, g.pad_w,

@@ -1,6 +1,8 @@
 #include "kernels/runtime.h"
 
 #include <algorithm>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 namespace gan::kernels {
@@ -17,6 +19,12 @@ int device_attribute(cudaDeviceAttr attr) {
 int device_sm_count() {
   static const int n = device_attribute(cudaDevAttrMultiProcessorCount);
   return n;
+}
+
+bool log_kernels() {
+  for (const char* name : {"GAN_LOG_KERNELS", "GAN_LOG_CUDNN"})
+    if (const char* e = std::getenv(name); e && *e && std::string(e) != "0") return true;
+  return false;
 }
 
 double time_with_events(cudaStream_t stream, const std::function<void()>& run) {

@@ -33,6 +33,10 @@ namespace gan::kernels {
 // Multiprocessors of the current device (cached after the first call).
 int device_sm_count();
 
+// Whether choices made by measurement are printed to stderr: $GAN_LOG_KERNELS (or its older name
+// $GAN_LOG_CUDNN) set and not "0".
+bool log_kernels();
+
 // Median milliseconds of three runs of `run` on `stream` (CUDA events), after one warm-up run.
 // Synchronises: for choices made before a graph capture, never inside one.
 double time_with_events(cudaStream_t stream, const std::function<void()>& run);
