@@ -29,6 +29,7 @@
 
 #include "engine/adam.h"
 #include "engine/device.h"
+#include "engine/dist.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -62,6 +63,7 @@ struct Settings {
   std::string loss;   // train loop: gan_train's --loss (empty: the model's default)
   int n_dis = 0;      // train loop: D steps per iteration (0: the loss's default)
   bool arena = true;  // graph variants: the step's tensors in a capture arena
+  std::string dist;   // train loop: all-reduce through this backend at world size 1 ("": none)
 };
 
 std::vector<std::string> split(const std::string& s) {
@@ -230,13 +232,15 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   const std::vector<Tensor> reals(size_t(o.n_dis), real);  // one real batch per D step
 
   std::unique_ptr<AnchorStep> anchor;
+  std::unique_ptr<dist::Communicator> comm;  // before the stepper, which uses it
   std::unique_ptr<train::Stepper> stepper;
   std::function<void()> it;
   if (loop == "anchor") {
     anchor = std::make_unique<AnchorStep>(net, opt_g, opt_d, gen, o.loss, c.batch);
     it = [&] { anchor->iteration(real); };
   } else {
-    stepper = std::make_unique<train::Stepper>(o, net, nullptr, opt_g, opt_d, gen);
+    if (!s.dist.empty()) comm = dist::make_communicator(dist::Launch{}, s.dev, s.dist);
+    stepper = std::make_unique<train::Stepper>(o, net, nullptr, opt_g, opt_d, gen, comm.get());
     it = [&] { stepper->iteration(reals); };
   }
 
@@ -287,6 +291,7 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   }
   if (loop == "train" && (!s.loss.empty() || s.n_dis))
     r["loss"] = train::loss_name(o.loss), r["n_dis"] = o.n_dis;
+  if (comm) r["dist"] = comm->backend();
   if (s.width != 64) r["width"] = s.width;
   if (s.channels != 3) r["channels"] = s.channels;
   g.reset();
@@ -332,6 +337,10 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
+  app.add_option("--dist-backend", s.dist,
+                 "train loop: the data-parallel path at world size 1 (gradients and scalars "
+                 "all-reduced through nccl or mpi inside the step), to measure its overhead")
+      ->check(CLI::IsMember({"nccl", "mpi"}));
   app.add_flag("!--no-arena", s.arena,
                "graph variants: the step's tensors as graph allocation nodes, not in an arena");
   bool deterministic = false;

@@ -71,6 +71,15 @@ bool cuda_available() {
   return available;
 }
 
+bool cuda_is_interpreter() {
+  static const bool interp = [] {
+    cudaDeviceProp p{};
+    if (!cuda_available() || cudaGetDeviceProperties(&p, 0) != cudaSuccess) return false;
+    return std::string(p.name).find("interpreter") != std::string::npos;
+  }();
+  return interp;
+}
+
 void set_math_mode(MathMode mode) {
   g_math = mode;
   std::lock_guard<std::mutex> lock(g_ctx_mu);

@@ -21,6 +21,9 @@ struct CudnnConvContext;
 
 // True when a CUDA device can be used (the driver loads and reports at least one device).
 bool cuda_available();
+// True when the CUDA runtime is the CPU interpreter of the CUDA code (kernels/interpreter/): its
+// device memory is host memory and its timings say nothing about a GPU.
+bool cuda_is_interpreter();
 
 // Float32 math, as accuracy (like PyTorch's float32 matmul precision), one switch for GEMMs,
 // convolutions and attention:

@@ -75,16 +75,9 @@ ChoiceState& choice_state() {
   return *s;
 }
 
-// The CPU interpreter of the CUDA code (kernels/interpreter/) names its device so: its timings
-// say nothing about a GPU and vary from run to run, so there the choice is a fixed rule.
-bool on_interpreter() {
-  static const bool interp = [] {
-    cudaDeviceProp p{};
-    return cudaGetDeviceProperties(&p, 0) == cudaSuccess &&
-           std::string(p.name).find("interpreter") != std::string::npos;
-  }();
-  return interp;
-}
+// The CPU interpreter of the CUDA code: its timings say nothing about a GPU and vary from run
+// to run, so there the choice is a fixed rule.
+bool on_interpreter() { return cuda_is_interpreter(); }
 
 // The version for shape a (on the GPU). run(c) runs forward and backward with version c on
 // scratch outputs (for the timing).

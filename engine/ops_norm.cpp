@@ -3,7 +3,9 @@
 #include <fmt/format.h>
 
 #include "engine/dispatch.h"
+#include "engine/dist.h"
 #include "engine/ops.h"
+#include "engine/tensor_ops.h"
 #include "kernels/batchnorm.h"
 #include "kernels/common.h"
 #include "kernels/elementwise.h"
@@ -51,6 +53,81 @@ Tensor channel_grad(const BackwardContext& c, int i, const Tensor& like, int64_t
   return Tensor::empty(Shape{C}, like.device(), like.dtype());
 }
 
+// Synchronised statistics (dist::sync_batch_norm()): the mean and biased variance (C) of x (R, C)
+// over the rows of every rank (two passes, each one allreduce; every rank has R rows), and the
+// running statistics moved with them as PyTorch's SyncBatchNorm does.
+struct GlobalStats {
+  Tensor mean, var;
+  int64_t count = 0;
+};
+GlobalStats global_stats(dist::Communicator& comm, const Tensor& x2d, const Tensor& running_mean,
+                         const Tensor& running_var, double momentum) {
+  NoGradGuard ng;
+  GlobalStats g;
+  g.count = x2d.shape()[0] * comm.size();
+  const double inv_n = 1.0 / double(g.count);
+  const Var x(x2d);
+  g.mean = sum(x, {0}).value();
+  comm.allreduce_sum({g.mean});
+  g.mean = scaled(g.mean, inv_n);
+  const Var xc = sub(x, Var(g.mean));
+  g.var = sum(mul(xc, xc), {0}).value();
+  comm.allreduce_sum({g.var});
+  g.var = scaled(g.var, inv_n);
+  lerp_(running_mean, g.mean, momentum);
+  lerp_(running_var, scaled(g.var, double(g.count) / double(g.count - 1)), momentum);
+  return g;
+}
+
+// The eval-mode backward (x's gradient as if the statistics were constants, the local sums of
+// g and g xhat as gamma's and beta's gradients), then the statistics' share: with the sums over
+// all ranks Sb = sum g, Sg = sum g xhat and N rows in all, dx -= gamma invstd (Sb + xhat Sg) / N.
+// Parameter gradients stay local (the trainer averages them over ranks like every other).
+void sync_backward(const BackwardContext& c, dist::Communicator& comm, const Tensor& xv,
+                   const Tensor& gv, const Tensor& beta_for_act, const Tensor& save_mean,
+                   const Tensor& save_invstd, int64_t R, int64_t C, kernels::BnAct bact,
+                   double slope) {
+  const Tensor& dy = c.dout;
+  check_same_device("batch_norm", {&xv, &dy});
+  check_same_dtype("batch_norm", {&xv, &dy});
+  const Tensor dx = c.needs(0) ? Tensor::empty_like(xv) : Tensor();
+  const Tensor dg = Tensor::empty(Shape{C}, xv.device(), xv.dtype());
+  const Tensor db = Tensor::empty(Shape{C}, xv.device(), xv.dtype());
+  if (xv.is_cuda()) {
+    const Tensor ws = cuda_workspace(R, C);
+    kernels::batch_norm_backward_cuda(
+        xv.data<float>(), dy.data<float>(), ptr_or_null<float>(gv),
+        ptr_or_null<float>(beta_for_act), save_mean.data<float>(), save_invstd.data<float>(), R, C,
+        false, bact, float(slope), ptr_or_null<float>(dx), dg.data<float>(), db.data<float>(),
+        false, false, ws.raw(), ws.defined() ? ws.nbytes() : 0, cuda::stream());
+  } else {
+    dispatch_cpu(xv, "batch_norm", [&](auto tag) {
+      using T = decltype(tag);
+      kernels::batch_norm_backward_cpu<T>(
+          xv.data<T>(), dy.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(beta_for_act),
+          save_mean.data<T>(), save_invstd.data<T>(), R, C, false, bact, slope, ptr_or_null<T>(dx),
+          dg.data<T>(), db.data<T>(), false, false);
+    });
+  }
+  NoGradGuard ng;
+  if (dx.defined()) {
+    // Both sums in one collective: [Sg | Sb].
+    const Var both = concat({Var(dg), Var(db)}, -1);
+    comm.allreduce_sum({both.value()});
+    const Var sg_row = slice_last(both, 0, C), sb_row = slice_last(both, C, C);
+    const Var inv(save_invstd), mu(save_mean);
+    const Var x(xv.reshape(Shape{R, C}));
+    const Var xhat = mul(sub(x, mu), inv);
+    Var k = scale(inv, -1.0 / double(R * comm.size()));
+    if (gv.defined()) k = mul(k, Var(gv));
+    const Var corr = mul(k, add(sb_row, mul(xhat, sg_row)));
+    const Tensor dxc = add(Var(dx.reshape(Shape{R, C})), corr).value();
+    c.add(0, dxc.reshape(xv.shape()));
+  }
+  if (c.needs(1)) c.add(1, dg);
+  if (c.needs(2)) c.add(2, db);
+}
+
 }  // namespace
 
 Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& running_mean,
@@ -90,7 +167,28 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
   const Tensor save_mean = keep ? Tensor::empty(cs, xv.device(), xv.dtype()) : Tensor();
   const Tensor save_invstd = keep ? Tensor::empty(cs, xv.device(), xv.dtype()) : Tensor();
 
-  if (xv.is_cuda()) {
+  dist::Communicator* sync = training ? dist::sync_batch_norm() : nullptr;
+  if (sync && sync->size() == 1) sync = nullptr;
+  if (sync) {
+    // Normalise with the global statistics: the eval-mode kernels take them as given.
+    const GlobalStats g =
+        global_stats(*sync, xv.reshape(Shape{R, C}), running_mean, running_var, momentum);
+    if (xv.is_cuda()) {
+      check_cuda_f32("batch_norm", xv);
+      kernels::batch_norm_forward_eval_cuda(
+          xv.data<float>(), ptr_or_null<float>(gv), ptr_or_null<float>(bv), R, C, float(eps), bact,
+          float(slope), g.mean.data<float>(), g.var.data<float>(), y.data<float>(),
+          ptr_or_null<float>(save_mean), ptr_or_null<float>(save_invstd), cuda::stream());
+    } else {
+      dispatch_cpu(xv, "batch_norm", [&](auto tag) {
+        using T = decltype(tag);
+        kernels::batch_norm_forward_cpu<T>(xv.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(bv), R,
+                                           C, false, momentum, eps, bact, slope, g.mean.data<T>(),
+                                           g.var.data<T>(), y.data<T>(), ptr_or_null<T>(save_mean),
+                                           ptr_or_null<T>(save_invstd));
+      });
+    }
+  } else if (xv.is_cuda()) {
     check_cuda_f32("batch_norm", xv);
     if (training) {
       const Tensor ws = cuda_workspace(R, C);
@@ -122,8 +220,12 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
   // or from the saved running statistics as constants (eval); the activation's derivative is a
   // constant mask read from y (y > 0 exactly where the pre-activation is, for relu and a positive
   // leaky slope).
-  VjpFn vjp = [x, gamma, y, training, eps, bact, slope, save_mean, save_invstd, nd = sx.ndim](
-                  const std::vector<Var>& d, const std::vector<bool>& needs) {
+  VjpFn vjp = [x, gamma, y, training, eps, bact, slope, save_mean, save_invstd, nd = sx.ndim,
+               synced = sync != nullptr](const std::vector<Var>& d,
+                                         const std::vector<bool>& needs) {
+    GAN_CHECK(!synced,
+              "batch_norm: grad() does not go through synchronised batch norm (a gradient penalty "
+              "on a critic with batch norm needs per-rank statistics: drop --sync-bn)");
     std::vector<int> axes;
     for (int i = 0; i + 1 < nd; ++i) axes.push_back(i);
     Var g = d[0];
@@ -170,8 +272,11 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
   };
   return record(
       "batch_norm", {x, gamma, beta}, y,
-      [xv, gv, beta_for_act, save_mean, save_invstd, R, C, training, bact,
-       slope](const BackwardContext& c) {
+      [xv, gv, beta_for_act, save_mean, save_invstd, R, C, training, bact, slope,
+       sync](const BackwardContext& c) {
+        if (sync)
+          return sync_backward(c, *sync, xv, gv, beta_for_act, save_mean, save_invstd, R, C, bact,
+                               slope);
         const Tensor& dy = c.dout;
         check_same_device("batch_norm", {&xv, &dy});
         check_same_dtype("batch_norm", {&xv, &dy});

@@ -385,11 +385,15 @@ Loader::Loader(std::shared_ptr<const Dataset> data, const LoaderOptions& options
             fmt::format("data: loader: invalid batch_size {}", opt_.batch_size));
   GAN_CHECK(opt_.prefetch >= 1 && opt_.prefetch <= 8,
             fmt::format("data: loader: invalid prefetch {} (expected 1..8)", opt_.prefetch));
-  const int64_t B = opt_.batch_size;
-  batches_per_epoch_ = opt_.drop_last ? d.count / B : (d.count + B - 1) / B;
+  GAN_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count &&
+                (opt_.shard_count == 1 || opt_.drop_last),
+            fmt::format("data: loader: invalid shard {} of {} (drop_last {})", opt_.shard_rank,
+                        opt_.shard_count, opt_.drop_last));
+  const int64_t B = opt_.batch_size, G = B * opt_.shard_count;
+  batches_per_epoch_ = opt_.drop_last ? d.count / G : (d.count + B - 1) / B;
   GAN_CHECK(batches_per_epoch_ > 0,
             fmt::format("data: {}: {} images are fewer than one batch of {} (drop_last)", d.source,
-                        d.count, B));
+                        d.count, G));
 
   const Shape shape{B, opt_.image_size, opt_.image_size, opt_.channels};
   const bool cuda = opt_.device == Device::CUDA;
@@ -443,7 +447,8 @@ void Loader::prepare(const std::vector<int64_t>& order, int64_t epoch, int64_t s
   const bool use_cache = cache && cache->image_bytes != 0;
   img::Image tmp;
   for (int64_t r = 0; r < rows; ++r) {
-    const int64_t position = step * opt_.batch_size + r;
+    const int64_t position =
+        (step * opt_.shard_count + opt_.shard_rank) * int64_t(opt_.batch_size) + r;
     const int64_t index = order[size_t(position)];
     // src (S, S, sc) after fitting; RGB -> gray happens before fitting (less to resample).
     const uint8_t* src = d.image(index);

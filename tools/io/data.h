@@ -80,6 +80,9 @@ struct LoaderOptions {
   bool shuffle = true;    // false: every epoch in dataset order (evaluation)
   Device device = Device::CUDA;
   int prefetch = 3;  // host buffers in the ring (1..8; pinned for CUDA): batches prepared ahead
+  // Data parallel: this loader yields rows [shard_rank B, (shard_rank + 1) B) of each global batch
+  // of shard_count B images (the same permutation and flips on every rank; drop_last only).
+  int shard_rank = 0, shard_count = 1;
 };
 
 // The position of the next batch: batch `step` (0-based) of epoch `epoch`. A batch is a pure
@@ -93,7 +96,8 @@ struct Position {
 // Shuffled batches, prepared on a background thread. Epoch e visits every image once in the order
 // permutation(e) (a Fisher-Yates shuffle driven by a SplitMix64 stream seeded from (seed, e):
 // identical on every platform). Image at position i of epoch e is flipped when hflip is on and bit
-// 0 of hash(seed, e, i) is set. Batch b of epoch e holds positions [b B, (b + 1) B).
+// 0 of hash(seed, e, i) is set. Batch b of epoch e holds positions [b B, (b + 1) B); with shards,
+// [b G + r B, b G + (r + 1) B) for shard r of a global batch G = shard_count B.
 //
 // Device::CUDA: next() allocates the batch from the engine's pool, queues cudaMemcpyAsync from the
 // pinned buffer on gan::cuda::stream() and records an event; the producer waits on that event (on

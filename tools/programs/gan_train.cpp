@@ -5,6 +5,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "engine/dist.h"
 #include "engine/error.h"
 #include "models/gan.h"
 #include "tools/io/image.h"
@@ -130,6 +131,21 @@ int main(int argc, char** argv) {
   app.add_option("--profile-steps", profile_steps,
                  "GPU: A:B brackets generator steps A..B with cudaProfilerStart/Stop (nsys "
                  "--capture-range=cudaProfilerApi; docs/profiling.md)");
+  app.add_option("--dist-backend", o.dist_backend,
+                 "data parallel (docs/distributed.md): auto (nccl on GPUs, mpi on CPUs, none for "
+                 "one rank), mpi or nccl; ranks come from mpirun, srun or RANK/WORLD_SIZE")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"auto", "local", "mpi", "nccl"}));
+  app.add_option("--dist-init", o.dist_init,
+                 "nccl without MPI: file:PATH on a filesystem all ranks share, new for each job "
+                 "(rank 0 writes NCCL's id there)");
+  app.add_flag("--sync-bn", o.sync_bn,
+               "data parallel: batch-norm statistics over the global batch (default: per rank)");
+  app.add_option("--dist-check-every", o.dist_check_every,
+                 "data parallel: compare every rank's whole state every K steps; stop on a "
+                 "difference (0: never)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
   app.add_option("--progress", o.progress, "1 live bar, 0 plain lines, -1 auto")
       ->capture_default_str()
       ->check(CLI::IsMember({-1, 0, 1}));
@@ -169,6 +185,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);  // the error comes last, also when both go to one file
     std::fprintf(stderr, "%s%s\n",
                  msg.rfind("gan_train:", 0) == 0 ? "" : "gan_train: ", msg.c_str());
+    gan::dist::abort_job(1);  // one rank of several: end them all, not just this one
     return 1;
   }
 }

@@ -31,6 +31,9 @@
 #              rows of gan_bench (graph, graph_fp32tc, graph_tf32; attention choices logged) with
 #              the PyTorch baseline in the same job (attn_ratio_table.md), and compute-sanitizer
 #              memcheck, racecheck and synccheck over the attention cases; about 5 minutes
+#   dist       the data-parallel path at world size 1: gan_bench's train loop (graph, graph_tf32)
+#              with the gradients all-reduced by NCCL inside the captured graph against the same
+#              without (the path's overhead), and gan_train --dist-backend nccl for 30 steps
 #   penalty    gan_bench's train loop with --loss wgan and wgan-gp at n_dis 1 and 2 (the cost of a
 #              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
@@ -54,7 +57,7 @@ if [ "$cmd" = pack ]; then
   set -e
   build="$root/build-sm90"
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
-    -DGAN_BUILD_INTERP=OFF >/dev/null
+    -DGAN_BUILD_INTERP=OFF -DGAN_MPI=OFF >/dev/null
   cmake --build "$build" -j "$(nproc)" --target engine_tests gan_train gan_sample gan_eval gan_bench \
     bench_attention bench_batchnorm bench_spectral_norm bench_conv
   rm -rf "$dev" && mkdir -p "$dev/bin" "$dev/data" "$dev/scripts"
@@ -93,7 +96,7 @@ if [ "$cmd" = collect ]; then
 fi
 
 [ "$cmd" = run ] && [ $# -gt 0 ] ||
-  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels attention bench convs penalty train reference study) | collect DIR" >&2; exit 2; }
+  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels attention bench convs dist penalty train reference study) | collect DIR" >&2; exit 2; }
 # A command on the GPU machine returns at most 8 files: logs go to $work, and after every stage
 # $OUT gets summary.txt plus one results.tar.gz of $work (so a command cut off at its limit still
 # returns the stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
@@ -118,9 +121,11 @@ summary="$out/summary.txt"
 note() { echo "$*" | tee -a "$summary"; }
 pack_up() { tar -C "$work" -czf "$out/results.tar.gz" . 2>/dev/null; }
 # The binaries were linked here against CUDA 13's cuBLAS and cuDNN 9: find them there.
-for lib in libcublas.so.13 libcudnn.so.9; do
+# NCCL (opened at run time by the data-parallel path) may come with PyTorch's wheels only.
+pyshare=$(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null)
+for lib in libcublas.so.13 libcudnn.so.9 libnccl.so.2; do
   if ! ldconfig -p | grep -q "$lib"; then
-    found=$(find /usr/local/cuda*/ /usr/lib /opt -name "$lib" 2>/dev/null | head -n 1)
+    found=$(find /usr/local/cuda*/ /usr/lib /opt $pyshare -name "$lib" 2>/dev/null | head -n 1)
     [ -n "$found" ] && export LD_LIBRARY_PATH="$(dirname "$found")${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   fi
 done
@@ -248,6 +253,24 @@ for stage in "$@"; do
         note "attention: $tool $([ $rc = 124 ] && echo "timed out (partial)" || echo "rc=$rc"): $(grep -E 'ERROR SUMMARY' "$work/attn_sanitizer_$tool.log" | tail -n 1)"
       done
       ;;
+    dist)
+      configs=${GAN_DIST_CONFIGS:-dcgan:64:64,sagan:64:64,sagan:128:64}
+      : > "$work/dist_bench.jsonl"
+      for c in ${configs//,/ }; do
+        for d in "" "--dist-backend nccl"; do
+          timeout "$(left 150)" "$bin/gan_bench" --configs "$c" --loops train --variants graph,graph_tf32 \
+            --iters "${GAN_BENCH_ITERS:-50}" --reps "${GAN_BENCH_REPS:-5}" $d \
+            >> "$work/dist_bench.jsonl" 2>> "$work/dist_bench.err"
+          note "dist: gan_bench $c ${d:-(no all-reduce)} rc=$?"
+        done
+      done
+      timeout "$(left 120)" "$bin/gan_train" --device cuda --dist-backend nccl --steps 30 --image-size 64 \
+        --log-every 10 --progress 0 --data "$GAN_FASHION_MNIST_DIR" --out "$work/dist_train" \
+        > "$work/dist_train.log" 2>&1
+      note "dist: gan_train --dist-backend nccl rc=$? ($(tail -n 1 "$work/dist_train.log"))"
+      rm -rf "$work/dist_train/samples" "$work/dist_train/checkpoint.safetensors"
+      pack_up
+      ;;
     penalty)
       # The gradient-penalty D step against a plain one (the goal: at most 3x): the train loop with
       # --loss wgan and wgan-gp at n_dis 1 and 2; a D step's cost is the difference.
@@ -314,7 +337,7 @@ for stage in "$@"; do
       cp /tmp/study/*.log "$work/" 2>/dev/null
       ;;
     *)
-      note "gpu_session: unknown stage '$stage' (tests sanitize kernels attention bench convs penalty train reference study)"
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels attention bench convs dist penalty train reference study)"
       ;;
   esac
   note "stage $stage: $((SECONDS - t0)) s"

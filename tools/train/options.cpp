@@ -108,6 +108,12 @@ Options resolve(Options o) {
     fail(fmt::format("--channels must be 1 or 3, got {}", m.channels));
   if (sagan && m.preset != models::Preset::kDefault) fail("--preset wide is DCGAN's only");
   if (o.batch_size < 1) fail(fmt::format("--batch-size must be >= 1, got {}", o.batch_size));
+  if (o.sync_bn && o.has_penalty() && !o.sagan())
+    fail(
+        "--sync-bn with a gradient penalty on DCGAN's critic (batch norm): the penalty's grad() "
+        "needs per-rank statistics; drop --sync-bn");
+  if (o.dist_check_every < 0)
+    fail(fmt::format("--dist-check-every must be >= 0, got {}", o.dist_check_every));
   if (o.steps < 0 || (o.steps == 0 && o.epochs < 1)) fail("give --epochs >= 1 or --steps >= 1");
   if (o.n_dis < 1) fail(fmt::format("--n-dis must be >= 1, got {}", o.n_dis));
   if (o.ema < 0 || o.ema >= 1) fail(fmt::format("--ema must be in [0, 1), got {}", o.ema));
@@ -159,12 +165,22 @@ json to_json(const Options& o) {
               {"tf32", o.tf32},
               {"math", o.math},
               {"deterministic", o.deterministic},
-              {"cuda_graph", o.cuda_graph}};
+              {"cuda_graph", o.cuda_graph},
+              {"world_size", o.world_size},
+              {"sync_bn", o.sync_bn}};
 }
 
 Options resume_options(const Options& o, const st::File& checkpoint, const std::string& path) {
   try {
-    const json saved = json::parse(checkpoint.meta("config"));
+    json saved = json::parse(checkpoint.meta("config"));
+    // The global batch stays; per rank it is split over this run's ranks.
+    const int64_t global = saved.at("batch_size").get<int64_t>() * saved.value("world_size", 1);
+    if (global % o.world_size != 0)
+      throw Error(
+          fmt::format("gan_train: the checkpoint's global batch {} ({}) does not split "
+                      "over {} ranks",
+                      global, path, o.world_size));
+    saved["batch_size"] = global / o.world_size;
     Options from = o;
     from_json_model(saved, from);
     const json cur = to_json(o);
@@ -175,6 +191,7 @@ Options resume_options(const Options& o, const st::File& checkpoint, const std::
                                 cur.at(key).dump(), was.dump(), path));
     }
     if (!o.given.count("out")) from.out = o.resume;
+    if (!o.given.count("sync_bn")) from.sync_bn = saved.value("sync_bn", false);
     if (!o.given.count("steps") && !o.given.count("epochs")) {
       from.steps = saved.at("steps").get<int64_t>();
       from.epochs = saved.at("epochs").get<int>();
@@ -197,7 +214,11 @@ std::string describe(const Options& o, Device dev) {
       "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} math={} deterministic={} out={}",
       models::arch_name(m.arch), models::preset_name(m.preset), m.image_size, m.channels, m.z_dim,
       m.ngf, m.ndf, m.official_attention ? "official" : "default", o.data, img::fit_name(o.fit),
-      o.hflip, o.batch_size,
+      o.hflip,
+      o.world_size == 1
+          ? fmt::format("{}", o.batch_size)
+          : fmt::format("{} x {} ranks (global {}){}", o.batch_size, o.world_size,
+                        int64_t(o.batch_size) * o.world_size, o.sync_bn ? " sync_bn" : ""),
       o.steps > 0 ? fmt::format("steps={}", o.steps) : fmt::format("epochs={}", o.epochs), o.n_dis,
       loss_name(o.loss), o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema, penalties, o.seed,
       device_name(dev), o.tf32 ? "tf32" : o.math, o.deterministic, o.out);

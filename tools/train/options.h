@@ -70,8 +70,16 @@ struct Options {
   // CUDA: bracket generator steps [profile_from, profile_to] (1-based, inclusive) with
   // cudaProfilerStart/Stop, for nsys --capture-range=cudaProfilerApi (0: no bracket).
   int64_t profile_from = 0, profile_to = 0;
-  int progress = -1;          // 1 live bar, 0 plain lines, -1 auto (a terminal gets the bar)
-  int64_t inject_nan_at = 0;  // tests: poison D's first weight with NaN before this step
+  // data parallel (engine/dist.h, docs/distributed.md): batch_size is per rank, the global batch
+  // batch_size * world_size; the communicator backend and NCCL's rendezvous; synchronised batch
+  // norm; a cross-rank check of the whole state every dist_check_every steps (0: never).
+  std::string dist_backend = "auto";
+  std::string dist_init;
+  bool sync_bn = false;
+  int64_t dist_check_every = 0;
+  int world_size = 1, rank = 0;  // from the launcher (not options)
+  int progress = -1;             // 1 live bar, 0 plain lines, -1 auto (a terminal gets the bar)
+  int64_t inject_nan_at = 0;     // tests: poison D's first weight with NaN before this step
 
   // Option names given explicitly (on the command line, '-' as '_'); resume checks them against
   // the checkpoint, and the CPU fallback leaves them alone.
@@ -91,9 +99,10 @@ Options resolve(Options o);
 nlohmann::json to_json(const Options& o);
 
 // Resuming: the checkpoint's model, data and optimisation options replace o's; an option given
-// explicitly that differs from the checkpoint's is an error naming both values. --out defaults to
-// the run directory; the step budget stays the checkpoint's unless --steps or --epochs is given.
-// `path` names the checkpoint in messages.
+// explicitly that differs from the checkpoint's is an error naming both values. The global batch
+// is kept: on o.world_size ranks each takes the checkpoint's global batch / o.world_size. --out
+// defaults to the run directory; the step budget stays the checkpoint's unless --steps or --epochs
+// is given. `path` names the checkpoint in messages.
 Options resume_options(const Options& o, const st::File& checkpoint, const std::string& path);
 
 // One line of the resolved configuration for the start of a run.

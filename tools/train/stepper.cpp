@@ -1,5 +1,6 @@
 #include "tools/train/stepper.h"
 
+#include <cstring>
 #include <string>
 
 #include "engine/device.h"
@@ -16,12 +17,21 @@ void set_requires_grad(nn::Module& m, bool on) {
 }
 
 Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,
-                 Generator& gen)
+                 Generator& gen, dist::Communicator* comm)
     : o_(o), net_(net), opt_g_(opt_g), opt_d_(opt_d), gen_(gen) {
   const Device dev = gen.device();
   z_ = Tensor::empty(Shape{o.batch_size, net.z_dim}, dev);
   stats_ = Tensor::zeros(Shape{kStats}, dev);
   eps_ = Tensor::empty(Shape{o.batch_size, 1, 1, 1}, dev);
+  // The data-parallel path also at world size 1 when a backend was asked for (its overhead).
+  if (comm && (comm->size() > 1 || std::string(comm->backend()) != "local")) {
+    comm_ = comm;
+    const int64_t global = int64_t(o.batch_size) * comm->size();
+    z_global_ = Tensor::empty(Shape{global, net.z_dim}, dev);
+    eps_global_ = Tensor::empty(Shape{global, 1, 1, 1}, dev);
+    for (const Var& p : opt_g.params()) grads_g_.push_back(p.grad());
+    for (const Var& p : opt_d.params()) grads_d_.push_back(p.grad());
+  }
   // The EMA's parameter lists, made once (not per step).
   g_params_ = net.g->parameters();
   if (ema) ema_params_ = ema->g->parameters();
@@ -32,13 +42,30 @@ void Stepper::use_fixed_noise(std::vector<Tensor> z, std::vector<Tensor> eps) {
   fixed_eps_ = std::move(eps);
 }
 
+void Stepper::draw_rows(const Tensor& global, const Tensor& local, bool normal) {
+  Tensor g = global;
+  if (normal)
+    gen_.normal_(g);
+  else
+    gen_.uniform_(g);
+  const size_t bytes = local.nbytes();
+  const char* src = static_cast<const char*>(g.raw()) + size_t(comm_->rank()) * bytes;
+  if (local.is_cuda())
+    GAN_CUDA_CHECK(
+        cudaMemcpyAsync(local.raw(), src, bytes, cudaMemcpyDeviceToDevice, cuda::stream()));
+  else
+    std::memcpy(local.raw(), src, bytes);
+}
+
 void Stepper::next_z() {
+  if (fixed_z_.empty() && comm_) return draw_rows(z_global_, z_, true);
   if (fixed_z_.empty()) return gen_.normal_(z_);
   z_.copy_from(fixed_z_.front().reshape(z_.shape()));
   fixed_z_.erase(fixed_z_.begin());
 }
 
 void Stepper::next_eps() {
+  if (fixed_eps_.empty() && comm_) return draw_rows(eps_global_, eps_, false);
   if (fixed_eps_.empty()) return gen_.uniform_(eps_);
   eps_.copy_from(fixed_eps_.front().reshape(eps_.shape()));
   fixed_eps_.erase(fixed_eps_.begin());
@@ -131,6 +158,7 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     }
     zero_grad(opt_d_.params());
     backward(loss_d);
+    if (comm_) comm_->allreduce_mean(grads_d_);
     opt_d_.step();
     if (o_.loss == Loss::kWgan)
       for (const Var& p : opt_d_.params()) clamp_(p.value(), -o_.wgan_clip, o_.wgan_clip);
@@ -156,9 +184,11 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     const Var loss_g = bce ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
     zero_grad(opt_g_.params());
     backward(loss_g);
+    if (comm_) comm_->allreduce_mean(grads_g_);
     opt_g_.step();
     keep_scalar(1, loss_g);
   }
+  if (comm_) comm_->allreduce_mean({stats_});  // the global batch's means
   if (!ema_params_.empty()) {
     GAN_NVTX("EMA");
     std::vector<Tensor> ema, cur;

@@ -11,6 +11,7 @@
 
 #include "engine/adam.h"
 #include "engine/capture_arena.h"
+#include "engine/dist.h"
 #include "engine/random.h"
 #include "models/gan.h"
 #include "tools/train/options.h"
@@ -28,8 +29,11 @@ void set_requires_grad(nn::Module& m, bool on);
 class Stepper {
  public:
   // o: resolved options (loss, n_dis, ema, wgan_clip, batch_size); ema: null when o.ema == 0.
+  // comm (null: one rank): the gradients are averaged over its ranks before each Adam step, the
+  // noise is drawn for the global batch (every rank the same draws) and this rank's rows taken,
+  // and the logged scalars are averaged.
   Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,
-          Generator& gen);
+          Generator& gen, dist::Communicator* comm = nullptr);
   // `step`: the 0-based index of this iteration (lazy R1 runs when step % r1_every == 0).
   void iteration(const std::vector<Tensor>& reals, int64_t step = 0);
   // loss_d, loss_g, D(x), D(G(z)), the penalty (wgan-gp: mean (|grad| - 1)^2; R1: mean |grad|^2,
@@ -46,12 +50,17 @@ class Stepper {
   void keep_scalar(int64_t i, const Var& v);
   void next_z();
   void next_eps();
+  // Fills local with this rank's rows of a draw for the whole global batch (global).
+  void draw_rows(const Tensor& global, const Tensor& local, bool normal);
 
   Options o_;
   models::Gan& net_;
   Adam &opt_g_, &opt_d_;
   Generator& gen_;
+  dist::Communicator* comm_ = nullptr;  // null: one rank, no collectives
   Tensor z_, stats_, eps_;
+  Tensor z_global_, eps_global_;  // several ranks: the global batch's draws
+  std::vector<Tensor> grads_g_, grads_d_;
   std::vector<Tensor> fixed_z_, fixed_eps_;  // tests (use_fixed_noise), consumed front first
   std::vector<Var> g_params_, ema_params_;
 };

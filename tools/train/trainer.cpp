@@ -17,6 +17,7 @@
 
 #include "engine/adam.h"
 #include "engine/device.h"
+#include "engine/dist.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/random.h"
@@ -58,6 +59,7 @@ data::LoaderOptions loader_options(const Options& o, Device dev) {
   lo.image_size = o.model.image_size, lo.channels = o.model.channels;
   lo.batch_size = o.batch_size, lo.fit = o.fit, lo.hflip = o.hflip, lo.seed = o.seed;
   lo.device = dev;
+  lo.shard_rank = o.rank, lo.shard_count = o.world_size;
   return lo;
 }
 
@@ -72,6 +74,9 @@ void copy_buffers(nn::Module& from, nn::Module& to) {
 class Training {
  public:
   explicit Training(Options o) : o_(std::move(o)), t_start_(Clock::now()) {}
+  ~Training() { dist::set_sync_batch_norm(nullptr); }
+  Training(const Training&) = delete;
+  Training& operator=(const Training&) = delete;
 
   void configure();
   void prepare_outputs();
@@ -95,11 +100,16 @@ class Training {
   void write_samples();
   void write_checkpoint(const std::string& path, const st::Metadata& extra);
   void evaluate();
+  bool lead() const { return o_.rank == 0; }
+  int agreed_stop();
+  void check_ranks_agree();
+  void check_finite();
 
   Options o_;
   const StopSignals signals_;
   const Clock::time_point t_start_;
   Device dev_ = Device::CPU;
+  std::unique_ptr<dist::Communicator> comm_;  // the ranks of a data-parallel run (or just this)
   std::optional<st::File> resume_file_;
   fs::path out_;
   std::string ckpt_path_;
@@ -127,7 +137,12 @@ class Training {
 
 // Device, resumed configuration, defaults and validation.
 void Training::configure() {
+  const dist::Launch launch = dist::detect_launch();
+  o_.rank = launch.rank, o_.world_size = launch.size;
+  // Ranks other than 0 print nothing but errors (stderr).
+  if (!lead()) GAN_CHECK(std::freopen("/dev/null", "w", stdout), "gan_train: cannot quiet stdout");
   dev_ = choose_device(o_);
+  comm_ = dist::make_communicator(launch, dev_, o_.dist_backend, o_.dist_init);
   set_math_mode(parse_math_mode(o_.tf32 ? "tf32" : o_.math));
   if (o_.deterministic) set_cudnn_deterministic(true);
   if (!o_.resume.empty()) {
@@ -136,11 +151,15 @@ void Training::configure() {
     o_ = resume_options(o_, *resume_file_, path);
   }
   o_ = resolve(o_);
+  if (o_.sync_bn) dist::set_sync_batch_norm(comm_.get());
+  if (launch.size > 1)
+    std::printf("gan_train: %d ranks (%s, %s backend)%s\n", launch.size, launch.launcher.c_str(),
+                comm_->backend(), o_.sync_bn ? ", synchronised batch norm" : "");
 }
 
 // The output directory: never overwrite another run.
 void Training::prepare_outputs() {
-  prepare_output_dir(o_);
+  if (lead()) prepare_output_dir(o_);
   out_ = fs::path(o_.out);
   ckpt_path_ = (out_ / kCheckpointName).string();
 }
@@ -187,7 +206,7 @@ void Training::build_models() {
   z_fixed_ = Tensor::empty(Shape{kFixedSamples, net_.z_dim}, dev_);
   fixed_gen.normal_(z_fixed_);
   stepper_ = std::make_unique<Stepper>(o_, net_, o_.ema > 0 ? &ema_net_ : nullptr, *opt_g_, *opt_d_,
-                                       *gen_);
+                                       *gen_, comm_.get());
 }
 
 // The checkpoint's state when resuming; then the logs (appended to when resuming).
@@ -199,6 +218,7 @@ void Training::restore() {
     resume_file_.reset();
     std::printf("gan_train: resumed %s at step %lld\n", o_.resume.c_str(), (long long)step_);
   }
+  if (!lead()) return;  // rank 0 writes the outputs
   const bool bar = o_.progress == 1 || (o_.progress == -1 && isatty(STDOUT_FILENO));
   log_ = std::make_unique<RunLog>(out_.string(), !o_.resume.empty(), bar, o_.eval_every > 0, dev_,
                                   total_steps_);
@@ -206,7 +226,7 @@ void Training::restore() {
 
 // --eval-every: the classifier and the real images' features, once.
 void Training::prepare_evaluation() {
-  if (o_.eval_every <= 0) return;
+  if (o_.eval_every <= 0 || !lead()) return;
   const std::string cls_path =
       o_.eval_classifier.empty() ? eval::default_classifier_path(nullptr) : o_.eval_classifier;
   evaluator_ = eval::load_classifier(cls_path, dev_);
@@ -244,20 +264,28 @@ void Training::train() {
     ++step_;
     if (profile && step_ == o_.profile_to) GAN_CUDA_CHECK(cudaProfilerStop());
 
+    if (o_.dist_check_every > 0 && step_ % o_.dist_check_every == 0) check_ranks_agree();
+    const bool stop = agreed_stop() != 0 && step_ < total_steps_;
+    const bool checkpoint = step_ % o_.checkpoint_every == 0 || step_ == total_steps_ || stop;
+    if (!lead()) {
+      if (checkpoint) check_finite();  // as rank 0 does before it writes
+      if (stop) break;
+      continue;
+    }
     if (step_ % o_.log_every == 0 || step_ == total_steps_) log_scalars();
     log_->drain(false, loader_->epoch(), result_.checkpoint, o_.out);
     const double now = seconds();
     log_->progress(step_, start_step, loader_->epoch(), images_ - loop_images0_, now,
                    now - loop_t0_);
     if (step_ % o_.sample_every == 0 || step_ == total_steps_) write_samples();
-    const bool stop = signals_.received() != 0 && step_ < total_steps_;
     if (o_.eval_every > 0 && (step_ % o_.eval_every == 0 || step_ == total_steps_)) evaluate();
-    if (step_ % o_.checkpoint_every == 0 || step_ == total_steps_ || stop)
-      write_checkpoint(ckpt_path_, {});
+    if (checkpoint) write_checkpoint(ckpt_path_, {});
     if (stop) break;
   }
-  log_->drain(true, loader_->epoch(), result_.checkpoint, o_.out);
-  log_->finish();
+  if (log_) {
+    log_->drain(true, loader_->epoch(), result_.checkpoint, o_.out);
+    log_->finish();
+  }
   graph_.reset();
   if (dev_ == Device::CUDA) cuda::synchronize();
 }
@@ -266,14 +294,18 @@ void Training::train() {
 // first one eager (it makes the cuDNN plans and sizes the workspaces), the second captured as a
 // CUDA graph once, every later one a replay of it on static real batches.
 void Training::iterate(int64_t start_step) {
-  const bool use_graph = o_.cuda_graph && dev_ == Device::CUDA && o_.r1_every == 1;
+  const bool use_graph =
+      o_.cuda_graph && dev_ == Device::CUDA && o_.r1_every == 1 && comm_->graph_safe();
+  if (step_ == start_step && o_.cuda_graph && dev_ == Device::CUDA && !comm_->graph_safe())
+    std::printf("gan_train: the %s backend runs outside CUDA graphs: every step eager\n",
+                comm_->backend());
   if (step_ == start_step && o_.cuda_graph && dev_ == Device::CUDA && o_.r1_every > 1)
     std::printf("gan_train: --r1-every %d: CUDA graphs off (the iteration differs between steps)\n",
                 o_.r1_every);
   if (!use_graph) {
     std::vector<Tensor> batch;
     for (int k = 0; k < o_.n_dis; ++k) batch.push_back(loader_->next());
-    for (const Tensor& b : batch) images_ += b.shape()[0];
+    for (const Tensor& b : batch) images_ += b.shape()[0] * o_.world_size;
     stepper_->iteration(batch, step_);
     return;
   }
@@ -283,7 +315,7 @@ void Training::iterate(int64_t start_step) {
         Tensor::empty(Shape{o_.batch_size, m.image_size, m.image_size, m.channels}, dev_));
   for (int k = 0; k < o_.n_dis; ++k) {
     loader_->next_into(reals_[size_t(k)]);
-    images_ += o_.batch_size;
+    images_ += int64_t(o_.batch_size) * o_.world_size;
   }
   if (step_ == start_step) {  // eager; its allocations size the graph's arena
     cuda::AllocationTrace trace;
@@ -351,16 +383,55 @@ void Training::write_samples() {
 }
 
 // Never replaces a good checkpoint with a diverged state: this step's losses are checked first.
-void Training::write_checkpoint(const std::string& path, const st::Metadata& extra) {
-  if (step_ > 0) {
-    const std::vector<float> sv = stepper_->stats().to_vector();
-    const float ld = sv[0], lg = sv[1];
-    if (!std::isfinite(ld) || !std::isfinite(lg))
-      throw Error(
-          fmt::format("gan_train: non-finite loss at step {} (loss_d {}, loss_g {}): "
-                      "stopped; the last good checkpoint is intact in {}",
-                      step_, ld, lg, o_.out));
+void Training::check_finite() {
+  if (step_ == 0) return;
+  const std::vector<float> sv = stepper_->stats().to_vector();
+  const float ld = sv[0], lg = sv[1];
+  if (!std::isfinite(ld) || !std::isfinite(lg))
+    throw Error(
+        fmt::format("gan_train: non-finite loss at step {} (loss_d {}, loss_g {}): "
+                    "stopped; the last good checkpoint is intact in {}",
+                    step_, ld, lg, o_.out));
+}
+
+// The first stop signal any rank received (every rank stops after the same step): each step when
+// host collectives cost no device sync, else at the logging steps.
+int Training::agreed_stop() {
+  const int mine = signals_.received();
+  if (o_.world_size == 1) return mine;
+  if (!comm_->cheap_host_collectives() && step_ % o_.log_every != 0) return 0;
+  return int(comm_->max(mine));
+}
+
+// --dist-check-every: every rank's parameters, optimiser state, buffers (spectral-norm vectors;
+// batch-norm statistics with --sync-bn, else they are each rank's own) and EMA hashed and compared;
+// a difference stops the run.
+void Training::check_ranks_agree() {
+  if (o_.world_size == 1) return;
+  std::vector<Tensor> ts;
+  for (nn::Module* m : {net_.g.get(), net_.d.get()}) {
+    for (auto& [name, p] : m->named_parameters()) ts.push_back(p.value());
+    for (auto& [name, b] : m->named_buffers())  // per-rank batch norm: statistics differ
+      if (o_.sync_bn || !(name.ends_with("running_mean") || name.ends_with("running_var")))
+        ts.push_back(b);
   }
+  for (Adam* a : {opt_g_.get(), opt_d_.get()}) {
+    for (const Tensor& t : a->exp_avg()) ts.push_back(t);
+    for (const Tensor& t : a->exp_avg_sq()) ts.push_back(t);
+  }
+  if (o_.ema > 0)
+    for (auto& [name, p] : ema_net_.g->named_parameters()) ts.push_back(p.value());
+  const std::vector<uint64_t> all = comm_->gather_all(dist::checksum(ts));
+  std::string differ;
+  for (size_t r = 1; r < all.size(); ++r)
+    if (all[r] != all[0]) differ += fmt::format(" {}", r);
+  GAN_CHECK(differ.empty(), fmt::format("gan_train: step {}: the state of rank(s){} differs from "
+                                        "rank 0's (--dist-check-every)",
+                                        step_, differ));
+}
+
+void Training::write_checkpoint(const std::string& path, const st::Metadata& extra) {
+  check_finite();
   train::write_checkpoint(path, state(), o_, extra);
   if (path == ckpt_path_) result_.checkpoint = ckpt_path_;
 }

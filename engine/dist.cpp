@@ -1,0 +1,124 @@
+#include "engine/dist.h"
+
+#include <cstdlib>
+#include <string>
+
+#include <fmt/format.h>
+
+#include "engine/device.h"
+#include "engine/dist_backends.h"
+#include "engine/error.h"
+
+namespace gan::dist {
+
+namespace {
+
+// An integer environment variable, or -1 when unset.
+int env_int(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return -1;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  GAN_CHECK(*end == 0 && x >= 0 && x < (1 << 24),
+            fmt::format("dist: ${} is '{}', expected a non-negative integer", name, v));
+  return int(x);
+}
+
+// One rank: the identity.
+class LocalCommunicator final : public Communicator {
+ public:
+  explicit LocalCommunicator(const Launch& l) : Communicator(l) {}
+  const char* backend() const override { return "local"; }
+  void allreduce(const std::vector<Tensor>&, Op) override {}
+  void broadcast(const std::vector<Tensor>&, int) override {}
+  int64_t max(int64_t v) override { return v; }
+  std::vector<uint64_t> gather_all(uint64_t v) override { return {v}; }
+  [[noreturn]] void abort(int code) override { std::_Exit(code); }
+};
+
+thread_local Communicator* g_sync_bn = nullptr;
+
+}  // namespace
+
+Launch detect_launch() {
+  struct Source {
+    const char *rank, *size, *local, *name;
+  };
+  // mpirun first: under Slurm, mpirun's ranks also see SLURM_* variables of the allocation.
+  const Source sources[] = {
+      {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "mpirun"},
+      {"PMIX_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK", "mpirun"},
+      {"RANK", "WORLD_SIZE", "LOCAL_RANK", "env"},
+      {"SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "slurm"},
+      {"PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID", "pmi"},
+  };
+  for (const Source& s : sources) {
+    const int rank = env_int(s.rank), size = env_int(s.size);
+    if (rank < 0 || size < 0) continue;
+    Launch l;
+    l.rank = rank, l.size = size, l.launcher = s.name;
+    const int local = env_int(s.local);
+    l.local_rank = local < 0 ? 0 : local;
+    GAN_CHECK(size >= 1 && rank < size,
+              fmt::format("dist: ${}={} is not below ${}={}", s.rank, rank, s.size, size));
+    return l;
+  }
+  return Launch{};
+}
+
+Communicator::Communicator(const Launch& l) : launch_(l) {
+  const char* t = std::getenv("GAN_DIST_TIMEOUT");
+  if (t && *t) {
+    char* end = nullptr;
+    const double s = std::strtod(t, &end);
+    GAN_CHECK(*end == 0 && s > 0,
+              fmt::format("dist: $GAN_DIST_TIMEOUT is '{}', expected seconds > 0", t));
+    timeout_s_ = s;
+  }
+}
+
+bool mpi_built() { return detail::mpi_built(); }
+
+std::unique_ptr<Communicator> make_communicator(const Launch& launch, Device device,
+                                                const std::string& backend,
+                                                const std::string& init) {
+  GAN_CHECK(backend == "auto" || backend == "local" || backend == "mpi" || backend == "nccl",
+            fmt::format("dist: backend must be auto, local, mpi or nccl, got '{}'", backend));
+  GAN_CHECK(init.empty() || init.rfind("file:", 0) == 0,
+            fmt::format("dist: init must be empty or file:PATH, got '{}'", init));
+  std::string b = backend;
+  if (b == "auto") b = launch.size == 1 ? "local" : device == Device::CUDA ? "nccl" : "mpi";
+  if (b == "local") {
+    GAN_CHECK(launch.size == 1, fmt::format("dist: the local backend is for one rank, but the "
+                                            "launcher ({}) started {}",
+                                            launch.launcher, launch.size));
+    return std::make_unique<LocalCommunicator>(launch);
+  }
+  if (b == "mpi") return detail::make_mpi(launch);
+  GAN_CHECK(device == Device::CUDA, "dist: the nccl backend needs --device cuda");
+  // The interpreter's device memory is host memory: MPI serves it (NCCL cannot).
+  if (cuda_is_interpreter()) return detail::make_mpi(launch);
+  return detail::make_nccl(launch, init);
+}
+
+void set_sync_batch_norm(Communicator* c) { g_sync_bn = c; }
+Communicator* sync_batch_norm() { return g_sync_bn; }
+
+uint64_t checksum(const std::vector<Tensor>& ts) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](const unsigned char* p, size_t n) {
+    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  };
+  for (const Tensor& t : ts) {
+    if (!t.defined()) continue;
+    if (t.dtype() == DType::F64 && !t.is_cuda()) {
+      mix(reinterpret_cast<const unsigned char*>(t.data<double>()), t.nbytes());
+      continue;
+    }
+    const std::vector<float> v = t.to_vector();
+    mix(reinterpret_cast<const unsigned char*>(v.data()), v.size() * sizeof(float));
+  }
+  return h;
+}
+
+}  // namespace gan::dist

@@ -1,0 +1,98 @@
+// Data-parallel training (docs/distributed.md): which rank this process is, and the collectives the
+// trainer and synchronised batch norm use.
+//
+// A rank learns its place from its launcher's environment (detect_launch): OpenMPI's mpirun
+// (OMPI_COMM_WORLD_RANK/SIZE/LOCAL_RANK), Slurm's srun (SLURM_PROCID/NTASKS/LOCALID), PMI
+// (PMI_RANK/PMI_SIZE) or the variables torchrun-style launchers set (RANK, WORLD_SIZE,
+// LOCAL_RANK). Without any of them it is rank 0 of 1 and nothing below communicates.
+//
+// Backends (make_communicator):
+//   "local" - one rank: every collective is the identity;
+//   "mpi"   - MPI (built when CMake finds it): host-side collectives on CPU tensors, and on CUDA
+//             tensors through host copies (so not inside a CUDA graph); the CPU ranks of CI;
+//   "nccl"  - NCCL on the engine stream (capturable in a CUDA graph), libnccl.so.2 loaded at run
+//             time; its unique id travels by MPI when the job started under MPI, else through a
+//             file on a shared filesystem (init "file:PATH").
+// Every rank must call the same collectives in the same order with the same shapes.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "engine/tensor.h"
+
+namespace gan::dist {
+
+struct Launch {
+  int rank = 0, size = 1, local_rank = 0;
+  std::string launcher = "none";  // "mpirun", "slurm", "pmi", "env" or "none"
+};
+// From the environment; malformed values are an error naming the variable.
+Launch detect_launch();
+
+class Communicator {
+ public:
+  virtual ~Communicator() = default;
+  int rank() const { return launch_.rank; }
+  int size() const { return launch_.size; }
+  int local_rank() const { return launch_.local_rank; }
+  const Launch& launch() const { return launch_; }
+  virtual const char* backend() const = 0;
+  // Whether the tensor collectives can be captured in a CUDA graph (NCCL).
+  virtual bool graph_safe() const { return size() == 1; }
+  // Whether max() and gather_all() run on the host without waiting for the device (not so for
+  // NCCL without MPI: they synchronise the engine stream).
+  virtual bool cheap_host_collectives() const { return true; }
+
+  // In place, f32 tensors of the same shapes on every rank, all on one device: the sum or the
+  // mean over ranks. Every rank ends with bitwise the same values.
+  enum class Op { kSum, kMean };
+  virtual void allreduce(const std::vector<Tensor>& ts, Op op) = 0;
+  void allreduce_sum(const std::vector<Tensor>& ts) { allreduce(ts, Op::kSum); }
+  void allreduce_mean(const std::vector<Tensor>& ts) { allreduce(ts, Op::kMean); }
+  // In place: root's values on every rank.
+  virtual void broadcast(const std::vector<Tensor>& ts, int root) = 0;
+  // Host values (synchronise): the largest v of all ranks; every rank's v in rank order.
+  virtual int64_t max(int64_t v) = 0;
+  virtual std::vector<uint64_t> gather_all(uint64_t v) = 0;
+  // Ends every rank of the job with `code` (after this rank printed why); never returns.
+  [[noreturn]] virtual void abort(int code) = 0;
+
+  // Seconds a collective may wait for the other ranks before the job is aborted with a line
+  // naming this rank and the collective (a rank that died or hangs): $GAN_DIST_TIMEOUT, default
+  // 600 (an evaluation on rank 0 runs while the others wait).
+  double timeout_s() const { return timeout_s_; }
+  void set_timeout_s(double s) { timeout_s_ = s; }
+
+ protected:
+  explicit Communicator(const Launch& l);
+  Launch launch_;
+  double timeout_s_ = 600;
+};
+
+// backend: "auto" (nccl for a CUDA run of several ranks, mpi for a CPU one, local for one rank),
+// "local", "mpi" or "nccl"; init: how NCCL finds its peers ("" : by MPI when the job runs under
+// mpirun or srun with PMI and MPI is built in; "file:PATH": rank 0 writes its unique id to PATH,
+// which the others read). One-line errors: a backend that is not built, a launcher size that
+// does not match MPI's, no GPU for NCCL.
+std::unique_ptr<Communicator> make_communicator(const Launch& launch, Device device,
+                                                const std::string& backend = "auto",
+                                                const std::string& init = "");
+// Whether MPI is compiled in (CMake found it).
+bool mpi_built();
+// When this process is one of several ranks under MPI: ends every rank with `code` (the caller
+// printed why first). Otherwise returns.
+void abort_job(int code);
+
+// Synchronised batch norm: while set (on the calling thread), batch_norm in training mode reduces
+// its statistics (and their gradients) over the ranks of this communicator (null: per-rank
+// statistics, the default). Every rank's batch has the same number of rows.
+void set_sync_batch_norm(Communicator* c);
+Communicator* sync_batch_norm();
+
+// FNV-1a of the bytes of the tensors (host copies: synchronises), for the cross-rank checks.
+uint64_t checksum(const std::vector<Tensor>& ts);
+
+}  // namespace gan::dist

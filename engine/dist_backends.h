@@ -1,0 +1,21 @@
+// The communicator backends of engine/dist.h (dist_mpi.cpp, dist_nccl.cpp): internal.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "engine/dist.h"
+
+namespace gan::dist::detail {
+
+bool mpi_built();
+// MPI_Init on first use (MPI_Finalize at exit); checks that MPI's world matches the launcher's.
+std::unique_ptr<Communicator> make_mpi(const Launch& launch);
+// NCCL on the engine stream; host-side collectives and the unique id through MPI when it is
+// built and the launcher is MPI's (mpirun, or srun with PMI), else through the file of init.
+std::unique_ptr<Communicator> make_nccl(const Launch& launch, const std::string& init);
+
+// Whether this process was started by a launcher MPI can initialise from.
+bool mpi_launcher(const Launch& launch);
+
+}  // namespace gan::dist::detail
