@@ -169,6 +169,12 @@ void set_vjp(const Var& out, VjpFn vjp) {
     }
 }
 
+namespace {
+thread_local GradReadyHook t_grad_ready;
+}  // namespace
+
+void set_grad_ready_hook(GradReadyHook hook) { t_grad_ready = std::move(hook); }
+
 void backward(const Var& root, const Tensor& dout, bool retain_tape) {
   GAN_CHECK(root.requires_grad(),
             "backward: the root does not require grad (no recorded op "
@@ -183,6 +189,17 @@ void backward(const Var& root, const Tensor& dout, bool retain_tape) {
   accumulate_grad(*root.node(), seed, "backward");
 
   auto& entries = tape().entries();
+  // With a grad-ready hook: how many entries still to run take each parameter.
+  std::unordered_map<GradNode*, int> uses;
+  if (t_grad_ready)
+    for (const TapeEntry& e : entries)
+      for (const auto& p : e.inputs)
+        if (p && p->is_param) ++uses[p.get()];
+  auto ran = [&](const TapeEntry& e) {
+    if (!t_grad_ready) return;
+    for (const auto& p : e.inputs)
+      if (p && p->is_param && --uses[p.get()] == 0) t_grad_ready(*p);
+  };
   std::vector<GradNode*> ins;
   std::vector<Tensor> held;
   std::vector<const Tensor*> douts;
@@ -190,7 +207,10 @@ void backward(const Var& root, const Tensor& dout, bool retain_tape) {
     TapeEntry& e = entries[k];
     bool any = false;
     for (const auto& o : e.outputs) any = any || o->grad.defined();
-    if (!any) continue;
+    if (!any) {
+      ran(e);
+      continue;
+    }
     ins.clear();
     for (const auto& p : e.inputs) ins.push_back(p.get());
     // Hold the gradients: the closure may be the last user of their storage.
@@ -205,6 +225,7 @@ void backward(const Var& root, const Tensor& dout, bool retain_tape) {
     }
     for (const auto& o : e.outputs)
       if (!o->retain_grad && !o->is_leaf) o->grad = Tensor();
+    ran(e);
   }
   if (!retain_tape) tape().clear();
 }

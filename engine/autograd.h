@@ -176,6 +176,14 @@ Tape& tape();
 // root's shape. Clears the tape unless retain_tape.
 void backward(const Var& root, const Tensor& dout = Tensor(), bool retain_tape = false);
 
+// While set on this thread, backward() calls hook(p) for every parameter p (a node with
+// is_param) that an entry of the tape takes as an input, as soon as its gradient is final: right
+// after the last such entry has run (entries run in reverse order; one that receives no gradient
+// counts as run). Data-parallel training starts each gradient's all-reduce there
+// (dist::GradReducer). An empty hook removes it.
+using GradReadyHook = std::function<void(GradNode& param)>;
+void set_grad_ready_hook(GradReadyHook hook);
+
 // Adds g into node's gradient (shape-checked, naming op on mismatch). Exposed for optimizers and
 // tests; ops use BackwardContext::add.
 void accumulate_grad(GradNode& node, const Tensor& g, const char* op);

@@ -104,6 +104,101 @@ std::unique_ptr<Communicator> make_communicator(const Launch& launch, Device dev
 void set_sync_batch_norm(Communicator* c) { g_sync_bn = c; }
 Communicator* sync_batch_norm() { return g_sync_bn; }
 
+GradReducer::GradReducer(Communicator& comm, std::vector<Var> params, size_t bucket_bytes)
+    : comm_(comm), params_(std::move(params)), bucket_bytes_(bucket_bytes) {
+  for (size_t i = 0; i < params_.size(); ++i) index_[params_[i].node().get()] = i;
+  if (const char* kb = std::getenv("GAN_DIST_BUCKET_KB"); kb && *kb) {
+    char* end = nullptr;
+    const long v = std::strtol(kb, &end, 10);
+    GAN_CHECK(*end == 0 && v > 0,
+              fmt::format("dist: $GAN_DIST_BUCKET_KB is '{}', expected a positive integer", kb));
+    bucket_bytes_ = size_t(v) << 10;
+  }
+  streams_ =
+      std::string(comm.backend()) == "nccl" && !params_.empty() && params_[0].value().is_cuda();
+  if (streams_) {
+    GAN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    GAN_CUDA_CHECK(cudaEventCreateWithFlags(&join_, cudaEventDisableTiming));
+  }
+}
+
+GradReducer::~GradReducer() {
+  set_grad_ready_hook({});  // a backward pass that threw left it set
+  for (cudaEvent_t e : fork_) (void)cudaEventDestroy(e);
+  if (join_) (void)cudaEventDestroy(join_);
+  if (stream_) (void)cudaStreamDestroy(stream_);
+}
+
+void GradReducer::begin() {
+  launched_.assign(buckets_.size(), false);
+  pending_.clear();
+  for (const auto& b : buckets_) pending_.push_back(b.size());
+  launched_early_ = 0;
+  if (learning_) order_.clear();
+  set_grad_ready_hook([this](GradNode& p) { ready(p); });
+}
+
+void GradReducer::ready(GradNode& p) {
+  const auto it = index_.find(&p);
+  if (it == index_.end()) return;  // another network's parameter
+  const size_t i = it->second;
+  if (learning_) {
+    order_.push_back(i);
+    return;
+  }
+  const size_t b = bucket_of_[i];
+  if (--pending_[b] == 0) {
+    launch(b);
+    ++launched_early_;
+  }
+}
+
+void GradReducer::launch(size_t b) {
+  std::vector<Tensor> grads;
+  for (size_t i : buckets_[b]) grads.push_back(params_[i].grad());
+  launched_[b] = true;
+  if (!streams_) return comm_.allreduce_mean(grads);
+  // The bucket's gradients were written on the engine stream up to here.
+  GAN_CUDA_CHECK(cudaEventRecord(fork_[b], cuda::stream()));
+  GAN_CUDA_CHECK(cudaStreamWaitEvent(stream_, fork_[b], 0));
+  comm_.allreduce_on(grads, Communicator::Op::kMean, stream_);
+}
+
+void GradReducer::finish() {
+  set_grad_ready_hook({});
+  if (learning_) {
+    // Buckets from the learned order; parameters no entry used go last, in their own order.
+    std::vector<bool> seen(params_.size(), false);
+    for (size_t i : order_) seen[i] = true;
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (!seen[i]) order_.push_back(i);
+    bucket_of_.assign(params_.size(), 0);
+    size_t bytes = 0;
+    for (size_t i : order_) {
+      if (buckets_.empty() || bytes >= bucket_bytes_) buckets_.emplace_back(), bytes = 0;
+      buckets_.back().push_back(i);
+      bucket_of_[i] = buckets_.size() - 1;
+      bytes += params_[i].grad().nbytes();
+    }
+    if (streams_)
+      for (size_t b = 0; b < buckets_.size(); ++b) {
+        fork_.emplace_back();
+        GAN_CUDA_CHECK(cudaEventCreateWithFlags(&fork_.back(), cudaEventDisableTiming));
+      }
+    learning_ = false;
+    std::vector<Tensor> grads;
+    for (const Var& p : params_) grads.push_back(p.grad());
+    comm_.allreduce_mean(grads);
+    return;
+  }
+  for (size_t b = 0; b < buckets_.size(); ++b)
+    if (!launched_[b]) launch(b);
+  if (streams_) {
+    GAN_CUDA_CHECK(cudaEventRecord(join_, stream_));
+    GAN_CUDA_CHECK(cudaStreamWaitEvent(cuda::stream(), join_, 0));
+  }
+}
+
 uint64_t checksum(const std::vector<Tensor>& ts) {
   uint64_t h = 1469598103934665603ull;
   auto mix = [&h](const unsigned char* p, size_t n) {

@@ -19,8 +19,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
+#include <cuda_runtime_api.h>
+
+#include "engine/autograd.h"
 #include "engine/tensor.h"
 
 namespace gan::dist {
@@ -50,6 +54,12 @@ class Communicator {
   // mean over ranks. Every rank ends with bitwise the same values.
   enum class Op { kSum, kMean };
   virtual void allreduce(const std::vector<Tensor>& ts, Op op) = 0;
+  // The same queued on `stream` instead of the engine stream where the backend queues work on
+  // streams (NCCL); host backends ignore the stream (and synchronise the engine stream).
+  virtual void allreduce_on(const std::vector<Tensor>& ts, Op op, cudaStream_t stream) {
+    (void)stream;
+    allreduce(ts, op);
+  }
   void allreduce_sum(const std::vector<Tensor>& ts) { allreduce(ts, Op::kSum); }
   void allreduce_mean(const std::vector<Tensor>& ts) { allreduce(ts, Op::kMean); }
   // In place: root's values on every rank.
@@ -70,6 +80,49 @@ class Communicator {
   explicit Communicator(const Launch& l);
   Launch launch_;
   double timeout_s_ = 600;
+};
+
+// Gradient all-reduce overlapped with the backward pass, in buckets (as PyTorch's DDP): made for
+// one network's parameters; begin() before backward() and finish() after it, then the gradients
+// are the mean over ranks. The first pass learns the order in which the gradients become final
+// (autograd's grad-ready hook) and all-reduces everything in finish(); later passes cut that
+// order into buckets of about bucket_bytes ($GAN_DIST_BUCKET_KB overrides) and all-reduce each as
+// soon as its last gradient is final: with NCCL on a communication stream that forks from the
+// engine stream and joins it again in finish() (a CUDA graph captures both), with MPI at once.
+// Every rank runs the same tape, so the buckets complete in the same order everywhere.
+class GradReducer {
+ public:
+  static constexpr size_t kDefaultBucketBytes = size_t(4) << 20;
+  GradReducer(Communicator& comm, std::vector<Var> params,
+              size_t bucket_bytes = kDefaultBucketBytes);
+  ~GradReducer();
+  GradReducer(const GradReducer&) = delete;
+  GradReducer& operator=(const GradReducer&) = delete;
+  void begin();
+  void finish();
+  // Buckets once learned (0 before), and how many were launched during the last backward pass
+  // (before finish()).
+  size_t buckets() const { return buckets_.size(); }
+  size_t launched_early() const { return launched_early_; }
+
+ private:
+  void ready(GradNode& p);
+  void launch(size_t b);
+  Communicator& comm_;
+  std::vector<Var> params_;
+  std::unordered_map<const GradNode*, size_t> index_;  // parameter node -> position in params_
+  size_t bucket_bytes_;
+  bool learning_ = true;
+  std::vector<size_t> order_;                 // parameter indices in ready order (first pass)
+  std::vector<std::vector<size_t>> buckets_;  // parameter indices
+  std::vector<size_t> bucket_of_;             // per parameter
+  std::vector<size_t> pending_;               // per bucket: gradients not final yet
+  std::vector<bool> launched_;
+  size_t launched_early_ = 0;
+  bool streams_ = false;  // NCCL on CUDA tensors: the communication stream
+  cudaStream_t stream_ = nullptr;
+  std::vector<cudaEvent_t> fork_;  // per bucket
+  cudaEvent_t join_ = nullptr;
 };
 
 // backend: "auto" (nccl for a CUDA run of several ranks, mpi for a CPU one, local for one rank),

@@ -119,12 +119,16 @@ class NcclCommunicator final : public Communicator {
   bool cheap_host_collectives() const override { return host_ != nullptr; }
 
   void allreduce(const std::vector<Tensor>& ts, Op op) override {
+    allreduce_on(ts, op, cuda::stream());
+  }
+
+  void allreduce_on(const std::vector<Tensor>& ts, Op op, cudaStream_t stream) override {
     check(nccl().group_start(), "ncclGroupStart");
     for (const Tensor& t : ts) {
       GAN_CHECK(t.is_cuda() && t.dtype() == DType::F32,
                 "dist: nccl allreduce takes cuda f32 tensors, got " + t.str());
       check(nccl().all_reduce(t.raw(), t.raw(), size_t(t.numel()), ncclFloat32,
-                              op == Op::kMean ? ncclAvg : ncclSum, comm_, cuda::stream()),
+                              op == Op::kMean ? ncclAvg : ncclSum, comm_, stream),
             "ncclAllReduce");
     }
     check(nccl().group_end(), "ncclGroupEnd");

@@ -285,3 +285,92 @@ TEST_CASE("dist: grad() (a gradient penalty) refuses synchronised batch norm in 
   CHECK(xv.grad().numel() == 18);
   dist::set_sync_batch_norm(nullptr);
 }
+
+TEST_CASE("dist: backward reports each parameter once, when its gradient is final", "[dist]") {
+  // A small MLP whose first weight is used twice (the second use runs first in backward).
+  Generator g(5);
+  auto param = [&](Shape s) {
+    Tensor t = Tensor::empty(s);
+    g.normal_(t);
+    return parameter(t);
+  };
+  const Var w1 = param(Shape{4, 6}), b1 = param(Shape{6}), w2 = param(Shape{6, 3}),
+            unused = param(Shape{2});
+  Tensor xt = Tensor::empty(Shape{5, 4});
+  g.normal_(xt);
+  const Var x(xt);
+  const Var h = relu(add(matmul(x, w1), b1));
+  const Var y = add(matmul(h, w2), sum(matmul(x, w1)));  // w1 again, through another path
+  std::vector<std::pair<GradNode*, std::vector<float>>> seen;
+  set_grad_ready_hook([&](GradNode& p) { seen.emplace_back(&p, p.grad.to_vector()); });
+  zero_grad({w1, b1, w2, unused});
+  backward(sum(mul(y, y)));
+  set_grad_ready_hook({});
+  REQUIRE(seen.size() == 3);  // `unused` takes part in no entry
+  for (const Var& p : {w1, b1, w2}) {
+    int n = 0;
+    for (const auto& [node, values] : seen)
+      if (node == p.node().get()) {
+        ++n;
+        CHECK(values == p.grad().to_vector());  // nothing was added after the report
+      }
+    CHECK(n == 1);
+  }
+  CHECK(seen.back().first == w1.node().get());  // its first use is backward's last entry
+}
+
+TEST_CASE("dist: bucketed all-reduce gives what one all-reduce after backward gives", "[dist]") {
+  const int W = 2;
+  ThreadWorld world(W);
+  std::vector<std::vector<std::vector<float>>> grads(W), local(W);
+  std::vector<size_t> buckets(W), early(W);
+  std::vector<std::string> errors(W);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < W; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ThreadComm comm(world, r);
+        Generator g(9);  // the same weights on every rank
+        std::vector<Var> ps;
+        for (Shape s : {Shape{4, 8}, Shape{8}, Shape{8, 8}, Shape{8}, Shape{8, 2}}) {
+          Tensor t = Tensor::empty(s);
+          g.normal_(t);
+          ps.push_back(parameter(t));
+        }
+        dist::GradReducer red(comm, ps, 64);  // 64 bytes: one or two tensors per bucket
+        Generator data(100 + uint64_t(r));    // each rank its own batch
+        for (int pass = 0; pass < 3; ++pass) {
+          Tensor xt = Tensor::empty(Shape{3, 4});
+          data.normal_(xt);
+          const auto loss = [&] {
+            Var h = Var(xt);
+            for (size_t i = 0; i + 1 < ps.size(); i += 2)
+              h = tanh(add(matmul(h, ps[i]), ps[i + 1]));
+            const Var y = matmul(h, ps.back());
+            return sum(mul(y, y));
+          };
+          zero_grad(ps);
+          backward(loss());  // this rank's own gradients
+          local[size_t(r)].clear();
+          for (const Var& p : ps) local[size_t(r)].push_back(p.grad().to_vector());
+          zero_grad(ps);
+          red.begin();
+          backward(loss());
+          red.finish();
+        }
+        for (const Var& p : ps) grads[size_t(r)].push_back(p.grad().to_vector());
+        buckets[size_t(r)] = red.buckets(), early[size_t(r)] = red.launched_early();
+      } catch (const std::exception& e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) REQUIRE(e.empty());
+  CHECK(buckets[0] >= 3);
+  CHECK(early[0] == buckets[0]);  // every bucket launched during backward
+  CHECK(grads[0] == grads[1]);    // bitwise the same on both
+  for (size_t p = 0; p < grads[0].size(); ++p)
+    for (size_t i = 0; i < grads[0][p].size(); ++i)
+      REQUIRE(grads[0][p][i] ==
+              Approx((double(local[0][p][i]) + local[1][p][i]) / 2).epsilon(1e-6).margin(1e-7));
+}

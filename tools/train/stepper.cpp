@@ -29,8 +29,8 @@ Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt
     const int64_t global = int64_t(o.batch_size) * comm->size();
     z_global_ = Tensor::empty(Shape{global, net.z_dim}, dev);
     eps_global_ = Tensor::empty(Shape{global, 1, 1, 1}, dev);
-    for (const Var& p : opt_g.params()) grads_g_.push_back(p.grad());
-    for (const Var& p : opt_d.params()) grads_d_.push_back(p.grad());
+    reduce_g_ = std::make_unique<dist::GradReducer>(*comm, opt_g.params());
+    reduce_d_ = std::make_unique<dist::GradReducer>(*comm, opt_d.params());
   }
   // The EMA's parameter lists, made once (not per step).
   g_params_ = net.g->parameters();
@@ -157,8 +157,9 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
       }
     }
     zero_grad(opt_d_.params());
+    if (reduce_d_) reduce_d_->begin();  // buckets all-reduced as backward finishes them
     backward(loss_d);
-    if (comm_) comm_->allreduce_mean(grads_d_);
+    if (reduce_d_) reduce_d_->finish();
     opt_d_.step();
     if (o_.loss == Loss::kWgan)
       for (const Var& p : opt_d_.params()) clamp_(p.value(), -o_.wgan_clip, o_.wgan_clip);
@@ -183,8 +184,9 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     const Var out_fake = net_.d->forward(fake);
     const Var loss_g = bce ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
     zero_grad(opt_g_.params());
+    if (reduce_g_) reduce_g_->begin();
     backward(loss_g);
-    if (comm_) comm_->allreduce_mean(grads_g_);
+    if (reduce_g_) reduce_g_->finish();
     opt_g_.step();
     keep_scalar(1, loss_g);
   }

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -29,7 +30,8 @@ void set_requires_grad(nn::Module& m, bool on);
 class Stepper {
  public:
   // o: resolved options (loss, n_dis, ema, wgan_clip, batch_size); ema: null when o.ema == 0.
-  // comm (null: one rank): the gradients are averaged over its ranks before each Adam step, the
+  // comm (null: one rank): the gradients are averaged over its ranks before each Adam step (in
+  // buckets during the backward pass from the second one on: dist::GradReducer), the
   // noise is drawn for the global batch (every rank the same draws) and this rank's rows taken,
   // and the logged scalars are averaged.
   Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt_g, Adam& opt_d,
@@ -60,7 +62,7 @@ class Stepper {
   dist::Communicator* comm_ = nullptr;  // null: one rank, no collectives
   Tensor z_, stats_, eps_;
   Tensor z_global_, eps_global_;  // several ranks: the global batch's draws
-  std::vector<Tensor> grads_g_, grads_d_;
+  std::unique_ptr<dist::GradReducer> reduce_g_, reduce_d_;  // several ranks
   std::vector<Tensor> fixed_z_, fixed_eps_;  // tests (use_fixed_noise), consumed front first
   std::vector<Var> g_params_, ema_params_;
 };
