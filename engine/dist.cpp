@@ -1,7 +1,13 @@
 #include "engine/dist.h"
 
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
+#include <fstream>
 #include <string>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -196,6 +202,35 @@ void GradReducer::finish() {
   if (streams_) {
     GAN_CUDA_CHECK(cudaEventRecord(join_, stream_));
     GAN_CUDA_CHECK(cudaStreamWaitEvent(cuda::stream(), join_, 0));
+  }
+}
+
+void file_rendezvous(int rank, const std::string& path, void* data, size_t n, double timeout_s) {
+  if (rank == 0) {
+    const std::string tmp = fmt::format("{}.tmp{}", path, ::getpid());
+    {
+      std::ofstream f(tmp, std::ios::binary);
+      f.write(static_cast<const char*>(data), std::streamsize(n));
+      GAN_CHECK(f.good(), fmt::format("dist: cannot write {}", tmp));
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, path, ec);
+    GAN_CHECK(!ec, fmt::format("dist: cannot rename {} to {}: {}", tmp, path, ec.message()));
+    return;
+  }
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  for (;;) {
+    std::error_code ec;
+    if (std::filesystem::file_size(path, ec) == n && !ec) {
+      std::ifstream f(path, std::ios::binary);
+      f.read(static_cast<char*>(data), std::streamsize(n));
+      if (f.good()) return;
+    }
+    GAN_CHECK(
+        std::chrono::duration<double>(Clock::now() - t0).count() < timeout_s,
+        fmt::format("dist: rank {}: rank 0 wrote no {} within {:g} s", rank, path, timeout_s));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }
 

@@ -145,6 +145,11 @@ void abort_job(int code);
 void set_sync_batch_norm(Communicator* c);
 Communicator* sync_batch_norm();
 
+// The rendezvous of --dist-init file:PATH: rank 0 writes n bytes to path (atomically: a temporary
+// file renamed), every other rank waits up to timeout_s for the file and reads them into data.
+// The path must be new for each job (a file left by an earlier job would be read).
+void file_rendezvous(int rank, const std::string& path, void* data, size_t n, double timeout_s);
+
 // FNV-1a of the bytes of the tensors (host copies: synchronises), for the cross-rank checks.
 uint64_t checksum(const std::vector<Tensor>& ts);
 

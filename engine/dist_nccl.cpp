@@ -4,7 +4,6 @@
 // else through NCCL and a wait with a deadline. A watchdog thread polls NCCL's asynchronous error
 // and aborts the communicator and the process with a line naming the rank.
 #include <dlfcn.h>
-#include <unistd.h>
 
 #include <algorithm>
 
@@ -13,8 +12,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <fstream>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -146,8 +143,7 @@ class NcclCommunicator final : public Communicator {
 
   int64_t max(int64_t v) override {
     if (host_) return host_->max(v);
-    // Through the device: every rank's value gathered (as two float halves would lose bits: the
-    // values here are small flags and step counts, exact in float).
+    // Through the device: every rank's value gathered (raw bytes), the largest taken here.
     const std::vector<uint64_t> all = gather_all(uint64_t(v));
     int64_t m = v;
     for (uint64_t x : all) m = std::max<int64_t>(m, int64_t(x));
@@ -194,31 +190,7 @@ class NcclCommunicator final : public Communicator {
       std::memcpy(id, t.raw(), sizeof(ncclUniqueId));
       return;
     }
-    const std::string path = init.substr(5);
-    if (rank() == 0) {
-      const std::string tmp = fmt::format("{}.tmp{}", path, ::getpid());
-      {
-        std::ofstream f(tmp, std::ios::binary);
-        f.write(reinterpret_cast<const char*>(id), sizeof(ncclUniqueId));
-        GAN_CHECK(f.good(), fmt::format("dist: cannot write {}", tmp));
-      }
-      std::filesystem::rename(tmp, path);
-      return;
-    }
-    using Clock = std::chrono::steady_clock;
-    const auto t0 = Clock::now();
-    for (;;) {
-      std::error_code ec;
-      if (std::filesystem::file_size(path, ec) == sizeof(ncclUniqueId) && !ec) {
-        std::ifstream f(path, std::ios::binary);
-        f.read(reinterpret_cast<char*>(id), sizeof(ncclUniqueId));
-        if (f.good()) return;
-      }
-      GAN_CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < timeout_s(),
-                fmt::format("dist: rank {}: rank 0 wrote no {} within {:.0f} s", rank(), path,
-                            timeout_s()));
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
+    file_rendezvous(rank(), init.substr(5), id, sizeof(ncclUniqueId), timeout_s());
   }
 
   // The engine stream's work done, or the job aborted past the deadline or on an NCCL error.

@@ -2,13 +2,18 @@
 // and synchronised batch norm on ranks simulated by threads (a communicator whose collectives meet
 // at a barrier) against one batch norm over the whole batch. The multi-process runs (mpirun, 1-3
 // ranks, resume, faults) are tests/scripts/test_distributed.py.
+#include <unistd.h>
+
 #include <barrier>
+#include <chrono>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <fmt/format.h>
 #include <catch2/catch.hpp>
 
 #include "engine/dist.h"
@@ -373,4 +378,24 @@ TEST_CASE("dist: bucketed all-reduce gives what one all-reduce after backward gi
     for (size_t i = 0; i < grads[0][p].size(); ++i)
       REQUIRE(grads[0][p][i] ==
               Approx((double(local[0][p][i]) + local[1][p][i]) / 2).epsilon(1e-6).margin(1e-7));
+}
+
+TEST_CASE("dist: the file rendezvous hands rank 0's bytes to the others, or says it waited",
+          "[dist]") {
+  const std::string path =
+      (std::filesystem::temp_directory_path() / fmt::format("gan_rdv_{}", ::getpid())).string();
+  std::filesystem::remove(path);
+  std::vector<unsigned char> sent(128), got1(128, 0), got2(128, 0);
+  for (size_t i = 0; i < sent.size(); ++i) sent[i] = static_cast<unsigned char>(i * 7 + 3);
+  std::thread r1([&] { dist::file_rendezvous(1, path, got1.data(), got1.size(), 10); });
+  std::thread r2([&] { dist::file_rendezvous(2, path, got2.data(), got2.size(), 10); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));  // the others wait first
+  dist::file_rendezvous(0, path, sent.data(), sent.size(), 10);
+  r1.join();
+  r2.join();
+  CHECK(got1 == sent);
+  CHECK(got2 == sent);
+  std::filesystem::remove(path);
+  CHECK_THROWS_WITH(dist::file_rendezvous(1, path, got1.data(), got1.size(), 0.1),
+                    fmt::format("dist: rank 1: rank 0 wrote no {} within 0.1 s", path));
 }
