@@ -127,6 +127,33 @@ void bias_grad(const BackwardContext& c, int input, const Tensor& dy, int64_t k)
   if (!acc) c.add(input, db);
 }
 
+// dz = dy * act'(y) and the bias gradient sum_rows dz (into the parameter buffer or a fresh
+// tensor) in one pass over dy (kernels::bias_act_backward); returns dz.
+Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, const Tensor& dy,
+                         Activation act, double slope, int64_t k) {
+  const int64_t rows = k ? dy.numel() / k : 0;
+  const double s = act == Activation::kRelu ? 0.0 : slope;
+  Tensor dz = Tensor::empty_like(dy);
+  Tensor* acc = c.accum_buffer(input);
+  Tensor db = acc ? *acc : Tensor::empty(Shape{k}, dy.device(), dy.dtype());
+  if (dy.is_cuda()) {
+    const size_t ws = kernels::bias_act_backward_workspace_bytes(rows, k);
+    Tensor work;
+    if (ws) work = Tensor::empty(Shape{int64_t(ws / sizeof(float))}, Device::CUDA);
+    kernels::bias_act_backward_cuda(y.data<float>(), dy.data<float>(), rows, k, float(s),
+                                    acc != nullptr, dz.data<float>(), db.data<float>(),
+                                    ws ? work.raw() : nullptr, ws, cuda::stream());
+  } else {
+    dispatch_cpu(dy, "conv bias and activation", [&](auto t) {
+      using T = decltype(t);
+      kernels::bias_act_backward_cpu<T>(y.data<T>(), dy.data<T>(), rows, k, s, acc != nullptr,
+                                        dz.data<T>(), db.data<T>());
+    });
+  }
+  if (!acc) c.add(input, db);
+  return dz;
+}
+
 // A filter gradient straight into the parameter buffer when there is one.
 void filter_grad(const BackwardContext& c, int input, const ConvGeom& g, const Shape& w_shape,
                  const Tensor& x, const Tensor& dy) {
@@ -208,7 +235,12 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
       op, inputs, y,
       [transposed, g, keep_x, keep_w, x_shape, w_shape, has_bias, keep_y, act,
        slope](const BackwardContext& c) {
-        const Tensor dy = keep_y.defined() ? act_backward(keep_y, c.dout, act, slope) : c.dout;
+        // With a fused activation and a bias gradient to take, one pass does both.
+        const bool bias = has_bias && c.needs(2);
+        const Tensor dy =
+            !keep_y.defined() ? c.dout
+            : bias ? act_bias_backward(c, 2, keep_y, c.dout, act, slope, transposed ? g.c : g.k)
+                   : act_backward(keep_y, c.dout, act, slope);
         if (c.needs(0)) {
           Tensor dx = Tensor::empty(x_shape, dy.device(), dy.dtype());
           if (transposed)
@@ -223,7 +255,7 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
           else
             filter_grad(c, 1, g, w_shape, keep_x, dy);
         }
-        if (has_bias && c.needs(2)) bias_grad(c, 2, dy, transposed ? g.c : g.k);
+        if (bias && !keep_y.defined()) bias_grad(c, 2, dy, transposed ? g.c : g.k);
       },
       std::move(vjp));
 }

@@ -60,11 +60,15 @@ __global__ void reduce_rows_kernel(const float* __restrict__ x, int64_t outer, i
   }
 }
 
-// inner > 1. Block (cx, o, s): columns [cx*32, cx*32+32) of x[o, s*chunk : (s+1)*chunk, :].
-// out: y[o, i] (splits == 1) or partial[(o * splits + s) * inner + i].
+// inner > 1 (or any inner with an activation). Block (cx, o, s): columns [cx*32, cx*32+32) of
+// x[o, s*chunk : (s+1)*chunk, :]. out: y[o, i] (splits == 1) or partial[(o * splits + s) * inner
+// + i]. With act_y: each element is first multiplied by the activation's derivative read from
+// act_y (1 where act_y > 0, else slope) and written to dz (bias_act_backward).
 __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, int64_t r,
                                    int64_t inner, int64_t splits, int64_t chunk, float scale,
-                                   bool accumulate, float* __restrict__ out) {
+                                   bool accumulate, float* __restrict__ out,
+                                   const float* __restrict__ act_y, float slope,
+                                   float* __restrict__ dz) {
   __shared__ float part[kColY][kColX + 1];
   const int64_t i = int64_t(blockIdx.x) * kColX + threadIdx.x;
   const int64_t s = blockIdx.z;
@@ -73,7 +77,17 @@ __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, i
     float v = 0.f;
     if (i < inner) {
       const float* base = x + o * r * inner + i;
-      for (int64_t k = begin + threadIdx.y; k < end; k += kColY) v += base[k * inner];
+      if (act_y) {
+        const float* ya = act_y + o * r * inner + i;
+        float* d = dz + o * r * inner + i;
+        for (int64_t k = begin + threadIdx.y; k < end; k += kColY) {
+          const float g = base[k * inner] * (ya[k * inner] > 0.f ? 1.f : slope);
+          d[k * inner] = g;
+          v += g;
+        }
+      } else {
+        for (int64_t k = begin + threadIdx.y; k < end; k += kColY) v += base[k * inner];
+      }
     }
     part[threadIdx.y][threadIdx.x] = v;
     __syncthreads();
@@ -101,12 +115,47 @@ void run_reduce(const float* x, int64_t outer, int64_t r, int64_t inner, const P
     dim3 grid(unsigned((inner + kColX - 1) / kColX), unsigned(std::min<int64_t>(outer, 65535)),
               unsigned(p.splits));
     launch(reduce_cols_kernel, grid, dim3(kColX, kColY), 0, stream, x, outer, r, inner, p.splits,
-           p.chunk, scale, accumulate, out);
+           p.chunk, scale, accumulate, out, static_cast<const float*>(nullptr), 0.f,
+           static_cast<float*>(nullptr));
   }
   GAN_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
+
+size_t bias_act_backward_workspace_bytes(int64_t rows, int64_t k) {
+  return reduce_sum_workspace_bytes(1, rows, k);
+}
+
+void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, float slope,
+                            bool accumulate, float* dz, float* db, void* workspace,
+                            size_t workspace_bytes, cudaStream_t stream) {
+  GAN_NVTX("bias_act_backward");
+  GAN_CHECK(rows >= 0 && k >= 0, "bias_act_backward_cuda: negative size");
+  GAN_CHECK(k < (int64_t(1) << 31) / kColX * kColX, "bias_act_backward_cuda: k too large");
+  if (k == 0) return;
+  const Plan p = plan(1, rows, k);
+  const dim3 block(kColX, kColY);
+  const auto grid = [k](int64_t splits) {
+    return dim3(unsigned((k + kColX - 1) / kColX), 1u, unsigned(splits));
+  };
+  if (p.splits == 1) {
+    launch(reduce_cols_kernel, grid(1), block, 0, stream, dy, int64_t(1), rows, k, int64_t(1),
+           p.chunk, 1.f, accumulate, db, y, slope, dz);
+    GAN_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  GAN_CHECK(workspace_bytes >= size_t(p.splits * k) * sizeof(float),
+            "bias_act_backward_cuda: workspace too small (ask bias_act_backward_workspace_bytes)");
+  auto* partial = static_cast<float*>(workspace);
+  launch(reduce_cols_kernel, grid(p.splits), block, 0, stream, dy, int64_t(1), rows, k, p.splits,
+         p.chunk, 1.f, false, partial, y, slope, dz);
+  GAN_CUDA_CHECK_LAUNCH();
+  Plan fin;
+  fin.splits = 1;
+  fin.chunk = p.splits;
+  run_reduce(partial, 1, p.splits, k, fin, 1.f, accumulate, db, stream);
+}
 
 size_t reduce_sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner) {
   const Plan p = plan(outer, r, inner);
