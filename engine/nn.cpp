@@ -128,6 +128,9 @@ void Sequential::fuse_batchnorm_activations() {
     } else if (auto* lr = dynamic_cast<LeakyReLU*>(layers_[i + 1].get()); lr && lr->slope > 0) {
       *act = Activation::kLeakyRelu;
       *slope = lr->slope;
+    } else if (dynamic_cast<Tanh*>(layers_[i + 1].get()) &&
+               !dynamic_cast<BatchNorm2d*>(layers_[i].get())) {
+      *act = Activation::kTanh;  // a generator's output convolution
     } else {
       continue;
     }

@@ -98,8 +98,8 @@ class Sequential : public Layer {
   size_t size() const { return layers_.size(); }
   Layer& operator[](size_t i) { return *layers_[i]; }
   // Fuses each BatchNorm2d, Conv2d or ConvTranspose2d followed by ReLU or LeakyReLU (positive
-  // slope) into one op with the activation (the activation's slot becomes an Identity: names and
-  // indices do not change).
+  // slope), and each Conv2d or ConvTranspose2d followed by Tanh, into one op with the activation
+  // (the activation's slot becomes an Identity: names and indices do not change).
   void fuse_batchnorm_activations();
 
  private:

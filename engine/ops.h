@@ -62,16 +62,17 @@ Var linear(const Var& x, const Var& w, const Var& b = Var());
 // convolution: conv2d (out, kh, kw, in); conv_transpose2d (in, kh, kw, out). PyTorch's OIHW
 // (conv) and IOHW (transposed conv) are the same tensors with the channel axis moved:
 // see engine/nn.h for the conversions used by checkpoints.
-enum class Activation { kNone, kRelu, kLeakyRelu };
+// kTanh: convolutions only (a generator's output layer); batch_norm refuses it.
+enum class Activation { kNone, kRelu, kLeakyRelu, kTanh };
 
 struct Conv2dOptions {
   int stride_h = 1, stride_w = 1;
   int pad_h = 0, pad_w = 0;
   int dil_h = 1, dil_w = 1;
   int out_pad_h = 0, out_pad_w = 0;  // conv_transpose2d only: extra rows/cols at the end
-  // An activation applied to the output (after the bias) in the same pass: relu(conv + b) or
-  // leaky_relu(conv + b, slope), as the separate ops would give (nn::Sequential fuses a
-  // convolution followed by ReLU or LeakyReLU into it).
+  // An activation applied to the output (after the bias) in the same pass: relu(conv + b),
+  // leaky_relu(conv + b, slope) or tanh(conv + b), as the separate ops would give (nn::Sequential
+  // fuses a convolution followed by ReLU, LeakyReLU or Tanh into it).
   Activation act = Activation::kNone;
   double slope = 0.2;
 };

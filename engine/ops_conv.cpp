@@ -67,6 +67,7 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
 kernels::BiasAct bias_act_of(Activation a) {
   return a == Activation::kRelu        ? kernels::BiasAct::kRelu
          : a == Activation::kLeakyRelu ? kernels::BiasAct::kLeakyRelu
+         : a == Activation::kTanh      ? kernels::BiasAct::kTanh
                                        : kernels::BiasAct::kNone;
 }
 
@@ -92,8 +93,9 @@ void bias_act(const Tensor& y, const Tensor& b, const Conv2dOptions& o) {
 // what the separate activation's backward gives.
 Tensor act_backward(const Tensor& y, const Tensor& dy, Activation act, double slope) {
   Tensor out = Tensor::empty_like(dy);
-  const kernels::Unary op =
-      act == Activation::kRelu ? kernels::Unary::kRelu : kernels::Unary::kLeakyRelu;
+  const kernels::Unary op = act == Activation::kRelu   ? kernels::Unary::kRelu
+                            : act == Activation::kTanh ? kernels::Unary::kTanh
+                                                       : kernels::Unary::kLeakyRelu;
   if (y.is_cuda()) {
     kernels::unary_backward_cuda(op, float(slope), y.data<float>(), y.data<float>(),
                                  dy.data<float>(), out.data<float>(), y.numel(), cuda::stream());
@@ -133,6 +135,7 @@ Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, c
                          Activation act, double slope, int64_t k) {
   const int64_t rows = k ? dy.numel() / k : 0;
   const double s = act == Activation::kRelu ? 0.0 : slope;
+  const bool tanh = act == Activation::kTanh;
   Tensor dz = Tensor::empty_like(dy);
   Tensor* acc = c.accum_buffer(input);
   Tensor db = acc ? *acc : Tensor::empty(Shape{k}, dy.device(), dy.dtype());
@@ -140,13 +143,13 @@ Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, c
     const size_t ws = kernels::bias_act_backward_workspace_bytes(rows, k);
     Tensor work;
     if (ws) work = Tensor::empty(Shape{int64_t(ws / sizeof(float))}, Device::CUDA);
-    kernels::bias_act_backward_cuda(y.data<float>(), dy.data<float>(), rows, k, float(s),
+    kernels::bias_act_backward_cuda(y.data<float>(), dy.data<float>(), rows, k, tanh, float(s),
                                     acc != nullptr, dz.data<float>(), db.data<float>(),
                                     ws ? work.raw() : nullptr, ws, cuda::stream());
   } else {
     dispatch_cpu(dy, "conv bias and activation", [&](auto t) {
       using T = decltype(t);
-      kernels::bias_act_backward_cpu<T>(y.data<T>(), dy.data<T>(), rows, k, s, acc != nullptr,
+      kernels::bias_act_backward_cpu<T>(y.data<T>(), dy.data<T>(), rows, k, tanh, s, acc != nullptr,
                                         dz.data<T>(), db.data<T>());
     });
   }
@@ -188,7 +191,9 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, const Tensor
 // convolution's with input and output swapped. Keeps x only if w wants a gradient, and w only
 // if x does.
 Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x, const Var& w,
-                const Var& b, const Tensor& y, Activation act, double slope) {
+                const Var& b, const Tensor& y, const Conv2dOptions& fwd) {
+  const Activation act = fwd.act;
+  const double slope = fwd.slope;
   // With a fused activation the backward first turns dy into the gradient of its input (from y).
   const Tensor keep_y = act != Activation::kNone ? y : Tensor();
   const Tensor keep_x = w.requires_grad() ? x.value() : Tensor();
@@ -199,15 +204,28 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
   if (has_bias) inputs.push_back(b);
   // VJP: conv2d's input gradient is conv_transpose2d of dout with the same weight, and the other
   // way round; both are differentiable in dout and in the weight Var. Bias: the sum of dout.
-  VjpFn vjp = [op, transposed, g, w, x_shape, has_bias, keep_y, act, slope](
+  // tanh's derivative 1 - y^2 depends on the inputs: its VJP recomputes y from them as Vars.
+  const bool tanh = act == Activation::kTanh;
+  const Var x_t = tanh ? x : Var(), b_t = tanh ? b : Var();
+  Conv2dOptions plain = fwd;
+  plain.act = Activation::kNone;
+  VjpFn vjp = [op, transposed, g, w, x_shape, has_bias, keep_y, act, slope, tanh, x_t, b_t, plain](
                   const std::vector<Var>& d, const std::vector<bool>& needs) {
     GAN_CHECK(!needs[1], fmt::format("grad: {} gives no differentiable gradient for its weight "
                                      "(create_graph through a weight is not supported)",
                                      op));
     std::vector<Var> r(has_bias ? 3 : 2);
-    // The activation's derivative: a constant mask read from y (as batch_norm's VJP does).
+    // The activation's derivative: ReLU's and LeakyReLU's a constant mask read from y (as
+    // batch_norm's VJP does); tanh's 1 - y^2 with y recomputed (differentiable in x and b).
+    Var y_t;
+    if (tanh)
+      y_t =
+          gan::tanh(transposed ? conv_transpose2d(x_t, w, b_t, plain) : conv2d(x_t, w, b_t, plain));
+    const Var one =
+        tanh ? Var(Tensor::full(Shape{}, 1.0, y_t.device(), y_t.value().dtype())) : Var();
     const Var dpre =
-        keep_y.defined()
+        tanh ? mul(d[0], sub(one, mul(y_t, y_t)))
+        : keep_y.defined()
             ? mul(d[0],
                   Var(act_backward(
                       keep_y, Tensor::full(keep_y.shape(), 1.0, keep_y.device(), keep_y.dtype()),
@@ -292,7 +310,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
   Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), xv.dtype());
   conv_fwd(g, xv, wv, y);
   bias_act(y, bv, o);
-  return record_conv("conv2d", false, g, x, w, b, y, o.act, o.slope);
+  return record_conv("conv2d", false, g, x, w, b, y, o);
 }
 
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
@@ -329,7 +347,7 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
   Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), xv.dtype());
   conv_bwd_data(g, xv, wv, y);
   bias_act(y, bv, o);
-  return record_conv("conv_transpose2d", true, g, x, w, b, y, o.act, o.slope);
+  return record_conv("conv_transpose2d", true, g, x, w, b, y, o);
 }
 
 }  // namespace gan

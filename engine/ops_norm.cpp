@@ -157,6 +157,7 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
             fmt::format("batch_norm: expected more than 1 value per channel when training, got "
                         "input {}",
                         sx.str()));
+  GAN_CHECK(act != Activation::kTanh, "batch_norm: tanh cannot be fused (ReLU or LeakyReLU only)");
   const kernels::BnAct bact = to_bn_act(act);
 
   Tensor y = Tensor::empty_like(xv);

@@ -313,6 +313,7 @@ __global__ void bias_act_kernel(float* __restrict__ y, const float* __restrict__
     if (b) v = v + b[i % k];
     if constexpr (ACT == BiasAct::kRelu) v = v < 0.f ? 0.f : v;
     if constexpr (ACT == BiasAct::kLeakyRelu) v = v < 0.f ? slope * v : v;
+    if constexpr (ACT == BiasAct::kTanh) v = tanhf(v);
     y[i] = v;
   }
 }
@@ -330,6 +331,8 @@ void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct ac
     go(bias_act_kernel<BiasAct::kRelu>);
   else if (act == BiasAct::kLeakyRelu)
     go(bias_act_kernel<BiasAct::kLeakyRelu>);
+  else if (act == BiasAct::kTanh)
+    go(bias_act_kernel<BiasAct::kTanh>);
   else
     go(bias_act_kernel<BiasAct::kNone>);
   GAN_CUDA_CHECK_LAUNCH();

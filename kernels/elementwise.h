@@ -163,7 +163,7 @@ void lerp_cpu(T* ema, const T* x, int64_t n, double w) {
 
 // y (rows, k) = act(y + b) in place (b (k) or null): a convolution's bias and the activation
 // that follows it in one pass, with the same roundings as the separate add and activation.
-enum class BiasAct : uint8_t { kNone, kRelu, kLeakyRelu };
+enum class BiasAct : uint8_t { kNone, kRelu, kLeakyRelu, kTanh };
 template <class T>
 void bias_act_cpu(T* y, const T* b, int64_t rows, int64_t k, BiasAct act, double slope) {
   for (int64_t r = 0; r < rows; ++r)
@@ -173,6 +173,7 @@ void bias_act_cpu(T* y, const T* b, int64_t rows, int64_t k, BiasAct act, double
       const double v = double(out);
       if (act == BiasAct::kRelu) out = T(v < 0 ? 0.0 : v);
       if (act == BiasAct::kLeakyRelu) out = T(v < 0 ? slope * v : v);
+      if (act == BiasAct::kTanh) out = T(std::tanh(v));
     }
 }
 

@@ -67,7 +67,7 @@ __global__ void reduce_rows_kernel(const float* __restrict__ x, int64_t outer, i
 __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, int64_t r,
                                    int64_t inner, int64_t splits, int64_t chunk, float scale,
                                    bool accumulate, float* __restrict__ out,
-                                   const float* __restrict__ act_y, float slope,
+                                   const float* __restrict__ act_y, bool tanh, float slope,
                                    float* __restrict__ dz) {
   __shared__ float part[kColY][kColX + 1];
   const int64_t i = int64_t(blockIdx.x) * kColX + threadIdx.x;
@@ -81,7 +81,8 @@ __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, i
         const float* ya = act_y + o * r * inner + i;
         float* d = dz + o * r * inner + i;
         for (int64_t k = begin + threadIdx.y; k < end; k += kColY) {
-          const float g = base[k * inner] * (ya[k * inner] > 0.f ? 1.f : slope);
+          const float a = ya[k * inner];
+          const float g = base[k * inner] * (tanh ? 1.f - a * a : a > 0.f ? 1.f : slope);
           d[k * inner] = g;
           v += g;
         }
@@ -115,7 +116,7 @@ void run_reduce(const float* x, int64_t outer, int64_t r, int64_t inner, const P
     dim3 grid(unsigned((inner + kColX - 1) / kColX), unsigned(std::min<int64_t>(outer, 65535)),
               unsigned(p.splits));
     launch(reduce_cols_kernel, grid, dim3(kColX, kColY), 0, stream, x, outer, r, inner, p.splits,
-           p.chunk, scale, accumulate, out, static_cast<const float*>(nullptr), 0.f,
+           p.chunk, scale, accumulate, out, static_cast<const float*>(nullptr), false, 0.f,
            static_cast<float*>(nullptr));
   }
   GAN_CUDA_CHECK_LAUNCH();
@@ -127,8 +128,8 @@ size_t bias_act_backward_workspace_bytes(int64_t rows, int64_t k) {
   return reduce_sum_workspace_bytes(1, rows, k);
 }
 
-void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, float slope,
-                            bool accumulate, float* dz, float* db, void* workspace,
+void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,
+                            float slope, bool accumulate, float* dz, float* db, void* workspace,
                             size_t workspace_bytes, cudaStream_t stream) {
   GAN_NVTX("bias_act_backward");
   GAN_CHECK(rows >= 0 && k >= 0, "bias_act_backward_cuda: negative size");
@@ -141,7 +142,7 @@ void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64
   };
   if (p.splits == 1) {
     launch(reduce_cols_kernel, grid(1), block, 0, stream, dy, int64_t(1), rows, k, int64_t(1),
-           p.chunk, 1.f, accumulate, db, y, slope, dz);
+           p.chunk, 1.f, accumulate, db, y, tanh, slope, dz);
     GAN_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -149,7 +150,7 @@ void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64
             "bias_act_backward_cuda: workspace too small (ask bias_act_backward_workspace_bytes)");
   auto* partial = static_cast<float*>(workspace);
   launch(reduce_cols_kernel, grid(p.splits), block, 0, stream, dy, int64_t(1), rows, k, p.splits,
-         p.chunk, 1.f, false, partial, y, slope, dz);
+         p.chunk, 1.f, false, partial, y, tanh, slope, dz);
   GAN_CUDA_CHECK_LAUNCH();
   Plan fin;
   fin.splits = 1;

@@ -33,27 +33,29 @@ void reduce_sum_cpu(const T* x, int64_t outer, int64_t r, int64_t inner, double 
 
 size_t reduce_sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner);
 
-// The backward of a fused bias + ReLU/LeakyReLU (a convolution's epilogue) in one pass over the
-// gradient: dz (rows, k) = dy * act'(y), the derivative read from the activation's output y (1
-// where y > 0, else slope; ReLU: slope 0), and the bias gradient db (k) = sum over rows of dz
-// [+ db when accumulate]. Instead of an elementwise pass writing dz and a reduction reading it
-// back. CUDA: the column reduction's split (workspace from bias_act_backward_workspace_bytes).
+// The backward of a fused bias + activation (a convolution's epilogue) in one pass over the
+// gradient: dz (rows, k) = dy * act'(y), the derivative read from the activation's output y
+// (tanh: 1 - y^2; else 1 where y > 0, otherwise slope: ReLU's is 0), and the bias gradient
+// db (k) = sum over rows of dz [+ db when accumulate]. Instead of an elementwise pass writing dz
+// and a reduction reading it back. CUDA: the column reduction's split (workspace from
+// bias_act_backward_workspace_bytes).
 template <class T>
-void bias_act_backward_cpu(const T* y, const T* dy, int64_t rows, int64_t k, double slope,
-                           bool accumulate, T* dz, T* db) {
+void bias_act_backward_cpu(const T* y, const T* dy, int64_t rows, int64_t k, bool tanh,
+                           double slope, bool accumulate, T* dz, T* db) {
   std::vector<double> acc(size_t(k > 0 ? k : 1), 0.0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < k; ++i) {
       const int64_t j = r * k + i;
-      const T g = T(double(dy[j]) * (y[j] > T(0) ? 1.0 : slope));
+      const double yj = double(y[j]);
+      const T g = T(double(dy[j]) * (tanh ? 1.0 - yj * yj : yj > 0 ? 1.0 : slope));
       dz[j] = g;
       acc[size_t(i)] += double(g);
     }
   for (int64_t i = 0; i < k; ++i) db[i] = T((accumulate ? double(db[i]) : 0.0) + acc[size_t(i)]);
 }
 size_t bias_act_backward_workspace_bytes(int64_t rows, int64_t k);
-void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, float slope,
-                            bool accumulate, float* dz, float* db, void* workspace,
+void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,
+                            float slope, bool accumulate, float* dz, float* db, void* workspace,
                             size_t workspace_bytes, cudaStream_t stream);
 void reduce_sum_cuda(const float* x, int64_t outer, int64_t r, int64_t inner, float scale,
                      bool accumulate, float* y, void* workspace, size_t workspace_bytes,

@@ -57,6 +57,7 @@ std::vector<OpCase> make_cases(const char* op, const std::vector<ConvSpec>& spec
              (sp.bias ? " bias" : "") + (sp.params ? " params" : "") +
              (sp.o.act == gan::Activation::kRelu        ? " relu"
               : sp.o.act == gan::Activation::kLeakyRelu ? " leaky"
+              : sp.o.act == gan::Activation::kTanh      ? " tanh"
                                                         : "");
     Input x, w, b;
     x.shape = sp.x;
@@ -110,6 +111,11 @@ std::vector<OpCase> conv2d_cases() {
            with_act(opts(2, 1), gan::Activation::kLeakyRelu, 0.1), true, true},
           {Shape{2, 9, 8, 3}, Shape{4, 3, 3, 3}, with_act(opts(2, 0), gan::Activation::kRelu),
            false, true},
+          // tanh fused (a generator's output layer), with and without a bias.
+          {Shape{2, 8, 8, 4}, Shape{3, 3, 3, 4}, with_act(opts(1, 1), gan::Activation::kTanh), true,
+           true},
+          {Shape{1, 7, 7, 2}, Shape{1, 3, 3, 2}, with_act(opts(1, 1), gan::Activation::kTanh),
+           false, true},
       },
       false);
 }
@@ -129,6 +135,9 @@ std::vector<OpCase> conv_transpose2d_cases() {
            true},
           {Shape{2, 3, 3, 4}, Shape{4, 3, 3, 3}, with_act(opts(1, 1), gan::Activation::kLeakyRelu),
            false, false},
+          // DCGAN's output layer: k4 s2 p1, no bias, tanh.
+          {Shape{2, 4, 4, 6}, Shape{6, 4, 4, 3}, with_act(opts(2, 1), gan::Activation::kTanh),
+           false, true},
       },
       true);
 }

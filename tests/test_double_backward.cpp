@@ -205,6 +205,22 @@ std::vector<OpCase> conv_linear_cases() {
                                  return gan::mul(y, y);
                                },
                                {0, 2}));
+  Conv2dOptions tanh = s2;
+  tanh.act = gan::Activation::kTanh;
+  cases.push_back(second_order("conv_transpose2d + tanh (2, 4, 4, 3)",
+                               {in(Shape{2, 4, 4, 3}), in(Shape{3, 4, 4, 5}), in(Shape{5})},
+                               [tanh](const std::vector<Var>& v) {
+                                 const Var y = gan::conv_transpose2d(v[0], v[1], v[2], tanh);
+                                 return gan::mul(y, y);
+                               },
+                               {0, 2}));
+  cases.push_back(second_order("conv2d + tanh (2, 8, 8, 3)",
+                               {in(Shape{2, 8, 8, 3}), in(Shape{4, 4, 4, 3}), in(Shape{4})},
+                               [tanh](const std::vector<Var>& v) {
+                                 const Var y = gan::conv2d(v[0], v[1], v[2], tanh);
+                                 return gan::mul(y, y);
+                               },
+                               {0, 2}));
   cases.push_back(second_order("linear (2, 3, 6) x (4, 6)",
                                {in(Shape{2, 3, 6}), in(Shape{4, 6}), in(Shape{4})},
                                [](const std::vector<Var>& v) {
