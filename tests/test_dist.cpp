@@ -101,7 +101,7 @@ Tensor rows(const Tensor& t, int64_t r0, int64_t n) {
 
 }  // namespace
 
-TEST_CASE("dist: the launcher's environment names the rank", "[dist]") {
+TEST_CASE("dist: the launcher's environment names the rank", "[dist][cpu]") {
   {
     Env e({});
     const dist::Launch l = dist::detect_launch();
@@ -146,7 +146,7 @@ TEST_CASE("dist: the launcher's environment names the rank", "[dist]") {
   }
 }
 
-TEST_CASE("dist: one rank communicates nothing; bad backends are one-line errors", "[dist]") {
+TEST_CASE("dist: one rank communicates nothing; bad backends are one-line errors", "[dist][cpu]") {
   auto c = dist::make_communicator(dist::Launch{}, Device::CPU);
   CHECK(std::string(c->backend()) == "local");
   const Tensor t = Tensor::from_vector(std::vector<float>{1.f, 2.f}, Shape{2});
@@ -163,7 +163,7 @@ TEST_CASE("dist: one rank communicates nothing; bad backends are one-line errors
                     "dist: init must be empty or file:PATH, got 'tcp://x'");
 }
 
-TEST_CASE("dist: each rank's loader yields its rows of the global batch", "[dist]") {
+TEST_CASE("dist: each rank's loader yields its rows of the global batch", "[dist][cpu]") {
   auto ds = std::make_shared<data::Dataset>();
   ds->count = 50, ds->height = ds->width = 6, ds->channels = 1, ds->source = "synthetic";
   ds->pixels.resize(size_t(ds->count) * 36);
@@ -192,7 +192,7 @@ TEST_CASE("dist: each rank's loader yields its rows of the global batch", "[dist
 }
 
 TEST_CASE("dist: synchronised batch norm on 3 ranks equals batch norm over the whole batch",
-          "[dist]") {
+          "[dist][cpu]") {
   const int W = 3;
   const int64_t N = 4, H = 3, Wd = 2, C = 5;  // per rank (N, H, W, C)
   for (Activation act : {Activation::kNone, Activation::kLeakyRelu}) {
@@ -258,7 +258,7 @@ TEST_CASE("dist: synchronised batch norm on 3 ranks equals batch norm over the w
 }
 
 TEST_CASE("dist: grad() (a gradient penalty) refuses synchronised batch norm in one line",
-          "[dist]") {
+          "[dist][cpu]") {
   // A communicator of one rank is not synchronised at all; fake a second rank's view.
   struct Two final : dist::Communicator {
     Two() : Communicator(dist::Launch{0, 2, 0, "test"}) {}
@@ -291,7 +291,7 @@ TEST_CASE("dist: grad() (a gradient penalty) refuses synchronised batch norm in 
   dist::set_sync_batch_norm(nullptr);
 }
 
-TEST_CASE("dist: backward reports each parameter once, when its gradient is final", "[dist]") {
+TEST_CASE("dist: backward reports each parameter once, when its gradient is final", "[dist][cpu]") {
   // A small MLP whose first weight is used twice (the second use runs first in backward).
   Generator g(5);
   auto param = [&](Shape s) {
@@ -324,7 +324,8 @@ TEST_CASE("dist: backward reports each parameter once, when its gradient is fina
   CHECK(seen.back().first == w1.node().get());  // its first use is backward's last entry
 }
 
-TEST_CASE("dist: bucketed all-reduce gives what one all-reduce after backward gives", "[dist]") {
+TEST_CASE("dist: bucketed all-reduce gives what one all-reduce after backward gives",
+          "[dist][cpu]") {
   const int W = 2;
   ThreadWorld world(W);
   std::vector<std::vector<std::vector<float>>> grads(W), local(W);
@@ -381,7 +382,7 @@ TEST_CASE("dist: bucketed all-reduce gives what one all-reduce after backward gi
 }
 
 TEST_CASE("dist: the file rendezvous hands rank 0's bytes to the others, or says it waited",
-          "[dist]") {
+          "[dist][cpu]") {
   const std::string path =
       (std::filesystem::temp_directory_path() / fmt::format("gan_rdv_{}", ::getpid())).string();
   std::filesystem::remove(path);
