@@ -182,6 +182,14 @@ std::vector<OpCase> pooled_attention_flash() {
   for (auto& x : pooled_attention_cases(flash_sizes(), kFlash3x)) c.push_back(x);
   return c;
 }
+// For ThreadSanitizer (tools/scripts/test.sh), where every emulated mma is slow: the code paths of
+// the sizes above (partial blocks, two batch items, d = 128, dv over two chunks) at small N.
+std::vector<OpCase> pooled_attention_flash_small() {
+  const std::vector<A> s = {{17, 64, 1}, {64, 72, 3}, {130, 64, 2}, {16, 128, 1}};
+  auto c = pooled_attention_cases(s, kFlashTF32);
+  for (auto& x : pooled_attention_cases(s, kFlash3x)) c.push_back(x);
+  return c;
+}
 }  // namespace
 
 GAN_OP_TEST("self_attention", self_attention_tiled)
@@ -190,6 +198,7 @@ GAN_OP_TEST_CUDA("self_attention materialised", self_attention_gemm)
 GAN_OP_TEST_CUDA("attention materialised", pooled_attention_gemm)
 GAN_OP_TEST_CUDA("self_attention flash", self_attention_flash)
 GAN_OP_TEST_CUDA("attention flash", pooled_attention_flash)
+GAN_OP_TEST_CUDA("attention flash small", pooled_attention_flash_small)
 GAN_OP_TEST("max_pool2d 2x2", max_pool_cases)
 
 TEST_CASE("attention: a hand-checked example and the attention rows", "[attention][cpu]") {
