@@ -10,6 +10,7 @@
 #include "engine/capture_arena.h"
 #include "engine/device.h"
 #include "engine/error.h"
+#include "kernels/bf16.h"
 #include "kernels/elementwise.h"
 
 namespace gan {
@@ -212,6 +213,12 @@ double* Tensor::data<double>() const {
   return static_cast<double*>(raw());
 }
 
+template <>
+uint16_t* Tensor::data<uint16_t>() const {
+  GAN_CHECK(dtype_ == DType::BF16, "tensor: bf16 data requested from a " + str() + " tensor");
+  return static_cast<uint16_t*>(raw());
+}
+
 Tensor Tensor::empty(const Shape& shape, Device device, DType dtype) {
   GAN_CHECK(!(dtype == DType::F64 && device == Device::CUDA),
             "tensor: f64 exists on the cpu only (the reference path); cuda tensors are f32");
@@ -297,9 +304,24 @@ Tensor Tensor::to(Device device) const {
 
 Tensor Tensor::to(DType dtype) const {
   if (dtype == dtype_) return *this;
-  GAN_CHECK(device_ == Device::CPU, "tensor: dtype conversion is a cpu operation, got " + str());
-  Tensor t = empty(shape_, Device::CPU, dtype);
   const int64_t n = numel();
+  const bool bf16 = (dtype_ == DType::F32 && dtype == DType::BF16) ||
+                    (dtype_ == DType::BF16 && dtype == DType::F32);
+  if (bf16) {
+    Tensor t = empty(shape_, device_, dtype);
+    if (device_ == Device::CUDA && dtype == DType::BF16)
+      kernels::f32_to_bf16_cuda(data<float>(), t.data<uint16_t>(), n, cuda::stream());
+    else if (device_ == Device::CUDA)
+      kernels::bf16_to_f32_cuda(data<uint16_t>(), t.data<float>(), n, cuda::stream());
+    else if (dtype == DType::BF16)
+      kernels::f32_to_bf16_cpu(data<float>(), t.data<uint16_t>(), n);
+    else
+      kernels::bf16_to_f32_cpu(data<uint16_t>(), t.data<float>(), n);
+    return t;
+  }
+  GAN_CHECK(device_ == Device::CPU,
+            "tensor: f64 conversion is a cpu operation (cuda converts f32 <-> bf16), got " + str());
+  Tensor t = empty(shape_, Device::CPU, dtype);
   if (dtype_ == DType::F32 && dtype == DType::F64) {
     const float* a = data<float>();
     double* b = t.data<double>();
@@ -359,6 +381,7 @@ void Tensor::fill_(double value) const {
 }
 
 std::vector<float> Tensor::to_vector() const {
+  if (dtype_ == DType::BF16) return to(DType::F32).to_vector();
   if (dtype_ == DType::F64) {
     std::vector<double> d = to_double_vector();
     return std::vector<float>(d.begin(), d.end());

@@ -4,8 +4,9 @@
 // kept (release threshold = max), so steady-state training does no cudaMalloc/cudaFree.
 //
 // float32 is the training dtype. float64 exists on the CPU only, for the reference path (finite
-// differences run the CPU ops in double). bf16 is named so that storage and dispatch leave room
-// for it; no op accepts it yet.
+// differences run the CPU ops in double). bf16 tensors (CPU and CUDA) hold 16-bit patterns
+// (data<uint16_t>(), kernels/bf16.h): to(DType) converts between f32 and bf16 (round to nearest
+// even); no op accepts them yet.
 #pragma once
 
 #include <cstddef>
@@ -75,7 +76,8 @@ class Tensor {
   // Same storage, new shape with the same number of elements. One dimension may be -1.
   Tensor reshape(const Shape& shape) const;
   Tensor to(Device device) const;  // copy (returns *this when already there)
-  Tensor to(DType dtype) const;    // CPU F32 <-> F64 conversion copy
+  // Conversion copy: F32 <-> F64 (CPU), F32 <-> BF16 (CPU and CUDA, round to nearest even).
+  Tensor to(DType dtype) const;
   Tensor clone() const;
   // Copies src (same shape and dtype, any devices) into this tensor's storage.
   // (Like data(), these write through the handle: const refers to the handle, not the values.)
@@ -118,5 +120,7 @@ template <>
 float* Tensor::data<float>() const;
 template <>
 double* Tensor::data<double>() const;
+template <>
+uint16_t* Tensor::data<uint16_t>() const;  // BF16: the values' bit patterns
 
 }  // namespace gan

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <type_traits>
 
+#include "kernels/bf16.h"
 #include "kernels/runtime.h"
 
 namespace gan::kernels {
@@ -342,6 +343,30 @@ void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream) {
   GAN_NVTX("fill");
   if (n == 0) return;
   launch(fill_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, y, n, value);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+// ---- bf16 conversions (kernels/bf16.h)
+namespace {
+__global__ void f32_to_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ y,
+                                   int64_t n) {
+  GRID_STRIDE_LOOP(i, n) { y[i] = f32_to_bf16(x[i]); }
+}
+__global__ void bf16_to_f32_kernel(const uint16_t* __restrict__ x, float* __restrict__ y,
+                                   int64_t n) {
+  GRID_STRIDE_LOOP(i, n) { y[i] = bf16_to_f32(x[i]); }
+}
+}  // namespace
+
+void f32_to_bf16_cuda(const float* x, uint16_t* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  launch(f32_to_bf16_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void bf16_to_f32_cuda(const uint16_t* x, float* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  launch(bf16_to_f32_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

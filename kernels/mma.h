@@ -20,6 +20,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/bf16.h"
+
 #if defined(GAN_INTERP)
 #include "kernels/interpreter/simt.h"
 #endif
@@ -40,13 +42,8 @@ __device__ __forceinline__ uint32_t to_tf32(float x) {
 #endif
 }
 
-// float -> bf16 (round to nearest even), as its 16-bit pattern.
-__device__ __forceinline__ uint16_t to_bf16(float x) {
-  uint32_t u;
-  std::memcpy(&u, &x, 4);
-  if ((u & 0x7f800000u) == 0x7f800000u) return uint16_t((u >> 16) | ((u & 0x7fffffu) ? 0x40u : 0u));
-  return uint16_t((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
+// float -> bf16 (round to nearest even), as its 16-bit pattern (kernels/bf16.h).
+__device__ __forceinline__ uint16_t to_bf16(float x) { return f32_to_bf16(x); }
 
 // Two bf16 values in one register: lo in bits 0-15.
 __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi) {

@@ -1,11 +1,14 @@
 // Tensor basics: shapes, views, copies between devices, errors, guard mode, the memory pool.
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include <catch2/catch.hpp>
 
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/ops.h"
+#include "kernels/bf16.h"
 #include "tests/harness.h"
 
 using namespace gan;
@@ -140,4 +143,110 @@ TEST_CASE("tensor cuda: copies fill guard mode and the pool", "[tensor][cuda]") 
   // Mixed devices are an error naming the op.
   Var a(Tensor::zeros(Shape{3})), b(Tensor::zeros(Shape{3}, Device::CUDA));
   CHECK_THROWS_WITH(add(a, b), "add: device mismatch: cpu f32 (3,) vs cuda f32 (3,)");
+}
+
+namespace {
+float bits_float(uint32_t u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+// Values around every rounding case of float32 -> bf16, and random bit patterns.
+std::vector<float> bf16_probe_values() {
+  std::vector<float> v = {0.f,
+                          -0.f,
+                          1.f,
+                          -1.f,
+                          3.14159265f,
+                          1e-40f,
+                          -1e-45f,
+                          3.4e38f,
+                          -3.4e38f,
+                          bits_float(0x7f800000u),
+                          bits_float(0xff800000u),
+                          bits_float(0x7fc00001u),
+                          bits_float(0xffa00000u),
+                          bits_float(0x7f7fffffu),
+                          bits_float(0x7f7f7fffu),
+                          bits_float(0x7f7f8000u),
+                          bits_float(0x00008000u),
+                          bits_float(0x00018000u)};
+  uint32_t s = 12345;
+  for (int i = 0; i < 5000; ++i) {
+    s = s * 1664525u + 1013904223u;
+    v.push_back(bits_float(s));
+    v.push_back(bits_float((s & 0xffff0000u) | 0x8000u));  // an exact tie
+  }
+  return v;
+}
+}  // namespace
+
+TEST_CASE("bf16: round to nearest even, infinities, NaN and subnormals", "[bf16][tensor][cpu]") {
+  using kernels::f32_to_bf16;
+  CHECK(f32_to_bf16(1.f) == 0x3f80);
+  CHECK(f32_to_bf16(bits_float(0x3f808000u)) == 0x3f80);  // tie: to the even 0x3f80
+  CHECK(f32_to_bf16(bits_float(0x3f818000u)) == 0x3f82);  // tie: to the even 0x3f82
+  CHECK(f32_to_bf16(bits_float(0x3f808001u)) == 0x3f81);  // above the tie: up
+  CHECK(f32_to_bf16(bits_float(0x3f807fffu)) == 0x3f80);  // below: down
+  CHECK(f32_to_bf16(-0.f) == 0x8000);
+  CHECK(f32_to_bf16(bits_float(0x7f7fffffu)) == 0x7f80);  // float's largest: bf16's infinity
+  CHECK(f32_to_bf16(bits_float(0x7f7f7fffu)) == 0x7f7f);  // bf16's largest finite stays
+  CHECK(f32_to_bf16(bits_float(0x7f800000u)) == 0x7f80);
+  CHECK(f32_to_bf16(bits_float(0xff800000u)) == 0xff80);
+  CHECK(f32_to_bf16(bits_float(0x7f800001u)) == 0x7fc0);  // a NaN whose payload is in the tail
+  CHECK(f32_to_bf16(bits_float(0xffc12345u)) == 0xffc1);
+  CHECK(f32_to_bf16(bits_float(0x00008000u)) == 0x0000);  // subnormal tie: to even (zero)
+  CHECK(f32_to_bf16(bits_float(0x00018000u)) == 0x0002);
+  CHECK(kernels::bf16_to_f32(0x4049) == 3.140625f);
+  // Every bf16 pattern survives the round trip (NaNs as NaNs).
+  for (uint32_t h = 0; h < 0x10000; ++h) {
+    const float f = kernels::bf16_to_f32(uint16_t(h));
+    if (f != f)
+      REQUIRE((kernels::f32_to_bf16(f) & 0x7fc0) == 0x7fc0);
+    else
+      REQUIRE(kernels::f32_to_bf16(f) == h);
+  }
+  // Against the double reference: the nearest bf16, ties to the even pattern.
+  for (float x : bf16_probe_values()) {
+    if (!(std::abs(x) < 3.38e38f)) continue;  // finite and away from the overflow edge
+    const uint16_t h = kernels::f32_to_bf16(x);
+    const double got = kernels::bf16_to_f32(h);
+    // The neighbours in magnitude (a zero has one: the smallest subnormal of its sign).
+    const bool zero = (h & 0x7fff) == 0;
+    const double lo = zero ? got : kernels::bf16_to_f32(uint16_t(h - 1));
+    const double hi = kernels::bf16_to_f32(uint16_t(h + 1));
+    const double e = std::abs(got - double(x));
+    REQUIRE(e <= std::abs(lo - double(x)));
+    REQUIRE(e <= std::abs(hi - double(x)));
+    if (e == std::abs(lo - double(x)) && e != 0) REQUIRE((h & 1) == 0);
+  }
+}
+
+TEST_CASE("bf16: tensors convert from and to f32 on the cpu", "[bf16][tensor][cpu]") {
+  const std::vector<float> v = bf16_probe_values();
+  const Tensor t = Tensor::from_vector(v, Shape{int64_t(v.size())});
+  const Tensor b = t.to(DType::BF16);
+  CHECK(b.dtype() == DType::BF16);
+  CHECK(b.nbytes() == v.size() * 2);
+  const std::vector<float> back = b.to_vector();
+  for (size_t i = 0; i < v.size(); ++i) {
+    const float want = kernels::round_bf16(v[i]);
+    REQUIRE(std::memcmp(&back[i], &want, 4) == 0);
+  }
+  CHECK_THROWS_WITH(b.data<float>(), Catch::Contains("f32 data requested from a cpu bf16"));
+  CHECK_THROWS_WITH(b.to(DType::F64), "tensor: no conversion from bf16 to f64");
+}
+
+TEST_CASE("bf16: cuda conversions equal the cpu's bit for bit", "[bf16][tensor][cuda]") {
+  GAN_REQUIRE_GPU();
+  const std::vector<float> v = bf16_probe_values();
+  const Tensor t = Tensor::from_vector(v, Shape{int64_t(v.size())}, Device::CUDA);
+  const Tensor b = t.to(DType::BF16);
+  CHECK(b.is_cuda());
+  const Tensor cpu = Tensor::from_vector(v, Shape{int64_t(v.size())}).to(DType::BF16);
+  const Tensor bh = b.to(Device::CPU);
+  REQUIRE(std::memcmp(bh.raw(), cpu.raw(), cpu.nbytes()) == 0);
+  const std::vector<float> back = b.to(DType::F32).to_vector();
+  const std::vector<float> want = cpu.to_vector();
+  REQUIRE(std::memcmp(back.data(), want.data(), want.size() * 4) == 0);
 }
