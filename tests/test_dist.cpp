@@ -109,32 +109,33 @@ TEST_CASE("dist: the launcher's environment names the rank", "[dist][cpu]") {
     CHECK(l.size == 1);
     CHECK(l.launcher == "none");
   }
-  {
-    Env e({{"OMPI_COMM_WORLD_RANK", "2"},
-           {"OMPI_COMM_WORLD_SIZE", "4"},
-           {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
-           {"SLURM_PROCID", "9"},
-           {"SLURM_NTASKS", "16"}});
-    const dist::Launch l = dist::detect_launch();  // mpirun inside a Slurm allocation: mpirun's
-    CHECK(l.rank == 2);
-    CHECK(l.size == 4);
-    CHECK(l.local_rank == 0);
-    CHECK(l.launcher == "mpirun");
-  }
-  {
-    Env e({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}});
+  struct Case {
+    std::vector<std::pair<const char*, const char*>> env;
+    int rank, size, local;
+    const char* launcher;
+  };
+  const Case cases[] = {
+      // mpirun inside a Slurm allocation: mpirun's variables win.
+      {{{"OMPI_COMM_WORLD_RANK", "2"},
+        {"OMPI_COMM_WORLD_SIZE", "4"},
+        {"OMPI_COMM_WORLD_LOCAL_RANK", "0"},
+        {"SLURM_PROCID", "9"},
+        {"SLURM_NTASKS", "16"}},
+       2,
+       4,
+       0,
+       "mpirun"},
+      {{{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "8"}, {"SLURM_LOCALID", "1"}}, 5, 8, 1, "slurm"},
+      {{{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}}, 1, 2, 1, "env"},
+      {{{"PMI_RANK", "3"}, {"PMI_SIZE", "4"}}, 3, 4, 0, "pmi"},
+  };
+  for (const Case& c : cases) {
+    Env e(c.env);
     const dist::Launch l = dist::detect_launch();
-    CHECK(l.rank == 5);
-    CHECK(l.size == 8);
-    CHECK(l.local_rank == 1);
-    CHECK(l.launcher == "slurm");
-  }
-  {
-    Env e({{"RANK", "1"}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", "1"}});
-    const dist::Launch l = dist::detect_launch();
-    CHECK(l.rank == 1);
-    CHECK(l.local_rank == 1);
-    CHECK(l.launcher == "env");
+    CHECK(l.rank == c.rank);
+    CHECK(l.size == c.size);
+    CHECK(l.local_rank == c.local);
+    CHECK(l.launcher == c.launcher);
   }
   {
     Env e({{"RANK", "2"}, {"WORLD_SIZE", "2"}});

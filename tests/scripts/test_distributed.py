@@ -220,42 +220,36 @@ def case_stop():
         print(f"SIGTERM: checkpoint at Adam step {ck['opt_g.step'][0]}")
 
 
-def case_kill():
-    p, out, log = start_long_job("kill")
+def fault(name, sig, limit, expect, extra_env=None):
+    """Rank 1 of a running 2-rank job gets `sig`: the job must end within `limit` seconds,
+    non-zero, its output holding `expect`, and the checkpoint must load."""
+    p, out, log = start_long_job(name, extra_env)
     pid = rank_pid(out, 1, time.time() + 30)
     if pid is None:
         p.kill()
-        return fail("kill: rank 1 not found")
-    os.kill(pid, signal.SIGKILL)
-    rc, text = finish(p, log, 60, "rank 1 killed")
-    if rc is None:
-        return
-    if rc == 0:
-        fail("rank 1 killed: the job exited 0")
-    if "rank 1" not in text:
-        fail(f"rank 1 killed: no line names rank 1:\n{text[-1500:]}")
-    checkpoint_intact(out, "rank 1 killed")
-
-
-def case_hang():
-    p, out, log = start_long_job("hang", {"GAN_DIST_TIMEOUT": "5"})
-    pid = rank_pid(out, 1, time.time() + 30)
-    if pid is None:
-        p.kill()
-        return fail("hang: rank 1 not found")
-    os.kill(pid, signal.SIGSTOP)
-    rc, text = finish(p, log, 45, "rank 1 stopped")
+        return fail(f"{name}: rank 1 not found")
+    os.kill(pid, sig)
+    rc, text = finish(p, log, limit, f"{name}: rank 1 got {signal.Signals(sig).name}")
     try:
-        os.kill(pid, signal.SIGKILL)
+        os.kill(pid, signal.SIGKILL)  # a stopped rank outlives the job
     except ProcessLookupError:
         pass
     if rc is None:
         return
     if rc == 0:
-        fail("rank 1 stopped: the job exited 0")
-    if "rank 0: no answer from the other ranks" not in text:
-        fail(f"rank 1 stopped: rank 0 did not say it timed out:\n{text[-1500:]}")
-    checkpoint_intact(out, "rank 1 stopped")
+        fail(f"{name}: the job exited 0")
+    if expect not in text:
+        fail(f"{name}: no line with '{expect}':\n{text[-1500:]}")
+    checkpoint_intact(out, name)
+
+
+def case_kill():
+    fault("kill", signal.SIGKILL, 60, "rank 1")  # mpirun names the rank that died
+
+
+def case_hang():
+    fault("hang", signal.SIGSTOP, 45, "rank 0: no answer from the other ranks",
+          {"GAN_DIST_TIMEOUT": "5"})
 
 
 def case_env():
