@@ -346,6 +346,21 @@ void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream) {
   GAN_CUDA_CHECK_LAUNCH();
 }
 
+// ---- the trainer's non-finite guard (one thread: a handful of values)
+namespace {
+__global__ void nonfinite_guard_kernel(const float* __restrict__ x, int64_t n, float* guard) {
+  guard[0] += 1.f;
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) bad = bad || !isfinite(x[i]);
+  if (bad && guard[1] == 0.f) guard[1] = guard[0];
+}
+}  // namespace
+
+void nonfinite_guard_cuda(const float* x, int64_t n, float* guard, cudaStream_t stream) {
+  launch(nonfinite_guard_kernel, 1, 1, 0, stream, x, n, guard);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
 // ---- bf16 conversions (kernels/bf16.h)
 namespace {
 __global__ void f32_to_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ y,

@@ -177,6 +177,17 @@ void bias_act_cpu(T* y, const T* b, int64_t rows, int64_t k, BiasAct act, double
     }
 }
 
+// The trainer's non-finite guard, once per iteration with no host sync: guard[0] counts the
+// iterations (the step just done), and the first call whose x (n values) holds a NaN or an
+// infinity stores that count in guard[1] (0: none so far). Counts are exact to 2^24 steps.
+template <class T>
+void nonfinite_guard_cpu(const T* x, int64_t n, T* guard) {
+  guard[0] = T(double(guard[0]) + 1);
+  bool bad = false;
+  for (int64_t i = 0; i < n; ++i) bad = bad || !std::isfinite(double(x[i]));
+  if (bad && guard[1] == T(0)) guard[1] = guard[0];
+}
+
 // ---------------------------------------------------------------------------------------------
 // CUDA
 
@@ -211,5 +222,6 @@ void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct ac
                    cudaStream_t stream);
 void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream);
 void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream);
+void nonfinite_guard_cuda(const float* x, int64_t n, float* guard, cudaStream_t stream);
 
 }  // namespace gan::kernels

@@ -208,9 +208,25 @@ TEST_CASE("trainer: a non-finite loss stops the run with the last checkpoint int
   o.checkpoint_every = 5;
   o.inject_nan_at = 8;
   CHECK_THROWS_WITH(train::run(o), Catch::Contains("non-finite loss at step 8") &&
+                                       Catch::Contains("the first non-finite step was 8") &&
                                        Catch::Contains("the last good checkpoint"));
   const st::File f = st::read_file((out / "checkpoint.safetensors").string());
   CHECK(f.int64s("train.step") == std::vector<int64_t>{5});
+  // Seen later than it happened (logging and checkpoints every 10 steps): the device-side guard
+  // still names the step that first produced it, also in a resumed run.
+  const fs::path out2 = scratch("nan_late");
+  train::Options o2 = tiny("dcgan", out2, 20);
+  o2.checkpoint_every = o2.log_every = 5;
+  o2.steps = 5;
+  train::run(o2);
+  train::Options r = o2;
+  r.resume = out2.string(), r.steps = 20, r.log_every = 10, r.checkpoint_every = 10;
+  r.inject_nan_at = 7;
+  r.given = {"steps", "log_every", "checkpoint_every"};
+  CHECK_THROWS_WITH(train::run(r), Catch::Contains("non-finite loss at step 10") &&
+                                       Catch::Contains("the first non-finite step was 7"));
+  CHECK(st::read_file((out2 / "checkpoint.safetensors").string()).int64s("train.step") ==
+        std::vector<int64_t>{5});
   for (const auto& e : f.entries) {
     if (e.dtype != "F32") continue;
     const float* v = reinterpret_cast<const float*>(e.bytes.data());

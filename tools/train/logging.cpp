@@ -219,11 +219,13 @@ void RunLog::drain(bool wait, int64_t epoch, const std::string& last_checkpoint,
     tb_.add_scalars(sc, r.step);
     latest_ = r.values;
     if (!std::isfinite(r.values[0]) || !std::isfinite(r.values[1]))
-      throw Error(
-          fmt::format("gan_train: non-finite loss at step {} (loss_d {}, loss_g {}): "
-                      "stopped; the last good checkpoint{} is intact in {}",
-                      r.step, r.values[0], r.values[1],
-                      last_checkpoint.empty() ? " (none written yet)" : "", out));
+      throw Error(fmt::format(
+          "gan_train: non-finite loss at step {} (loss_d {}, loss_g {}{}): "
+          "stopped; the last good checkpoint{} is intact in {}",
+          r.step, r.values[0], r.values[1],
+          first_nonfinite_ ? fmt::format("; the first non-finite step was {}", first_nonfinite_())
+                           : "",
+          last_checkpoint.empty() ? " (none written yet)" : "", out));
     if (!bar_)
       std::printf(
           "step %7lld/%lld  epoch %lld  %8.1f img/s  loss_d %.4f  loss_g %.4f  D(x) "

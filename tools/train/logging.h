@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -50,6 +51,9 @@ class RunLog {
   // Flushes TensorBoard (errors reported here, not lost in a destructor); ends the bar's line.
   // Call drain(true, ...) first.
   void finish();
+  // Where a non-finite loss stops the run, the message also names the first step that produced
+  // one (the trainer's device-side guard).
+  void set_first_nonfinite(std::function<int64_t()> f) { first_nonfinite_ = std::move(f); }
 
  private:
   tb::Writer tb_;
@@ -57,6 +61,7 @@ class RunLog {
   std::unique_ptr<AsyncScalars> async_;
   bool bar_, eval_on_;
   Device dev_;
+  std::function<int64_t()> first_nonfinite_;
   int64_t total_steps_;
   double last_bar_ = -1;
   std::vector<float> latest_;  // last values shown

@@ -9,6 +9,7 @@
 #include "engine/ops.h"
 #include "engine/tensor_ops.h"
 #include "kernels/common.h"
+#include "kernels/elementwise.h"
 
 namespace gan::train {
 
@@ -22,6 +23,7 @@ Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt
   const Device dev = gen.device();
   z_ = Tensor::empty(Shape{o.batch_size, net.z_dim}, dev);
   stats_ = Tensor::zeros(Shape{kStats}, dev);
+  guard_ = Tensor::zeros(Shape{2}, dev);
   eps_ = Tensor::empty(Shape{o.batch_size, 1, 1, 1}, dev);
   // The data-parallel path also at world size 1 when a backend was asked for (its overhead).
   if (comm && (comm->size() > 1 || std::string(comm->backend()) != "local")) {
@@ -36,6 +38,12 @@ Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt
   g_params_ = net.g->parameters();
   if (ema) ema_params_ = ema->g->parameters();
 }
+
+void Stepper::set_steps_done(int64_t steps) {
+  guard_.copy_from(Tensor::from_vector(std::vector<float>{float(steps), 0.f}, Shape{2}));
+}
+
+int64_t Stepper::first_nonfinite_step() const { return int64_t(guard_.to_vector()[1]); }
 
 void Stepper::use_fixed_noise(std::vector<Tensor> z, std::vector<Tensor> eps) {
   fixed_z_ = std::move(z);
@@ -191,6 +199,11 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     keep_scalar(1, loss_g);
   }
   if (comm_) comm_->allreduce_mean({stats_});  // the global batch's means
+  // The losses (stats_[0..1]) checked on the device: the first bad step is remembered.
+  if (guard_.is_cuda())
+    kernels::nonfinite_guard_cuda(stats_.data<float>(), 2, guard_.data<float>(), cuda::stream());
+  else
+    kernels::nonfinite_guard_cpu(stats_.data<float>(), 2, guard_.data<float>());
   if (!ema_params_.empty()) {
     GAN_NVTX("EMA");
     std::vector<Tensor> ema, cur;

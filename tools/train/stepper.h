@@ -47,6 +47,11 @@ class Stepper {
   // the generator: z (batch, z_dim) for each D step and then the G step, eps (batch) for each
   // WGAN-GP D step. Each queue falls back to the generator once empty.
   void use_fixed_noise(std::vector<Tensor> z, std::vector<Tensor> eps);
+  // The non-finite guard (device memory, updated by every iteration without a host sync): the
+  // steps done, and the first step whose losses were not finite (0: none). set_steps_done() before
+  // the first iteration (a resumed run's step); first_nonfinite_step() reads it (synchronises).
+  void set_steps_done(int64_t steps);
+  int64_t first_nonfinite_step() const;
 
  private:
   void keep_scalar(int64_t i, const Var& v);
@@ -62,6 +67,7 @@ class Stepper {
   dist::Communicator* comm_ = nullptr;  // null: one rank, no collectives
   Tensor z_, stats_, eps_;
   Tensor z_global_, eps_global_;  // several ranks: the global batch's draws
+  Tensor guard_;                  // (2): steps done, first non-finite step
   std::unique_ptr<dist::GradReducer> reduce_g_, reduce_d_;  // several ranks
   std::vector<Tensor> fixed_z_, fixed_eps_;  // tests (use_fixed_noise), consumed front first
   std::vector<Var> g_params_, ema_params_;

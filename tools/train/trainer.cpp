@@ -215,6 +215,7 @@ void Training::restore() {
     TrainState s = state();
     restore_checkpoint(*resume_file_, s, o_.ema > 0);
     step_ = s.step, images_ = s.images;
+    stepper_->set_steps_done(step_);
     resume_file_.reset();
     std::printf("gan_train: resumed %s at step %lld\n", o_.resume.c_str(), (long long)step_);
   }
@@ -222,6 +223,7 @@ void Training::restore() {
   const bool bar = o_.progress == 1 || (o_.progress == -1 && isatty(STDOUT_FILENO));
   log_ = std::make_unique<RunLog>(out_.string(), !o_.resume.empty(), bar, o_.eval_every > 0, dev_,
                                   total_steps_);
+  log_->set_first_nonfinite([this] { return stepper_->first_nonfinite_step(); });
 }
 
 // --eval-every: the classifier and the real images' features, once.
@@ -389,9 +391,9 @@ void Training::check_finite() {
   const float ld = sv[0], lg = sv[1];
   if (!std::isfinite(ld) || !std::isfinite(lg))
     throw Error(
-        fmt::format("gan_train: non-finite loss at step {} (loss_d {}, loss_g {}): "
-                    "stopped; the last good checkpoint is intact in {}",
-                    step_, ld, lg, o_.out));
+        fmt::format("gan_train: non-finite loss at step {} (loss_d {}, loss_g {}; the first "
+                    "non-finite step was {}): stopped; the last good checkpoint is intact in {}",
+                    step_, ld, lg, stepper_->first_nonfinite_step(), o_.out));
 }
 
 // The first stop signal any rank received (every rank stops after the same step): each step when
