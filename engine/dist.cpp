@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -80,6 +81,23 @@ Communicator::Communicator(const Launch& l) : launch_(l) {
     GAN_CHECK(*end == 0 && s > 0,
               fmt::format("dist: $GAN_DIST_TIMEOUT is '{}', expected seconds > 0", t));
     timeout_s_ = s;
+  }
+}
+
+void Communicator::wait_with_deadline(const std::function<bool()>& done, const char* what) {
+  using Clock = std::chrono::steady_clock;
+  const auto t0 = Clock::now();
+  for (long polls = 0; !done(); ++polls) {
+    if (polls > 200)
+      std::this_thread::sleep_for(std::chrono::microseconds(polls > 20000 ? 2000 : 50));
+    const double s = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (s > timeout_s()) {
+      std::fprintf(stderr,
+                   "gan_train: rank %d: no answer from the other ranks in %s for %.0f s (a rank "
+                   "died or hangs; $GAN_DIST_TIMEOUT); aborting the job\n",
+                   rank(), what, s);
+      abort(1);
+    }
   }
 }
 

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -78,6 +79,9 @@ class Communicator {
 
  protected:
   explicit Communicator(const Launch& l);
+  // Polls done() (spinning briefly, then sleeping between polls) until it returns true; past
+  // timeout_s() prints "rank R: no answer from the other ranks in <what> ..." and aborts the job.
+  void wait_with_deadline(const std::function<bool()>& done, const char* what);
   Launch launch_;
   double timeout_s_ = 600;
 };

@@ -2,11 +2,9 @@
 // deadline, so that a rank that died or hangs ends the job (MPI_Abort) instead of blocking it.
 // Sums are taken over the ranks' values gathered in rank order (in double), so every rank gets
 // bitwise the same result whatever algorithm the MPI library picks.
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <thread>
 #include <vector>
 
 #include <fmt/format.h>
@@ -180,23 +178,13 @@ class MpiCommunicator final : public Communicator {
   }
   // Tests the request until it completes; past the deadline the job is aborted.
   void wait(MPI_Request& req, const char* what) {
-    using Clock = std::chrono::steady_clock;
-    const auto t0 = Clock::now();
-    for (long spins = 0;; ++spins) {
-      int done = 0;
-      check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
-      if (done) return;
-      if (spins > 200)
-        std::this_thread::sleep_for(std::chrono::microseconds(spins > 20000 ? 2000 : 50));
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (s > timeout_s()) {
-        std::fprintf(stderr,
-                     "gan_train: rank %d: no answer from the other ranks in %s for %.0f s (a rank "
-                     "died or hangs; $GAN_DIST_TIMEOUT); aborting the job\n",
-                     rank(), what, s);
-        abort(1);
-      }
-    }
+    wait_with_deadline(
+        [&] {
+          int done = 0;
+          check(MPI_Test(&req, &done, MPI_STATUS_IGNORE), what);
+          return done != 0;
+        },
+        what);
   }
   MPI_Comm comm_ = MPI_COMM_NULL;
 };

@@ -195,22 +195,13 @@ class NcclCommunicator final : public Communicator {
 
   // The engine stream's work done, or the job aborted past the deadline or on an NCCL error.
   void wait_stream(const char* what) {
-    using Clock = std::chrono::steady_clock;
-    const auto t0 = Clock::now();
-    for (;;) {
-      const cudaError_t e = cudaStreamQuery(cuda::stream());
-      if (e == cudaSuccess) return;
-      if (e != cudaErrorNotReady) GAN_CUDA_CHECK(e);
-      const double s = std::chrono::duration<double>(Clock::now() - t0).count();
-      if (s > timeout_s()) {
-        std::fprintf(stderr,
-                     "gan_train: rank %d: no answer from the other ranks in %s for %.0f s (a rank "
-                     "died or hangs; $GAN_DIST_TIMEOUT); aborting\n",
-                     rank(), what, s);
-        abort(1);
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(200));
-    }
+    wait_with_deadline(
+        [] {
+          const cudaError_t e = cudaStreamQuery(cuda::stream());
+          if (e != cudaErrorNotReady) GAN_CUDA_CHECK(e);
+          return e == cudaSuccess;
+        },
+        what);
   }
 
   // NCCL reports a peer's failure asynchronously: end this rank with a line, not a hang.
