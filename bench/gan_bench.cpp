@@ -7,7 +7,9 @@
 //           gradient, the G step draws a fresh z and runs G again.
 // Variants: fp32 (strict float32, eager), fp32tc (fp32-accurate on tensor cores: 3xTF32
 // attention), tf32 (TF32 tensor cores in GEMMs, convolutions and attention), graph /
-// graph_fp32tc / graph_tf32 (the whole iteration captured once as one CUDA graph and replayed).
+// graph_fp32tc / graph_tf32 (the whole iteration captured once as one CUDA graph and replayed),
+// bf16 / graph_bf16 (bf16 precision: products on bf16 operands, float32 accumulation; PyTorch's
+// torch.autocast(dtype=torch.bfloat16)); --precision bf16 runs every variant in bf16.
 // Timing as the baseline's: warm-up iterations, then `reps` repeats of `iters` iterations between
 // CUDA events, the median of the per-iteration means. On the CPU (or a build on the interpreter)
 // the same code runs with host clocks, so CI keeps it building and running at a tiny config.
@@ -63,6 +65,7 @@ struct Settings {
   std::string loss;   // train loop: gan_train's --loss (empty: the model's default)
   int n_dis = 0;      // train loop: D steps per iteration (0: the loss's default)
   bool arena = true;  // graph variants: the step's tensors in a capture arena
+  bool bf16 = false;  // --precision bf16: every variant in bf16
   std::string dist;   // train loop: all-reduce through this backend at world size 1 ("": none)
 };
 
@@ -204,12 +207,16 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   const MathMode math = variant.find("tf32") != std::string::npos     ? MathMode::kTF32
                         : variant.find("fp32tc") != std::string::npos ? MathMode::kAccurate
                                                                       : MathMode::kStrict;
+  const Precision prec =
+      variant.find("bf16") != std::string::npos || s.bf16 ? Precision::kBF16 : Precision::kFP32;
   if (graph && s.dev != Device::CUDA) {
     r["skipped"] = "CUDA graphs need the GPU (or the interpreter build)";
     return r;
   }
   set_math_mode(math);  // before the models: cuDNN plans pick their math when made
+  set_precision(prec);
   r["math"] = math_mode_name(math);
+  r["precision"] = precision_name(prec);
 
   train::Options o;
   models::ModelConfig& mc = o.model;
@@ -310,8 +317,13 @@ int main(int argc, char** argv) {
   Settings s;
   app.add_option("--configs", configs, "model:img:batch,... (the anchor script's)")
       ->capture_default_str();
-  app.add_option("--variants", variants, "fp32, fp32tc, tf32, graph, graph_fp32tc, graph_tf32")
+  app.add_option("--variants", variants,
+                 "fp32, fp32tc, tf32, bf16, graph, graph_fp32tc, graph_tf32, graph_bf16")
       ->capture_default_str();
+  std::string precision = "fp32";
+  app.add_option("--precision", precision, "fp32, or bf16 for every variant")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--loops", loops, "anchor (the anchor script's iteration), train (gan_train's)")
       ->capture_default_str();
   app.add_option("--iters", s.iters, "iterations per timed repeat")
@@ -348,14 +360,15 @@ int main(int argc, char** argv) {
                "cuDNN: deterministic algorithms only, untimed (gan_train --deterministic)");
   if (auto rc = cli::parse(app, argc, argv, "gan_bench")) return *rc;
   if (deterministic) set_cudnn_deterministic(true);
+  s.bf16 = precision == "bf16";
   std::vector<Config> cfgs;
   try {
     for (const std::string& c : split(configs)) cfgs.push_back(parse_config(c));
     for (const std::string& v : split(variants))
-      GAN_CHECK(v == "fp32" || v == "fp32tc" || v == "tf32" || v == "graph" ||
-                    v == "graph_fp32tc" || v == "graph_tf32",
+      GAN_CHECK(v == "fp32" || v == "fp32tc" || v == "tf32" || v == "bf16" || v == "graph" ||
+                    v == "graph_fp32tc" || v == "graph_tf32" || v == "graph_bf16",
                 "gan_bench: --variants: unknown variant '" + v +
-                    "' (fp32, fp32tc, tf32, graph, graph_fp32tc, graph_tf32)");
+                    "' (fp32, fp32tc, tf32, bf16, graph, graph_fp32tc, graph_tf32, graph_bf16)");
     for (const std::string& l : split(loops))
       GAN_CHECK(l == "anchor" || l == "train",
                 "gan_bench: --loops: unknown loop '" + l + "' (anchor, train)");

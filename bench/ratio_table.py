@@ -4,16 +4,18 @@
     bench/ratio_table.py ENGINE.jsonl [ENGINE2.jsonl ...] --torch TORCH.jsonl [--loop anchor]
 
 ENGINE files hold gan_bench's JSON lines, TORCH those of bench/torch_gan_bench.py (the same
-fields; its variants fp32, tf32, graph, graph_tf32 and their channels-last forms *_cl are used,
-bf16 has no engine counterpart and is left out). The engine's fp32-tc rows (fp32-accurate on
-tensor cores) are compared with PyTorch's strict fp32. One row per config and math mode: the engine's
+fields; its variants fp32, tf32, bf16, graph, graph_tf32, graph_bf16 and their channels-last forms
+*_cl are used). The engine's fp32-tc rows (fp32-accurate on tensor cores) are compared with
+PyTorch's strict fp32, its bf16 rows (bf16 precision) with PyTorch's torch.autocast bf16. One row per config and math mode: the engine's
 eager and CUDA-graph times (of the chosen loop; the train loop's eager time beside), PyTorch's
 eager and CUDA-graph times in the same loop and math mode (the faster of the NCHW and
 channels-last layouts where both were measured), the speed-ups of the engine's best time over
 each, and peak memory. Lines of a non-default model (width, channels) or loss (loss, n_dis) are
 left out. PyTorch lines without a "loop" field (files written before the baseline had the train
 loop) stand for either loop. The goals: >= 5x PyTorch eager and >= 2x PyTorch's CUDA-graph time
-in the same math mode, and sagan-128 B64 peak memory <= 2.2 GB. Missing measurements print as
+in the same math mode, and sagan-128 B64 peak memory <= 2.2 GB; bf16 rows: >= 2x PyTorch's bf16
+CUDA graph and, at 64 px and above, >= 1.5x the engine's own TF32 time (best of eager and graph;
+the factor is printed in the goals column). Missing measurements print as
 '-', failed ones as 'error'; a row misses a goal unless it has numbers.
 Standard library only (runs on the GPU machine and in CI).
 """
@@ -29,7 +31,9 @@ MODES = (
     ("fp32", "fp32", "graph", "fp32", "graph"),
     ("fp32-tc", "fp32tc", "graph_fp32tc", "fp32", "graph"),
     ("tf32", "tf32", "graph_tf32", "tf32", "graph_tf32"),
+    ("bf16", "bf16", "graph_bf16", "bf16", "graph_bf16"),
 )
+GOAL_BF16_VS_TF32 = 1.5
 
 
 def load(paths):
@@ -109,6 +113,15 @@ def table(engine, torch, loop):
             t_peak = t_eager.get("peak_mem_mb") if t_eager else None
             goals = x_eager is not None and x_graph is not None
             goals = goals and x_eager >= GOAL_EAGER and x_graph >= GOAL_GRAPH
+            note = ""
+            if mode == "bf16":
+                tf32 = [ms(eng.get(k + (v, loop))) for v in ("tf32", "graph_tf32")]
+                tf32_best = min((m for m in tf32 if m is not None), default=None)
+                vs_tf32 = tf32_best / best if tf32_best and best else None
+                goals = x_graph is not None and x_graph >= GOAL_GRAPH
+                if k[1] >= 64:
+                    goals = goals and vs_tf32 is not None and vs_tf32 >= GOAL_BF16_VS_TF32
+                note = f" ({fmt(vs_tf32, '.2f')}x tf32)"
             if k == ("sagan", 128, 64):
                 goals = goals and peak is not None and peak <= GOAL_MEM_MB
             total += 1
@@ -118,7 +131,7 @@ def table(engine, torch, loop):
                 f"{cell(e_graph, graph_v, loop)} | {cell(e_train, eager_v, 'train')} | "
                 f"{fmt(ms(t_eager), '.2f')} | "
                 f"{fmt(ms(t_graph), '.2f')} | {fmt(x_eager, '.2f')} | {fmt(x_graph, '.2f')} | "
-                f"{fmt(peak, '.0f')} | {fmt(t_peak, '.0f')} | {'met' if goals else 'missed'} |"
+                f"{fmt(peak, '.0f')} | {fmt(t_peak, '.0f')} | {'met' if goals else 'missed'}{note} |"
             )
     out.append("")
     out.append(
@@ -127,6 +140,12 @@ def table(engine, torch, loop):
         f"{GOAL_MEM_MB / 1000:g} GB). Engine times: the {loop} loop; speed-ups use its best of eager "
         f"and graph."
     )
+    if any(line.split(" | ")[1] == "bf16" for line in out[2:] if line.startswith("| ")):
+        out.append(
+            f"bf16 rows (the engine's bf16 precision against PyTorch's torch.autocast bf16): >= "
+            f"{GOAL_GRAPH:g}x PyTorch's CUDA graph and, at 64 px and above, >= "
+            f"{GOAL_BF16_VS_TF32:g}x the engine's own TF32 time (in parentheses)."
+        )
     if used_cl:
         out.append(
             "PyTorch times: the faster of the NCHW and channels-last layouts (peak: of the eager "

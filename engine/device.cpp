@@ -17,6 +17,7 @@ namespace gan {
 namespace {
 
 std::atomic<MathMode> g_math{MathMode::kStrict};
+std::atomic<Precision> g_precision{Precision::kFP32};
 
 size_t default_attention_gemm_max_bytes() {
   const char* env = std::getenv("GAN_ATTN_GEMM_MAX_MB");
@@ -101,6 +102,15 @@ MathMode parse_math_mode(const std::string& name) {
   for (MathMode m : {MathMode::kStrict, MathMode::kAccurate, MathMode::kTF32})
     if (name == math_mode_name(m)) return m;
   throw Error("math mode: expected fp32, fp32-tc or tf32, got '" + name + "'");
+}
+
+void set_precision(Precision p) { g_precision = p; }
+Precision precision() { return g_precision; }
+const char* precision_name(Precision p) { return p == Precision::kBF16 ? "bf16" : "fp32"; }
+Precision parse_precision(const std::string& name) {
+  for (Precision p : {Precision::kFP32, Precision::kBF16})
+    if (name == precision_name(p)) return p;
+  throw Error("precision: expected fp32 or bf16, got '" + name + "'");
 }
 
 void set_allow_tf32(bool allow) { set_math_mode(allow ? MathMode::kTF32 : MathMode::kStrict); }

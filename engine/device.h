@@ -43,6 +43,34 @@ MathMode parse_math_mode(const std::string& name);
 void set_allow_tf32(bool allow);
 bool allow_tf32();
 
+// Precision of the products (autocast, like PyTorch's torch.autocast(dtype=torch.bfloat16)):
+//   kFP32  every op in float32 under the math mode above (the default);
+//   kBF16  convolutions, transposed convolutions, linear/matmul and attention round their
+//          operands (activations and the float32 master weights) to bf16 and multiply with
+//          float32 accumulation (cuDNN and cuBLAS in bf16 on the GPU); their result is rounded
+//          to bf16, the bias and fused activation added in float32. Their backward passes take
+//          the incoming gradient in bf16 and give bf16-rounded gradients; the saved operands are
+//          bf16 tensors (half the bytes). Everything else (batch norm and its statistics, the
+//          spectral norm, softmax statistics, losses, the penalty's norm, Adam, the EMA) stays
+//          float32, and so do the tensors between ops. docs/precision.md.
+enum class Precision { kFP32, kBF16 };
+void set_precision(Precision p);
+Precision precision();
+const char* precision_name(Precision p);  // "fp32" or "bf16"
+// "fp32" or "bf16"; anything else is an error naming the choices.
+Precision parse_precision(const std::string& name);
+// Sets a precision for its lifetime and restores the previous one.
+class PrecisionScope {
+ public:
+  explicit PrecisionScope(Precision p) : prev_(precision()) { set_precision(p); }
+  ~PrecisionScope() { set_precision(prev_); }
+  PrecisionScope(const PrecisionScope&) = delete;
+  PrecisionScope& operator=(const PrecisionScope&) = delete;
+
+ private:
+  Precision prev_;
+};
+
 // cuDNN convolution algorithms: timed on first use, non-deterministic ones allowed (default), or
 // deterministic only, untimed (bitwise-equal runs on the same GPU and cuDNN): the default comes
 // from $GAN_CUDNN_DETERMINISTIC; gan_train --deterministic sets it. Applies to plans made later.

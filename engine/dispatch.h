@@ -31,4 +31,10 @@ inline void check_cuda_f32(const char* op, const Tensor& t) {
             std::string(op) + ": cuda kernels take f32 tensors, got " + t.str());
 }
 
+// A product's operand in the precision mode (engine/device.h): in bf16 precision a float32 tensor
+// rounded to a bf16 tensor (nearest even); otherwise (or for float64, the gradient checks) t.
+inline Tensor bf16_operand(const Tensor& t) {
+  return precision() == Precision::kBF16 && t.dtype() == DType::F32 ? t.to(DType::BF16) : t;
+}
+
 }  // namespace gan

@@ -1,4 +1,9 @@
 // attention, self_attention (packed, fused epilogue), attention_rows.
+// bf16 precision (engine/device.h): q, k and v (the packed qkv) are rounded to bf16 values (kept
+// in float32 tensors: the kernels read float32) and so is the incoming gradient; on the GPU the
+// tensor-core kernels in their bf16 variant (which also round P and dS as operands of their
+// products), on the CPU the double reference on the rounded operands. Softmax statistics, the
+// output and the gradients stay float32.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -32,7 +37,16 @@ struct AttnPtrs {  // typed views of q, k, v inside their tensors
 struct Choice {
   AttnKernel kern = AttnKernel::kGemm;
   kernels::AttnMath math = kernels::AttnMath::kTF32;  // kFlash only
+  bool bf16 = false;  // bf16 precision: operands (and the backward's dy) rounded to bf16
 };
+
+// t's values rounded to bf16 (nearest even), as a float32 tensor.
+Tensor round_to_bf16(const Tensor& t) { return t.to(DType::BF16).to(DType::F32); }
+
+// The operand of attention in the precision mode: rounded in bf16 precision (float32 tensors).
+bool attention_bf16(const Tensor& t) {
+  return precision() == Precision::kBF16 && t.dtype() == DType::F32;
+}
 
 std::string choice_name(const Choice& c) {
   if (c.kern == AttnKernel::kFlash) return std::string("flash-") + kernels::attn_math_name(c.math);
@@ -80,21 +94,28 @@ ChoiceState& choice_state() {
 bool on_interpreter() { return cuda_is_interpreter(); }
 
 // The version for shape a (on the GPU). run(c) runs forward and backward with version c on
-// scratch outputs (for the timing).
-Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const Choice&)>& run) {
+// scratch outputs (for the timing). In bf16 precision the tensor-core candidate is the bf16
+// variant (the others run their float32 math on the rounded operands); on the interpreter it is
+// the fixed choice there (the GPU's usual one, so that CI runs it).
+Choice choose_kernel(const Tensor& t, const AttnDims& a,
+                     const std::function<void(const Choice&)>& run) {
   if (!t.is_cuda()) return {};
+  const bool bf16 = attention_bf16(t);
   const MathMode mode = math_mode();
-  const kernels::AttnMath fmath =
-      mode == MathMode::kTF32 ? kernels::AttnMath::kTF32 : kernels::AttnMath::k3xTF32;
+  const kernels::AttnMath fmath = bf16                      ? kernels::AttnMath::kBF16
+                                  : mode == MathMode::kTF32 ? kernels::AttnMath::kTF32
+                                                            : kernels::AttnMath::k3xTF32;
+  const bool flash_ok = bf16 || mode != MathMode::kStrict;
   const AttnKernel pinned = attention_kernel();
   if (pinned != AttnKernel::kAuto) {
-    GAN_CHECK(pinned != AttnKernel::kFlash || mode != MathMode::kStrict,
-              "attention: the tensor-core (flash) version needs the fp32-tc or tf32 math mode; "
-              "strict fp32 runs gemm or tiled");
+    GAN_CHECK(pinned != AttnKernel::kFlash || flash_ok,
+              "attention: the tensor-core (flash) version needs the fp32-tc or tf32 math mode "
+              "or bf16 precision; strict fp32 runs gemm or tiled");
     return takes(pinned, a) ? Choice{pinned, fmath} : Choice{};
   }
-  const std::string key = fmt::format("B{} Nq{} Nk{} d{} dv{} ld{},{},{},{} {}", a.b, a.nq, a.nk,
-                                      a.d, a.dv, a.ldq, a.ldk, a.ldv, a.ldo, math_mode_name(mode));
+  const std::string key =
+      fmt::format("B{} Nq{} Nk{} d{} dv{} ld{},{},{},{} {}{}", a.b, a.nq, a.nk, a.d, a.dv, a.ldq,
+                  a.ldk, a.ldv, a.ldo, math_mode_name(mode), bf16 ? " bf16" : "");
   ChoiceState& st = choice_state();
   std::unique_lock<std::mutex> lock(st.mu);
   if (auto it = st.chosen.find(key); it != st.chosen.end()) return it->second;  // the usual path
@@ -103,8 +124,7 @@ Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const
   std::vector<Choice> cands;
   const bool gemm_fits =
       double(a.b) * double(a.nq) * double(a.nk) * 4.0 <= double(gemm_budget(in_capture));
-  if (mode != MathMode::kStrict && takes(AttnKernel::kFlash, a))
-    cands.push_back({AttnKernel::kFlash, fmath});
+  if (flash_ok && takes(AttnKernel::kFlash, a)) cands.push_back({AttnKernel::kFlash, fmath});
   if (gemm_fits) cands.push_back({AttnKernel::kGemm, fmath});
   if (takes(AttnKernel::kTiled, a)) cands.push_back({AttnKernel::kTiled, fmath});
   if (cands.empty()) cands.push_back({AttnKernel::kGemm, fmath});  // any size, memory permitting
@@ -113,9 +133,10 @@ Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const
   if (cands.size() == 1) {
     how = "only candidate";
   } else if (!st.timer && on_interpreter()) {
-    // The materialised version where it fits (its interpreted cuBLAS is the reference's math).
+    // The materialised version where it fits (its interpreted cuBLAS is the reference's math);
+    // in bf16 the bf16 tensor-core kernels.
     for (const Choice& c : cands)
-      if (c.kern == AttnKernel::kGemm) best = c;
+      if (bf16 ? c.kern == AttnKernel::kFlash : c.kern == AttnKernel::kGemm) best = c;
     how = "untimed (interpreter)";
   } else if (in_capture) {
     how = "untimed (first use inside a CUDA graph capture)";
@@ -136,6 +157,12 @@ Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const
   st.log.push_back(fmt::format("attention {}: {} -> {}", key, how, choice_name(best)));
   if (kernels::log_kernels()) std::fprintf(stderr, "gan: %s\n", st.log.back().c_str());
   return best;
+}
+
+Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const Choice&)>& run) {
+  Choice c = choose_kernel(t, a, run);
+  c.bf16 = attention_bf16(t);
+  return c;
 }
 
 Tensor scores(const AttnDims& a) { return Tensor::empty(Shape{a.b, a.nq, a.nk}, Device::CUDA); }
@@ -178,8 +205,9 @@ void forward(const AttnDims& a, const AttnPtrs& off, const Choice& ch, const Ten
 // Backward; gradient pointers null where not wanted; offsets apply to dq/dk/dv like q/k/v.
 void backward(const AttnDims& a, const AttnPtrs& off, const Choice& ch, const Tensor& qt,
               const Tensor& kt, const Tensor& vt, const Tensor& o, const Tensor& lse,
-              const Tensor& dy, const Tensor& scale, const Tensor& dqt, const Tensor& dkt,
+              const Tensor& dy_in, const Tensor& scale, const Tensor& dqt, const Tensor& dkt,
               const Tensor& dvt, const Tensor& dgamma) {
+  const Tensor dy = ch.bf16 ? round_to_bf16(dy_in) : dy_in;
   if (qt.is_cuda()) {
     auto ptr = [](const Tensor& t, int64_t o2) {
       return t.defined() ? t.data<float>() + o2 : nullptr;
@@ -294,8 +322,11 @@ Var attention(const Var& q, const Var& k, const Var& v) {
   check_limits("attention", qt, a);
   Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, qt.device(), qt.dtype());
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, qt.device(), qt.dtype());
-  const Choice ch = choose(qt, a, timing_run(a, {}, qt, kt, vt, Tensor(), Tensor()));
-  forward(a, {}, ch, qt, kt, vt, o, lse, Tensor(), Tensor(), Tensor());
+  const bool bf16 = attention_bf16(qt);
+  const Tensor qr = bf16 ? round_to_bf16(qt) : qt, kr = bf16 ? round_to_bf16(kt) : kt,
+               vr = bf16 ? round_to_bf16(vt) : vt;
+  const Choice ch = choose(qt, a, timing_run(a, {}, qr, kr, vr, Tensor(), Tensor()));
+  forward(a, {}, ch, qr, kr, vr, o, lse, Tensor(), Tensor(), Tensor());
   VjpFn vjp = [q, k, v](const std::vector<Var>& d, const std::vector<bool>& needs) {
     const CoreGrads g = core_vjp(q, k, v, d[0]);
     return std::vector<Var>{needs[0] ? g.dq : Var(), needs[1] ? g.dk : Var(),
@@ -303,11 +334,11 @@ Var attention(const Var& q, const Var& k, const Var& v) {
   };
   return record(
       "attention", {q, k, v}, o,
-      [a, ch, qt, kt, vt, o, lse](const BackwardContext& c) {
-        Tensor dq = c.needs(0) ? Tensor::empty_like(qt) : Tensor();
-        Tensor dk = c.needs(1) ? Tensor::empty_like(kt) : Tensor();
-        Tensor dv = c.needs(2) ? Tensor::empty_like(vt) : Tensor();
-        backward(a, {}, ch, qt, kt, vt, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
+      [a, ch, qr, kr, vr, o, lse](const BackwardContext& c) {
+        Tensor dq = c.needs(0) ? Tensor::empty_like(qr) : Tensor();
+        Tensor dk = c.needs(1) ? Tensor::empty_like(kr) : Tensor();
+        Tensor dv = c.needs(2) ? Tensor::empty_like(vr) : Tensor();
+        backward(a, {}, ch, qr, kr, vr, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
         if (dq.defined()) c.add(0, dq);
         if (dk.defined()) c.add(1, dk);
         if (dv.defined()) c.add(2, dv);
@@ -337,8 +368,9 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, pt.device(), pt.dtype());
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, pt.device(), pt.dtype());
   Tensor y = Tensor::empty_like(xt);
-  const Choice ch = choose(pt, a, timing_run(a, off, pt, pt, pt, gt, xt));
-  forward(a, off, ch, pt, pt, pt, o, lse, gt, xt, y);
+  const Tensor pr = attention_bf16(pt) ? round_to_bf16(pt) : pt;
+  const Choice ch = choose(pt, a, timing_run(a, off, pr, pr, pr, gt, xt));
+  forward(a, off, ch, pr, pr, pr, o, lse, gt, xt, y);
   // VJP: q, k, v as column ranges of qkv (Vars), the core's VJP, the residual passes dy.
   VjpFn vjp = [qkv, gamma, d, a](const std::vector<Var>& dd, const std::vector<bool>& needs) {
     const Var dy = reshape(dd[0], Shape{a.b, a.nq, a.dv});
@@ -355,12 +387,12 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   };
   return record(
       "self_attention", {qkv, gamma, x}, y,
-      [a, off, ch, pt, gt, o, lse](const BackwardContext& c) {
+      [a, off, ch, pr, gt, o, lse](const BackwardContext& c) {
         const Tensor dy = c.dout;
-        Tensor dp = c.needs(0) ? Tensor::empty_like(pt) : Tensor();
+        Tensor dp = c.needs(0) ? Tensor::empty_like(pr) : Tensor();
         Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
         if (dp.defined() || dg.defined())
-          backward(a, off, ch, pt, pt, pt, o, lse, dy, gt, dp, dp, dp, dg);
+          backward(a, off, ch, pr, pr, pr, o, lse, dy, gt, dp, dp, dp, dg);
         if (dp.defined()) c.add(0, dp);
         if (dg.defined()) c.add(1, dg);
         if (c.needs(2)) c.add(2, dy);  // the residual

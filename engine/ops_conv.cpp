@@ -1,9 +1,13 @@
 // conv2d and conv_transpose2d: cuDNN on the GPU, the loop references of kernels/conv.h on the CPU.
+// In bf16 precision (engine/device.h) the operands are bf16 tensors and each product's result is
+// rounded to bf16 and widened into a float32 tensor: cuDNN in bf16 on the GPU; on the CPU the
+// float32 reference on the widened operands, rounded to bf16 (the same rounding points).
 #include <fmt/format.h>
 
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "kernels/bf16.h"
 #include "kernels/common.h"
 #include "kernels/conv.h"
 #include "kernels/conv_cudnn.h"
@@ -21,8 +25,41 @@ bool empty_conv(const ConvGeom& g) {
   return g.n == 0 || g.c == 0 || g.k == 0 || g.h == 0 || g.w == 0 || g.p == 0 || g.q == 0;
 }
 
+// bf16 operands (a BF16 tensor pair) give a float32 result holding bf16 values: on CUDA cuDNN
+// writes bf16 into a scratch tensor widened into out; on the CPU the float32 reference runs on the
+// widened operands and its result is rounded. run(a, b, out, ctx) is the direction's call.
+template <class Cuda, class Cpu>
+void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_run,
+               Cpu&& cpu_run) {
+  GAN_CHECK(a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && out.dtype() == DType::F32,
+            "conv (bf16): expected bf16 operands and a float32 result, got " + a.str() + ", " +
+                b.str() + " -> " + out.str());
+  if (a.is_cuda()) {
+    Tensor o16 = Tensor::empty(out.shape(), Device::CUDA, DType::BF16);
+    kernels::CudnnConvContext ctx = cuda::conv_context();
+    ctx.bf16 = true;
+    cuda_run(ctx, a.raw(), b.raw(), o16.raw());
+    kernels::bf16_to_f32_cuda(o16.data<uint16_t>(), out.data<float>(), out.numel(), cuda::stream());
+  } else {
+    const Tensor a32 = a.to(DType::F32), b32 = b.to(DType::F32);
+    cpu_run(a32.data<float>(), b32.data<float>(), out.data<float>());
+    float* o = out.data<float>();
+    for (int64_t i = 0; i < out.numel(); ++i) o[i] = kernels::round_bf16(o[i]);
+  }
+}
+
 void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y) {
   if (empty_conv(g)) return y.zero_();
+  if (x.dtype() == DType::BF16) {
+    return conv_bf16(
+        x, w, y,
+        [&](const kernels::CudnnConvContext& ctx, const void* a, const void* b, void* o) {
+          kernels::conv_forward_cudnn(ctx, g, a, b, o);
+        },
+        [&](const float* a, const float* b, float* o) {
+          kernels::conv_forward_cpu<float>(g, a, b, o);
+        });
+  }
   if (x.is_cuda()) {
     kernels::conv_forward_cudnn(cuda::conv_context(), g, x.data<float>(), w.data<float>(),
                                 y.data<float>());
@@ -36,6 +73,16 @@ void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor&
 
 void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const Tensor& dx) {
   if (empty_conv(g)) return dx.zero_();
+  if (dy.dtype() == DType::BF16) {
+    return conv_bf16(
+        dy, w, dx,
+        [&](const kernels::CudnnConvContext& ctx, const void* a, const void* b, void* o) {
+          kernels::conv_backward_data_cudnn(ctx, g, a, b, o);
+        },
+        [&](const float* a, const float* b, float* o) {
+          kernels::conv_backward_data_cpu<float>(g, a, b, o);
+        });
+  }
   if (dy.is_cuda()) {
     kernels::conv_backward_data_cudnn(cuda::conv_context(), g, dy.data<float>(), w.data<float>(),
                                       dx.data<float>());
@@ -52,6 +99,17 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
   if (empty_conv(g)) {
     if (!accumulate) dw.zero_();
     return;
+  }
+  if (x.dtype() == DType::BF16) {
+    GAN_CHECK(!accumulate, "conv (bf16): a filter gradient is never accumulated in place");
+    return conv_bf16(
+        x, dy, dw,
+        [&](const kernels::CudnnConvContext& ctx, const void* a, const void* b, void* o) {
+          kernels::conv_backward_filter_cudnn(ctx, g, a, b, o, false);
+        },
+        [&](const float* a, const float* b, float* o) {
+          kernels::conv_backward_filter_cpu<float>(g, a, b, o, false);
+        });
   }
   if (x.is_cuda()) {
     kernels::conv_backward_filter_cudnn(cuda::conv_context(), g, x.data<float>(), dy.data<float>(),
@@ -157,14 +215,16 @@ Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, c
   return dz;
 }
 
-// A filter gradient straight into the parameter buffer when there is one.
+// A filter gradient straight into the parameter buffer when there is one (float32 operands;
+// bf16 ones give a fresh float32 gradient, added).
 void filter_grad(const BackwardContext& c, int input, const ConvGeom& g, const Shape& w_shape,
                  const Tensor& x, const Tensor& dy) {
-  if (Tensor* acc = c.accum_buffer(input)) {
+  const bool bf16 = x.dtype() == DType::BF16;
+  if (Tensor* acc = bf16 ? nullptr : c.accum_buffer(input)) {
     check_shape(c.op, "parameter gradient buffer", *acc, w_shape);
     conv_bwd_filter(g, x, dy, *acc, true);
   } else {
-    Tensor dw = Tensor::empty(w_shape, x.device(), x.dtype());
+    Tensor dw = Tensor::empty(w_shape, x.device(), bf16 ? DType::F32 : x.dtype());
     conv_bwd_filter(g, x, dy, dw, false);
     c.add(input, dw);
   }
@@ -190,14 +250,18 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, const Tensor
 // backward-data: its dx is the convolution's forward of dy, and its filter gradient the
 // convolution's with input and output swapped. Keeps x only if w wants a gradient, and w only
 // if x does.
+// xo and wo are the operands the forward used: x's and w's values, or their bf16 roundings (then
+// the backward rounds dy to bf16 too).
 Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x, const Var& w,
-                const Var& b, const Tensor& y, const Conv2dOptions& fwd) {
+                const Var& b, const Tensor& xo, const Tensor& wo, const Tensor& y,
+                const Conv2dOptions& fwd) {
   const Activation act = fwd.act;
   const double slope = fwd.slope;
+  const bool bf16 = xo.dtype() == DType::BF16;
   // With a fused activation the backward first turns dy into the gradient of its input (from y).
   const Tensor keep_y = act != Activation::kNone ? y : Tensor();
-  const Tensor keep_x = w.requires_grad() ? x.value() : Tensor();
-  const Tensor keep_w = x.requires_grad() ? w.value() : Tensor();
+  const Tensor keep_x = w.requires_grad() ? xo : Tensor();
+  const Tensor keep_w = x.requires_grad() ? wo : Tensor();
   const Shape x_shape = x.shape(), w_shape = w.shape();
   const bool has_bias = b.defined();
   std::vector<Var> inputs = {x, w};
@@ -251,16 +315,18 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
   };
   return record(
       op, inputs, y,
-      [transposed, g, keep_x, keep_w, x_shape, w_shape, has_bias, keep_y, act,
-       slope](const BackwardContext& c) {
+      [transposed, g, keep_x, keep_w, x_shape, w_shape, has_bias, keep_y, act, slope,
+       bf16](const BackwardContext& c) {
         // With a fused activation and a bias gradient to take, one pass does both.
         const bool bias = has_bias && c.needs(2);
-        const Tensor dy =
+        const Tensor dy_full =
             !keep_y.defined() ? c.dout
             : bias ? act_bias_backward(c, 2, keep_y, c.dout, act, slope, transposed ? g.c : g.k)
                    : act_backward(keep_y, c.dout, act, slope);
+        // The bias gradient is summed from the float32 gradient; the products take it in bf16.
+        const Tensor dy = bf16 ? dy_full.to(DType::BF16) : dy_full;
         if (c.needs(0)) {
-          Tensor dx = Tensor::empty(x_shape, dy.device(), dy.dtype());
+          Tensor dx = Tensor::empty(x_shape, dy_full.device(), dy_full.dtype());
           if (transposed)
             conv_fwd(g, dy, keep_w, dx);
           else
@@ -273,7 +339,7 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
           else
             filter_grad(c, 1, g, w_shape, keep_x, dy);
         }
-        if (bias && !keep_y.defined()) bias_grad(c, 2, dy, transposed ? g.c : g.k);
+        if (bias && !keep_y.defined()) bias_grad(c, 2, dy_full, transposed ? g.c : g.k);
       },
       std::move(vjp));
 }
@@ -308,9 +374,10 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
       fmt::format("conv2d: input {} padded by ({}, {}) is smaller than the kernel {}",
                   xv.shape().str(), o.pad_h, o.pad_w, wv.shape().str()));
   Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), xv.dtype());
-  conv_fwd(g, xv, wv, y);
+  const Tensor xo = bf16_operand(xv), wo = bf16_operand(wv);
+  conv_fwd(g, xo, wo, y);
   bias_act(y, bv, o);
-  return record_conv("conv2d", false, g, x, w, b, y, o);
+  return record_conv("conv2d", false, g, x, w, b, xo, wo, y, o);
 }
 
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
@@ -345,9 +412,10 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
                         "empty output",
                         xv.shape().str(), wv.shape().str(), o.pad_h, o.pad_w));
   Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), xv.dtype());
-  conv_bwd_data(g, xv, wv, y);
+  const Tensor xo = bf16_operand(xv), wo = bf16_operand(wv);
+  conv_bwd_data(g, xo, wo, y);
   bias_act(y, bv, o);
-  return record_conv("conv_transpose2d", true, g, x, w, b, y, o);
+  return record_conv("conv_transpose2d", true, g, x, w, b, xo, wo, y, o);
 }
 
 }  // namespace gan

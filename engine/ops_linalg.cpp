@@ -1,9 +1,13 @@
-// matmul and linear on cuBLAS (GPU) or the loop reference (CPU).
+// matmul and linear on cuBLAS (GPU) or the loop reference (CPU). In bf16 precision
+// (engine/device.h) the operands are bf16 tensors and each product is rounded to bf16 and widened
+// into a float32 tensor (cuBLAS GemmEx in bf16 with float32 compute; on the CPU the float32
+// reference on the widened operands, rounded), the bias added in float32.
 #include <fmt/format.h>
 
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "kernels/bf16.h"
 #include "kernels/common.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
@@ -16,8 +20,27 @@ namespace {
 using kernels::Gemm;
 
 // C = alpha op(A) op(B) + beta C on the tensors' device.
+// bf16 A and B (then C is a dense float32 tensor and beta 0): C = the product rounded to bf16.
 void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double beta,
           const Tensor& C) {
+  if (A.dtype() == DType::BF16) {
+    GAN_CHECK(B.dtype() == DType::BF16 && C.dtype() == DType::F32 && beta == 0.0,
+              "gemm (bf16): expected bf16 operands and a fresh float32 result, got " + A.str() +
+                  ", " + B.str() + " -> " + C.str());
+    if (A.is_cuda()) {
+      Tensor c16 = Tensor::empty(C.shape(), Device::CUDA, DType::BF16);
+      kernels::gemm_bf16_cuda(g, float(alpha), A.data<uint16_t>(), B.data<uint16_t>(),
+                              c16.data<uint16_t>(), cuda::cublas());
+      kernels::bf16_to_f32_cuda(c16.data<uint16_t>(), C.data<float>(), C.numel(), cuda::stream());
+    } else {
+      const Tensor a32 = A.to(DType::F32), b32 = B.to(DType::F32);
+      kernels::gemm_cpu<float>(g, alpha, a32.data<float>(), b32.data<float>(), 0.0,
+                               C.data<float>());
+      float* c = C.data<float>();
+      for (int64_t i = 0; i < C.numel(); ++i) c[i] = kernels::round_bf16(c[i]);
+    }
+    return;
+  }
   if (A.is_cuda()) {
     kernels::gemm_cuda(g, float(alpha), A.data<float>(), B.data<float>(), float(beta),
                        C.data<float>(), cuda::cublas());
@@ -46,14 +69,16 @@ void column_sums(const Tensor& dy, int64_t rows, int64_t cols, const Tensor& db,
 }
 
 // Computes a parameter-or-not gradient with a GEMM: straight into the parameter's buffer
-// (beta = 1) when there is one, else into a fresh tensor handed to add().
+// (beta = 1) when there is one (float32 operands), else into a fresh float32 tensor handed to
+// add().
 void gemm_grad(const BackwardContext& c, int input, const Shape& shape, const Gemm& g,
                const Tensor& A, const Tensor& B) {
-  if (Tensor* acc = c.accum_buffer(input)) {
+  const bool bf16 = A.dtype() == DType::BF16;
+  if (Tensor* acc = bf16 ? nullptr : c.accum_buffer(input)) {
     check_shape(c.op, "parameter gradient buffer", *acc, shape);
     gemm(g, 1.0, A, B, 1.0, *acc);
   } else {
-    Tensor grad = Tensor::empty(shape, A.device(), A.dtype());
+    Tensor grad = Tensor::empty(shape, A.device(), bf16 ? DType::F32 : A.dtype());
     gemm(g, 1.0, A, B, 0.0, grad);
     c.add(input, grad);
   }
@@ -81,10 +106,12 @@ Var matmul(const Var& a, const Var& b) {
   Gemm g;
   g.m = m, g.n = n, g.k = k, g.batch = batch;
   g.stride_a = m * k, g.stride_b = k * n, g.stride_c = m * n;
-  gemm(g, 1.0, av, bv, 0.0, y);
+  const Tensor ao = bf16_operand(av), bo = bf16_operand(bv);
+  const bool bf16 = ao.dtype() == DType::BF16;
+  gemm(g, 1.0, ao, bo, 0.0, y);
   // da needs b and db needs a: keep each only if the other side wants a gradient.
-  const Tensor keep_a = b.requires_grad() ? av : Tensor();
-  const Tensor keep_b = a.requires_grad() ? bv : Tensor();
+  const Tensor keep_a = b.requires_grad() ? ao : Tensor();
+  const Tensor keep_b = a.requires_grad() ? bo : Tensor();
   // VJP: da = dout b^T, db = a^T dout, on Vars.
   VjpFn vjp = [a, b](const std::vector<Var>& d, const std::vector<bool>& needs) {
     std::vector<Var> r(2);
@@ -94,8 +121,8 @@ Var matmul(const Var& a, const Var& b) {
   };
   return record(
       "matmul", {a, b}, y,
-      [keep_a, keep_b, sa, sb, g](const BackwardContext& c) {
-        const Tensor& dy = c.dout;
+      [keep_a, keep_b, sa, sb, g, bf16](const BackwardContext& c) {
+        const Tensor dy = bf16 ? c.dout.to(DType::BF16) : c.dout;
         if (c.needs(0)) {  // da (m, k) = dy (m, n) b^T
           Gemm d = g;
           d.trans_b = true, d.m = g.m, d.n = g.k, d.k = g.n;
@@ -130,7 +157,9 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   if (xv.is_cuda()) check_cuda_f32("linear", xv);
   Gemm g;  // y (rows, out) = x (rows, in) w^T
   g.trans_b = true, g.m = rows, g.n = out, g.k = in;
-  gemm(g, 1.0, xv, wv, 0.0, y);
+  const Tensor xo = bf16_operand(xv), wo = bf16_operand(wv);
+  const bool bf16 = xo.dtype() == DType::BF16;
+  gemm(g, 1.0, xo, wo, 0.0, y);
   if (bv.defined()) {  // y += b, broadcast over rows (in place)
     const kernels::BroadcastIndex bi =
         make_broadcast_index(Shape{rows, out}, Shape{rows, out}, Shape{out});
@@ -148,8 +177,8 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   const std::vector<Var> inputs = b.defined() ? std::vector<Var>{x, w, b} : std::vector<Var>{x, w};
   const bool has_bias = b.defined();
   // dx needs w and dw needs x: keep each only if the other side wants a gradient.
-  const Tensor keep_x = w.requires_grad() ? xv : Tensor();
-  const Tensor keep_w = x.requires_grad() ? wv : Tensor();
+  const Tensor keep_x = w.requires_grad() ? xo : Tensor();
+  const Tensor keep_w = x.requires_grad() ? wo : Tensor();
   const Shape x_shape = sx, w_shape = wv.shape();
   // VJP: dx = dout w (a matmul with the weight Var), db = the sum of dout over rows.
   VjpFn vjp = [w, x_shape, rows, out, has_bias](const std::vector<Var>& d,
@@ -165,17 +194,19 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   };
   return record(
       "linear", inputs, y,
-      [keep_x, keep_w, x_shape, w_shape, rows, in, out, has_bias](const BackwardContext& c) {
+      [keep_x, keep_w, x_shape, w_shape, rows, in, out, has_bias, bf16](const BackwardContext& c) {
         const Tensor& dy = c.dout;
+        // The products take dy in bf16; the bias gradient sums the float32 dy.
+        const Tensor dyo = bf16 ? dy.to(DType::BF16) : dy;
         if (c.needs(0)) {  // dx (rows, in) = dy (rows, out) w (out, in)
           Gemm d;
           d.m = rows, d.n = in, d.k = out;
-          gemm_grad(c, 0, x_shape, d, dy, keep_w);
+          gemm_grad(c, 0, x_shape, d, dyo, keep_w);
         }
         if (c.needs(1)) {  // dw (out, in) = dy^T (out, rows) x (rows, in)
           Gemm d;
           d.trans_a = true, d.m = out, d.n = in, d.k = rows;
-          gemm_grad(c, 1, w_shape, d, dy, keep_x);
+          gemm_grad(c, 1, w_shape, d, dyo, keep_x);
         }
         if (has_bias && c.needs(2)) {  // db (out) = sum over rows of dy
           if (Tensor* acc = c.accum_buffer(2)) {

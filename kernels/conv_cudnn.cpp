@@ -40,6 +40,8 @@ int to_int(int64_t v, const char* what) {
   return int(v);
 }
 
+size_t elem_size(const CudnnConvContext& ctx) { return ctx.bf16 ? 2 : 4; }
+
 cudnnConvolutionDescriptor_t make_conv(const ConvGeom& g, cudnnMathType_t math) {
   cudnnConvolutionDescriptor_t d;
   GAN_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&d));
@@ -76,28 +78,25 @@ struct Descs {
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t probe = nullptr;
 
-  void make(const ConvGeom& g, bool tf32, ConvLayout layout) {
+  void make(const ConvGeom& g, const CudnnConvContext& ctx, ConvLayout layout) {
     if (made) return;
     made = true;
+    const cudnnDataType_t t = ctx.bf16 ? CUDNN_DATA_BFLOAT16 : CUDNN_DATA_FLOAT;
     const cudnnTensorFormat_t f =
         layout == ConvLayout::kNCHW ? CUDNN_TENSOR_NCHW : CUDNN_TENSOR_NHWC;
     GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     GAN_CUDNN_CHECK(cudnnCreateTensorDescriptor(&wt));
     GAN_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
-    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, f, CUDNN_DATA_FLOAT, to_int(g.n, "N"),
-                                               to_int(g.c, "C"), to_int(g.h, "H"),
-                                               to_int(g.w, "W")));
-    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, f, CUDNN_DATA_FLOAT, to_int(g.n, "N"),
-                                               to_int(g.k, "K"), to_int(g.p, "P"),
-                                               to_int(g.q, "Q")));
-    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(wt, f, CUDNN_DATA_FLOAT, to_int(g.k, "K"),
-                                               to_int(g.c, "C"), to_int(g.r, "R"),
-                                               to_int(g.s, "S")));
-    GAN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, f, to_int(g.k, "K"),
-                                               to_int(g.c, "C"), to_int(g.r, "R"),
-                                               to_int(g.s, "S")));
-    probe = make_conv(g, tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
+    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, f, t, to_int(g.n, "N"), to_int(g.c, "C"),
+                                               to_int(g.h, "H"), to_int(g.w, "W")));
+    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, f, t, to_int(g.n, "N"), to_int(g.k, "K"),
+                                               to_int(g.p, "P"), to_int(g.q, "Q")));
+    GAN_CUDNN_CHECK(cudnnSetTensor4dDescriptor(wt, f, t, to_int(g.k, "K"), to_int(g.c, "C"),
+                                               to_int(g.r, "R"), to_int(g.s, "S")));
+    GAN_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, t, f, to_int(g.k, "K"), to_int(g.c, "C"),
+                                               to_int(g.r, "R"), to_int(g.s, "S")));
+    probe = make_conv(g, ctx.tf32 || ctx.bf16 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH);
     int ny[4] = {};
     GAN_CUDNN_CHECK(cudnnGetConvolutionNdForwardOutputDim(probe, x, w, 4, ny));
     GAN_CHECK(ny[0] == g.n && ny[1] == g.k && ny[2] == g.p && ny[3] == g.q,
@@ -110,10 +109,11 @@ struct Descs {
 // What a direction reads and writes (the engine's NHWC / KRSC buffers): forward a = x, b = w,
 // out = y; backward-data a = dy, b = w, out = dx; backward-filter a = x, b = dy, out = dw, with
 // beta 1 when it accumulates.
+// float32, or bf16 (ctx.bf16).
 struct Operands {
-  const float* a = nullptr;
-  const float* b = nullptr;
-  float* out = nullptr;
+  const void* a = nullptr;
+  const void* b = nullptr;
+  void* out = nullptr;
   float beta = 0.f;
 };
 
@@ -130,12 +130,13 @@ struct ConvPlan {
 };
 
 using PlanKey = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int, int,
-                           int, int, int, int, bool, bool>;
+                           int, int, int, int, bool, bool, bool>;
 
 PlanKey key_of(const ConvGeom& g, const CudnnConvContext& ctx) {
   return {g.n,     g.h,     g.w,        g.c,        g.k,
           g.r,     g.s,     g.stride_h, g.stride_w, g.pad_h,
-          g.pad_w, g.dil_h, g.dil_w,    ctx.tf32,   ctx.deterministic};
+          g.pad_w, g.dil_h, g.dil_w,    ctx.tf32,   ctx.deterministic,
+          ctx.bf16};
 }
 
 std::map<PlanKey, std::unique_ptr<ConvPlan>>& plans() {
@@ -189,8 +190,13 @@ std::string device_tag() {
   return tag;
 }
 
-std::string cache_key(const ConvGeom& g, bool tf32, ConvDirection d) {
-  return fmt::format("{} | {} | {} | {}", device_tag(), geom_text(g), tf32 ? "tf32" : "fp32",
+// The numeric mode of a context: "bf16" (bf16 operands), "tf32" or "fp32".
+const char* mode_name(const CudnnConvContext& ctx) {
+  return ctx.bf16 ? "bf16" : ctx.tf32 ? "tf32" : "fp32";
+}
+
+std::string cache_key(const ConvGeom& g, const CudnnConvContext& ctx, ConvDirection d) {
+  return fmt::format("{} | {} | {} | {}", device_tag(), geom_text(g), mode_name(ctx),
                      conv_direction_name(d));
 }
 
@@ -321,7 +327,7 @@ void operand_descs(const Descs& ds, ConvDirection d, cudnnTensorDescriptor_t& a,
 
 // The cuDNN call of a direction on descriptors `ds`, out = conv + beta out.
 void run_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const Descs& ds,
-               const ConvCandidate& c, const float* a, const float* b, float* out, float beta,
+               const ConvCandidate& c, const void* a, const void* b, void* out, float beta,
                void* ws, size_t ws_bytes) {
   const ConvDesc cd(g, c.math);
   const float one = 1.f;
@@ -351,10 +357,12 @@ void run_candidate(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
       m.m = g.n, m.n = l, m.k = g.k;
     } else {  // dw (K, L) = dy (N, K)^T x (N, L)
       m.trans_a = true, m.m = g.k, m.n = l, m.k = g.n;
-      gemm_cuda(m, 1.f, o.b, o.a, o.beta, o.out, ctx.cublas);
+      gemm_cuda(m, 1.f, static_cast<const float*>(o.b), static_cast<const float*>(o.a), o.beta,
+                static_cast<float*>(o.out), ctx.cublas);
       return;
     }
-    gemm_cuda(m, 1.f, o.a, o.b, o.beta, o.out, ctx.cublas);
+    gemm_cuda(m, 1.f, static_cast<const float*>(o.a), static_cast<const float*>(o.b), o.beta,
+              static_cast<float*>(o.out), ctx.cublas);
     return;
   }
   if (c.layout == ConvLayout::kNHWC) {
@@ -381,7 +389,10 @@ void run_candidate(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl,
   GAN_CUDNN_CHECK(cudnnTransformTensor(ctx.handle, &one, out_c, out2, &o.beta, out_h, o.out));
 }
 
-bool math_ok(const ConvCandidate& c, bool tf32) { return tf32 || c.math == CUDNN_FMA_MATH; }
+// Strict float32 takes FMA algorithms only; TF32 and bf16 any.
+bool math_ok(const ConvCandidate& c, const CudnnConvContext& ctx) {
+  return ctx.tf32 || ctx.bf16 || c.math == CUDNN_FMA_MATH;
+}
 
 bool capturing(const CudnnConvContext& ctx) {
   cudaStream_t stream = nullptr;
@@ -455,19 +466,19 @@ struct Choice {
 Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, ConvDirection d,
               const Operands& o) {
   const char* what = conv_direction_name(d);
-  pl.nhwc.make(g, ctx.tf32, ConvLayout::kNHWC);
+  pl.nhwc.make(g, ctx, ConvLayout::kNHWC);
   const std::vector<ConvCandidate> listed = heuristics(ctx, pl.nhwc, d, ConvLayout::kNHWC);
   if (ctx.deterministic) {
     for (const ConvCandidate& c : listed)
-      if (c.deterministic && math_ok(c, ctx.tf32)) return {c, "heuristic, deterministic"};
+      if (c.deterministic && math_ok(c, ctx)) return {c, "heuristic, deterministic"};
     throw Error(fmt::format(
         "conv (cuDNN): cuDNN offers no deterministic {} algorithm{} for {}; run without "
         "--deterministic (GAN_CUDNN_DETERMINISTIC) to allow non-deterministic ones",
-        what, ctx.tf32 ? "" : " in strict float32 (FMA) math", geom_text(g)));
+        what, ctx.tf32 || ctx.bf16 ? "" : " in strict float32 (FMA) math", geom_text(g)));
   }
   std::vector<ConvCandidate> cands;
   for (const ConvCandidate& c : listed)
-    if (math_ok(c, ctx.tf32)) cands.push_back(c);
+    if (math_ok(c, ctx)) cands.push_back(c);
   if (cands.empty()) {  // strict float32 with no FMA algorithm: cuDNN's default math, said loudly
     GAN_CHECK(!listed.empty(), fmt::format("conv (cuDNN): no {} algorithm available", what));
     cands.push_back(listed.front());
@@ -480,18 +491,20 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, Conv
   if (capturing(ctx)) return {cands.front(), "heuristic (first use inside a CUDA graph capture)"};
   cudaStream_t stream = nullptr;
   GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
-  // The other candidates: NCHW with conversions, the GEMM.
+  // The other candidates (float32 only): NCHW with conversions, the GEMM.
   try {
-    pl.nchw.make(g, ctx.tf32, ConvLayout::kNCHW);
-    for (const ConvCandidate& c : heuristics(ctx, pl.nchw, d, ConvLayout::kNCHW))
-      if (math_ok(c, ctx.tf32)) cands.push_back(c);
+    if (!ctx.bf16) {
+      pl.nchw.make(g, ctx, ConvLayout::kNCHW);
+      for (const ConvCandidate& c : heuristics(ctx, pl.nchw, d, ConvLayout::kNCHW))
+        if (math_ok(c, ctx)) cands.push_back(c);
+    }
   } catch (const Error&) {
     // no NCHW algorithm for this geometry
   }
-  if (ctx.cublas && full_window(g))
+  if (ctx.cublas && !ctx.bf16 && full_window(g))
     cands.push_back({d, kConvGemmAlgo, ctx.tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
                      ConvLayout::kNHWC, 0, true});
-  const std::string key = cache_key(g, ctx.tf32, d);
+  const std::string key = cache_key(g, ctx, d);
   load_disk_cache_locked();
   if (auto it = g_disk.entries.find(key); it != g_disk.entries.end()) {
     const auto [algo, math, layout] = it->second;
@@ -523,7 +536,9 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, Conv
 
 void record(const ConvGeom& g, const CudnnConvContext& ctx, ConvDirection dir, const Choice& c) {
   g_plan_log.push_back(fmt::format("conv {}{}{}: {} {} ({})", geom_text(g),
-                                   ctx.tf32 ? " tf32" : " fp32",
+                                   ctx.bf16   ? " bf16"
+                                   : ctx.tf32 ? " tf32"
+                                              : " fp32",
                                    ctx.deterministic ? " deterministic" : "",
                                    conv_direction_name(dir), candidate_text(c.c), c.how));
   if (log_kernels()) std::fprintf(stderr, "gan: cuDNN plan: %s\n", g_plan_log.back().c_str());
@@ -548,8 +563,8 @@ void run_direction(const CudnnConvContext& ctx, const ConvGeom& g, ConvDirection
     if (o.beta != 0.f && !capturing(ctx)) {  // inside a capture nothing is timed
       size_t na, nb, nout;
       operand_sizes(g, d, na, nb, nout);
-      scratch = std::make_unique<DeviceBuffer>(nout * sizeof(float));
-      timing.out = static_cast<float*>(scratch->p);
+      scratch = std::make_unique<DeviceBuffer>(nout * elem_size(ctx));
+      timing.out = scratch->p;
       timing.beta = 0.f;
     }
     const Choice c = choose(ctx, g, pl, d, timing);
@@ -597,22 +612,24 @@ std::vector<ConvTiming> conv_time_candidates(const CudnnConvContext& ctx, const 
                                              bool nchw, ConvDirection direction) {
   std::lock_guard<std::mutex> lock(g_mu);
   ConvPlan pl;  // its own descriptors; the layout's buffers are the "engine's" here
-  pl.nhwc.make(g, ctx.tf32, ConvLayout::kNHWC);
+  pl.nhwc.make(g, ctx, ConvLayout::kNHWC);
   const ConvLayout layout = nchw ? ConvLayout::kNCHW : ConvLayout::kNHWC;
-  if (nchw) pl.nchw.make(g, ctx.tf32, layout);
+  if (nchw) pl.nchw.make(g, ctx, layout);
   cudaStream_t stream = nullptr;
   GAN_CUDNN_CHECK(cudnnGetStream(ctx.handle, &stream));
   size_t na, nb, nout;
   operand_sizes(g, direction, na, nb, nout);
-  const DeviceBuffer buf((na + nb + nout) * sizeof(float));
-  // Small finite values (bytes 0x3c: about 0.0115) so that no algorithm meets NaN or Inf.
-  GAN_CUDA_CHECK(cudaMemsetAsync(buf.p, 0x3c, (na + nb + nout) * sizeof(float), stream));
-  auto* f = static_cast<float*>(buf.p);
-  const Operands o{f, f + na, f + na + nb, 0.f};
+  const size_t es = elem_size(ctx);
+  const DeviceBuffer buf((na + nb + nout) * es);
+  // Small finite values (bytes 0x3c: about 0.0115 in float32, 0.0115 in bf16) so that no
+  // algorithm meets NaN or Inf.
+  GAN_CUDA_CHECK(cudaMemsetAsync(buf.p, 0x3c, (na + nb + nout) * es, stream));
+  auto* f = static_cast<char*>(buf.p);
+  const Operands o{f, f + na * es, f + (na + nb) * es, 0.f};
   std::vector<ConvCandidate> cands;
   for (const ConvCandidate& c : heuristics(ctx, nchw ? pl.nchw : pl.nhwc, direction, layout))
-    if (math_ok(c, ctx.tf32)) cands.push_back(c);
-  if (!nchw && ctx.cublas && full_window(g))
+    if (math_ok(c, ctx)) cands.push_back(c);
+  if (!nchw && ctx.cublas && !ctx.bf16 && full_window(g))
     cands.push_back({direction, kConvGemmAlgo, ctx.tf32 ? CUDNN_TENSOR_OP_MATH : CUDNN_FMA_MATH,
                      ConvLayout::kNHWC, 0, true});
   if (!nchw) return time_on(ctx, g, pl, cands, o, stream);
@@ -626,20 +643,20 @@ std::vector<ConvTiming> conv_time_candidates(const CudnnConvContext& ctx, const 
       stream);
 }
 
-void conv_forward_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
-                        const float* w, float* y) {
+void conv_forward_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const void* x,
+                        const void* w, void* y) {
   GAN_NVTX("conv_forward (cuDNN)");
   run_direction(ctx, g, ConvDirection::kForward, {x, w, y, 0.f});
 }
 
-void conv_backward_data_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* dy,
-                              const float* w, float* dx) {
+void conv_backward_data_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const void* dy,
+                              const void* w, void* dx) {
   GAN_NVTX("conv_backward_data (cuDNN)");
   run_direction(ctx, g, ConvDirection::kBackwardData, {dy, w, dx, 0.f});
 }
 
-void conv_backward_filter_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
-                                const float* dy, float* dw, bool accumulate) {
+void conv_backward_filter_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const void* x,
+                                const void* dy, void* dw, bool accumulate) {
   GAN_NVTX("conv_backward_filter (cuDNN)");
   run_direction(ctx, g, ConvDirection::kBackwardFilter, {x, dy, dw, accumulate ? 1.f : 0.f});
 }

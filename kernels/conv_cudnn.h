@@ -66,8 +66,12 @@ struct ConvCandidate {
 using ConvTimer = std::function<double(const ConvCandidate&, const std::function<void()>& run)>;
 
 struct CudnnConvContext {
-  cudnnHandle_t handle = nullptr;   // bound to the stream the convolution runs on
-  bool tf32 = false;                // TF32 tensor-op math allowed (else strict float32, FMA)
+  cudnnHandle_t handle = nullptr;  // bound to the stream the convolution runs on
+  bool tf32 = false;               // TF32 tensor-op math allowed (else strict float32, FMA)
+  // bf16 operands and result (uint16_t patterns), float32 accumulation (cuDNN's
+  // PSEUDO_BFLOAT16 configuration), any math type; candidates: cuDNN's in NHWC only (no NCHW
+  // conversion, no GEMM). Plans and cached choices are kept apart from float32 ones.
+  bool bf16 = false;
   bool deterministic = false;       // heuristic deterministic algorithms only, untimed
   cublasHandle_t cublas = nullptr;  // on the same stream: the GEMM candidate (none if null)
   size_t workspace_limit = size_t(1) << 30;  // the largest workspace a timed candidate may use
@@ -82,15 +86,16 @@ void set_conv_plan_cache(const std::string& path);
 // Forgets every plan made so far (descriptors and choices; the log stays): tests, benchmarks.
 void reset_conv_plans();
 
+// Buffers hold float32, or bf16 patterns when ctx.bf16.
 // x (N, H, W, C), w (K, R, S, C) -> y (N, P, Q, K), overwritten.
-void conv_forward_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
-                        const float* w, float* y);
+void conv_forward_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const void* x,
+                        const void* w, void* y);
 // dy (N, P, Q, K), w -> dx (N, H, W, C), overwritten.
-void conv_backward_data_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* dy,
-                              const float* w, float* dx);
+void conv_backward_data_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const void* dy,
+                              const void* w, void* dx);
 // x, dy -> dw (K, R, S, C), overwritten or accumulated.
-void conv_backward_filter_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const float* x,
-                                const float* dy, float* dw, bool accumulate);
+void conv_backward_filter_cudnn(const CudnnConvContext& ctx, const ConvGeom& g, const void* x,
+                                const void* dy, void* dw, bool accumulate);
 
 // For the per-geometry table (bench/bench_conv): every algorithm cuDNN's heuristics list for one
 // direction of `g` with tensors in NHWC or NCHW, in the math mode of ctx.tf32 (strict float32:

@@ -57,5 +57,9 @@ void gemm_cpu(const Gemm& g, double alpha, const T* A, const T* B, double beta, 
 
 void gemm_cuda(const Gemm& g, float alpha, const float* A, const float* B, float beta, float* C,
                cublasHandle_t handle);
+// bf16 A, B and C (uint16_t patterns), float32 accumulation (cuBLAS's GemmEx, compute 32F); C is
+// overwritten (beta 0) with the result rounded to nearest even.
+void gemm_bf16_cuda(const Gemm& g, float alpha, const uint16_t* A, const uint16_t* B, uint16_t* C,
+                    cublasHandle_t handle);
 
 }  // namespace gan::kernels

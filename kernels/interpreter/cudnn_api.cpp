@@ -1,7 +1,9 @@
-// cuDNN for the interpreter: the convolution calls the engine makes (NHWC float32), computed by
-// the CPU references of kernels/conv.h on the handle's stream. Like cuDNN, each direction needs a
-// workspace (here: room for its result, which is computed there first and then blended with
-// alpha and beta), so a workspace that moved or was freed under a captured graph faults.
+// cuDNN for the interpreter: the convolution calls the engine makes (NHWC float32, or bf16 with
+// float32 accumulation: PSEUDO_BFLOAT16), computed by the CPU references of kernels/conv.h on the
+// handle's stream (bf16 operands widened exactly, the result rounded to nearest even). Like cuDNN,
+// each direction needs a workspace (here: room for its result, which is computed there first and
+// then blended with alpha and beta), so a workspace that moved or was freed under a captured graph
+// faults.
 #include <cudnn.h>
 
 #include <algorithm>
@@ -9,6 +11,7 @@
 #include <cstring>
 #include <string>
 
+#include "kernels/bf16.h"
 #include "kernels/conv.h"
 #include "kernels/interpreter/runtime_internal.h"
 #include "kernels/interpreter/simt.h"
@@ -42,7 +45,8 @@ using gan::kernels::ConvGeom;
 bool supported(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
                const cudnnConvolutionStruct* c) {
   return (x->format == CUDNN_TENSOR_NHWC || x->format == CUDNN_TENSOR_NCHW) &&
-         w->format == x->format && x->type == CUDNN_DATA_FLOAT && w->type == CUDNN_DATA_FLOAT &&
+         w->format == x->format &&
+         (x->type == CUDNN_DATA_FLOAT || x->type == CUDNN_DATA_BFLOAT16) && w->type == x->type &&
          c->mode == CUDNN_CROSS_CORRELATION && x->c == w->c;
 }
 
@@ -68,7 +72,8 @@ ConvGeom geom(const cudnnTensorStruct* x, const cudnnFilterStruct* w,
 }
 
 bool same_y(const ConvGeom& g, const cudnnTensorStruct* y, const cudnnTensorStruct* x) {
-  return y->format == x->format && y->n == g.n && y->c == g.k && y->h == g.p && y->w == g.q;
+  return y->format == x->format && y->type == x->type && y->n == g.n && y->c == g.k &&
+         y->h == g.p && y->w == g.q;
 }
 
 int64_t offset(const cudnnTensorStruct* d, int64_t n, int64_t c, int64_t h, int64_t w) {
@@ -94,10 +99,29 @@ void to_nchw(const float* in, float* out, int64_t n, int64_t c, int64_t h, int64
           out[((i * c + ch) * h + y) * w + x] = in[((i * h + y) * w + x) * c + ch];
 }
 
-// out = alpha * r + beta * out (beta == 0 does not read out).
-void blend(float* out, const float* r, int64_t n, float alpha, float beta) {
-  for (int64_t i = 0; i < n; ++i)
-    out[i] = float(double(alpha) * r[i] + (beta == 0.f ? 0.0 : double(beta) * out[i]));
+// n values at p, float32 or bf16 (widened exactly), as float32.
+std::vector<float> load(const void* p, int64_t n, bool bf16) {
+  std::vector<float> v(static_cast<size_t>(n));
+  if (bf16)
+    gan::kernels::bf16_to_f32_cpu(static_cast<const uint16_t*>(p), v.data(), n);
+  else if (n)
+    std::memcpy(v.data(), p, size_t(n) * sizeof(float));
+  return v;
+}
+
+// out = alpha * r + beta * out (beta == 0 does not read out); a bf16 out is rounded to nearest
+// even.
+void blend(void* out, const float* r, int64_t n, float alpha, float beta, bool bf16) {
+  auto* f = static_cast<float*>(out);
+  auto* h = static_cast<uint16_t*>(out);
+  for (int64_t i = 0; i < n; ++i) {
+    const double old = beta == 0.f ? 0.0 : bf16 ? gan::kernels::bf16_to_f32(h[i]) : f[i];
+    const float v = float(double(alpha) * r[i] + double(beta) * old);
+    if (bf16)
+      h[i] = gan::kernels::f32_to_bf16(v);
+    else
+      f[i] = v;
+  }
 }
 
 // How many algorithms the heuristics list per direction: 1, or $GAN_INTERP_CUDNN_ALGOS (up to
@@ -145,7 +169,7 @@ const char* cudnnGetErrorString(cudnnStatus_t s) {
     case CUDNN_STATUS_BAD_PARAM:
       return "CUDNN_STATUS_BAD_PARAM (interpreter)";
     case CUDNN_STATUS_NOT_SUPPORTED:
-      return "CUDNN_STATUS_NOT_SUPPORTED (interpreter: NHWC float32 cross-correlation only)";
+      return "CUDNN_STATUS_NOT_SUPPORTED (interpreter: float32 or bf16 cross-correlation only)";
     default:
       return "CUDNN_STATUS_EXECUTION_FAILED (interpreter)";
   }
@@ -323,13 +347,12 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void* alpha,
   if (!same_y(g, yd, xd) || !ws || ws_bytes < size_t(g.y_numel()) * 4)
     return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const auto* xp = static_cast<const float*>(x);
-  const auto* wp = static_cast<const float*>(w);
-  auto* yp = static_cast<float*>(y);
   auto* r = static_cast<float*>(ws);
-  const bool nchw = xd->format == CUDNN_TENSOR_NCHW;
+  const bool nchw = xd->format == CUDNN_TENSOR_NCHW, bf16 = xd->type == CUDNN_DATA_BFLOAT16;
   const cudaError_t e =
       gan::interp::enqueue(h->stream, "cudnnConvolutionForward (CPU reference)", [=] {
+        const auto xv = load(x, g.x_numel(), bf16), wv = load(w, g.w_numel(), bf16);
+        const float *xp = xv.data(), *wp = wv.data();
         if (nchw) {
           const auto xh = to_nhwc(xp, g.n, g.c, g.h, g.w), wh = to_nhwc(wp, g.k, g.c, g.r, g.s);
           std::vector<float> rh(size_t(g.y_numel()));
@@ -338,7 +361,7 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t h, const void* alpha,
         } else {
           gan::kernels::conv_forward_cpu(g, xp, wp, r);
         }
-        blend(yp, r, g.y_numel(), al, be);
+        blend(y, r, g.y_numel(), al, be, bf16);
       });
   return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
 }
@@ -355,13 +378,12 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void* alpha,
   if (!same_y(g, yd, xd) || !ws || ws_bytes < size_t(g.x_numel()) * 4)
     return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const auto* dyp = static_cast<const float*>(dy);
-  const auto* wp = static_cast<const float*>(w);
-  auto* dxp = static_cast<float*>(dx);
   auto* r = static_cast<float*>(ws);
-  const bool nchw = xd->format == CUDNN_TENSOR_NCHW;
+  const bool nchw = xd->format == CUDNN_TENSOR_NCHW, bf16 = xd->type == CUDNN_DATA_BFLOAT16;
   const cudaError_t e =
       gan::interp::enqueue(h->stream, "cudnnConvolutionBackwardData (CPU reference)", [=] {
+        const auto dyv = load(dy, g.y_numel(), bf16), wv = load(w, g.w_numel(), bf16);
+        const float *dyp = dyv.data(), *wp = wv.data();
         if (nchw) {
           const auto dyh = to_nhwc(dyp, g.n, g.k, g.p, g.q), wh = to_nhwc(wp, g.k, g.c, g.r, g.s);
           std::vector<float> rh(size_t(g.x_numel()));
@@ -370,7 +392,7 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t h, const void* alpha,
         } else {
           gan::kernels::conv_backward_data_cpu(g, dyp, wp, r);
         }
-        blend(dxp, r, g.x_numel(), al, be);
+        blend(dx, r, g.x_numel(), al, be, bf16);
       });
   return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
 }
@@ -387,13 +409,12 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha,
   if (!same_y(g, yd, xd) || !ws || ws_bytes < size_t(g.w_numel()) * 4)
     return CUDNN_STATUS_BAD_PARAM;
   const float al = *static_cast<const float*>(alpha), be = *static_cast<const float*>(beta);
-  const auto* xp = static_cast<const float*>(x);
-  const auto* dyp = static_cast<const float*>(dy);
-  auto* dwp = static_cast<float*>(dw);
   auto* r = static_cast<float*>(ws);
-  const bool nchw = xd->format == CUDNN_TENSOR_NCHW;
+  const bool nchw = xd->format == CUDNN_TENSOR_NCHW, bf16 = xd->type == CUDNN_DATA_BFLOAT16;
   const cudaError_t e =
       gan::interp::enqueue(h->stream, "cudnnConvolutionBackwardFilter (CPU reference)", [=] {
+        const auto xv = load(x, g.x_numel(), bf16), dyv = load(dy, g.y_numel(), bf16);
+        const float *xp = xv.data(), *dyp = dyv.data();
         if (nchw) {
           const auto xh = to_nhwc(xp, g.n, g.c, g.h, g.w), dyh = to_nhwc(dyp, g.n, g.k, g.p, g.q);
           std::vector<float> rh(size_t(g.w_numel()));
@@ -402,7 +423,7 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t h, const void* alpha,
         } else {
           gan::kernels::conv_backward_filter_cpu(g, xp, dyp, r, false);
         }
-        blend(dwp, r, g.w_numel(), al, be);
+        blend(dw, r, g.w_numel(), al, be, bf16);
       });
   return e == cudaSuccess ? CUDNN_STATUS_SUCCESS : CUDNN_STATUS_EXECUTION_FAILED;
 }

@@ -156,6 +156,12 @@ int main(int argc, char** argv) {
                  "GPU float32 math: fp32 (strict), fp32-tc (3xTF32 attention), tf32")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fp32-tc", "tf32"}));
+  std::string precision = "fp32";
+  app.add_option("--precision", precision,
+                 "fp32, or bf16: the generator and the feature network on bf16 operands with "
+                 "float32 accumulation (scores then differ from fp32 ones; papers use fp32)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   if (auto rc = cli::parse(app, argc, argv, "gan_eval")) return *rc;
 
   try {
@@ -163,6 +169,7 @@ int main(int argc, char** argv) {
     Device dev = Device::CPU;
     if (device == "cuda" || (device == "auto" && cuda_available())) dev = Device::CUDA;
     set_math_mode(parse_math_mode(math));
+    set_precision(parse_precision(precision));
     mo.device = dev, mo.seed = uint64_t(seed);
     // The feature network: InceptionV3 (FID comparable with papers) or the classifier (FD).
     std::shared_ptr<eval::FeatureNet> net;

@@ -31,7 +31,8 @@ struct Args {
   uint64_t seed = 0;
   bool singles = false, ema = false, attention = false;
   std::string device = "auto";
-  std::string math = "fp32";  // engine/device.h MathMode
+  std::string math = "fp32";       // engine/device.h MathMode
+  std::string precision = "fp32";  // engine/device.h Precision
   std::string dump;  // safetensors file receiving z and the images (tools/scripts/torch_check.py)
   std::string export_torch;          // G (or G_ema) and D as PyTorch state dicts, then stop
   std::string sn_naming = "legacy";  // legacy | parametrize (tools/io/checkpoint.h)
@@ -41,6 +42,7 @@ int run(const Args& a) {
   Device dev = Device::CPU;
   if (a.device == "cuda" || (a.device == "auto" && cuda_available())) dev = Device::CUDA;
   set_math_mode(parse_math_mode(a.math));
+  set_precision(parse_precision(a.precision));
   ckpt::LoadedGan loaded = ckpt::load_gan(a.checkpoint, dev, a.ema);
   const std::string& path = loaded.path;
   const st::File& f = loaded.file;
@@ -182,6 +184,11 @@ int main(int argc, char** argv) {
                  "GPU float32 math: fp32 (strict), fp32-tc (3xTF32 attention), tf32")
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fp32-tc", "tf32"}));
+  app.add_option("--precision", a.precision,
+                 "fp32, or bf16 (convolutions, GEMMs and attention on bf16 operands, float32 "
+                 "accumulation)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   if (auto rc = cli::parse(app, argc, argv, "gan_sample")) return *rc;
   try {
     return run(a);

@@ -121,6 +121,12 @@ int main(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"fp32", "fp32-tc", "tf32"}));
   app.add_flag("--tf32", o.tf32, "the same as --math tf32");
+  app.add_option("--precision", o.precision,
+                 "fp32, or bf16: convolutions, GEMMs and attention on bf16 operands with float32 "
+                 "accumulation; weights, optimiser, EMA, batch-norm and spectral-norm state, "
+                 "softmax statistics and losses stay float32 (docs/precision.md)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_flag("--deterministic", o.deterministic,
                "cuDNN: only deterministic convolution algorithms, untimed (two runs on the same "
                "GPU and library are bitwise equal); default: the fastest measured, any");

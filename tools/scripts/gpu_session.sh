@@ -34,6 +34,11 @@
 #   dist       the data-parallel path at world size 1: gan_bench's train loop (graph, graph_tf32)
 #              with the gradients all-reduced by NCCL inside the captured graph against the same
 #              without (the path's overhead), and gan_train --dist-backend nccl for 30 steps
+#   bf16       bf16 precision: the [bf16] cuda tests, gan_bench (anchor loop; tf32, graph_tf32,
+#              bf16, graph_bf16) and the PyTorch baseline's same variants (torch.autocast bf16)
+#              on the seven configs in the same job (bf16_ratio_table.md), and two SAGAN runs of
+#              GAN_BF16_STEPS (2000) steps, fp32 and bf16, each scored by gan_eval (the
+#              classifier's FD, 5000 samples)
 #   penalty    gan_bench's train loop with --loss wgan and wgan-gp at n_dis 1 and 2 (the cost of a
 #              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
@@ -96,7 +101,7 @@ if [ "$cmd" = collect ]; then
 fi
 
 [ "$cmd" = run ] && [ $# -gt 0 ] ||
-  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels attention bench convs dist penalty train reference study) | collect DIR" >&2; exit 2; }
+  { echo "usage: $0 pack | run STAGE... (tests sanitize kernels attention bench convs dist bf16 penalty train reference study) | collect DIR" >&2; exit 2; }
 # A command on the GPU machine returns at most 8 files: logs go to $work, and after every stage
 # $OUT gets summary.txt plus one results.tar.gz of $work (so a command cut off at its limit still
 # returns the stages it finished). GAN_DEADLINE (seconds from the start, default 560) bounds the whole run:
@@ -271,6 +276,42 @@ for stage in "$@"; do
       rm -rf "$work/dist_train/samples" "$work/dist_train/checkpoint.safetensors"
       pack_up
       ;;
+    bf16)
+      timeout "$(left 200)" "$bin/engine_tests" "[bf16][cuda]" > "$work/bf16_tests.log" 2>&1
+      note "bf16: engine_tests [bf16][cuda] rc=$? ($(tail -n 2 "$work/bf16_tests.log" | tr '\n' ' '))"
+      grep -E "FAILED|failed|unexpected exception" "$work/bf16_tests.log" | head -n 20 >> "$summary"
+      configs=${GAN_BENCH_CONFIGS:-dcgan:32:64,sagan:32:64,dcgan:64:64,sagan:64:64,sagan:128:64,dcgan:64:256,sagan:64:256}
+      iters=${GAN_BENCH_ITERS:-20}
+      reps=${GAN_BENCH_REPS:-3}
+      : > "$work/bf16_gan_bench.jsonl"
+      for c in ${configs//,/ }; do
+        GAN_LOG_KERNELS=1 timeout "$(left "${GAN_BENCH_TIMEOUT:-120}")" "$bin/gan_bench" --configs "$c" \
+          --iters "$iters" --reps "$reps" --loops anchor --variants tf32,graph_tf32,bf16,graph_bf16 \
+          >> "$work/bf16_gan_bench.jsonl" 2>> "$work/bf16_gan_bench.err"
+        note "bf16: gan_bench $c rc=$?"
+      done
+      pack_up
+      PYTHONUNBUFFERED=1 timeout "$(left "${GAN_TORCH_TIMEOUT:-240}")" python3 "$scripts/torch_gan_bench.py" \
+        --configs "$configs" --iters "$iters" --reps "$reps" --variants tf32,graph_tf32,bf16,graph_bf16 \
+        --loops anchor > "$work/bf16_torch_gan_bench.jsonl" 2> "$work/bf16_torch_gan_bench.err"
+      note "bf16: torch_gan_bench.py rc=$? (iters $iters, reps $reps)"
+      python3 "$scripts/ratio_table.py" "$work/bf16_gan_bench.jsonl" --torch "$work/bf16_torch_gan_bench.jsonl" \
+        > "$work/bf16_ratio_table.md" 2>&1
+      cat "$work/bf16_ratio_table.md"
+      pack_up
+      for p in fp32 bf16; do
+        rm -rf "/tmp/bf16_run_$p"
+        timeout "$(left 150)" "$bin/gan_train" --model sagan --steps "${GAN_BF16_STEPS:-2000}" --precision "$p" \
+          --data "$dev/data" --progress 0 --log-every 200 --sample-every 100000 --out "/tmp/bf16_run_$p" \
+          > "$work/bf16_train_$p.log" 2>&1
+        note "bf16: gan_train $p rc=$? $(grep 'gan_train: done' "$work/bf16_train_$p.log")"
+        cp "/tmp/bf16_run_$p/samples/latest.png" "$work/bf16_samples_$p.png" 2>/dev/null
+        cp "/tmp/bf16_run_$p/metrics.jsonl" "$work/bf16_metrics_$p.jsonl" 2>/dev/null
+        timeout "$(left 90)" "$bin/gan_eval" --checkpoint "/tmp/bf16_run_$p" --num-samples 5000 --real "$dev/data" \
+          --real-limit 10000 --out "$work/bf16_eval_$p.json" > /dev/null 2> "$work/bf16_eval_$p.err"
+        note "bf16: gan_eval $p rc=$? $(grep -o '"fd": [0-9][0-9.e+-]*' "$work/bf16_eval_$p.json" | head -n 1)"
+      done
+      ;;
     penalty)
       # The gradient-penalty D step against a plain one (the goal: at most 3x): the train loop with
       # --loss wgan and wgan-gp at n_dis 1 and 2; a D step's cost is the difference.
@@ -337,7 +378,7 @@ for stage in "$@"; do
       cp /tmp/study/*.log "$work/" 2>/dev/null
       ;;
     *)
-      note "gpu_session: unknown stage '$stage' (tests sanitize kernels attention bench convs dist penalty train reference study)"
+      note "gpu_session: unknown stage '$stage' (tests sanitize kernels attention bench convs dist bf16 penalty train reference study)"
       ;;
   esac
   note "stage $stage: $((SECONDS - t0)) s"

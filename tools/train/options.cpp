@@ -164,6 +164,7 @@ json to_json(const Options& o) {
               {"device", device_choice_name(o.device)},
               {"tf32", o.tf32},
               {"math", o.math},
+              {"precision", o.precision},
               {"deterministic", o.deterministic},
               {"cuda_graph", o.cuda_graph},
               {"world_size", o.world_size},
@@ -192,6 +193,7 @@ Options resume_options(const Options& o, const st::File& checkpoint, const std::
     }
     if (!o.given.count("out")) from.out = o.resume;
     if (!o.given.count("sync_bn")) from.sync_bn = saved.value("sync_bn", false);
+    if (!o.given.count("precision")) from.precision = saved.value("precision", std::string("fp32"));
     if (!o.given.count("steps") && !o.given.count("epochs")) {
       from.steps = saved.at("steps").get<int64_t>();
       from.epochs = saved.at("epochs").get<int>();
@@ -211,7 +213,8 @@ std::string describe(const Options& o, Device dev) {
   return fmt::format(
       "gan_train: model={} preset={} image_size={} channels={} z={} ngf={} ndf={} "
       "attention={} | data={} fit={} hflip={} | batch_size={} {} n_dis={} loss={} lr_g={} "
-      "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} math={} deterministic={} out={}",
+      "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} math={} precision={} deterministic={} "
+      "out={}",
       models::arch_name(m.arch), models::preset_name(m.preset), m.image_size, m.channels, m.z_dim,
       m.ngf, m.ndf, m.official_attention ? "official" : "default", o.data, img::fit_name(o.fit),
       o.hflip,
@@ -221,7 +224,7 @@ std::string describe(const Options& o, Device dev) {
                         int64_t(o.batch_size) * o.world_size, o.sync_bn ? " sync_bn" : ""),
       o.steps > 0 ? fmt::format("steps={}", o.steps) : fmt::format("epochs={}", o.epochs), o.n_dis,
       loss_name(o.loss), o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema, penalties, o.seed,
-      device_name(dev), o.tf32 ? "tf32" : o.math, o.deterministic, o.out);
+      device_name(dev), o.tf32 ? "tf32" : o.math, o.precision, o.deterministic, o.out);
 }
 
 std::string shrink_for_cpu(Options& o) {

@@ -61,8 +61,10 @@ struct Options {
   std::string eval_classifier;  // empty: eval::default_classifier_path
   std::string resume;           // a run directory to continue
   DeviceChoice device = DeviceChoice::kAuto;
-  bool tf32 = false;           // --tf32: shorthand for --math tf32
-  std::string math = "fp32";   // float32 math mode: fp32, fp32-tc or tf32 (engine/device.h)
+  bool tf32 = false;          // --tf32: shorthand for --math tf32
+  std::string math = "fp32";  // float32 math mode: fp32, fp32-tc or tf32 (engine/device.h)
+  // Precision of the products: fp32 or bf16 (engine/device.h; kept on resume unless given).
+  std::string precision = "fp32";
   bool deterministic = false;  // cuDNN: deterministic algorithms only, untimed (bitwise-equal runs)
   // CUDA: capture one whole iteration (D steps, G step, EMA) as a CUDA graph after a warm-up
   // iteration and replay it; bitwise equal to eager steps (tests/test_trainer.cpp).

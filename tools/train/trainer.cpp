@@ -151,6 +151,7 @@ void Training::configure() {
     o_ = resume_options(o_, *resume_file_, path);
   }
   o_ = resolve(o_);
+  set_precision(parse_precision(o_.precision));  // after resume: a run keeps its precision
   if (o_.sync_bn) dist::set_sync_batch_norm(comm_.get());
   if (launch.size > 1)
     std::printf("gan_train: %d ranks (%s, %s backend)%s\n", launch.size, launch.launcher.c_str(),
