@@ -25,12 +25,17 @@ bool empty_conv(const ConvGeom& g) {
   return g.n == 0 || g.c == 0 || g.k == 0 || g.h == 0 || g.w == 0 || g.p == 0 || g.q == 0;
 }
 
+void bias_act(const Tensor& y, const Tensor& b, const Conv2dOptions& o);
+kernels::BiasAct bias_act_of(Activation a);
+
 // bf16 operands (a BF16 tensor pair) give a float32 result holding bf16 values: on CUDA cuDNN
 // writes bf16 into a scratch tensor widened into out; on the CPU the float32 reference runs on the
-// widened operands and its result is rounded. run(a, b, out, ctx) is the direction's call.
+// widened operands and its result is rounded. cuda_run / cpu_run are the direction's call. With
+// `epi` the bias `bias` and epi's activation follow in float32 (on CUDA fused into the widening
+// pass, kernels::bias_act_bf16_cuda).
 template <class Cuda, class Cpu>
-void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_run,
-               Cpu&& cpu_run) {
+void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_run, Cpu&& cpu_run,
+               const Tensor& bias = Tensor(), const Conv2dOptions* epi = nullptr) {
   GAN_CHECK(a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && out.dtype() == DType::F32,
             "conv (bf16): expected bf16 operands and a float32 result, got " + a.str() + ", " +
                 b.str() + " -> " + out.str());
@@ -39,17 +44,32 @@ void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_
     kernels::CudnnConvContext ctx = cuda::conv_context();
     ctx.bf16 = true;
     cuda_run(ctx, a.raw(), b.raw(), o16.raw());
-    kernels::bf16_to_f32_cuda(o16.data<uint16_t>(), out.data<float>(), out.numel(), cuda::stream());
+    if (epi) {
+      const int64_t k = out.dim(-1);
+      kernels::bias_act_bf16_cuda(
+          o16.data<uint16_t>(), out.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
+          k ? out.numel() / k : 0, k, bias_act_of(epi->act), float(epi->slope), cuda::stream());
+    } else {
+      kernels::bf16_to_f32_cuda(o16.data<uint16_t>(), out.data<float>(), out.numel(),
+                                cuda::stream());
+    }
   } else {
     const Tensor a32 = a.to(DType::F32), b32 = b.to(DType::F32);
     cpu_run(a32.data<float>(), b32.data<float>(), out.data<float>());
     float* o = out.data<float>();
     for (int64_t i = 0; i < out.numel(); ++i) o[i] = kernels::round_bf16(o[i]);
+    if (epi) bias_act(out, bias, *epi);
   }
 }
 
-void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y) {
-  if (empty_conv(g)) return y.zero_();
+// bias / epi: the bf16 path's fused epilogue (conv_bf16); float32 callers apply bias_act after.
+void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor& y,
+              const Tensor& bias = Tensor(), const Conv2dOptions* epi = nullptr) {
+  if (empty_conv(g)) {
+    y.zero_();
+    if (epi) bias_act(y, bias, *epi);
+    return;
+  }
   if (x.dtype() == DType::BF16) {
     return conv_bf16(
         x, w, y,
@@ -58,7 +78,8 @@ void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor&
         },
         [&](const float* a, const float* b, float* o) {
           kernels::conv_forward_cpu<float>(g, a, b, o);
-        });
+        },
+        bias, epi);
   }
   if (x.is_cuda()) {
     kernels::conv_forward_cudnn(cuda::conv_context(), g, x.data<float>(), w.data<float>(),
@@ -71,8 +92,13 @@ void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor&
   }
 }
 
-void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const Tensor& dx) {
-  if (empty_conv(g)) return dx.zero_();
+void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const Tensor& dx,
+                   const Tensor& bias = Tensor(), const Conv2dOptions* epi = nullptr) {
+  if (empty_conv(g)) {
+    dx.zero_();
+    if (epi) bias_act(dx, bias, *epi);
+    return;
+  }
   if (dy.dtype() == DType::BF16) {
     return conv_bf16(
         dy, w, dx,
@@ -81,7 +107,8 @@ void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const T
         },
         [&](const float* a, const float* b, float* o) {
           kernels::conv_backward_data_cpu<float>(g, a, b, o);
-        });
+        },
+        bias, epi);
   }
   if (dy.is_cuda()) {
     kernels::conv_backward_data_cudnn(cuda::conv_context(), g, dy.data<float>(), w.data<float>(),
@@ -188,13 +215,15 @@ void bias_grad(const BackwardContext& c, int input, const Tensor& dy, int64_t k)
 }
 
 // dz = dy * act'(y) and the bias gradient sum_rows dz (into the parameter buffer or a fresh
-// tensor) in one pass over dy (kernels::bias_act_backward); returns dz.
+// tensor) in one pass over dy (kernels::bias_act_backward); returns dz, rounded into a bf16 tensor
+// when bf16 (the products' operand in bf16 precision; the bias gradient from float32 values).
 Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, const Tensor& dy,
-                         Activation act, double slope, int64_t k) {
+                         Activation act, double slope, int64_t k, bool bf16) {
   const int64_t rows = k ? dy.numel() / k : 0;
   const double s = act == Activation::kRelu ? 0.0 : slope;
   const bool tanh = act == Activation::kTanh;
-  Tensor dz = Tensor::empty_like(dy);
+  Tensor dz = Tensor::empty(dy.shape(), dy.device(), bf16 ? DType::BF16 : dy.dtype());
+  uint16_t* dz16 = bf16 ? dz.data<uint16_t>() : nullptr;
   Tensor* acc = c.accum_buffer(input);
   Tensor db = acc ? *acc : Tensor::empty(Shape{k}, dy.device(), dy.dtype());
   if (dy.is_cuda()) {
@@ -202,13 +231,14 @@ Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, c
     Tensor work;
     if (ws) work = Tensor::empty(Shape{int64_t(ws / sizeof(float))}, Device::CUDA);
     kernels::bias_act_backward_cuda(y.data<float>(), dy.data<float>(), rows, k, tanh, float(s),
-                                    acc != nullptr, dz.data<float>(), db.data<float>(),
-                                    ws ? work.raw() : nullptr, ws, cuda::stream());
+                                    acc != nullptr, bf16 ? nullptr : dz.data<float>(),
+                                    db.data<float>(), ws ? work.raw() : nullptr, ws, cuda::stream(),
+                                    dz16);
   } else {
     dispatch_cpu(dy, "conv bias and activation", [&](auto t) {
       using T = decltype(t);
       kernels::bias_act_backward_cpu<T>(y.data<T>(), dy.data<T>(), rows, k, tanh, s, acc != nullptr,
-                                        dz.data<T>(), db.data<T>());
+                                        bf16 ? nullptr : dz.data<T>(), db.data<T>(), dz16);
     });
   }
   if (!acc) c.add(input, db);
@@ -319,14 +349,16 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
        bf16](const BackwardContext& c) {
         // With a fused activation and a bias gradient to take, one pass does both.
         const bool bias = has_bias && c.needs(2);
-        const Tensor dy_full =
-            !keep_y.defined() ? c.dout
-            : bias ? act_bias_backward(c, 2, keep_y, c.dout, act, slope, transposed ? g.c : g.k)
-                   : act_backward(keep_y, c.dout, act, slope);
-        // The bias gradient is summed from the float32 gradient; the products take it in bf16.
-        const Tensor dy = bf16 ? dy_full.to(DType::BF16) : dy_full;
+        // The bias gradient is summed from the float32 gradient; the products take it in bf16
+        // (the fused backward writes it so).
+        const Tensor dy_full = !keep_y.defined() ? c.dout
+                               : bias ? act_bias_backward(c, 2, keep_y, c.dout, act, slope,
+                                                          transposed ? g.c : g.k, bf16)
+                                      : act_backward(keep_y, c.dout, act, slope);
+        const Tensor dy =
+            bf16 && dy_full.dtype() != DType::BF16 ? dy_full.to(DType::BF16) : dy_full;
         if (c.needs(0)) {
-          Tensor dx = Tensor::empty(x_shape, dy_full.device(), dy_full.dtype());
+          Tensor dx = Tensor::empty(x_shape, c.dout.device(), c.dout.dtype());
           if (transposed)
             conv_fwd(g, dy, keep_w, dx);
           else
@@ -375,8 +407,12 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
                   xv.shape().str(), o.pad_h, o.pad_w, wv.shape().str()));
   Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), xv.dtype());
   const Tensor xo = bf16_operand(xv), wo = bf16_operand(wv);
-  conv_fwd(g, xo, wo, y);
-  bias_act(y, bv, o);
+  if (xo.dtype() == DType::BF16) {
+    conv_fwd(g, xo, wo, y, bv, &o);  // the epilogue fused into the widening pass
+  } else {
+    conv_fwd(g, xo, wo, y);
+    bias_act(y, bv, o);
+  }
   return record_conv("conv2d", false, g, x, w, b, xo, wo, y, o);
 }
 
@@ -413,8 +449,12 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
                         xv.shape().str(), wv.shape().str(), o.pad_h, o.pad_w));
   Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), xv.dtype());
   const Tensor xo = bf16_operand(xv), wo = bf16_operand(wv);
-  conv_bwd_data(g, xo, wo, y);
-  bias_act(y, bv, o);
+  if (xo.dtype() == DType::BF16) {
+    conv_bwd_data(g, xo, wo, y, bv, &o);
+  } else {
+    conv_bwd_data(g, xo, wo, y);
+    bias_act(y, bv, o);
+  }
   return record_conv("conv_transpose2d", true, g, x, w, b, xo, wo, y, o);
 }
 

@@ -339,6 +339,69 @@ void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct ac
   GAN_CUDA_CHECK_LAUNCH();
 }
 
+namespace {
+template <BiasAct ACT>
+__device__ __forceinline__ float bias_act_one(float v, const float* __restrict__ b, int64_t c,
+                                              float slope) {
+  if (b) v = v + b[c];
+  if constexpr (ACT == BiasAct::kRelu) v = v < 0.f ? 0.f : v;
+  if constexpr (ACT == BiasAct::kLeakyRelu) v = v < 0.f ? slope * v : v;
+  if constexpr (ACT == BiasAct::kTanh) v = tanhf(v);
+  return v;
+}
+
+// VEC: 4 elements per iteration (n4 = n / 4 groups; y16 8-byte and y 16-byte aligned).
+template <BiasAct ACT, bool VEC>
+__global__ void bias_act_bf16_kernel(const uint16_t* __restrict__ y16, float* __restrict__ y,
+                                     const float* __restrict__ b, int64_t n, int64_t k,
+                                     float slope) {
+  if constexpr (VEC) {
+    GRID_STRIDE_LOOP(q, n / 4) {
+      const uint2 h = reinterpret_cast<const uint2*>(y16)[q];
+      const int64_t i = 4 * q;
+      float4 o;
+      o.x = bias_act_one<ACT>(bf16_to_f32(uint16_t(h.x & 0xffffu)), b, i % k, slope);
+      o.y = bias_act_one<ACT>(bf16_to_f32(uint16_t(h.x >> 16)), b, (i + 1) % k, slope);
+      o.z = bias_act_one<ACT>(bf16_to_f32(uint16_t(h.y & 0xffffu)), b, (i + 2) % k, slope);
+      o.w = bias_act_one<ACT>(bf16_to_f32(uint16_t(h.y >> 16)), b, (i + 3) % k, slope);
+      reinterpret_cast<float4*>(y)[q] = o;
+    }
+  } else {
+    GRID_STRIDE_LOOP(i, n) { y[i] = bias_act_one<ACT>(bf16_to_f32(y16[i]), b, i % k, slope); }
+  }
+}
+}  // namespace
+
+void bias_act_bf16_cuda(const uint16_t* y16, float* y, const float* b, int64_t rows, int64_t k,
+                        BiasAct act, float slope, cudaStream_t stream) {
+  GAN_NVTX("bias_act (bf16)");
+  const int64_t n = rows * k;
+  if (n == 0) return;
+  const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(y16) % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(y) % 16 == 0;
+  auto go = [&](auto vec_tag, auto act_tag) {
+    constexpr bool V = decltype(vec_tag)::value;
+    constexpr BiasAct A = decltype(act_tag)::value;
+    launch(bias_act_bf16_kernel<A, V>, grid_blocks(V ? n / 4 : n, kThreads), kThreads, 0, stream,
+           y16, y, b, n, k, slope);
+  };
+  auto with_act = [&](auto vec_tag) {
+    if (act == BiasAct::kRelu)
+      go(vec_tag, std::integral_constant<BiasAct, BiasAct::kRelu>{});
+    else if (act == BiasAct::kLeakyRelu)
+      go(vec_tag, std::integral_constant<BiasAct, BiasAct::kLeakyRelu>{});
+    else if (act == BiasAct::kTanh)
+      go(vec_tag, std::integral_constant<BiasAct, BiasAct::kTanh>{});
+    else
+      go(vec_tag, std::integral_constant<BiasAct, BiasAct::kNone>{});
+  };
+  if (vec)
+    with_act(std::true_type{});
+  else
+    with_act(std::false_type{});
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
 void fill_cuda(float* y, int64_t n, float value, cudaStream_t stream) {
   GAN_NVTX("fill");
   if (n == 0) return;
@@ -363,25 +426,58 @@ void nonfinite_guard_cuda(const float* x, int64_t n, float* guard, cudaStream_t 
 
 // ---- bf16 conversions (kernels/bf16.h)
 namespace {
+// VEC: 4 elements per iteration (16-byte float32 and 8-byte bf16 accesses), n a multiple of 4.
+template <bool VEC>
 __global__ void f32_to_bf16_kernel(const float* __restrict__ x, uint16_t* __restrict__ y,
                                    int64_t n) {
-  GRID_STRIDE_LOOP(i, n) { y[i] = f32_to_bf16(x[i]); }
+  if constexpr (VEC) {
+    GRID_STRIDE_LOOP(q, n / 4) {
+      const float4 v = reinterpret_cast<const float4*>(x)[q];
+      uint2 h;
+      h.x = uint32_t(f32_to_bf16(v.x)) | (uint32_t(f32_to_bf16(v.y)) << 16);
+      h.y = uint32_t(f32_to_bf16(v.z)) | (uint32_t(f32_to_bf16(v.w)) << 16);
+      reinterpret_cast<uint2*>(y)[q] = h;
+    }
+  } else {
+    GRID_STRIDE_LOOP(i, n) { y[i] = f32_to_bf16(x[i]); }
+  }
 }
+template <bool VEC>
 __global__ void bf16_to_f32_kernel(const uint16_t* __restrict__ x, float* __restrict__ y,
                                    int64_t n) {
-  GRID_STRIDE_LOOP(i, n) { y[i] = bf16_to_f32(x[i]); }
+  if constexpr (VEC) {
+    GRID_STRIDE_LOOP(q, n / 4) {
+      const uint2 h = reinterpret_cast<const uint2*>(x)[q];
+      reinterpret_cast<float4*>(y)[q] =
+          make_float4(bf16_to_f32(uint16_t(h.x & 0xffffu)), bf16_to_f32(uint16_t(h.x >> 16)),
+                      bf16_to_f32(uint16_t(h.y & 0xffffu)), bf16_to_f32(uint16_t(h.y >> 16)));
+    }
+  } else {
+    GRID_STRIDE_LOOP(i, n) { y[i] = bf16_to_f32(x[i]); }
+  }
+}
+
+bool vec4(const void* f32, const void* b16, int64_t n) {
+  return n % 4 == 0 && reinterpret_cast<uintptr_t>(f32) % 16 == 0 &&
+         reinterpret_cast<uintptr_t>(b16) % 8 == 0;
 }
 }  // namespace
 
 void f32_to_bf16_cuda(const float* x, uint16_t* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  launch(f32_to_bf16_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
+  if (vec4(x, y, n))
+    launch(f32_to_bf16_kernel<true>, grid_blocks(n / 4, kThreads), kThreads, 0, stream, x, y, n);
+  else
+    launch(f32_to_bf16_kernel<false>, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
 void bf16_to_f32_cuda(const uint16_t* x, float* y, int64_t n, cudaStream_t stream) {
   if (n == 0) return;
-  launch(bf16_to_f32_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
+  if (vec4(y, x, n))
+    launch(bf16_to_f32_kernel<true>, grid_blocks(n / 4, kThreads), kThreads, 0, stream, x, y, n);
+  else
+    launch(bf16_to_f32_kernel<false>, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

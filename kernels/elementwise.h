@@ -220,6 +220,11 @@ void zero_chunks_cuda(const BufferChunk* table, int64_t count, cudaStream_t stre
 void lerp_chunks_cuda(const BufferChunk* table, int64_t count, float w, cudaStream_t stream);
 void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct act, float slope,
                    cudaStream_t stream);
+// The epilogue of a bf16 product (bf16 precision): y (rows, k) float32 = act(widen(y16) + b), one
+// pass reading the bf16 result (4 elements per thread where the sizes allow: 8-byte loads,
+// 16-byte stores); the same values as bf16_to_f32_cuda then bias_act_cuda.
+void bias_act_bf16_cuda(const uint16_t* y16, float* y, const float* b, int64_t rows, int64_t k,
+                        BiasAct act, float slope, cudaStream_t stream);
 void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream);
 void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream);
 void nonfinite_guard_cuda(const float* x, int64_t n, float* guard, cudaStream_t stream);

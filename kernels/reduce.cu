@@ -2,6 +2,7 @@
 
 #include <cub/block/block_reduce.cuh>
 
+#include "kernels/bf16.h"
 #include "kernels/reduce.h"
 #include "kernels/runtime.h"
 
@@ -63,12 +64,13 @@ __global__ void reduce_rows_kernel(const float* __restrict__ x, int64_t outer, i
 // inner > 1 (or any inner with an activation). Block (cx, o, s): columns [cx*32, cx*32+32) of
 // x[o, s*chunk : (s+1)*chunk, :]. out: y[o, i] (splits == 1) or partial[(o * splits + s) * inner
 // + i]. With act_y: each element is first multiplied by the activation's derivative read from
-// act_y (1 where act_y > 0, else slope) and written to dz (bias_act_backward).
+// act_y (1 where act_y > 0, else slope) and written to dz, or rounded to bf16 into dz16 when that
+// is not null (bias_act_backward).
 __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, int64_t r,
                                    int64_t inner, int64_t splits, int64_t chunk, float scale,
                                    bool accumulate, float* __restrict__ out,
                                    const float* __restrict__ act_y, bool tanh, float slope,
-                                   float* __restrict__ dz) {
+                                   float* __restrict__ dz, uint16_t* __restrict__ dz16) {
   __shared__ float part[kColY][kColX + 1];
   const int64_t i = int64_t(blockIdx.x) * kColX + threadIdx.x;
   const int64_t s = blockIdx.z;
@@ -79,11 +81,14 @@ __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, i
       const float* base = x + o * r * inner + i;
       if (act_y) {
         const float* ya = act_y + o * r * inner + i;
-        float* d = dz + o * r * inner + i;
+        const int64_t off = o * r * inner + i;
         for (int64_t k = begin + threadIdx.y; k < end; k += kColY) {
           const float a = ya[k * inner];
           const float g = base[k * inner] * (tanh ? 1.f - a * a : a > 0.f ? 1.f : slope);
-          d[k * inner] = g;
+          if (dz16)
+            dz16[off + k * inner] = f32_to_bf16(g);
+          else
+            dz[off + k * inner] = g;
           v += g;
         }
       } else {
@@ -117,7 +122,7 @@ void run_reduce(const float* x, int64_t outer, int64_t r, int64_t inner, const P
               unsigned(p.splits));
     launch(reduce_cols_kernel, grid, dim3(kColX, kColY), 0, stream, x, outer, r, inner, p.splits,
            p.chunk, scale, accumulate, out, static_cast<const float*>(nullptr), false, 0.f,
-           static_cast<float*>(nullptr));
+           static_cast<float*>(nullptr), static_cast<uint16_t*>(nullptr));
   }
   GAN_CUDA_CHECK_LAUNCH();
 }
@@ -130,7 +135,7 @@ size_t bias_act_backward_workspace_bytes(int64_t rows, int64_t k) {
 
 void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,
                             float slope, bool accumulate, float* dz, float* db, void* workspace,
-                            size_t workspace_bytes, cudaStream_t stream) {
+                            size_t workspace_bytes, cudaStream_t stream, uint16_t* dz16) {
   GAN_NVTX("bias_act_backward");
   GAN_CHECK(rows >= 0 && k >= 0, "bias_act_backward_cuda: negative size");
   GAN_CHECK(k < (int64_t(1) << 31) / kColX * kColX, "bias_act_backward_cuda: k too large");
@@ -142,7 +147,7 @@ void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64
   };
   if (p.splits == 1) {
     launch(reduce_cols_kernel, grid(1), block, 0, stream, dy, int64_t(1), rows, k, int64_t(1),
-           p.chunk, 1.f, accumulate, db, y, tanh, slope, dz);
+           p.chunk, 1.f, accumulate, db, y, tanh, slope, dz, dz16);
     GAN_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -150,7 +155,7 @@ void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64
             "bias_act_backward_cuda: workspace too small (ask bias_act_backward_workspace_bytes)");
   auto* partial = static_cast<float*>(workspace);
   launch(reduce_cols_kernel, grid(p.splits), block, 0, stream, dy, int64_t(1), rows, k, p.splits,
-         p.chunk, 1.f, false, partial, y, tanh, slope, dz);
+         p.chunk, 1.f, false, partial, y, tanh, slope, dz, dz16);
   GAN_CUDA_CHECK_LAUNCH();
   Plan fin;
   fin.splits = 1;

@@ -12,6 +12,8 @@
 
 #include <cuda_runtime_api.h>
 
+#include "kernels/bf16.h"
+
 namespace gan::kernels {
 
 template <class T>
@@ -38,17 +40,21 @@ size_t reduce_sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner);
 // (tanh: 1 - y^2; else 1 where y > 0, otherwise slope: ReLU's is 0), and the bias gradient
 // db (k) = sum over rows of dz [+ db when accumulate]. Instead of an elementwise pass writing dz
 // and a reduction reading it back. CUDA: the column reduction's split (workspace from
-// bias_act_backward_workspace_bytes).
+// bias_act_backward_workspace_bytes). With dz16 (bf16 precision) dz is written rounded to bf16
+// there instead (dz unused), the bias gradient still summed from the float32 values.
 template <class T>
 void bias_act_backward_cpu(const T* y, const T* dy, int64_t rows, int64_t k, bool tanh,
-                           double slope, bool accumulate, T* dz, T* db) {
+                           double slope, bool accumulate, T* dz, T* db, uint16_t* dz16 = nullptr) {
   std::vector<double> acc(size_t(k > 0 ? k : 1), 0.0);
   for (int64_t r = 0; r < rows; ++r)
     for (int64_t i = 0; i < k; ++i) {
       const int64_t j = r * k + i;
       const double yj = double(y[j]);
       const T g = T(double(dy[j]) * (tanh ? 1.0 - yj * yj : yj > 0 ? 1.0 : slope));
-      dz[j] = g;
+      if (dz16)
+        dz16[j] = f32_to_bf16(float(g));
+      else
+        dz[j] = g;
       acc[size_t(i)] += double(g);
     }
   for (int64_t i = 0; i < k; ++i) db[i] = T((accumulate ? double(db[i]) : 0.0) + acc[size_t(i)]);
@@ -56,7 +62,7 @@ void bias_act_backward_cpu(const T* y, const T* dy, int64_t rows, int64_t k, boo
 size_t bias_act_backward_workspace_bytes(int64_t rows, int64_t k);
 void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,
                             float slope, bool accumulate, float* dz, float* db, void* workspace,
-                            size_t workspace_bytes, cudaStream_t stream);
+                            size_t workspace_bytes, cudaStream_t stream, uint16_t* dz16 = nullptr);
 void reduce_sum_cuda(const float* x, int64_t outer, int64_t r, int64_t inner, float scale,
                      bool accumulate, float* y, void* workspace, size_t workspace_bytes,
                      cudaStream_t stream);

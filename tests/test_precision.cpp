@@ -85,6 +85,8 @@ std::vector<Bf16Case> cases() {
   Conv2dOptions up = down;
   up.act = Activation::kTanh;
   Conv2dOptions plain;
+  Conv2dOptions leaky3;
+  leaky3.act = Activation::kLeakyRelu;
   return {
       {"conv2d 3x3 + bias + relu",
        {{Shape{2, 6, 6, 8}}, {Shape{16, 3, 3, 8}, true}, {Shape{16}, true, far_bias}},
@@ -99,6 +101,11 @@ std::vector<Bf16Case> cases() {
       {"conv_transpose2d 4x4 stride 2 + bias + tanh",
        {{Shape{2, 4, 4, 16}}, {Shape{16, 4, 4, 4}, true}, {Shape{4}, true}},
        [up](const std::vector<Var>& v) { return conv_transpose2d(v[0], v[1], v[2], up); },
+       0.02,
+       0.03},
+      {"conv2d 3x3 + bias + leaky relu, odd sizes (the epilogue's scalar path)",
+       {{Shape{1, 5, 5, 3}}, {Shape{3, 3, 3, 3}, true}, {Shape{3}, true, far_bias}},
+       [leaky3](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2], leaky3); },
        0.02,
        0.03},
       {"conv2d 3x3, no bias",

@@ -16,6 +16,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/random.h"
+#include "kernels/bf16.h"
 #include "models/gan.h"
 #include "tests/harness.h"
 #include "tests/trainer_helpers.h"
@@ -363,7 +364,8 @@ TEST_CASE("gan_train: WGAN-GP with DCGAN's batch-normalised critic warns and tra
 
 namespace {
 
-// tools/scripts/fixtures/make_bf16_step.py: one iteration of a small SAGAN (hinge) and DCGAN (BCE)
+// tools/scripts/fixtures/make_bf16_step.py: one iteration of a small SAGAN (hinge; "sagan"), the
+// same SAGAN with WGAN-GP ("sagan_gp": the penalty's double backward in bf16) and a DCGAN (BCE)
 // from the same weights and inputs, in float64 and under torch.autocast(dtype=torch.bfloat16).
 // The engine runs it in bf16 precision. Each gradient tensor's error against the float64
 // reference (normalised by its largest element) is compared with PyTorch's bf16 error: the two
@@ -375,10 +377,11 @@ void check_bf16_step(Device dev, const std::string& model) {
   PrecisionScope bf16(Precision::kBF16);
   train::Options o;
   models::ModelConfig& mc = o.model;
-  mc.arch = models::parse_arch(model), mc.image_size = 32, mc.channels = 1, mc.z_dim = 16;
-  mc.ngf = mc.ndf = 8;
+  const bool gp = model == "sagan_gp";
+  mc.arch = models::parse_arch(gp ? "sagan" : model), mc.image_size = 32, mc.channels = 1;
+  mc.z_dim = 16, mc.ngf = mc.ndf = 8;
   o.batch_size = 4, o.n_dis = 1, o.steps = 1;
-  o.loss = model == "sagan" ? train::Loss::kHinge : train::Loss::kBce;
+  o.loss = gp ? train::Loss::kWganGp : model == "sagan" ? train::Loss::kHinge : train::Loss::kBce;
   o.lr_g = o.lr_d = 1e-4, o.beta1 = 0.0, o.beta2 = 0.9;
   o = train::resolve(o);
   Generator gen(0, dev);
@@ -389,7 +392,9 @@ void check_bf16_step(Device dev, const std::string& model) {
   a.lr = o.lr_d, a.beta1 = o.beta1, a.beta2 = o.beta2;
   Adam opt_g(net.g->parameters(), a), opt_d(net.d->parameters(), a);
   train::Stepper stepper(o, net, nullptr, opt_g, opt_d, gen);
-  stepper.use_fixed_noise({f.tensor(model + ".z1", dev), f.tensor(model + ".z2", dev)}, {});
+  std::vector<Tensor> eps;
+  if (gp) eps.push_back(f.tensor(model + ".eps", dev));
+  stepper.use_fixed_noise({f.tensor(model + ".z1", dev), f.tensor(model + ".z2", dev)}, eps);
   // D's gradients are those of its step: kept before the G step zeroes nothing of D's (D's
   // parameters need no gradient there), so they are still in the buffers after the iteration.
   stepper.iteration({f.tensor(model + ".real", dev)});
@@ -409,9 +414,15 @@ void check_bf16_step(Device dev, const std::string& model) {
   for (auto [net_prefix, module] : {std::pair{"D", net.d.get()}, std::pair{"G", net.g.get()}}) {
     std::map<std::string, nn::TorchLayout> layout_of;
     for (const auto& [name, l] : module->named_layouts()) layout_of[name] = l;
-    double worst_engine = 0, worst_torch = 0, worst_cross = 0;
+    double worst_engine = 0, worst_torch = 0, worst_cross = 0, worst_rel = 0;
     // Over the whole network: |got - ref|^2, |torch - ref|^2, |ref|^2 summed (relative L2).
     double sq_engine = 0, sq_torch = 0, sq_ref = 0;
+    struct Sums {
+      std::string name;
+      double se, st, sr, n;
+    };
+    std::vector<Sums> per_tensor;
+    double n_total = 0;
     for (const auto& [name, p] : module->named_parameters()) {
       INFO(model << " " << net_prefix << "." << name);
       const nn::TorchLayout layout = layout_of.count(name) ? layout_of.at(name) : nn::TorchLayout{};
@@ -427,27 +438,43 @@ void check_bf16_step(Device dev, const std::string& model) {
       const double e_torch = gan::test::max_rel_error(torch, ref);
       const double e_cross = gan::test::max_rel_error(got, torch);
       const auto gv = got.to_vector(), rv = ref.to_vector(), tv = torch.to_vector();
+      double se = 0, st = 0, sr = 0;
       for (size_t i = 0; i < gv.size(); ++i) {
-        sq_engine += double(gv[i] - rv[i]) * double(gv[i] - rv[i]);
-        sq_torch += double(tv[i] - rv[i]) * double(tv[i] - rv[i]);
-        sq_ref += double(rv[i]) * double(rv[i]);
+        se += double(gv[i] - rv[i]) * double(gv[i] - rv[i]);
+        st += double(tv[i] - rv[i]) * double(tv[i] - rv[i]);
+        sr += double(rv[i]) * double(rv[i]);
       }
+      sq_engine += se, sq_torch += st, sq_ref += sr;
+      per_tensor.push_back({name, se, st, sr, double(gv.size())});
+      n_total += double(gv.size());
       worst_engine = std::max(worst_engine, e_engine);
       worst_torch = std::max(worst_torch, e_torch);
       worst_cross = std::max(worst_cross, e_cross);
-      // No tensor far off (a wrong layout or a missed rounding point gives errors near 1): a
-      // tensor of a few elements summing cancelling terms (attention's gamma) has bf16 errors of
-      // 2-15% in either implementation (on the GPU path the tensor-core kernels also round the
-      // softmax P and dS); the whole network's error is compared below.
-      CHECK(e_engine < std::max(3 * e_torch, 0.25));
-      CHECK(e_cross < std::max(3 * e_torch, 0.25));
+    }
+    // No tensor far off: |got - ref| <= 3 |torch - ref| + |ref| / 2 + 5% of the network's RMS
+    // gradient per element (L2 over the tensor). A wrong layout or a missed rounding point gives
+    // |got - ref| near |ref| or above while PyTorch's error is small. Tensors whose gradient is
+    // mostly rounding noise in bf16 have errors of PyTorch's size or up to half their own
+    // (attention's gamma, a sum of cancelling terms; the generator's attention projections
+    // under the penalty; on the GPU path the tensor-core kernels also round the softmax P and
+    // dS), or, where the true gradient is 0 (biases before batch norm; the key projection's bias,
+    // to which the softmax is invariant), noise well below the network's gradients. The whole
+    // network's error is compared below.
+    const double rms = std::sqrt(sq_ref / n_total);
+    for (const Sums& t : per_tensor) {
+      INFO(model << " " << net_prefix << "." << t.name);
+      const double units = std::sqrt(t.se) / (3 * std::sqrt(t.st) + 0.5 * std::sqrt(t.sr) +
+                                              0.05 * rms * std::sqrt(t.n) + 1e-30);
+      worst_rel = std::max(worst_rel, units);
+      CHECK(units <= 1.0);
     }
     const double l2_engine = std::sqrt(sq_engine / sq_ref), l2_torch = std::sqrt(sq_torch / sq_ref);
     std::printf(
         "  %s bf16 gradients of %s: relative L2 error engine %.2e, PyTorch autocast %.2e; "
-        "worst tensor (normalised max) engine %.2e, PyTorch %.2e, engine vs PyTorch "
-        "%.2e\n",
-        model.c_str(), net_prefix, l2_engine, l2_torch, worst_engine, worst_torch, worst_cross);
+        "worst tensor: |error| / its bound %.2f; normalised max engine %.2e, PyTorch %.2e, engine "
+        "vs PyTorch %.2e\n",
+        model.c_str(), net_prefix, l2_engine, l2_torch, worst_rel, worst_engine, worst_torch,
+        worst_cross);
     CHECK(l2_engine < 2 * l2_torch + 1e-3);
     // bf16 is really on (float32 would be ~1e-6 here).
     CHECK(l2_engine > 1e-4);
@@ -458,15 +485,61 @@ void check_bf16_step(Device dev, const std::string& model) {
 
 TEST_CASE("trainer: one bf16 iteration of SAGAN and DCGAN against PyTorch's autocast",
           "[trainer][bf16][cpu]") {
-  check_bf16_step(Device::CPU, "sagan");
-  check_bf16_step(Device::CPU, "dcgan");
+  for (const char* m : {"sagan", "sagan_gp", "dcgan"}) check_bf16_step(Device::CPU, m);
 }
 
 TEST_CASE("trainer cuda: one bf16 iteration of SAGAN and DCGAN against PyTorch's autocast",
           "[trainer][bf16][cuda]") {
   GAN_REQUIRE_GPU();
-  check_bf16_step(Device::CUDA, "sagan");
-  check_bf16_step(Device::CUDA, "dcgan");
+  for (const char* m : {"sagan", "sagan_gp", "dcgan"}) check_bf16_step(Device::CUDA, m);
+}
+
+TEST_CASE("gan_train: --precision bf16 trains, checkpoints float32 and resumes in either precision",
+          "[trainer][bf16][cpu]") {
+  const fs::path out = scratch("bf16_cli");
+  const std::string fm = fashion_subset(256).string();
+  const std::string base =
+      "--device cpu --model sagan --image-size 32 --ngf 8 --ndf 8 "
+      "--batch-size 4 --progress 0 --log-every 1 --data " +
+      fm;
+  const fs::path run = out / "bf16";
+  Proc p = gan_train(base + " --steps 3 --precision bf16 --out " + run.string());
+  INFO(p.output);
+  REQUIRE(p.code == 0);
+  CHECK(p.output.find("precision=bf16") != std::string::npos);
+  const auto config_of = [](const fs::path& dir) {
+    return nlohmann::json::parse(
+        gan::st::read_file((dir / "checkpoint.safetensors").string()).meta("config"));
+  };
+  CHECK(config_of(run).at("precision") == "bf16");
+  // The checkpoint's tensors are float32 (PyTorch's layouts), as an fp32 run's.
+  const gan::st::File f = gan::st::read_file((run / "checkpoint.safetensors").string());
+  const Tensor w = f.tensor("G.0.weight_orig");
+  CHECK(w.dtype() == DType::F32);
+  bool any_not_bf16 = false;  // master weights keep float32 bits after Adam's steps
+  for (float x : w.to_vector()) any_not_bf16 |= kernels::round_bf16(x) != x;
+  CHECK(any_not_bf16);
+  // Resumed without --precision: bf16 still; with --precision fp32: float32 from the same file.
+  p = gan_train(base + " --steps 5 --resume " + run.string());
+  INFO(p.output);
+  REQUIRE(p.code == 0);
+  CHECK(p.output.find("precision=bf16") != std::string::npos);
+  CHECK(config_of(run).at("precision") == "bf16");
+  const fs::path run32 = out / "fp32";
+  p = gan_train(base + " --steps 7 --precision fp32 --resume " + run.string() + " --out " +
+                run32.string());
+  INFO(p.output);
+  REQUIRE(p.code == 0);
+  CHECK(p.output.find("precision=fp32") != std::string::npos);
+  CHECK(config_of(run32).at("precision") == "fp32");
+  // And an fp32 checkpoint resumes in bf16.
+  p = gan_train(base + " --steps 8 --precision bf16 --resume " + run32.string());
+  INFO(p.output);
+  CHECK(p.code == 0);
+  CHECK(config_of(run32).at("precision") == "bf16");
+  const Proc bad = gan_train(base + " --steps 1 --precision fp16 --out " + (out / "x").string());
+  CHECK(bad.code != 0);
+  CHECK(last_line(bad.output).find("--precision") != std::string::npos);
 }
 
 TEST_CASE("trainer: one WGAN-GP iteration of SAGAN equals PyTorch's", "[trainer][cpu]") {
