@@ -32,10 +32,12 @@ kernels::BiasAct bias_act_of(Activation a);
 // writes bf16 into a scratch tensor widened into out; on the CPU the float32 reference runs on the
 // widened operands and its result is rounded. cuda_run / cpu_run are the direction's call. With
 // `epi` the bias `bias` and epi's activation follow in float32 (on CUDA fused into the widening
-// pass, kernels::bias_act_bf16_cuda).
+// pass, kernels::bias_act_bf16_cuda); with `accumulate` the rounded result is added to out (a
+// parameter's gradient buffer) in the widening pass.
 template <class Cuda, class Cpu>
 void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_run, Cpu&& cpu_run,
-               const Tensor& bias = Tensor(), const Conv2dOptions* epi = nullptr) {
+               const Tensor& bias = Tensor(), const Conv2dOptions* epi = nullptr,
+               bool accumulate = false) {
   GAN_CHECK(a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && out.dtype() == DType::F32,
             "conv (bf16): expected bf16 operands and a float32 result, got " + a.str() + ", " +
                 b.str() + " -> " + out.str());
@@ -44,7 +46,10 @@ void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_
     kernels::CudnnConvContext ctx = cuda::conv_context();
     ctx.bf16 = true;
     cuda_run(ctx, a.raw(), b.raw(), o16.raw());
-    if (epi) {
+    if (accumulate) {
+      kernels::bf16_accumulate_cuda(o16.data<uint16_t>(), out.data<float>(), out.numel(),
+                                    cuda::stream());
+    } else if (epi) {
       const int64_t k = out.dim(-1);
       kernels::bias_act_bf16_cuda(
           o16.data<uint16_t>(), out.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
@@ -55,9 +60,13 @@ void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_
     }
   } else {
     const Tensor a32 = a.to(DType::F32), b32 = b.to(DType::F32);
-    cpu_run(a32.data<float>(), b32.data<float>(), out.data<float>());
-    float* o = out.data<float>();
-    for (int64_t i = 0; i < out.numel(); ++i) o[i] = kernels::round_bf16(o[i]);
+    const Tensor res = accumulate ? Tensor::empty_like(out) : out;
+    cpu_run(a32.data<float>(), b32.data<float>(), res.data<float>());
+    float *r = res.data<float>(), *o = out.data<float>();
+    for (int64_t i = 0; i < out.numel(); ++i) {
+      const float v = kernels::round_bf16(r[i]);
+      o[i] = accumulate ? o[i] + v : v;
+    }
     if (epi) bias_act(out, bias, *epi);
   }
 }
@@ -128,7 +137,6 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
     return;
   }
   if (x.dtype() == DType::BF16) {
-    GAN_CHECK(!accumulate, "conv (bf16): a filter gradient is never accumulated in place");
     return conv_bf16(
         x, dy, dw,
         [&](const kernels::CudnnConvContext& ctx, const void* a, const void* b, void* o) {
@@ -136,7 +144,8 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
         },
         [&](const float* a, const float* b, float* o) {
           kernels::conv_backward_filter_cpu<float>(g, a, b, o, false);
-        });
+        },
+        Tensor(), nullptr, accumulate);
   }
   if (x.is_cuda()) {
     kernels::conv_backward_filter_cudnn(cuda::conv_context(), g, x.data<float>(), dy.data<float>(),
@@ -245,12 +254,12 @@ Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, c
   return dz;
 }
 
-// A filter gradient straight into the parameter buffer when there is one (float32 operands;
-// bf16 ones give a fresh float32 gradient, added).
+// A filter gradient straight into the parameter buffer when there is one (bf16 operands: the
+// bf16-rounded gradient added to the float32 buffer in the widening pass).
 void filter_grad(const BackwardContext& c, int input, const ConvGeom& g, const Shape& w_shape,
                  const Tensor& x, const Tensor& dy) {
   const bool bf16 = x.dtype() == DType::BF16;
-  if (Tensor* acc = bf16 ? nullptr : c.accum_buffer(input)) {
+  if (Tensor* acc = c.accum_buffer(input)) {
     check_shape(c.op, "parameter gradient buffer", *acc, w_shape);
     conv_bwd_filter(g, x, dy, *acc, true);
   } else {

@@ -20,24 +20,33 @@ namespace {
 using kernels::Gemm;
 
 // C = alpha op(A) op(B) + beta C on the tensors' device.
-// bf16 A and B (then C is a dense float32 tensor and beta 0): C = the product rounded to bf16.
+// bf16 A and B (then C is a dense float32 tensor and beta 0 or 1): C = the product rounded to
+// bf16 (beta 1: added to C in the widening pass).
 void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double beta,
           const Tensor& C) {
   if (A.dtype() == DType::BF16) {
-    GAN_CHECK(B.dtype() == DType::BF16 && C.dtype() == DType::F32 && beta == 0.0,
-              "gemm (bf16): expected bf16 operands and a fresh float32 result, got " + A.str() +
-                  ", " + B.str() + " -> " + C.str());
+    GAN_CHECK(B.dtype() == DType::BF16 && C.dtype() == DType::F32 && (beta == 0.0 || beta == 1.0),
+              "gemm (bf16): expected bf16 operands and a float32 result, got " + A.str() + ", " +
+                  B.str() + " -> " + C.str());
     if (A.is_cuda()) {
       Tensor c16 = Tensor::empty(C.shape(), Device::CUDA, DType::BF16);
       kernels::gemm_bf16_cuda(g, float(alpha), A.data<uint16_t>(), B.data<uint16_t>(),
                               c16.data<uint16_t>(), cuda::cublas());
-      kernels::bf16_to_f32_cuda(c16.data<uint16_t>(), C.data<float>(), C.numel(), cuda::stream());
+      if (beta == 1.0)
+        kernels::bf16_accumulate_cuda(c16.data<uint16_t>(), C.data<float>(), C.numel(),
+                                      cuda::stream());
+      else
+        kernels::bf16_to_f32_cuda(c16.data<uint16_t>(), C.data<float>(), C.numel(), cuda::stream());
     } else {
       const Tensor a32 = A.to(DType::F32), b32 = B.to(DType::F32);
+      const Tensor res = beta == 1.0 ? Tensor::empty_like(C) : C;
       kernels::gemm_cpu<float>(g, alpha, a32.data<float>(), b32.data<float>(), 0.0,
-                               C.data<float>());
-      float* c = C.data<float>();
-      for (int64_t i = 0; i < C.numel(); ++i) c[i] = kernels::round_bf16(c[i]);
+                               res.data<float>());
+      float *r = res.data<float>(), *c = C.data<float>();
+      for (int64_t i = 0; i < C.numel(); ++i) {
+        const float v = kernels::round_bf16(r[i]);
+        c[i] = beta == 1.0 ? c[i] + v : v;
+      }
     }
     return;
   }
@@ -69,12 +78,12 @@ void column_sums(const Tensor& dy, int64_t rows, int64_t cols, const Tensor& db,
 }
 
 // Computes a parameter-or-not gradient with a GEMM: straight into the parameter's buffer
-// (beta = 1) when there is one (float32 operands), else into a fresh float32 tensor handed to
-// add().
+// (beta = 1; bf16 operands: the rounded product added) when there is one, else into a fresh
+// float32 tensor handed to add().
 void gemm_grad(const BackwardContext& c, int input, const Shape& shape, const Gemm& g,
                const Tensor& A, const Tensor& B) {
   const bool bf16 = A.dtype() == DType::BF16;
-  if (Tensor* acc = bf16 ? nullptr : c.accum_buffer(input)) {
+  if (Tensor* acc = c.accum_buffer(input)) {
     check_shape(c.op, "parameter gradient buffer", *acc, shape);
     gemm(g, 1.0, A, B, 1.0, *acc);
   } else {

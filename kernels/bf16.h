@@ -40,5 +40,7 @@ inline void bf16_to_f32_cpu(const uint16_t* x, float* y, int64_t n) {
 }
 void f32_to_bf16_cuda(const float* x, uint16_t* y, int64_t n, cudaStream_t stream);
 void bf16_to_f32_cuda(const uint16_t* x, float* y, int64_t n, cudaStream_t stream);
+// y += widen(x): a bf16 product's result added into a float32 gradient buffer in one pass.
+void bf16_accumulate_cuda(const uint16_t* x, float* y, int64_t n, cudaStream_t stream);
 
 }  // namespace gan::kernels

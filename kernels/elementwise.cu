@@ -457,6 +457,24 @@ __global__ void bf16_to_f32_kernel(const uint16_t* __restrict__ x, float* __rest
   }
 }
 
+template <bool VEC>
+__global__ void bf16_accumulate_kernel(const uint16_t* __restrict__ x, float* __restrict__ y,
+                                       int64_t n) {
+  if constexpr (VEC) {
+    GRID_STRIDE_LOOP(q, n / 4) {
+      const uint2 h = reinterpret_cast<const uint2*>(x)[q];
+      float4 v = reinterpret_cast<float4*>(y)[q];
+      v.x += bf16_to_f32(uint16_t(h.x & 0xffffu));
+      v.y += bf16_to_f32(uint16_t(h.x >> 16));
+      v.z += bf16_to_f32(uint16_t(h.y & 0xffffu));
+      v.w += bf16_to_f32(uint16_t(h.y >> 16));
+      reinterpret_cast<float4*>(y)[q] = v;
+    }
+  } else {
+    GRID_STRIDE_LOOP(i, n) { y[i] += bf16_to_f32(x[i]); }
+  }
+}
+
 bool vec4(const void* f32, const void* b16, int64_t n) {
   return n % 4 == 0 && reinterpret_cast<uintptr_t>(f32) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(b16) % 8 == 0;
@@ -469,6 +487,16 @@ void f32_to_bf16_cuda(const float* x, uint16_t* y, int64_t n, cudaStream_t strea
     launch(f32_to_bf16_kernel<true>, grid_blocks(n / 4, kThreads), kThreads, 0, stream, x, y, n);
   else
     launch(f32_to_bf16_kernel<false>, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void bf16_accumulate_cuda(const uint16_t* x, float* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  if (vec4(y, x, n))
+    launch(bf16_accumulate_kernel<true>, grid_blocks(n / 4, kThreads), kThreads, 0, stream, x, y,
+           n);
+  else
+    launch(bf16_accumulate_kernel<false>, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
