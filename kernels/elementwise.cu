@@ -340,6 +340,18 @@ void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct ac
 }
 
 namespace {
+// Four bf16 values packed in 8 bytes (the lower address in the low half) <-> four floats.
+__device__ __forceinline__ float4 widen4(uint2 h) {
+  return make_float4(bf16_to_f32(uint16_t(h.x & 0xffffu)), bf16_to_f32(uint16_t(h.x >> 16)),
+                     bf16_to_f32(uint16_t(h.y & 0xffffu)), bf16_to_f32(uint16_t(h.y >> 16)));
+}
+__device__ __forceinline__ uint2 narrow4(float4 v) {
+  uint2 h;
+  h.x = uint32_t(f32_to_bf16(v.x)) | (uint32_t(f32_to_bf16(v.y)) << 16);
+  h.y = uint32_t(f32_to_bf16(v.z)) | (uint32_t(f32_to_bf16(v.w)) << 16);
+  return h;
+}
+
 template <BiasAct ACT>
 __device__ __forceinline__ float bias_act_one(float v, const float* __restrict__ b, int64_t c,
                                               float slope) {
@@ -357,13 +369,13 @@ __global__ void bias_act_bf16_kernel(const uint16_t* __restrict__ y16, float* __
                                      float slope) {
   if constexpr (VEC) {
     GRID_STRIDE_LOOP(q, n / 4) {
-      const uint2 h = reinterpret_cast<const uint2*>(y16)[q];
+      const float4 w = widen4(reinterpret_cast<const uint2*>(y16)[q]);
       const int64_t i = 4 * q;
       float4 o;
-      o.x = bias_act_one<ACT>(bf16_to_f32(uint16_t(h.x & 0xffffu)), b, i % k, slope);
-      o.y = bias_act_one<ACT>(bf16_to_f32(uint16_t(h.x >> 16)), b, (i + 1) % k, slope);
-      o.z = bias_act_one<ACT>(bf16_to_f32(uint16_t(h.y & 0xffffu)), b, (i + 2) % k, slope);
-      o.w = bias_act_one<ACT>(bf16_to_f32(uint16_t(h.y >> 16)), b, (i + 3) % k, slope);
+      o.x = bias_act_one<ACT>(w.x, b, i % k, slope);
+      o.y = bias_act_one<ACT>(w.y, b, (i + 1) % k, slope);
+      o.z = bias_act_one<ACT>(w.z, b, (i + 2) % k, slope);
+      o.w = bias_act_one<ACT>(w.w, b, (i + 3) % k, slope);
       reinterpret_cast<float4*>(y)[q] = o;
     }
   } else {
@@ -432,11 +444,7 @@ __global__ void f32_to_bf16_kernel(const float* __restrict__ x, uint16_t* __rest
                                    int64_t n) {
   if constexpr (VEC) {
     GRID_STRIDE_LOOP(q, n / 4) {
-      const float4 v = reinterpret_cast<const float4*>(x)[q];
-      uint2 h;
-      h.x = uint32_t(f32_to_bf16(v.x)) | (uint32_t(f32_to_bf16(v.y)) << 16);
-      h.y = uint32_t(f32_to_bf16(v.z)) | (uint32_t(f32_to_bf16(v.w)) << 16);
-      reinterpret_cast<uint2*>(y)[q] = h;
+      reinterpret_cast<uint2*>(y)[q] = narrow4(reinterpret_cast<const float4*>(x)[q]);
     }
   } else {
     GRID_STRIDE_LOOP(i, n) { y[i] = f32_to_bf16(x[i]); }
@@ -447,10 +455,7 @@ __global__ void bf16_to_f32_kernel(const uint16_t* __restrict__ x, float* __rest
                                    int64_t n) {
   if constexpr (VEC) {
     GRID_STRIDE_LOOP(q, n / 4) {
-      const uint2 h = reinterpret_cast<const uint2*>(x)[q];
-      reinterpret_cast<float4*>(y)[q] =
-          make_float4(bf16_to_f32(uint16_t(h.x & 0xffffu)), bf16_to_f32(uint16_t(h.x >> 16)),
-                      bf16_to_f32(uint16_t(h.y & 0xffffu)), bf16_to_f32(uint16_t(h.y >> 16)));
+      reinterpret_cast<float4*>(y)[q] = widen4(reinterpret_cast<const uint2*>(x)[q]);
     }
   } else {
     GRID_STRIDE_LOOP(i, n) { y[i] = bf16_to_f32(x[i]); }
@@ -462,12 +467,9 @@ __global__ void bf16_accumulate_kernel(const uint16_t* __restrict__ x, float* __
                                        int64_t n) {
   if constexpr (VEC) {
     GRID_STRIDE_LOOP(q, n / 4) {
-      const uint2 h = reinterpret_cast<const uint2*>(x)[q];
+      const float4 w = widen4(reinterpret_cast<const uint2*>(x)[q]);
       float4 v = reinterpret_cast<float4*>(y)[q];
-      v.x += bf16_to_f32(uint16_t(h.x & 0xffffu));
-      v.y += bf16_to_f32(uint16_t(h.x >> 16));
-      v.z += bf16_to_f32(uint16_t(h.y & 0xffffu));
-      v.w += bf16_to_f32(uint16_t(h.y >> 16));
+      v.x += w.x, v.y += w.y, v.z += w.z, v.w += w.w;
       reinterpret_cast<float4*>(y)[q] = v;
     }
   } else {
