@@ -140,6 +140,33 @@ TEST_CASE("tensor cuda: copies fill guard mode and the pool", "[tensor][cuda]") 
   cuda::synchronize();
   CHECK(cuda::pool_reserved_bytes() == reserved);
 
+  // The pool's used memory (gan_bench's peak_mem_mb): current follows live tensors; the high
+  // water, once reset, is the largest live total since.
+  {
+    const auto attr = [](cudaMemPoolAttr a) {
+      uint64_t v = 0;
+      REQUIRE(cudaMemPoolGetAttribute(cuda::context().pool, a, &v) == cudaSuccess);
+      return v;
+    };
+    cuda::synchronize();
+    const uint64_t base = attr(cudaMemPoolAttrUsedMemCurrent);
+    uint64_t zero = 0;
+    REQUIRE(cudaMemPoolSetAttribute(cuda::context().pool, cudaMemPoolAttrUsedMemHigh, &zero) ==
+            cudaSuccess);
+    {
+      Tensor t1 = Tensor::empty(Shape{1 << 20}, Device::CUDA);  // 4 MiB
+      Tensor t2 = Tensor::empty(Shape{1 << 19}, Device::CUDA);  // 2 MiB
+      cuda::synchronize();
+      CHECK(attr(cudaMemPoolAttrUsedMemCurrent) >= base + (6u << 20));
+    }
+    cuda::synchronize();
+    CHECK(attr(cudaMemPoolAttrUsedMemCurrent) == base);
+    const uint64_t high = attr(cudaMemPoolAttrUsedMemHigh);
+    CHECK(high >= base + (6u << 20));
+    CHECK(high < base + (8u << 20));
+    CHECK(attr(cudaMemPoolAttrReservedMemCurrent) >= high);
+  }
+
   // Mixed devices are an error naming the op.
   Var a(Tensor::zeros(Shape{3})), b(Tensor::zeros(Shape{3}, Device::CUDA));
   CHECK_THROWS_WITH(add(a, b), "add: device mismatch: cpu f32 (3,) vs cuda f32 (3,)");

@@ -484,16 +484,24 @@ cudaError_t cudaDeviceGetDefaultMemPool(cudaMemPool_t* pool, int device) {
   *pool = &g_pool;
   return cudaSuccess;
 }
-cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void*) { return cudaSuccess; }
+// Resetting UsedMemHigh (to 0, the only value CUDA allows) starts a new high water.
+cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void*) {
+  if (attr == cudaMemPoolAttrUsedMemHigh) gan::interp::reset_used_high();
+  return cudaSuccess;
+}
 // The interpreter's pool holds nothing back: trimming has nothing to release.
 cudaError_t cudaMemPoolTrimTo(cudaMemPool_t, size_t) { return cudaSuccess; }
 cudaError_t cudaMemPoolGetAttribute(cudaMemPool_t, cudaMemPoolAttr attr, void* value) {
   switch (attr) {
     case cudaMemPoolAttrReservedMemCurrent:
     case cudaMemPoolAttrReservedMemHigh:
-    case cudaMemPoolAttrUsedMemHigh:
-    case cudaMemPoolAttrUsedMemCurrent:
       *static_cast<uint64_t*>(value) = reserved_bytes();
+      return cudaSuccess;
+    case cudaMemPoolAttrUsedMemHigh:
+      *static_cast<uint64_t*>(value) = gan::interp::used_high_bytes();
+      return cudaSuccess;
+    case cudaMemPoolAttrUsedMemCurrent:
+      *static_cast<uint64_t*>(value) = gan::interp::used_bytes();
       return cudaSuccess;
     default:
       return cudaErrorInvalidValue;

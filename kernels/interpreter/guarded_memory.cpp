@@ -47,6 +47,7 @@ struct Registry {
   std::deque<uintptr_t> quarantine;
   size_t quarantine_bytes = 0;
   size_t live_bytes = 0, high_water = 0;
+  size_t used_high = 0;  // high water of live_bytes since the last reset_used_high()
 };
 
 Registry& reg() {
@@ -111,6 +112,7 @@ void* device_alloc(size_t bytes) {
   g.user_to_map[reinterpret_cast<uintptr_t>(r.user)] = reinterpret_cast<uintptr_t>(map);
   g.live_bytes += bytes;
   if (g.live_bytes > g.high_water) g.high_water = g.live_bytes;
+  if (g.live_bytes > g.used_high) g.used_high = g.live_bytes;
   return r.user;
 }
 
@@ -178,6 +180,7 @@ void device_arm(void* p, bool on) {
     g.live_bytes -= r->bytes;
   }
   if (g.live_bytes > g.high_water) g.high_water = g.live_bytes;
+  if (g.live_bytes > g.used_high) g.used_high = g.live_bytes;
 }
 
 void device_release(void* p) {
@@ -241,6 +244,24 @@ size_t reserved_bytes() {
   Registry& g = reg();
   std::lock_guard<std::mutex> lock(g.mu);
   return g.high_water;
+}
+
+size_t used_bytes() {
+  Registry& g = reg();
+  std::lock_guard<std::mutex> lock(g.mu);
+  return g.live_bytes;
+}
+
+size_t used_high_bytes() {
+  Registry& g = reg();
+  std::lock_guard<std::mutex> lock(g.mu);
+  return g.used_high;
+}
+
+void reset_used_high() {
+  Registry& g = reg();
+  std::lock_guard<std::mutex> lock(g.mu);
+  g.used_high = g.live_bytes;
 }
 
 }  // namespace gan::interp

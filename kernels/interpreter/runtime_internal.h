@@ -50,6 +50,12 @@ bool is_device_address(const void* addr);
 std::string span_past_end(const void* addr, size_t n);
 // Bytes the pool holds (high-water mark of live device allocations).
 size_t reserved_bytes();
+// Bytes of live device allocations, their high water since reset_used_high() (the pool's
+// UsedMemCurrent / UsedMemHigh; reserved_bytes() is the high water of all time, the pool keeping
+// what it had: ReservedMem*).
+size_t used_bytes();
+size_t used_high_bytes();
+void reset_used_high();
 
 // Streams: work runs as it is enqueued, except while the stream is being captured, when it is
 // recorded into the capture's graph. `work` returns cudaSuccess or the error it set with fail().
