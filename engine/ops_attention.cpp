@@ -334,11 +334,13 @@ Var attention(const Var& q, const Var& k, const Var& v) {
   };
   return record(
       "attention", {q, k, v}, o,
-      [a, ch, qr, kr, vr, o, lse](const BackwardContext& c) {
-        Tensor dq = c.needs(0) ? Tensor::empty_like(qr) : Tensor();
-        Tensor dk = c.needs(1) ? Tensor::empty_like(kr) : Tensor();
-        Tensor dv = c.needs(2) ? Tensor::empty_like(vr) : Tensor();
-        backward(a, {}, ch, qr, kr, vr, o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
+      [a, ch, qt, kt, vt, o, lse](const BackwardContext& c) {
+        // bf16: rounded again from the float32 values (which their producers keep anyway).
+        const auto r = [&ch](const Tensor& t) { return ch.bf16 ? round_to_bf16(t) : t; };
+        Tensor dq = c.needs(0) ? Tensor::empty_like(qt) : Tensor();
+        Tensor dk = c.needs(1) ? Tensor::empty_like(kt) : Tensor();
+        Tensor dv = c.needs(2) ? Tensor::empty_like(vt) : Tensor();
+        backward(a, {}, ch, r(qt), r(kt), r(vt), o, lse, c.dout, Tensor(), dq, dk, dv, Tensor());
         if (dq.defined()) c.add(0, dq);
         if (dk.defined()) c.add(1, dk);
         if (dv.defined()) c.add(2, dv);
@@ -387,12 +389,15 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   };
   return record(
       "self_attention", {qkv, gamma, x}, y,
-      [a, off, ch, pr, gt, o, lse](const BackwardContext& c) {
+      [a, off, ch, pt, gt, o, lse](const BackwardContext& c) {
         const Tensor dy = c.dout;
-        Tensor dp = c.needs(0) ? Tensor::empty_like(pr) : Tensor();
+        Tensor dp = c.needs(0) ? Tensor::empty_like(pt) : Tensor();
         Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
-        if (dp.defined() || dg.defined())
-          backward(a, off, ch, pr, pr, pr, o, lse, dy, gt, dp, dp, dp, dg);
+        if (dp.defined() || dg.defined()) {
+          // bf16: rounded again from the float32 qkv (the projection's output, kept anyway).
+          const Tensor rounded = ch.bf16 ? round_to_bf16(pt) : pt;
+          backward(a, off, ch, rounded, rounded, rounded, o, lse, dy, gt, dp, dp, dp, dg);
+        }
         if (dp.defined()) c.add(0, dp);
         if (dg.defined()) c.add(1, dg);
         if (c.needs(2)) c.add(2, dy);  // the residual

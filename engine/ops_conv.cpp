@@ -289,18 +289,18 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, const Tensor
 // backward-data: its dx is the convolution's forward of dy, and its filter gradient the
 // convolution's with input and output swapped. Keeps x only if w wants a gradient, and w only
 // if x does.
-// xo and wo are the operands the forward used: x's and w's values, or their bf16 roundings (then
-// the backward rounds dy to bf16 too).
+// bf16: the forward used x's and w's bf16 roundings; the backward rounds them again from the
+// float32 values it keeps (the values other ops keep too: the producer of x keeps it for its own
+// backward, w is the parameter, so keeping bf16 copies would add memory, not save it) and rounds
+// dy to bf16 too.
 Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x, const Var& w,
-                const Var& b, const Tensor& xo, const Tensor& wo, const Tensor& y,
-                const Conv2dOptions& fwd) {
+                const Var& b, bool bf16, const Tensor& y, const Conv2dOptions& fwd) {
   const Activation act = fwd.act;
   const double slope = fwd.slope;
-  const bool bf16 = xo.dtype() == DType::BF16;
   // With a fused activation the backward first turns dy into the gradient of its input (from y).
   const Tensor keep_y = act != Activation::kNone ? y : Tensor();
-  const Tensor keep_x = w.requires_grad() ? xo : Tensor();
-  const Tensor keep_w = x.requires_grad() ? wo : Tensor();
+  const Tensor keep_x = w.requires_grad() ? x.value() : Tensor();
+  const Tensor keep_w = x.requires_grad() ? w.value() : Tensor();
   const Shape x_shape = x.shape(), w_shape = w.shape();
   const bool has_bias = b.defined();
   std::vector<Var> inputs = {x, w};
@@ -367,18 +367,20 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
         const Tensor dy =
             bf16 && dy_full.dtype() != DType::BF16 ? dy_full.to(DType::BF16) : dy_full;
         if (c.needs(0)) {
+          const Tensor wo = bf16 ? keep_w.to(DType::BF16) : keep_w;
           Tensor dx = Tensor::empty(x_shape, c.dout.device(), c.dout.dtype());
           if (transposed)
-            conv_fwd(g, dy, keep_w, dx);
+            conv_fwd(g, dy, wo, dx);
           else
-            conv_bwd_data(g, dy, keep_w, dx);
+            conv_bwd_data(g, dy, wo, dx);
           c.add(0, dx);
         }
         if (c.needs(1)) {
+          const Tensor xo = bf16 ? keep_x.to(DType::BF16) : keep_x;
           if (transposed)
-            filter_grad(c, 1, g, w_shape, dy, keep_x);
+            filter_grad(c, 1, g, w_shape, dy, xo);
           else
-            filter_grad(c, 1, g, w_shape, keep_x, dy);
+            filter_grad(c, 1, g, w_shape, xo, dy);
         }
         if (bias && !keep_y.defined()) bias_grad(c, 2, dy_full, transposed ? g.c : g.k);
       },
@@ -422,7 +424,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
     conv_fwd(g, xo, wo, y);
     bias_act(y, bv, o);
   }
-  return record_conv("conv2d", false, g, x, w, b, xo, wo, y, o);
+  return record_conv("conv2d", false, g, x, w, b, xo.dtype() == DType::BF16, y, o);
 }
 
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
@@ -464,7 +466,7 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
     conv_bwd_data(g, xo, wo, y);
     bias_act(y, bv, o);
   }
-  return record_conv("conv_transpose2d", true, g, x, w, b, xo, wo, y, o);
+  return record_conv("conv_transpose2d", true, g, x, w, b, xo.dtype() == DType::BF16, y, o);
 }
 
 }  // namespace gan

@@ -118,9 +118,10 @@ Var matmul(const Var& a, const Var& b) {
   const Tensor ao = bf16_operand(av), bo = bf16_operand(bv);
   const bool bf16 = ao.dtype() == DType::BF16;
   gemm(g, 1.0, ao, bo, 0.0, y);
-  // da needs b and db needs a: keep each only if the other side wants a gradient.
-  const Tensor keep_a = b.requires_grad() ? ao : Tensor();
-  const Tensor keep_b = a.requires_grad() ? bo : Tensor();
+  // da needs b and db needs a: keep each only if the other side wants a gradient (in bf16 their
+  // float32 values, rounded again in the backward: see record_conv in ops_conv.cpp).
+  const Tensor keep_a = b.requires_grad() ? av : Tensor();
+  const Tensor keep_b = a.requires_grad() ? bv : Tensor();
   // VJP: da = dout b^T, db = a^T dout, on Vars.
   VjpFn vjp = [a, b](const std::vector<Var>& d, const std::vector<bool>& needs) {
     std::vector<Var> r(2);
@@ -132,17 +133,18 @@ Var matmul(const Var& a, const Var& b) {
       "matmul", {a, b}, y,
       [keep_a, keep_b, sa, sb, g, bf16](const BackwardContext& c) {
         const Tensor dy = bf16 ? c.dout.to(DType::BF16) : c.dout;
+        const auto op = [bf16](const Tensor& t) { return bf16 ? t.to(DType::BF16) : t; };
         if (c.needs(0)) {  // da (m, k) = dy (m, n) b^T
           Gemm d = g;
           d.trans_b = true, d.m = g.m, d.n = g.k, d.k = g.n;
           d.stride_a = g.m * g.n, d.stride_b = g.k * g.n, d.stride_c = g.m * g.k;
-          gemm_grad(c, 0, sa, d, dy, keep_b);
+          gemm_grad(c, 0, sa, d, dy, op(keep_b));
         }
         if (c.needs(1)) {  // db (k, n) = a^T (k, m) dy (m, n)
           Gemm d = g;
           d.trans_a = true, d.m = g.k, d.n = g.n, d.k = g.m;
           d.stride_a = g.m * g.k, d.stride_b = g.m * g.n, d.stride_c = g.k * g.n;
-          gemm_grad(c, 1, sb, d, keep_a, dy);
+          gemm_grad(c, 1, sb, d, op(keep_a), dy);
         }
       },
       std::move(vjp));
@@ -186,8 +188,8 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   const std::vector<Var> inputs = b.defined() ? std::vector<Var>{x, w, b} : std::vector<Var>{x, w};
   const bool has_bias = b.defined();
   // dx needs w and dw needs x: keep each only if the other side wants a gradient.
-  const Tensor keep_x = w.requires_grad() ? xo : Tensor();
-  const Tensor keep_w = x.requires_grad() ? wo : Tensor();
+  const Tensor keep_x = w.requires_grad() ? xv : Tensor();
+  const Tensor keep_w = x.requires_grad() ? wv : Tensor();
   const Shape x_shape = sx, w_shape = wv.shape();
   // VJP: dx = dout w (a matmul with the weight Var), db = the sum of dout over rows.
   VjpFn vjp = [w, x_shape, rows, out, has_bias](const std::vector<Var>& d,
@@ -210,12 +212,12 @@ Var linear(const Var& x, const Var& w, const Var& b) {
         if (c.needs(0)) {  // dx (rows, in) = dy (rows, out) w (out, in)
           Gemm d;
           d.m = rows, d.n = in, d.k = out;
-          gemm_grad(c, 0, x_shape, d, dyo, keep_w);
+          gemm_grad(c, 0, x_shape, d, dyo, bf16 ? keep_w.to(DType::BF16) : keep_w);
         }
         if (c.needs(1)) {  // dw (out, in) = dy^T (out, rows) x (rows, in)
           Gemm d;
           d.trans_a = true, d.m = out, d.n = in, d.k = rows;
-          gemm_grad(c, 1, w_shape, d, dyo, keep_x);
+          gemm_grad(c, 1, w_shape, d, dyo, bf16 ? keep_x.to(DType::BF16) : keep_x);
         }
         if (has_bias && c.needs(2)) {  // db (out) = sum over rows of dy
           if (Tensor* acc = c.accum_buffer(2)) {
