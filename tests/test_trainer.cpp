@@ -229,6 +229,17 @@ TEST_CASE("trainer: a non-finite loss stops the run with the last checkpoint int
                                        Catch::Contains("the first non-finite step was 7"));
   CHECK(st::read_file((out2 / "checkpoint.safetensors").string()).int64s("train.step") ==
         std::vector<int64_t>{5});
+  // The same guard in bf16 precision (SAGAN: convolutions and attention in bf16).
+  const fs::path out3 = scratch("nan_bf16");
+  train::Options o3 = tiny("sagan", out3, 20);
+  o3.checkpoint_every = 5, o3.log_every = 10;
+  o3.precision = "bf16";
+  o3.inject_nan_at = 6;
+  CHECK_THROWS_WITH(train::run(o3), Catch::Contains("non-finite loss at step 10") &&
+                                        Catch::Contains("the first non-finite step was 6"));
+  CHECK(st::read_file((out3 / "checkpoint.safetensors").string()).int64s("train.step") ==
+        std::vector<int64_t>{5});
+  CHECK(precision() == Precision::kFP32);  // train::run restores the caller's precision
   for (const auto& e : f.entries) {
     if (e.dtype != "F32") continue;
     const float* v = reinterpret_cast<const float*>(e.bytes.data());

@@ -486,6 +486,9 @@ Result Training::finish() {
 }  // namespace
 
 Result run(Options o) {
+  // The run sets the process's precision (--precision, or the checkpoint's); the caller's comes
+  // back afterwards, also when the run throws.
+  const PrecisionScope keep(precision());
   Training t(std::move(o));
   t.configure();
   t.prepare_outputs();
