@@ -1,9 +1,9 @@
 // attention, self_attention (packed, fused epilogue), attention_rows.
-// bf16 precision (engine/device.h): q, k and v (the packed qkv) are rounded to bf16 values (kept
-// in float32 tensors: the kernels read float32) and so is the incoming gradient; on the GPU the
-// tensor-core kernels in their bf16 variant (which also round P and dS as operands of their
-// products), on the CPU the double reference on the rounded operands. Softmax statistics, the
-// output and the gradients stay float32.
+// bf16 precision (engine/device.h): q, k and v (the packed qkv) and the incoming gradient are
+// rounded to bf16 values: on the GPU by the tensor-core kernels' bf16 variant as they load them
+// (it also rounds P and dS, the operands of its other products), elsewhere (the CPU's double
+// reference, or a float32 version chosen on the GPU) in float32 tensors first (Choice::
+// pre_round). Softmax statistics, the output and the gradients stay float32.
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -38,6 +38,11 @@ struct Choice {
   AttnKernel kern = AttnKernel::kGemm;
   kernels::AttnMath math = kernels::AttnMath::kTF32;  // kFlash only
   bool bf16 = false;  // bf16 precision: operands (and the backward's dy) rounded to bf16
+  // bf16 with a version that does not round as it loads (the CPU reference, gemm, tiled): the
+  // operands and dy are rounded into float32 tensors first.
+  bool pre_round() const {
+    return bf16 && !(kern == AttnKernel::kFlash && math == kernels::AttnMath::kBF16);
+  }
 };
 
 // t's values rounded to bf16 (nearest even), as a float32 tensor.
@@ -165,6 +170,9 @@ Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const
   return c;
 }
 
+// t rounded to bf16 values when the choice needs it (Choice::pre_round), else t.
+Tensor operand(const Choice& ch, const Tensor& t) { return ch.pre_round() ? round_to_bf16(t) : t; }
+
 Tensor scores(const AttnDims& a) { return Tensor::empty(Shape{a.b, a.nq, a.nk}, Device::CUDA); }
 
 // Forward on the tensors' device. gamma/x/y undefined: no epilogue.
@@ -207,7 +215,7 @@ void backward(const AttnDims& a, const AttnPtrs& off, const Choice& ch, const Te
               const Tensor& kt, const Tensor& vt, const Tensor& o, const Tensor& lse,
               const Tensor& dy_in, const Tensor& scale, const Tensor& dqt, const Tensor& dkt,
               const Tensor& dvt, const Tensor& dgamma) {
-  const Tensor dy = ch.bf16 ? round_to_bf16(dy_in) : dy_in;
+  const Tensor dy = operand(ch, dy_in);
   if (qt.is_cuda()) {
     auto ptr = [](const Tensor& t, int64_t o2) {
       return t.defined() ? t.data<float>() + o2 : nullptr;
@@ -322,11 +330,10 @@ Var attention(const Var& q, const Var& k, const Var& v) {
   check_limits("attention", qt, a);
   Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, qt.device(), qt.dtype());
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, qt.device(), qt.dtype());
-  const bool bf16 = attention_bf16(qt);
-  const Tensor qr = bf16 ? round_to_bf16(qt) : qt, kr = bf16 ? round_to_bf16(kt) : kt,
-               vr = bf16 ? round_to_bf16(vt) : vt;
-  const Choice ch = choose(qt, a, timing_run(a, {}, qr, kr, vr, Tensor(), Tensor()));
-  forward(a, {}, ch, qr, kr, vr, o, lse, Tensor(), Tensor(), Tensor());
+  // (The timing runs on the unrounded values: the times do not depend on them.)
+  const Choice ch = choose(qt, a, timing_run(a, {}, qt, kt, vt, Tensor(), Tensor()));
+  forward(a, {}, ch, operand(ch, qt), operand(ch, kt), operand(ch, vt), o, lse, Tensor(), Tensor(),
+          Tensor());
   VjpFn vjp = [q, k, v](const std::vector<Var>& d, const std::vector<bool>& needs) {
     const CoreGrads g = core_vjp(q, k, v, d[0]);
     return std::vector<Var>{needs[0] ? g.dq : Var(), needs[1] ? g.dk : Var(),
@@ -336,7 +343,7 @@ Var attention(const Var& q, const Var& k, const Var& v) {
       "attention", {q, k, v}, o,
       [a, ch, qt, kt, vt, o, lse](const BackwardContext& c) {
         // bf16: rounded again from the float32 values (which their producers keep anyway).
-        const auto r = [&ch](const Tensor& t) { return ch.bf16 ? round_to_bf16(t) : t; };
+        const auto r = [&ch](const Tensor& t) { return operand(ch, t); };
         Tensor dq = c.needs(0) ? Tensor::empty_like(qt) : Tensor();
         Tensor dk = c.needs(1) ? Tensor::empty_like(kt) : Tensor();
         Tensor dv = c.needs(2) ? Tensor::empty_like(vt) : Tensor();
@@ -370,8 +377,8 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   Tensor o = Tensor::empty(Shape{a.b, a.nq, a.dv}, pt.device(), pt.dtype());
   Tensor lse = Tensor::empty(Shape{a.b, a.nq}, pt.device(), pt.dtype());
   Tensor y = Tensor::empty_like(xt);
-  const Tensor pr = attention_bf16(pt) ? round_to_bf16(pt) : pt;
-  const Choice ch = choose(pt, a, timing_run(a, off, pr, pr, pr, gt, xt));
+  const Choice ch = choose(pt, a, timing_run(a, off, pt, pt, pt, gt, xt));
+  const Tensor pr = operand(ch, pt);
   forward(a, off, ch, pr, pr, pr, o, lse, gt, xt, y);
   // VJP: q, k, v as column ranges of qkv (Vars), the core's VJP, the residual passes dy.
   VjpFn vjp = [qkv, gamma, d, a](const std::vector<Var>& dd, const std::vector<bool>& needs) {
@@ -395,7 +402,7 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
         Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
         if (dp.defined() || dg.defined()) {
           // bf16: rounded again from the float32 qkv (the projection's output, kept anyway).
-          const Tensor rounded = ch.bf16 ? round_to_bf16(pt) : pt;
+          const Tensor rounded = operand(ch, pt);
           backward(a, off, ch, rounded, rounded, rounded, o, lse, dy, gt, dp, dp, dp, dg);
         }
         if (dp.defined()) c.add(0, dp);
