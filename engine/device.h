@@ -49,8 +49,8 @@ bool allow_tf32();
 //          operands (activations and the float32 master weights) to bf16 and multiply with
 //          float32 accumulation (cuDNN and cuBLAS in bf16 on the GPU); their result is rounded
 //          to bf16, the bias and fused activation added in float32. Their backward passes take
-//          the incoming gradient in bf16 and give bf16-rounded gradients; the saved operands are
-//          bf16 tensors (half the bytes). Everything else (batch norm and its statistics, the
+//          the incoming gradient in bf16 and give bf16-rounded gradients (from the float32 inputs
+//          kept, rounded again). Everything else (batch norm and its statistics, the
 //          spectral norm, softmax statistics, losses, the penalty's norm, Adam, the EMA) stays
 //          float32, and so do the tensors between ops. docs/precision.md.
 enum class Precision { kFP32, kBF16 };

@@ -7,6 +7,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "kernels/bf16.h"
 
 namespace gan {
 
@@ -31,10 +32,34 @@ inline void check_cuda_f32(const char* op, const Tensor& t) {
             std::string(op) + ": cuda kernels take f32 tensors, got " + t.str());
 }
 
-// A product's operand in the precision mode (engine/device.h): in bf16 precision a float32 tensor
-// rounded to a bf16 tensor (nearest even); otherwise (or for float64, the gradient checks) t.
-inline Tensor bf16_operand(const Tensor& t) {
-  return precision() == Precision::kBF16 && t.dtype() == DType::F32 ? t.to(DType::BF16) : t;
+// Whether t, a product's operand, is rounded to bf16: bf16 precision (engine/device.h) and a
+// float32 tensor (float64 ones, the gradient checks, never are).
+inline bool rounds_to_bf16(const Tensor& t) {
+  return precision() == Precision::kBF16 && t.dtype() == DType::F32;
+}
+
+// A product's operand in the precision mode: t rounded to a bf16 tensor (nearest even) where
+// rounds_to_bf16(t), else t.
+inline Tensor bf16_operand(const Tensor& t) { return rounds_to_bf16(t) ? t.to(DType::BF16) : t; }
+
+// A bf16 product's result into the float32 tensor out (same size), overwritten or, with
+// accumulate, added (a parameter's gradient buffer): r is the product's bf16 result (CUDA: widened
+// in one pass) or its float32 result (CPU: rounded to bf16 first; r may be out when overwriting).
+inline void store_bf16_result(const Tensor& r, const Tensor& out, bool accumulate) {
+  if (r.is_cuda()) {
+    if (accumulate)
+      kernels::bf16_accumulate_cuda(r.data<uint16_t>(), out.data<float>(), out.numel(),
+                                    cuda::stream());
+    else
+      kernels::bf16_to_f32_cuda(r.data<uint16_t>(), out.data<float>(), out.numel(), cuda::stream());
+    return;
+  }
+  const float* src = r.data<float>();
+  float* dst = out.data<float>();
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    const float v = kernels::round_bf16(src[i]);
+    dst[i] = accumulate ? dst[i] + v : v;
+  }
 }
 
 }  // namespace gan

@@ -48,11 +48,6 @@ struct Choice {
 // t's values rounded to bf16 (nearest even), as a float32 tensor.
 Tensor round_to_bf16(const Tensor& t) { return t.to(DType::BF16).to(DType::F32); }
 
-// The operand of attention in the precision mode: rounded in bf16 precision (float32 tensors).
-bool attention_bf16(const Tensor& t) {
-  return precision() == Precision::kBF16 && t.dtype() == DType::F32;
-}
-
 std::string choice_name(const Choice& c) {
   if (c.kern == AttnKernel::kFlash) return std::string("flash-") + kernels::attn_math_name(c.math);
   return attention_kernel_name(c.kern);
@@ -105,7 +100,7 @@ bool on_interpreter() { return cuda_is_interpreter(); }
 Choice choose_kernel(const Tensor& t, const AttnDims& a,
                      const std::function<void(const Choice&)>& run) {
   if (!t.is_cuda()) return {};
-  const bool bf16 = attention_bf16(t);
+  const bool bf16 = rounds_to_bf16(t);
   const MathMode mode = math_mode();
   const kernels::AttnMath fmath = bf16                      ? kernels::AttnMath::kBF16
                                   : mode == MathMode::kTF32 ? kernels::AttnMath::kTF32
@@ -166,7 +161,7 @@ Choice choose_kernel(const Tensor& t, const AttnDims& a,
 
 Choice choose(const Tensor& t, const AttnDims& a, const std::function<void(const Choice&)>& run) {
   Choice c = choose_kernel(t, a, run);
-  c.bf16 = attention_bf16(t);
+  c.bf16 = rounds_to_bf16(t);
   return c;
 }
 

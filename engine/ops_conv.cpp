@@ -7,7 +7,6 @@
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
-#include "kernels/bf16.h"
 #include "kernels/common.h"
 #include "kernels/conv.h"
 #include "kernels/conv_cudnn.h"
@@ -46,27 +45,19 @@ void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_
     kernels::CudnnConvContext ctx = cuda::conv_context();
     ctx.bf16 = true;
     cuda_run(ctx, a.raw(), b.raw(), o16.raw());
-    if (accumulate) {
-      kernels::bf16_accumulate_cuda(o16.data<uint16_t>(), out.data<float>(), out.numel(),
-                                    cuda::stream());
-    } else if (epi) {
+    if (epi && !accumulate) {
       const int64_t k = out.dim(-1);
       kernels::bias_act_bf16_cuda(
           o16.data<uint16_t>(), out.data<float>(), bias.defined() ? bias.data<float>() : nullptr,
           k ? out.numel() / k : 0, k, bias_act_of(epi->act), float(epi->slope), cuda::stream());
     } else {
-      kernels::bf16_to_f32_cuda(o16.data<uint16_t>(), out.data<float>(), out.numel(),
-                                cuda::stream());
+      store_bf16_result(o16, out, accumulate);
     }
   } else {
     const Tensor a32 = a.to(DType::F32), b32 = b.to(DType::F32);
     const Tensor res = accumulate ? Tensor::empty_like(out) : out;
     cpu_run(a32.data<float>(), b32.data<float>(), res.data<float>());
-    float *r = res.data<float>(), *o = out.data<float>();
-    for (int64_t i = 0; i < out.numel(); ++i) {
-      const float v = kernels::round_bf16(r[i]);
-      o[i] = accumulate ? o[i] + v : v;
-    }
+    store_bf16_result(res, out, accumulate);
     if (epi) bias_act(out, bias, *epi);
   }
 }

@@ -7,7 +7,6 @@
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
-#include "kernels/bf16.h"
 #include "kernels/common.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
@@ -32,21 +31,13 @@ void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double 
       Tensor c16 = Tensor::empty(C.shape(), Device::CUDA, DType::BF16);
       kernels::gemm_bf16_cuda(g, float(alpha), A.data<uint16_t>(), B.data<uint16_t>(),
                               c16.data<uint16_t>(), cuda::cublas());
-      if (beta == 1.0)
-        kernels::bf16_accumulate_cuda(c16.data<uint16_t>(), C.data<float>(), C.numel(),
-                                      cuda::stream());
-      else
-        kernels::bf16_to_f32_cuda(c16.data<uint16_t>(), C.data<float>(), C.numel(), cuda::stream());
+      store_bf16_result(c16, C, beta == 1.0);
     } else {
       const Tensor a32 = A.to(DType::F32), b32 = B.to(DType::F32);
       const Tensor res = beta == 1.0 ? Tensor::empty_like(C) : C;
       kernels::gemm_cpu<float>(g, alpha, a32.data<float>(), b32.data<float>(), 0.0,
                                res.data<float>());
-      float *r = res.data<float>(), *c = C.data<float>();
-      for (int64_t i = 0; i < C.numel(); ++i) {
-        const float v = kernels::round_bf16(r[i]);
-        c[i] = beta == 1.0 ? c[i] + v : v;
-      }
+      store_bf16_result(res, C, beta == 1.0);
     }
     return;
   }

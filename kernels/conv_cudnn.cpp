@@ -536,9 +536,7 @@ Choice choose(const CudnnConvContext& ctx, const ConvGeom& g, ConvPlan& pl, Conv
 
 void record(const ConvGeom& g, const CudnnConvContext& ctx, ConvDirection dir, const Choice& c) {
   g_plan_log.push_back(fmt::format("conv {}{}{}: {} {} ({})", geom_text(g),
-                                   ctx.bf16   ? " bf16"
-                                   : ctx.tf32 ? " tf32"
-                                              : " fp32",
+                                   std::string(" ") + mode_name(ctx),
                                    ctx.deterministic ? " deterministic" : "",
                                    conv_direction_name(dir), candidate_text(c.c), c.how));
   if (log_kernels()) std::fprintf(stderr, "gan: cuDNN plan: %s\n", g_plan_log.back().c_str());
