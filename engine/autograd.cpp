@@ -12,6 +12,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/tensor_ops.h"
+#include "kernels/bf16.h"
 #include "kernels/common.h"
 #include "kernels/elementwise.h"
 
@@ -23,6 +24,15 @@ thread_local bool t_grad_enabled = true;
 // dst += src (same shape, device, dtype).
 void add_into(Tensor& dst, const Tensor& src) {
   const int64_t n = dst.numel();
+  if (dst.dtype() == DType::BF16) {
+    if (dst.is_cuda())
+      return kernels::bf16_add_cuda(src.data<uint16_t>(), dst.data<uint16_t>(), n, cuda::stream());
+    const uint16_t* s = src.data<uint16_t>();
+    uint16_t* d = dst.data<uint16_t>();
+    for (int64_t i = 0; i < n; ++i)
+      d[i] = kernels::f32_to_bf16(kernels::bf16_to_f32(d[i]) + kernels::bf16_to_f32(s[i]));
+    return;
+  }
   if (dst.is_cuda()) {
     kernels::axpy_cuda(1.f, src.data<float>(), dst.data<float>(), n, cuda::stream());
   } else {
@@ -39,6 +49,7 @@ Var make_output(Tensor value, bool requires_grad) {
   v.value_ = std::move(value);
   v.node_ = std::make_shared<GradNode>();
   v.node_->shape = v.value_.shape();
+  v.node_->dtype = v.value_.dtype();
   v.node_->requires_grad = requires_grad;
   v.node_->is_leaf = !requires_grad;
   return v;
@@ -47,6 +58,7 @@ Var make_output(Tensor value, bool requires_grad) {
 Var::Var(Tensor value, bool requires_grad) : value_(std::move(value)) {
   node_ = std::make_shared<GradNode>();
   node_->shape = value_.shape();
+  node_->dtype = value_.dtype();
   node_->requires_grad = requires_grad;
 }
 
@@ -102,10 +114,13 @@ Tape& tape() {
   return t;
 }
 
-void accumulate_grad(GradNode& node, const Tensor& g, const char* op) {
-  GAN_CHECK(g.shape() == node.shape,
+void accumulate_grad(GradNode& node, const Tensor& g_in, const char* op) {
+  GAN_CHECK(g_in.shape() == node.shape,
             fmt::format("backward of {}: gradient of shape {} for an input of shape {}", op,
-                        g.shape().str(), node.shape.str()));
+                        g_in.shape().str(), node.shape.str()));
+  const bool convert =
+      g_in.dtype() != node.dtype && (g_in.dtype() == DType::BF16 || node.dtype == DType::BF16);
+  const Tensor g = convert ? g_in.to(node.dtype) : g_in;
   if (!node.grad.defined()) {
     node.grad = g;  // alias: nobody writes into a gradient that is not a parameter buffer
   } else if (node.is_param) {

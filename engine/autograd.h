@@ -36,6 +36,7 @@ namespace gan {
 struct GradNode {
   Tensor grad;
   Shape shape;
+  DType dtype = DType::F32;  // the value's: gradients are converted to it (bf16 activations)
   bool requires_grad = false;
   bool is_param = false;     // leaf with a persistent grad buffer
   bool retain_grad = false;  // keep the gradient of a non-leaf after backward
@@ -185,7 +186,9 @@ using GradReadyHook = std::function<void(GradNode& param)>;
 void set_grad_ready_hook(GradReadyHook hook);
 
 // Adds g into node's gradient (shape-checked, naming op on mismatch). Exposed for optimizers and
-// tests; ops use BackwardContext::add.
+// tests; ops use BackwardContext::add. A gradient has its value's dtype: g of another dtype is
+// converted first (f32 <-> bf16, as PyTorch's engine casts a gradient to its input's dtype), and
+// bf16 gradients add rounded to bf16.
 void accumulate_grad(GradNode& node, const Tensor& g, const char* op);
 
 }  // namespace gan

@@ -6,6 +6,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "engine/autocast.h"
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
@@ -32,7 +33,11 @@ std::vector<Var> grad(const std::vector<Var>& outputs, const std::vector<Var>& i
       for (const auto& o : entries[k].outputs) relevant.insert(o.get());
   }
   std::unordered_map<const GradNode*, Var> g;
-  auto accumulate = [&](const GradNode* n, const Var& v) {
+  auto accumulate = [&](const GradNode* n, const Var& v_in) {
+    // A gradient has its value's dtype (bf16 activations: engine/autograd.h).
+    const bool convert = v_in.value().dtype() != n->dtype &&
+                         (v_in.value().dtype() == DType::BF16 || n->dtype == DType::BF16);
+    const Var v = convert ? cast(v_in, n->dtype) : v_in;
     auto it = g.find(n);
     if (it == g.end())
       g.emplace(n, v);

@@ -10,6 +10,14 @@
 // attention and self_attention recompute softmax(q k^T) as a B x Nq x Nk tensor in their VJP. That
 // covers a gradient penalty on the input of SAGAN's and DCGAN's discriminators (spectral norm's
 // output is a weight: not on the input's path).
+//
+// bf16 activations (bf16 precision, engine/device.h): the products (conv2d, conv_transpose2d,
+// linear, matmul) round float32 operands to bf16, take bf16 ones as they are, and return bf16
+// tensors; batch_norm takes and returns bf16 (float32 statistics). The other ops accept bf16 too:
+// elementwise ops, shapes, pooling and attention return bf16 for bf16 inputs (float32 when a
+// float32 operand is mixed in), reductions, softmax and the losses return float32
+// (engine/autocast.h). Gradients have their value's dtype. Weights, biases, batch-norm affine
+// parameters and statistics stay float32.
 #pragma once
 
 #include <vector>
@@ -50,6 +58,9 @@ Var slice_last(const Var& x, int64_t start, int64_t len);
 Var transpose(const Var& x);
 // Softmax over the last axis.
 Var softmax(const Var& x);
+// x converted to dtype (f32 <-> bf16 rounds to nearest even, f32 <-> f64); the gradient is
+// converted back. x itself when it already has that dtype.
+Var cast(const Var& x, DType dtype);
 
 // ---- linear algebra
 // (m, k) x (k, n) -> (m, n), or batched (B, m, k) x (B, k, n) -> (B, m, n).

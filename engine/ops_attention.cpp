@@ -15,6 +15,7 @@
 
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/device.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
@@ -309,6 +310,10 @@ CoreGrads core_vjp(const Var& q, const Var& k, const Var& v, const Var& dout) {
 }  // namespace
 
 Var attention(const Var& q, const Var& k, const Var& v) {
+  if (is_bf16(q) || is_bf16(k) || is_bf16(v)) {
+    const Var r = attention(widen(q), widen(k), widen(v));
+    return is_bf16(q) && is_bf16(k) && is_bf16(v) ? narrow(r) : r;
+  }
   GAN_NVTX("attention");
   const Tensor &qt = q.value(), &kt = k.value(), &vt = v.value();
   check_same_device("attention", {&qt, &kt, &vt});
@@ -351,6 +356,10 @@ Var attention(const Var& q, const Var& k, const Var& v) {
 }
 
 Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
+  if (is_bf16(qkv) || is_bf16(x)) {  // y is bf16 like the residual x
+    const Var r = self_attention(widen(qkv), d, gamma, widen(x));
+    return is_bf16(x) ? narrow(r) : r;
+  }
   GAN_NVTX("self_attention");
   const Tensor &pt = qkv.value(), &gt = gamma.value(), &xt = x.value();
   check_same_device("self_attention", {&pt, &gt, &xt});

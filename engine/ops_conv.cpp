@@ -1,9 +1,12 @@
 // conv2d and conv_transpose2d: cuDNN on the GPU, the loop references of kernels/conv.h on the CPU.
 // In bf16 precision (engine/device.h) the operands are bf16 tensors and each product's result is
-// rounded to bf16 and widened into a float32 tensor: cuDNN in bf16 on the GPU; on the CPU the
-// float32 reference on the widened operands, rounded to bf16 (the same rounding points).
+// rounded to bf16: cuDNN in bf16 on the GPU; on the CPU the float32 reference on the widened
+// operands, rounded to bf16 (the same rounding points). Outputs and input gradients of bf16
+// activations stay bf16 (the bias and activation applied in float32 and rounded again); filter
+// gradients are widened into their float32 buffers.
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
@@ -33,13 +36,39 @@ kernels::BiasAct bias_act_of(Activation a);
 // `epi` the bias `bias` and epi's activation follow in float32 (on CUDA fused into the widening
 // pass, kernels::bias_act_bf16_cuda); with `accumulate` the rounded result is added to out (a
 // parameter's gradient buffer) in the widening pass.
+// A bf16 `out` (bf16 activations) gets the rounded result itself, then (with epi) act(out + bias)
+// in float32 rounded again, in place.
 template <class Cuda, class Cpu>
 void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_run, Cpu&& cpu_run,
                const Tensor& bias = Tensor(), const Conv2dOptions* epi = nullptr,
                bool accumulate = false) {
-  GAN_CHECK(a.dtype() == DType::BF16 && b.dtype() == DType::BF16 && out.dtype() == DType::F32,
-            "conv (bf16): expected bf16 operands and a float32 result, got " + a.str() + ", " +
-                b.str() + " -> " + out.str());
+  GAN_CHECK(a.dtype() == DType::BF16 && b.dtype() == DType::BF16 &&
+                (out.dtype() == DType::F32 || (out.dtype() == DType::BF16 && !accumulate)),
+            "conv (bf16): expected bf16 operands and a float32 or bf16 result, got " + a.str() +
+                ", " + b.str() + " -> " + out.str());
+  const bool epilogue = epi && (bias.defined() || epi->act != Activation::kNone);
+  if (out.dtype() == DType::BF16) {
+    if (a.is_cuda()) {
+      kernels::CudnnConvContext ctx = cuda::conv_context();
+      ctx.bf16 = true;
+      cuda_run(ctx, a.raw(), b.raw(), out.raw());
+      if (epilogue) {
+        const int64_t k = out.dim(-1);
+        kernels::bias_act_bf16_cuda(out.data<uint16_t>(), nullptr,
+                                    bias.defined() ? bias.data<float>() : nullptr,
+                                    k ? out.numel() / k : 0, k, bias_act_of(epi->act),
+                                    float(epi->slope), cuda::stream(), out.data<uint16_t>());
+      }
+    } else {
+      const Tensor a32 = a.to(DType::F32), b32 = b.to(DType::F32);
+      const Tensor res = Tensor::empty(out.shape(), Device::CPU, DType::F32);
+      cpu_run(a32.data<float>(), b32.data<float>(), res.data<float>());
+      store_bf16_result(res, res, false);  // rounded in place
+      if (epilogue) bias_act(res, bias, *epi);
+      kernels::f32_to_bf16_cpu(res.data<float>(), out.data<uint16_t>(), out.numel());
+    }
+    return;
+  }
   if (a.is_cuda()) {
     Tensor o16 = Tensor::empty(out.shape(), Device::CUDA, DType::BF16);
     kernels::CudnnConvContext ctx = cuda::conv_context();
@@ -161,6 +190,15 @@ void bias_act(const Tensor& y, const Tensor& b, const Conv2dOptions& o) {
   const int64_t k = y.dim(-1);
   if (k == 0 || y.numel() == 0 || (!b.defined() && o.act == Activation::kNone)) return;
   const int64_t rows = y.numel() / k;
+  if (y.dtype() == DType::BF16) {  // in float32, rounded again
+    if (y.is_cuda())
+      return kernels::bias_act_bf16_cuda(
+          y.data<uint16_t>(), nullptr, b.defined() ? b.data<float>() : nullptr, rows, k,
+          bias_act_of(o.act), float(o.slope), cuda::stream(), y.data<uint16_t>());
+    const Tensor y32 = y.to(DType::F32);
+    bias_act(y32, b, o);
+    return kernels::f32_to_bf16_cpu(y32.data<float>(), y.data<uint16_t>(), y.numel());
+  }
   if (y.is_cuda()) {
     kernels::bias_act_cuda(y.data<float>(), b.defined() ? b.data<float>() : nullptr, rows, k,
                            bias_act_of(o.act), float(o.slope), cuda::stream());
@@ -173,10 +211,17 @@ void bias_act(const Tensor& y, const Tensor& b, const Conv2dOptions& o) {
   }
 }
 
+Tensor act_bias_backward_bf16(const Tensor& y, const Tensor& dy, Activation act, double slope,
+                              const Tensor& db, bool accumulate);
+
 // The activation's derivative applied to dy, read from the activation's output y (y > 0 exactly
 // where its input is, for ReLU and a positive leaky slope; ReLU's backward reads its output):
-// what the separate activation's backward gives.
+// what the separate activation's backward gives. bf16 y: the result is bf16 (dy bf16 too).
 Tensor act_backward(const Tensor& y, const Tensor& dy, Activation act, double slope) {
+  if (y.dtype() == DType::BF16) {
+    const Tensor scratch = Tensor::empty(Shape{y.dim(-1)}, y.device(), DType::F32);
+    return act_bias_backward_bf16(y, dy, act, slope, scratch, false);
+  }
   Tensor out = Tensor::empty_like(dy);
   const kernels::Unary op = act == Activation::kRelu   ? kernels::Unary::kRelu
                             : act == Activation::kTanh ? kernels::Unary::kTanh
@@ -214,11 +259,43 @@ void bias_grad(const BackwardContext& c, int input, const Tensor& dy, int64_t k)
   if (!acc) c.add(input, db);
 }
 
+// bf16 y and dy (bf16 activations): dz (bf16) = dy act'(y) in float32, rounded, and db (float32,
+// k) = the sum of the unrounded dz over rows, overwritten or accumulated. CUDA: one pass reading
+// the bf16 tensors; CPU: the reference on the widened values.
+Tensor act_bias_backward_bf16(const Tensor& y, const Tensor& dy, Activation act, double slope,
+                              const Tensor& db, bool accumulate) {
+  const int64_t k = y.dim(-1), rows = k ? y.numel() / k : 0;
+  const double s = act == Activation::kRelu ? 0.0 : slope;
+  const bool tanh = act == Activation::kTanh;
+  Tensor dz = Tensor::empty(y.shape(), y.device(), DType::BF16);
+  if (y.is_cuda()) {
+    const size_t ws = kernels::bias_act_backward_workspace_bytes(rows, k);
+    Tensor work;
+    if (ws) work = Tensor::empty(Shape{int64_t(ws / sizeof(float))}, Device::CUDA);
+    kernels::bias_act_backward_cuda(nullptr, nullptr, rows, k, tanh, float(s), accumulate, nullptr,
+                                    db.data<float>(), ws ? work.raw() : nullptr, ws, cuda::stream(),
+                                    dz.data<uint16_t>(), y.data<uint16_t>(), dy.data<uint16_t>());
+  } else {
+    const Tensor y32 = y.to(DType::F32), dy32 = dy.to(DType::F32);
+    kernels::bias_act_backward_cpu<float>(y32.data<float>(), dy32.data<float>(), rows, k, tanh, s,
+                                          accumulate, nullptr, db.data<float>(),
+                                          dz.data<uint16_t>());
+  }
+  return dz;
+}
+
 // dz = dy * act'(y) and the bias gradient sum_rows dz (into the parameter buffer or a fresh
 // tensor) in one pass over dy (kernels::bias_act_backward); returns dz, rounded into a bf16 tensor
 // when bf16 (the products' operand in bf16 precision; the bias gradient from float32 values).
 Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, const Tensor& dy,
                          Activation act, double slope, int64_t k, bool bf16) {
+  if (y.dtype() == DType::BF16) {
+    Tensor* acc = c.accum_buffer(input);
+    const Tensor db = acc ? *acc : Tensor::empty(Shape{k}, y.device(), DType::F32);
+    Tensor dz = act_bias_backward_bf16(y, dy, act, slope, db, acc != nullptr);
+    if (!acc) c.add(input, db);
+    return dz;
+  }
   const int64_t rows = k ? dy.numel() / k : 0;
   const double s = act == Activation::kRelu ? 0.0 : slope;
   const bool tanh = act == Activation::kTanh;
@@ -263,7 +340,13 @@ void filter_grad(const BackwardContext& c, int input, const ConvGeom& g, const S
 void check_inputs(const char* op, const Tensor& x, const Tensor& w, const Tensor& b,
                   const Conv2dOptions& o) {
   check_same_device(op, {&x, &w, &b});
-  check_same_dtype(op, {&x, &w, &b});
+  if (x.dtype() == DType::BF16) {  // a bf16 activation with float32 parameters
+    check_same_dtype(op, {&w, &b});
+    GAN_CHECK(w.dtype() == DType::F32,
+              std::string(op) + ": a bf16 input takes float32 weights, got " + w.str());
+  } else {
+    check_same_dtype(op, {&x, &w, &b});
+  }
   GAN_CHECK(x.ndim() == 4 && w.ndim() == 4,
             fmt::format("{}: expected x (N, H, W, C) and w (K, kh, kw, C), got x {} and w {}", op,
                         x.shape().str(), w.shape().str()));
@@ -273,7 +356,7 @@ void check_inputs(const char* op, const Tensor& x, const Tensor& w, const Tensor
                         "padding ({}, {}) must be positive / non-negative",
                         op, o.stride_h, o.stride_w, o.dil_h, o.dil_w, o.pad_h, o.pad_w, o.out_pad_h,
                         o.out_pad_w));
-  if (x.is_cuda()) check_cuda_f32(op, x);
+  if (x.is_cuda() && x.dtype() != DType::BF16) check_cuda_f32(op, x);
 }
 
 // Records conv2d (transposed = false) or conv_transpose2d, whose forward is the convolution's
@@ -293,6 +376,7 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
   const Tensor keep_x = w.requires_grad() ? x.value() : Tensor();
   const Tensor keep_w = x.requires_grad() ? w.value() : Tensor();
   const Shape x_shape = x.shape(), w_shape = w.shape();
+  const DType x_dtype = x.value().dtype();
   const bool has_bias = b.defined();
   std::vector<Var> inputs = {x, w};
   if (has_bias) inputs.push_back(b);
@@ -345,7 +429,7 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
   };
   return record(
       op, inputs, y,
-      [transposed, g, keep_x, keep_w, x_shape, w_shape, has_bias, keep_y, act, slope,
+      [transposed, g, keep_x, keep_w, x_shape, x_dtype, w_shape, has_bias, keep_y, act, slope,
        bf16](const BackwardContext& c) {
         // With a fused activation and a bias gradient to take, one pass does both.
         const bool bias = has_bias && c.needs(2);
@@ -359,7 +443,8 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
             bf16 && dy_full.dtype() != DType::BF16 ? dy_full.to(DType::BF16) : dy_full;
         if (c.needs(0)) {
           const Tensor wo = bf16 ? keep_w.to(DType::BF16) : keep_w;
-          Tensor dx = Tensor::empty(x_shape, c.dout.device(), c.dout.dtype());
+          // A bf16 input's gradient stays bf16; a float32 one (the image) gets the widened one.
+          Tensor dx = Tensor::empty(x_shape, c.dout.device(), x_dtype);
           if (transposed)
             conv_fwd(g, dy, wo, dx);
           else
@@ -373,7 +458,9 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
           else
             filter_grad(c, 1, g, w_shape, xo, dy);
         }
-        if (bias && !keep_y.defined()) bias_grad(c, 2, dy_full, transposed ? g.c : g.k);
+        if (bias && !keep_y.defined())
+          bias_grad(c, 2, dy_full.dtype() == DType::BF16 ? dy_full.to(DType::F32) : dy_full,
+                    transposed ? g.c : g.k);
       },
       std::move(vjp));
 }
@@ -407,15 +494,17 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
       g.h + 2 * o.pad_h >= o.dil_h * (g.r - 1) + 1 && g.w + 2 * o.pad_w >= o.dil_w * (g.s - 1) + 1,
       fmt::format("conv2d: input {} padded by ({}, {}) is smaller than the kernel {}",
                   xv.shape().str(), o.pad_h, o.pad_w, wv.shape().str()));
-  Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), xv.dtype());
-  const Tensor xo = bf16_operand(xv), wo = bf16_operand(wv);
-  if (xo.dtype() == DType::BF16) {
+  // bf16: a float32 input rounded, a bf16 one as it is; the output bf16.
+  const bool bf16 = xv.dtype() == DType::BF16 || rounds_to_bf16(xv);
+  Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), bf16 ? DType::BF16 : xv.dtype());
+  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? wv.to(DType::BF16) : wv;
+  if (bf16) {
     conv_fwd(g, xo, wo, y, bv, &o);  // the epilogue fused into the widening pass
   } else {
     conv_fwd(g, xo, wo, y);
     bias_act(y, bv, o);
   }
-  return record_conv("conv2d", false, g, x, w, b, xo.dtype() == DType::BF16, y, o);
+  return record_conv("conv2d", false, g, x, w, b, bf16, y, o);
 }
 
 Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
@@ -449,15 +538,16 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
             fmt::format("conv_transpose2d: input {} with weight {} and padding ({}, {}) gives an "
                         "empty output",
                         xv.shape().str(), wv.shape().str(), o.pad_h, o.pad_w));
-  Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), xv.dtype());
-  const Tensor xo = bf16_operand(xv), wo = bf16_operand(wv);
-  if (xo.dtype() == DType::BF16) {
+  const bool bf16 = xv.dtype() == DType::BF16 || rounds_to_bf16(xv);
+  Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), bf16 ? DType::BF16 : xv.dtype());
+  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? wv.to(DType::BF16) : wv;
+  if (bf16) {
     conv_bwd_data(g, xo, wo, y, bv, &o);
   } else {
     conv_bwd_data(g, xo, wo, y);
     bias_act(y, bv, o);
   }
-  return record_conv("conv_transpose2d", true, g, x, w, b, xo.dtype() == DType::BF16, y, o);
+  return record_conv("conv_transpose2d", true, g, x, w, b, bf16, y, o);
 }
 
 }  // namespace gan

@@ -1,6 +1,7 @@
 // Elementwise ops: unary activations, scale, broadcasting add/sub/mul/div.
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
@@ -48,6 +49,7 @@ Tensor unary_backward(Unary op, double alpha, const Tensor& x, const Tensor& y, 
 }
 
 Var unary(Unary op, double alpha, const Var& x) {
+  if (is_bf16(x)) return narrow(unary(op, alpha, widen(x)));
   GAN_NVTX(kernels::unary_name(op));
   const Tensor& xv = x.value();
   Tensor y = unary_forward(op, alpha, xv);
@@ -87,6 +89,10 @@ Var unary(Unary op, double alpha, const Var& x) {
 }
 
 Var binary(Binary op, const Var& a, const Var& b) {
+  if (is_bf16(a) || is_bf16(b)) {
+    const Var r = binary(op, widen(a), widen(b));
+    return is_bf16(a) && is_bf16(b) ? narrow(r) : r;  // bf16 with float32 gives float32
+  }
   const char* name = kernels::binary_name(op);
   GAN_NVTX(name);
   const Tensor &av = a.value(), &bv = b.value();

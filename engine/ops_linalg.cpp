@@ -1,9 +1,11 @@
 // matmul and linear on cuBLAS (GPU) or the loop reference (CPU). In bf16 precision
-// (engine/device.h) the operands are bf16 tensors and each product is rounded to bf16 and widened
-// into a float32 tensor (cuBLAS GemmEx in bf16 with float32 compute; on the CPU the float32
-// reference on the widened operands, rounded), the bias added in float32.
+// (engine/device.h) the operands are bf16 tensors and each product is rounded to bf16 (cuBLAS
+// GemmEx in bf16 with float32 compute; on the CPU the float32 reference on the widened operands,
+// rounded): the outputs and the gradients of bf16 activations stay bf16 (linear's bias added in
+// float32 and rounded again), the gradients of float32 tensors (weights) are widened.
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
@@ -19,10 +21,24 @@ namespace {
 using kernels::Gemm;
 
 // C = alpha op(A) op(B) + beta C on the tensors' device.
-// bf16 A and B (then C is a dense float32 tensor and beta 0 or 1): C = the product rounded to
-// bf16 (beta 1: added to C in the widening pass).
+// bf16 A and B (then C is a dense float32 tensor and beta 0 or 1, or a bf16 one and beta 0): C =
+// the product rounded to bf16 (beta 1: added to C in the widening pass).
 void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double beta,
           const Tensor& C) {
+  if (A.dtype() == DType::BF16 && C.dtype() == DType::BF16) {
+    GAN_CHECK(B.dtype() == DType::BF16 && beta == 0.0,
+              "gemm (bf16): expected bf16 operands and beta 0 for a bf16 result, got " + A.str() +
+                  ", " + B.str());
+    if (A.is_cuda()) {
+      kernels::gemm_bf16_cuda(g, float(alpha), A.data<uint16_t>(), B.data<uint16_t>(),
+                              C.data<uint16_t>(), cuda::cublas());
+    } else {
+      const Tensor c32 = Tensor::empty(C.shape(), Device::CPU, DType::F32);
+      gemm(g, alpha, A, B, 0.0, c32);  // rounded to bf16 values
+      kernels::f32_to_bf16_cpu(c32.data<float>(), C.data<uint16_t>(), C.numel());
+    }
+    return;
+  }
   if (A.dtype() == DType::BF16) {
     GAN_CHECK(B.dtype() == DType::BF16 && C.dtype() == DType::F32 && (beta == 0.0 || beta == 1.0),
               "gemm (bf16): expected bf16 operands and a float32 result, got " + A.str() + ", " +
@@ -70,15 +86,16 @@ void column_sums(const Tensor& dy, int64_t rows, int64_t cols, const Tensor& db,
 
 // Computes a parameter-or-not gradient with a GEMM: straight into the parameter's buffer
 // (beta = 1; bf16 operands: the rounded product added) when there is one, else into a fresh
-// float32 tensor handed to add().
-void gemm_grad(const BackwardContext& c, int input, const Shape& shape, const Gemm& g,
+// tensor of the input's dtype (bf16 operands: float32 or bf16) handed to add().
+void gemm_grad(const BackwardContext& c, int input, const Shape& shape, DType dtype, const Gemm& g,
                const Tensor& A, const Tensor& B) {
   const bool bf16 = A.dtype() == DType::BF16;
   if (Tensor* acc = c.accum_buffer(input)) {
     check_shape(c.op, "parameter gradient buffer", *acc, shape);
     gemm(g, 1.0, A, B, 1.0, *acc);
   } else {
-    Tensor grad = Tensor::empty(shape, A.device(), bf16 ? DType::F32 : A.dtype());
+    Tensor grad = Tensor::empty(shape, A.device(),
+                                bf16 ? (dtype == DType::BF16 ? DType::BF16 : DType::F32) : dtype);
     gemm(g, 1.0, A, B, 0.0, grad);
     c.add(input, grad);
   }
@@ -90,7 +107,10 @@ Var matmul(const Var& a, const Var& b) {
   GAN_NVTX("matmul");
   const Tensor &av = a.value(), &bv = b.value();
   check_same_device("matmul", {&av, &bv});
-  check_same_dtype("matmul", {&av, &bv});
+  // bf16: float32 operands rounded, bf16 ones as they are, the result bf16.
+  const bool bf16 = av.dtype() == DType::BF16 || bv.dtype() == DType::BF16 ||
+                    (rounds_to_bf16(av) && rounds_to_bf16(bv));
+  if (!bf16) check_same_dtype("matmul", {&av, &bv});
   const Shape sa = av.shape(), sb = bv.shape();
   const bool batched = sa.ndim == 3 && sb.ndim == 3;
   GAN_CHECK((sa.ndim == 2 && sb.ndim == 2) || batched,
@@ -101,14 +121,14 @@ Var matmul(const Var& a, const Var& b) {
   GAN_CHECK(sb.dim(-2) == k && (!batched || sb[0] == batch),
             fmt::format("matmul: shapes {} and {} do not match", sa.str(), sb.str()));
   const Shape out_shape = batched ? Shape{batch, m, n} : Shape{m, n};
-  Tensor y = Tensor::empty(out_shape, av.device(), av.dtype());
-  if (av.is_cuda()) check_cuda_f32("matmul", av);
+  Tensor y = Tensor::empty(out_shape, av.device(), bf16 ? DType::BF16 : av.dtype());
+  if (av.is_cuda() && !bf16) check_cuda_f32("matmul", av);
   Gemm g;
   g.m = m, g.n = n, g.k = k, g.batch = batch;
   g.stride_a = m * k, g.stride_b = k * n, g.stride_c = m * n;
-  const Tensor ao = bf16_operand(av), bo = bf16_operand(bv);
-  const bool bf16 = ao.dtype() == DType::BF16;
+  const Tensor ao = bf16 ? av.to(DType::BF16) : av, bo = bf16 ? bv.to(DType::BF16) : bv;
   gemm(g, 1.0, ao, bo, 0.0, y);
+  const DType a_dtype = av.dtype(), b_dtype = bv.dtype();
   // da needs b and db needs a: keep each only if the other side wants a gradient (in bf16 their
   // float32 values, rounded again in the backward: see record_conv in ops_conv.cpp).
   const Tensor keep_a = b.requires_grad() ? av : Tensor();
@@ -122,20 +142,20 @@ Var matmul(const Var& a, const Var& b) {
   };
   return record(
       "matmul", {a, b}, y,
-      [keep_a, keep_b, sa, sb, g, bf16](const BackwardContext& c) {
+      [keep_a, keep_b, sa, sb, a_dtype, b_dtype, g, bf16](const BackwardContext& c) {
         const Tensor dy = bf16 ? c.dout.to(DType::BF16) : c.dout;
         const auto op = [bf16](const Tensor& t) { return bf16 ? t.to(DType::BF16) : t; };
         if (c.needs(0)) {  // da (m, k) = dy (m, n) b^T
           Gemm d = g;
           d.trans_b = true, d.m = g.m, d.n = g.k, d.k = g.n;
           d.stride_a = g.m * g.n, d.stride_b = g.k * g.n, d.stride_c = g.m * g.k;
-          gemm_grad(c, 0, sa, d, dy, op(keep_b));
+          gemm_grad(c, 0, sa, a_dtype, d, dy, op(keep_b));
         }
         if (c.needs(1)) {  // db (k, n) = a^T (k, m) dy (m, n)
           Gemm d = g;
           d.trans_a = true, d.m = g.k, d.n = g.n, d.k = g.m;
           d.stride_a = g.m * g.k, d.stride_b = g.m * g.n, d.stride_c = g.k * g.n;
-          gemm_grad(c, 1, sb, d, op(keep_a), dy);
+          gemm_grad(c, 1, sb, b_dtype, d, op(keep_a), dy);
         }
       },
       std::move(vjp));
@@ -146,7 +166,13 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   const Tensor &xv = x.value(), &wv = w.value();
   const Tensor bv = b.defined() ? b.value() : Tensor();
   check_same_device("linear", {&xv, &wv, &bv});
-  check_same_dtype("linear", {&xv, &wv, &bv});
+  if (xv.dtype() == DType::BF16) {  // a bf16 activation with float32 parameters
+    check_same_dtype("linear", {&wv, &bv});
+    GAN_CHECK(wv.dtype() == DType::F32,
+              "linear: a bf16 input takes float32 weights, got " + wv.str());
+  } else {
+    check_same_dtype("linear", {&xv, &wv, &bv});
+  }
   const Shape& sx = xv.shape();
   GAN_CHECK(wv.ndim() == 2 && sx.ndim >= 1 && sx.back() == wv.dim(1),
             fmt::format("linear: input {} does not match weight {} (out, in)", sx.str(),
@@ -155,14 +181,32 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   if (bv.defined()) check_shape("linear", "bias", bv, Shape{out});
   Shape out_shape = sx;
   out_shape.dims[sx.ndim - 1] = out;
-  Tensor y = Tensor::empty(out_shape, xv.device(), xv.dtype());
-  if (xv.is_cuda()) check_cuda_f32("linear", xv);
+  // bf16: a float32 input rounded, a bf16 one as it is; the output bf16.
+  const bool bf16 = xv.dtype() == DType::BF16 || rounds_to_bf16(xv);
+  Tensor y = Tensor::empty(out_shape, xv.device(), bf16 ? DType::BF16 : xv.dtype());
+  if (xv.is_cuda() && !bf16) check_cuda_f32("linear", xv);
   Gemm g;  // y (rows, out) = x (rows, in) w^T
   g.trans_b = true, g.m = rows, g.n = out, g.k = in;
-  const Tensor xo = bf16_operand(xv), wo = bf16_operand(wv);
-  const bool bf16 = xo.dtype() == DType::BF16;
-  gemm(g, 1.0, xo, wo, 0.0, y);
-  if (bv.defined()) {  // y += b, broadcast over rows (in place)
+  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? wv.to(DType::BF16) : wv;
+  if (bf16 && !xv.is_cuda()) {
+    // CPU: the rounded product plus the bias in float32, rounded again.
+    const Tensor y32 = Tensor::empty(out_shape, Device::CPU, DType::F32);
+    gemm(g, 1.0, xo, wo, 0.0, y32);
+    if (bv.defined())
+      kernels::binary_forward_cpu<float>(
+          kernels::Binary::kAdd,
+          make_broadcast_index(Shape{rows, out}, Shape{rows, out}, Shape{out}), y32.data<float>(),
+          bv.data<float>(), y32.data<float>());
+    kernels::f32_to_bf16_cpu(y32.data<float>(), y.data<uint16_t>(), y.numel());
+  } else if (bf16) {
+    gemm(g, 1.0, xo, wo, 0.0, y);
+    if (bv.defined())  // y = round(y + b) in place
+      kernels::bias_act_bf16_cuda(y.data<uint16_t>(), nullptr, bv.data<float>(), rows, out,
+                                  kernels::BiasAct::kNone, 0.f, cuda::stream(), y.data<uint16_t>());
+  } else {
+    gemm(g, 1.0, xo, wo, 0.0, y);
+  }
+  if (bv.defined() && !bf16) {  // y += b, broadcast over rows (in place)
     const kernels::BroadcastIndex bi =
         make_broadcast_index(Shape{rows, out}, Shape{rows, out}, Shape{out});
     if (xv.is_cuda()) {
@@ -182,6 +226,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   const Tensor keep_x = w.requires_grad() ? xv : Tensor();
   const Tensor keep_w = x.requires_grad() ? wv : Tensor();
   const Shape x_shape = sx, w_shape = wv.shape();
+  const DType x_dtype = xv.dtype(), w_dtype = wv.dtype();
   // VJP: dx = dout w (a matmul with the weight Var), db = the sum of dout over rows.
   VjpFn vjp = [w, x_shape, rows, out, has_bias](const std::vector<Var>& d,
                                                 const std::vector<bool>& needs) {
@@ -196,21 +241,23 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   };
   return record(
       "linear", inputs, y,
-      [keep_x, keep_w, x_shape, w_shape, rows, in, out, has_bias, bf16](const BackwardContext& c) {
-        const Tensor& dy = c.dout;
-        // The products take dy in bf16; the bias gradient sums the float32 dy.
-        const Tensor dyo = bf16 ? dy.to(DType::BF16) : dy;
+      [keep_x, keep_w, x_shape, x_dtype, w_shape, w_dtype, rows, in, out, has_bias,
+       bf16](const BackwardContext& c) {
+        // The products take dy in bf16; the bias gradient sums it in float32.
+        const Tensor dyo = bf16 ? c.dout.to(DType::BF16) : c.dout;
+
         if (c.needs(0)) {  // dx (rows, in) = dy (rows, out) w (out, in)
           Gemm d;
           d.m = rows, d.n = in, d.k = out;
-          gemm_grad(c, 0, x_shape, d, dyo, bf16 ? keep_w.to(DType::BF16) : keep_w);
+          gemm_grad(c, 0, x_shape, x_dtype, d, dyo, bf16 ? keep_w.to(DType::BF16) : keep_w);
         }
         if (c.needs(1)) {  // dw (out, in) = dy^T (out, rows) x (rows, in)
           Gemm d;
           d.trans_a = true, d.m = out, d.n = in, d.k = rows;
-          gemm_grad(c, 1, w_shape, d, dyo, bf16 ? keep_x.to(DType::BF16) : keep_x);
+          gemm_grad(c, 1, w_shape, w_dtype, d, dyo, bf16 ? keep_x.to(DType::BF16) : keep_x);
         }
         if (has_bias && c.needs(2)) {  // db (out) = sum over rows of dy
+          const Tensor dy = c.dout.dtype() == DType::BF16 ? c.dout.to(DType::F32) : c.dout;
           if (Tensor* acc = c.accum_buffer(2)) {
             column_sums(dy, rows, out, *acc, true);
           } else {

@@ -1,6 +1,7 @@
 // GAN losses: BCE with logits and the hinge losses.
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
@@ -12,6 +13,10 @@ namespace {
 
 // t: targets tensor or undefined (constant target).
 Var bce(const Var& logits, const Var* targets, double target) {
+  if (is_bf16(logits) || (targets && is_bf16(*targets))) {  // losses in float32
+    const Var t = targets ? widen(*targets) : Var();
+    return bce(widen(logits), targets ? &t : nullptr, target);
+  }
   GAN_NVTX("bce_with_logits");
   const Tensor& x = logits.value();
   const Tensor t = targets ? targets->value() : Tensor();
@@ -61,6 +66,8 @@ Var bce_with_logits(const Var& logits, const Var& targets) { return bce(logits, 
 Var bce_with_logits(const Var& logits, double target) { return bce(logits, nullptr, target); }
 
 Var softmax_cross_entropy(const Var& logits, const Tensor& t) {
+  if (is_bf16(logits) || t.dtype() == DType::BF16)
+    return softmax_cross_entropy(widen(logits), t.dtype() == DType::BF16 ? t.to(DType::F32) : t);
   GAN_NVTX("softmax_cross_entropy");
   const Tensor& x = logits.value();
   check_same_device("softmax_cross_entropy", {&x, &t});
@@ -100,6 +107,7 @@ Var softmax_cross_entropy(const Var& logits, const Tensor& t) {
 }
 
 Var hinge_d_loss(const Var& real, const Var& fake) {
+  if (is_bf16(real) || is_bf16(fake)) return hinge_d_loss(widen(real), widen(fake));
   GAN_NVTX("hinge_d_loss");
   const Tensor &r = real.value(), &f = fake.value();
   check_same_device("hinge_d_loss", {&r, &f});

@@ -2,6 +2,7 @@
 // activation. Kernels and formulas: kernels/batchnorm.h.
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/dispatch.h"
 #include "engine/dist.h"
 #include "engine/ops.h"
@@ -135,13 +136,23 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
                Activation act, double slope) {
   GAN_NVTX("batch_norm");
   GAN_CHECK(x.defined(), "batch_norm: x is undefined");
+  // bf16 activations: x, y and their gradients bf16, everything per channel float32. The
+  // synchronised statistics run on the widened values.
+  const bool bf16 = is_bf16(x);
+  if (bf16 && training && dist::sync_batch_norm() && dist::sync_batch_norm()->size() > 1)
+    return narrow(batch_norm(widen(x), gamma, beta, running_mean, running_var, training, momentum,
+                             eps, act, slope));
   const Tensor& xv = x.value();
   const Tensor gv = gamma.defined() ? gamma.value() : Tensor();
   const Tensor bv = beta.defined() ? beta.value() : Tensor();
   GAN_CHECK(running_mean.defined() && running_var.defined(),
             "batch_norm: running_mean and running_var are required");
   check_same_device("batch_norm", {&xv, &gv, &bv, &running_mean, &running_var});
-  check_same_dtype("batch_norm", {&xv, &gv, &bv, &running_mean, &running_var});
+  if (bf16)
+    check_same_dtype("batch_norm", {&gv, &bv, &running_mean, &running_var});
+  else
+    check_same_dtype("batch_norm", {&xv, &gv, &bv, &running_mean, &running_var});
+  const DType stat_type = running_mean.dtype();
   const Shape& sx = xv.shape();
   GAN_CHECK(sx.ndim >= 2,
             fmt::format("batch_norm: expected x of shape (N, ..., C) with at least 2 dimensions, "
@@ -165,8 +176,8 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
   // of the running ones in eval): (C) each, only when a gradient will be asked for.
   const bool keep =
       grad_enabled() && (x.requires_grad() || gamma.requires_grad() || beta.requires_grad());
-  const Tensor save_mean = keep ? Tensor::empty(cs, xv.device(), xv.dtype()) : Tensor();
-  const Tensor save_invstd = keep ? Tensor::empty(cs, xv.device(), xv.dtype()) : Tensor();
+  const Tensor save_mean = keep ? Tensor::empty(cs, xv.device(), stat_type) : Tensor();
+  const Tensor save_invstd = keep ? Tensor::empty(cs, xv.device(), stat_type) : Tensor();
 
   dist::Communicator* sync = training ? dist::sync_batch_norm() : nullptr;
   if (sync && sync->size() == 1) sync = nullptr;
@@ -189,6 +200,29 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
                                            ptr_or_null<T>(save_invstd));
       });
     }
+  } else if (bf16 && xv.is_cuda()) {
+    if (training) {
+      const Tensor ws = cuda_workspace(R, C);
+      kernels::batch_norm_forward_train_cuda(
+          xv.data<uint16_t>(), ptr_or_null<float>(gv), ptr_or_null<float>(bv), R, C,
+          float(momentum), float(eps), bact, float(slope), running_mean.data<float>(),
+          running_var.data<float>(), y.data<uint16_t>(), ptr_or_null<float>(save_mean),
+          ptr_or_null<float>(save_invstd), ws.raw(), ws.defined() ? ws.nbytes() : 0,
+          cuda::stream());
+    } else {
+      kernels::batch_norm_forward_eval_cuda(
+          xv.data<uint16_t>(), ptr_or_null<float>(gv), ptr_or_null<float>(bv), R, C, float(eps),
+          bact, float(slope), running_mean.data<float>(), running_var.data<float>(),
+          y.data<uint16_t>(), ptr_or_null<float>(save_mean), ptr_or_null<float>(save_invstd),
+          cuda::stream());
+    }
+  } else if (bf16) {  // the CPU reference on the widened values, y rounded
+    const Tensor x32 = xv.to(DType::F32), y32 = Tensor::empty_like(x32);
+    kernels::batch_norm_forward_cpu<float>(
+        x32.data<float>(), ptr_or_null<float>(gv), ptr_or_null<float>(bv), R, C, training, momentum,
+        eps, bact, slope, running_mean.data<float>(), running_var.data<float>(), y32.data<float>(),
+        ptr_or_null<float>(save_mean), ptr_or_null<float>(save_invstd));
+    kernels::f32_to_bf16_cpu(y32.data<float>(), y.data<uint16_t>(), y.numel());
   } else if (xv.is_cuda()) {
     check_cuda_f32("batch_norm", xv);
     if (training) {
@@ -221,9 +255,11 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
   // or from the saved running statistics as constants (eval); the activation's derivative is a
   // constant mask read from y (y > 0 exactly where the pre-activation is, for relu and a positive
   // leaky slope).
-  VjpFn vjp = [x, gamma, y, training, eps, bact, slope, save_mean, save_invstd, nd = sx.ndim,
-               synced = sync != nullptr](const std::vector<Var>& d,
-                                         const std::vector<bool>& needs) {
+  VjpFn vjp = [x, gamma, y_out = y, training, eps, bact, slope, save_mean, save_invstd,
+               nd = sx.ndim, synced = sync != nullptr](const std::vector<Var>& d,
+                                                       const std::vector<bool>& needs) {
+    // (bf16: the mask and the constants from y's float32 values.)
+    const Tensor yv = y_out.dtype() == DType::BF16 ? y_out.to(DType::F32) : y_out;
     GAN_CHECK(!synced,
               "batch_norm: grad() does not go through synchronised batch norm (a gradient penalty "
               "on a critic with batch norm needs per-rank statistics: drop --sync-bn)");
@@ -231,18 +267,18 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
     for (int i = 0; i + 1 < nd; ++i) axes.push_back(i);
     Var g = d[0];
     if (bact != kernels::BnAct::kNone) {
-      Tensor mask = Tensor::empty_like(y);
-      const Tensor ones = Tensor::full(y.shape(), 1.0, y.device(), y.dtype());
+      Tensor mask = Tensor::empty_like(yv);
+      const Tensor ones = Tensor::full(yv.shape(), 1.0, yv.device(), yv.dtype());
       const double s = bact == kernels::BnAct::kRelu ? 0.0 : slope;
-      if (y.is_cuda()) {
-        kernels::unary_backward_cuda(kernels::Unary::kLeakyRelu, float(s), y.data<float>(), nullptr,
-                                     ones.data<float>(), mask.data<float>(), y.numel(),
+      if (yv.is_cuda()) {
+        kernels::unary_backward_cuda(kernels::Unary::kLeakyRelu, float(s), yv.data<float>(),
+                                     nullptr, ones.data<float>(), mask.data<float>(), yv.numel(),
                                      cuda::stream());
       } else {
-        dispatch_cpu(y, "batch_norm", [&](auto tag) {
+        dispatch_cpu(yv, "batch_norm", [&](auto tag) {
           using T = decltype(tag);
-          kernels::unary_backward_cpu<T>(kernels::Unary::kLeakyRelu, s, y.data<T>(), nullptr,
-                                         ones.data<T>(), mask.data<T>(), y.numel());
+          kernels::unary_backward_cpu<T>(kernels::Unary::kLeakyRelu, s, yv.data<T>(), nullptr,
+                                         ones.data<T>(), mask.data<T>(), yv.numel());
         });
       }
       g = mul(g, Var(mask));
@@ -251,8 +287,8 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
     if (training) {
       const Var xc = sub(x, mean(x, axes, true));
       const Var var = mean(mul(xc, xc), axes, true);
-      const Var e(Tensor::full(Shape{}, eps, y.device(), y.dtype()));
-      inv = div(Var(Tensor::full(Shape{}, 1.0, y.device(), y.dtype())), sqrt(add(var, e)));
+      const Var e(Tensor::full(Shape{}, eps, yv.device(), yv.dtype()));
+      inv = div(Var(Tensor::full(Shape{}, 1.0, yv.device(), yv.dtype())), sqrt(add(var, e)));
       xhat = mul(xc, inv);
     } else {
       inv = Var(save_invstd);
@@ -283,9 +319,27 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
         check_same_dtype("batch_norm", {&xv, &dy});
         const Tensor dx = c.needs(0) ? Tensor::empty_like(xv) : Tensor();
         bool acc_g = false, acc_b = false;
-        const Tensor dg = channel_grad(c, 1, xv, C, &acc_g);
-        const Tensor db = channel_grad(c, 2, xv, C, &acc_b);
-        if (xv.is_cuda()) {
+        const Tensor dg = channel_grad(c, 1, save_mean, C, &acc_g);
+        const Tensor db = channel_grad(c, 2, save_mean, C, &acc_b);
+        if (xv.dtype() == DType::BF16 && xv.is_cuda()) {
+          const Tensor ws = cuda_workspace(R, C);
+          kernels::batch_norm_backward_cuda(
+              xv.data<uint16_t>(), dy.data<uint16_t>(), ptr_or_null<float>(gv),
+              ptr_or_null<float>(beta_for_act), save_mean.data<float>(), save_invstd.data<float>(),
+              R, C, training, bact, float(slope), ptr_or_null<uint16_t>(dx), ptr_or_null<float>(dg),
+              ptr_or_null<float>(db), acc_g, acc_b, ws.raw(), ws.defined() ? ws.nbytes() : 0,
+              cuda::stream());
+        } else if (xv.dtype() == DType::BF16) {  // widened, dx rounded
+          const Tensor x32 = xv.to(DType::F32), dy32 = dy.to(DType::F32);
+          const Tensor dx32 = dx.defined() ? Tensor::empty_like(x32) : Tensor();
+          kernels::batch_norm_backward_cpu<float>(
+              x32.data<float>(), dy32.data<float>(), ptr_or_null<float>(gv),
+              ptr_or_null<float>(beta_for_act), save_mean.data<float>(), save_invstd.data<float>(),
+              R, C, training, bact, slope, ptr_or_null<float>(dx32), ptr_or_null<float>(dg),
+              ptr_or_null<float>(db), acc_g, acc_b);
+          if (dx.defined())
+            kernels::f32_to_bf16_cpu(dx32.data<float>(), dx.data<uint16_t>(), dx.numel());
+        } else if (xv.is_cuda()) {
           const Tensor ws = cuda_workspace(R, C);
           kernels::batch_norm_backward_cuda(
               xv.data<float>(), dy.data<float>(), ptr_or_null<float>(gv),

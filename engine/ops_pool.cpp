@@ -2,6 +2,7 @@
 // on NHWC activations, for SAGAN's pooled attention and the feature networks of tools/eval.
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
@@ -69,6 +70,7 @@ VjpFn max_pool_vjp(const Tensor& xt, const kernels::Pool2dGeom& g) {
 // max_pool2d and avg_pool2d: the same frame, kMax picks the kernels.
 template <bool kMax>
 Var pool2d(const char* op, const Var& x, const Pool2dOptions& o) {
+  if (is_bf16(x)) return narrow(pool2d<kMax>(op, widen(x), o));
   const Tensor& xt = x.value();
   const kernels::Pool2dGeom g = geometry(op, xt, o);
   Tensor y = Tensor::empty(Shape{g.n, g.out_h(), g.out_w(), g.c}, xt.device(), xt.dtype());
@@ -123,6 +125,7 @@ namespace {
 template <class FwdCuda, class BwdCuda, class FwdCpu, class BwdCpu>
 Var resample(const char* op, const Var& x, int64_t P, int64_t Q, FwdCuda fwd_cuda, BwdCuda bwd_cuda,
              FwdCpu fwd_cpu, BwdCpu bwd_cpu) {
+  if (is_bf16(x)) return narrow(resample(op, widen(x), P, Q, fwd_cuda, bwd_cuda, fwd_cpu, bwd_cpu));
   const Tensor& xt = x.value();
   GAN_CHECK(xt.ndim() == 4 && xt.dim(1) > 0 && xt.dim(2) > 0 && P > 0 && Q > 0,
             fmt::format("{}: expected (N, H, W, C) and an output size >= 1, got {} -> {}x{}", op,

@@ -1,6 +1,7 @@
 // sum and mean, over all elements or over axes.
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/dispatch.h"
 #include "engine/error.h"
 #include "engine/ops.h"
@@ -25,6 +26,7 @@ uint32_t axis_mask(const Shape& s, const std::vector<int>& axes, const char* op)
 }
 
 Var reduce(const char* op, const Var& x, uint32_t mask, bool mean, bool keepdim) {
+  if (is_bf16(x)) return reduce(op, widen(x), mask, mean, keepdim);  // float32 sums
   GAN_NVTX(op);
   const Shape& s = x.shape();
   int64_t count = 1;
@@ -63,6 +65,7 @@ Var sum(const Var& x, const std::vector<int>& axes, bool keepdim) {
 }
 
 Var softmax(const Var& x) {
+  if (is_bf16(x)) return softmax(widen(x));  // float32, as autocast
   GAN_NVTX("softmax");
   const Tensor& xv = x.value();
   GAN_CHECK(xv.ndim() >= 1, "softmax: expected at least one dimension, got a scalar");

@@ -1,6 +1,7 @@
 // reshape, flatten, concat.
 #include <fmt/format.h>
 
+#include "engine/autocast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
@@ -16,6 +17,20 @@ Var reshape(const Var& x, const Shape& shape) {
       "reshape", {x}, y, [in](const BackwardContext& c) { c.add(0, c.dout.reshape(in)); },
       [in](const std::vector<Var>& d, const std::vector<bool>&) {
         return std::vector<Var>{reshape(d[0], in)};
+      });
+}
+
+Var cast(const Var& x, DType dtype) {
+  const DType from = x.value().dtype();
+  if (from == dtype) return x;
+  GAN_NVTX("cast");
+  return record(
+      "cast", {x}, x.value().to(dtype),
+      [from](const BackwardContext& c) {
+        c.add(0, c.dout.dtype() == from ? c.dout : c.dout.to(from));
+      },
+      [from](const std::vector<Var>& d, const std::vector<bool>&) {
+        return std::vector<Var>{cast(d[0], from)};
       });
 }
 
@@ -46,6 +61,7 @@ Tensor transpose_tensor(const Tensor& x, int64_t b, int64_t m, int64_t n, const 
 }  // namespace
 
 Var transpose(const Var& x) {
+  if (is_bf16(x)) return narrow(transpose(widen(x)));
   GAN_NVTX("transpose");
   const Shape& s = x.shape();
   GAN_CHECK(s.ndim == 2 || s.ndim == 3, "transpose: expected (m, n) or (B, m, n), got " + s.str());
@@ -61,6 +77,7 @@ Var transpose(const Var& x) {
 }
 
 Var slice_last(const Var& x, int64_t start, int64_t len) {
+  if (is_bf16(x)) return narrow(slice_last(widen(x), start, len));
   GAN_NVTX("slice_last");
   const Tensor& xv = x.value();
   const Shape& s = xv.shape();
@@ -106,6 +123,14 @@ Var slice_last(const Var& x, int64_t start, int64_t len) {
 }
 
 Var concat(const std::vector<Var>& xs, int axis) {
+  bool any16 = false, all16 = true;
+  for (const Var& v : xs) any16 = any16 || is_bf16(v), all16 = all16 && is_bf16(v);
+  if (any16) {
+    std::vector<Var> w;
+    for (const Var& v : xs) w.push_back(widen(v));
+    const Var r = concat(w, axis);
+    return all16 ? narrow(r) : r;
+  }
   GAN_NVTX("concat");
   GAN_CHECK(!xs.empty(), "concat: no inputs");
   const Shape& s0 = xs[0].shape();

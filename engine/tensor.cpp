@@ -369,6 +369,13 @@ void Tensor::zero_() const {
 
 void Tensor::fill_(double value) const {
   const int64_t n = numel();
+  if (dtype_ == DType::BF16) {
+    if (device_ == Device::CUDA)
+      return kernels::bf16_fill_cuda(data<uint16_t>(), n, float(value), cuda::stream());
+    uint16_t* p = data<uint16_t>();
+    for (int64_t i = 0; i < n; ++i) p[i] = kernels::f32_to_bf16(float(value));
+    return;
+  }
   if (device_ == Device::CUDA) {
     kernels::fill_cuda(data<float>(), n, float(value), cuda::stream());
   } else if (dtype_ == DType::F64) {

@@ -6,7 +6,8 @@
 // float32 is the training dtype. float64 exists on the CPU only, for the reference path (finite
 // differences run the CPU ops in double). bf16 tensors (CPU and CUDA) hold 16-bit patterns
 // (data<uint16_t>(), kernels/bf16.h): to(DType) converts between f32 and bf16 (round to nearest
-// even); no op accepts them yet.
+// even). In bf16 precision the activations between ops are bf16 tensors (engine/ops.h says which
+// ops produce and accept them).
 #pragma once
 
 #include <cstddef>

@@ -11,6 +11,7 @@
 #include <algorithm>
 
 #include "kernels/batchnorm.h"
+#include "kernels/bf16.h"
 #include "kernels/runtime.h"
 
 namespace gan::kernels {
@@ -47,6 +48,12 @@ Plan plan(int64_t R, int64_t C) {
 __device__ __forceinline__ int64_t split_rows(int64_t R, int64_t chunk, int64_t s) {
   return min(R, (s + 1) * chunk) - s * chunk;
 }
+
+// Activations are float32 or bf16 (TA = uint16_t): loaded into float32, stored rounded.
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(uint16_t v) { return bf16_to_f32(v); }
+__device__ __forceinline__ void st(float& d, float v) { d = v; }
+__device__ __forceinline__ void st(uint16_t& d, float v) { d = f32_to_bf16(v); }
 
 // Welford's update of (n, mean, m2) with one value.
 __device__ __forceinline__ void welford(float& n, float& mean, float& m2, float v) {
@@ -93,8 +100,9 @@ __device__ __forceinline__ float xhat_of(float v, float mean, float invstd) {
 
 // ---- forward training, kernel 1: per-(split, channel) Welford partials.
 // x (R, C) -> part_mean, part_m2 (splits, C).
+template <class TA>
 __global__ void __launch_bounds__(kTx* kTy)
-    bn_stats_kernel(const float* __restrict__ x, int64_t R, int64_t C, int64_t chunk,
+    bn_stats_kernel(const TA* __restrict__ x, int64_t R, int64_t C, int64_t chunk,
                     float* __restrict__ part_mean, float* __restrict__ part_m2) {
   __shared__ float sh_n[kTy][kTx], sh_mean[kTy][kTx], sh_m2[kTy][kTx];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -103,17 +111,17 @@ __global__ void __launch_bounds__(kTx* kTy)
   const int64_t begin = s * chunk, end = min(R, begin + chunk);
   float n = 0.f, mean = 0.f, m2 = 0.f;
   if (c < C) {
-    const float* p = x + c;
+    const TA* p = x + c;
     int64_t k = begin + ty;
     for (; k + 3 * kTy < end; k += 4 * kTy) {  // four loads in flight, updates in row order
-      const float v0 = p[k * C], v1 = p[(k + kTy) * C];
-      const float v2 = p[(k + 2 * kTy) * C], v3 = p[(k + 3 * kTy) * C];
+      const float v0 = ld(p[k * C]), v1 = ld(p[(k + kTy) * C]);
+      const float v2 = ld(p[(k + 2 * kTy) * C]), v3 = ld(p[(k + 3 * kTy) * C]);
       welford(n, mean, m2, v0);
       welford(n, mean, m2, v1);
       welford(n, mean, m2, v2);
       welford(n, mean, m2, v3);
     }
-    for (; k < end; k += kTy) welford(n, mean, m2, p[k * C]);
+    for (; k < end; k += kTy) welford(n, mean, m2, ld(p[k * C]));
   }
   sh_n[ty][tx] = n, sh_mean[ty][tx] = mean, sh_m2[ty][tx] = m2;
   __syncthreads();
@@ -129,14 +137,14 @@ __global__ void __launch_bounds__(kTx* kTy)
 // x (R, C) -> y (R, C); split 0 writes save_mean, save_invstd (C) and, in training, the updated
 // running statistics new_run_mean/var (C) (the same buffers as run_mean/var: each element is
 // read, then written, by one thread). Eval reads run_mean/var only.
-template <bool kTraining, BnAct kAct>
+template <bool kTraining, BnAct kAct, class TA>
 __global__ void __launch_bounds__(kTx* kTy)
-    bn_forward_apply_kernel(const float* __restrict__ x, const float* __restrict__ gamma,
+    bn_forward_apply_kernel(const TA* __restrict__ x, const float* __restrict__ gamma,
                             const float* __restrict__ beta, int64_t R, int64_t C, int64_t splits,
                             int64_t chunk, const float* __restrict__ part_mean,
                             const float* __restrict__ part_m2, float momentum, float eps,
                             float slope, const float* run_mean, const float* run_var,
-                            float* new_run_mean, float* new_run_var, float* __restrict__ y,
+                            float* new_run_mean, float* new_run_var, TA* __restrict__ y,
                             float* __restrict__ save_mean, float* __restrict__ save_invstd) {
   __shared__ float sh_n[kTy][kTx], sh_mean[kTy][kTx], sh_m2[kTy][kTx];
   __shared__ float sh_mu[kTx], sh_is[kTx];
@@ -185,15 +193,15 @@ __global__ void __launch_bounds__(kTx* kTy)
 #pragma unroll 4
   for (int64_t k = begin + ty; k < end; k += kTy) {
     const int64_t i = k * C + c;
-    y[i] = act_f<kAct>(fmaf(g, xhat_of(x[i], mean, invstd), b), slope);
+    st(y[i], act_f<kAct>(fmaf(g, xhat_of(ld(x[i]), mean, invstd), b), slope));
   }
 }
 
 // ---- backward, kernel 1: per-(split, channel) sums of dy' and dy' xhat.
 // x, dy (R, C), mean, invstd (C) -> part_dy, part_dyx (splits, C).
-template <BnAct kAct>
+template <BnAct kAct, class TA>
 __global__ void __launch_bounds__(kTx* kTy)
-    bn_backward_reduce_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+    bn_backward_reduce_kernel(const TA* __restrict__ x, const TA* __restrict__ dy,
                               const float* __restrict__ gamma, const float* __restrict__ beta,
                               const float* __restrict__ mean, const float* __restrict__ invstd,
                               int64_t R, int64_t C, int64_t chunk, float slope,
@@ -210,8 +218,8 @@ __global__ void __launch_bounds__(kTx* kTy)
 #pragma unroll 4
     for (int64_t k = begin + ty; k < end; k += kTy) {
       const int64_t i = k * C + c;
-      const float xhat = xhat_of(x[i], m, is);
-      const float dyp = dy[i] * act_grad<kAct>(fmaf(g, xhat, b), slope);
+      const float xhat = xhat_of(ld(x[i]), m, is);
+      const float dyp = ld(dy[i]) * act_grad<kAct>(fmaf(g, xhat, b), slope);
       sdy += dyp;
       sdyx += dyp * xhat;
     }
@@ -227,14 +235,14 @@ __global__ void __launch_bounds__(kTx* kTy)
 
 // ---- backward, kernel 2: merge the partial sums (when given), split 0 writes dgamma/dbeta,
 // every block writes dx for its rows (when dx is non-null; else the grid is one split high).
-template <BnAct kAct>
+template <BnAct kAct, class TA>
 __global__ void __launch_bounds__(kTx* kTy)
-    bn_backward_apply_kernel(const float* __restrict__ x, const float* __restrict__ dy,
+    bn_backward_apply_kernel(const TA* __restrict__ x, const TA* __restrict__ dy,
                              const float* __restrict__ gamma, const float* __restrict__ beta,
                              const float* __restrict__ mean, const float* __restrict__ invstd,
                              int64_t R, int64_t C, int64_t splits, int64_t chunk,
                              const float* __restrict__ part_dy, const float* __restrict__ part_dyx,
-                             bool training, float slope, float* __restrict__ dx,
+                             bool training, float slope, TA* __restrict__ dx,
                              float* __restrict__ dgamma, float* __restrict__ dbeta,
                              bool accumulate_dgamma, bool accumulate_dbeta) {
   __shared__ float sh_dy[kTy][kTx], sh_dyx[kTy][kTx];
@@ -268,9 +276,9 @@ __global__ void __launch_bounds__(kTx* kTy)
 #pragma unroll 4
   for (int64_t k = begin + ty; k < end; k += kTy) {
     const int64_t i = k * C + c;
-    const float xhat = xhat_of(x[i], m, is);
-    const float dyp = dy[i] * act_grad<kAct>(fmaf(g, xhat, b), slope);
-    dx[i] = training ? gi * (dyp - fmaf(xhat, k2, k1)) : gi * dyp;
+    const float xhat = xhat_of(ld(x[i]), m, is);
+    const float dyp = ld(dy[i]) * act_grad<kAct>(fmaf(g, xhat, b), slope);
+    st(dx[i], training ? gi * (dyp - fmaf(xhat, k2, k1)) : gi * dyp);
   }
 }
 
@@ -283,64 +291,65 @@ float* workspace_part(void* workspace, const Plan& p, int64_t C, int which) {
   return static_cast<float*>(workspace) + size_t(which) * size_t(p.splits * C);
 }
 
-template <BnAct kAct>
-void launch_forward_apply(bool training, const Plan& p, const float* x, const float* gamma,
+template <BnAct kAct, class TA>
+void launch_forward_apply(bool training, const Plan& p, const TA* x, const float* gamma,
                           const float* beta, int64_t R, int64_t C, const float* part_mean,
                           const float* part_m2, float momentum, float eps, float slope,
                           const float* run_mean, const float* run_var, float* new_run_mean,
-                          float* new_run_var, float* y, float* save_mean, float* save_invstd,
+                          float* new_run_var, TA* y, float* save_mean, float* save_invstd,
                           cudaStream_t stream) {
   const dim3 grid(unsigned(p.tiles), unsigned(p.splits)), block(kTx, kTy);
   if (training)
-    launch(bn_forward_apply_kernel<true, kAct>, grid, block, 0, stream, x, gamma, beta, R, C,
+    launch(bn_forward_apply_kernel<true, kAct, TA>, grid, block, 0, stream, x, gamma, beta, R, C,
            p.splits, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean, run_var,
            new_run_mean, new_run_var, y, save_mean, save_invstd);
   else
-    launch(bn_forward_apply_kernel<false, kAct>, grid, block, 0, stream, x, gamma, beta, R, C,
+    launch(bn_forward_apply_kernel<false, kAct, TA>, grid, block, 0, stream, x, gamma, beta, R, C,
            p.splits, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean, run_var,
            new_run_mean, new_run_var, y, save_mean, save_invstd);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
-void forward_apply(BnAct act, bool training, const Plan& p, const float* x, const float* gamma,
+template <class TA>
+void forward_apply(BnAct act, bool training, const Plan& p, const TA* x, const float* gamma,
                    const float* beta, int64_t R, int64_t C, const float* part_mean,
                    const float* part_m2, float momentum, float eps, float slope,
                    const float* run_mean, const float* run_var, float* new_run_mean,
-                   float* new_run_var, float* y, float* save_mean, float* save_invstd,
+                   float* new_run_var, TA* y, float* save_mean, float* save_invstd,
                    cudaStream_t stream) {
   switch (act) {
     case BnAct::kNone:
-      return launch_forward_apply<BnAct::kNone>(
+      return launch_forward_apply<BnAct::kNone, TA>(
           training, p, x, gamma, beta, R, C, part_mean, part_m2, momentum, eps, slope, run_mean,
           run_var, new_run_mean, new_run_var, y, save_mean, save_invstd, stream);
     case BnAct::kRelu:
-      return launch_forward_apply<BnAct::kRelu>(
+      return launch_forward_apply<BnAct::kRelu, TA>(
           training, p, x, gamma, beta, R, C, part_mean, part_m2, momentum, eps, slope, run_mean,
           run_var, new_run_mean, new_run_var, y, save_mean, save_invstd, stream);
     case BnAct::kLeakyRelu:
-      return launch_forward_apply<BnAct::kLeakyRelu>(
+      return launch_forward_apply<BnAct::kLeakyRelu, TA>(
           training, p, x, gamma, beta, R, C, part_mean, part_m2, momentum, eps, slope, run_mean,
           run_var, new_run_mean, new_run_var, y, save_mean, save_invstd, stream);
   }
 }
 
-template <BnAct kAct>
-void launch_backward(const Plan& p, bool reduce, const float* x, const float* dy,
-                     const float* gamma, const float* beta, const float* mean, const float* invstd,
-                     int64_t R, int64_t C, bool training, float slope, float* part_dy,
-                     float* part_dyx, float* dx, float* dgamma, float* dbeta,
-                     bool accumulate_dgamma, bool accumulate_dbeta, cudaStream_t stream) {
+template <BnAct kAct, class TA>
+void launch_backward(const Plan& p, bool reduce, const TA* x, const TA* dy, const float* gamma,
+                     const float* beta, const float* mean, const float* invstd, int64_t R,
+                     int64_t C, bool training, float slope, float* part_dy, float* part_dyx, TA* dx,
+                     float* dgamma, float* dbeta, bool accumulate_dgamma, bool accumulate_dbeta,
+                     cudaStream_t stream) {
   const dim3 block(kTx, kTy);
   if (reduce) {
-    launch(bn_backward_reduce_kernel<kAct>, dim3(unsigned(p.tiles), unsigned(p.splits)), block, 0,
-           stream, x, dy, gamma, beta, mean, invstd, R, C, p.chunk, slope, part_dy, part_dyx);
+    launch(bn_backward_reduce_kernel<kAct, TA>, dim3(unsigned(p.tiles), unsigned(p.splits)), block,
+           0, stream, x, dy, gamma, beta, mean, invstd, R, C, p.chunk, slope, part_dy, part_dyx);
     GAN_CUDA_CHECK_LAUNCH();
   }
   // Without dx only split 0 has work (dgamma, dbeta).
   const dim3 grid(unsigned(p.tiles), unsigned(dx ? p.splits : 1));
-  launch(bn_backward_apply_kernel<kAct>, grid, block, 0, stream, x, dy, gamma, beta, mean, invstd,
-         R, C, p.splits, p.chunk, reduce ? part_dy : nullptr, reduce ? part_dyx : nullptr, training,
-         slope, dx, dgamma, dbeta, accumulate_dgamma, accumulate_dbeta);
+  launch(bn_backward_apply_kernel<kAct, TA>, grid, block, 0, stream, x, dy, gamma, beta, mean,
+         invstd, R, C, p.splits, p.chunk, reduce ? part_dy : nullptr, reduce ? part_dyx : nullptr,
+         training, slope, dx, dgamma, dbeta, accumulate_dgamma, accumulate_dbeta);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -351,11 +360,12 @@ size_t batch_norm_workspace_bytes(int64_t R, int64_t C) {
   return 2 * size_t(p.splits) * size_t(C) * sizeof(float);
 }
 
-void batch_norm_forward_train_cuda(const float* x, const float* gamma, const float* beta, int64_t R,
-                                   int64_t C, float momentum, float eps, BnAct act, float slope,
-                                   float* running_mean, float* running_var, float* y,
-                                   float* save_mean, float* save_invstd, void* workspace,
-                                   size_t workspace_bytes, cudaStream_t stream) {
+namespace {
+template <class TA>
+void forward_train(const TA* x, const float* gamma, const float* beta, int64_t R, int64_t C,
+                   float momentum, float eps, BnAct act, float slope, float* running_mean,
+                   float* running_var, TA* y, float* save_mean, float* save_invstd, void* workspace,
+                   size_t workspace_bytes, cudaStream_t stream) {
   GAN_NVTX("batch_norm_forward_train");
   check_sizes("batch_norm_forward_train_cuda", R, C);
   GAN_CHECK(R > 1, "batch_norm_forward_train_cuda: training needs more than 1 row");
@@ -365,18 +375,19 @@ void batch_norm_forward_train_cuda(const float* x, const float* gamma, const flo
             "batch_norm_forward_train_cuda: workspace too small (ask batch_norm_workspace_bytes)");
   float* part_mean = workspace_part(workspace, p, C, 0);
   float* part_m2 = workspace_part(workspace, p, C, 1);
-  launch(bn_stats_kernel, dim3(unsigned(p.tiles), unsigned(p.splits)), dim3(kTx, kTy), 0, stream, x,
-         R, C, p.chunk, part_mean, part_m2);
+  launch(bn_stats_kernel<TA>, dim3(unsigned(p.tiles), unsigned(p.splits)), dim3(kTx, kTy), 0,
+         stream, x, R, C, p.chunk, part_mean, part_m2);
   GAN_CUDA_CHECK_LAUNCH();
   forward_apply(act, true, p, x, gamma, beta, R, C, part_mean, part_m2, momentum, eps, slope,
                 running_mean, running_var, running_mean, running_var, y, save_mean, save_invstd,
                 stream);
 }
 
-void batch_norm_forward_eval_cuda(const float* x, const float* gamma, const float* beta, int64_t R,
-                                  int64_t C, float eps, BnAct act, float slope,
-                                  const float* running_mean, const float* running_var, float* y,
-                                  float* save_mean, float* save_invstd, cudaStream_t stream) {
+template <class TA>
+void forward_eval(const TA* x, const float* gamma, const float* beta, int64_t R, int64_t C,
+                  float eps, BnAct act, float slope, const float* running_mean,
+                  const float* running_var, TA* y, float* save_mean, float* save_invstd,
+                  cudaStream_t stream) {
   GAN_NVTX("batch_norm_forward_eval");
   check_sizes("batch_norm_forward_eval_cuda", R, C);
   if (C == 0) return;
@@ -385,12 +396,11 @@ void batch_norm_forward_eval_cuda(const float* x, const float* gamma, const floa
                 running_mean, running_var, nullptr, nullptr, y, save_mean, save_invstd, stream);
 }
 
-void batch_norm_backward_cuda(const float* x, const float* dy, const float* gamma,
-                              const float* beta, const float* mean, const float* invstd, int64_t R,
-                              int64_t C, bool training, BnAct act, float slope, float* dx,
-                              float* dgamma, float* dbeta, bool accumulate_dgamma,
-                              bool accumulate_dbeta, void* workspace, size_t workspace_bytes,
-                              cudaStream_t stream) {
+template <class TA>
+void backward(const TA* x, const TA* dy, const float* gamma, const float* beta, const float* mean,
+              const float* invstd, int64_t R, int64_t C, bool training, BnAct act, float slope,
+              TA* dx, float* dgamma, float* dbeta, bool accumulate_dgamma, bool accumulate_dbeta,
+              void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   GAN_NVTX("batch_norm_backward");
   check_sizes("batch_norm_backward_cuda", R, C);
   if (C == 0 || (!dx && !dgamma && !dbeta)) return;
@@ -406,18 +416,48 @@ void batch_norm_backward_cuda(const float* x, const float* dy, const float* gamm
   }
   switch (act) {
     case BnAct::kNone:
-      return launch_backward<BnAct::kNone>(p, reduce, x, dy, gamma, beta, mean, invstd, R, C,
-                                           training, slope, part_dy, part_dyx, dx, dgamma, dbeta,
-                                           accumulate_dgamma, accumulate_dbeta, stream);
+      return launch_backward<BnAct::kNone, TA>(p, reduce, x, dy, gamma, beta, mean, invstd, R, C,
+                                               training, slope, part_dy, part_dyx, dx, dgamma,
+                                               dbeta, accumulate_dgamma, accumulate_dbeta, stream);
     case BnAct::kRelu:
-      return launch_backward<BnAct::kRelu>(p, reduce, x, dy, gamma, beta, mean, invstd, R, C,
-                                           training, slope, part_dy, part_dyx, dx, dgamma, dbeta,
-                                           accumulate_dgamma, accumulate_dbeta, stream);
+      return launch_backward<BnAct::kRelu, TA>(p, reduce, x, dy, gamma, beta, mean, invstd, R, C,
+                                               training, slope, part_dy, part_dyx, dx, dgamma,
+                                               dbeta, accumulate_dgamma, accumulate_dbeta, stream);
     case BnAct::kLeakyRelu:
-      return launch_backward<BnAct::kLeakyRelu>(p, reduce, x, dy, gamma, beta, mean, invstd, R, C,
-                                                training, slope, part_dy, part_dyx, dx, dgamma,
-                                                dbeta, accumulate_dgamma, accumulate_dbeta, stream);
+      return launch_backward<BnAct::kLeakyRelu, TA>(
+          p, reduce, x, dy, gamma, beta, mean, invstd, R, C, training, slope, part_dy, part_dyx, dx,
+          dgamma, dbeta, accumulate_dgamma, accumulate_dbeta, stream);
   }
 }
+
+}  // namespace
+
+#define GAN_BN_PUBLIC(TA)                                                                          \
+  void batch_norm_forward_train_cuda(const TA* x, const float* gamma, const float* beta,           \
+                                     int64_t R, int64_t C, float momentum, float eps, BnAct act,   \
+                                     float slope, float* running_mean, float* running_var, TA* y,  \
+                                     float* save_mean, float* save_invstd, void* workspace,        \
+                                     size_t workspace_bytes, cudaStream_t stream) {                \
+    forward_train(x, gamma, beta, R, C, momentum, eps, act, slope, running_mean, running_var, y,   \
+                  save_mean, save_invstd, workspace, workspace_bytes, stream);                     \
+  }                                                                                                \
+  void batch_norm_forward_eval_cuda(const TA* x, const float* gamma, const float* beta, int64_t R, \
+                                    int64_t C, float eps, BnAct act, float slope,                  \
+                                    const float* running_mean, const float* running_var, TA* y,    \
+                                    float* save_mean, float* save_invstd, cudaStream_t stream) {   \
+    forward_eval(x, gamma, beta, R, C, eps, act, slope, running_mean, running_var, y, save_mean,   \
+                 save_invstd, stream);                                                             \
+  }                                                                                                \
+  void batch_norm_backward_cuda(const TA* x, const TA* dy, const float* gamma, const float* beta,  \
+                                const float* mean, const float* invstd, int64_t R, int64_t C,      \
+                                bool training, BnAct act, float slope, TA* dx, float* dgamma,      \
+                                float* dbeta, bool accumulate_dgamma, bool accumulate_dbeta,       \
+                                void* workspace, size_t workspace_bytes, cudaStream_t stream) {    \
+    backward(x, dy, gamma, beta, mean, invstd, R, C, training, act, slope, dx, dgamma, dbeta,      \
+             accumulate_dgamma, accumulate_dbeta, workspace, workspace_bytes, stream);             \
+  }
+GAN_BN_PUBLIC(float)
+GAN_BN_PUBLIC(uint16_t)
+#undef GAN_BN_PUBLIC
 
 }  // namespace gan::kernels

@@ -171,4 +171,23 @@ void batch_norm_backward_cuda(const float* x, const float* dy, const float* gamm
                               bool accumulate_dbeta, void* workspace, size_t workspace_bytes,
                               cudaStream_t stream);
 
+// bf16 activations (bf16 precision): x, y, dy, dx as bf16 bit patterns, read into float32 and
+// written rounded to nearest even; the statistics, gamma/beta and their gradients float32. The
+// same arithmetic as the float32 kernels on the widened values.
+void batch_norm_forward_train_cuda(const uint16_t* x, const float* gamma, const float* beta,
+                                   int64_t R, int64_t C, float momentum, float eps, BnAct act,
+                                   float slope, float* running_mean, float* running_var,
+                                   uint16_t* y, float* save_mean, float* save_invstd,
+                                   void* workspace, size_t workspace_bytes, cudaStream_t stream);
+void batch_norm_forward_eval_cuda(const uint16_t* x, const float* gamma, const float* beta,
+                                  int64_t R, int64_t C, float eps, BnAct act, float slope,
+                                  const float* running_mean, const float* running_var, uint16_t* y,
+                                  float* save_mean, float* save_invstd, cudaStream_t stream);
+void batch_norm_backward_cuda(const uint16_t* x, const uint16_t* dy, const float* gamma,
+                              const float* beta, const float* mean, const float* invstd, int64_t R,
+                              int64_t C, bool training, BnAct act, float slope, uint16_t* dx,
+                              float* dgamma, float* dbeta, bool accumulate_dgamma,
+                              bool accumulate_dbeta, void* workspace, size_t workspace_bytes,
+                              cudaStream_t stream);
+
 }  // namespace gan::kernels

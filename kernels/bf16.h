@@ -42,5 +42,9 @@ void f32_to_bf16_cuda(const float* x, uint16_t* y, int64_t n, cudaStream_t strea
 void bf16_to_f32_cuda(const uint16_t* x, float* y, int64_t n, cudaStream_t stream);
 // y += widen(x): a bf16 product's result added into a float32 gradient buffer in one pass.
 void bf16_accumulate_cuda(const uint16_t* x, float* y, int64_t n, cudaStream_t stream);
+// y = round(y + x), both bf16 (a bf16 activation's gradient accumulated, as PyTorch does).
+void bf16_add_cuda(const uint16_t* x, uint16_t* y, int64_t n, cudaStream_t stream);
+// y = round(value) everywhere.
+void bf16_fill_cuda(uint16_t* y, int64_t n, float value, cudaStream_t stream);
 
 }  // namespace gan::kernels

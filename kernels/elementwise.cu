@@ -362,11 +362,12 @@ __device__ __forceinline__ float bias_act_one(float v, const float* __restrict__
   return v;
 }
 
-// VEC: 4 elements per iteration (n4 = n / 4 groups; y16 8-byte and y 16-byte aligned).
+// VEC: 4 elements per iteration (n4 = n / 4 groups; y16 8-byte and y 16-byte aligned). With
+// out16 the result is rounded into it (8-byte aligned when VEC) and y is not written.
 template <BiasAct ACT, bool VEC>
-__global__ void bias_act_bf16_kernel(const uint16_t* __restrict__ y16, float* __restrict__ y,
-                                     const float* __restrict__ b, int64_t n, int64_t k,
-                                     float slope) {
+__global__ void bias_act_bf16_kernel(const uint16_t* y16, float* __restrict__ y,
+                                     const float* __restrict__ b, int64_t n, int64_t k, float slope,
+                                     uint16_t* out16) {
   if constexpr (VEC) {
     GRID_STRIDE_LOOP(q, n / 4) {
       const float4 w = widen4(reinterpret_cast<const uint2*>(y16)[q]);
@@ -376,26 +377,40 @@ __global__ void bias_act_bf16_kernel(const uint16_t* __restrict__ y16, float* __
       o.y = bias_act_one<ACT>(w.y, b, (i + 1) % k, slope);
       o.z = bias_act_one<ACT>(w.z, b, (i + 2) % k, slope);
       o.w = bias_act_one<ACT>(w.w, b, (i + 3) % k, slope);
-      reinterpret_cast<float4*>(y)[q] = o;
+      if (out16)
+        reinterpret_cast<uint2*>(out16)[q] = narrow4(o);
+      else
+        reinterpret_cast<float4*>(y)[q] = o;
     }
   } else {
-    GRID_STRIDE_LOOP(i, n) { y[i] = bias_act_one<ACT>(bf16_to_f32(y16[i]), b, i % k, slope); }
+    GRID_STRIDE_LOOP(i, n) {
+      const float v = bias_act_one<ACT>(bf16_to_f32(y16[i]), b, i % k, slope);
+      if (out16)
+        out16[i] = f32_to_bf16(v);
+      else
+        y[i] = v;
+    }
   }
+}
+
+__global__ void bf16_fill_kernel(uint16_t* __restrict__ y, int64_t n, uint16_t v) {
+  GRID_STRIDE_LOOP(i, n) y[i] = v;
 }
 }  // namespace
 
 void bias_act_bf16_cuda(const uint16_t* y16, float* y, const float* b, int64_t rows, int64_t k,
-                        BiasAct act, float slope, cudaStream_t stream) {
+                        BiasAct act, float slope, cudaStream_t stream, uint16_t* out16) {
   GAN_NVTX("bias_act (bf16)");
   const int64_t n = rows * k;
   if (n == 0) return;
   const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(y16) % 8 == 0 &&
-                   reinterpret_cast<uintptr_t>(y) % 16 == 0;
+                   (out16 ? reinterpret_cast<uintptr_t>(out16) % 8 == 0
+                          : reinterpret_cast<uintptr_t>(y) % 16 == 0);
   auto go = [&](auto vec_tag, auto act_tag) {
     constexpr bool V = decltype(vec_tag)::value;
     constexpr BiasAct A = decltype(act_tag)::value;
     launch(bias_act_bf16_kernel<A, V>, grid_blocks(V ? n / 4 : n, kThreads), kThreads, 0, stream,
-           y16, y, b, n, k, slope);
+           y16, y, b, n, k, slope, out16);
   };
   auto with_act = [&](auto vec_tag) {
     if (act == BiasAct::kRelu)
@@ -477,6 +492,21 @@ __global__ void bf16_accumulate_kernel(const uint16_t* __restrict__ x, float* __
   }
 }
 
+template <bool VEC>
+__global__ void bf16_add_kernel(const uint16_t* __restrict__ x, uint16_t* __restrict__ y,
+                                int64_t n) {
+  if constexpr (VEC) {
+    GRID_STRIDE_LOOP(q, n / 4) {
+      const float4 a = widen4(reinterpret_cast<const uint2*>(x)[q]);
+      float4 v = widen4(reinterpret_cast<uint2*>(y)[q]);
+      v.x += a.x, v.y += a.y, v.z += a.z, v.w += a.w;
+      reinterpret_cast<uint2*>(y)[q] = narrow4(v);
+    }
+  } else {
+    GRID_STRIDE_LOOP(i, n) { y[i] = f32_to_bf16(bf16_to_f32(y[i]) + bf16_to_f32(x[i])); }
+  }
+}
+
 bool vec4(const void* f32, const void* b16, int64_t n) {
   return n % 4 == 0 && reinterpret_cast<uintptr_t>(f32) % 16 == 0 &&
          reinterpret_cast<uintptr_t>(b16) % 8 == 0;
@@ -508,6 +538,23 @@ void bf16_to_f32_cuda(const uint16_t* x, float* y, int64_t n, cudaStream_t strea
     launch(bf16_to_f32_kernel<true>, grid_blocks(n / 4, kThreads), kThreads, 0, stream, x, y, n);
   else
     launch(bf16_to_f32_kernel<false>, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void bf16_add_cuda(const uint16_t* x, uint16_t* y, int64_t n, cudaStream_t stream) {
+  if (n == 0) return;
+  const bool vec = n % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 8 == 0 &&
+                   reinterpret_cast<uintptr_t>(y) % 8 == 0;
+  if (vec)
+    launch(bf16_add_kernel<true>, grid_blocks(n / 4, kThreads), kThreads, 0, stream, x, y, n);
+  else
+    launch(bf16_add_kernel<false>, grid_blocks(n, kThreads), kThreads, 0, stream, x, y, n);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void bf16_fill_cuda(uint16_t* y, int64_t n, float value, cudaStream_t stream) {
+  if (n == 0) return;
+  launch(bf16_fill_kernel, grid_blocks(n, kThreads), kThreads, 0, stream, y, n, f32_to_bf16(value));
   GAN_CUDA_CHECK_LAUNCH();
 }
 

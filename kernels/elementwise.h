@@ -222,9 +222,10 @@ void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct ac
                    cudaStream_t stream);
 // The epilogue of a bf16 product (bf16 precision): y (rows, k) float32 = act(widen(y16) + b), one
 // pass reading the bf16 result (4 elements per thread where the sizes allow: 8-byte loads,
-// 16-byte stores); the same values as bf16_to_f32_cuda then bias_act_cuda.
+// 16-byte stores); the same values as bf16_to_f32_cuda then bias_act_cuda. With out16 (bf16
+// activations) the result is rounded to bf16 into out16 instead (y unused; out16 may be y16).
 void bias_act_bf16_cuda(const uint16_t* y16, float* y, const float* b, int64_t rows, int64_t k,
-                        BiasAct act, float slope, cudaStream_t stream);
+                        BiasAct act, float slope, cudaStream_t stream, uint16_t* out16 = nullptr);
 void clamp_cuda(float* y, int64_t n, float lo, float hi, cudaStream_t stream);
 void lerp_cuda(float* ema, const float* x, int64_t n, float w, cudaStream_t stream);
 void nonfinite_guard_cuda(const float* x, int64_t n, float* guard, cudaStream_t stream);

@@ -70,7 +70,9 @@ __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, i
                                    int64_t inner, int64_t splits, int64_t chunk, float scale,
                                    bool accumulate, float* __restrict__ out,
                                    const float* __restrict__ act_y, bool tanh, float slope,
-                                   float* __restrict__ dz, uint16_t* __restrict__ dz16) {
+                                   float* __restrict__ dz, uint16_t* __restrict__ dz16,
+                                   const uint16_t* __restrict__ x16,
+                                   const uint16_t* __restrict__ act_y16) {
   __shared__ float part[kColY][kColX + 1];
   const int64_t i = int64_t(blockIdx.x) * kColX + threadIdx.x;
   const int64_t s = blockIdx.z;
@@ -78,20 +80,22 @@ __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, i
   for (int64_t o = blockIdx.y; o < outer; o += gridDim.y) {
     float v = 0.f;
     if (i < inner) {
-      const float* base = x + o * r * inner + i;
-      if (act_y) {
-        const float* ya = act_y + o * r * inner + i;
-        const int64_t off = o * r * inner + i;
+      const int64_t off = o * r * inner + i;
+      if (act_y || act_y16) {
+        // bf16 activations: y and dy read as bf16 (x16, act_y16), the math in float32.
         for (int64_t k = begin + threadIdx.y; k < end; k += kColY) {
-          const float a = ya[k * inner];
-          const float g = base[k * inner] * (tanh ? 1.f - a * a : a > 0.f ? 1.f : slope);
+          const int64_t j = off + k * inner;
+          const float a = act_y16 ? bf16_to_f32(act_y16[j]) : act_y[j];
+          const float d = x16 ? bf16_to_f32(x16[j]) : x[j];
+          const float g = d * (tanh ? 1.f - a * a : a > 0.f ? 1.f : slope);
           if (dz16)
-            dz16[off + k * inner] = f32_to_bf16(g);
+            dz16[j] = f32_to_bf16(g);
           else
-            dz[off + k * inner] = g;
+            dz[j] = g;
           v += g;
         }
       } else {
+        const float* base = x + off;
         for (int64_t k = begin + threadIdx.y; k < end; k += kColY) v += base[k * inner];
       }
     }
@@ -122,7 +126,8 @@ void run_reduce(const float* x, int64_t outer, int64_t r, int64_t inner, const P
               unsigned(p.splits));
     launch(reduce_cols_kernel, grid, dim3(kColX, kColY), 0, stream, x, outer, r, inner, p.splits,
            p.chunk, scale, accumulate, out, static_cast<const float*>(nullptr), false, 0.f,
-           static_cast<float*>(nullptr), static_cast<uint16_t*>(nullptr));
+           static_cast<float*>(nullptr), static_cast<uint16_t*>(nullptr),
+           static_cast<const uint16_t*>(nullptr), static_cast<const uint16_t*>(nullptr));
   }
   GAN_CUDA_CHECK_LAUNCH();
 }
@@ -135,7 +140,8 @@ size_t bias_act_backward_workspace_bytes(int64_t rows, int64_t k) {
 
 void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,
                             float slope, bool accumulate, float* dz, float* db, void* workspace,
-                            size_t workspace_bytes, cudaStream_t stream, uint16_t* dz16) {
+                            size_t workspace_bytes, cudaStream_t stream, uint16_t* dz16,
+                            const uint16_t* y16, const uint16_t* dy16) {
   GAN_NVTX("bias_act_backward");
   GAN_CHECK(rows >= 0 && k >= 0, "bias_act_backward_cuda: negative size");
   GAN_CHECK(k < (int64_t(1) << 31) / kColX * kColX, "bias_act_backward_cuda: k too large");
@@ -147,7 +153,7 @@ void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64
   };
   if (p.splits == 1) {
     launch(reduce_cols_kernel, grid(1), block, 0, stream, dy, int64_t(1), rows, k, int64_t(1),
-           p.chunk, 1.f, accumulate, db, y, tanh, slope, dz, dz16);
+           p.chunk, 1.f, accumulate, db, y, tanh, slope, dz, dz16, dy16, y16);
     GAN_CUDA_CHECK_LAUNCH();
     return;
   }
@@ -155,7 +161,7 @@ void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64
             "bias_act_backward_cuda: workspace too small (ask bias_act_backward_workspace_bytes)");
   auto* partial = static_cast<float*>(workspace);
   launch(reduce_cols_kernel, grid(p.splits), block, 0, stream, dy, int64_t(1), rows, k, p.splits,
-         p.chunk, 1.f, false, partial, y, tanh, slope, dz, dz16);
+         p.chunk, 1.f, false, partial, y, tanh, slope, dz, dz16, dy16, y16);
   GAN_CUDA_CHECK_LAUNCH();
   Plan fin;
   fin.splits = 1;

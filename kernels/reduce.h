@@ -41,7 +41,8 @@ size_t reduce_sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner);
 // db (k) = sum over rows of dz [+ db when accumulate]. Instead of an elementwise pass writing dz
 // and a reduction reading it back. CUDA: the column reduction's split (workspace from
 // bias_act_backward_workspace_bytes). With dz16 (bf16 precision) dz is written rounded to bf16
-// there instead (dz unused), the bias gradient still summed from the float32 values.
+// there instead (dz unused), the bias gradient still summed from the float32 values. With y16 and
+// dy16 (bf16 activations, CUDA) y and dy are read from those bf16 tensors instead.
 template <class T>
 void bias_act_backward_cpu(const T* y, const T* dy, int64_t rows, int64_t k, bool tanh,
                            double slope, bool accumulate, T* dz, T* db, uint16_t* dz16 = nullptr) {
@@ -62,7 +63,8 @@ void bias_act_backward_cpu(const T* y, const T* dy, int64_t rows, int64_t k, boo
 size_t bias_act_backward_workspace_bytes(int64_t rows, int64_t k);
 void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,
                             float slope, bool accumulate, float* dz, float* db, void* workspace,
-                            size_t workspace_bytes, cudaStream_t stream, uint16_t* dz16 = nullptr);
+                            size_t workspace_bytes, cudaStream_t stream, uint16_t* dz16 = nullptr,
+                            const uint16_t* y16 = nullptr, const uint16_t* dy16 = nullptr);
 void reduce_sum_cuda(const float* x, int64_t outer, int64_t r, int64_t inner, float scale,
                      bool accumulate, float* y, void* workspace, size_t workspace_bytes,
                      cudaStream_t stream);

@@ -37,8 +37,9 @@ FeatureNet::Output Classifier::forward(const Var& x) {
                 s[3] == config_.channels,
             fmt::format("classifier: expected images (B, {}, {}, {}), got {}", config_.image_size,
                         config_.image_size, config_.channels, s.str()));
-  Var f = features_->forward(x);
-  return {f, head_->forward(f)};
+  // Float32 out (bf16 precision: the activations inside are bf16).
+  const Var f = cast(features_->forward(x), DType::F32);
+  return {f, cast(head_->forward(f), DType::F32)};
 }
 
 std::string Classifier::describe() const {

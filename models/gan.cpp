@@ -233,7 +233,8 @@ GanNet::GanNet(std::shared_ptr<nn::Sequential> net) : net_(std::move(net)) {
 
 Var GanNet::forward(const Var& x) {
   sn_.run(training());
-  return net_->forward(x);
+  // Images and scores leave the model float32 (in bf16 precision the activations inside are bf16).
+  return cast(net_->forward(x), DType::F32);
 }
 
 std::vector<nn::WeightLayer*> GanNet::spectral_norm_layers() { return sn_.layers(); }

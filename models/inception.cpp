@@ -220,9 +220,10 @@ FeatureNet::Output InceptionV3::forward(const Var& x) {
     h = add(scale(h, 255.0 / 256), shift);
   }
   for (const auto& b : blocks_) h = b ? b->forward(h) : max_pool2d(h, pool(3, 2, 0));
-  const Var f = reshape(adaptive_avg_pool2d(h, 1, 1), Shape{x.shape()[0], 2048});
+  // Features and logits leave the model float32 (bf16 precision: the activations inside are bf16).
+  const Var f = cast(reshape(adaptive_avg_pool2d(h, 1, 1), Shape{x.shape()[0], 2048}), DType::F32);
   if (!fc_) return {f, Var()};
-  return {f, logits_bias_ ? fc_->forward(f) : linear(f, fc_->weight())};
+  return {f, cast(logits_bias_ ? fc_->forward(f) : linear(f, fc_->weight()), DType::F32)};
 }
 
 std::string InceptionV3::describe() const {

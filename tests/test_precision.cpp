@@ -75,6 +75,13 @@ Tensor uniform(const Shape& s, Generator& g) {
   return t;
 }
 
+// In bf16 precision a float32 tensor cast to bf16 (an activation as the op before would give
+// it); as it is otherwise (float32 and float64 runs).
+Var as_activation(const Var& v) {
+  return precision() == Precision::kBF16 && v.value().dtype() == DType::F32 ? cast(v, DType::BF16)
+                                                                            : v;
+}
+
 std::vector<Bf16Case> cases() {
   Conv2dOptions same;
   same.pad_h = same.pad_w = 1;
@@ -121,6 +128,26 @@ std::vector<Bf16Case> cases() {
       {"matmul batched",
        {{Shape{3, 5, 16}}, {Shape{3, 16, 7}}},
        [](const std::vector<Var>& v) { return matmul(v[0], v[1]); },
+       0.02,
+       0.03},
+      // bf16 activations: the input is cast to bf16 first (a bf16 activation from the op before),
+      // then batch norm's bf16 kernels (float32 statistics) and the elementwise ops' fallback.
+      {"batch_norm + leaky relu on a bf16 activation",
+       {{Shape{4, 3, 3, 8}}, {Shape{8}, true}, {Shape{8}, true, far_bias}},
+       [](const std::vector<Var>& v) {
+         const Tensor rm = Tensor::zeros(Shape{8}, v[1].device(), v[1].value().dtype());
+         const Tensor rv = Tensor::full(Shape{8}, 1.0, v[1].device(), v[1].value().dtype());
+         return batch_norm(as_activation(v[0]), v[1], v[2], rm, rv, true, 0.1, 1e-5,
+                           Activation::kLeakyRelu, 0.2);
+       },
+       0.02,
+       0.03},
+      {"leaky_relu, add, mul, max_pool2d on bf16 activations",
+       {{Shape{2, 4, 4, 8}}, {Shape{2, 4, 4, 8}}},
+       [](const std::vector<Var>& v) {
+         const Var a = as_activation(v[0]), b = as_activation(v[1]);
+         return max_pool2d(mul(add(leaky_relu(a, 0.2), b), a));
+       },
        0.02,
        0.03},
       {"self_attention (packed qkv, gamma, residual)",
@@ -244,7 +271,10 @@ TEST_CASE("bf16 precision: the CUDA path equals the CPU's rounding points",
     const Result cpu = run(c, Device::CPU, DType::F32, Precision::kBF16, p.values, p.r);
     const Result gpu = run(c, Device::CUDA, DType::F32, Precision::kBF16, p.values, p.r);
     const bool attn = c.name.find("attention") != std::string::npos;
-    const double tol = attn ? 0.02 : interp ? 1e-6 : 1.0 / 128;
+    // Batch norm's CUDA kernels sum in another order than the CPU's double loops: a float32
+    // difference may move a bf16 output across a rounding boundary, in the interpreter too.
+    const bool own_sums = c.name.find("batch_norm") != std::string::npos;
+    const double tol = attn ? 0.02 : (interp && !own_sums) ? 1e-6 : 1.0 / 128;
     const double e_fwd = gan::test::max_rel_error(gpu.out, cpu.out);
     double e_bwd = 0;
     for (size_t i = 0; i < c.inputs.size(); ++i)
@@ -258,6 +288,51 @@ TEST_CASE("bf16 precision: the CUDA path equals the CPU's rounding points",
       if (c.name == "conv2d 3x3, no bias" || c.name == "matmul batched") {
         CHECK(all_bf16_values(gpu.out));
         for (const Tensor& g : gpu.grads) CHECK(all_bf16_values(g));
+      }
+    }
+  }
+}
+
+TEST_CASE("bf16 activations: products and batch norm return bf16, gradients keep their dtypes",
+          "[bf16][precision][cpu][cuda]") {
+  // A discriminator's first layers: conv (float32 image in), batch norm + leaky relu, linear,
+  // a float32 loss. In bf16 precision the activations and their gradients are bf16; the image's
+  // gradient, the parameters' and the loss are float32. In float32 precision nothing is bf16.
+  for (const Device dev : {Device::CPU, Device::CUDA}) {
+    if (dev == Device::CUDA && !gan::test::have_gpu()) continue;
+    for (const Precision p : {Precision::kBF16, Precision::kFP32}) {
+      INFO("device " << device_name(dev) << ", precision " << int(p));
+      PrecisionScope scope(p);
+      Generator g(7, Device::CPU);
+      Var x(uniform(Shape{2, 8, 8, 3}, g).to(dev), true);
+      Var w1 = parameter(uniform(Shape{8, 4, 4, 3}, g).to(dev));
+      Var gamma = parameter(Tensor::full(Shape{8}, 1.0, dev));
+      Var beta = parameter(Tensor::zeros(Shape{8}, dev));
+      Var w2 = parameter(uniform(Shape{1, 128}, g).to(dev));
+      const Tensor rm = Tensor::zeros(Shape{8}, dev), rv = Tensor::full(Shape{8}, 1.0, dev);
+      Conv2dOptions o;
+      o.stride_h = o.stride_w = 2, o.pad_h = o.pad_w = 1;
+      Var y1 = conv2d(x, w1, Var(), o);
+      Var y2 = batch_norm(y1, gamma, beta, rm, rv, true, 0.1, 1e-5, Activation::kLeakyRelu, 0.2);
+      Var y3 = linear(flatten(y2), w2);
+      const Var loss = mean(y3);
+      y1.retain_grad();
+      y2.retain_grad();
+      const DType act = p == Precision::kBF16 ? DType::BF16 : DType::F32;
+      CHECK(y1.value().dtype() == act);
+      CHECK(y2.value().dtype() == act);
+      CHECK(y3.value().dtype() == act);
+      CHECK(loss.value().dtype() == DType::F32);
+      CHECK(rm.dtype() == DType::F32);
+      backward(loss);
+      CHECK(y1.grad().dtype() == act);
+      CHECK(y2.grad().dtype() == act);
+      for (const Var* v : {&x, &w1, &gamma, &beta, &w2}) CHECK(v->grad().dtype() == DType::F32);
+      if (p == Precision::kBF16) {
+        // Half the bytes per activation.
+        CHECK(y1.value().nbytes() == size_t(y1.value().numel()) * 2);
+        // The running statistics moved (float32 updates from the bf16 activation).
+        CHECK(rm.to_vector() != std::vector<float>(8, 0.f));
       }
     }
   }
