@@ -356,12 +356,15 @@ Var attention(const Var& q, const Var& k, const Var& v) {
 }
 
 Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
-  if (is_bf16(qkv) || is_bf16(x)) {  // y is bf16 like the residual x
-    const Var r = self_attention(widen(qkv), d, gamma, widen(x));
-    return is_bf16(x) ? narrow(r) : r;
-  }
   GAN_NVTX("self_attention");
-  const Tensor &pt = qkv.value(), &gt = gamma.value(), &xt = x.value();
+  // bf16 activations: the kernels run on float32 copies of qkv and x (exact; the bf16 kernels
+  // round as they load), the op keeps the bf16 qkv for its backward (widened again there), and y
+  // is rounded to bf16 like the residual x; its gradient dqkv is rounded by BackwardContext::add.
+  const Tensor& keep_p = qkv.value();
+  const bool y16 = is_bf16(x);
+  const Tensor pt = keep_p.dtype() == DType::BF16 ? keep_p.to(DType::F32) : keep_p;
+  const Tensor xt = y16 ? x.value().to(DType::F32) : x.value();
+  const Tensor& gt = gamma.value();
   check_same_device("self_attention", {&pt, &gt, &xt});
   check_same_dtype("self_attention", {&pt, &gt, &xt});
   GAN_CHECK(pt.ndim() == 3 && d >= 1 && pt.dim(2) > 2 * d,
@@ -399,19 +402,20 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
     return r;
   };
   return record(
-      "self_attention", {qkv, gamma, x}, y,
-      [a, off, ch, pt, gt, o, lse](const BackwardContext& c) {
-        const Tensor dy = c.dout;
-        Tensor dp = c.needs(0) ? Tensor::empty_like(pt) : Tensor();
+      "self_attention", {qkv, gamma, x}, y16 ? y.to(DType::BF16) : y,
+      [a, off, ch, keep_p, gt, o, lse](const BackwardContext& c) {
+        const Tensor dy = c.dout.dtype() == DType::BF16 ? c.dout.to(DType::F32) : c.dout;
+        const Tensor p32 = keep_p.dtype() == DType::BF16 ? keep_p.to(DType::F32) : keep_p;
+        Tensor dp = c.needs(0) ? Tensor::empty_like(p32) : Tensor();
         Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
         if (dp.defined() || dg.defined()) {
-          // bf16: rounded again from the float32 qkv (the projection's output, kept anyway).
-          const Tensor rounded = operand(ch, pt);
+          // bf16: rounded again from qkv (the projection's output, kept anyway; widened if bf16).
+          const Tensor rounded = operand(ch, p32);
           backward(a, off, ch, rounded, rounded, rounded, o, lse, dy, gt, dp, dp, dp, dg);
         }
         if (dp.defined()) c.add(0, dp);
         if (dg.defined()) c.add(1, dg);
-        if (c.needs(2)) c.add(2, dy);  // the residual
+        if (c.needs(2)) c.add(2, c.dout);  // the residual
       },
       std::move(vjp));
 }

@@ -155,6 +155,13 @@ std::vector<Bf16Case> cases() {
        [](const std::vector<Var>& v) { return self_attention(v[0], 4, v[1], v[2]); },
        0.02,
        0.03},
+      {"self_attention on bf16 activations",
+       {{Shape{2, 16, 16}}, {Shape{1}, true}, {Shape{2, 16, 8}}},
+       [](const std::vector<Var>& v) {
+         return self_attention(as_activation(v[0]), 4, v[1], as_activation(v[2]));
+       },
+       0.02,
+       0.03},
   };
 }
 
