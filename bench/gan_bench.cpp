@@ -35,6 +35,7 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "engine/weight_cast.h"
 #include "kernels/common.h"
 #include "models/gan.h"
 #include "tools/programs/cli.h"
@@ -111,6 +112,7 @@ class AnchorStep {
   }
 
   void iteration(const Tensor& real_batch) {
+    WeightCastScope weight_casts;  // as gan_train's step: one bf16 rounding per weight and step
     set_requires_grad(*net_.d, true);
     set_requires_grad(*net_.g, true);
     gen_.normal_(z_);

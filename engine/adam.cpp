@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include "engine/dispatch.h"
+#include "engine/weight_cast.h"
 
 namespace gan {
 
@@ -56,6 +57,12 @@ Adam::Adam(std::vector<Var> params, const AdamOptions& options)
 }
 
 void Adam::step() {
+  {  // the bf16 roundings of the weights about to change (engine/weight_cast.h)
+    std::vector<Tensor> changed;
+    changed.reserve(params_.size());
+    for (const Var& p : params_) changed.push_back(p.value());
+    invalidate_weight_casts(changed);
+  }
   if (device_ == Device::CUDA) {
     auto* s = static_cast<kernels::AdamScalars*>(scalars_->data);
     kernels::adam_begin_step_cuda(s, hyper_, cuda::stream());

@@ -10,6 +10,7 @@
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "engine/weight_cast.h"
 #include "kernels/common.h"
 #include "kernels/conv.h"
 #include "kernels/conv_cudnn.h"
@@ -442,7 +443,7 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
         const Tensor dy =
             bf16 && dy_full.dtype() != DType::BF16 ? dy_full.to(DType::BF16) : dy_full;
         if (c.needs(0)) {
-          const Tensor wo = bf16 ? keep_w.to(DType::BF16) : keep_w;
+          const Tensor wo = bf16 ? bf16_weight(keep_w) : keep_w;
           // A bf16 input's gradient stays bf16; a float32 one (the image) gets the widened one.
           Tensor dx = Tensor::empty(x_shape, c.dout.device(), x_dtype);
           if (transposed)
@@ -497,7 +498,7 @@ Var conv2d(const Var& x, const Var& w, const Var& b, const Conv2dOptions& o) {
   // bf16: a float32 input rounded, a bf16 one as it is; the output bf16.
   const bool bf16 = xv.dtype() == DType::BF16 || rounds_to_bf16(xv);
   Tensor y = Tensor::empty(Shape{g.n, g.p, g.q, g.k}, xv.device(), bf16 ? DType::BF16 : xv.dtype());
-  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? wv.to(DType::BF16) : wv;
+  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? bf16_weight(wv) : wv;
   if (bf16) {
     conv_fwd(g, xo, wo, y, bv, &o);  // the epilogue fused into the widening pass
   } else {
@@ -540,7 +541,7 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
                         xv.shape().str(), wv.shape().str(), o.pad_h, o.pad_w));
   const bool bf16 = xv.dtype() == DType::BF16 || rounds_to_bf16(xv);
   Tensor y = Tensor::empty(Shape{g.n, g.h, g.w, g.c}, xv.device(), bf16 ? DType::BF16 : xv.dtype());
-  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? wv.to(DType::BF16) : wv;
+  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? bf16_weight(wv) : wv;
   if (bf16) {
     conv_bwd_data(g, xo, wo, y, bv, &o);
   } else {

@@ -9,6 +9,7 @@
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
 #include "engine/ops.h"
+#include "engine/weight_cast.h"
 #include "kernels/common.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
@@ -187,7 +188,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
   if (xv.is_cuda() && !bf16) check_cuda_f32("linear", xv);
   Gemm g;  // y (rows, out) = x (rows, in) w^T
   g.trans_b = true, g.m = rows, g.n = out, g.k = in;
-  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? wv.to(DType::BF16) : wv;
+  const Tensor xo = bf16 ? xv.to(DType::BF16) : xv, wo = bf16 ? bf16_weight(wv) : wv;
   if (bf16 && !xv.is_cuda()) {
     // CPU: the rounded product plus the bias in float32, rounded again.
     const Tensor y32 = Tensor::empty(out_shape, Device::CPU, DType::F32);
@@ -249,7 +250,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
         if (c.needs(0)) {  // dx (rows, in) = dy (rows, out) w (out, in)
           Gemm d;
           d.m = rows, d.n = in, d.k = out;
-          gemm_grad(c, 0, x_shape, x_dtype, d, dyo, bf16 ? keep_w.to(DType::BF16) : keep_w);
+          gemm_grad(c, 0, x_shape, x_dtype, d, dyo, bf16 ? bf16_weight(keep_w) : keep_w);
         }
         if (c.needs(1)) {  // dw (out, in) = dy^T (out, rows) x (rows, in)
           Gemm d;

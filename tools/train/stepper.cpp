@@ -8,6 +8,7 @@
 #include "engine/grad.h"
 #include "engine/ops.h"
 #include "engine/tensor_ops.h"
+#include "engine/weight_cast.h"
 #include "kernels/common.h"
 #include "kernels/elementwise.h"
 
@@ -107,6 +108,9 @@ Var squared_norms(const Var& g) {
 }  // namespace
 
 void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
+  // bf16 precision: each weight is rounded once per optimiser step, not at every use (the
+  // optimisers' steps empty the cache: engine/weight_cast.h).
+  WeightCastScope weight_casts;
   const bool bce = o_.loss == Loss::kBce;
   const bool gp = o_.gradient_penalty();
   const bool r1 = o_.r1 > 0 && step % o_.r1_every == 0;
@@ -169,8 +173,10 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     backward(loss_d);
     if (reduce_d_) reduce_d_->finish();
     opt_d_.step();
-    if (o_.loss == Loss::kWgan)
+    if (o_.loss == Loss::kWgan) {
       for (const Var& p : opt_d_.params()) clamp_(p.value(), -o_.wgan_clip, o_.wgan_clip);
+      invalidate_weight_casts();
+    }
     if (k + 1 == o_.n_dis) {
       NoGradGuard ng;
       keep_scalar(0, loss_d);
