@@ -15,8 +15,21 @@ namespace {
 using kernels::Binary;
 using kernels::Unary;
 
+// bf16 tensors on the CPU: the float32 reference on the widened values, the result rounded (the
+// CUDA kernels' rounding points).
+Tensor widened(const Tensor& t) {
+  return t.defined() && t.dtype() == DType::BF16 ? t.to(DType::F32) : t;
+}
+
 Tensor unary_forward(Unary op, double alpha, const Tensor& x) {
+  if (x.dtype() == DType::BF16 && !x.is_cuda())
+    return unary_forward(op, alpha, widened(x)).to(DType::BF16);
   Tensor y = Tensor::empty_like(x);
+  if (x.dtype() == DType::BF16) {
+    kernels::unary_forward_cuda(op, float(alpha), x.data<uint16_t>(), y.data<uint16_t>(), x.numel(),
+                                cuda::stream());
+    return y;
+  }
   if (x.is_cuda()) {
     check_cuda_f32(kernels::unary_name(op), x);
     kernels::unary_forward_cuda(op, float(alpha), x.data<float>(), y.data<float>(), x.numel(),
@@ -32,7 +45,15 @@ Tensor unary_forward(Unary op, double alpha, const Tensor& x) {
 
 // x or y may be undefined when op does not read it.
 Tensor unary_backward(Unary op, double alpha, const Tensor& x, const Tensor& y, const Tensor& dy) {
+  if (dy.dtype() == DType::BF16 && !dy.is_cuda())
+    return unary_backward(op, alpha, widened(x), widened(y), widened(dy)).to(DType::BF16);
   Tensor dx = Tensor::empty_like(dy);
+  if (dy.dtype() == DType::BF16) {
+    kernels::unary_backward_cuda(op, float(alpha), x.defined() ? x.data<uint16_t>() : nullptr,
+                                 y.defined() ? y.data<uint16_t>() : nullptr, dy.data<uint16_t>(),
+                                 dx.data<uint16_t>(), dy.numel(), cuda::stream());
+    return dx;
+  }
   if (dy.is_cuda()) {
     kernels::unary_backward_cuda(op, float(alpha), x.defined() ? x.data<float>() : nullptr,
                                  y.defined() ? y.data<float>() : nullptr, dy.data<float>(),
@@ -49,7 +70,6 @@ Tensor unary_backward(Unary op, double alpha, const Tensor& x, const Tensor& y, 
 }
 
 Var unary(Unary op, double alpha, const Var& x) {
-  if (is_bf16(x)) return narrow(unary(op, alpha, widen(x)));
   GAN_NVTX(kernels::unary_name(op));
   const Tensor& xv = x.value();
   Tensor y = unary_forward(op, alpha, xv);
@@ -89,10 +109,8 @@ Var unary(Unary op, double alpha, const Var& x) {
 }
 
 Var binary(Binary op, const Var& a, const Var& b) {
-  if (is_bf16(a) || is_bf16(b)) {
-    const Var r = binary(op, widen(a), widen(b));
-    return is_bf16(a) && is_bf16(b) ? narrow(r) : r;  // bf16 with float32 gives float32
-  }
+  if (is_bf16(a) != is_bf16(b))  // bf16 with float32 gives float32
+    return binary(op, widen(a), widen(b));
   const char* name = kernels::binary_name(op);
   GAN_NVTX(name);
   const Tensor &av = a.value(), &bv = b.value();
@@ -101,7 +119,15 @@ Var binary(Binary op, const Var& a, const Var& b) {
   const Shape out_shape = broadcast_shapes(av.shape(), bv.shape(), name);
   const kernels::BroadcastIndex bi = make_broadcast_index(out_shape, av.shape(), bv.shape());
   Tensor y = Tensor::empty(out_shape, av.device(), av.dtype());
-  if (av.is_cuda()) {
+  if (av.dtype() == DType::BF16 && av.is_cuda()) {
+    kernels::binary_forward_cuda(op, bi, av.data<uint16_t>(), bv.data<uint16_t>(),
+                                 y.data<uint16_t>(), cuda::stream());
+  } else if (av.dtype() == DType::BF16) {
+    const Tensor a32 = widened(av), b32 = widened(bv), y32 = Tensor::empty(out_shape);
+    kernels::binary_forward_cpu<float>(op, bi, a32.data<float>(), b32.data<float>(),
+                                       y32.data<float>());
+    kernels::f32_to_bf16_cpu(y32.data<float>(), y.data<uint16_t>(), y.numel());
+  } else if (av.is_cuda()) {
     check_cuda_f32(name, av);
     kernels::binary_forward_cuda(op, bi, av.data<float>(), bv.data<float>(), y.data<float>(),
                                  cuda::stream());
@@ -156,7 +182,23 @@ Var binary(Binary op, const Var& a, const Var& b) {
         }
         Tensor ga = c.needs(0) ? Tensor::empty_like(dy) : Tensor();
         Tensor gb = c.needs(1) ? Tensor::empty_like(dy) : Tensor();
-        if (dy.is_cuda()) {
+        if (dy.dtype() == DType::BF16 && dy.is_cuda()) {
+          kernels::binary_backward_cuda(
+              op, bi, sa.data<uint16_t>(), sb.data<uint16_t>(), dy.data<uint16_t>(),
+              ga.defined() ? ga.data<uint16_t>() : nullptr,
+              gb.defined() ? gb.data<uint16_t>() : nullptr, cuda::stream());
+        } else if (dy.dtype() == DType::BF16) {
+          const Tensor a32 = widened(sa), b32 = widened(sb), dy32 = widened(dy);
+          const Tensor ga32 = widened(ga), gb32 = widened(gb);
+          kernels::binary_backward_cpu<float>(op, bi, a32.data<float>(), b32.data<float>(),
+                                              dy32.data<float>(),
+                                              ga.defined() ? ga32.data<float>() : nullptr,
+                                              gb.defined() ? gb32.data<float>() : nullptr);
+          if (ga.defined())
+            kernels::f32_to_bf16_cpu(ga32.data<float>(), ga.data<uint16_t>(), ga.numel());
+          if (gb.defined())
+            kernels::f32_to_bf16_cpu(gb32.data<float>(), gb.data<uint16_t>(), gb.numel());
+        } else if (dy.is_cuda()) {
           kernels::binary_backward_cuda(op, bi, sa.data<float>(), sb.data<float>(),
                                         dy.data<float>(), ga.defined() ? ga.data<float>() : nullptr,
                                         gb.defined() ? gb.data<float>() : nullptr, cuda::stream());

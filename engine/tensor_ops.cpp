@@ -67,6 +67,7 @@ Tensor reduce_sum_axes(const Tensor& x, uint32_t axis_mask, double scale) {
 
 Tensor sum_to_shape(const Tensor& g, const Shape& target) {
   if (g.shape() == target) return g;
+  if (g.dtype() == DType::BF16) return sum_to_shape(g.to(DType::F32), target);  // float32 sums
   const Shape& s = g.shape();
   uint32_t mask = 0;
   for (int d = 0; d < s.ndim; ++d) {
@@ -93,6 +94,14 @@ Tensor expand_to(const Tensor& x, const Shape& shape, double scale) {
 
 Tensor scaled(const Tensor& x, double alpha) {
   Tensor y = Tensor::empty_like(x);
+  if (x.dtype() == DType::BF16) {
+    if (x.is_cuda()) {
+      kernels::unary_forward_cuda(kernels::Unary::kScale, float(alpha), x.data<uint16_t>(),
+                                  y.data<uint16_t>(), x.numel(), cuda::stream());
+      return y;
+    }
+    return scaled(x.to(DType::F32), alpha).to(DType::BF16);
+  }
   if (x.is_cuda()) {
     kernels::unary_forward_cuda(kernels::Unary::kScale, float(alpha), x.data<float>(),
                                 y.data<float>(), x.numel(), cuda::stream());

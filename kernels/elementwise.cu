@@ -48,6 +48,12 @@ constexpr int kThreads = 256;
   for (int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; i < (n); \
        i += int64_t(gridDim.x) * blockDim.x)
 
+// Elements are float32 or bf16 (uint16_t patterns: loaded into float32, stored rounded).
+__device__ __forceinline__ float ld(float v) { return v; }
+__device__ __forceinline__ float ld(uint16_t v) { return bf16_to_f32(v); }
+__device__ __forceinline__ void st(float& d, float v) { d = v; }
+__device__ __forceinline__ void st(uint16_t& d, float v) { d = f32_to_bf16(v); }
+
 template <Unary OP>
 __device__ __forceinline__ float unary_f(float v, float alpha) {
   if constexpr (OP == Unary::kScale) return alpha * v;
@@ -75,20 +81,20 @@ __device__ __forceinline__ float unary_df(float x, float y, float g, float alpha
 }
 
 // x (n) -> y (n)
-template <Unary OP>
-__global__ void unary_forward_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n,
+template <Unary OP, class T>
+__global__ void unary_forward_kernel(const T* __restrict__ x, T* __restrict__ y, int64_t n,
                                      float alpha) {
-  GRID_STRIDE_LOOP(i, n) y[i] = unary_f<OP>(x[i], alpha);
+  GRID_STRIDE_LOOP(i, n) st(y[i], unary_f<OP>(ld(x[i]), alpha));
 }
 
 // dy (n) -> dx (n); x or y may be null when OP does not read it.
-template <Unary OP>
-__global__ void unary_backward_kernel(const float* __restrict__ x, const float* __restrict__ y,
-                                      const float* __restrict__ dy, float* __restrict__ dx,
-                                      int64_t n, float alpha) {
+template <Unary OP, class T>
+__global__ void unary_backward_kernel(const T* __restrict__ x, const T* __restrict__ y,
+                                      const T* __restrict__ dy, T* __restrict__ dx, int64_t n,
+                                      float alpha) {
   GRID_STRIDE_LOOP(i, n) {
-    const float xv = x ? x[i] : 0.f, yv = y ? y[i] : 0.f;
-    dx[i] = unary_df<OP>(xv, yv, dy[i], alpha);
+    const float xv = x ? ld(x[i]) : 0.f, yv = y ? ld(y[i]) : 0.f;
+    st(dx[i], unary_df<OP>(xv, yv, ld(dy[i]), alpha));
   }
 }
 
@@ -102,24 +108,24 @@ __device__ __forceinline__ float binary_f(float u, float v) {
 }
 
 // a, b broadcast -> y (bi.n). In place (y == a) is allowed when a has the output shape.
-template <Binary OP>
-__global__ void binary_forward_kernel(BroadcastIndex bi, const float* a, const float* b, float* y) {
-  GRID_STRIDE_LOOP(i, bi.n) y[i] = binary_f<OP>(a[bi.index_a(i)], b[bi.index_b(i)]);
+template <Binary OP, class T>
+__global__ void binary_forward_kernel(BroadcastIndex bi, const T* a, const T* b, T* y) {
+  GRID_STRIDE_LOOP(i, bi.n) st(y[i], binary_f<OP>(ld(a[bi.index_a(i)]), ld(b[bi.index_b(i)])));
 }
 
 // Full-size partials of mul/div: ga, gb (bi.n), either may be null.
-template <Binary OP>
-__global__ void binary_backward_kernel(BroadcastIndex bi, const float* __restrict__ a,
-                                       const float* __restrict__ b, const float* __restrict__ dy,
-                                       float* __restrict__ ga, float* __restrict__ gb) {
+template <Binary OP, class T>
+__global__ void binary_backward_kernel(BroadcastIndex bi, const T* __restrict__ a,
+                                       const T* __restrict__ b, const T* __restrict__ dy,
+                                       T* __restrict__ ga, T* __restrict__ gb) {
   GRID_STRIDE_LOOP(i, bi.n) {
-    const float u = a[bi.index_a(i)], v = b[bi.index_b(i)], g = dy[i];
+    const float u = ld(a[bi.index_a(i)]), v = ld(b[bi.index_b(i)]), g = ld(dy[i]);
     if constexpr (OP == Binary::kMul) {
-      if (ga) ga[i] = g * v;
-      if (gb) gb[i] = g * u;
+      if (ga) st(ga[i], g * v);
+      if (gb) st(gb[i], g * u);
     } else {
-      if (ga) ga[i] = g / v;
-      if (gb) gb[i] = -g * u / (v * v);
+      if (ga) st(ga[i], g / v);
+      if (gb) st(gb[i], -g * u / (v * v));
     }
   }
 }
@@ -206,54 +212,81 @@ void dispatch_binary(Binary op, F&& f) {
 
 }  // namespace
 
-void unary_forward_cuda(Unary op, float alpha, const float* x, float* y, int64_t n,
-                        cudaStream_t stream) {
+namespace {
+template <class T>
+void unary_forward_t(Unary op, float alpha, const T* x, T* y, int64_t n, cudaStream_t stream) {
   GAN_NVTX(unary_name(op));
   GAN_CHECK(n >= 0, "unary_forward_cuda: negative size");
   if (n == 0) return;
   dispatch_unary(op, [&](auto k) {
-    launch(unary_forward_kernel<decltype(k)::value>, grid_blocks(n, kThreads), kThreads, 0, stream,
-           x, y, n, alpha);
+    launch(unary_forward_kernel<decltype(k)::value, T>, grid_blocks(n, kThreads), kThreads, 0,
+           stream, x, y, n, alpha);
   });
   GAN_CUDA_CHECK_LAUNCH();
 }
 
-void unary_backward_cuda(Unary op, float alpha, const float* x, const float* y, const float* dy,
-                         float* dx, int64_t n, cudaStream_t stream) {
+template <class T>
+void unary_backward_t(Unary op, float alpha, const T* x, const T* y, const T* dy, T* dx, int64_t n,
+                      cudaStream_t stream) {
   GAN_NVTX(unary_name(op));
   GAN_CHECK(n >= 0, "unary_backward_cuda: negative size");
   if (n == 0) return;
   dispatch_unary(op, [&](auto k) {
-    launch(unary_backward_kernel<decltype(k)::value>, grid_blocks(n, kThreads), kThreads, 0, stream,
-           x, y, dy, dx, n, alpha);
+    launch(unary_backward_kernel<decltype(k)::value, T>, grid_blocks(n, kThreads), kThreads, 0,
+           stream, x, y, dy, dx, n, alpha);
   });
   GAN_CUDA_CHECK_LAUNCH();
 }
 
-void binary_forward_cuda(Binary op, const BroadcastIndex& bi, const float* a, const float* b,
-                         float* y, cudaStream_t stream) {
+template <class T>
+void binary_forward_t(Binary op, const BroadcastIndex& bi, const T* a, const T* b, T* y,
+                      cudaStream_t stream) {
   GAN_NVTX(binary_name(op));
   if (bi.n == 0) return;
   dispatch_binary(op, [&](auto k) {
-    launch(binary_forward_kernel<decltype(k)::value>, grid_blocks(bi.n, kThreads), kThreads, 0,
+    launch(binary_forward_kernel<decltype(k)::value, T>, grid_blocks(bi.n, kThreads), kThreads, 0,
            stream, bi, a, b, y);
   });
   GAN_CUDA_CHECK_LAUNCH();
 }
 
-void binary_backward_cuda(Binary op, const BroadcastIndex& bi, const float* a, const float* b,
-                          const float* dy, float* ga, float* gb, cudaStream_t stream) {
+template <class T>
+void binary_backward_t(Binary op, const BroadcastIndex& bi, const T* a, const T* b, const T* dy,
+                       T* ga, T* gb, cudaStream_t stream) {
   GAN_NVTX(binary_name(op));
   GAN_CHECK(op == Binary::kMul || op == Binary::kDiv,
             "binary_backward_cuda: only mul and div have a backward kernel");
   if (bi.n == 0) return;
   dispatch_binary(op, [&](auto k) {
     if constexpr (decltype(k)::value == Binary::kMul || decltype(k)::value == Binary::kDiv)
-      launch(binary_backward_kernel<decltype(k)::value>, grid_blocks(bi.n, kThreads), kThreads, 0,
-             stream, bi, a, b, dy, ga, gb);
+      launch(binary_backward_kernel<decltype(k)::value, T>, grid_blocks(bi.n, kThreads), kThreads,
+             0, stream, bi, a, b, dy, ga, gb);
   });
   GAN_CUDA_CHECK_LAUNCH();
 }
+
+}  // namespace
+
+#define GAN_ELEMENTWISE_PUBLIC(T)                                                             \
+  void unary_forward_cuda(Unary op, float alpha, const T* x, T* y, int64_t n,                 \
+                          cudaStream_t stream) {                                              \
+    unary_forward_t(op, alpha, x, y, n, stream);                                              \
+  }                                                                                           \
+  void unary_backward_cuda(Unary op, float alpha, const T* x, const T* y, const T* dy, T* dx, \
+                           int64_t n, cudaStream_t stream) {                                  \
+    unary_backward_t(op, alpha, x, y, dy, dx, n, stream);                                     \
+  }                                                                                           \
+  void binary_forward_cuda(Binary op, const BroadcastIndex& bi, const T* a, const T* b, T* y, \
+                           cudaStream_t stream) {                                             \
+    binary_forward_t(op, bi, a, b, y, stream);                                                \
+  }                                                                                           \
+  void binary_backward_cuda(Binary op, const BroadcastIndex& bi, const T* a, const T* b,      \
+                            const T* dy, T* ga, T* gb, cudaStream_t stream) {                 \
+    binary_backward_t(op, bi, a, b, dy, ga, gb, stream);                                      \
+  }
+GAN_ELEMENTWISE_PUBLIC(float)
+GAN_ELEMENTWISE_PUBLIC(uint16_t)
+#undef GAN_ELEMENTWISE_PUBLIC
 
 void expand_cuda(const BroadcastIndex& bi, const float* x, float scale, float* y,
                  cudaStream_t stream) {

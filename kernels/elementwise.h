@@ -199,6 +199,15 @@ void binary_forward_cuda(Binary op, const BroadcastIndex& bi, const float* a, co
                          float* y, cudaStream_t stream);
 void binary_backward_cuda(Binary op, const BroadcastIndex& bi, const float* a, const float* b,
                           const float* dy, float* ga, float* gb, cudaStream_t stream);
+// bf16 elements (bf16 activations): loaded into float32, the same float32 math, stored rounded.
+void unary_forward_cuda(Unary op, float alpha, const uint16_t* x, uint16_t* y, int64_t n,
+                        cudaStream_t stream);
+void unary_backward_cuda(Unary op, float alpha, const uint16_t* x, const uint16_t* y,
+                         const uint16_t* dy, uint16_t* dx, int64_t n, cudaStream_t stream);
+void binary_forward_cuda(Binary op, const BroadcastIndex& bi, const uint16_t* a, const uint16_t* b,
+                         uint16_t* y, cudaStream_t stream);
+void binary_backward_cuda(Binary op, const BroadcastIndex& bi, const uint16_t* a, const uint16_t* b,
+                          const uint16_t* dy, uint16_t* ga, uint16_t* gb, cudaStream_t stream);
 void expand_cuda(const BroadcastIndex& bi, const float* x, float scale, float* y,
                  cudaStream_t stream);
 void axpy_cuda(float alpha, const float* x, float* y, int64_t n, cudaStream_t stream);
