@@ -33,6 +33,9 @@ Tensor bf16_weight(const Tensor& w) {
     ++t_cache->reused;
     return it->second.b16;
   }
+  // Roundings of weights that no longer exist (a spectral norm's output of an earlier forward)
+  // are dropped, so that the cache holds no more than the live weights' roundings.
+  std::erase_if(t_cache->entries, [](const auto& kv) { return kv.second.storage.expired(); });
   Tensor b16 = w.to(DType::BF16);
   t_cache->entries[w.raw()] = {w.storage(), w.shape(), b16};
   ++t_cache->made;
