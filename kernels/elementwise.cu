@@ -1,6 +1,8 @@
 #include "kernels/elementwise.h"
 
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 #include <type_traits>
 
 #include "kernels/bf16.h"
@@ -54,6 +56,18 @@ __device__ __forceinline__ float ld(uint16_t v) { return bf16_to_f32(v); }
 __device__ __forceinline__ void st(float& d, float v) { d = v; }
 __device__ __forceinline__ void st(uint16_t& d, float v) { d = f32_to_bf16(v); }
 
+// Four bf16 values packed in 8 bytes (the lower address in the low half) <-> four floats.
+__device__ __forceinline__ float4 widen4(uint2 h) {
+  return make_float4(bf16_to_f32(uint16_t(h.x & 0xffffu)), bf16_to_f32(uint16_t(h.x >> 16)),
+                     bf16_to_f32(uint16_t(h.y & 0xffffu)), bf16_to_f32(uint16_t(h.y >> 16)));
+}
+__device__ __forceinline__ uint2 narrow4(float4 v) {
+  uint2 h;
+  h.x = uint32_t(f32_to_bf16(v.x)) | (uint32_t(f32_to_bf16(v.y)) << 16);
+  h.y = uint32_t(f32_to_bf16(v.z)) | (uint32_t(f32_to_bf16(v.w)) << 16);
+  return h;
+}
+
 template <Unary OP>
 __device__ __forceinline__ float unary_f(float v, float alpha) {
   if constexpr (OP == Unary::kScale) return alpha * v;
@@ -96,6 +110,43 @@ __global__ void unary_backward_kernel(const T* __restrict__ x, const T* __restri
     const float xv = x ? ld(x[i]) : 0.f, yv = y ? ld(y[i]) : 0.f;
     st(dx[i], unary_df<OP>(xv, yv, ld(dy[i]), alpha));
   }
+}
+
+// bf16, 4 elements per iteration: 8-byte loads and stores (n a multiple of 4, buffers 8-byte
+// aligned); x or y may be null in the backward pass when OP does not read it.
+template <Unary OP>
+__global__ void unary_forward_bf16x4_kernel(const uint16_t* __restrict__ x,
+                                            uint16_t* __restrict__ y, int64_t n, float alpha) {
+  GRID_STRIDE_LOOP(q, n / 4) {
+    const float4 v = widen4(reinterpret_cast<const uint2*>(x)[q]);
+    reinterpret_cast<uint2*>(y)[q] =
+        narrow4(make_float4(unary_f<OP>(v.x, alpha), unary_f<OP>(v.y, alpha),
+                            unary_f<OP>(v.z, alpha), unary_f<OP>(v.w, alpha)));
+  }
+}
+
+template <Unary OP>
+__global__ void unary_backward_bf16x4_kernel(const uint16_t* __restrict__ x,
+                                             const uint16_t* __restrict__ y,
+                                             const uint16_t* __restrict__ dy,
+                                             uint16_t* __restrict__ dx, int64_t n, float alpha) {
+  GRID_STRIDE_LOOP(q, n / 4) {
+    const float4 zero = make_float4(0.f, 0.f, 0.f, 0.f);
+    const float4 xv = x ? widen4(reinterpret_cast<const uint2*>(x)[q]) : zero;
+    const float4 yv = y ? widen4(reinterpret_cast<const uint2*>(y)[q]) : zero;
+    const float4 g = widen4(reinterpret_cast<const uint2*>(dy)[q]);
+    reinterpret_cast<uint2*>(dx)[q] = narrow4(
+        make_float4(unary_df<OP>(xv.x, yv.x, g.x, alpha), unary_df<OP>(xv.y, yv.y, g.y, alpha),
+                    unary_df<OP>(xv.z, yv.z, g.z, alpha), unary_df<OP>(xv.w, yv.w, g.w, alpha)));
+  }
+}
+
+// n a multiple of 4 and every non-null pointer 8-byte aligned.
+inline bool bf16x4_ok(int64_t n, std::initializer_list<const void*> ptrs) {
+  if (n % 4 != 0) return false;
+  for (const void* p : ptrs)
+    if (p && reinterpret_cast<uintptr_t>(p) % 8 != 0) return false;
+  return true;
 }
 
 template <Binary OP>
@@ -219,6 +270,13 @@ void unary_forward_t(Unary op, float alpha, const T* x, T* y, int64_t n, cudaStr
   GAN_CHECK(n >= 0, "unary_forward_cuda: negative size");
   if (n == 0) return;
   dispatch_unary(op, [&](auto k) {
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (bf16x4_ok(n, {x, y})) {
+        launch(unary_forward_bf16x4_kernel<decltype(k)::value>, grid_blocks(n / 4, kThreads),
+               kThreads, 0, stream, x, y, n, alpha);
+        return;
+      }
+    }
     launch(unary_forward_kernel<decltype(k)::value, T>, grid_blocks(n, kThreads), kThreads, 0,
            stream, x, y, n, alpha);
   });
@@ -232,6 +290,13 @@ void unary_backward_t(Unary op, float alpha, const T* x, const T* y, const T* dy
   GAN_CHECK(n >= 0, "unary_backward_cuda: negative size");
   if (n == 0) return;
   dispatch_unary(op, [&](auto k) {
+    if constexpr (std::is_same_v<T, uint16_t>) {
+      if (bf16x4_ok(n, {x, y, dy, dx})) {
+        launch(unary_backward_bf16x4_kernel<decltype(k)::value>, grid_blocks(n / 4, kThreads),
+               kThreads, 0, stream, x, y, dy, dx, n, alpha);
+        return;
+      }
+    }
     launch(unary_backward_kernel<decltype(k)::value, T>, grid_blocks(n, kThreads), kThreads, 0,
            stream, x, y, dy, dx, n, alpha);
   });
@@ -373,18 +438,6 @@ void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct ac
 }
 
 namespace {
-// Four bf16 values packed in 8 bytes (the lower address in the low half) <-> four floats.
-__device__ __forceinline__ float4 widen4(uint2 h) {
-  return make_float4(bf16_to_f32(uint16_t(h.x & 0xffffu)), bf16_to_f32(uint16_t(h.x >> 16)),
-                     bf16_to_f32(uint16_t(h.y & 0xffffu)), bf16_to_f32(uint16_t(h.y >> 16)));
-}
-__device__ __forceinline__ uint2 narrow4(float4 v) {
-  uint2 h;
-  h.x = uint32_t(f32_to_bf16(v.x)) | (uint32_t(f32_to_bf16(v.y)) << 16);
-  h.y = uint32_t(f32_to_bf16(v.z)) | (uint32_t(f32_to_bf16(v.w)) << 16);
-  return h;
-}
-
 template <BiasAct ACT>
 __device__ __forceinline__ float bias_act_one(float v, const float* __restrict__ b, int64_t c,
                                               float slope) {

@@ -153,6 +153,15 @@ std::vector<Bf16Case> cases() {
        },
        0.02,
        0.03},
+      {"tanh, sigmoid, sub, div, scale on bf16 activations, odd size (the scalar kernels)",
+       {{Shape{3, 5, 7}},
+        {Shape{3, 5, 7}, false, [](int64_t i) { return 1.5f + 0.01f * float(i); }}},
+       [](const std::vector<Var>& v) {
+         const Var a = as_activation(v[0]), b = as_activation(v[1]);
+         return scale(div(sub(tanh(a), sigmoid(b)), b), 0.5);
+       },
+       0.02,
+       0.03},
       {"self_attention (packed qkv, gamma, residual)",
        {{Shape{2, 16, 16}}, {Shape{1}, true}, {Shape{2, 16, 8}}},
        [](const std::vector<Var>& v) { return self_attention(v[0], 4, v[1], v[2]); },
