@@ -405,9 +405,11 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
     const Var dpre =
         tanh ? mul(d[0], sub(one, mul(y_t, y_t)))
         : keep_y.defined()
-            ? mul(d[0],
+            ? mul(d[0],  // a float32 mask (the slope exact) for bf16 outputs too
                   Var(act_backward(
-                      keep_y, Tensor::full(keep_y.shape(), 1.0, keep_y.device(), keep_y.dtype()),
+                      keep_y.dtype() == DType::BF16 ? keep_y.to(DType::F32) : keep_y,
+                      Tensor::full(keep_y.shape(), 1.0, keep_y.device(),
+                                   keep_y.dtype() == DType::BF16 ? DType::F32 : keep_y.dtype()),
                       act, slope)))
             : d[0];
     Conv2dOptions o;

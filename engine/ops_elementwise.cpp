@@ -91,8 +91,11 @@ Var unary(Unary op, double alpha, const Var& x) {
       return std::vector<Var>{scale(d[0], alpha)};
     });
   } else if (op == Unary::kRelu || op == Unary::kLeakyRelu) {
-    const Tensor slope = unary_backward(op, alpha, saved_x, saved_y,
-                                        Tensor::full(y.shape(), 1.0, y.device(), y.dtype()));
+    // A float32 mask for bf16 activations too: the slope exact, as in the first backward.
+    const Tensor slope =
+        unary_backward(op, alpha, widened(saved_x), widened(saved_y),
+                       Tensor::full(y.shape(), 1.0, y.device(),
+                                    y.dtype() == DType::BF16 ? DType::F32 : y.dtype()));
     set_vjp(out, [slope](const std::vector<Var>& d, const std::vector<bool>&) {
       return std::vector<Var>{mul(d[0], Var(slope))};
     });
@@ -178,6 +181,26 @@ Var binary(Binary op, const Var& a, const Var& b) {
             const Tensor g = sum_to_shape(dy, b_shape);
             c.add(1, op == Binary::kAdd ? g : scaled(g, -1.0));
           }
+          return;
+        }
+        // bf16 with a broadcast operand: the full-size partials in float32, summed before
+        // the gradient is rounded (the widened operands through the float32 kernels).
+        if (dy.dtype() == DType::BF16 && (a_shape != dy.shape() || b_shape != dy.shape())) {
+          const Tensor a32 = widened(sa), b32 = widened(sb), dy32 = widened(dy);
+          Tensor ga = c.needs(0) ? Tensor::empty_like(dy32) : Tensor();
+          Tensor gb = c.needs(1) ? Tensor::empty_like(dy32) : Tensor();
+          if (dy32.is_cuda())
+            kernels::binary_backward_cuda(
+                op, bi, a32.data<float>(), b32.data<float>(), dy32.data<float>(),
+                ga.defined() ? ga.data<float>() : nullptr,
+                gb.defined() ? gb.data<float>() : nullptr, cuda::stream());
+          else
+            kernels::binary_backward_cpu<float>(op, bi, a32.data<float>(), b32.data<float>(),
+                                                dy32.data<float>(),
+                                                ga.defined() ? ga.data<float>() : nullptr,
+                                                gb.defined() ? gb.data<float>() : nullptr);
+          if (ga.defined()) c.add(0, sum_to_shape(ga, a_shape));
+          if (gb.defined()) c.add(1, sum_to_shape(gb, b_shape));
           return;
         }
         Tensor ga = c.needs(0) ? Tensor::empty_like(dy) : Tensor();

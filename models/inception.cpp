@@ -221,7 +221,8 @@ FeatureNet::Output InceptionV3::forward(const Var& x) {
   }
   for (const auto& b : blocks_) h = b ? b->forward(h) : max_pool2d(h, pool(3, 2, 0));
   // Features and logits leave the model float32 (bf16 precision: the activations inside are bf16).
-  const Var f = cast(reshape(adaptive_avg_pool2d(h, 1, 1), Shape{x.shape()[0], 2048}), DType::F32);
+  // (the pooled mean taken in float32)
+  const Var f = reshape(adaptive_avg_pool2d(cast(h, DType::F32), 1, 1), Shape{x.shape()[0], 2048});
   if (!fc_) return {f, Var()};
   return {f, cast(logits_bias_ ? fc_->forward(f) : linear(f, fc_->weight()), DType::F32)};
 }

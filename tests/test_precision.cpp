@@ -162,6 +162,14 @@ std::vector<Bf16Case> cases() {
        },
        0.02,
        0.03},
+      {"mul and sub with a broadcast (per-channel) bf16 operand",
+       {{Shape{2, 3, 3, 8}}, {Shape{8}}},
+       [](const std::vector<Var>& v) {
+         const Var a = as_activation(v[0]), c = as_activation(v[1]);
+         return sub(mul(a, c), c);
+       },
+       0.02,
+       0.03},
       {"self_attention (packed qkv, gamma, residual)",
        {{Shape{2, 16, 16}}, {Shape{1}, true}, {Shape{2, 16, 8}}},
        [](const std::vector<Var>& v) { return self_attention(v[0], 4, v[1], v[2]); },
