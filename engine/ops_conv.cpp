@@ -219,10 +219,7 @@ Tensor act_bias_backward_bf16(const Tensor& y, const Tensor& dy, Activation act,
 // where its input is, for ReLU and a positive leaky slope; ReLU's backward reads its output):
 // what the separate activation's backward gives. bf16 y: the result is bf16 (dy bf16 too).
 Tensor act_backward(const Tensor& y, const Tensor& dy, Activation act, double slope) {
-  if (y.dtype() == DType::BF16) {
-    const Tensor scratch = Tensor::empty(Shape{y.dim(-1)}, y.device(), DType::F32);
-    return act_bias_backward_bf16(y, dy, act, slope, scratch, false);
-  }
+  if (y.dtype() == DType::BF16) return act_bias_backward_bf16(y, dy, act, slope, Tensor(), false);
   Tensor out = Tensor::empty_like(dy);
   const kernels::Unary op = act == Activation::kRelu   ? kernels::Unary::kRelu
                             : act == Activation::kTanh ? kernels::Unary::kTanh
@@ -260,27 +257,27 @@ void bias_grad(const BackwardContext& c, int input, const Tensor& dy, int64_t k)
   if (!acc) c.add(input, db);
 }
 
-// bf16 y and dy (bf16 activations): dz (bf16) = dy act'(y) in float32, rounded, and db (float32,
-// k) = the sum of the unrounded dz over rows, overwritten or accumulated. CUDA: one pass reading
-// the bf16 tensors; CPU: the reference on the widened values.
+// bf16 y and dy (bf16 activations): dz (bf16) = dy act'(y) in float32, rounded, and (db defined)
+// db (float32, k) = the sum of the unrounded dz over rows, overwritten or accumulated. CUDA: one
+// pass reading the bf16 tensors; CPU: the reference on the widened values.
 Tensor act_bias_backward_bf16(const Tensor& y, const Tensor& dy, Activation act, double slope,
                               const Tensor& db, bool accumulate) {
   const int64_t k = y.dim(-1), rows = k ? y.numel() / k : 0;
   const double s = act == Activation::kRelu ? 0.0 : slope;
   const bool tanh = act == Activation::kTanh;
   Tensor dz = Tensor::empty(y.shape(), y.device(), DType::BF16);
+  float* db_ptr = db.defined() ? db.data<float>() : nullptr;
   if (y.is_cuda()) {
-    const size_t ws = kernels::bias_act_backward_workspace_bytes(rows, k);
+    const size_t ws = db_ptr ? kernels::bias_act_backward_workspace_bytes(rows, k) : 0;
     Tensor work;
     if (ws) work = Tensor::empty(Shape{int64_t(ws / sizeof(float))}, Device::CUDA);
     kernels::bias_act_backward_cuda(nullptr, nullptr, rows, k, tanh, float(s), accumulate, nullptr,
-                                    db.data<float>(), ws ? work.raw() : nullptr, ws, cuda::stream(),
+                                    db_ptr, ws ? work.raw() : nullptr, ws, cuda::stream(),
                                     dz.data<uint16_t>(), y.data<uint16_t>(), dy.data<uint16_t>());
   } else {
     const Tensor y32 = y.to(DType::F32), dy32 = dy.to(DType::F32);
     kernels::bias_act_backward_cpu<float>(y32.data<float>(), dy32.data<float>(), rows, k, tanh, s,
-                                          accumulate, nullptr, db.data<float>(),
-                                          dz.data<uint16_t>());
+                                          accumulate, nullptr, db_ptr, dz.data<uint16_t>());
   }
   return dz;
 }

@@ -101,7 +101,7 @@ __global__ void reduce_cols_kernel(const float* __restrict__ x, int64_t outer, i
     }
     part[threadIdx.y][threadIdx.x] = v;
     __syncthreads();
-    if (threadIdx.y == 0 && i < inner) {
+    if (threadIdx.y == 0 && i < inner && out) {  // (out null: dz only, no sums)
       float t = 0.f;
       for (int w = 0; w < kColY; ++w) t += part[w][threadIdx.x];
       if (splits == 1) {
@@ -151,6 +151,12 @@ void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64
   const auto grid = [k](int64_t splits) {
     return dim3(unsigned((k + kColX - 1) / kColX), 1u, unsigned(splits));
   };
+  if (!db) {  // the activation's backward alone: dz, no bias gradient (no partials, no workspace)
+    launch(reduce_cols_kernel, grid(p.splits), block, 0, stream, dy, int64_t(1), rows, k, p.splits,
+           p.chunk, 1.f, false, static_cast<float*>(nullptr), y, tanh, slope, dz, dz16, dy16, y16);
+    GAN_CUDA_CHECK_LAUNCH();
+    return;
+  }
   if (p.splits == 1) {
     launch(reduce_cols_kernel, grid(1), block, 0, stream, dy, int64_t(1), rows, k, int64_t(1),
            p.chunk, 1.f, accumulate, db, y, tanh, slope, dz, dz16, dy16, y16);

@@ -42,7 +42,8 @@ size_t reduce_sum_workspace_bytes(int64_t outer, int64_t r, int64_t inner);
 // and a reduction reading it back. CUDA: the column reduction's split (workspace from
 // bias_act_backward_workspace_bytes). With dz16 (bf16 precision) dz is written rounded to bf16
 // there instead (dz unused), the bias gradient still summed from the float32 values. With y16 and
-// dy16 (bf16 activations, CUDA) y and dy are read from those bf16 tensors instead.
+// dy16 (bf16 activations, CUDA) y and dy are read from those bf16 tensors instead. db null: dz
+// only (an activation without a bias to differentiate).
 template <class T>
 void bias_act_backward_cpu(const T* y, const T* dy, int64_t rows, int64_t k, bool tanh,
                            double slope, bool accumulate, T* dz, T* db, uint16_t* dz16 = nullptr) {
@@ -58,7 +59,8 @@ void bias_act_backward_cpu(const T* y, const T* dy, int64_t rows, int64_t k, boo
         dz[j] = g;
       acc[size_t(i)] += double(g);
     }
-  for (int64_t i = 0; i < k; ++i) db[i] = T((accumulate ? double(db[i]) : 0.0) + acc[size_t(i)]);
+  if (db)
+    for (int64_t i = 0; i < k; ++i) db[i] = T((accumulate ? double(db[i]) : 0.0) + acc[size_t(i)]);
 }
 size_t bias_act_backward_workspace_bytes(int64_t rows, int64_t k);
 void bias_act_backward_cuda(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,

@@ -118,6 +118,14 @@ std::vector<Bf16Case> cases() {
        [leaky3](const std::vector<Var>& v) { return conv2d(v[0], v[1], v[2], leaky3); },
        0.02,
        0.03},
+      // (tanh: smooth, so that bf16's forward error flips no ReLU mask element without a bias)
+      {"conv_transpose2d 4x4 stride 2 + tanh, no bias, on a bf16 activation",
+       {{Shape{2, 4, 4, 16}}, {Shape{16, 4, 4, 4}, true}},
+       [up](const std::vector<Var>& v) {
+         return conv_transpose2d(as_activation(v[0]), v[1], Var(), up);
+       },
+       0.02,
+       0.03},
       {"conv2d 3x3, no bias",
        {{Shape{2, 5, 5, 8}}, {Shape{8, 3, 3, 8}, true}},
        [plain](const std::vector<Var>& v) { return conv2d(v[0], v[1], Var(), plain); },
