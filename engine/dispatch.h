@@ -38,10 +38,6 @@ inline bool rounds_to_bf16(const Tensor& t) {
   return precision() == Precision::kBF16 && t.dtype() == DType::F32;
 }
 
-// A product's operand in the precision mode: t rounded to a bf16 tensor (nearest even) where
-// rounds_to_bf16(t), else t.
-inline Tensor bf16_operand(const Tensor& t) { return rounds_to_bf16(t) ? t.to(DType::BF16) : t; }
-
 // A bf16 product's result into the float32 tensor out (same size), overwritten or, with
 // accumulate, added (a parameter's gradient buffer): r is the product's bf16 result (CUDA: widened
 // in one pass) or its float32 result (CPU: rounded to bf16 first; r may be out when overwriting).
