@@ -12,6 +12,11 @@
 namespace gan {
 
 inline bool is_bf16(const Var& v) { return v.defined() && v.value().dtype() == DType::BF16; }
+// t as float32 (a conversion copy, not recorded) when it is bf16, else t: what an op's own code
+// uses where a kernel takes float32.
+inline Tensor widened(const Tensor& t) {
+  return t.defined() && t.dtype() == DType::BF16 ? t.to(DType::F32) : t;
+}
 // v as float32 (a recorded cast when it is bf16).
 inline Var widen(const Var& v) { return is_bf16(v) ? cast(v, DType::F32) : v; }
 // A float32 result back to bf16 (a recorded cast).

@@ -362,7 +362,7 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   // is rounded to bf16 like the residual x; its gradient dqkv is rounded by BackwardContext::add.
   const Tensor& keep_p = qkv.value();
   const bool y16 = is_bf16(x);
-  const Tensor pt = keep_p.dtype() == DType::BF16 ? keep_p.to(DType::F32) : keep_p;
+  const Tensor pt = widened(keep_p);
   const Tensor xt = y16 ? x.value().to(DType::F32) : x.value();
   const Tensor& gt = gamma.value();
   check_same_device("self_attention", {&pt, &gt, &xt});
@@ -404,8 +404,8 @@ Var self_attention(const Var& qkv, int64_t d, const Var& gamma, const Var& x) {
   return record(
       "self_attention", {qkv, gamma, x}, y16 ? y.to(DType::BF16) : y,
       [a, off, ch, keep_p, gt, o, lse](const BackwardContext& c) {
-        const Tensor dy = c.dout.dtype() == DType::BF16 ? c.dout.to(DType::F32) : c.dout;
-        const Tensor p32 = keep_p.dtype() == DType::BF16 ? keep_p.to(DType::F32) : keep_p;
+        const Tensor dy = widened(c.dout);
+        const Tensor p32 = widened(keep_p);
         Tensor dp = c.needs(0) ? Tensor::empty_like(p32) : Tensor();
         Tensor dg = c.needs(1) ? Tensor::empty_like(gt) : Tensor();
         if (dp.defined() || dg.defined()) {

@@ -404,7 +404,7 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
         : keep_y.defined()
             ? mul(d[0],  // a float32 mask (the slope exact) for bf16 outputs too
                   Var(act_backward(
-                      keep_y.dtype() == DType::BF16 ? keep_y.to(DType::F32) : keep_y,
+                      widened(keep_y),
                       Tensor::full(keep_y.shape(), 1.0, keep_y.device(),
                                    keep_y.dtype() == DType::BF16 ? DType::F32 : keep_y.dtype()),
                       act, slope)))
@@ -458,9 +458,7 @@ Var record_conv(const char* op, bool transposed, const ConvGeom& g, const Var& x
           else
             filter_grad(c, 1, g, w_shape, xo, dy);
         }
-        if (bias && !keep_y.defined())
-          bias_grad(c, 2, dy_full.dtype() == DType::BF16 ? dy_full.to(DType::F32) : dy_full,
-                    transposed ? g.c : g.k);
+        if (bias && !keep_y.defined()) bias_grad(c, 2, widened(dy_full), transposed ? g.c : g.k);
       },
       std::move(vjp));
 }

@@ -15,11 +15,8 @@ namespace {
 using kernels::Binary;
 using kernels::Unary;
 
-// bf16 tensors on the CPU: the float32 reference on the widened values, the result rounded (the
-// CUDA kernels' rounding points).
-Tensor widened(const Tensor& t) {
-  return t.defined() && t.dtype() == DType::BF16 ? t.to(DType::F32) : t;
-}
+// bf16 tensors on the CPU: the float32 reference on the widened values (widened(), engine/
+// autocast.h), the result rounded (the CUDA kernels' rounding points).
 
 Tensor unary_forward(Unary op, double alpha, const Tensor& x) {
   if (x.dtype() == DType::BF16 && !x.is_cuda())

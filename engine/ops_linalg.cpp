@@ -258,7 +258,7 @@ Var linear(const Var& x, const Var& w, const Var& b) {
           gemm_grad(c, 1, w_shape, w_dtype, d, dyo, bf16 ? keep_x.to(DType::BF16) : keep_x);
         }
         if (has_bias && c.needs(2)) {  // db (out) = sum over rows of dy
-          const Tensor dy = c.dout.dtype() == DType::BF16 ? c.dout.to(DType::F32) : c.dout;
+          const Tensor dy = widened(c.dout);
           if (Tensor* acc = c.accum_buffer(2)) {
             column_sums(dy, rows, out, *acc, true);
           } else {

@@ -67,7 +67,7 @@ Var bce_with_logits(const Var& logits, double target) { return bce(logits, nullp
 
 Var softmax_cross_entropy(const Var& logits, const Tensor& t) {
   if (is_bf16(logits) || t.dtype() == DType::BF16)
-    return softmax_cross_entropy(widen(logits), t.dtype() == DType::BF16 ? t.to(DType::F32) : t);
+    return softmax_cross_entropy(widen(logits), widened(t));
   GAN_NVTX("softmax_cross_entropy");
   const Tensor& x = logits.value();
   check_same_device("softmax_cross_entropy", {&x, &t});

@@ -259,7 +259,7 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
                nd = sx.ndim, synced = sync != nullptr](const std::vector<Var>& d,
                                                        const std::vector<bool>& needs) {
     // (bf16: the mask and the constants from y's float32 values.)
-    const Tensor yv = y_out.dtype() == DType::BF16 ? y_out.to(DType::F32) : y_out;
+    const Tensor yv = widened(y_out);
     GAN_CHECK(!synced,
               "batch_norm: grad() does not go through synchronised batch norm (a gradient penalty "
               "on a critic with batch norm needs per-rank statistics: drop --sync-bn)");
