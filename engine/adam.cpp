@@ -6,6 +6,7 @@
 
 #include "engine/dispatch.h"
 #include "engine/weight_cast.h"
+#include "kernels/cpu/ops.h"
 
 namespace gan {
 
@@ -77,8 +78,8 @@ void Adam::step() {
     const Tensor& p = params_[i].value();
     dispatch_cpu(p, "adam", [&](auto tag) {
       using T = decltype(tag);
-      kernels::adam_cpu<T>(hyper_, s->lr, s->step, p.data<T>(), params_[i].grad().data<T>(),
-                           m_[i].data<T>(), v_[i].data<T>(), p.numel());
+      kernels::cpu::adam<T>(hyper_, s->lr, s->step, p.data<T>(), params_[i].grad().data<T>(),
+                            m_[i].data<T>(), v_[i].data<T>(), p.numel());
     });
   }
 }

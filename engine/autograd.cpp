@@ -14,6 +14,7 @@
 #include "engine/tensor_ops.h"
 #include "kernels/bf16.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 
 namespace gan {
@@ -38,7 +39,7 @@ void add_into(Tensor& dst, const Tensor& src) {
   } else {
     dispatch_cpu(dst, "accumulate_grad", [&](auto t) {
       using T = decltype(t);
-      kernels::axpy_cpu<T>(1.0, src.data<T>(), dst.data<T>(), n);
+      kernels::cpu::axpy<T>(1.0, src.data<T>(), dst.data<T>(), n);
     });
   }
 }

@@ -21,6 +21,7 @@
 #include "engine/ops.h"
 #include "kernels/attention.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/runtime.h"
 
 namespace gan {
@@ -198,7 +199,7 @@ void forward(const AttnDims& a, const AttnPtrs& off, const Choice& ch, const Ten
   } else {
     dispatch_cpu(qt, "attention", [&](auto t) {
       using T = decltype(t);
-      kernels::attention_forward_cpu<T>(
+      kernels::cpu::attention_forward<T>(
           a, qt.data<T>() + off.q_off, kt.data<T>() + off.k_off, vt.data<T>() + off.v_off,
           o.data<T>(), lse.data<T>(), gamma.defined() ? gamma.data<T>() : nullptr,
           x.defined() ? x.data<T>() : nullptr, y.defined() ? y.data<T>() : nullptr);
@@ -253,7 +254,7 @@ void backward(const AttnDims& a, const AttnPtrs& off, const Choice& ch, const Te
       auto ptr = [](const Tensor& x, int64_t o2) {
         return x.defined() ? x.data<T>() + o2 : nullptr;
       };
-      kernels::attention_backward_cpu<T>(
+      kernels::cpu::attention_backward<T>(
           a, qt.data<T>() + off.q_off, kt.data<T>() + off.k_off, vt.data<T>() + off.v_off,
           o.data<T>(), lse.data<T>(), dy.data<T>(), scale.defined() ? scale.data<T>() : nullptr,
           ptr(dqt, off.q_off), ptr(dkt, off.k_off), ptr(dvt, off.v_off),
@@ -446,7 +447,7 @@ std::vector<float> attention_rows(const Tensor& q, const Tensor& k,
     GAN_CHECK(i >= 0 && i < a.nq,
               fmt::format("attention_rows: query {} out of range (N = {})", i, a.nq));
   const std::vector<double> rows =
-      kernels::attention_rows_cpu<float>(a, qh.data<float>(), kh.data<float>() + k_off, queries);
+      kernels::cpu::attention_rows<float>(a, qh.data<float>(), kh.data<float>() + k_off, queries);
   return std::vector<float>(rows.begin(), rows.end());
 }
 

@@ -14,6 +14,7 @@
 #include "kernels/common.h"
 #include "kernels/conv.h"
 #include "kernels/conv_cudnn.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 
@@ -66,7 +67,7 @@ void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_
       cpu_run(a32.data<float>(), b32.data<float>(), res.data<float>());
       store_bf16_result(res, res, false);  // rounded in place
       if (epilogue) bias_act(res, bias, *epi);
-      kernels::f32_to_bf16_cpu(res.data<float>(), out.data<uint16_t>(), out.numel());
+      kernels::cpu::f32_to_bf16(res.data<float>(), out.data<uint16_t>(), out.numel());
     }
     return;
   }
@@ -107,7 +108,7 @@ void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor&
           kernels::conv_forward_cudnn(ctx, g, a, b, o);
         },
         [&](const float* a, const float* b, float* o) {
-          kernels::conv_forward_cpu<float>(g, a, b, o);
+          kernels::cpu::conv_forward<float>(g, a, b, o);
         },
         bias, epi);
   }
@@ -117,7 +118,7 @@ void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor&
   } else {
     dispatch_cpu(x, "conv", [&](auto t) {
       using T = decltype(t);
-      kernels::conv_forward_cpu<T>(g, x.data<T>(), w.data<T>(), y.data<T>());
+      kernels::cpu::conv_forward<T>(g, x.data<T>(), w.data<T>(), y.data<T>());
     });
   }
 }
@@ -136,7 +137,7 @@ void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const T
           kernels::conv_backward_data_cudnn(ctx, g, a, b, o);
         },
         [&](const float* a, const float* b, float* o) {
-          kernels::conv_backward_data_cpu<float>(g, a, b, o);
+          kernels::cpu::conv_backward_data<float>(g, a, b, o);
         },
         bias, epi);
   }
@@ -146,7 +147,7 @@ void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const T
   } else {
     dispatch_cpu(dy, "conv", [&](auto t) {
       using T = decltype(t);
-      kernels::conv_backward_data_cpu<T>(g, dy.data<T>(), w.data<T>(), dx.data<T>());
+      kernels::cpu::conv_backward_data<T>(g, dy.data<T>(), w.data<T>(), dx.data<T>());
     });
   }
 }
@@ -164,7 +165,7 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
           kernels::conv_backward_filter_cudnn(ctx, g, a, b, o, false);
         },
         [&](const float* a, const float* b, float* o) {
-          kernels::conv_backward_filter_cpu<float>(g, a, b, o, false);
+          kernels::cpu::conv_backward_filter<float>(g, a, b, o, false);
         },
         Tensor(), nullptr, accumulate);
   }
@@ -174,7 +175,7 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
   } else {
     dispatch_cpu(x, "conv", [&](auto t) {
       using T = decltype(t);
-      kernels::conv_backward_filter_cpu<T>(g, x.data<T>(), dy.data<T>(), dw.data<T>(), accumulate);
+      kernels::cpu::conv_backward_filter<T>(g, x.data<T>(), dy.data<T>(), dw.data<T>(), accumulate);
     });
   }
 }
@@ -198,7 +199,7 @@ void bias_act(const Tensor& y, const Tensor& b, const Conv2dOptions& o) {
           bias_act_of(o.act), float(o.slope), cuda::stream(), y.data<uint16_t>());
     const Tensor y32 = y.to(DType::F32);
     bias_act(y32, b, o);
-    return kernels::f32_to_bf16_cpu(y32.data<float>(), y.data<uint16_t>(), y.numel());
+    return kernels::cpu::f32_to_bf16(y32.data<float>(), y.data<uint16_t>(), y.numel());
   }
   if (y.is_cuda()) {
     kernels::bias_act_cuda(y.data<float>(), b.defined() ? b.data<float>() : nullptr, rows, k,
@@ -206,8 +207,8 @@ void bias_act(const Tensor& y, const Tensor& b, const Conv2dOptions& o) {
   } else {
     dispatch_cpu(y, "conv bias", [&](auto t) {
       using T = decltype(t);
-      kernels::bias_act_cpu<T>(y.data<T>(), b.defined() ? b.data<T>() : nullptr, rows, k,
-                               bias_act_of(o.act), o.slope);
+      kernels::cpu::bias_act<T>(y.data<T>(), b.defined() ? b.data<T>() : nullptr, rows, k,
+                                bias_act_of(o.act), o.slope);
     });
   }
 }
@@ -230,8 +231,8 @@ Tensor act_backward(const Tensor& y, const Tensor& dy, Activation act, double sl
   } else {
     dispatch_cpu(y, "conv activation", [&](auto t) {
       using T = decltype(t);
-      kernels::unary_backward_cpu<T>(op, slope, y.data<T>(), y.data<T>(), dy.data<T>(),
-                                     out.data<T>(), y.numel());
+      kernels::cpu::unary_backward<T>(op, slope, y.data<T>(), y.data<T>(), dy.data<T>(),
+                                      out.data<T>(), y.numel());
     });
   }
   return out;
@@ -251,7 +252,7 @@ void bias_grad(const BackwardContext& c, int input, const Tensor& dy, int64_t k)
   } else {
     dispatch_cpu(dy, "conv bias", [&](auto t) {
       using T = decltype(t);
-      kernels::reduce_sum_cpu<T>(dy.data<T>(), 1, rows, k, 1.0, acc != nullptr, db.data<T>());
+      kernels::cpu::reduce_sum<T>(dy.data<T>(), 1, rows, k, 1.0, acc != nullptr, db.data<T>());
     });
   }
   if (!acc) c.add(input, db);
@@ -276,8 +277,8 @@ Tensor act_bias_backward_bf16(const Tensor& y, const Tensor& dy, Activation act,
                                     dz.data<uint16_t>(), y.data<uint16_t>(), dy.data<uint16_t>());
   } else {
     const Tensor y32 = y.to(DType::F32), dy32 = dy.to(DType::F32);
-    kernels::bias_act_backward_cpu<float>(y32.data<float>(), dy32.data<float>(), rows, k, tanh, s,
-                                          accumulate, nullptr, db_ptr, dz.data<uint16_t>());
+    kernels::cpu::bias_act_backward<float>(y32.data<float>(), dy32.data<float>(), rows, k, tanh, s,
+                                           accumulate, nullptr, db_ptr, dz.data<uint16_t>());
   }
   return dz;
 }
@@ -312,8 +313,9 @@ Tensor act_bias_backward(const BackwardContext& c, int input, const Tensor& y, c
   } else {
     dispatch_cpu(dy, "conv bias and activation", [&](auto t) {
       using T = decltype(t);
-      kernels::bias_act_backward_cpu<T>(y.data<T>(), dy.data<T>(), rows, k, tanh, s, acc != nullptr,
-                                        bf16 ? nullptr : dz.data<T>(), db.data<T>(), dz16);
+      kernels::cpu::bias_act_backward<T>(y.data<T>(), dy.data<T>(), rows, k, tanh, s,
+                                         acc != nullptr, bf16 ? nullptr : dz.data<T>(),
+                                         db.data<T>(), dz16);
     });
   }
   if (!acc) c.add(input, db);

@@ -6,6 +6,7 @@
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "engine/tensor_ops.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 
 namespace gan {
@@ -34,7 +35,7 @@ Tensor unary_forward(Unary op, double alpha, const Tensor& x) {
   } else {
     dispatch_cpu(x, kernels::unary_name(op), [&](auto t) {
       using T = decltype(t);
-      kernels::unary_forward_cpu<T>(op, alpha, x.data<T>(), y.data<T>(), x.numel());
+      kernels::cpu::unary_forward<T>(op, alpha, x.data<T>(), y.data<T>(), x.numel());
     });
   }
   return y;
@@ -58,9 +59,9 @@ Tensor unary_backward(Unary op, double alpha, const Tensor& x, const Tensor& y, 
   } else {
     dispatch_cpu(dy, kernels::unary_name(op), [&](auto t) {
       using T = decltype(t);
-      kernels::unary_backward_cpu<T>(op, alpha, x.defined() ? x.data<T>() : nullptr,
-                                     y.defined() ? y.data<T>() : nullptr, dy.data<T>(),
-                                     dx.data<T>(), dy.numel());
+      kernels::cpu::unary_backward<T>(op, alpha, x.defined() ? x.data<T>() : nullptr,
+                                      y.defined() ? y.data<T>() : nullptr, dy.data<T>(),
+                                      dx.data<T>(), dy.numel());
     });
   }
   return dx;
@@ -124,9 +125,9 @@ Var binary(Binary op, const Var& a, const Var& b) {
                                  y.data<uint16_t>(), cuda::stream());
   } else if (av.dtype() == DType::BF16) {
     const Tensor a32 = widened(av), b32 = widened(bv), y32 = Tensor::empty(out_shape);
-    kernels::binary_forward_cpu<float>(op, bi, a32.data<float>(), b32.data<float>(),
-                                       y32.data<float>());
-    kernels::f32_to_bf16_cpu(y32.data<float>(), y.data<uint16_t>(), y.numel());
+    kernels::cpu::binary_forward<float>(op, bi, a32.data<float>(), b32.data<float>(),
+                                        y32.data<float>());
+    kernels::cpu::f32_to_bf16(y32.data<float>(), y.data<uint16_t>(), y.numel());
   } else if (av.is_cuda()) {
     check_cuda_f32(name, av);
     kernels::binary_forward_cuda(op, bi, av.data<float>(), bv.data<float>(), y.data<float>(),
@@ -134,7 +135,7 @@ Var binary(Binary op, const Var& a, const Var& b) {
   } else {
     dispatch_cpu(av, name, [&](auto t) {
       using T = decltype(t);
-      kernels::binary_forward_cpu<T>(op, bi, av.data<T>(), bv.data<T>(), y.data<T>());
+      kernels::cpu::binary_forward<T>(op, bi, av.data<T>(), bv.data<T>(), y.data<T>());
     });
   }
   // add/sub need no saved inputs; mul/div keep both operands.
@@ -192,10 +193,10 @@ Var binary(Binary op, const Var& a, const Var& b) {
                 ga.defined() ? ga.data<float>() : nullptr,
                 gb.defined() ? gb.data<float>() : nullptr, cuda::stream());
           else
-            kernels::binary_backward_cpu<float>(op, bi, a32.data<float>(), b32.data<float>(),
-                                                dy32.data<float>(),
-                                                ga.defined() ? ga.data<float>() : nullptr,
-                                                gb.defined() ? gb.data<float>() : nullptr);
+            kernels::cpu::binary_backward<float>(op, bi, a32.data<float>(), b32.data<float>(),
+                                                 dy32.data<float>(),
+                                                 ga.defined() ? ga.data<float>() : nullptr,
+                                                 gb.defined() ? gb.data<float>() : nullptr);
           if (ga.defined()) c.add(0, sum_to_shape(ga, a_shape));
           if (gb.defined()) c.add(1, sum_to_shape(gb, b_shape));
           return;
@@ -210,14 +211,14 @@ Var binary(Binary op, const Var& a, const Var& b) {
         } else if (dy.dtype() == DType::BF16) {
           const Tensor a32 = widened(sa), b32 = widened(sb), dy32 = widened(dy);
           const Tensor ga32 = widened(ga), gb32 = widened(gb);
-          kernels::binary_backward_cpu<float>(op, bi, a32.data<float>(), b32.data<float>(),
-                                              dy32.data<float>(),
-                                              ga.defined() ? ga32.data<float>() : nullptr,
-                                              gb.defined() ? gb32.data<float>() : nullptr);
+          kernels::cpu::binary_backward<float>(op, bi, a32.data<float>(), b32.data<float>(),
+                                               dy32.data<float>(),
+                                               ga.defined() ? ga32.data<float>() : nullptr,
+                                               gb.defined() ? gb32.data<float>() : nullptr);
           if (ga.defined())
-            kernels::f32_to_bf16_cpu(ga32.data<float>(), ga.data<uint16_t>(), ga.numel());
+            kernels::cpu::f32_to_bf16(ga32.data<float>(), ga.data<uint16_t>(), ga.numel());
           if (gb.defined())
-            kernels::f32_to_bf16_cpu(gb32.data<float>(), gb.data<uint16_t>(), gb.numel());
+            kernels::cpu::f32_to_bf16(gb32.data<float>(), gb.data<uint16_t>(), gb.numel());
         } else if (dy.is_cuda()) {
           kernels::binary_backward_cuda(op, bi, sa.data<float>(), sb.data<float>(),
                                         dy.data<float>(), ga.defined() ? ga.data<float>() : nullptr,
@@ -225,9 +226,9 @@ Var binary(Binary op, const Var& a, const Var& b) {
         } else {
           dispatch_cpu(dy, kernels::binary_name(op), [&](auto t) {
             using T = decltype(t);
-            kernels::binary_backward_cpu<T>(op, bi, sa.data<T>(), sb.data<T>(), dy.data<T>(),
-                                            ga.defined() ? ga.data<T>() : nullptr,
-                                            gb.defined() ? gb.data<T>() : nullptr);
+            kernels::cpu::binary_backward<T>(op, bi, sa.data<T>(), sb.data<T>(), dy.data<T>(),
+                                             ga.defined() ? ga.data<T>() : nullptr,
+                                             gb.defined() ? gb.data<T>() : nullptr);
           });
         }
         if (ga.defined()) c.add(0, sum_to_shape(ga, a_shape));

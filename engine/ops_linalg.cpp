@@ -11,6 +11,7 @@
 #include "engine/ops.h"
 #include "engine/weight_cast.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
 #include "kernels/reduce.h"
@@ -36,7 +37,7 @@ void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double 
     } else {
       const Tensor c32 = Tensor::empty(C.shape(), Device::CPU, DType::F32);
       gemm(g, alpha, A, B, 0.0, c32);  // rounded to bf16 values
-      kernels::f32_to_bf16_cpu(c32.data<float>(), C.data<uint16_t>(), C.numel());
+      kernels::cpu::f32_to_bf16(c32.data<float>(), C.data<uint16_t>(), C.numel());
     }
     return;
   }
@@ -52,8 +53,8 @@ void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double 
     } else {
       const Tensor a32 = A.to(DType::F32), b32 = B.to(DType::F32);
       const Tensor res = beta == 1.0 ? Tensor::empty_like(C) : C;
-      kernels::gemm_cpu<float>(g, alpha, a32.data<float>(), b32.data<float>(), 0.0,
-                               res.data<float>());
+      kernels::cpu::gemm<float>(g, alpha, a32.data<float>(), b32.data<float>(), 0.0,
+                                res.data<float>());
       store_bf16_result(res, C, beta == 1.0);
     }
     return;
@@ -64,7 +65,7 @@ void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double 
   } else {
     dispatch_cpu(A, "gemm", [&](auto t) {
       using T = decltype(t);
-      kernels::gemm_cpu<T>(g, alpha, A.data<T>(), B.data<T>(), beta, C.data<T>());
+      kernels::cpu::gemm<T>(g, alpha, A.data<T>(), B.data<T>(), beta, C.data<T>());
     });
   }
 }
@@ -80,7 +81,7 @@ void column_sums(const Tensor& dy, int64_t rows, int64_t cols, const Tensor& db,
   } else {
     dispatch_cpu(dy, "linear", [&](auto t) {
       using T = decltype(t);
-      kernels::reduce_sum_cpu<T>(dy.data<T>(), 1, rows, cols, 1.0, accumulate, db.data<T>());
+      kernels::cpu::reduce_sum<T>(dy.data<T>(), 1, rows, cols, 1.0, accumulate, db.data<T>());
     });
   }
 }
@@ -194,11 +195,11 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     const Tensor y32 = Tensor::empty(out_shape, Device::CPU, DType::F32);
     gemm(g, 1.0, xo, wo, 0.0, y32);
     if (bv.defined())
-      kernels::binary_forward_cpu<float>(
+      kernels::cpu::binary_forward<float>(
           kernels::Binary::kAdd,
           make_broadcast_index(Shape{rows, out}, Shape{rows, out}, Shape{out}), y32.data<float>(),
           bv.data<float>(), y32.data<float>());
-    kernels::f32_to_bf16_cpu(y32.data<float>(), y.data<uint16_t>(), y.numel());
+    kernels::cpu::f32_to_bf16(y32.data<float>(), y.data<uint16_t>(), y.numel());
   } else if (bf16) {
     gemm(g, 1.0, xo, wo, 0.0, y);
     if (bv.defined())  // y = round(y + b) in place
@@ -216,8 +217,8 @@ Var linear(const Var& x, const Var& w, const Var& b) {
     } else {
       dispatch_cpu(xv, "linear", [&](auto t) {
         using T = decltype(t);
-        kernels::binary_forward_cpu<T>(kernels::Binary::kAdd, bi, y.data<T>(), bv.data<T>(),
-                                       y.data<T>());
+        kernels::cpu::binary_forward<T>(kernels::Binary::kAdd, bi, y.data<T>(), bv.data<T>(),
+                                        y.data<T>());
       });
     }
   }

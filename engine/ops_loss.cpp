@@ -5,6 +5,7 @@
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/loss.h"
 
 namespace gan {
@@ -32,8 +33,8 @@ Var bce(const Var& logits, const Var* targets, double target) {
   } else {
     dispatch_cpu(x, "bce_with_logits", [&](auto tag) {
       using T = decltype(tag);
-      kernels::bce_logits_forward_cpu<T>(x.data<T>(), t.defined() ? t.data<T>() : nullptr, target,
-                                         n, loss.data<T>());
+      kernels::cpu::bce_logits_forward<T>(x.data<T>(), t.defined() ? t.data<T>() : nullptr, target,
+                                          n, loss.data<T>());
     });
   }
   auto backward = [x, t, target, n](const BackwardContext& c) {
@@ -47,7 +48,7 @@ Var bce(const Var& logits, const Var* targets, double target) {
     } else {
       dispatch_cpu(x, "bce_with_logits", [&](auto tag) {
         using T = decltype(tag);
-        kernels::bce_logits_backward_cpu<T>(
+        kernels::cpu::bce_logits_backward<T>(
             x.data<T>(), t.defined() ? t.data<T>() : nullptr, target, n, c.dout.data<T>(),
             dx.defined() ? dx.data<T>() : nullptr, dt.defined() ? dt.data<T>() : nullptr);
       });
@@ -85,7 +86,7 @@ Var softmax_cross_entropy(const Var& logits, const Tensor& t) {
   } else {
     dispatch_cpu(x, "softmax_cross_entropy", [&](auto tag) {
       using T = decltype(tag);
-      kernels::cross_entropy_forward_cpu<T>(x.data<T>(), t.data<T>(), rows, c, loss.data<T>());
+      kernels::cpu::cross_entropy_forward<T>(x.data<T>(), t.data<T>(), rows, c, loss.data<T>());
     });
   }
   return record("softmax_cross_entropy", {logits}, loss,
@@ -98,8 +99,8 @@ Var softmax_cross_entropy(const Var& logits, const Tensor& t) {
                   } else {
                     dispatch_cpu(x, "softmax_cross_entropy", [&](auto tag) {
                       using T = decltype(tag);
-                      kernels::cross_entropy_backward_cpu<T>(x.data<T>(), t.data<T>(), rows, c,
-                                                             ctx.dout.data<T>(), dx.data<T>());
+                      kernels::cpu::cross_entropy_backward<T>(x.data<T>(), t.data<T>(), rows, c,
+                                                              ctx.dout.data<T>(), dx.data<T>());
                     });
                   }
                   ctx.add(0, dx);
@@ -121,7 +122,7 @@ Var hinge_d_loss(const Var& real, const Var& fake) {
   } else {
     dispatch_cpu(r, "hinge_d_loss", [&](auto tag) {
       using T = decltype(tag);
-      kernels::hinge_d_forward_cpu<T>(r.data<T>(), nr, f.data<T>(), nf, loss.data<T>());
+      kernels::cpu::hinge_d_forward<T>(r.data<T>(), nr, f.data<T>(), nf, loss.data<T>());
     });
   }
   return record("hinge_d_loss", {real, fake}, loss, [r, f, nr, nf](const BackwardContext& c) {
@@ -134,9 +135,9 @@ Var hinge_d_loss(const Var& real, const Var& fake) {
     } else {
       dispatch_cpu(r, "hinge_d_loss", [&](auto tag) {
         using T = decltype(tag);
-        kernels::hinge_d_backward_cpu<T>(r.data<T>(), nr, f.data<T>(), nf, c.dout.data<T>(),
-                                         dr.defined() ? dr.data<T>() : nullptr,
-                                         df.defined() ? df.data<T>() : nullptr);
+        kernels::cpu::hinge_d_backward<T>(r.data<T>(), nr, f.data<T>(), nf, c.dout.data<T>(),
+                                          dr.defined() ? dr.data<T>() : nullptr,
+                                          df.defined() ? df.data<T>() : nullptr);
       });
     }
     if (dr.defined()) c.add(0, dr);

@@ -9,6 +9,7 @@
 #include "engine/tensor_ops.h"
 #include "kernels/batchnorm.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 
 namespace gan {
@@ -104,7 +105,7 @@ void sync_backward(const BackwardContext& c, dist::Communicator& comm, const Ten
   } else {
     dispatch_cpu(xv, "batch_norm", [&](auto tag) {
       using T = decltype(tag);
-      kernels::batch_norm_backward_cpu<T>(
+      kernels::cpu::batch_norm_backward<T>(
           xv.data<T>(), dy.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(beta_for_act),
           save_mean.data<T>(), save_invstd.data<T>(), R, C, false, bact, slope, ptr_or_null<T>(dx),
           dg.data<T>(), db.data<T>(), false, false);
@@ -194,10 +195,10 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
     } else {
       dispatch_cpu(xv, "batch_norm", [&](auto tag) {
         using T = decltype(tag);
-        kernels::batch_norm_forward_cpu<T>(xv.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(bv), R,
-                                           C, false, momentum, eps, bact, slope, g.mean.data<T>(),
-                                           g.var.data<T>(), y.data<T>(), ptr_or_null<T>(save_mean),
-                                           ptr_or_null<T>(save_invstd));
+        kernels::cpu::batch_norm_forward<T>(xv.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(bv), R,
+                                            C, false, momentum, eps, bact, slope, g.mean.data<T>(),
+                                            g.var.data<T>(), y.data<T>(), ptr_or_null<T>(save_mean),
+                                            ptr_or_null<T>(save_invstd));
       });
     }
   } else if (bf16 && xv.is_cuda()) {
@@ -218,11 +219,11 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
     }
   } else if (bf16) {  // the CPU reference on the widened values, y rounded
     const Tensor x32 = xv.to(DType::F32), y32 = Tensor::empty_like(x32);
-    kernels::batch_norm_forward_cpu<float>(
+    kernels::cpu::batch_norm_forward<float>(
         x32.data<float>(), ptr_or_null<float>(gv), ptr_or_null<float>(bv), R, C, training, momentum,
         eps, bact, slope, running_mean.data<float>(), running_var.data<float>(), y32.data<float>(),
         ptr_or_null<float>(save_mean), ptr_or_null<float>(save_invstd));
-    kernels::f32_to_bf16_cpu(y32.data<float>(), y.data<uint16_t>(), y.numel());
+    kernels::cpu::f32_to_bf16(y32.data<float>(), y.data<uint16_t>(), y.numel());
   } else if (xv.is_cuda()) {
     check_cuda_f32("batch_norm", xv);
     if (training) {
@@ -241,10 +242,10 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
   } else {
     dispatch_cpu(xv, "batch_norm", [&](auto tag) {
       using T = decltype(tag);
-      kernels::batch_norm_forward_cpu<T>(xv.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(bv), R, C,
-                                         training, momentum, eps, bact, slope,
-                                         running_mean.data<T>(), running_var.data<T>(), y.data<T>(),
-                                         ptr_or_null<T>(save_mean), ptr_or_null<T>(save_invstd));
+      kernels::cpu::batch_norm_forward<T>(
+          xv.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(bv), R, C, training, momentum, eps, bact,
+          slope, running_mean.data<T>(), running_var.data<T>(), y.data<T>(),
+          ptr_or_null<T>(save_mean), ptr_or_null<T>(save_invstd));
     });
   }
 
@@ -277,8 +278,8 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
       } else {
         dispatch_cpu(yv, "batch_norm", [&](auto tag) {
           using T = decltype(tag);
-          kernels::unary_backward_cpu<T>(kernels::Unary::kLeakyRelu, s, yv.data<T>(), nullptr,
-                                         ones.data<T>(), mask.data<T>(), yv.numel());
+          kernels::cpu::unary_backward<T>(kernels::Unary::kLeakyRelu, s, yv.data<T>(), nullptr,
+                                          ones.data<T>(), mask.data<T>(), yv.numel());
         });
       }
       g = mul(g, Var(mask));
@@ -332,13 +333,13 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
         } else if (xv.dtype() == DType::BF16) {  // widened, dx rounded
           const Tensor x32 = xv.to(DType::F32), dy32 = dy.to(DType::F32);
           const Tensor dx32 = dx.defined() ? Tensor::empty_like(x32) : Tensor();
-          kernels::batch_norm_backward_cpu<float>(
+          kernels::cpu::batch_norm_backward<float>(
               x32.data<float>(), dy32.data<float>(), ptr_or_null<float>(gv),
               ptr_or_null<float>(beta_for_act), save_mean.data<float>(), save_invstd.data<float>(),
               R, C, training, bact, slope, ptr_or_null<float>(dx32), ptr_or_null<float>(dg),
               ptr_or_null<float>(db), acc_g, acc_b);
           if (dx.defined())
-            kernels::f32_to_bf16_cpu(dx32.data<float>(), dx.data<uint16_t>(), dx.numel());
+            kernels::cpu::f32_to_bf16(dx32.data<float>(), dx.data<uint16_t>(), dx.numel());
         } else if (xv.is_cuda()) {
           const Tensor ws = cuda_workspace(R, C);
           kernels::batch_norm_backward_cuda(
@@ -350,7 +351,7 @@ Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& ru
         } else {
           dispatch_cpu(xv, "batch_norm", [&](auto tag) {
             using T = decltype(tag);
-            kernels::batch_norm_backward_cpu<T>(
+            kernels::cpu::batch_norm_backward<T>(
                 xv.data<T>(), dy.data<T>(), ptr_or_null<T>(gv), ptr_or_null<T>(beta_for_act),
                 save_mean.data<T>(), save_invstd.data<T>(), R, C, training, bact, slope,
                 ptr_or_null<T>(dx), ptr_or_null<T>(dg), ptr_or_null<T>(db), acc_g, acc_b);

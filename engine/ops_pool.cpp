@@ -6,6 +6,7 @@
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/pool2d.h"
 
 namespace gan {
@@ -44,7 +45,7 @@ Tensor max_pool_route(const Tensor& xt, const kernels::Pool2dGeom& g, const Tens
   } else {
     dispatch_cpu(xt, "max_pool2d", [&](auto t) {
       using T = decltype(t);
-      kernels::max_pool2d_backward_cpu<T>(g, xt.data<T>(), dy.data<T>(), dx.data<T>());
+      kernels::cpu::max_pool2d_backward<T>(g, xt.data<T>(), dy.data<T>(), dx.data<T>());
     });
   }
   return dx;
@@ -82,9 +83,9 @@ Var pool2d(const char* op, const Var& x, const Pool2dOptions& o) {
     dispatch_cpu(xt, op, [&](auto t) {
       using T = decltype(t);
       if constexpr (kMax)
-        kernels::max_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
+        kernels::cpu::max_pool2d_forward<T>(g, xt.data<T>(), y.data<T>());
       else
-        kernels::avg_pool2d_forward_cpu<T>(g, xt.data<T>(), y.data<T>());
+        kernels::cpu::avg_pool2d_forward<T>(g, xt.data<T>(), y.data<T>());
     });
   }
   BackwardFn backward = [xt, g, op](const BackwardContext& c) {
@@ -98,7 +99,7 @@ Var pool2d(const char* op, const Var& x, const Pool2dOptions& o) {
     } else {
       dispatch_cpu(xt, op, [&](auto t) {
         using T = decltype(t);
-        kernels::avg_pool2d_backward_cpu<T>(g, c.dout.data<T>(), dx.data<T>());
+        kernels::cpu::avg_pool2d_backward<T>(g, c.dout.data<T>(), dx.data<T>());
       });
     }
     c.add(0, dx);
@@ -164,9 +165,9 @@ Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w) {
       "adaptive_avg_pool2d", x, out_h, out_w, kernels::adaptive_avg_pool2d_forward_cuda,
       kernels::adaptive_avg_pool2d_backward_cuda,
       [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
-         auto* out) { kernels::adaptive_avg_pool2d_forward_cpu(in, n, h, w, c, P, Q, out); },
+         auto* out) { kernels::cpu::adaptive_avg_pool2d_forward(in, n, h, w, c, P, Q, out); },
       [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
-         auto* out) { kernels::adaptive_avg_pool2d_backward_cpu(in, n, h, w, c, P, Q, out); });
+         auto* out) { kernels::cpu::adaptive_avg_pool2d_backward(in, n, h, w, c, P, Q, out); });
 }
 
 Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w, bool half_pixel) {
@@ -184,11 +185,11 @@ Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w, bool half_pixel)
       },
       [half_pixel](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
                    auto* out) {
-        kernels::resize_bilinear_forward_cpu(in, n, h, w, c, P, Q, out, half_pixel);
+        kernels::cpu::resize_bilinear_forward(in, n, h, w, c, P, Q, out, half_pixel);
       },
       [half_pixel](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
                    auto* out) {
-        kernels::resize_bilinear_backward_cpu(in, n, h, w, c, P, Q, out, half_pixel);
+        kernels::cpu::resize_bilinear_backward(in, n, h, w, c, P, Q, out, half_pixel);
       });
 }
 
@@ -210,9 +211,9 @@ Var resize_bicubic_aa(const Var& x, int64_t out_h, int64_t out_w) {
                                                  stream);
       },
       [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
-         auto* out) { kernels::resize_bicubic_aa_forward_cpu(in, n, h, w, c, P, Q, out); },
+         auto* out) { kernels::cpu::resize_bicubic_aa_forward(in, n, h, w, c, P, Q, out); },
       [](const auto* in, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P, int64_t Q,
-         auto* out) { kernels::resize_bicubic_aa_backward_cpu(in, n, h, w, c, P, Q, out); });
+         auto* out) { kernels::cpu::resize_bicubic_aa_backward(in, n, h, w, c, P, Q, out); });
 }
 
 }  // namespace gan

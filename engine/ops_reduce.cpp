@@ -7,6 +7,7 @@
 #include "engine/ops.h"
 #include "engine/tensor_ops.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/softmax.h"
 
 namespace gan {
@@ -77,7 +78,7 @@ Var softmax(const Var& x) {
   } else {
     dispatch_cpu(xv, "softmax", [&](auto t) {
       using T = decltype(t);
-      kernels::softmax_rows_cpu<T>(xv.data<T>(), y.data<T>(), rows, n);
+      kernels::cpu::softmax_rows<T>(xv.data<T>(), y.data<T>(), rows, n);
     });
   }
   Var out = record("softmax", {x}, y, [y, rows, n](const BackwardContext& c) {
@@ -88,7 +89,8 @@ Var softmax(const Var& x) {
     } else {
       dispatch_cpu(y, "softmax", [&](auto t) {
         using T = decltype(t);
-        kernels::softmax_rows_backward_cpu<T>(y.data<T>(), c.dout.data<T>(), dx.data<T>(), rows, n);
+        kernels::cpu::softmax_rows_backward<T>(y.data<T>(), c.dout.data<T>(), dx.data<T>(), rows,
+                                               n);
       });
     }
     c.add(0, dx);

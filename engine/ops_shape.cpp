@@ -6,6 +6,7 @@
 #include "engine/ops.h"
 #include "kernels/common.h"
 #include "kernels/concat.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/softmax.h"
 
 namespace gan {
@@ -53,7 +54,7 @@ Tensor transpose_tensor(const Tensor& x, int64_t b, int64_t m, int64_t n, const 
   } else {
     dispatch_cpu(x, "transpose", [&](auto t) {
       using T = decltype(t);
-      kernels::transpose_cpu<T>(x.data<T>(), y.data<T>(), b, m, n);
+      kernels::cpu::transpose<T>(x.data<T>(), y.data<T>(), b, m, n);
     });
   }
   return y;
@@ -97,7 +98,7 @@ Var slice_last(const Var& x, int64_t start, int64_t len) {
     dispatch_cpu(xv, "slice_last", [&](auto t) {
       using T = decltype(t);
       T* parts[3] = {nullptr, y.data<T>(), nullptr};
-      kernels::split_cpu<T>(3, xv.data<T>(), widths, rows, parts);
+      kernels::cpu::split<T>(3, xv.data<T>(), widths, rows, parts);
     });
   }
   // Backward: dout between zero columns (a concatenation; the zeros are device fills, so this
@@ -168,7 +169,7 @@ Var concat(const std::vector<Var>& xs, int axis) {
       using T = decltype(t);
       std::vector<const T*> ptrs;
       for (const Var& v : xs) ptrs.push_back(v.value().data<T>());
-      kernels::concat_cpu<T>(count, ptrs.data(), widths.data(), rows, y.data<T>());
+      kernels::cpu::concat<T>(count, ptrs.data(), widths.data(), rows, y.data<T>());
     });
   }
   // VJP (last axis only): each input's columns of dout.
@@ -202,7 +203,7 @@ Var concat(const std::vector<Var>& xs, int axis) {
             using T = decltype(t);
             std::vector<T*> ptrs;
             for (const Tensor& d : dxs) ptrs.push_back(d.defined() ? d.data<T>() : nullptr);
-            kernels::split_cpu<T>(count, dy.data<T>(), widths.data(), rows, ptrs.data());
+            kernels::cpu::split<T>(count, dy.data<T>(), widths.data(), rows, ptrs.data());
           });
         }
         for (int j = 0; j < count; ++j)

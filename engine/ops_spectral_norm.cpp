@@ -9,6 +9,7 @@
 #include "engine/dispatch.h"
 #include "engine/ops.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/spectral_norm.h"
 
 namespace gan {
@@ -116,9 +117,9 @@ std::vector<Var> spectral_norm(std::vector<SpectralNormLayer>& layers, bool trai
         T* u = l.u.data<T>();
         T* v = l.v.data<T>();
         T* sigma = l.sigma.data<T>();
-        kernels::spectral_norm_forward_cpu<T>(l.weight.value().data<T>(), l.rows, l.cols,
-                                              l.transposed, training, iterations, eps, u, v, sigma,
-                                              outs[i].data<T>());
+        kernels::cpu::spectral_norm_forward<T>(l.weight.value().data<T>(), l.rows, l.cols,
+                                               l.transposed, training, iterations, eps, u, v, sigma,
+                                               outs[i].data<T>());
         if (keep) {
           T* dst = saved.data<T>() + save[i].saved_off;
           std::copy(u, u + l.rows, dst);
@@ -193,10 +194,10 @@ std::vector<Var> spectral_norm(std::vector<SpectralNormLayer>& layers, bool trai
             for (size_t i : active) {
               const SnLayerSave& s = save[i];
               const T* uvs = saved.data<T>() + s.saved_off;
-              kernels::spectral_norm_backward_cpu<T>(c.dout_at(int(i)).data<T>(), s.w_sn.data<T>(),
-                                                     uvs, uvs + s.rows, uvs + s.rows + s.cols,
-                                                     s.rows, s.cols, s.transposed, accumulate[i],
-                                                     dst[i].data<T>());
+              kernels::cpu::spectral_norm_backward<T>(c.dout_at(int(i)).data<T>(), s.w_sn.data<T>(),
+                                                      uvs, uvs + s.rows, uvs + s.rows + s.cols,
+                                                      s.rows, s.cols, s.transposed, accumulate[i],
+                                                      dst[i].data<T>());
             }
           });
         }

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "engine/dispatch.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/random.h"
 
 namespace gan {
@@ -69,7 +70,7 @@ void Generator::fill(Tensor& t, int dist, double a, double b) {
   auto* s = static_cast<uint64_t*>(state_->data);
   dispatch_cpu(t, "random fill", [&](auto tag) {
     using T = decltype(tag);
-    kernels::philox_fill_cpu<T>(t.data<T>(), t.numel(), s[0], s[1], d, a, b);
+    kernels::cpu::philox_fill<T>(t.data<T>(), t.numel(), s[0], s[1], d, a, b);
   });
   s[1] += 1;
 }

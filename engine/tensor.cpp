@@ -11,6 +11,7 @@
 #include "engine/device.h"
 #include "engine/error.h"
 #include "kernels/bf16.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 
 namespace gan {
@@ -314,9 +315,9 @@ Tensor Tensor::to(DType dtype) const {
     else if (device_ == Device::CUDA)
       kernels::bf16_to_f32_cuda(data<uint16_t>(), t.data<float>(), n, cuda::stream());
     else if (dtype == DType::BF16)
-      kernels::f32_to_bf16_cpu(data<float>(), t.data<uint16_t>(), n);
+      kernels::cpu::f32_to_bf16(data<float>(), t.data<uint16_t>(), n);
     else
-      kernels::bf16_to_f32_cpu(data<uint16_t>(), t.data<float>(), n);
+      kernels::cpu::bf16_to_f32(data<uint16_t>(), t.data<float>(), n);
     return t;
   }
   GAN_CHECK(device_ == Device::CPU,

@@ -7,6 +7,7 @@
 
 #include "engine/broadcast.h"
 #include "engine/dispatch.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 #include "kernels/reduce.h"
 
@@ -30,7 +31,7 @@ Tensor reduce_run(const Tensor& x, int begin, int end, double scale) {
   } else {
     dispatch_cpu(x, "reduce_sum", [&](auto t) {
       using T = decltype(t);
-      kernels::reduce_sum_cpu<T>(x.data<T>(), outer, r, inner, scale, false, y.data<T>());
+      kernels::cpu::reduce_sum<T>(x.data<T>(), outer, r, inner, scale, false, y.data<T>());
     });
   }
   return y;
@@ -86,7 +87,7 @@ Tensor expand_to(const Tensor& x, const Shape& shape, double scale) {
   } else {
     dispatch_cpu(x, "expand", [&](auto t) {
       using T = decltype(t);
-      kernels::expand_cpu<T>(bi, x.data<T>(), scale, y.data<T>());
+      kernels::cpu::expand<T>(bi, x.data<T>(), scale, y.data<T>());
     });
   }
   return y;
@@ -108,8 +109,8 @@ Tensor scaled(const Tensor& x, double alpha) {
   } else {
     dispatch_cpu(x, "scale", [&](auto t) {
       using T = decltype(t);
-      kernels::unary_forward_cpu<T>(kernels::Unary::kScale, alpha, x.data<T>(), y.data<T>(),
-                                    x.numel());
+      kernels::cpu::unary_forward<T>(kernels::Unary::kScale, alpha, x.data<T>(), y.data<T>(),
+                                     x.numel());
     });
   }
   return y;
@@ -125,7 +126,7 @@ void clamp_(const Tensor& t, double lo, double hi) {
   } else {
     dispatch_cpu(t, "clamp", [&](auto tag) {
       using T = decltype(tag);
-      kernels::clamp_cpu<T>(t.data<T>(), t.numel(), lo, hi);
+      kernels::cpu::clamp<T>(t.data<T>(), t.numel(), lo, hi);
     });
   }
 }
@@ -138,7 +139,7 @@ void lerp_(const Tensor& ema, const Tensor& x, double w) {
   } else {
     dispatch_cpu(ema, "lerp", [&](auto tag) {
       using T = decltype(tag);
-      kernels::lerp_cpu<T>(ema.data<T>(), x.data<T>(), ema.numel(), w);
+      kernels::cpu::lerp<T>(ema.data<T>(), x.data<T>(), ema.numel(), w);
     });
   }
 }

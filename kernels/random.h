@@ -61,17 +61,17 @@ GAN_HD inline Philox4 philox_group(uint64_t seed, uint64_t offset, uint64_t grou
 GAN_HD inline float philox_value(const Philox4& r, int lane, Dist d, double a, double b) {
   if (d == Dist::kUniform) {
     const double u = double(r.w[lane] >> 8) * (1.0 / 16777216.0);
-    float v = float(fma(b - a, u, a));          // explicit fma: same rounding on both devices
+    float v = float(::fma(b - a, u, a));        // explicit fma: same rounding on both devices
     if (double(v) >= b && b > a) v = float(a);  // rounding reached hi: keep [lo, hi)
     return v;
   }
   const int pair = lane & ~1;
   const double u1 = (double(r.w[pair]) + 1.0) * (1.0 / 4294967296.0);
   const double u2 = double(r.w[pair + 1]) * (1.0 / 4294967296.0);
-  const double rad = sqrt(-2.0 * log(u1));
+  const double rad = ::sqrt(-2.0 * ::log(u1));  // :: : never the engine's ops on Vars
   const double theta = 6.283185307179586476925286766559 * u2;
-  const double z = (lane & 1) ? rad * sin(theta) : rad * cos(theta);
-  return float(fma(b, z, a));
+  const double z = (lane & 1) ? rad * ::sin(theta) : rad * ::cos(theta);
+  return float(::fma(b, z, a));
 }
 
 template <class T>

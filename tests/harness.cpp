@@ -11,6 +11,7 @@
 
 #include "engine/device.h"
 #include "engine/random.h"
+#include "kernels/cpu/backend.h"
 
 namespace gan::test {
 
@@ -67,9 +68,11 @@ struct Run {
   std::vector<Tensor> grads;  // undefined where the input needs no gradient
 };
 
-// Forward, then backward with upstream R (f64 CPU; skipped when undefined).
+// Forward, then backward with upstream R (f64 CPU; skipped when undefined). CPU float32 runs the
+// CPU backend, or the reference with `reference`.
 Run run_case(const OpCase& c, const std::vector<Tensor>& inputs64, const Tensor& R, Device device,
-             DType dtype) {
+             DType dtype, bool reference = false) {
+  kernels::cpu::ReferenceScope ref(reference);
   tape().clear();
   std::vector<Var> vars;
   for (size_t i = 0; i < inputs64.size(); ++i) {
@@ -87,6 +90,25 @@ Run run_case(const OpCase& c, const std::vector<Tensor>& inputs64, const Tensor&
   tape().clear();
   return r;
 }
+
+// The reference's float32 run (the oracle of the CPU backend and CUDA).
+Run run_reference(const OpCase& c, const std::vector<Tensor>& inputs64, const Tensor& R) {
+  return run_case(c, inputs64, R, Device::CPU, DType::F32, true);
+}
+
+// The CPU backend split as finely as it goes (every loop over 2 threads, reductions in blocks of a
+// few elements) for its lifetime.
+struct SplitScope {
+  int threads = kernels::cpu::num_threads();
+  SplitScope() {
+    kernels::cpu::set_test_splitting(true);
+    kernels::cpu::set_num_threads(2);
+  }
+  ~SplitScope() {
+    kernels::cpu::set_test_splitting(false);
+    kernels::cpu::set_num_threads(threads);
+  }
+};
 
 // <R, f(inputs)> in double, no tape.
 double objective(const OpCase& c, const std::vector<Tensor>& inputs64, const Tensor& R) {
@@ -143,6 +165,18 @@ void compare(const char* what, const Tensor& got, const Tensor& want, double tol
   CHECK(err <= tol);
   if (std::getenv("GAN_TEST_VERBOSE"))
     fmt::print("  {}: normalised error {:.3g} (tolerance {:.3g})\n", what, err, tol);
+}
+
+// Every non-finite element of want is non-finite in got (got may have more).
+bool nonfinite_kept(const Tensor& got, const Tensor& want, std::string* where) {
+  const std::vector<double> g = got.to_double_vector(), w = want.to_double_vector();
+  for (size_t j = 0; j < w.size(); ++j) {
+    if (!std::isfinite(w[j]) && std::isfinite(g[j])) {
+      if (where) *where = fmt::format("at element {}: got {}, want {}", j, g[j], w[j]);
+      return false;
+    }
+  }
+  return true;
 }
 
 void plant_nonfinite(Tensor& t64) {
@@ -277,9 +311,9 @@ void check_cpu(const OpCase& c) {
     CHECK(err / scale <= c.tol_fd);
   }
 
-  // f32 against f64, and two f32 runs bitwise equal.
-  const Run f32a = run_case(c, x64, R, Device::CPU, DType::F32);
-  const Run f32b = run_case(c, x64, R, Device::CPU, DType::F32);
+  // The reference's f32 against f64, and two f32 runs bitwise equal.
+  const Run f32a = run_reference(c, x64, R);
+  const Run f32b = run_reference(c, x64, R);
   compare("cpu f32 forward vs f64", f32a.out, ref.out.to(DType::F32), c.tol_f32);
   CHECK(bitwise_equal(f32a.out, f32b.out));
   for (size_t i = 0; i < f32a.grads.size(); ++i) {
@@ -294,10 +328,10 @@ void check_cpu(const OpCase& c) {
 void check_cuda(const OpCase& c) {
   GuardScope guard;
   const std::vector<Tensor> x64 = make_inputs(c);
-  const Run probe = run_case(c, x64, Tensor(), Device::CPU, DType::F32);
+  const Run probe = run_reference(c, x64, Tensor());
   const Tensor R = make_upstream(c, probe.out.shape());
 
-  const Run cpu = run_case(c, x64, R, Device::CPU, DType::F32);
+  const Run cpu = run_reference(c, x64, R);
   const Run gpu = run_case(c, x64, R, Device::CUDA, DType::F32);
   // Two runs bitwise equal: on a GPU in cuDNN's deterministic policy (the default may choose
   // algorithms that add with atomics), checked against the CPU too; on the interpreter every
@@ -328,7 +362,7 @@ void check_cuda(const OpCase& c) {
     std::vector<Tensor> bad = x64;
     bad[0] = bad[0].clone();
     plant_nonfinite(bad[0]);
-    const Run cb = run_case(c, bad, R, Device::CPU, DType::F32);
+    const Run cb = run_reference(c, bad, R);
     const Run gb = run_case(c, bad, R, Device::CUDA, DType::F32);
     require_no_guard_violations("cuda nan");
     compare("cuda forward with NaN/Inf vs cpu", gb.out, cb.out, c.tol_fwd);
@@ -337,6 +371,56 @@ void check_cuda(const OpCase& c) {
       std::string where;
       INFO("grad " << i << " with NaN/Inf inputs");
       const bool parity = nonfinite_parity(gb.grads[i], cb.grads[i], &where);
+      INFO(where);
+      CHECK(parity);
+    }
+  }
+}
+
+void check_cpu_backend(const OpCase& c) {
+  GuardScope guard;
+  SplitScope split;
+  const std::vector<Tensor> x64 = make_inputs(c);
+  const Run probe = run_reference(c, x64, Tensor());
+  const Tensor R = make_upstream(c, probe.out.shape());
+
+  const Run ref = run_reference(c, x64, R);
+  const Run a = run_case(c, x64, R, Device::CPU, DType::F32);
+  const Run b = run_case(c, x64, R, Device::CPU, DType::F32);
+  require_no_guard_violations("cpu backend");
+  compare("cpu backend forward vs reference", a.out, ref.out, c.tol_fwd);
+  CHECK(bitwise_equal(a.out, b.out));
+  REQUIRE(a.grads.size() == ref.grads.size());
+  for (size_t i = 0; i < a.grads.size(); ++i) {
+    if (!ref.grads[i].defined()) continue;
+    compare(fmt::format("cpu backend grad {} vs reference", i).c_str(), a.grads[i], ref.grads[i],
+            c.tol_bwd);
+    INFO("grad " << i << ": two backward runs differ");
+    CHECK(bitwise_equal(a.grads[i], b.grads[i]));
+  }
+
+  if (c.nan_parity && !x64.empty()) {
+    std::vector<Tensor> bad = x64;
+    bad[0] = bad[0].clone();
+    plant_nonfinite(bad[0]);
+    const Run rb = run_reference(c, bad, R);
+    const Run fb = run_case(c, bad, R, Device::CPU, DType::F32);
+    require_no_guard_violations("cpu backend nan");
+    if (c.nan_spreads_through_padding) {
+      std::string where;
+      const bool kept = nonfinite_kept(fb.out, rb.out, &where);
+      INFO("forward with NaN/Inf inputs " << where);
+      CHECK(kept);
+    } else {
+      compare("cpu backend forward with NaN/Inf vs reference", fb.out, rb.out, c.tol_fwd);
+    }
+    for (size_t i = 0; i < fb.grads.size(); ++i) {
+      if (!rb.grads[i].defined()) continue;
+      std::string where;
+      INFO("grad " << i << " with NaN/Inf inputs");
+      const bool parity = c.nan_spreads_through_padding
+                              ? nonfinite_kept(fb.grads[i], rb.grads[i], &where)
+                              : nonfinite_parity(fb.grads[i], rb.grads[i], &where);
       INFO(where);
       CHECK(parity);
     }

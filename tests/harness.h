@@ -2,12 +2,19 @@
 // and a function building the op from Vars; the harness then checks, for every case of a sweep:
 //
 // CPU (always):
+// The reference (the plain loops of kernels/<op>.h; float64 tensors always run it):
 //   - backward in float64 against five-point central differences of <R, f(x)> with a random
 //     upstream gradient R (never sum(): softmax/normalisation outputs sum to constants);
 //   - the float32 run against the float64 run (forward and backward);
 //   - two float32 runs bitwise equal; no write outside any buffer (guard mode).
+// The CPU backend (kernels/cpu/, what the engine runs for CPU tensors), like CUDA:
+//   - forward and backward against the reference's float32 run within the case's stated
+//     tolerance (tol_fwd, tol_bwd: the same bounds as CUDA's), with every loop split over the
+//     threads however small (kernels::cpu::set_test_splitting) so the parallel paths run;
+//   - NaN/Inf parity with the reference, two runs bitwise equal, no write outside any buffer.
 // CUDA (skipped without a GPU):
-//   - forward and backward against the CPU float32 run within the case's stated tolerance;
+//   - forward and backward against the reference's float32 run within the case's stated
+//     tolerance;
 //   - guard bytes around every allocation intact, unwritten outputs caught (NaN fill);
 //   - NaN/Inf parity: with NaN and +-Inf planted in the inputs, each output element is finite,
 //     NaN, +Inf or -Inf on the GPU exactly when it is on the CPU;
@@ -50,16 +57,21 @@ struct OpCase {
   std::string name;
   std::vector<Input> inputs;
   std::function<Var(const std::vector<Var>&)> fn;
-  double tol_fwd = 1e-5;  // CUDA vs CPU f32 forward
-  double tol_bwd = 1e-5;  // CUDA vs CPU f32 gradients
-  double tol_f32 = 1e-5;  // CPU f32 vs CPU f64 (forward and gradients)
+  double tol_fwd = 1e-5;  // CUDA or the CPU backend vs the reference in f32, forward
+  double tol_bwd = 1e-5;  // CUDA or the CPU backend vs the reference in f32, gradients
+  double tol_f32 = 1e-5;  // reference f32 vs reference f64 (forward and gradients)
   double tol_fd = 1e-6;   // analytic vs finite-difference gradient, f64
   int fd_samples = 24;    // coordinates per input checked by finite differences
   bool nan_parity = true;
+  // The CPU backend's convolutions (oneDNN) multiply a non-finite input by the zero padding where
+  // the reference skips the tap: there they may give NaN where the reference gives a number (never
+  // the reverse), which is all that is checked for cases that set this.
+  bool nan_spreads_through_padding = false;
 };
 
-void check_cpu(const OpCase& c);
-void check_cuda(const OpCase& c);
+void check_cpu(const OpCase& c);          // the reference (finite differences, f32 vs f64)
+void check_cpu_backend(const OpCase& c);  // the CPU backend against the reference
+void check_cuda(const OpCase& c);         // CUDA against the reference
 
 // Normalised max error between two tensors of the same shape (finite elements only), and the
 // parity of their non-finite elements (true when they are non-finite at the same places with
@@ -130,14 +142,21 @@ class ScopedCudnnDeterministic {
     }                               \
   } while (0)
 
-// One CPU and one CUDA test case per op, running every case of the sweep `cases()`.
-#define GAN_OP_TEST(op, cases)                      \
-  TEST_CASE("op " op " cpu", "[op][" op "][cpu]") { \
-    for (const auto& c : cases()) {                 \
-      INFO("case: " << c.name);                     \
-      ::gan::test::check_cpu(c);                    \
-    }                                               \
-  }                                                 \
+// Three test cases per op (the reference, the CPU backend, CUDA), each running every case of the
+// sweep `cases()`.
+#define GAN_OP_TEST(op, cases)                                           \
+  TEST_CASE("op " op " cpu", "[op][" op "][cpu]") {                      \
+    for (const auto& c : cases()) {                                      \
+      INFO("case: " << c.name);                                          \
+      ::gan::test::check_cpu(c);                                         \
+    }                                                                    \
+  }                                                                      \
+  TEST_CASE("op " op " cpu backend", "[op][" op "][cpu][cpu-backend]") { \
+    for (const auto& c : cases()) {                                      \
+      INFO("case: " << c.name);                                          \
+      ::gan::test::check_cpu_backend(c);                                 \
+    }                                                                    \
+  }                                                                      \
   GAN_OP_TEST_CUDA(op, cases)
 
 // Only the CUDA half (a GPU version whose CPU path a GAN_OP_TEST already covers).

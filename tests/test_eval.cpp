@@ -66,8 +66,10 @@ TEST_CASE("classifier: a saved file loads back to the same outputs", "[cpu][eval
   CHECK(l.metadata.at("test_accuracy") == "0.5");
   CHECK(l.net->config().features == 16);
   const eval::Extracted b = eval::extract(*l.net, images, 20, Device::CPU);
-  CHECK(max_abs_diff(a.features, b.features) == 0);  // batch size does not matter in eval mode
-  CHECK(max_abs_diff(a.logits, b.logits) == 0);
+  // Batch size does not matter in eval mode, up to the float32 rounding of the CPU backend's
+  // convolutions (oneDNN blocks its sums differently for 7 and 20 images).
+  CHECK(max_abs_diff(a.features, b.features) < 1e-5);
+  CHECK(max_abs_diff(a.logits, b.logits) < 1e-5);
   // Not a classifier: a one-line error naming the file.
   st::write_file(dir.file("x.safetensors"), {st::from_float("a", {1.f})}, {});
   CHECK_THROWS_WITH(eval::load_classifier(dir.file("x.safetensors"), Device::CPU),

@@ -10,6 +10,7 @@
 #include "engine/tensor_ops.h"
 #include "engine/weight_cast.h"
 #include "kernels/common.h"
+#include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 
 namespace gan::train {
@@ -209,7 +210,7 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
   if (guard_.is_cuda())
     kernels::nonfinite_guard_cuda(stats_.data<float>(), 2, guard_.data<float>(), cuda::stream());
   else
-    kernels::nonfinite_guard_cpu(stats_.data<float>(), 2, guard_.data<float>());
+    kernels::cpu::nonfinite_guard(stats_.data<float>(), 2, guard_.data<float>());
   if (!ema_params_.empty()) {
     GAN_NVTX("EMA");
     std::vector<Tensor> ema, cur;

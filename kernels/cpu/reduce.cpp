@@ -1,0 +1,106 @@
+// Sums on the CPU: the summed axis cut into fixed blocks (sizes from the shape only), each block's
+// partial sum accumulated in double by one thread, the partials added in block order. So the
+// result does not depend on the thread count, and it matches the reference (double accumulation)
+// to within its final rounding in practice.
+#include <vector>
+
+#include "kernels/cpu/ops.h"
+#include "kernels/cpu/parallel.h"
+
+namespace gan::kernels::cpu {
+
+namespace {
+
+// sum of x[0 .. n) in double, 8 lanes then the lanes in order.
+GAN_CPU_SIMD double sum_run(const float* x, int64_t n) {
+  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int j = 0; j < 8; ++j) lane[j] += double(x[i + j]);
+  double s = 0;
+  for (; i < n; ++i) s += double(x[i]);
+  for (int j = 0; j < 8; ++j) s += lane[j];
+  return s;
+}
+
+// acc[0 .. w) += rows [0, count) of x (row stride w).
+GAN_CPU_SIMD void add_rows(const float* x, int64_t count, int64_t w, double* acc) {
+  for (int64_t k = 0; k < count; ++k) {
+    const float* row = x + k * w;
+    for (int64_t i = 0; i < w; ++i) acc[i] += double(row[i]);
+  }
+}
+
+}  // namespace
+
+void reduce_sum_f32(const float* x, int64_t outer, int64_t r, int64_t inner, float scale,
+                    bool accumulate, float* y) {
+  if (outer <= 0 || inner <= 0) return;
+  // Rows of `inner` per block: about grain() elements.
+  const int64_t kb = std::max<int64_t>(1, grain() / inner);
+  const int64_t nblk = std::max<int64_t>(1, block_count(r, kb));
+  std::vector<double> part(size_t(outer * nblk * inner), 0.0);
+  parallel_blocks(outer * nblk, [&](int64_t job) {
+    const int64_t o = job / nblk, blk = job % nblk;
+    const int64_t k0 = blk * kb, k1 = std::min(r, k0 + kb);
+    double* acc = part.data() + job * inner;
+    if (k1 <= k0) return;
+    const float* base = x + (o * r + k0) * inner;
+    if (inner == 1)
+      acc[0] = sum_run(base, k1 - k0);
+    else
+      add_rows(base, k1 - k0, inner, acc);
+  });
+  parallel_for(outer * inner, grain(), [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) {
+      const int64_t o = j / inner, i = j % inner;
+      double s = 0;
+      for (int64_t blk = 0; blk < nblk; ++blk) s += part[size_t((o * nblk + blk) * inner + i)];
+      const double prev = accumulate ? double(y[j]) : 0.0;
+      y[j] = float(prev + double(scale) * s);
+    }
+  });
+}
+
+namespace {
+
+// dz for rows [0, count) of width k and their column sums into acc (may be null).
+GAN_CPU_SIMD void act_back_rows(const float* y, const float* dy, int64_t count, int64_t k,
+                                bool tanh, float slope, float* dz, uint16_t* dz16, double* acc) {
+  for (int64_t r = 0; r < count; ++r) {
+    const float* yr = y + r * k;
+    const float* dyr = dy + r * k;
+    for (int64_t i = 0; i < k; ++i) {
+      const float d = tanh ? 1.f - yr[i] * yr[i] : (yr[i] > 0.f ? 1.f : slope);
+      const float g = dyr[i] * d;
+      if (dz16)
+        dz16[r * k + i] = kernels::f32_to_bf16(g);
+      else
+        dz[r * k + i] = g;
+      if (acc) acc[i] += double(g);
+    }
+  }
+}
+
+}  // namespace
+
+void bias_act_backward_f32(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,
+                           float slope, bool accumulate, float* dz, float* db, uint16_t* dz16) {
+  if (k <= 0) return;
+  const int64_t rb = std::max<int64_t>(1, grain() / k);
+  const int64_t nblk = block_count(rows, rb);
+  std::vector<double> part(db ? size_t(std::max<int64_t>(nblk, 1) * k) : 0, 0.0);
+  parallel_blocks(nblk, [&](int64_t blk) {
+    const int64_t r0 = blk * rb, r1 = std::min(rows, r0 + rb);
+    act_back_rows(y + r0 * k, dy + r0 * k, r1 - r0, k, tanh, slope, dz16 ? nullptr : dz + r0 * k,
+                  dz16 ? dz16 + r0 * k : nullptr, db ? part.data() + blk * k : nullptr);
+  });
+  if (!db) return;
+  for (int64_t i = 0; i < k; ++i) {
+    double s = 0;
+    for (int64_t blk = 0; blk < nblk; ++blk) s += part[size_t(blk * k + i)];
+    db[i] = float((accumulate ? double(db[i]) : 0.0) + s);
+  }
+}
+
+}  // namespace gan::kernels::cpu
