@@ -29,6 +29,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "kernels/cpu/backend.h"
 #include "engine/adam.h"
 #include "engine/device.h"
 #include "engine/dist.h"
@@ -394,6 +395,10 @@ int main(int argc, char** argv) {
     gpu = p.name;
   }
   head["gpu"] = gpu;
+  if (s.dev == Device::CPU) {
+    head["threads"] = kernels::cpu::num_threads();
+    head["cpu_backend"] = kernels::cpu::describe();
+  }
   std::printf("%s\n", head.dump().c_str());
   std::fflush(stdout);
   int failures = 0;

@@ -321,6 +321,11 @@ def bench(model, img, batch, variant, loop, a, device, stamp):
         r["reserved_mb"] = round(torch.cuda.memory_reserved() / 2**20, 1)
     else:
         r["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    if a.count_flops:  # one more iteration under PyTorch's FLOP counter (convs, GEMMs, attention)
+        from torch.utils.flop_counter import FlopCounterMode
+        with FlopCounterMode(display=False) as counter:
+            it()
+        r["gflop_per_iter"] = round(counter.get_total_flops() / 1e9, 3)
     r["params_G"] = sum(p.numel() for p in G.parameters())
     r["params_D"] = sum(p.numel() for p in D.parameters())
     if graph and nodes:
@@ -448,6 +453,9 @@ def main():
                     help="train loop: the loss (default: the model's)")
     ap.add_argument("--n-dis", type=int, default=0, help="train loop: D steps per iteration")
     ap.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    ap.add_argument("--count-flops", action="store_true",
+                    help="add gflop_per_iter: one iteration's FLOPs by torch.utils.flop_counter "
+                         "(after the timing)")
     ap.add_argument("--attn", action="store_true",
                     help="time the attention core alone at bench_attention's shapes instead")
     ap.add_argument("--conv", nargs="+", metavar="FILE",

@@ -34,16 +34,23 @@ kernels::BiasAct bias_act_of(Activation a);
 
 // bf16 operands (a BF16 tensor pair) give a float32 result holding bf16 values: on CUDA cuDNN
 // writes bf16 into a scratch tensor widened into out; on the CPU the float32 reference runs on the
-// widened operands and its result is rounded. cuda_run / cpu_run are the direction's call. With
+// widened operands and its result is rounded. cuda_run / cpu_run are the direction's call, and
+// cpu_native its oneDNN bf16 call (false where the CPU has none: then cpu_run on the widened
+// operands; the same rounding points either way, exact products summed in float32). With
 // `epi` the bias `bias` and epi's activation follow in float32 (on CUDA fused into the widening
 // pass, kernels::bias_act_bf16_cuda); with `accumulate` the rounded result is added to out (a
 // parameter's gradient buffer) in the widening pass.
 // A bf16 `out` (bf16 activations) gets the rounded result itself, then (with epi) act(out + bias)
 // in float32 rounded again, in place.
-template <class Cuda, class Cpu>
+template <class Cuda, class Cpu, class CpuNative>
 void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_run, Cpu&& cpu_run,
-               const Tensor& bias = Tensor(), const Conv2dOptions* epi = nullptr,
-               bool accumulate = false) {
+               CpuNative&& cpu_native, const Tensor& bias = Tensor(),
+               const Conv2dOptions* epi = nullptr, bool accumulate = false) {
+  const auto cpu_product = [&](float* res) {
+    if (cpu_native(a.data<uint16_t>(), b.data<uint16_t>(), res)) return;
+    const Tensor a32 = a.to(DType::F32), b32 = b.to(DType::F32);
+    cpu_run(a32.data<float>(), b32.data<float>(), res);
+  };
   GAN_CHECK(a.dtype() == DType::BF16 && b.dtype() == DType::BF16 &&
                 (out.dtype() == DType::F32 || (out.dtype() == DType::BF16 && !accumulate)),
             "conv (bf16): expected bf16 operands and a float32 or bf16 result, got " + a.str() +
@@ -62,9 +69,8 @@ void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_
                                     float(epi->slope), cuda::stream(), out.data<uint16_t>());
       }
     } else {
-      const Tensor a32 = a.to(DType::F32), b32 = b.to(DType::F32);
       const Tensor res = Tensor::empty(out.shape(), Device::CPU, DType::F32);
-      cpu_run(a32.data<float>(), b32.data<float>(), res.data<float>());
+      cpu_product(res.data<float>());
       store_bf16_result(res, res, false);  // rounded in place
       if (epilogue) bias_act(res, bias, *epi);
       kernels::cpu::f32_to_bf16(res.data<float>(), out.data<uint16_t>(), out.numel());
@@ -85,9 +91,8 @@ void conv_bf16(const Tensor& a, const Tensor& b, const Tensor& out, Cuda&& cuda_
       store_bf16_result(o16, out, accumulate);
     }
   } else {
-    const Tensor a32 = a.to(DType::F32), b32 = b.to(DType::F32);
     const Tensor res = accumulate ? Tensor::empty_like(out) : out;
-    cpu_run(a32.data<float>(), b32.data<float>(), res.data<float>());
+    cpu_product(res.data<float>());
     store_bf16_result(res, out, accumulate);
     if (epi) bias_act(out, bias, *epi);
   }
@@ -109,6 +114,9 @@ void conv_fwd(const ConvGeom& g, const Tensor& x, const Tensor& w, const Tensor&
         },
         [&](const float* a, const float* b, float* o) {
           kernels::cpu::conv_forward<float>(g, a, b, o);
+        },
+        [&](const uint16_t* a, const uint16_t* b, float* o) {
+          return kernels::cpu::conv_forward_bf16(g, a, b, o);
         },
         bias, epi);
   }
@@ -139,6 +147,9 @@ void conv_bwd_data(const ConvGeom& g, const Tensor& dy, const Tensor& w, const T
         [&](const float* a, const float* b, float* o) {
           kernels::cpu::conv_backward_data<float>(g, a, b, o);
         },
+        [&](const uint16_t* a, const uint16_t* b, float* o) {
+          return kernels::cpu::conv_backward_data_bf16(g, a, b, o);
+        },
         bias, epi);
   }
   if (dy.is_cuda()) {
@@ -166,6 +177,9 @@ void conv_bwd_filter(const ConvGeom& g, const Tensor& x, const Tensor& dy, const
         },
         [&](const float* a, const float* b, float* o) {
           kernels::cpu::conv_backward_filter<float>(g, a, b, o, false);
+        },
+        [&](const uint16_t* a, const uint16_t* b, float* o) {
+          return kernels::cpu::conv_backward_filter_bf16(g, a, b, o);
         },
         Tensor(), nullptr, accumulate);
   }

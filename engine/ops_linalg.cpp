@@ -51,10 +51,15 @@ void gemm(const Gemm& g, double alpha, const Tensor& A, const Tensor& B, double 
                               c16.data<uint16_t>(), cuda::cublas());
       store_bf16_result(c16, C, beta == 1.0);
     } else {
-      const Tensor a32 = A.to(DType::F32), b32 = B.to(DType::F32);
+      // oneDNN's bf16 matmul where the CPU has one, else the float32 GEMM on the widened operands
+      // (exact products summed in float32 either way).
       const Tensor res = beta == 1.0 ? Tensor::empty_like(C) : C;
-      kernels::cpu::gemm<float>(g, alpha, a32.data<float>(), b32.data<float>(), 0.0,
-                                res.data<float>());
+      if (!kernels::cpu::gemm_bf16(g, float(alpha), A.data<uint16_t>(), B.data<uint16_t>(),
+                                   res.data<float>())) {
+        const Tensor a32 = A.to(DType::F32), b32 = B.to(DType::F32);
+        kernels::cpu::gemm<float>(g, alpha, a32.data<float>(), b32.data<float>(), 0.0,
+                                  res.data<float>());
+      }
       store_bf16_result(res, C, beta == 1.0);
     }
     return;

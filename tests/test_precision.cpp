@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "kernels/cpu/backend.h"
 #include "engine/adam.h"
 #include "engine/device.h"
 #include "engine/ops.h"
@@ -303,7 +304,13 @@ TEST_CASE("bf16 precision: the CUDA path equals the CPU's rounding points",
   for (const Bf16Case& c : cases()) {
     INFO("case: " << c.name);
     const Prepared p = prepare(c, seed++);
-    const Result cpu = run(c, Device::CPU, DType::F32, Precision::kBF16, p.values, p.r);
+    // The CPU side is the reference (kernels/<op>.h, float32 with the bf16 rounding points), like
+    // the interpreter's cuDNN and cuBLAS: the CPU backend sums in float32 in its own order.
+    Result cpu;
+    {
+      kernels::cpu::ReferenceScope ref;
+      cpu = run(c, Device::CPU, DType::F32, Precision::kBF16, p.values, p.r);
+    }
     const Result gpu = run(c, Device::CUDA, DType::F32, Precision::kBF16, p.values, p.r);
     const bool attn = c.name.find("attention") != std::string::npos;
     // Batch norm's CUDA kernels sum in another order than the CPU's double loops: a float32

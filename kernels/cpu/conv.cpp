@@ -220,16 +220,16 @@ void conv_backward_filter_f32(const ConvGeom& g, const float* x, const float* dy
 }
 
 bool conv_forward_bf16(const ConvGeom& g, const uint16_t* x, const uint16_t* w, float* y) {
-  return !empty(g) && has_native_bf16() && run(g, Dir::kForward, true, x, w, y, false);
+  return !reference() && !empty(g) && has_native_bf16() && run(g, Dir::kForward, true, x, w, y, false);
 }
 
 bool conv_backward_data_bf16(const ConvGeom& g, const uint16_t* dy, const uint16_t* w, float* dx) {
-  return !empty(g) && has_native_bf16() && run(g, Dir::kBackwardData, true, dx, w, dy, false);
+  return !reference() && !empty(g) && has_native_bf16() && run(g, Dir::kBackwardData, true, dx, w, dy, false);
 }
 
 bool conv_backward_filter_bf16(const ConvGeom& g, const uint16_t* x, const uint16_t* dy,
                                float* dw) {
-  return !empty(g) && has_native_bf16() && run(g, Dir::kBackwardFilter, true, x, dw, dy, false);
+  return !reference() && !empty(g) && has_native_bf16() && run(g, Dir::kBackwardFilter, true, x, dw, dy, false);
 }
 
 }  // namespace gan::kernels::cpu

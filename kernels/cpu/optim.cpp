@@ -9,15 +9,21 @@ namespace gan::kernels::cpu {
 
 namespace {
 
-GAN_CPU_SIMD void adam_loop(float* p, const float* grad, float* m, float* v, int64_t n, float b1,
-                            float b2, float eps, float wd, float step_size, float bc2_sqrt) {
+// PyTorch's float Adam as the CUDA kernel computes it (kernels/adam.cu): m by torch.lerp's
+// formula, the (1 - beta) factors rounded from double.
+GAN_CPU_SIMD void adam_loop(float* p, const float* grad, float* m, float* v, int64_t n, float w1,
+                            float b2, float omb2, float eps, float wd, float step_size,
+                            float bc2_sqrt) {
   for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i] + wd * p[i];
-    const float mi = b1 * m[i] + (1.f - b1) * g;
-    const float vi = b2 * v[i] + (1.f - b2) * g * g;
+    float g = grad[i];
+    const float pi = p[i];
+    if (wd != 0.f) g = g + wd * pi;
+    const float mi = std::fabs(w1) < 0.5f ? m[i] + w1 * (g - m[i]) : g - (g - m[i]) * (1.f - w1);
+    const float vi = v[i] * b2 + omb2 * g * g;
     m[i] = mi;
     v[i] = vi;
-    p[i] = p[i] - step_size * mi / (std::sqrt(vi) / bc2_sqrt + eps);
+    const float denom = std::sqrt(vi) / bc2_sqrt + eps;
+    p[i] = pi + (-step_size) * (mi / denom);
   }
 }
 
@@ -28,8 +34,8 @@ void adam_f32(const AdamHyper& h, double lr, double t, float* p, const float* gr
   const double bc1 = 1 - std::pow(h.beta1, t), bc2 = 1 - std::pow(h.beta2, t);
   const float step_size = float(lr / bc1), bc2_sqrt = float(std::sqrt(bc2));
   parallel_for(n, grain(), [&](int64_t b, int64_t e) {
-    adam_loop(p + b, grad + b, m + b, v + b, e - b, float(h.beta1), float(h.beta2), float(h.eps),
-              float(h.weight_decay), step_size, bc2_sqrt);
+    adam_loop(p + b, grad + b, m + b, v + b, e - b, float(1 - h.beta1), float(h.beta2),
+              float(1 - h.beta2), float(h.eps), float(h.weight_decay), step_size, bc2_sqrt);
   });
 }
 

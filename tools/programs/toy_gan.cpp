@@ -12,6 +12,8 @@
 #include <fmt/format.h>
 #include <CLI/CLI.hpp>
 
+#include "tools/programs/cli.h"
+
 #include "engine/adam.h"
 #include "engine/device.h"
 #include "engine/ops.h"
@@ -99,7 +101,7 @@ int main(int argc, char** argv) {
   app.add_option("--device", device, "auto, cpu or cuda")
       ->capture_default_str()
       ->check(CLI::IsMember({"auto", "cpu", "cuda"}));
-  CLI11_PARSE(app, argc, argv);
+  if (auto rc = gan::cli::parse(app, argc, argv, "toy_gan")) return *rc;
 
   try {
     Device dev = Device::CPU;

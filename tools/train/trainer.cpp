@@ -21,6 +21,7 @@
 #include "engine/error.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "kernels/cpu/backend.h"
 #include "kernels/check.h"
 #include "models/gan.h"
 #include "tools/eval/evaluate.h"
@@ -175,6 +176,7 @@ void Training::load_data() {
   total_steps_ = o_.steps > 0 ? o_.steps : o_.epochs * loader_->batches_per_epoch() / o_.n_dis;
   GAN_CHECK(total_steps_ > 0, "gan_train: the run has no steps (more --epochs or --steps)");
   std::printf("%s\n", describe(o_, dev_).c_str());
+  if (dev_ == Device::CPU) std::printf("gan_train: %s\n", kernels::cpu::describe().c_str());
   if (o_.gradient_penalty() && !o_.sagan())
     std::printf(
         "gan_train: warning: --loss wgan-gp with DCGAN's critic, which has batch norm: the WGAN-GP "
