@@ -10,6 +10,7 @@
 
 #include "engine/error.h"
 #include "engine/tensor.h"
+#include "kernels/cpu/backend.h"
 #include "kernels/conv_cudnn.h"
 
 namespace gan {
@@ -132,7 +133,10 @@ const char* attention_kernel_name(AttnKernel kernel) {
   return "?";
 }
 
-void set_cudnn_deterministic(bool deterministic) { g_cudnn_deterministic = deterministic; }
+void set_cudnn_deterministic(bool deterministic) {
+  g_cudnn_deterministic = deterministic;
+  kernels::cpu::set_deterministic(deterministic);  // the CPU backend's choices likewise
+}
 bool cudnn_deterministic() { return g_cudnn_deterministic; }
 
 std::string default_cudnn_plan_cache() {

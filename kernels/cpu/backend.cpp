@@ -16,6 +16,11 @@ namespace gan::kernels::cpu {
 
 namespace {
 
+bool env_flag(const char* name) {
+  const char* e = std::getenv(name);
+  return e && *e && std::string(e) != "0";
+}
+
 std::atomic<bool> g_reference{false};
 std::atomic<int> g_threads{0};  // 0: the default
 
@@ -38,6 +43,10 @@ void set_num_threads(int n) {
   // oneDNN's OpenMP runtime uses omp_get_max_threads() for its parallel regions.
   omp_set_num_threads(num_threads());
 }
+
+std::atomic<bool> g_deterministic{env_flag("GAN_CUDNN_DETERMINISTIC")};
+bool deterministic() { return g_deterministic.load(std::memory_order_relaxed); }
+void set_deterministic(bool on) { g_deterministic.store(on); }
 
 std::atomic<bool> g_splitting{false};
 bool test_splitting() { return g_splitting.load(std::memory_order_relaxed); }

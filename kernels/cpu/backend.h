@@ -52,6 +52,15 @@ void set_test_splitting(bool on);
 // One line about the backend: oneDNN's version and the ISA it dispatches to, the thread count.
 std::string describe();
 
+// How convolution implementations are chosen (kernels/cpu/conv.cpp): timed on first use (the
+// default) or, deterministic, oneDNN's first one untimed. Default: $GAN_CUDNN_DETERMINISTIC, as
+// for cuDNN (gan_train --deterministic sets both).
+bool deterministic();
+void set_deterministic(bool on);
+// The file of timed choices: $GAN_CPU_PLAN_CACHE, else $XDG_CACHE_HOME/gan/cpu_plans.tsv, else
+// ~/.cache/gan/cpu_plans.tsv; "" or "off" turns it off. Takes effect at the next choice.
+void set_plan_cache(const std::string& path);
+
 // Every choice the backend made so far, oldest first: one line per convolution or GEMM plan (the
 // oneDNN implementation it runs). GAN_LOG_KERNELS=1 prints each to stderr when made.
 std::vector<std::string> plan_log();

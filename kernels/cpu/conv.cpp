@@ -1,8 +1,22 @@
 // Convolutions on the CPU through oneDNN: NHWC activations as they are, (K, R, S, C) filters
-// ("ohwi") reordered to and from the layout the primitive prefers (blocked for the JIT kernels),
-// one plan per geometry, direction and data type, created on first use and kept. Scratchpads are
-// the backend's (user mode), so a step after the first allocates nothing here.
+// ("ohwi") reordered to and from the layout each implementation prefers (blocked for the JIT
+// kernels). One plan per geometry, direction and data type, made on first use and kept:
+//  - chosen by measurement (the default): every implementation oneDNN offers for the problem
+//    (its reference loops excepted) runs on zero-filled scratch buffers, one warm-up then the
+//    median of 3, filter reorders included; the fastest wins (brgconv and the older JIT kernels
+//    differ by up to 2x on GAN layers, either way). Choices are kept in a plan cache on disk
+//    (set_plan_cache), keyed by ISA, oneDNN version, thread count and problem, so a second run
+//    starts without timing and picks the same kernels;
+//  - deterministic (set_deterministic, gan_train --deterministic): oneDNN's first implementation,
+//    untimed, so two runs on the same machine and thread count are bitwise equal even without
+//    the cache.
+// Scratchpads are the backend's (user mode): a step after the first allocates nothing here.
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -22,14 +36,19 @@ using tag = dnnl::memory::format_tag;
 using dt = dnnl::memory::data_type;
 
 enum class Dir { kForward, kBackwardData, kBackwardFilter };
+const char* dir_name(Dir d) {
+  return d == Dir::kForward ? "forward" : d == Dir::kBackwardData ? "backward data" : "backward filter";
+}
 
+// One implementation of a direction with its filter reorders.
 struct Plan {
   dnnl::primitive prim;
   memory::desc src, wei, dst;  // the primitive's (diff_src / diff_wei / diff_dst as they apply)
   memory::desc wei_user;       // (K, R, S, C) float32 or bf16
   bool reorder_wei = false;
-  dnnl::primitive to_prim, to_user, to_user_sum;  // weight reorders
+  dnnl::primitive to_prim, to_user, to_user_sum;  // filter reorders
   size_t scratch = 0;
+  std::string impl;
 };
 
 using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
@@ -38,6 +57,14 @@ using Key = std::tuple<int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int
 Key key_of(const ConvGeom& g, Dir dir, bool bf16) {
   return Key{g.n,        g.h,        g.w,     g.c,     g.k,     g.r,     g.s,      g.p,      g.q,
              g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, int(dir), int(bf16)};
+}
+
+std::string describe(const ConvGeom& g, Dir dir, bool bf16) {
+  return fmt::format(
+      "conv {} {}x (N, H, W, C) = ({}, {}, {}, {}) w (K, R, S, C) = ({}, {}, {}, {}) stride {}x{} "
+      "pad {}x{} dil {}x{}",
+      dir_name(dir), bf16 ? "bf16 " : "", g.n, g.h, g.w, g.c, g.k, g.r, g.s, g.c, g.stride_h,
+      g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w);
 }
 
 // The right padding that gives exactly the output size P for input size H (oneDNN checks
@@ -50,115 +77,104 @@ int64_t pad_right(int64_t H, int64_t P, int64_t R, int64_t stride, int64_t pad, 
   return pr;
 }
 
-std::unique_ptr<Plan> make_plan(const ConvGeom& g, Dir dir, bool bf16) {
-  auto& eng = dnnl_util::engine();
-  const dt in = bf16 ? dt::bf16 : dt::f32;
-  const memory::dims src_dims{g.n, g.c, g.h, g.w}, wei_dims{g.k, g.c, g.r, g.s},
-      dst_dims{g.n, g.k, g.p, g.q};
-  const memory::dims strides{g.stride_h, g.stride_w}, dil{g.dil_h - 1, g.dil_w - 1},
-      pl{g.pad_h, g.pad_w},
-      pr{pad_right(g.h, g.p, g.r, g.stride_h, g.pad_h, g.dil_h),
-         pad_right(g.w, g.q, g.s, g.stride_w, g.pad_w, g.dil_w)};
-  // Operands' data types per direction: bf16 inputs, float32 results.
-  const dt src_t = dir == Dir::kBackwardData ? dt::f32 : in;
-  const dt dst_t = dir == Dir::kForward ? dt::f32 : in;
-  const dt wei_t = dir == Dir::kBackwardFilter ? dt::f32 : in;
-  const memory::desc src_md(src_dims, src_t, tag::nhwc), dst_md(dst_dims, dst_t, tag::nhwc),
-      wei_any(wei_dims, wei_t, tag::any);
-  dnnl::primitive_attr attr;
-  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+// ---- the plan cache on disk: lines "key<TAB>implementation" ----
 
-  // The forward descriptor is also the hint of the backward ones.
-  const memory::desc fsrc(src_dims, in, tag::nhwc),
-      fdst(dst_dims, dir == Dir::kForward ? dt::f32 : in, tag::nhwc), fwei(wei_dims, in, tag::any);
-  const dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training,
-                                           dnnl::algorithm::convolution_direct, fsrc, fwei, fdst,
-                                           strides, dil, pl, pr);
-  const dnnl::convolution_forward::primitive_desc fpd(fd, attr, eng);
+struct DiskCache {
+  std::string path;
+  bool chosen = false, loaded = false;
+  std::map<std::string, std::string> entries;
+};
+DiskCache g_disk;
 
-  auto plan = std::make_unique<Plan>();
-  plan->wei_user = memory::desc(wei_dims, wei_t, tag::ohwi);
-  std::string impl;
-  if (dir == Dir::kForward) {
-    plan->prim = dnnl::convolution_forward(fpd);
-    plan->src = fpd.src_desc();
-    plan->wei = fpd.weights_desc();
-    plan->dst = fpd.dst_desc();
-    plan->scratch = fpd.scratchpad_desc().get_size();
-    impl = fpd.impl_info_str();
-  } else if (dir == Dir::kBackwardData) {
-    const dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src_md,
-                                                   wei_any, dst_md, strides, dil, pl, pr);
-    const dnnl::convolution_backward_data::primitive_desc bpd(bd, attr, eng, fpd);
-    plan->prim = dnnl::convolution_backward_data(bpd);
-    plan->src = bpd.diff_src_desc();
-    plan->wei = bpd.weights_desc();
-    plan->dst = bpd.diff_dst_desc();
-    plan->scratch = bpd.scratchpad_desc().get_size();
-    impl = bpd.impl_info_str();
-  } else {
-    const dnnl::convolution_backward_weights::desc wd(dnnl::algorithm::convolution_direct, src_md,
-                                                      wei_any, dst_md, strides, dil, pl, pr);
-    const dnnl::convolution_backward_weights::primitive_desc wpd(wd, attr, eng, fpd);
-    plan->prim = dnnl::convolution_backward_weights(wpd);
-    plan->src = wpd.src_desc();
-    plan->wei = wpd.diff_weights_desc();
-    plan->dst = wpd.diff_dst_desc();
-    plan->scratch = wpd.scratchpad_desc().get_size();
-    impl = wpd.impl_info_str();
+std::string default_cache_path() {
+  if (const char* e = std::getenv("GAN_CPU_PLAN_CACHE")) return std::string(e) == "off" ? "" : e;
+  if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
+    return std::string(x) + "/gan/cpu_plans.tsv";
+  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/gan/cpu_plans.tsv";
+  return "";
+}
+
+void load_disk() {
+  if (!g_disk.chosen) {
+    g_disk.path = default_cache_path();
+    g_disk.chosen = true;
   }
-  plan->reorder_wei = plan->wei != plan->wei_user;
-  if (plan->reorder_wei) {
+  if (g_disk.loaded) return;
+  g_disk.loaded = true;
+  g_disk.entries.clear();
+  if (g_disk.path.empty()) return;
+  std::ifstream in(g_disk.path);
+  std::string line;
+  while (std::getline(in, line)) {
+    const size_t t = line.find('\t');
+    if (t != std::string::npos) g_disk.entries[line.substr(0, t)] = line.substr(t + 1);
+  }
+}
+
+void store_disk(const std::string& key, const std::string& impl) {
+  g_disk.entries[key] = impl;
+  if (g_disk.path.empty()) return;
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(g_disk.path).parent_path(), ec);
+  // One short line per append: concurrent writers (ranks, test processes) interleave whole lines.
+  if (FILE* f = std::fopen(g_disk.path.c_str(), "a")) {
+    std::fprintf(f, "%s\t%s\n", key.c_str(), impl.c_str());
+    std::fclose(f);
+  }
+}
+
+std::string disk_key(const ConvGeom& g, Dir dir, bool bf16) {
+  const dnnl_version_t* v = dnnl_version();
+  return fmt::format("onednn{}.{}.{}|isa{}|threads{}|conv|{}|{}|{}x{}x{}x{}|{}x{}x{}|{}x{}|{}x{}|{}x{}|{}x{}",
+                     v->major, v->minor, v->patch, int(dnnl_get_effective_cpu_isa()),
+                     num_threads(), int(dir), bf16 ? "bf16" : "f32", g.n, g.h, g.w, g.c, g.k, g.r,
+                     g.s, g.p, g.q, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w);
+}
+
+// ---- plans ----
+
+// The plan of the implementation pd currently points at.
+std::unique_ptr<Plan> build(const dnnl::primitive_desc& pd, Dir dir, const memory::desc& wei_user) {
+  auto& eng = dnnl_util::engine();
+  auto p = std::make_unique<Plan>();
+  p->wei_user = wei_user;
+  p->impl = pd.impl_info_str();
+  p->scratch = pd.scratchpad_desc().get_size();
+  p->prim = dnnl::primitive(pd);
+  if (dir == Dir::kForward) {
+    p->src = pd.src_desc();
+    p->wei = pd.weights_desc();
+    p->dst = pd.dst_desc();
+  } else if (dir == Dir::kBackwardData) {
+    p->src = pd.diff_src_desc();
+    p->wei = pd.weights_desc();
+    p->dst = pd.diff_dst_desc();
+  } else {
+    p->src = pd.src_desc();
+    p->wei = pd.diff_weights_desc();
+    p->dst = pd.diff_dst_desc();
+  }
+  p->reorder_wei = p->wei != p->wei_user;
+  if (p->reorder_wei) {
     if (dir == Dir::kBackwardFilter) {
-      plan->to_user =
-          dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->wei, eng, plan->wei_user));
+      p->to_user = dnnl::reorder(dnnl::reorder::primitive_desc(eng, p->wei, eng, p->wei_user));
       dnnl::post_ops sum;
       sum.append_sum(1.0f);
       dnnl::primitive_attr acc;
       acc.set_post_ops(sum);
-      plan->to_user_sum =
-          dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->wei, eng, plan->wei_user, acc));
+      p->to_user_sum =
+          dnnl::reorder(dnnl::reorder::primitive_desc(eng, p->wei, eng, p->wei_user, acc));
     } else {
-      plan->to_prim =
-          dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->wei_user, eng, plan->wei));
+      p->to_prim = dnnl::reorder(dnnl::reorder::primitive_desc(eng, p->wei_user, eng, p->wei));
     }
   }
-  static const char* names[] = {"forward", "backward data", "backward filter"};
-  log_plan(fmt::format(
-      "conv {} {}x (N, H, W, C) = ({}, {}, {}, {}) w (K, R, S, C) = ({}, {}, {}, {}) stride {}x{} "
-      "pad {}x{} dil {}x{}: oneDNN {}{}",
-      names[int(dir)], bf16 ? "bf16 " : "", g.n, g.h, g.w, g.c, g.k, g.r, g.s, g.c, g.stride_h,
-      g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w, impl,
-      plan->reorder_wei ? " (filters reordered)" : ""));
-  return plan;
+  return p;
 }
 
-// The plan, or null where oneDNN has none (the caller then runs the reference's loop; logged).
-Plan* plan_for(const ConvGeom& g, Dir dir, bool bf16) {
-  static std::map<Key, std::unique_ptr<Plan>> plans;
-  const Key key = key_of(g, dir, bf16);
-  auto it = plans.find(key);
-  if (it != plans.end()) return it->second.get();
-  std::unique_ptr<Plan> p;
-  try {
-    p = make_plan(g, dir, bf16);
-  } catch (const dnnl::error& e) {
-    log_plan(
-        fmt::format("conv {}x{} -> ({}, {}, {}, {}): no oneDNN plan ({}); the loop reference runs",
-                    g.r, g.s, g.n, g.p, g.q, g.k, e.what()));
-  }
-  return (plans[key] = std::move(p)).get();
-}
-
-// Runs one direction: a = the input read (x or dy), the weights w (user layout), out the result.
-// For the filter gradient w is the result (user layout) and out unused.
-// False when there is no plan.
-bool run(const ConvGeom& g, Dir dir, bool bf16, const void* src, const void* wei, const void* dst,
-         bool accumulate) {
-  std::lock_guard<std::mutex> hold(dnnl_util::lock());
-  Plan* plan = plan_for(g, dir, bf16);
-  if (!plan) return false;
-  Plan& p = *plan;
+// Runs one direction with plan p: src = x (forward, filter) or dx (data), dst = y or dy; wei the
+// filter (user layout), which the filter gradient writes (added to with accumulate).
+void execute(const Plan& p, const ConvGeom& g, Dir dir, const void* src, const void* wei,
+             const void* dst, bool accumulate) {
   auto& eng = dnnl_util::engine();
   memory src_m(p.src, eng, const_cast<void*>(src)), dst_m(p.dst, eng, const_cast<void*>(dst));
   memory user_w(p.wei_user, eng, const_cast<void*>(wei));
@@ -195,6 +211,131 @@ bool run(const ConvGeom& g, Dir dir, bool bf16, const void* src, const void* wei
       for (int64_t i = 0; i < g.w_numel(); ++i) o[i] += r[i];
     }
   }
+}
+
+// Milliseconds of one call of p (a warm-up, then the median of 3) on zero-filled buffers.
+double time_plan(const Plan& p, const ConvGeom& g, Dir dir) {
+  auto buffer = [](size_t bytes) {
+    void* b = std::aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    std::memset(b, 0, (bytes + 63) / 64 * 64 + 64);
+    return std::unique_ptr<void, decltype(&std::free)>(b, &std::free);
+  };
+  auto src = buffer(p.src.get_size()), dst = buffer(p.dst.get_size()),
+       wei = buffer(p.wei_user.get_size());
+  double ms[3];
+  execute(p, g, dir, src.get(), wei.get(), dst.get(), false);
+  for (double& m : ms) {
+    const auto t0 = std::chrono::steady_clock::now();
+    execute(p, g, dir, src.get(), wei.get(), dst.get(), false);
+    m = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  }
+  std::sort(ms, ms + 3);
+  return ms[1];
+}
+
+std::unique_ptr<Plan> make_plan(const ConvGeom& g, Dir dir, bool bf16) {
+  auto& eng = dnnl_util::engine();
+  const dt in = bf16 ? dt::bf16 : dt::f32;
+  const memory::dims src_dims{g.n, g.c, g.h, g.w}, wei_dims{g.k, g.c, g.r, g.s},
+      dst_dims{g.n, g.k, g.p, g.q};
+  const memory::dims strides{g.stride_h, g.stride_w}, dil{g.dil_h - 1, g.dil_w - 1},
+      pl{g.pad_h, g.pad_w},
+      pr{pad_right(g.h, g.p, g.r, g.stride_h, g.pad_h, g.dil_h),
+         pad_right(g.w, g.q, g.s, g.stride_w, g.pad_w, g.dil_w)};
+  // Operands' data types per direction: bf16 inputs, float32 results.
+  const dt src_t = dir == Dir::kBackwardData ? dt::f32 : in;
+  const dt dst_t = dir == Dir::kForward ? dt::f32 : in;
+  const dt wei_t = dir == Dir::kBackwardFilter ? dt::f32 : in;
+  const memory::desc src_md(src_dims, src_t, tag::nhwc), dst_md(dst_dims, dst_t, tag::nhwc),
+      wei_any(wei_dims, wei_t, tag::any), wei_user(wei_dims, wei_t, tag::ohwi);
+  dnnl::primitive_attr attr;
+  attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+
+  // The forward descriptor is also the hint of the backward ones.
+  const memory::desc fsrc(src_dims, in, tag::nhwc),
+      fdst(dst_dims, dir == Dir::kForward ? dt::f32 : in, tag::nhwc), fwei(wei_dims, in, tag::any);
+  const dnnl::convolution_forward::desc fd(dnnl::prop_kind::forward_training,
+                                           dnnl::algorithm::convolution_direct, fsrc, fwei, fdst,
+                                           strides, dil, pl, pr);
+  const dnnl::convolution_forward::primitive_desc fpd(fd, attr, eng);
+  // The operation descriptors outlive the loop below: oneDNN's implementation iterator reads
+  // them again at each next_impl().
+  const dnnl::convolution_backward_data::desc bd(dnnl::algorithm::convolution_direct, src_md,
+                                                 wei_any, dst_md, strides, dil, pl, pr);
+  const dnnl::convolution_backward_weights::desc wd(dnnl::algorithm::convolution_direct, src_md,
+                                                    wei_any, dst_md, strides, dil, pl, pr);
+  dnnl::primitive_desc pd;
+  if (dir == Dir::kForward)
+    pd = fpd;
+  else if (dir == Dir::kBackwardData)
+    pd = dnnl::convolution_backward_data::primitive_desc(bd, attr, eng, fpd);
+  else
+    pd = dnnl::convolution_backward_weights::primitive_desc(wd, attr, eng, fpd);
+  const std::string what = describe(g, dir, bf16);
+  if (deterministic()) {
+    auto p = build(pd, dir, wei_user);
+    log_plan(fmt::format("{}: oneDNN {} (deterministic: the first implementation){}", what,
+                         p->impl, p->reorder_wei ? ", filters reordered" : ""));
+    return p;
+  }
+  load_disk();
+  const std::string key = disk_key(g, dir, bf16);
+  const auto cached = g_disk.entries.find(key);
+  const dnnl::primitive_desc first = pd;  // keeps its implementation while pd moves on
+  std::vector<std::unique_ptr<Plan>> cands;
+  do {
+    const std::string impl = pd.impl_info_str();
+    if (impl.rfind("ref", 0) == 0) continue;  // oneDNN's reference loops: never the fastest
+    if (cached != g_disk.entries.end() && impl != cached->second) continue;
+    cands.push_back(build(pd, dir, wei_user));
+  } while (pd.next_impl() && cands.size() < 8);
+  if (cands.empty()) {  // only oneDNN's reference loops (or a stale cache line): the first
+    auto p = build(first, dir, wei_user);
+    log_plan(fmt::format("{}: oneDNN {} (the only kind listed)", what, p->impl));
+    return p;
+  }
+  if (cached != g_disk.entries.end()) {
+    log_plan(fmt::format("{}: oneDNN {} (cached){}", what, cands[0]->impl,
+                         cands[0]->reorder_wei ? ", filters reordered" : ""));
+    return std::move(cands[0]);
+  }
+  std::string timings;
+  size_t best = 0;
+  double best_ms = 0;
+  for (size_t i = 0; i < cands.size(); ++i) {
+    const double ms = cands.size() > 1 ? time_plan(*cands[i], g, dir) : 0.0;
+    timings += fmt::format("{}{} {:.3f} ms", i ? ", " : "", cands[i]->impl, ms);
+    if (i == 0 || ms < best_ms) best = i, best_ms = ms;
+  }
+  store_disk(key, cands[best]->impl);
+  log_plan(fmt::format("{}: timed: {} -> oneDNN {}{}", what, timings, cands[best]->impl,
+                       cands[best]->reorder_wei ? " (filters reordered)" : ""));
+  return std::move(cands[best]);
+}
+
+// The plan, or null where oneDNN has none (the caller then runs the reference's loop; logged).
+Plan* plan_for(const ConvGeom& g, Dir dir, bool bf16) {
+  static std::map<Key, std::unique_ptr<Plan>> plans;
+  const Key key = key_of(g, dir, bf16);
+  auto it = plans.find(key);
+  if (it != plans.end()) return it->second.get();
+  std::unique_ptr<Plan> p;
+  try {
+    p = make_plan(g, dir, bf16);
+  } catch (const dnnl::error& e) {
+    log_plan(fmt::format("{}: no oneDNN plan ({}); the loop reference runs", describe(g, dir, bf16),
+                         e.what()));
+  }
+  return (plans[key] = std::move(p)).get();
+}
+
+// False when there is no plan.
+bool run(const ConvGeom& g, Dir dir, bool bf16, const void* src, const void* wei, const void* dst,
+         bool accumulate) {
+  std::lock_guard<std::mutex> hold(dnnl_util::lock());
+  Plan* plan = plan_for(g, dir, bf16);
+  if (!plan) return false;
+  execute(*plan, g, dir, src, wei, dst, accumulate);
   return true;
 }
 
@@ -203,6 +344,13 @@ bool empty(const ConvGeom& g) {
 }
 
 }  // namespace
+
+void set_plan_cache(const std::string& path) {
+  std::lock_guard<std::mutex> hold(dnnl_util::lock());
+  g_disk.path = path == "off" ? "" : path;
+  g_disk.chosen = true;
+  g_disk.loaded = false;
+}
 
 void conv_forward_f32(const ConvGeom& g, const float* x, const float* w, float* y) {
   if (empty(g) || !run(g, Dir::kForward, false, x, w, y, false)) conv_forward_cpu(g, x, w, y);
@@ -220,16 +368,19 @@ void conv_backward_filter_f32(const ConvGeom& g, const float* x, const float* dy
 }
 
 bool conv_forward_bf16(const ConvGeom& g, const uint16_t* x, const uint16_t* w, float* y) {
-  return !reference() && !empty(g) && has_native_bf16() && run(g, Dir::kForward, true, x, w, y, false);
+  return !reference() && !empty(g) && has_native_bf16() &&
+         run(g, Dir::kForward, true, x, w, y, false);
 }
 
 bool conv_backward_data_bf16(const ConvGeom& g, const uint16_t* dy, const uint16_t* w, float* dx) {
-  return !reference() && !empty(g) && has_native_bf16() && run(g, Dir::kBackwardData, true, dx, w, dy, false);
+  return !reference() && !empty(g) && has_native_bf16() &&
+         run(g, Dir::kBackwardData, true, dx, w, dy, false);
 }
 
 bool conv_backward_filter_bf16(const ConvGeom& g, const uint16_t* x, const uint16_t* dy,
                                float* dw) {
-  return !reference() && !empty(g) && has_native_bf16() && run(g, Dir::kBackwardFilter, true, x, dw, dy, false);
+  return !reference() && !empty(g) && has_native_bf16() &&
+         run(g, Dir::kBackwardFilter, true, x, dw, dy, false);
 }
 
 }  // namespace gan::kernels::cpu
