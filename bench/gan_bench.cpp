@@ -29,7 +29,6 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
-#include "kernels/cpu/backend.h"
 #include "engine/adam.h"
 #include "engine/device.h"
 #include "engine/dist.h"
@@ -38,6 +37,7 @@
 #include "engine/random.h"
 #include "engine/weight_cast.h"
 #include "kernels/common.h"
+#include "kernels/cpu/backend.h"
 #include "models/gan.h"
 #include "tools/programs/cli.h"
 #include "tools/train/trainer.h"

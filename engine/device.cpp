@@ -10,8 +10,8 @@
 
 #include "engine/error.h"
 #include "engine/tensor.h"
-#include "kernels/cpu/backend.h"
 #include "kernels/conv_cudnn.h"
+#include "kernels/cpu/backend.h"
 
 namespace gan {
 

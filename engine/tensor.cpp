@@ -210,8 +210,8 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, Device device, bool pin
   } else if (pinned) {
     GAN_CUDA_CHECK(cudaMallocHost(&s->base, total ? total : 1));
   } else {
-    s->base = guarded ? std::aligned_alloc(64, round_up(total ? total : 1, 64))
-                      : host_cache().get(total);
+    s->base =
+        guarded ? std::aligned_alloc(64, round_up(total ? total : 1, 64)) : host_cache().get(total);
     GAN_CHECK(s->base != nullptr, fmt::format("tensor: out of host memory ({} bytes)", bytes));
   }
   s->data = static_cast<unsigned char*>(s->base) + s->guard;

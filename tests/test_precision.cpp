@@ -11,13 +11,13 @@
 #include <string>
 #include <vector>
 
-#include "kernels/cpu/backend.h"
 #include "engine/adam.h"
 #include "engine/device.h"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/weight_cast.h"
 #include "kernels/bf16.h"
+#include "kernels/cpu/backend.h"
 #include "tests/harness.h"
 
 using namespace gan;

@@ -22,22 +22,27 @@ constexpr int64_t kQB = 64;  // queries per block
 
 using dnnl_util::sgemm;
 
-// p (n) = exp(s - m), returns their sum (double, 8 lanes).
-GAN_CPU_SIMD double exp_shift(float* p, int64_t n, float m) {
-  double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+// p (n) = exp(s - m) in place.
+GAN_CPU_SIMD void exp_shift(float* p, int64_t n, float m) {
+  for (int64_t j = 0; j < n; ++j) p[j] = exp_softmax(p[j] - m);
+}
+
+// The sum of p (n) in double: 16 lanes, then the lanes in order.
+GAN_CPU_SIMD double sum_row(const float* p, int64_t n) {
+  double lane[16] = {};
   int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    for (int t = 0; t < 8; ++t) {
-      p[j + t] = exp_softmax(p[j + t] - m);
-      lane[t] += double(p[j + t]);
-    }
+  for (; j + 16 <= n; j += 16)
+    for (int t = 0; t < 16; ++t) lane[t] += double(p[j + t]);
   double s = 0;
-  for (; j < n; ++j) {
-    p[j] = exp_softmax(p[j] - m);
-    s += double(p[j]);
-  }
-  for (int t = 0; t < 8; ++t) s += lane[t];
+  for (; j < n; ++j) s += double(p[j]);
+  for (int t = 0; t < 16; ++t) s += lane[t];
   return s;
+}
+
+// dS = P (dP - D) in place of dP, row by row (D one value per row).
+GAN_CPU_SIMD void ds_rows(const float* p, float* dp, int64_t rows, int64_t n, const float* D) {
+  for (int64_t i = 0; i < rows; ++i)
+    for (int64_t j = 0; j < n; ++j) dp[i * n + j] = p[i * n + j] * (dp[i * n + j] - D[i]);
 }
 
 GAN_CPU_SIMD float row_max(const float* p, int64_t n) {
@@ -56,7 +61,8 @@ void softmax_inplace(float* s, int64_t rows, int64_t n, float* lse) {
   for (int64_t i = 0; i < rows; ++i) {
     float* p = s + i * n;
     const float m = row_max(p, n);
-    const double l = exp_shift(p, n, m);
+    exp_shift(p, n, m);
+    const double l = sum_row(p, n);
     scale_row(p, n, float(1.0 / l));
     if (lse) lse[i] = float(double(m) + std::log(l));
   }
@@ -118,21 +124,14 @@ void attention_backward_f32(const AttnDims& a, const float* q, const float* k, c
       // P = exp(Q K^T - lse).
       sgemm(false, true, mq, nk, a.d, 1.f, qb, a.ldq, kb, a.ldk, 0.f, p.data(), nk);
       for (int64_t i = 0; i < mq; ++i) {
-        const float l = lse[row0 + i];
-        float* pr = p.data() + i * nk;
-        for (int64_t j = 0; j < nk; ++j) pr[j] = exp_softmax(pr[j] - l);
+        exp_shift(p.data() + i * nk, nk, lse[row0 + i]);
         const double dyo = dot(dyb + i * a.ldo, o + (row0 + i) * a.ldo, a.dv);
         dg += dyo;
         D[size_t(i)] = float(double(g) * dyo);
       }
       // dP = g dy V^T; dS = P (dP - D) in place of dP.
       sgemm(false, true, mq, nk, a.dv, g, dyb, a.ldo, vb, a.ldv, 0.f, dp.data(), nk);
-      for (int64_t i = 0; i < mq; ++i) {
-        const float* pr = p.data() + i * nk;
-        float* dr = dp.data() + i * nk;
-        const float di = D[size_t(i)];
-        for (int64_t j = 0; j < nk; ++j) dr[j] = pr[j] * (dr[j] - di);
-      }
+      ds_rows(p.data(), dp.data(), mq, nk, D.data());
       const float beta = i0 == 0 ? 0.f : 1.f;
       if (dq)
         sgemm(false, false, mq, a.d, nk, 1.f, dp.data(), nk, kb, a.ldk, 0.f, dq + row0 * a.ldq,

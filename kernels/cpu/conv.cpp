@@ -37,7 +37,9 @@ using dt = dnnl::memory::data_type;
 
 enum class Dir { kForward, kBackwardData, kBackwardFilter };
 const char* dir_name(Dir d) {
-  return d == Dir::kForward ? "forward" : d == Dir::kBackwardData ? "backward data" : "backward filter";
+  return d == Dir::kForward        ? "forward"
+         : d == Dir::kBackwardData ? "backward data"
+                                   : "backward filter";
 }
 
 // One implementation of a direction with its filter reorders.
@@ -90,7 +92,8 @@ std::string default_cache_path() {
   if (const char* e = std::getenv("GAN_CPU_PLAN_CACHE")) return std::string(e) == "off" ? "" : e;
   if (const char* x = std::getenv("XDG_CACHE_HOME"); x && *x)
     return std::string(x) + "/gan/cpu_plans.tsv";
-  if (const char* h = std::getenv("HOME"); h && *h) return std::string(h) + "/.cache/gan/cpu_plans.tsv";
+  if (const char* h = std::getenv("HOME"); h && *h)
+    return std::string(h) + "/.cache/gan/cpu_plans.tsv";
   return "";
 }
 
@@ -125,10 +128,11 @@ void store_disk(const std::string& key, const std::string& impl) {
 
 std::string disk_key(const ConvGeom& g, Dir dir, bool bf16) {
   const dnnl_version_t* v = dnnl_version();
-  return fmt::format("onednn{}.{}.{}|isa{}|threads{}|conv|{}|{}|{}x{}x{}x{}|{}x{}x{}|{}x{}|{}x{}|{}x{}|{}x{}",
-                     v->major, v->minor, v->patch, int(dnnl_get_effective_cpu_isa()),
-                     num_threads(), int(dir), bf16 ? "bf16" : "f32", g.n, g.h, g.w, g.c, g.k, g.r,
-                     g.s, g.p, g.q, g.stride_h, g.stride_w, g.pad_h, g.pad_w, g.dil_h, g.dil_w);
+  return fmt::format(
+      "onednn{}.{}.{}|isa{}|threads{}|conv|{}|{}|{}x{}x{}x{}|{}x{}x{}|{}x{}|{}x{}|{}x{}|{}x{}",
+      v->major, v->minor, v->patch, int(dnnl_get_effective_cpu_isa()), num_threads(), int(dir),
+      bf16 ? "bf16" : "f32", g.n, g.h, g.w, g.c, g.k, g.r, g.s, g.p, g.q, g.stride_h, g.stride_w,
+      g.pad_h, g.pad_w, g.dil_h, g.dil_w);
 }
 
 // ---- plans ----
@@ -274,8 +278,8 @@ std::unique_ptr<Plan> make_plan(const ConvGeom& g, Dir dir, bool bf16) {
   const std::string what = describe(g, dir, bf16);
   if (deterministic()) {
     auto p = build(pd, dir, wei_user);
-    log_plan(fmt::format("{}: oneDNN {} (deterministic: the first implementation){}", what,
-                         p->impl, p->reorder_wei ? ", filters reordered" : ""));
+    log_plan(fmt::format("{}: oneDNN {} (deterministic: the first implementation){}", what, p->impl,
+                         p->reorder_wei ? ", filters reordered" : ""));
     return p;
   }
   load_disk();

@@ -6,6 +6,7 @@
 
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/parallel.h"
+#include "kernels/cpu/vmath.h"
 
 namespace gan::kernels::cpu {
 
@@ -16,6 +17,9 @@ GAN_CPU_SIMD void scale_loop(const float* x, float* y, int64_t n, float a) {
 }
 GAN_CPU_SIMD void relu_loop(const float* x, float* y, int64_t n) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.f ? 0.f : x[i];
+}
+GAN_CPU_SIMD void tanh_loop(const float* x, float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) y[i] = tanh_fast(x[i]);
 }
 GAN_CPU_SIMD void leaky_loop(const float* x, float* y, int64_t n, float a) {
   for (int64_t i = 0; i < n; ++i) y[i] = x[i] < 0.f ? a * x[i] : x[i];
@@ -41,8 +45,7 @@ void unary_forward_f32(Unary op, float alpha, const float* x, float* y, int64_t 
       case Unary::kLeakyRelu:
         return leaky_loop(xs, ys, m, alpha);
       case Unary::kTanh:
-        for (int64_t i = 0; i < m; ++i) ys[i] = std::tanh(xs[i]);
-        return;
+        return tanh_loop(xs, ys, m);
       case Unary::kSigmoid:
         for (int64_t i = 0; i < m; ++i) ys[i] = sigmoidf(xs[i]);
         return;
@@ -241,7 +244,9 @@ void bias_act_f32(float* y, const float* b, int64_t rows, int64_t k, BiasAct act
                  for (int64_t r = s; r < e; ++r) {
                    float* yr = y + r * k;
                    if (act == BiasAct::kTanh) {
-                     for (int64_t c = 0; c < k; ++c) yr[c] = std::tanh(b ? yr[c] + b[c] : yr[c]);
+                     if (b)
+                       for (int64_t c = 0; c < k; ++c) yr[c] = yr[c] + b[c];
+                     tanh_loop(yr, yr, k);
                    } else {
                      bias_relu(yr, b, k, act, slope);
                    }

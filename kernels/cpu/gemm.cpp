@@ -78,7 +78,8 @@ MatmulPlan* matmul_plan(const Gemm& g, float alpha) {
 }  // namespace
 
 bool gemm_bf16(const Gemm& g, float alpha, const uint16_t* A, const uint16_t* B, float* C) {
-  if (reference() || !has_native_bf16() || g.m == 0 || g.n == 0 || g.k == 0 || g.batch == 0) return false;
+  if (reference() || !has_native_bf16() || g.m == 0 || g.n == 0 || g.k == 0 || g.batch == 0)
+    return false;
   std::lock_guard<std::mutex> hold(dnnl_util::lock());
   MatmulPlan* p = matmul_plan(g, alpha);
   if (!p) return false;
