@@ -1,7 +1,11 @@
-// Concat/split, pooling and resizing on the CPU. Pooling and resizing run the reference's loops
-// (one output element at a time, in double) on one image per task, images in parallel: each
-// image's result is the reference's, whatever the thread count.
+// Concat/split, pooling and resizing on the CPU, one image per task. Pooling runs over all
+// channels of a pixel at once (vectorised); resizing runs the reference's loops (one output
+// element at a time, in double) on each image: its result is the reference's, whatever the
+// thread count.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <vector>
 
 #include "kernels/cpu/ops.h"
 #include "kernels/cpu/parallel.h"
@@ -49,36 +53,121 @@ void per_image(int64_t n, F&& f) {
   parallel_blocks(n, [&](int64_t b) { f(b); });
 }
 
-Pool2dGeom one_image(Pool2dGeom g) {
-  g.n = 1;
-  return g;
+}  // namespace
+
+namespace {
+
+// Window (i, j)'s valid rows [y0, y1) and columns [x0, x1).
+struct Window {
+  int64_t y0, y1, x0, x1;
+};
+Window window(const Pool2dGeom& g, int64_t i, int64_t j) {
+  const int64_t h0 = i * g.sh - g.ph, w0 = j * g.sw - g.pw;
+  return {std::max<int64_t>(h0, 0), std::min<int64_t>(h0 + g.kh, g.h), std::max<int64_t>(w0, 0),
+          std::min<int64_t>(w0 + g.kw, g.w)};
+}
+
+// best[c] = the maximum of best[c] and v[c], NaN winning (the first NaN stays), as the
+// reference: padding never wins.
+GAN_CPU_SIMD void max_into(float* best, const float* v, int64_t c) {
+  for (int64_t k = 0; k < c; ++k) {
+    const float b = best[k], x = v[k];
+    best[k] = b != b ? b : ((x != x || x > b) ? x : b);
+  }
+}
+
+GAN_CPU_SIMD void add_into(float* acc, const float* v, int64_t c) {
+  for (int64_t k = 0; k < c; ++k) acc[k] += v[k];
+}
+
+GAN_CPU_SIMD void scale_into(float* out, const float* acc, int64_t c, float s) {
+  for (int64_t k = 0; k < c; ++k) out[k] = acc[k] * s;
+}
+
+GAN_CPU_SIMD void axpy_into(float* acc, const float* v, int64_t c, float s) {
+  for (int64_t k = 0; k < c; ++k) acc[k] += v[k] * s;
 }
 
 }  // namespace
 
+// Pooling on NHWC: per output pixel, the window's taps over all channels at once (vectorised),
+// one image per task. Window sums in float (at most kh kw terms).
 void max_pool2d_forward_f32(const Pool2dGeom& g, const float* x, float* y) {
-  const Pool2dGeom g1 = one_image(g);
-  const int64_t xs = g.h * g.w * g.c, ys = g.out_h() * g.out_w() * g.c;
-  per_image(g.n, [&](int64_t b) { max_pool2d_forward_cpu(g1, x + b * xs, y + b * ys); });
+  const int64_t P = g.out_h(), Q = g.out_w(), C = g.c;
+  const int64_t xs = g.h * g.w * C, ys = P * Q * C;
+  per_image(g.n, [&](int64_t b) {
+    for (int64_t i = 0; i < P; ++i)
+      for (int64_t j = 0; j < Q; ++j) {
+        float* out = y + b * ys + (i * Q + j) * C;
+        std::fill(out, out + C, -INFINITY);
+        const Window w = window(g, i, j);
+        for (int64_t yy = w.y0; yy < w.y1; ++yy)
+          for (int64_t xx = w.x0; xx < w.x1; ++xx)
+            max_into(out, x + b * xs + (yy * g.w + xx) * C, C);
+      }
+  });
 }
 
 void max_pool2d_backward_f32(const Pool2dGeom& g, const float* x, const float* dy, float* dx) {
-  const Pool2dGeom g1 = one_image(g);
-  const int64_t xs = g.h * g.w * g.c, ys = g.out_h() * g.out_w() * g.c;
-  per_image(g.n,
-            [&](int64_t b) { max_pool2d_backward_cpu(g1, x + b * xs, dy + b * ys, dx + b * xs); });
+  const int64_t P = g.out_h(), Q = g.out_w(), C = g.c;
+  const int64_t xs = g.h * g.w * C, ys = P * Q * C;
+  per_image(g.n, [&](int64_t b) {
+    float* dxb = dx + b * xs;
+    std::fill(dxb, dxb + xs, 0.f);
+    const float* xb = x + b * xs;
+    for (int64_t i = 0; i < P; ++i)
+      for (int64_t j = 0; j < Q; ++j) {
+        const Window w = window(g, i, j);
+        const float* dyp = dy + b * ys + (i * Q + j) * C;
+        for (int64_t c = 0; c < C; ++c) {  // the first maximum (a NaN first) gets the gradient
+          int64_t at = -1;
+          float best = 0.f;
+          for (int64_t yy = w.y0; yy < w.y1; ++yy)
+            for (int64_t xx = w.x0; xx < w.x1; ++xx) {
+              const int64_t e = (yy * g.w + xx) * C + c;
+              const float v = xb[e];
+              if (at >= 0 && best != best) continue;
+              if (at < 0 || v != v || v > best) best = v, at = e;
+            }
+          if (at >= 0) dxb[at] += dyp[c];
+        }
+      }
+  });
 }
 
 void avg_pool2d_forward_f32(const Pool2dGeom& g, const float* x, float* y) {
-  const Pool2dGeom g1 = one_image(g);
-  const int64_t xs = g.h * g.w * g.c, ys = g.out_h() * g.out_w() * g.c;
-  per_image(g.n, [&](int64_t b) { avg_pool2d_forward_cpu(g1, x + b * xs, y + b * ys); });
+  const int64_t P = g.out_h(), Q = g.out_w(), C = g.c;
+  const int64_t xs = g.h * g.w * C, ys = P * Q * C;
+  per_image(g.n, [&](int64_t b) {
+    std::vector<float> acc(static_cast<size_t>(C));
+    for (int64_t i = 0; i < P; ++i)
+      for (int64_t j = 0; j < Q; ++j) {
+        std::fill(acc.begin(), acc.end(), 0.f);
+        const Window w = window(g, i, j);
+        for (int64_t yy = w.y0; yy < w.y1; ++yy)
+          for (int64_t xx = w.x0; xx < w.x1; ++xx)
+            add_into(acc.data(), x + b * xs + (yy * g.w + xx) * C, C);
+        scale_into(y + b * ys + (i * Q + j) * C, acc.data(), C,
+                   float(1.0 / double(avg_pool_divisor(g, i, j))));
+      }
+  });
 }
 
 void avg_pool2d_backward_f32(const Pool2dGeom& g, const float* dy, float* dx) {
-  const Pool2dGeom g1 = one_image(g);
-  const int64_t xs = g.h * g.w * g.c, ys = g.out_h() * g.out_w() * g.c;
-  per_image(g.n, [&](int64_t b) { avg_pool2d_backward_cpu(g1, dy + b * ys, dx + b * xs); });
+  const int64_t P = g.out_h(), Q = g.out_w(), C = g.c;
+  const int64_t xs = g.h * g.w * C, ys = P * Q * C;
+  per_image(g.n, [&](int64_t b) {
+    float* dxb = dx + b * xs;
+    std::fill(dxb, dxb + xs, 0.f);
+    for (int64_t i = 0; i < P; ++i)
+      for (int64_t j = 0; j < Q; ++j) {
+        const Window w = window(g, i, j);
+        const float s = float(1.0 / double(avg_pool_divisor(g, i, j)));
+        const float* dyp = dy + b * ys + (i * Q + j) * C;
+        for (int64_t yy = w.y0; yy < w.y1; ++yy)
+          for (int64_t xx = w.x0; xx < w.x1; ++xx) axpy_into(dxb + (yy * g.w + xx) * C, dyp, C, s);
+      }
+  });
 }
 
 void resample_forward_f32(Resample kind, const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
