@@ -60,6 +60,9 @@ void set_deterministic(bool on);
 // The file of timed choices: $GAN_CPU_PLAN_CACHE, else $XDG_CACHE_HOME/gan/cpu_plans.tsv, else
 // ~/.cache/gan/cpu_plans.tsv; "" or "off" turns it off. Takes effect at the next choice.
 void set_plan_cache(const std::string& path);
+// Forgets every convolution plan made so far (the next use chooses again, reading the plan
+// cache anew; the log stays): tests.
+void reset_plans();
 
 // Every choice the backend made so far, oldest first: one line per convolution or GEMM plan (the
 // oneDNN implementation it runs). GAN_LOG_KERNELS=1 prints each to stderr when made.

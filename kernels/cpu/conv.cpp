@@ -290,18 +290,18 @@ std::unique_ptr<Plan> make_plan(const ConvGeom& g, Dir dir, bool bf16) {
   do {
     const std::string impl = pd.impl_info_str();
     if (impl.rfind("ref", 0) == 0) continue;  // oneDNN's reference loops: never the fastest
-    if (cached != g_disk.entries.end() && impl != cached->second) continue;
     cands.push_back(build(pd, dir, wei_user));
+    if (cached != g_disk.entries.end() && impl == cached->second) {
+      log_plan(fmt::format("{}: oneDNN {} (cached){}", what, impl,
+                           cands.back()->reorder_wei ? ", filters reordered" : ""));
+      return std::move(cands.back());
+    }
   } while (pd.next_impl() && cands.size() < 8);
-  if (cands.empty()) {  // only oneDNN's reference loops (or a stale cache line): the first
+  // Not cached (or a cached name no implementation has, e.g. a line cut short by a kill): time.
+  if (cands.empty()) {  // only oneDNN's reference loops: the first
     auto p = build(first, dir, wei_user);
     log_plan(fmt::format("{}: oneDNN {} (the only kind listed)", what, p->impl));
     return p;
-  }
-  if (cached != g_disk.entries.end()) {
-    log_plan(fmt::format("{}: oneDNN {} (cached){}", what, cands[0]->impl,
-                         cands[0]->reorder_wei ? ", filters reordered" : ""));
-    return std::move(cands[0]);
   }
   std::string timings;
   size_t best = 0;
@@ -317,9 +317,14 @@ std::unique_ptr<Plan> make_plan(const ConvGeom& g, Dir dir, bool bf16) {
   return std::move(cands[best]);
 }
 
+std::map<Key, std::unique_ptr<Plan>>& conv_plans() {
+  static std::map<Key, std::unique_ptr<Plan>> plans;
+  return plans;
+}
+
 // The plan, or null where oneDNN has none (the caller then runs the reference's loop; logged).
 Plan* plan_for(const ConvGeom& g, Dir dir, bool bf16) {
-  static std::map<Key, std::unique_ptr<Plan>> plans;
+  auto& plans = conv_plans();
   const Key key = key_of(g, dir, bf16);
   auto it = plans.find(key);
   if (it != plans.end()) return it->second.get();
@@ -348,6 +353,12 @@ bool empty(const ConvGeom& g) {
 }
 
 }  // namespace
+
+void reset_plans() {
+  std::lock_guard<std::mutex> hold(dnnl_util::lock());
+  conv_plans().clear();
+  g_disk.loaded = false;  // read the file again at the next choice
+}
 
 void set_plan_cache(const std::string& path) {
   std::lock_guard<std::mutex> hold(dnnl_util::lock());

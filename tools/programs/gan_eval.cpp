@@ -120,8 +120,8 @@ int main(int argc, char** argv) {
                  "(biased)")
       ->check(CLI::IsMember({"unbiased", "biased"}));
   app.add_option("--image-size", image_size,
-                 "--images are fitted to this size (default: the feature net's, or for "
-                 "InceptionV3 the first image's)")
+                 "--images, or --data, are fitted to this size by --fit (default: --images to the "
+                 "feature net's size, or for InceptionV3 the first image's; --data as it is)")
       ->check(CLI::PositiveNumber);
   app.add_option("--blur", blur, "Gaussian blur (sigma, pixels) applied to the fake images")
       ->check(CLI::NonNegativeNumber);
@@ -228,7 +228,11 @@ int main(int argc, char** argv) {
       real_fit = nlohmann::json::parse(g.file.meta("config")).value("fit", "resize");
     } else {
       const std::string path = images.empty() ? fake_data : images;
-      if (images.empty()) {
+      if (images.empty() && image_size > 0) {  // fitted like the real images (--fit)
+        fake = std::make_shared<data::Dataset>(
+            *eval::load_image_set(fake_data, fake_split == "train", image_size,
+                                  net->input_channels(), img::parse_fit(fit_arg)));
+      } else if (images.empty()) {
         fake = std::make_shared<data::Dataset>(data::load_auto(fake_data, fake_split == "train"));
       } else {
         data::FolderOptions fo;
@@ -270,7 +274,7 @@ int main(int argc, char** argv) {
                  {"fit", fmt::format("{}@{}", real_fit, fake->height)}};
     j["feature_net"] = {{"file", net_file}, {"digest", digest}, {"net", net->describe()}};
     j["conventions"] = {
-        {"images_fit", images.empty() ? "n/a" : fit_arg},
+        {"images_fit", images.empty() && image_size == 0 ? "n/a" : fit_arg},
         {"real_fit", real_fit},
         {"input_range", inception.empty()     ? "n/a"
                         : input_range == "tf" ? "v / 128 - 1 (TF graph)"

@@ -235,12 +235,13 @@ std::string shrink_for_cpu(Options& o) {
       changed += fmt::format(" {}={}", key, value);
     }
   };
-  shrink("steps", o.steps, int64_t(20));
-  shrink("batch_size", o.batch_size, 8);
+  shrink("steps", o.steps, kCpuSteps);
+  shrink("batch_size", o.batch_size, 64);
   shrink("image_size", o.model.image_size, 32);
-  shrink("sample_every", o.sample_every, int64_t(20));
-  shrink("checkpoint_every", o.checkpoint_every, int64_t(20));
-  shrink("log_every", o.log_every, int64_t(5));
+  shrink("sample_every", o.sample_every, int64_t(250));
+  shrink("checkpoint_every", o.checkpoint_every, int64_t(500));
+  shrink("log_every", o.log_every, int64_t(50));
+  o.announce_duration = true;
   return changed.empty() ? changed : changed.substr(1);
 }
 

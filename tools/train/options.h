@@ -86,6 +86,8 @@ struct Options {
   // Option names given explicitly (on the command line, '-' as '_'); resume checks them against
   // the checkpoint, and the CPU fallback leaves them alone.
   std::set<std::string> given;
+  // Set by the CPU fallback: announce the run's duration after its first timed steps.
+  bool announce_duration = false;
 
   bool sagan() const { return model.arch == models::Arch::kSagan; }
   bool gradient_penalty() const { return loss == Loss::kWganGp; }
@@ -110,9 +112,11 @@ Options resume_options(const Options& o, const st::File& checkpoint, const std::
 // One line of the resolved configuration for the start of a run.
 std::string describe(const Options& o, Device dev);
 
-// The CPU fallback of the default job (no GPU found, --device auto): a short run (20 steps,
-// batch 8, 32 px, frequent outputs) for options the user did not give; returns what it changed
-// ("steps=20 batch_size=8 ...", empty when nothing).
+// The CPU fallback of the default job (no GPU found, --device auto): a run of a few minutes on two
+// cores that still learns (kCpuSteps steps of batch 64 at 32 px, samples every 250 steps) for
+// options the user did not give; returns what it changed ("steps=1500 batch_size=64 ...", empty
+// when nothing). The trainer then announces the run's duration once the first steps are timed.
+constexpr int64_t kCpuSteps = 1500;
 std::string shrink_for_cpu(Options& o);
 
 }  // namespace gan::train

@@ -49,8 +49,9 @@ Device choose_device(Options& o) {
   if (cuda_available()) return Device::CUDA;
   const std::string changed = shrink_for_cpu(o);
   std::printf(
-      "gan_train: no GPU found: running a short CPU run instead (%s). Use --device cpu and "
-      "set --steps to train longer on the CPU.\n",
+      "gan_train: no GPU found: a CPU run instead (%s): a few minutes on two cores, announced "
+      "once its first steps are timed. Use --device cpu and set --steps to train longer on the "
+      "CPU.\n",
       changed.empty() ? "as configured" : changed.c_str());
   return Device::CPU;
 }
@@ -86,6 +87,7 @@ class Training {
   void restore();
   void prepare_evaluation();
   void train();
+  void announce_duration(int64_t start_step);
   Result finish();
 
  private:
@@ -128,7 +130,7 @@ class Training {
   eval::LoadedClassifier evaluator_;
   eval::Extracted eval_real_;
   double best_fd_ = INFINITY;
-  double loop_t0_ = 0, eval_seconds_ = 0;
+  double loop_t0_ = 0, eval_seconds_ = 0, announce_t0_ = 0;
   int64_t loop_images0_ = 0;
   // CUDA graphs: the static real batches and the captured iteration.
   std::vector<Tensor> reals_;
@@ -268,6 +270,7 @@ void Training::train() {
     iterate(start_step);
     ++step_;
     if (profile && step_ == o_.profile_to) GAN_CUDA_CHECK(cudaProfilerStop());
+    if (o_.announce_duration && lead()) announce_duration(start_step);
 
     if (o_.dist_check_every > 0 && step_ % o_.dist_check_every == 0) check_ranks_agree();
     const bool stop = agreed_stop() != 0 && step_ < total_steps_;
@@ -293,6 +296,23 @@ void Training::train() {
   }
   graph_.reset();
   if (dev_ == Device::CUDA) cuda::synchronize();
+}
+
+// The CPU fallback's announcement: steps 10 to 30 timed (after the warm-up's convolution timing),
+// the whole run's duration printed from them.
+void Training::announce_duration(int64_t start_step) {
+  const int64_t done = step_ - start_step;
+  if (done == 10) announce_t0_ = seconds();
+  if (done != 30 || step_ >= total_steps_) return;
+  const double per_step = (seconds() - announce_t0_) / 20;
+  const double left = per_step * double(total_steps_ - step_);
+  const double total = seconds() - loop_t0_ + left;
+  std::printf(
+      "gan_train: this CPU run takes about %.0f min %02.0f s (%lld steps at %.1f it/s; "
+      "samples every %lld steps in %s)\n",
+      std::floor(total / 60), std::fmod(total, 60.0), (long long)total_steps_, 1.0 / per_step,
+      (long long)o_.sample_every, (out_ / "samples").c_str());
+  std::fflush(stdout);
 }
 
 // One iteration: eager, or on CUDA (unless lazy R1 changes the iteration between steps) the
