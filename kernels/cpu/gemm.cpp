@@ -41,6 +41,8 @@ using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, 
 // one matrix for every batch item).
 memory::desc operand(dt type, int64_t batch, int64_t rows, int64_t cols, int64_t ld, bool trans,
                      int64_t s) {
+  if (batch == 1)  // 2-D: oneDNN's optimised matmuls take more layouts there
+    return memory::desc({rows, cols}, type, trans ? memory::dims{1, ld} : memory::dims{ld, 1});
   const int64_t nb = s == 0 ? 1 : batch;
   return memory::desc({nb, rows, cols}, type,
                       trans ? memory::dims{s, 1, ld} : memory::dims{s, ld, 1});
@@ -56,13 +58,24 @@ MatmulPlan* matmul_plan(const Gemm& g, float alpha) {
   try {
     p->a = operand(dt::bf16, g.batch, g.m, g.k, g.row_a(), g.trans_a, g.stride_a);
     p->b = operand(dt::bf16, g.batch, g.k, g.n, g.row_b(), g.trans_b, g.stride_b);
-    p->c = memory::desc({g.batch, g.m, g.n}, dt::f32,
-                        memory::dims{g.batch > 1 ? g.stride_c : g.m * g.row_c(), g.row_c(), 1});
+    p->c = g.batch == 1
+               ? memory::desc({g.m, g.n}, dt::f32, memory::dims{g.row_c(), 1})
+               : memory::desc({g.batch, g.m, g.n}, dt::f32, memory::dims{g.stride_c, g.row_c(), 1});
     dnnl::primitive_attr attr;
     attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
     if (alpha != 1.0f) attr.set_output_scales(0, {alpha});
-    const dnnl::matmul::primitive_desc pd(dnnl::matmul::desc(p->a, p->b, p->c), attr,
-                                          dnnl_util::engine());
+    const dnnl::matmul::desc md(p->a, p->b, p->c);  // outlives the implementation iterator
+    dnnl::matmul::primitive_desc pd(md, attr, dnnl_util::engine());
+    // oneDNN's reference loops are far slower than the float32 GEMM on widened operands (which
+    // gives the same values): only its optimised implementations are taken.
+    while (std::string(pd.impl_info_str()).rfind("ref", 0) == 0)
+      if (!pd.next_impl()) {
+        log_plan(
+            fmt::format("gemm bf16 {}x{}x{} batch {}: no optimised oneDNN matmul for this "
+                        "layout; float32 on the widened operands instead",
+                        g.m, g.n, g.k, g.batch));
+        return (plans[key] = nullptr).get();
+      }
     p->prim = dnnl::matmul(pd);
     p->scratch = pd.scratchpad_desc().get_size();
     log_plan(fmt::format("gemm bf16 {}x{}x{} batch {}: oneDNN {}", g.m, g.n, g.k, g.batch,

@@ -72,6 +72,13 @@ if [ "$cmd" = pack ]; then
     "$build"/bench/bench_spectral_norm "$build"/bench/bench_conv "$dev/bin/"
   strip --strip-unneeded "$dev"/bin/*
   gzip -9 "$dev"/bin/*  # ~3x smaller; `run` unpacks them
+  # The CPU backend's oneDNN (Debian's libdnnl.so.2, 40 MB; xz makes it 7) and the OpenCL loader
+  # it links: the GPU machine (Ubuntu) has neither. `run` puts them on LD_LIBRARY_PATH.
+  mkdir -p "$dev/lib"
+  for lib in libdnnl.so.2 libOpenCL.so.1; do
+    xz -9 -c "$(readlink -f "$(ldconfig -p | sed -n "s/^[[:space:]]*$lib .*=> //p" | head -n 1)")" \
+      > "$dev/lib/$lib.xz"
+  done
   cp /usr/share/datasets/fashion-mnist/*.gz "$dev/data/"  # the test set too: the evaluation cases
   cp "$root/tools/scripts/torch_check.py" "$root/bench/ratio_table.py" \
     "$root/bench/torch_gan_bench.py" "$root/bench/conv_table.py" "$root/bench/torch_gan_train.py" \
@@ -119,6 +126,10 @@ scripts="$dev/scripts"
 for z in "$bin"/*.gz; do  # pack compressed the binaries
   [ -e "$z" ] && gunzip -f "$z" && chmod +x "${z%.gz}"
 done
+for z in "$dev"/lib/*.xz; do  # and the CPU backend's libraries
+  [ -e "$z" ] && xz -d -f "$z"
+done
+[ -d "$dev/lib" ] && export LD_LIBRARY_PATH="$dev/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export GAN_TEST_VERBOSE=1
 export GAN_FASHION_MNIST_DIR="$dev/data"
 export GAN_TRAIN_BIN="$bin/gan_train"
@@ -141,7 +152,7 @@ if [ ! -f "$work/machine.txt" ]; then
       sed 's/^\([^,]*\),/name: \1\ndriver, memory:/'
     python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, "cudnn", torch.backends.cudnn.version())' 2>&1
     echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
-    ldd "$bin/engine_tests" | grep -E 'cublas|cudnn|not found'
+    ldd "$bin/engine_tests" | grep -E 'cublas|cudnn|dnnl|OpenCL|not found'
   } > "$work/machine.txt" 2>&1
   cp "$work/machine.txt" "$out/machine.txt"
 fi

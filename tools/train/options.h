@@ -114,9 +114,9 @@ std::string describe(const Options& o, Device dev);
 
 // The CPU fallback of the default job (no GPU found, --device auto): a run of a few minutes on two
 // cores that still learns (kCpuSteps steps of batch 64 at 32 px, samples every 250 steps) for
-// options the user did not give; returns what it changed ("steps=1500 batch_size=64 ...", empty
+// options the user did not give; returns what it changed ("steps=2000 batch_size=64 ...", empty
 // when nothing). The trainer then announces the run's duration once the first steps are timed.
-constexpr int64_t kCpuSteps = 1500;
+constexpr int64_t kCpuSteps = 2000;
 std::string shrink_for_cpu(Options& o);
 
 }  // namespace gan::train
