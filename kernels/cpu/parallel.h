@@ -17,7 +17,9 @@
 // Marks a function holding a hot loop: compiled three times (AVX-512, AVX2 + FMA, the baseline),
 // the best one for the CPU picked at load time. Without -ffast-math the compiler neither
 // contracts a * b + c into an FMA nor reorders sums, so every version gives the same bits.
-#if defined(__x86_64__)
+// Not under ThreadSanitizer: the clones' resolvers run while the dynamic loader relocates the
+// program, before TSan's runtime is up, and their instrumented entry crashes there.
+#if defined(__x86_64__) && !defined(__SANITIZE_THREAD__)
 #define GAN_CPU_SIMD __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define GAN_CPU_SIMD
