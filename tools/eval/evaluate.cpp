@@ -141,6 +141,7 @@ std::shared_ptr<data::Dataset> sample(models::Gan& net, int64_t n, int batch, ui
 
 void distort(data::Dataset& d, double blur_sigma, double noise_std, uint64_t seed) {
   GAN_CHECK(blur_sigma >= 0 && noise_std >= 0, "gan_eval: blur and noise must be >= 0");
+  if (blur_sigma > 0 || noise_std > 0) d.materialize();  // a mapped dataset is read-only
   const int h = d.height, w = d.width, c = d.channels;
   if (blur_sigma > 0) {
     const int r = int(std::ceil(3 * blur_sigma));
@@ -220,7 +221,7 @@ Extracted cached_extract(FeatureNet& net, const std::string& classifier_digest,
   const std::string source = std::filesystem::absolute(d->source).lexically_normal().string();
   // The images themselves (a path can hold another dataset later), the view, and the net: its
   // file and its configuration (InceptionV3's resize mode is not in the file).
-  const uint64_t pixels = fnv1a(d->pixels.data(), d->pixels.size());
+  const uint64_t pixels = fnv1a(d->pixel_data(), d->pixel_bytes());
   const std::string key =
       fmt::format("{}|{}|{}|{}x{}x{}|{:016x}|{}|{}", source, view, d->count, d->height, d->width,
                   d->channels, pixels, classifier_digest, net.describe());

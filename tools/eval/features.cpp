@@ -27,9 +27,7 @@ Extracted extract(FeatureNet& net, std::shared_ptr<const data::Dataset> data, in
   auto subset = data;
   if (limit > 0 && limit < data->count) {
     auto d = std::make_shared<data::Dataset>(*data);
-    d->count = limit;
-    d->pixels.resize(size_t(limit) * d->image_bytes());
-    if (!d->labels.empty()) d->labels.resize(size_t(limit));
+    d->truncate(limit);
     subset = d;
   }
   data::LoaderOptions o;

@@ -1,8 +1,10 @@
 #include "tools/io/data.h"
 
+#include <sys/mman.h>
 #include <zlib.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -12,6 +14,8 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "kernels/cpu/backend.h"
+#include "tools/io/prepared.h"
 
 namespace gan::data {
 namespace fs = std::filesystem;
@@ -166,13 +170,47 @@ img::Image Dataset::get(int64_t i) const {
   GAN_CHECK(i >= 0 && i < count,
             fmt::format("data: {}: image {} out of range ({} images)", source, i, count));
   img::Image im(height, width, channels);
-  std::memcpy(im.pixels.data(), image(i), image_bytes());
+  if (lazy)
+    lazy->read(i, im.pixels.data());
+  else
+    std::memcpy(im.pixels.data(), image(i), image_bytes());
   return im;
 }
 
 std::string Dataset::info() const {
   return fmt::format("{} {}: {} images {}x{}x{}{}", format, source, count, height, width, channels,
-                     labels.empty() ? "" : " with labels");
+                     labels.empty()    ? ""
+                     : classes.empty() ? " with labels"
+                                       : fmt::format(" in {} classes", classes.size()));
+}
+
+void Dataset::truncate(int64_t n) {
+  GAN_CHECK(n >= 0 && n <= count,
+            fmt::format("data: {}: cannot keep {} of {} images", source, n, count));
+  count = n;
+  if (!mapped) pixels.resize(size_t(n) * image_bytes());
+  if (!labels.empty()) labels.resize(size_t(n));
+}
+
+void Dataset::materialize() {
+  if (lazy) {
+    pixels.resize(size_t(count) * image_bytes());
+    for (int64_t i = 0; i < count; ++i) lazy->read(i, pixels.data() + size_t(i) * image_bytes());
+    lazy.reset();
+    return;
+  }
+  if (!mapped) return;
+  pixels.assign(mapped, mapped + size_t(count) * image_bytes());
+  mapped = nullptr;
+  mapping.reset();
+}
+
+void Dataset::will_need(int64_t i, int64_t n) const {
+  if (!mapped || n <= 0) return;
+  static const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = reinterpret_cast<uintptr_t>(image(i)) & ~(page - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(image(i) + size_t(n) * image_bytes());
+  (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);  // a hint only
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,21 +316,23 @@ Dataset load_cifar10(const std::string& dir, bool train) {
   return d;
 }
 
-Dataset load_folder(const std::string& dir, const FolderOptions& options) {
-  check_directory(dir);
-  GAN_CHECK(options.size > 0 && (options.channels == 1 || options.channels == 3),
-            fmt::format("data: {}: invalid folder options (size {}, channels {})", dir,
-                        options.size, options.channels));
+namespace {
+
+bool is_image_file(const fs::path& p) {
+  const std::string ext = lower(p.extension().string());
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg";
+}
+
+// Image files under dir (recursively or not), sorted by path.
+std::vector<std::string> image_files(const std::string& dir, bool recursive) {
   std::vector<std::string> files;
   auto consider = [&](const fs::directory_entry& e) {
     std::error_code ec;
-    if (!e.is_regular_file(ec)) return;
-    const std::string ext = lower(e.path().extension().string());
-    if (ext == ".png" || ext == ".jpg" || ext == ".jpeg") files.push_back(e.path().string());
+    if (e.is_regular_file(ec) && is_image_file(e.path())) files.push_back(e.path().string());
   };
   std::error_code ec;
   const auto opts = fs::directory_options::skip_permission_denied;
-  if (options.recursive) {
+  if (recursive) {
     for (fs::recursive_directory_iterator it(dir, opts, ec), end; !ec && it != end;
          it.increment(ec))
       consider(*it);
@@ -301,31 +341,116 @@ Dataset load_folder(const std::string& dir, const FolderOptions& options) {
       consider(*it);
   }
   if (ec) fail(dir, "cannot list (" + ec.message() + ")");
-  if (files.empty()) fail(dir, "no PNG or JPEG images");
   std::sort(files.begin(), files.end());
-  if (options.limit > 0 && int64_t(files.size()) > options.limit)
-    files.resize(size_t(options.limit));
+  return files;
+}
+
+}  // namespace
+
+FolderListing list_folder(const std::string& dir, bool recursive) {
+  check_directory(dir);
+  // No images at the top but subfolders: one subfolder per class (torchvision's ImageFolder).
+  bool top_images = false;
+  std::vector<std::string> subdirs;
+  std::error_code ec;
+  for (fs::directory_iterator it(dir, fs::directory_options::skip_permission_denied, ec), end;
+       !ec && it != end; it.increment(ec)) {
+    std::error_code ec2;
+    if (it->is_directory(ec2))
+      subdirs.push_back(it->path().filename().string());
+    else if (it->is_regular_file(ec2) && is_image_file(it->path()))
+      top_images = true;
+  }
+  if (ec) fail(dir, "cannot list (" + ec.message() + ")");
+  FolderListing l;
+  if (!top_images && !subdirs.empty()) {
+    std::sort(subdirs.begin(), subdirs.end());
+    for (const std::string& name : subdirs) {
+      std::vector<std::string> f = image_files((fs::path(dir) / name).string(), true);
+      if (f.empty()) continue;  // as ImageFolder: a class has at least one image
+      l.labels.insert(l.labels.end(), f.size(), int32_t(l.classes.size()));
+      l.classes.push_back(name);
+      l.files.insert(l.files.end(), f.begin(), f.end());
+    }
+  } else {
+    l.files = image_files(dir, recursive);
+  }
+  if (l.files.empty()) fail(dir, "no PNG or JPEG images");
+  return l;
+}
+
+Dataset load_folder(const std::string& dir, const FolderOptions& options) {
+  check_directory(dir);
+  GAN_CHECK(options.size > 0 && (options.channels == 1 || options.channels == 3),
+            fmt::format("data: {}: invalid folder options (size {}, channels {})", dir,
+                        options.size, options.channels));
+  FolderListing l = list_folder(dir, options.recursive);
+  if (options.limit > 0 && int64_t(l.files.size()) > options.limit) {
+    l.files.resize(size_t(options.limit));
+    if (!l.labels.empty()) l.labels.resize(size_t(options.limit));
+  }
 
   Dataset d;
   d.height = d.width = options.size;
   d.channels = options.channels;
-  d.count = int64_t(files.size());
-  d.pixels.resize(size_t(d.count) * d.image_bytes());
-  for (size_t i = 0; i < files.size(); ++i) {
-    const img::Image im =
-        img::fit(img::to_channels(img::decode_file(files[i], 0, "data"), options.channels),
-                 options.size, options.fit, options.background);
-    std::memcpy(d.pixels.data() + i * d.image_bytes(), im.pixels.data(), d.image_bytes());
-  }
+  d.count = int64_t(l.files.size());
+  d.labels = std::move(l.labels);
+  d.classes = std::move(l.classes);
   d.source = dir;
   d.format = "folder";
+  if (options.lazy) {
+    struct FolderImages : LazyImages {
+      std::vector<std::string> files;
+      FolderOptions o;
+      void read(int64_t i, uint8_t* dst) const override {
+        const img::Image im =
+            img::fit(img::to_channels(img::decode_file(files[size_t(i)], 0, "data"), o.channels),
+                     o.size, o.fit, o.background);
+        std::memcpy(dst, im.pixels.data(), im.pixels.size());
+      }
+    };
+    auto f = std::make_shared<FolderImages>();
+    f->files = std::move(l.files);
+    f->o = options;
+    d.lazy = std::move(f);
+    (void)d.get(0);  // a folder of unreadable files fails here, not at the first batch
+    return d;
+  }
+  d.pixels.resize(size_t(d.count) * d.image_bytes());
+  // Decoded on several threads, each image into its own place: the result does not depend on the
+  // thread count. The first error (in file order) is the one reported.
+  const int threads = int(std::clamp<int64_t>(
+      options.threads > 0 ? options.threads : kernels::cpu::num_threads(), 1, d.count));
+  std::atomic<int64_t> next{0};
+  std::vector<std::exception_ptr> errors(size_t(d.count));
+  std::atomic<bool> failed{false};
+  auto work = [&] {
+    for (int64_t i; !failed.load(std::memory_order_relaxed) && (i = next++) < d.count;) {
+      try {
+        const img::Image im = img::fit(
+            img::to_channels(img::decode_file(l.files[size_t(i)], 0, "data"), options.channels),
+            options.size, options.fit, options.background);
+        std::memcpy(d.pixels.data() + size_t(i) * d.image_bytes(), im.pixels.data(),
+                    d.image_bytes());
+      } catch (...) {
+        errors[size_t(i)] = std::current_exception();
+        failed = true;
+      }
+    }
+  };
+  std::vector<std::thread> pool;
+  for (int t = 1; t < threads; ++t) pool.emplace_back(work);
+  work();
+  for (std::thread& t : pool) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
   return d;
 }
 
 Dataset load_auto(const std::string& path, bool train, const FolderOptions& folder) {
   std::error_code ec;
   if (!fs::exists(path, ec)) fail(path, "no such file or directory");
-  if (!fs::is_directory(path, ec)) return load_idx(path);
+  if (!fs::is_directory(path, ec)) return is_prepared(path) ? map_prepared(path) : load_idx(path);
   const fs::path p(path);
   if (path_exists(p / "data_batch_1.bin") || path_exists(p / "test_batch.bin"))
     return load_cifar10(path, train);
@@ -361,8 +486,9 @@ struct Loader::Slot {
 // kFitCacheBytes.
 struct Loader::FitCache {
   size_t image_bytes = 0;
-  std::vector<uint8_t> pixels;  // (N, S, S, sc)
-  std::vector<uint8_t> done;    // (N) 1 once pixels holds image i
+  // (N, S, S, sc), not initialised: a page costs memory only once an image is written into it
+  std::unique_ptr<uint8_t[]> pixels;
+  std::vector<uint8_t> done;  // (N) 1 once pixels holds image i
 };
 
 Loader::Loader(Dataset data, const LoaderOptions& options)
@@ -374,9 +500,9 @@ Loader::Loader(std::shared_ptr<const Dataset> data, const LoaderOptions& options
   const Dataset& d = *data_;
   GAN_CHECK(d.channels == 1 || d.channels == 3,
             fmt::format("data: {}: {} channels (expected 1 or 3)", d.source, d.channels));
-  GAN_CHECK(d.pixels.size() == size_t(d.count) * d.image_bytes(),
+  GAN_CHECK(d.lazy || (d.pixel_data() && d.pixel_bytes() == size_t(d.count) * d.image_bytes()),
             fmt::format("data: {}: {} pixel bytes for {} images of {}x{}x{}", d.source,
-                        d.pixels.size(), d.count, d.height, d.width, d.channels));
+                        d.pixel_bytes(), d.count, d.height, d.width, d.channels));
   GAN_CHECK(opt_.image_size > 0 && opt_.image_size <= 8192,
             fmt::format("data: loader: invalid image_size {}", opt_.image_size));
   GAN_CHECK(opt_.channels == 1 || opt_.channels == 3,
@@ -385,6 +511,8 @@ Loader::Loader(std::shared_ptr<const Dataset> data, const LoaderOptions& options
             fmt::format("data: loader: invalid batch_size {}", opt_.batch_size));
   GAN_CHECK(opt_.prefetch >= 1 && opt_.prefetch <= 8,
             fmt::format("data: loader: invalid prefetch {} (expected 1..8)", opt_.prefetch));
+  GAN_CHECK(opt_.workers >= 1 && opt_.workers <= 256,
+            fmt::format("data: loader: invalid workers {} (expected 1..256)", opt_.workers));
   GAN_CHECK(opt_.shard_count >= 1 && opt_.shard_rank >= 0 && opt_.shard_rank < opt_.shard_count &&
                 (opt_.shard_count == 1 || opt_.drop_last),
             fmt::format("data: loader: invalid shard {} of {} (drop_last {})", opt_.shard_rank,
@@ -428,7 +556,9 @@ bool Loader::flipped(int64_t epoch, int64_t position) const {
   return mix64(mix64(mix64(opt_.seed ^ kFlipSalt) ^ uint64_t(epoch)) + uint64_t(position)) & 1;
 }
 
-// Batch (epoch, step) into out (rows, S, S, C): gather, fit, convert, flip, scale to [-1, 1].
+// Batch (epoch, step) into out (rows, S, S, C): gather (decode), fit, convert, flip, scale to
+// [-1, 1]. Rows that need decoding or fitting are split over opt_.workers threads; every row is a
+// function of its image alone, so the result does not depend on how they are split.
 void Loader::prepare(const std::vector<int64_t>& order, int64_t epoch, int64_t step, float* out,
                      FitCache* cache) const {
   const Dataset& d = *data_;
@@ -436,44 +566,77 @@ void Loader::prepare(const std::vector<int64_t>& order, int64_t epoch, int64_t s
   const int64_t rows = batch_rows(step);
   const bool to_gray = d.channels == 3 && C == 1;
   const bool same_size = d.height == S && d.width == S;
-  const int sc = to_gray ? 1 : d.channels;  // channels of the fitted image
+  const bool work = to_gray || !same_size || d.lazy;  // per-image work before the copy
+  const int sc = to_gray ? 1 : d.channels;            // channels of the fitted image
   const size_t fitted_bytes = size_t(S) * S * sc;
-  if (cache && cache->image_bytes == 0 && (to_gray || !same_size) &&
+  if (cache && cache->image_bytes == 0 && work &&
       fitted_bytes * size_t(d.count) <= kFitCacheBytes) {
     cache->image_bytes = fitted_bytes;
-    cache->pixels.resize(fitted_bytes * size_t(d.count));
+    cache->pixels.reset(new uint8_t[fitted_bytes * size_t(d.count)]);
     cache->done.assign(size_t(d.count), 0);
   }
   const bool use_cache = cache && cache->image_bytes != 0;
-  img::Image tmp;
-  for (int64_t r = 0; r < rows; ++r) {
-    const int64_t position =
-        (step * opt_.shard_count + opt_.shard_rank) * int64_t(opt_.batch_size) + r;
-    const int64_t index = order[size_t(position)];
-    // src (S, S, sc) after fitting; RGB -> gray happens before fitting (less to resample).
-    const uint8_t* src = d.image(index);
-    if (use_cache && cache->done[size_t(index)]) {
-      src = cache->pixels.data() + size_t(index) * fitted_bytes;
-    } else if (to_gray || !same_size) {
-      tmp = d.get(index);
-      if (to_gray) tmp = img::to_gray(tmp);
-      if (!same_size) tmp = img::fit(tmp, S, opt_.fit, opt_.background);
-      src = tmp.pixels.data();
-      if (use_cache) {
-        std::memcpy(cache->pixels.data() + size_t(index) * fitted_bytes, src, fitted_bytes);
-        cache->done[size_t(index)] = 1;
+  auto do_rows = [&](int64_t r0, int64_t stride) {
+    img::Image tmp;
+    for (int64_t r = r0; r < rows; r += stride) {
+      const int64_t position =
+          (step * opt_.shard_count + opt_.shard_rank) * int64_t(opt_.batch_size) + r;
+      const int64_t index = order[size_t(position)];
+      // src (S, S, sc) after fitting; RGB -> gray happens before fitting (less to resample).
+      const uint8_t* src = nullptr;
+      if (use_cache && cache->done[size_t(index)]) {
+        src = cache->pixels.get() + size_t(index) * fitted_bytes;
+      } else if (work) {
+        tmp = d.get(index);
+        if (to_gray) tmp = img::to_gray(tmp);
+        if (!same_size) tmp = img::fit(tmp, S, opt_.fit, opt_.background);
+        src = tmp.pixels.data();
+        if (use_cache) {  // rows of one batch are distinct images: no two threads write one slot
+          std::memcpy(cache->pixels.get() + size_t(index) * fitted_bytes, src, fitted_bytes);
+          cache->done[size_t(index)] = 1;
+        }
+      } else {
+        src = d.image(index);
+      }
+      const bool flip = flipped(epoch, position);
+      float* dst = out + size_t(r) * S * S * C;
+      for (int y = 0; y < S; ++y) {
+        for (int x = 0; x < S; ++x) {
+          const uint8_t* p = src + (size_t(y) * S + (flip ? S - 1 - x : x)) * sc;
+          float* q = dst + (size_t(y) * S + x) * C;
+          for (int k = 0; k < C; ++k) q[k] = float(p[sc == 1 ? 0 : k]) / 127.5f - 1.0f;
+        }
       }
     }
-    const bool flip = flipped(epoch, position);
-    float* dst = out + size_t(r) * S * S * C;
-    for (int y = 0; y < S; ++y) {
-      for (int x = 0; x < S; ++x) {
-        const uint8_t* p = src + (size_t(y) * S + (flip ? S - 1 - x : x)) * sc;
-        float* q = dst + (size_t(y) * S + x) * C;
-        for (int k = 0; k < C; ++k) q[k] = float(p[sc == 1 ? 0 : k]) / 127.5f - 1.0f;
-      }
-    }
+  };
+  // Workers only where rows may need decoding or fitting (a cached epoch is a copy).
+  bool all_cached = use_cache;
+  for (int64_t r = 0; all_cached && r < rows; ++r)
+    all_cached = cache->done[size_t(
+        order[size_t((step * opt_.shard_count + opt_.shard_rank) * int64_t(opt_.batch_size) + r)])];
+  const int64_t threads = work && !all_cached ? std::min<int64_t>(opt_.workers, rows) : 1;
+  if (threads <= 1) {
+    do_rows(0, 1);
+    return;
   }
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(threads));
+  std::vector<std::thread> pool;
+  for (int64_t t = 1; t < threads; ++t)
+    pool.emplace_back([&, t] {
+      try {
+        do_rows(t, threads);
+      } catch (...) {
+        errors[size_t(t)] = std::current_exception();
+      }
+    });
+  try {
+    do_rows(0, threads);
+  } catch (...) {
+    errors[0] = std::current_exception();
+  }
+  for (std::thread& t : pool) t.join();
+  for (const std::exception_ptr& e : errors)
+    if (e) std::rethrow_exception(e);
 }
 
 Tensor Loader::batch(int64_t epoch, int64_t step) const {
@@ -528,6 +691,13 @@ void Loader::produce() {
       if (p.epoch != order_epoch) {
         order = permutation(p.epoch);
         order_epoch = p.epoch;
+      }
+      if (data_->mapped) {  // page in the next batch's images while this one is assembled
+        const int64_t next = p.step + 1 < batches_per_epoch_ ? p.step + 1 : -1;
+        if (next >= 0)
+          for (int64_t r = 0, rows = batch_rows(next); r < rows; ++r)
+            data_->will_need(order[size_t(
+                (next * opt_.shard_count + opt_.shard_rank) * int64_t(opt_.batch_size) + r)]);
       }
       prepare(order, p.epoch, p.step, s.host.data<float>(), cache_.get());
       if (++p.step == batches_per_epoch_) p = Position{p.epoch + 1, 0};

@@ -24,19 +24,42 @@ namespace gan::data {
 
 inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
-// N images of H x W x C bytes, stored contiguously: pixels (N, H, W, C).
+// Images decoded when they are used (a folder streamed without preparing): read(i, dst) writes
+// image i, fitted, as height x width x channels bytes. Safe to call from several threads at once.
+struct LazyImages {
+  virtual ~LazyImages() = default;
+  virtual void read(int64_t i, uint8_t* dst) const = 0;
+};
+
+// N images of H x W x C bytes, stored contiguously: pixels (N, H, W, C), in memory or mapped from
+// a prepared file (tools/io/prepared.h). Copies share a mapping (read-only).
 struct Dataset {
   int64_t count = 0;
   int height = 0, width = 0, channels = 0;
-  std::vector<uint8_t> pixels;  // (N, H, W, C)
-  std::vector<int32_t> labels;  // (N), or empty when the source has none
-  std::string source;           // the file or directory it was read from
-  std::string format;           // "idx", "cifar10", "folder"
+  std::vector<uint8_t> pixels;          // (N, H, W, C) in memory; empty when mapped
+  std::vector<int32_t> labels;          // (N), or empty when the source has none
+  std::vector<std::string> classes;     // label k names classes[k]; empty when unnamed
+  std::string source;                   // the file or directory it was read from
+  std::string format;                   // "idx", "cifar10", "folder", "prepared"
+  std::shared_ptr<const void> mapping;  // keeps `mapped` valid
+  const uint8_t* mapped = nullptr;      // (N, H, W, C) in a read-only mapping, or null
+  // Set for a streamed folder: no pixels are held (pixel_data() is null, image() must not be
+  // called); get(i) decodes. The Loader decodes on its workers.
+  std::shared_ptr<const LazyImages> lazy;
 
   size_t image_bytes() const { return size_t(height) * width * channels; }
-  const uint8_t* image(int64_t i) const { return pixels.data() + size_t(i) * image_bytes(); }
+  const uint8_t* pixel_data() const { return lazy ? nullptr : mapped ? mapped : pixels.data(); }
+  size_t pixel_bytes() const {
+    return lazy ? 0 : mapped ? size_t(count) * image_bytes() : pixels.size();
+  }
+  const uint8_t* image(int64_t i) const { return pixel_data() + size_t(i) * image_bytes(); }
   img::Image get(int64_t i) const;  // a copy of image i
   std::string info() const;         // "idx /x/train-images-idx3-ubyte.gz: 60000 images 28x28x1"
+  void truncate(int64_t n);         // keeps the first n images (and labels)
+  void materialize();  // copies mapped (or decodes lazy) pixels into `pixels` (to edit them)
+  // Read-ahead for a mapped dataset: asks the kernel to page in images [i, i + n) (no-op in
+  // memory).
+  void will_need(int64_t i, int64_t n = 1) const;
 };
 
 // MNIST-format IDX: images (magic 0x00000803: count, rows, cols, big-endian uint32) and optional
@@ -52,8 +75,11 @@ Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir, bool train
 // stored HWC.
 Dataset load_cifar10(const std::string& dir, bool train = true);
 
-// A folder of PNG/JPEG images (*.png, *.jpg, *.jpeg, any case), sorted by path, each decoded,
-// converted to `channels` and fitted to size x size on load.
+// A folder of PNG/JPEG images (*.png, *.jpg, *.jpeg, any case), sorted by path, each decoded on
+// `threads` threads (0: the CPU backend's count), converted to `channels` and fitted to size x
+// size. A folder without images of its own whose subfolders hold them is laid out by class, as
+// torchvision's ImageFolder: each subfolder (sorted by name) is a class, its images (recursively)
+// carry its index as label, and the names go to Dataset::classes.
 struct FolderOptions {
   int size = 64;
   int channels = 3;               // 1 or 3
@@ -61,11 +87,25 @@ struct FolderOptions {
   uint8_t background = 0;         // padding value for Fit::Pad
   bool recursive = false;         // include subdirectories
   int64_t limit = 0;              // > 0: only the first `limit` files (sorted order)
+  int threads = 0;                // decoding threads; 0: kernels::cpu::num_threads()
+  // Stream: list the files only and decode each image when it is used (Dataset::lazy), so the
+  // first batch comes after its own images, not after the whole folder.
+  bool lazy = false;
 };
+
+// The files a folder load would read, in order, with their labels (empty unless laid out by
+// class) and class names. Throws "no PNG or JPEG images" when there are none.
+struct FolderListing {
+  std::vector<std::string> files;
+  std::vector<int32_t> labels;
+  std::vector<std::string> classes;
+};
+FolderListing list_folder(const std::string& dir, bool recursive);
 Dataset load_folder(const std::string& dir, const FolderOptions& options = {});
 
-// Picks the loader from what `path` is: an IDX file; a directory with data_batch_1.bin (CIFAR-10),
-// with train-images-idx3-ubyte[.gz] (Fashion-MNIST/MNIST), else a folder of images.
+// Picks the loader from what `path` is: a prepared file (prepared.h, mapped); an IDX file; a
+// directory with data_batch_1.bin (CIFAR-10), with train-images-idx3-ubyte[.gz]
+// (Fashion-MNIST/MNIST), else a folder of images.
 Dataset load_auto(const std::string& path, bool train = true, const FolderOptions& folder = {});
 
 struct LoaderOptions {
@@ -80,6 +120,9 @@ struct LoaderOptions {
   bool shuffle = true;    // false: every epoch in dataset order (evaluation)
   Device device = Device::CUDA;
   int prefetch = 3;  // host buffers in the ring (1..8; pinned for CUDA): batches prepared ahead
+  // Threads that assemble a batch's rows when images need decoding (a streamed folder) or fitting
+  // (first use); 1: the producer alone. The batches do not depend on it.
+  int workers = 2;
   // Data parallel: this loader yields rows [shard_rank B, (shard_rank + 1) B) of each global batch
   // of shard_count B images (the same permutation and flips on every rank; drop_last only).
   int shard_rank = 0, shard_count = 1;

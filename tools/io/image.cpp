@@ -104,7 +104,9 @@ extern "C" void jpeg_quiet(j_common_ptr, int) {}
 
 // Decodes into `out` (gray or RGB as the file is); false with `why` on failure. No C++ object is
 // created between setjmp and a longjmp back to it.
-bool decode_jpeg(const uint8_t* data, size_t size, Image& out, std::string& why) {
+// min_side > 0: decodes at 1/8, 1/4 or 1/2 scale (libjpeg's DCT-domain scaling, the smallest
+// whose sides stay >= min_side), which skips most of the inverse DCT and the colour conversion.
+bool decode_jpeg(const uint8_t* data, size_t size, Image& out, std::string& why, int min_side) {
   jpeg_decompress_struct cinfo{};
   JpegError err{};
   cinfo.err = jpeg_std_error(&err.mgr);
@@ -129,6 +131,16 @@ bool decode_jpeg(const uint8_t* data, size_t size, Image& out, std::string& why)
     std::longjmp(err.jump, 1);
   }
   cinfo.out_color_space = cinfo.num_components == 1 ? JCS_GRAYSCALE : JCS_RGB;
+  if (min_side > 0) {
+    const unsigned side = std::min(cinfo.image_width, cinfo.image_height);
+    for (unsigned d : {8u, 4u, 2u}) {
+      if ((side + d - 1) / d >= unsigned(min_side)) {
+        cinfo.scale_num = 1;
+        cinfo.scale_denom = d;
+        break;
+      }
+    }
+  }
   jpeg_start_decompress(&cinfo);
   out.width = int(cinfo.output_width);
   out.height = int(cinfo.output_height);
@@ -189,7 +201,7 @@ void append_bytes(void* context, void* data, int size) {
 Image::Image(int h, int w, int c, uint8_t value)
     : height(h), width(w), channels(c), pixels(size_t(h) * w * c, value) {}
 
-Image decode_file(const std::string& path, int channels, std::string_view who) {
+Image decode_file(const std::string& path, int channels, std::string_view who, int min_side) {
   GAN_CHECK(channels == 0 || channels == 1 || channels == 3,
             fmt::format("{}: {}: cannot decode to {} channels (expected 0, 1 or 3)", who, path,
                         channels));
@@ -201,10 +213,12 @@ Image decode_file(const std::string& path, int channels, std::string_view who) {
   while ((got = std::fread(buf, 1, sizeof buf, f.get())) > 0)
     bytes.insert(bytes.end(), buf, buf + got);
   GAN_CHECK(!std::ferror(f.get()), fmt::format("{}: {}: read error ({})", who, path, errno_text()));
-  return decode_memory(bytes.data(), bytes.size(), channels, fmt::format("{}: {}", who, path));
+  return decode_memory(bytes.data(), bytes.size(), channels, fmt::format("{}: {}", who, path),
+                       min_side);
 }
 
-Image decode_memory(const uint8_t* data, size_t size, int channels, std::string_view what) {
+Image decode_memory(const uint8_t* data, size_t size, int channels, std::string_view what,
+                    int min_side) {
   GAN_CHECK(channels == 0 || channels == 1 || channels == 3,
             fmt::format("{}: cannot decode to {} channels (expected 0, 1 or 3)", what, channels));
   GAN_CHECK(size <= size_t(INT32_MAX),
@@ -212,7 +226,7 @@ Image decode_memory(const uint8_t* data, size_t size, int channels, std::string_
   if (size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) {
     Image im;
     std::string why;
-    GAN_CHECK(decode_jpeg(data, size, im, why),
+    GAN_CHECK(decode_jpeg(data, size, im, why, min_side),
               fmt::format("{}: cannot decode (JPEG: {})", what, why));
     return from_interleaved(im.pixels.data(), im.width, im.height, im.channels, channels);
   }

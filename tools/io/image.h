@@ -39,9 +39,14 @@ struct Image {
 // colour: gray (with or without alpha) -> 1, else 3. At most 16384 pixels a side.
 // Errors: "<who>: <path>: cannot open (<strerror>)", "<who>: <path>: cannot decode (<reason>)"
 // with reason "PNG: <libpng's message>", "JPEG: <libjpeg's message>" or "not a PNG or JPEG file".
-Image decode_file(const std::string& path, int channels = 3, std::string_view who = "image");
+// min_side > 0 (JPEG only; PNG ignores it): a fast, approximate decode for images about to be
+// shrunk. libjpeg-turbo scales by 1/2, 1/4 or 1/8 in the DCT domain (the smallest scale whose
+// sides stay >= min_side), as PIL's Image.draft does; the pixels differ from a full decode
+// followed by a box filter by a few levels.
+Image decode_file(const std::string& path, int channels = 3, std::string_view who = "image",
+                  int min_side = 0);
 Image decode_memory(const uint8_t* data, size_t size, int channels = 3,
-                    std::string_view what = "image: <memory>");
+                    std::string_view what = "image: <memory>", int min_side = 0);
 
 // Gray <-> RGB. to_gray uses the ITU-R 601-2 luma (as PIL's convert("L")):
 // L = (19595 R + 38470 G + 7471 B + 32768) >> 16. Both return the input unchanged when it already

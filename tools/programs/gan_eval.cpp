@@ -246,8 +246,7 @@ int main(int argc, char** argv) {
       fake_info = {{images.empty() ? "data" : "images", path}};
       if (images.empty()) fake_info["split"] = fake_split;
       if (fake_limit > 0 && fake_limit < fake->count) {
-        fake->count = fake_limit;
-        fake->pixels.resize(size_t(fake_limit) * fake->image_bytes());
+        fake->truncate(fake_limit);
       }
     }
     if (!real_fit_arg.empty()) real_fit = real_fit_arg;

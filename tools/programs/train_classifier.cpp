@@ -75,9 +75,7 @@ int main(int argc, char** argv) {
     GAN_CHECK(!train->labels.empty() && !test->labels.empty(),
               fmt::format("train_classifier: {}: the labels files are missing", data_dir));
     if (limit > 0 && limit < train->count) {
-      train->count = limit;
-      train->pixels.resize(size_t(limit) * train->image_bytes());
-      train->labels.resize(size_t(limit));
+      train->truncate(limit);
     }
     eval::ClassifierConfig cfg;
     cfg.width = width, cfg.features = features;

@@ -169,7 +169,15 @@ void Training::prepare_outputs() {
 }
 
 void Training::load_data() {
-  data::Dataset ds = data::load_auto(o_.data);
+  // A folder of images is streamed (listed now, decoded by the loader's workers as batches need
+  // them), each image centre-cropped and fitted to the training size once; prepared files are
+  // mapped (gan_data prepare: decoded once for every run).
+  data::FolderOptions fo;
+  fo.size = o_.model.image_size;
+  fo.channels = o_.model.channels == 1 ? 1 : 3;
+  fo.fit = img::Fit::Crop;
+  fo.lazy = true;
+  data::Dataset ds = data::load_auto(o_.data, true, fo);
   if (o_.model.channels == 0) o_.model.channels = ds.channels == 1 ? 1 : 3;
   loader_ = std::make_unique<data::Loader>(std::move(ds), loader_options(o_, dev_));
   GAN_CHECK(loader_->batches_per_epoch() > 0,
