@@ -4,6 +4,7 @@
 // damaged files are refused with one line naming the file.
 #include <catch2/catch.hpp>
 
+#include <zip.h>
 #include <zlib.h>
 
 #include <cstdio>
@@ -331,4 +332,83 @@ TEST_CASE("prepared: fast decode stays within a few levels of the exact decode",
   CHECK(differ > 0);  // it did decode differently
   CHECK(worst <= 6);
   CHECK(double(sum) / double(e.pixel_bytes()) < 1.5);
+}
+
+namespace {
+
+// A zip archive of (name, bytes) entries, deflated, written with libzip.
+void write_zip(const std::string& path,
+               const std::vector<std::pair<std::string, std::vector<uint8_t>>>& entries) {
+  int err = 0;
+  zip_t* z = zip_open(path.c_str(), ZIP_CREATE | ZIP_TRUNCATE, &err);
+  REQUIRE(z != nullptr);
+  for (const auto& [name, bytes] : entries) {
+    zip_source_t* s = zip_source_buffer(z, bytes.data(), bytes.size(), 0);
+    REQUIRE(s != nullptr);
+    REQUIRE(zip_file_add(z, name.c_str(), s, ZIP_FL_ENC_UTF_8) >= 0);
+  }
+  REQUIRE(zip_close(z) == 0);  // the buffers are read here
+}
+
+}  // namespace
+
+TEST_CASE("prepared: a zip archive prepares as the folder it holds; bombs are refused",
+          "[io][cpu]") {
+  TempDir dir;
+  // The folder, and the same files zipped below a common top folder "set/".
+  const std::vector<std::string> names = {"cat/a.png", "cat/b.jpg", "dog/sub/c.png", "dog/d.png"};
+  std::vector<std::pair<std::string, std::vector<uint8_t>>> entries;
+  for (size_t i = 0; i < names.size(); ++i) {
+    const fs::path p = dir.path / "set" / names[i];
+    fs::create_directories(p.parent_path());
+    gan::img::Image im(10 + int(i), 14, 3, uint8_t(30 * i + 5));
+    if (p.extension() == ".jpg")
+      gan::img::write_jpeg(p.string(), im);
+    else
+      gan::img::write_png(p.string(), im);
+    entries.emplace_back("set/" + names[i], read_bytes(p.string()));
+  }
+  entries.emplace_back("set/readme.txt", std::vector<uint8_t>{'h', 'i'});
+  entries.emplace_back("__MACOSX/set/cat/._a.png", std::vector<uint8_t>{0, 5, 22});
+  const std::string zip = dir.file("set.zip");
+  write_zip(zip, entries);
+
+  PrepareOptions po;
+  po.size = 8;
+  const gan::data::PrepareResult r = gan::data::prepare(zip, dir.file("z.gands"), po);
+  CHECK(r.source_format == "zip");
+  CHECK(r.count == 4);
+  gan::data::prepare(dir.file("set"), dir.file("f.gands"), po);
+  const Dataset z = gan::data::map_prepared(dir.file("z.gands"));
+  const Dataset f = gan::data::map_prepared(dir.file("f.gands"));
+  CHECK(z.classes == std::vector<std::string>{"cat", "dog"});
+  CHECK(z.labels == std::vector<int32_t>{0, 0, 1, 1});
+  CHECK(z.labels == f.labels);
+  REQUIRE(z.pixel_bytes() == f.pixel_bytes());
+  CHECK(std::memcmp(z.pixel_data(), f.pixel_data(), z.pixel_bytes()) == 0);
+
+  // A bomb: an entry whose directory says 300 MiB uncompressed is refused before it is inflated.
+  std::vector<uint8_t> b = read_bytes(zip);
+  for (size_t at = 0; at + 46 <= b.size(); ++at) {
+    if (b[at] == 'P' && b[at + 1] == 'K' && b[at + 2] == 1 && b[at + 3] == 2) {  // central entry
+      const uint32_t big = 300u << 20;
+      for (int k = 0; k < 4; ++k) b[at + 24 + k] = uint8_t(big >> (8 * k));
+      break;  // the first: set/cat/a.png
+    }
+  }
+  write_bytes(dir.file("bomb.zip"), b);
+  CHECK(error_of([&] { gan::data::prepare(dir.file("bomb.zip"), dir.file("bomb.gands"), po); }) ==
+        "data: " + dir.file("bomb.zip") +
+            ": set/cat/a.png: 314572800 bytes uncompressed (over 256 MiB: not an image, or a zip "
+            "bomb)");
+  CHECK_FALSE(fs::exists(dir.file("bomb.gands")));
+  // A truncated archive, and an archive without images.
+  b = read_bytes(zip);
+  b.resize(b.size() / 2);
+  write_bytes(dir.file("half.zip"), b);
+  CHECK_THAT(error_of([&] { gan::data::prepare(dir.file("half.zip"), dir.file("h.gands"), po); }),
+             StartsWith("data: " + dir.file("half.zip") + ": not a readable zip archive ("));
+  write_zip(dir.file("text.zip"), {{"a.txt", {'x'}}});
+  CHECK(error_of([&] { gan::data::prepare(dir.file("text.zip"), dir.file("t.gands"), po); }) ==
+        "data: " + dir.file("text.zip") + ": no PNG or JPEG images in the archive");
 }

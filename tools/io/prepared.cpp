@@ -4,6 +4,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <zip.h>
 #include <zlib.h>
 
 #include <algorithm>
@@ -84,6 +85,151 @@ void pwrite_all(int fd, const void* src, size_t n, uint64_t offset, const std::s
   }
 }
 
+// A zip archive of images, read by several threads: each borrows an open handle (libzip's handles
+// are not safe to share between threads) and gives it back.
+class ZipImages {
+ public:
+  // An entry larger than this is refused before it is inflated: an image of at most 16.8
+  // megapixels (img::decode_*) is far smaller as a PNG or JPEG, whatever the archive claims.
+  static constexpr uint64_t kMaxEntry = uint64_t(256) << 20;
+
+  explicit ZipImages(std::string path) : path_(std::move(path)) {
+    zip_t* z = open();
+    const zip_int64_t n = zip_get_num_entries(z, 0);
+    std::vector<std::pair<std::string, zip_uint64_t>> images;
+    for (zip_int64_t i = 0; i < n; ++i) {
+      zip_stat_t st;
+      zip_stat_init(&st);
+      if (zip_stat_index(z, zip_uint64_t(i), 0, &st) != 0 || !(st.valid & ZIP_STAT_NAME)) continue;
+      const std::string name = st.name;
+      if (name.empty() || name.back() == '/' || name.rfind("__MACOSX/", 0) == 0) continue;
+      std::string ext = fs::path(name).extension().string();
+      for (char& c : ext) c = char(std::tolower(static_cast<unsigned char>(c)));
+      if (ext != ".png" && ext != ".jpg" && ext != ".jpeg") continue;
+      images.emplace_back(name, zip_uint64_t(i));
+      digest_ = fnv1a(name.data(), name.size() + 1, digest_);
+      const uint64_t meta[2] = {uint64_t(st.size), uint64_t(st.crc)};
+      digest_ = fnv1a(meta, sizeof meta, digest_);
+    }
+    give_back(z);
+    if (images.empty()) fail(path_, "no PNG or JPEG images in the archive");
+    std::sort(images.begin(), images.end());
+    // One folder per class, as for directories: when every image lies below a first-level folder
+    // (after a single top folder common to all, as archives of a folder have), that folder is its
+    // class.
+    auto first = [](const std::string& s) {
+      const size_t at = s.find('/');
+      return at == std::string::npos ? std::string() : s.substr(0, at);
+    };
+    std::string top = first(images[0].first);
+    for (const auto& e : images)
+      if (top.empty() || first(e.first) != top) top.clear();
+    bool classes = true;
+    for (const auto& e : images)
+      classes = classes && !first(e.first.substr(top.empty() ? 0 : top.size() + 1)).empty();
+    std::vector<std::string> cls;
+    for (const auto& e : images) {
+      names_.push_back(e.first);
+      index_.push_back(e.second);
+      if (classes) cls.push_back(first(e.first.substr(top.empty() ? 0 : top.size() + 1)));
+    }
+    if (classes) {  // class indices in sorted name order (ImageFolder's)
+      classes_ = cls;
+      std::sort(classes_.begin(), classes_.end());
+      classes_.erase(std::unique(classes_.begin(), classes_.end()), classes_.end());
+      for (const std::string& c : cls)
+        labels_.push_back(
+            int32_t(std::lower_bound(classes_.begin(), classes_.end(), c) - classes_.begin()));
+    }
+  }
+  ~ZipImages() {
+    for (zip_t* z : free_) zip_discard(z);
+  }
+  ZipImages(const ZipImages&) = delete;
+  ZipImages& operator=(const ZipImages&) = delete;
+
+  int64_t count() const { return int64_t(names_.size()); }
+  const std::vector<int32_t>& labels() const { return labels_; }
+  const std::vector<std::string>& classes() const { return classes_; }
+  std::string digest() const { return fmt::format("{:016x}", digest_); }
+
+  img::Image decode(int64_t i, int min_side) {
+    const std::string what = path_ + ": " + names_[size_t(i)];
+    zip_t* z = open();
+    std::vector<uint8_t> bytes;
+    std::string error;
+    zip_stat_t st;
+    zip_stat_init(&st);
+    if (zip_stat_index(z, index_[size_t(i)], 0, &st) != 0 || !(st.valid & ZIP_STAT_SIZE)) {
+      error = "cannot read its size";
+    } else if (st.size > kMaxEntry) {
+      error = fmt::format("{} bytes uncompressed (over {} MiB: not an image, or a zip bomb)",
+                          uint64_t(st.size), kMaxEntry >> 20);
+    } else if (zip_file_t* f = zip_fopen_index(z, index_[size_t(i)], 0)) {
+      // One byte more than declared: an entry that inflates past its stated size is refused.
+      bytes.resize(size_t(st.size) + 1);
+      const zip_int64_t got = zip_fread(f, bytes.data(), bytes.size());
+      if (got < 0)
+        error = std::string("cannot inflate (") + zip_strerror(z) + ")";
+      else if (zip_uint64_t(got) != st.size)
+        error = fmt::format("inflates to {}{} bytes, its header says {}", got,
+                            zip_uint64_t(got) > st.size ? "+" : "", uint64_t(st.size));
+      zip_fclose(f);
+      bytes.resize(size_t(st.size));
+    } else {
+      error = std::string("cannot open (") + zip_strerror(z) + ")";
+    }
+    give_back(z);
+    if (!error.empty()) fail(what, error);
+    return img::decode_memory(bytes.data(), bytes.size(), 0, "data: " + what, min_side);
+  }
+
+ private:
+  zip_t* open() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!free_.empty()) {
+        zip_t* z = free_.back();
+        free_.pop_back();
+        return z;
+      }
+    }
+    int err = 0;
+    zip_t* z = zip_open(path_.c_str(), ZIP_RDONLY, &err);
+    if (!z) {
+      zip_error_t e;
+      zip_error_init_with_code(&e, err);
+      const std::string why = zip_error_strerror(&e);
+      zip_error_fini(&e);
+      fail(path_, "not a readable zip archive (" + why + ")");
+    }
+    return z;
+  }
+  void give_back(zip_t* z) {
+    std::lock_guard<std::mutex> lock(mu_);
+    free_.push_back(z);
+  }
+
+  std::string path_;
+  std::vector<std::string> names_;
+  std::vector<zip_uint64_t> index_;
+  std::vector<int32_t> labels_;
+  std::vector<std::string> classes_;
+  uint64_t digest_ = fnv1a("zip", 3);
+  std::mutex mu_;
+  std::vector<zip_t*> free_;
+};
+
+bool is_zip(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  uint8_t m[4];
+  const bool zip = ::pread(fd, m, 4, 0) == 4 && m[0] == 'P' && m[1] == 'K' &&
+                   ((m[2] == 3 && m[3] == 4) || (m[2] == 5 && m[3] == 6));
+  ::close(fd);
+  return zip;
+}
+
 // The images a prepare reads: decode(i) gives image i before fitting.
 struct Source {
   std::string format;
@@ -94,9 +240,12 @@ struct Source {
   std::string digest;
   std::shared_ptr<const Dataset> data;  // in-memory or mapped sources
   std::vector<std::string> files;       // folders
+  std::shared_ptr<ZipImages> zip;       // zip archives
 
   img::Image decode(int64_t i, int min_side) const {
-    return data ? data->get(i) : img::decode_file(files[size_t(i)], 0, "data", min_side);
+    if (data) return data->get(i);
+    if (zip) return zip->decode(i, min_side);
+    return img::decode_file(files[size_t(i)], 0, "data", min_side);
   }
 };
 
@@ -138,6 +287,15 @@ Source open_source(const std::string& src, bool train) {
       }
     }
     s.digest = fmt::format("{:016x}", h);
+    return s;
+  }
+  if (!dir && is_zip(src)) {
+    s.format = "zip";
+    s.zip = std::make_shared<ZipImages>(src);
+    s.count = s.zip->count();
+    s.labels = s.zip->labels();
+    s.classes = s.zip->classes();
+    s.digest = s.zip->digest();
     return s;
   }
   auto d = std::make_shared<const Dataset>(load_auto(src, train));

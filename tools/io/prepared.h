@@ -53,8 +53,10 @@ struct PrepareResult {
 };
 
 // Writes `out` from `src`: a folder of PNG/JPEG images (recursive; one subfolder per class gives
-// labels, as load_folder), an IDX file, a Fashion-MNIST/MNIST or CIFAR-10 directory, or another
-// prepared file (to refit it).
+// labels, as load_folder), a zip archive of them (the same layout inside it, below one optional
+// common top folder; entries over 256 MiB uncompressed, or inflating past their stated size, are
+// refused), an IDX file, a Fashion-MNIST/MNIST or CIFAR-10 directory, or another prepared file
+// (to refit it).
 PrepareResult prepare(const std::string& src, const std::string& out, const PrepareOptions& opt);
 
 struct PreparedHeader {

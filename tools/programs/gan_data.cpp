@@ -6,9 +6,9 @@
 //     the training Loader's batch rate from a prepared file, or from a folder streamed as
 //     gan_train streams it (decoded by W workers, fitted to S)
 // SRC: a folder of PNG/JPEG images (recursive; one subfolder per class gives labels, sorted names
-// as torchvision's ImageFolder), an IDX file, a Fashion-MNIST/MNIST or CIFAR-10 directory, or a
-// prepared file. OUT is written aside (OUT.partial) and renamed when complete; run the same
-// command again after an interruption and it resumes.
+// as torchvision's ImageFolder), a zip archive of such a folder, an IDX file, a Fashion-MNIST/MNIST
+// or CIFAR-10 directory, or a prepared file. OUT is written aside (OUT.partial) and renamed when
+// complete; run the same command again after an interruption and it resumes.
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -139,8 +139,9 @@ int main(int argc, char** argv) {
   CLI::App* prep = app.add_subcommand(
       "prepare", "decode and fit SRC once into the prepared file OUT (resumes an interrupted run)");
   prep->add_option("src", src,
-                   "a folder of PNG/JPEG images (one subfolder per class gives labels), an IDX "
-                   "file, a Fashion-MNIST/MNIST or CIFAR-10 directory, or a prepared file")
+                   "a folder of PNG/JPEG images (one subfolder per class gives labels), a zip "
+                   "archive of them, an IDX file, a Fashion-MNIST/MNIST or CIFAR-10 directory, or "
+                   "a prepared file")
       ->required();
   prep->add_option("out", out, "the prepared file to write")->required();
   prep->add_option("--size", o.size, "images are fitted to size x size")

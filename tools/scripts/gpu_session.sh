@@ -73,9 +73,10 @@ if [ "$cmd" = pack ]; then
   strip --strip-unneeded "$dev"/bin/*
   gzip -9 "$dev"/bin/*  # ~3x smaller; `run` unpacks them
   # The CPU backend's oneDNN (Debian's libdnnl.so.2, 40 MB; xz makes it 7) and the OpenCL loader
-  # it links: the GPU machine (Ubuntu) has neither. `run` puts them on LD_LIBRARY_PATH.
+  # it links, and libzip (gan_data's zip archives): the GPU machine (Ubuntu) may lack them. `run`
+  # puts them on LD_LIBRARY_PATH.
   mkdir -p "$dev/lib"
-  for lib in libdnnl.so.2 libOpenCL.so.1; do
+  for lib in libdnnl.so.2 libOpenCL.so.1 libzip.so.4; do
     xz -9 -c "$(readlink -f "$(ldconfig -p | sed -n "s/^[[:space:]]*$lib .*=> //p" | head -n 1)")" \
       > "$dev/lib/$lib.xz"
   done

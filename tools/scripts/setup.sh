@@ -16,7 +16,7 @@ build=${GAN_BUILD_DIR:-$root/build}
 
 packages=(build-essential ccache cmake python3 catch2 libfmt-dev libcli11-dev nlohmann-json3-dev
   libstb-dev libeigen3-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev python3-matplotlib dataset-fashion-mnist
-  libopenmpi-dev openmpi-bin libdnnl-dev)
+  libopenmpi-dev openmpi-bin libdnnl-dev libzip-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
