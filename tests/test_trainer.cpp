@@ -23,6 +23,7 @@
 #include "tools/eval/feature_nets.h"
 #include "tools/io/checkpoint.h"
 #include "tools/io/data.h"
+#include "tools/io/prepared.h"
 #include "tools/io/safetensors.h"
 #include "tools/train/trainer.h"
 
@@ -201,6 +202,37 @@ TEST_CASE("trainer: 200 steps straight equal 100 steps then a resume for 100 mor
     CHECK(r.steps == 200);
     gan::test::require_same_checkpoint(a, b);  // bit for bit
   }
+}
+
+TEST_CASE("trainer: a prepared file trains bit for bit as its IDX source, and resumes so",
+          "[trainer][cpu]") {
+  const fs::path idx = scratch("prepared_idx"), prep = scratch("prepared_file"),
+                 halfway = scratch("prepared_halfway");
+  const std::string file = (scratch("prepared_data") / "fm.gands").string();
+  data::PrepareOptions po;
+  po.size = 28;  // Fashion-MNIST's own size: the pixels as they are
+  po.fit = img::Fit::Pad;
+  data::prepare(fashion_subset(256).string(), file, po);
+  train::Options oa = tiny("dcgan", idx, 40);
+  oa.hflip = true;
+  train::run(oa);
+  train::Options ob = tiny("dcgan", prep, 40);
+  ob.hflip = true;
+  ob.data = file;
+  train::run(ob);
+  gan::test::require_same_checkpoint(idx, prep);
+  train::Options oc = tiny("dcgan", halfway, 20);  // 20 steps, then a resume to 40 (over an epoch)
+  oc.hflip = true;
+  oc.data = file;
+  train::run(oc);
+  train::Options od;
+  od.resume = halfway.string();
+  od.steps = 40;
+  od.given = {"steps"};
+  od.progress = 0;
+  od.device = train::DeviceChoice::kCpu;
+  CHECK(train::run(od).steps == 40);
+  gan::test::require_same_checkpoint(idx, halfway);
 }
 
 TEST_CASE("trainer: a non-finite loss stops the run with the last checkpoint intact",

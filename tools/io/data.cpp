@@ -141,6 +141,7 @@ uint64_t mix64(uint64_t z) {
 }
 
 constexpr size_t kFitCacheBytes = size_t(1) << 30;
+constexpr uint64_t kReleaseBytes = uint64_t(512) << 20;
 
 constexpr uint64_t kGamma = 0x9e3779b97f4a7c15ull;
 constexpr uint64_t kShuffleSalt = 0x53485546464c4531ull;  // "SHUFFLE1"
@@ -211,6 +212,15 @@ void Dataset::will_need(int64_t i, int64_t n) const {
   const uintptr_t begin = reinterpret_cast<uintptr_t>(image(i)) & ~(page - 1);
   const uintptr_t end = reinterpret_cast<uintptr_t>(image(i) + size_t(n) * image_bytes());
   (void)madvise(reinterpret_cast<void*>(begin), end - begin, MADV_WILLNEED);  // a hint only
+}
+
+void Dataset::release() const {
+  if (!mapped) return;
+  static const size_t page = size_t(sysconf(_SC_PAGESIZE));
+  // Read-only and shared with the file: unmapping a page another thread reads only makes it fault
+  // the page in again from the page cache.
+  (void)madvise(const_cast<uint8_t*>(mapped), (pixel_bytes() + page - 1) / page * page,
+                MADV_DONTNEED);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -700,6 +710,18 @@ void Loader::produce() {
                 (next * opt_.shard_count + opt_.shard_rank) * int64_t(opt_.batch_size) + r)]);
       }
       prepare(order, p.epoch, p.step, s.host.data<float>(), cache_.get());
+      if (data_->mapped && data_->pixel_bytes() > kReleaseBytes) {
+        // A page fault maps the whole page-cache folio around an image (up to 2 MiB), so the
+        // pages a large mapped dataset leaves resident grow far faster than the bytes read:
+        // unmap them all whenever the reads may have mapped kReleaseBytes. A dataset smaller
+        // than that stays mapped (its resident pages are bounded by its size).
+        mapped_since_release_ +=
+            uint64_t(batch_rows(p.step)) * std::max<uint64_t>(data_->image_bytes(), 2u << 20);
+        if (mapped_since_release_ >= kReleaseBytes) {
+          data_->release();
+          mapped_since_release_ = 0;
+        }
+      }
       if (++p.step == batches_per_epoch_) p = Position{p.epoch + 1, 0};
       {
         std::lock_guard<std::mutex> lock(mu_);

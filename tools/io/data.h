@@ -60,6 +60,9 @@ struct Dataset {
   // Read-ahead for a mapped dataset: asks the kernel to page in images [i, i + n) (no-op in
   // memory).
   void will_need(int64_t i, int64_t n = 1) const;
+  // A mapped dataset's pages leave this process's resident set (they stay in the page cache; a
+  // later read maps them again). No-op in memory.
+  void release() const;
 };
 
 // MNIST-format IDX: images (magic 0x00000803: count, rows, cols, big-endian uint32) and optional
@@ -197,7 +200,8 @@ class Loader {
   int64_t batches_per_epoch_ = 0;
   Position pos_;  // consumer: the next batch next() returns
 
-  std::unique_ptr<FitCache> cache_;  // producer thread only
+  std::unique_ptr<FitCache> cache_;    // producer thread only
+  uint64_t mapped_since_release_ = 0;  // producer thread only
   std::vector<std::unique_ptr<Slot>> slots_;
   std::thread thread_;
   std::mutex mu_;

@@ -584,6 +584,8 @@ Dataset map_prepared(const std::string& path) {
       base, [length](const void* p) { ::munmap(const_cast<void*>(p), length); });
   d.mapped = static_cast<const uint8_t*>(base) + h.pixel_offset;
   (void)::madvise(base, length, MADV_RANDOM);  // batches gather images in shuffled order
+  // No PMD (huge-page) mappings of the page cache: fewer pages mapped per image read.
+  (void)::madvise(base, length, MADV_NOHUGEPAGE);
   return d;
 }
 

@@ -119,12 +119,24 @@ int bench(const std::string& path, int batch, int batches, int size, int workers
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
+  // Resident now, split: anonymous memory (the process's own) and file pages (the mapped
+  // dataset's, which the kernel can drop and read again).
+  long anon_kb = -1, file_kb = -1;
+  if (FILE* f = std::fopen("/proc/self/status", "r")) {
+    char line[256];
+    while (std::fgets(line, sizeof line, f)) {
+      std::sscanf(line, "RssAnon: %ld kB", &anon_kb);
+      std::sscanf(line, "RssFile: %ld kB", &file_kb);
+    }
+    std::fclose(f);
+  }
   std::printf(
       "gan_data: %s (%s, %lld images): first batch after %.3f s; %d batches of %d images "
-      "%dx%dx%d in %.3f s: %.1f batches/s, %.0f images/s (%d workers), peak resident %.0f MB\n",
+      "%dx%dx%d in %.3f s: %.1f batches/s, %.0f images/s (%d workers); peak resident %.0f MB, at "
+      "the end %.0f MB anonymous + %.0f MB file pages\n",
       path.c_str(), d.format.c_str(), (long long)d.count, first, batches, batch, d.height, d.width,
       d.channels, s, batches / s, double(batches) * batch / s, workers,
-      double(ru.ru_maxrss) / 1024.0);
+      double(ru.ru_maxrss) / 1024.0, anon_kb / 1024.0, file_kb / 1024.0);
   return 0;
 }
 
