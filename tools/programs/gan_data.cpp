@@ -99,11 +99,12 @@ int verify(const std::string& path) {
 int bench(const std::string& path, int batch, int batches, int size, int workers) {
   const auto t_open = std::chrono::steady_clock::now();
   data::FolderOptions fo;
-  fo.size = size;
+  fo.size = size > 0 ? size : 64;
   fo.lazy = true;
   const data::Dataset d = data::load_auto(path, true, fo);
   data::LoaderOptions o;
-  o.image_size = d.height;
+  o.image_size = size > 0 ? size : d.height;  // a prepared file of another size is resized
+  o.fit = img::Fit::Resize;
   o.channels = d.channels;
   o.batch_size = batch;
   o.hflip = true;
@@ -134,8 +135,8 @@ int bench(const std::string& path, int batch, int batches, int size, int workers
       "gan_data: %s (%s, %lld images): first batch after %.3f s; %d batches of %d images "
       "%dx%dx%d in %.3f s: %.1f batches/s, %.0f images/s (%d workers); peak resident %.0f MB, at "
       "the end %.0f MB anonymous + %.0f MB file pages\n",
-      path.c_str(), d.format.c_str(), (long long)d.count, first, batches, batch, d.height, d.width,
-      d.channels, s, batches / s, double(batches) * batch / s, workers,
+      path.c_str(), d.format.c_str(), (long long)d.count, first, batches, batch, o.image_size,
+      o.image_size, d.channels, s, batches / s, double(batches) * batch / s, workers,
       double(ru.ru_maxrss) / 1024.0, anon_kb / 1024.0, file_kb / 1024.0);
   return 0;
 }
@@ -178,12 +179,12 @@ int main(int argc, char** argv) {
   inf->add_option("file", path, "a prepared file")->required();
   CLI::App* ver = app.add_subcommand("verify", "check every chunk's CRC-32 and the labels");
   ver->add_option("file", path, "a prepared file")->required();
-  int batch = 64, batches = 200, bench_size = 64, workers = 2;
+  int batch = 64, batches = 200, bench_size = 0, workers = 2;
   CLI::App* ben = app.add_subcommand(
       "bench", "time the training Loader's batches from a prepared file or a streamed folder");
   ben->add_option("src", path, "a prepared file, or a folder (streamed)")->required();
-  ben->add_option("--size", bench_size, "the image size a folder is fitted to")
-      ->capture_default_str()
+  ben->add_option("--size", bench_size,
+                  "the batches' image size (default: a prepared file's own, 64 for a folder)")
       ->check(CLI::Range(1, 8192));
   ben->add_option("--workers", workers, "loader threads that decode and fit")
       ->capture_default_str()
