@@ -12,7 +12,7 @@ build=${GAN_FUZZ_BUILD_DIR:-$root/build-fuzz}
 secs=${1:-20}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(fuzz_idx fuzz_cifar10 fuzz_image_folder fuzz_safetensors fuzz_checkpoint fuzz_prepared)
+[ ${#targets[@]} -gt 0 ] || targets=(fuzz_idx fuzz_cifar10 fuzz_image_folder fuzz_safetensors fuzz_checkpoint fuzz_prepared fuzz_zip)
 
 if ! command -v clang++ >/dev/null; then
   sudo=""
