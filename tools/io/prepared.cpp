@@ -111,8 +111,11 @@ class ZipImages {
       const uint64_t meta[2] = {uint64_t(st.size), uint64_t(st.crc)};
       digest_ = fnv1a(meta, sizeof meta, digest_);
     }
+    if (images.empty()) {  // the destructor will not run: close the handle here
+      zip_discard(z);
+      fail(path_, "no PNG or JPEG images in the archive");
+    }
     give_back(z);
-    if (images.empty()) fail(path_, "no PNG or JPEG images in the archive");
     std::sort(images.begin(), images.end());
     // One folder per class, as for directories: when every image lies below a first-level folder
     // (after a single top folder common to all, as archives of a folder have), that folder is its
