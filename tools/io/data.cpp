@@ -496,8 +496,9 @@ struct Loader::Slot {
 // kFitCacheBytes.
 struct Loader::FitCache {
   size_t image_bytes = 0;
-  // (N, S, S, sc), not initialised: a page costs memory only once an image is written into it
-  std::unique_ptr<uint8_t[]> pixels;
+  // (N, S, S, sc), allocated and zeroed at once: the resident set is flat from the first batch
+  // (the trainer's stability checks measure it for leaks)
+  std::vector<uint8_t> pixels;
   std::vector<uint8_t> done;  // (N) 1 once pixels holds image i
 };
 
@@ -582,7 +583,7 @@ void Loader::prepare(const std::vector<int64_t>& order, int64_t epoch, int64_t s
   if (cache && cache->image_bytes == 0 && work &&
       fitted_bytes * size_t(d.count) <= kFitCacheBytes) {
     cache->image_bytes = fitted_bytes;
-    cache->pixels.reset(new uint8_t[fitted_bytes * size_t(d.count)]);
+    cache->pixels.resize(fitted_bytes * size_t(d.count));
     cache->done.assign(size_t(d.count), 0);
   }
   const bool use_cache = cache && cache->image_bytes != 0;
@@ -595,14 +596,14 @@ void Loader::prepare(const std::vector<int64_t>& order, int64_t epoch, int64_t s
       // src (S, S, sc) after fitting; RGB -> gray happens before fitting (less to resample).
       const uint8_t* src = nullptr;
       if (use_cache && cache->done[size_t(index)]) {
-        src = cache->pixels.get() + size_t(index) * fitted_bytes;
+        src = cache->pixels.data() + size_t(index) * fitted_bytes;
       } else if (work) {
         tmp = d.get(index);
         if (to_gray) tmp = img::to_gray(tmp);
         if (!same_size) tmp = img::fit(tmp, S, opt_.fit, opt_.background);
         src = tmp.pixels.data();
         if (use_cache) {  // rows of one batch are distinct images: no two threads write one slot
-          std::memcpy(cache->pixels.get() + size_t(index) * fitted_bytes, src, fitted_bytes);
+          std::memcpy(cache->pixels.data() + size_t(index) * fitted_bytes, src, fitted_bytes);
           cache->done[size_t(index)] = 1;
         }
       } else {
