@@ -45,7 +45,28 @@ class LocalCommunicator final : public Communicator {
 
 thread_local Communicator* g_sync_bn = nullptr;
 
+// About when this process started (static initialisation): the file rendezvous refuses files
+// written long before it.
+const std::filesystem::file_time_type g_process_start = std::filesystem::file_time_type::clock::now();
+
 }  // namespace
+
+namespace detail {
+
+void select_device(const Launch& l) {
+  int n = 0;
+  GAN_CUDA_CHECK(cudaGetDeviceCount(&n));
+  GAN_CHECK(n > 0, fmt::format("dist: rank {}: no GPU is visible", l.rank));
+  // A launcher that gives each rank one GPU (CUDA_VISIBLE_DEVICES per rank) leaves one visible.
+  const int d = n == 1 ? 0 : l.local_rank;
+  GAN_CHECK(d < n, fmt::format("dist: rank {}: local rank {} but this node has {} GPUs: one GPU "
+                               "per rank (start at most {} ranks per node, or give each rank its "
+                               "GPU with CUDA_VISIBLE_DEVICES)",
+                               l.rank, l.local_rank, n, n));
+  GAN_CUDA_CHECK(cudaSetDevice(d));
+}
+
+}  // namespace detail
 
 Launch detect_launch() {
   struct Source {
@@ -118,10 +139,12 @@ std::unique_ptr<Communicator> make_communicator(const Launch& launch, Device dev
                                             launch.launcher, launch.size));
     return std::make_unique<LocalCommunicator>(launch);
   }
-  if (b == "mpi") return detail::make_mpi(launch);
+  if (b == "mpi") {
+    if (device == Device::CUDA && launch.size > 1) detail::select_device(launch);
+    return detail::make_mpi(launch);
+  }
   GAN_CHECK(device == Device::CUDA, "dist: the nccl backend needs --device cuda");
-  // The interpreter's device memory is host memory: MPI serves it (NCCL cannot).
-  if (cuda_is_interpreter()) return detail::make_mpi(launch);
+  // In the interpreter build, NCCL is the interpreter's host implementation (shared memory).
   return detail::make_nccl(launch, init);
 }
 
@@ -137,6 +160,16 @@ GradReducer::GradReducer(Communicator& comm, std::vector<Var> params, size_t buc
     GAN_CHECK(*end == 0 && v > 0,
               fmt::format("dist: $GAN_DIST_BUCKET_KB is '{}', expected a positive integer", kb));
     bucket_bytes_ = size_t(v) << 10;
+  }
+  // Every rank must cut the same buckets (they are collectives): the setting is compared here,
+  // the layout after the first pass.
+  if (comm_.size() > 1) {
+    const std::vector<uint64_t> all = comm_.gather_all(bucket_bytes_);
+    for (size_t r = 0; r < all.size(); ++r)
+      GAN_CHECK(all[r] == all[0],
+                fmt::format("dist: rank {}'s gradient buckets are {} KiB, rank 0's {} KiB "
+                            "($GAN_DIST_BUCKET_KB must be the same on every rank)",
+                            r, all[r] >> 10, all[0] >> 10));
   }
   streams_ =
       std::string(comm.backend()) == "nccl" && !params_.empty() && params_[0].value().is_cuda();
@@ -179,7 +212,13 @@ void GradReducer::ready(GradNode& p) {
 
 void GradReducer::launch(size_t b) {
   std::vector<Tensor> grads;
-  for (size_t i : buckets_[b]) grads.push_back(params_[i].grad());
+  for (size_t i : buckets_[b]) {
+    // A parameter this pass did not reach has no gradient: it takes part as zeros (every rank
+    // all-reduces the same tensors).
+    if (!params_[i].grad().defined())
+      params_[i].node()->grad = Tensor::zeros_like(params_[i].value());
+    grads.push_back(params_[i].grad());
+  }
   launched_[b] = true;
   if (!streams_) return comm_.allreduce_mean(grads);
   // The bucket's gradients were written on the engine stream up to here.
@@ -210,10 +249,10 @@ void GradReducer::finish() {
         GAN_CUDA_CHECK(cudaEventCreateWithFlags(&fork_.back(), cudaEventDisableTiming));
       }
     learning_ = false;
-    std::vector<Tensor> grads;
-    for (const Var& p : params_) grads.push_back(p.grad());
-    comm_.allreduce_mean(grads);
-    return;
+    check_layout();
+    // The first pass all-reduces through the same buckets and streams as the later ones, so
+    // NCCL sets up its connections here, eagerly, not inside a CUDA graph capture.
+    launched_.assign(buckets_.size(), false);
   }
   for (size_t b = 0; b < buckets_.size(); ++b)
     if (!launched_[b]) launch(b);
@@ -221,6 +260,24 @@ void GradReducer::finish() {
     GAN_CUDA_CHECK(cudaEventRecord(join_, stream_));
     GAN_CUDA_CHECK(cudaStreamWaitEvent(cuda::stream(), join_, 0));
   }
+}
+
+void GradReducer::check_layout() {
+  if (comm_.size() == 1) return;
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](uint64_t v) {
+    for (int k = 0; k < 8; ++k) h = (h ^ ((v >> (8 * k)) & 0xff)) * 1099511628211ull;
+  };
+  for (const auto& bucket : buckets_) {
+    mix(bucket.size());
+    for (size_t i : bucket) mix(uint64_t(params_[i].value().numel()) << 20 | i);
+  }
+  const std::vector<uint64_t> all = comm_.gather_all(h);
+  for (size_t r = 0; r < all.size(); ++r)
+    GAN_CHECK(all[r] == all[0],
+              fmt::format("dist: rank {} cut its gradients into other buckets than rank 0 (the "
+                          "networks or their backward order differ between ranks)",
+                          r));
 }
 
 void file_rendezvous(int rank, const std::string& path, void* data, size_t n, double timeout_s) {
@@ -238,16 +295,26 @@ void file_rendezvous(int rank, const std::string& path, void* data, size_t n, do
   }
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
+  const auto oldest = g_process_start - std::chrono::duration_cast<std::filesystem::file_time_type::duration>(
+                                           std::chrono::duration<double>(timeout_s));
+  bool stale = false;
   for (;;) {
-    std::error_code ec;
-    if (std::filesystem::file_size(path, ec) == n && !ec) {
+    std::error_code ec, ec2;
+    const auto size = std::filesystem::file_size(path, ec);
+    const auto written = std::filesystem::last_write_time(path, ec2);
+    if (!ec && !ec2 && written < oldest) {
+      stale = true;
+    } else if (!ec && !ec2 && size == n) {
       std::ifstream f(path, std::ios::binary);
       f.read(static_cast<char*>(data), std::streamsize(n));
       if (f.good()) return;
     }
-    GAN_CHECK(
-        std::chrono::duration<double>(Clock::now() - t0).count() < timeout_s,
-        fmt::format("dist: rank {}: rank 0 wrote no {} within {:g} s", rank, path, timeout_s));
+    GAN_CHECK(std::chrono::duration<double>(Clock::now() - t0).count() < timeout_s,
+              stale ? fmt::format("dist: rank {}: {} is older than this job (left by an earlier "
+                                  "one: remove it) and rank 0 wrote no new one within {:g} s",
+                                  rank, path, timeout_s)
+                    : fmt::format("dist: rank {}: rank 0 wrote no {} within {:g} s", rank, path,
+                                  timeout_s));
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
 }

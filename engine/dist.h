@@ -17,6 +17,7 @@
 #pragma once
 
 #include <cstdint>
+#include <exception>
 #include <functional>
 #include <memory>
 #include <string>
@@ -71,6 +72,15 @@ class Communicator {
   // Ends every rank of the job with `code` (after this rank printed why); never returns.
   [[noreturn]] virtual void abort(int code) = 0;
 
+  // Device work the other ranks take part in (a training step, a graph replay), marked by the
+  // trainer around enqueuing it: the NCCL backend's watchdog ends the rank with a line naming
+  // `what` when the work has not completed timeout_s() after begin_work (a peer stopped or
+  // hangs: nothing else would notice). Host backends wait with a deadline themselves. Use
+  // WorkWatch.
+  virtual void begin_work(const char* what) { (void)what; }
+  virtual void end_work() {}
+  virtual void cancel_work() {}  // the newest begin_work's work was not enqueued (it threw)
+
   // Seconds a collective may wait for the other ranks before the job is aborted with a line
   // naming this rank and the collective (a rank that died or hangs): $GAN_DIST_TIMEOUT, default
   // 600 (an evaluation on rank 0 runs while the others wait).
@@ -86,14 +96,34 @@ class Communicator {
   double timeout_s_ = 600;
 };
 
+// begin_work on construction, end_work when the work was enqueued without throwing.
+class WorkWatch {
+ public:
+  WorkWatch(Communicator& c, const char* what) : c_(c) { c_.begin_work(what); }
+  ~WorkWatch() noexcept(false) {
+    if (std::uncaught_exceptions() == 0)
+      c_.end_work();
+    else
+      c_.cancel_work();
+  }
+  WorkWatch(const WorkWatch&) = delete;
+  WorkWatch& operator=(const WorkWatch&) = delete;
+
+ private:
+  Communicator& c_;
+};
+
 // Gradient all-reduce overlapped with the backward pass, in buckets (as PyTorch's DDP): made for
 // one network's parameters; begin() before backward() and finish() after it, then the gradients
 // are the mean over ranks. The first pass learns the order in which the gradients become final
-// (autograd's grad-ready hook) and all-reduces everything in finish(); later passes cut that
-// order into buckets of about bucket_bytes ($GAN_DIST_BUCKET_KB overrides) and all-reduce each as
-// soon as its last gradient is final: with NCCL on a communication stream that forks from the
-// engine stream and joins it again in finish() (a CUDA graph captures both), with MPI at once.
-// Every rank runs the same tape, so the buckets complete in the same order everywhere.
+// (autograd's grad-ready hook), cuts it into buckets of about bucket_bytes ($GAN_DIST_BUCKET_KB
+// overrides; every rank must have the same, checked at construction) and all-reduces them in
+// finish() (eagerly: NCCL connects then, not during a graph capture); later passes all-reduce each
+// bucket as soon as its last gradient is final: with NCCL on a communication stream that forks
+// from the engine stream and joins it again in finish() (a CUDA graph captures both), with MPI at
+// once. Every rank runs the same tape, so the buckets complete in the same order everywhere (the
+// layout's hash is compared after the first pass). A parameter a pass did not reach takes part
+// with a zero gradient.
 class GradReducer {
  public:
   static constexpr size_t kDefaultBucketBytes = size_t(4) << 20;
@@ -112,6 +142,7 @@ class GradReducer {
  private:
   void ready(GradNode& p);
   void launch(size_t b);
+  void check_layout();
   Communicator& comm_;
   std::vector<Var> params_;
   std::unordered_map<const GradNode*, size_t> index_;  // parameter node -> position in params_
@@ -149,9 +180,11 @@ void abort_job(int code);
 void set_sync_batch_norm(Communicator* c);
 Communicator* sync_batch_norm();
 
-// The rendezvous of --dist-init file:PATH: rank 0 writes n bytes to path (atomically: a temporary
-// file renamed), every other rank waits up to timeout_s for the file and reads them into data.
-// The path must be new for each job (a file left by an earlier job would be read).
+// The rendezvous of --dist-init file:PATH: rank 0 replaces path with n bytes (atomically: a
+// temporary file renamed), every other rank waits up to timeout_s for the file and reads them
+// into data. A file written more than timeout_s before this process started cannot be this job's
+// (its rank 0 would have given up by then): it is left by an earlier job, and waited past; the
+// error at the deadline says so. Rank 0 removes the file once every rank has joined.
 void file_rendezvous(int rank, const std::string& path, void* data, size_t n, double timeout_s);
 
 // FNV-1a of the bytes of the tensors (host copies: synchronises), for the cross-rank checks.

@@ -15,6 +15,10 @@ std::unique_ptr<Communicator> make_mpi(const Launch& launch);
 // built and the launcher is MPI's (mpirun, or srun with PMI), else through the file of init.
 std::unique_ptr<Communicator> make_nccl(const Launch& launch, const std::string& init);
 
+// One GPU per rank: the local rank's, or GPU 0 when the launcher left each rank one visible GPU;
+// a local rank without a GPU of its own is a one-line error (no silent sharing).
+void select_device(const Launch& launch);
+
 // Whether this process was started by a launcher MPI can initialise from.
 bool mpi_launcher(const Launch& launch);
 

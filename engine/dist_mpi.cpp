@@ -78,6 +78,8 @@ class MpiCommunicator final : public Communicator {
     if (!fin) MPI_Comm_free(&comm_);
   }
   const char* backend() const override { return "mpi"; }
+  // Host copies of CUDA tensors: never inside a CUDA graph, not even for one rank.
+  bool graph_safe() const override { return false; }
 
   void allreduce(const std::vector<Tensor>& ts, Op op) override {
     std::vector<float> mine;

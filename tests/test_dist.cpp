@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -16,6 +17,7 @@
 #include <fmt/format.h>
 #include <catch2/catch.hpp>
 
+#include "engine/device.h"
 #include "engine/dist.h"
 #include "engine/error.h"
 #include "engine/grad.h"
@@ -400,4 +402,82 @@ TEST_CASE("dist: the file rendezvous hands rank 0's bytes to the others, or says
   std::filesystem::remove(path);
   CHECK_THROWS_WITH(dist::file_rendezvous(1, path, got1.data(), got1.size(), 0.1),
                     fmt::format("dist: rank 1: rank 0 wrote no {} within 0.1 s", path));
+}
+
+TEST_CASE("dist: a parameter no pass reaches takes part in the all-reduce as zeros", "[dist][cpu]") {
+  const int W = 2;
+  ThreadWorld world(W);
+  std::vector<std::vector<float>> used(W), unused(W);
+  std::vector<std::string> errors(W);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < W; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ThreadComm comm(world, r);
+        const Var w = parameter(Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3}));
+        const Var idle = parameter(Tensor::from_vector(std::vector<float>{5, 6}, Shape{2}));
+        dist::GradReducer red(comm, {w, idle}, 4);  // one parameter per bucket
+        for (int pass = 0; pass < 2; ++pass) {
+          zero_grad({w, idle});
+          red.begin();
+          backward(scale(sum(w), double(r + 1)));  // rank r's gradient is r + 1
+          red.finish();
+        }
+        used[size_t(r)] = w.grad().to_vector();
+        REQUIRE(idle.grad().defined());
+        unused[size_t(r)] = idle.grad().to_vector();
+      } catch (const std::exception& e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) REQUIRE(e.empty());
+  for (int r = 0; r < W; ++r) {
+    CHECK(used[size_t(r)] == std::vector<float>{1.5f, 1.5f, 1.5f});
+    CHECK(unused[size_t(r)] == std::vector<float>{0, 0});
+  }
+}
+
+// The NCCL backend at world size 1: on a GPU the real libnccl (one rank: NCCL copies memory), in
+// the interpreter its host NCCL. Multi-rank runs and faults: tests/scripts/test_distributed.py.
+TEST_CASE("dist: the nccl backend at one rank: collectives, graphs, a bad tensor closes its group",
+          "[dist][cuda]") {
+  Env env({});
+  std::unique_ptr<dist::Communicator> c =
+      dist::make_communicator(dist::Launch{}, Device::CUDA, "nccl");
+  CHECK(std::string(c->backend()) == "nccl");
+  CHECK(c->graph_safe());
+  Tensor t = Tensor::from_vector(std::vector<float>{1, -2, 3.5f}, Shape{3}).to(Device::CUDA);
+  // A CPU tensor is refused before the group opens; the next call must still run.
+  CHECK_THROWS_WITH(c->allreduce_sum({t, Tensor::from_vector(std::vector<float>{1}, Shape{1})}),
+                    Catch::Contains("dist: nccl allreduce takes cuda f32 tensors"));
+  c->allreduce_mean({t});
+  c->broadcast({t}, 0);
+  CHECK(t.to_vector() == std::vector<float>{1, -2, 3.5f});
+  CHECK(c->gather_all(42) == std::vector<uint64_t>{42});
+  CHECK(c->max(-7) == -7);
+  {
+    dist::WorkWatch w(*c, "a test step");
+    c->allreduce_sum({t});
+  }
+  // Captured into a CUDA graph and replayed.
+  cudaStream_t s = cuda::stream();
+  REQUIRE(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal) == cudaSuccess);
+  c->allreduce_sum({t});
+  cudaGraph_t g = nullptr;
+  REQUIRE(cudaStreamEndCapture(s, &g) == cudaSuccess);
+  cudaGraphExec_t exec = nullptr;
+  REQUIRE(cudaGraphInstantiate(&exec, g, 0) == cudaSuccess);
+  for (int i = 0; i < 2; ++i) REQUIRE(cudaGraphLaunch(exec, s) == cudaSuccess);
+  cuda::synchronize();
+  CHECK(t.to_vector() == std::vector<float>{1, -2, 3.5f});
+  (void)cudaGraphExecDestroy(exec);
+  (void)cudaGraphDestroy(g);
+  c.reset();
+  if (cuda_is_interpreter()) {  // the version check, with the host NCCL reporting 2.12.3
+    setenv("GAN_NCCL_HOST_VERSION", "21203", 1);
+    CHECK_THROWS_WITH(dist::make_communicator(dist::Launch{}, Device::CUDA, "nccl"),
+                      Catch::Contains("dist: NCCL 2.12.3 (the interpreter's host NCCL) is too old"));
+    unsetenv("GAN_NCCL_HOST_VERSION");
+  }
 }

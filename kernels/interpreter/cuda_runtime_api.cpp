@@ -31,6 +31,7 @@ struct CUstream_st {
 struct CUevent_st {
   unsigned flags = 0;
   double ms = 0;  // host clock at the record
+  std::weak_ptr<gan::interp::Capture> capture;  // recorded on a stream being captured into it
 };
 struct CUgraph_st {
   std::shared_ptr<gan::interp::GraphData> g;
@@ -65,6 +66,10 @@ struct Capture {
   std::thread::id owner;
   bool invalid = false;
   std::string why;
+  CUstream_st* origin = nullptr;
+  // Streams that joined by waiting on an event recorded in this capture (a fork, as CUDA's
+  // cross-stream capture): their work goes into the same graph, in enqueue order.
+  std::vector<CUstream_st*> joined;
 };
 
 namespace {
@@ -152,7 +157,11 @@ bool capture_free(cudaStream_t stream, void* p) {
   return true;
 }
 
+// This thread's capture interaction mode (cudaThreadExchangeStreamCaptureMode).
+thread_local cudaStreamCaptureMode tls_capture_mode = cudaStreamCaptureModeGlobal;
+
 cudaError_t check_sync_allowed(const char* call) {
+  if (tls_capture_mode == cudaStreamCaptureModeRelaxed) return cudaSuccess;
   std::lock_guard<std::mutex> lock(g_mu);
   cudaError_t e = cudaSuccess;
   for (auto& w : g_captures) {
@@ -526,7 +535,20 @@ cudaError_t cudaStreamDestroy(cudaStream_t s) {
 }
 cudaError_t cudaStreamSynchronize(cudaStream_t) { return sync_point("cudaStreamSynchronize"); }
 cudaError_t cudaStreamQuery(cudaStream_t) { return cudaSuccess; }
-cudaError_t cudaStreamWaitEvent(cudaStream_t, cudaEvent_t, unsigned int) { return cudaSuccess; }
+// Work runs as it is enqueued, so there is nothing to wait for; but a stream that waits on an
+// event recorded during a capture joins that capture (CUDA's fork into another stream).
+cudaError_t cudaStreamWaitEvent(cudaStream_t s, cudaEvent_t e, unsigned int) {
+  if (!e) return cudaErrorInvalidResourceHandle;
+  std::lock_guard<std::mutex> lock(g_mu);
+  auto c = e->capture.lock();
+  CUstream_st* st = resolve(s);
+  if (!c || st->capture == c) return cudaSuccess;
+  if (st == &g_legacy) return cudaErrorStreamCaptureImplicit;
+  if (st->capture) return cudaErrorStreamCaptureMerge;
+  st->capture = c;
+  c->joined.push_back(st);
+  return cudaSuccess;
+}
 
 cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   ensure_init();
@@ -539,6 +561,7 @@ cudaError_t cudaStreamBeginCapture(cudaStream_t s, cudaStreamCaptureMode mode) {
   auto c = std::make_shared<Capture>();
   c->mode = mode;
   c->owner = std::this_thread::get_id();
+  c->origin = st;
   st->capture = c;
   g_captures.push_back(c);
   return cudaSuccess;
@@ -549,8 +572,15 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
   std::shared_ptr<Capture> c;
   {
     std::lock_guard<std::mutex> lock(g_mu);
+    if (st->capture && st->capture->origin != st)
+      return fail(cudaErrorStreamCaptureUnmatched,
+                  "interp: cudaStreamEndCapture on a stream that joined the capture, not on the "
+                  "stream that began it");
     c = std::move(st->capture);
     st->capture.reset();
+    if (c)
+      for (CUstream_st* j : c->joined)
+        if (j->capture == c) j->capture.reset();
     std::erase_if(g_captures, [&](const std::weak_ptr<Capture>& w) {
       auto p = w.lock();
       return !p || p == c;
@@ -561,6 +591,14 @@ cudaError_t cudaStreamEndCapture(cudaStream_t s, cudaGraph_t* graph) {
   if (c->invalid)
     return fail(cudaErrorStreamCaptureInvalidated, "interp: capture invalidated: " + c->why);
   *graph = new CUgraph_st{c->g};
+  return cudaSuccess;
+}
+
+// A thread in relaxed mode may make calls that would otherwise invalidate a capture in progress
+// (a watchdog thread querying events while the training thread captures).
+cudaError_t cudaThreadExchangeStreamCaptureMode(cudaStreamCaptureMode* mode) {
+  if (!mode) return cudaErrorInvalidValue;
+  std::swap(*mode, tls_capture_mode);
   return cudaSuccess;
 }
 
@@ -629,6 +667,7 @@ cudaError_t cudaEventDestroy(cudaEvent_t e) {
 }
 cudaError_t cudaEventRecord(cudaEvent_t e, cudaStream_t stream) {
   ensure_init();
+  e->capture = capture_of(stream);
   return submit(stream, "cudaEventRecord", [e] {
     e->ms = now_ms();
     return cudaSuccess;

@@ -12,7 +12,17 @@ Cases (all by default):
   kill    a rank killed with SIGKILL ends the job within 60 s with a line naming the rank
   hang    a stopped (hung) rank ends the job within $GAN_DIST_TIMEOUT + a few seconds
   env     RANK/WORLD_SIZE without a launcher MPI can start from: one line, exit 1
-  interp  (with --interp) the GPU path on the CPU interpreter: 2 ranks equal 1 (DCGAN)
+  interp  (with --interp) the GPU path on the CPU interpreter, mpi backend: 2 ranks equal 1
+  checkpoint_error  an exception on rank 0 while it writes a checkpoint ends the job; the last
+          complete checkpoint resumes
+  buckets ranks with different $GAN_DIST_BUCKET_KB are refused, naming the rank
+  nccl_equal   (with --interp) the NCCL path (the interpreter's host NCCL): 2 ranks under mpirun
+          and 3 ranks through a rendezvous file equal 1, graphs capturing the collectives
+  nccl_faults  (with --interp) the fault matrix on the NCCL path: a rank killed or stopped during
+          a replay, an exception while writing a checkpoint, a rank missing at start-up, a stale
+          rendezvous file, mismatched buckets, an NCCL error and hang, an NCCL too old; every
+          rank ends within 60 s with a line naming the rank and the cause
+  nccl_stale_ok  (with --interp) a stale rendezvous file does not stop a whole job
 Checkpoints are compared tensor by tensor (safetensors read with the standard library).
 """
 import array
@@ -88,10 +98,11 @@ def compare(ref_path, other_path, what, steps, lr=4e-4):
            f"{noise[0]:.3g} ({noise[1]})" if noise[2] else ""))
 
 
-def run(ranks, args, out, check=True, binary=None, **kw):
+def run(ranks, args, out, check=True, binary=None, extra_tail=None, **kw):
     if "--device" not in args:
         args = args + ["--device", "cpu"]
-    cmd = [binary or GAN_TRAIN] + COMMON + args + ["--out", out, "--checkpoint-every", "1000"]
+    cmd = [binary or GAN_TRAIN] + COMMON + args + ["--out", out] + \
+        (extra_tail or ["--checkpoint-every", "1000"])
     if ranks > 1:
         cmd = ["mpirun", "--oversubscribe", "-np", str(ranks)] + cmd + ["--dist-check-every", "1"]
     kw.setdefault("env", ENV)
@@ -273,18 +284,269 @@ def case_env():
 def case_interp():
     if not INTERP:
         return
-    args = ["--model", "dcgan", "--steps", "2", "--sync-bn", "--device", "cuda"]
+    # The mpi backend on CUDA tensors: host copies, every step eager (not graph-safe).
+    args = ["--model", "dcgan", "--steps", "2", "--sync-bn", "--device", "cuda",
+            "--dist-backend", "mpi"]
     ref = dir_("interp_1")
-    run(1, args + ["--batch-size", "8"], ref, binary=INTERP)
+    r = run(1, args + ["--batch-size", "8"], ref, binary=INTERP)
+    # One rank on the mpi backend: eager too (its host path would throw inside a capture).
+    if r.returncode == 0 and "the mpi backend runs outside CUDA graphs" not in r.stdout:
+        fail("interpreter, mpi backend, 1 rank: the job did not say its steps run eager")
     out = dir_("interp_2")
     r = run(2, args + ["--batch-size", "4"], out, binary=INTERP)
     if r.returncode == 0:
         compare(f"{ref}/checkpoint.safetensors", f"{out}/checkpoint.safetensors",
-                "interpreter: 2 ranks vs 1", 2)
+                "interpreter, mpi backend: 2 ranks vs 1", 2)
+        if "the mpi backend runs outside CUDA graphs" not in r.stdout:
+            fail("interpreter, mpi backend: the job did not say its steps run eager")
+
+
+def case_checkpoint_error():
+    """An exception on rank 0 while it writes a checkpoint (mpi backend): every rank ends, the
+    last complete checkpoint is intact and resumes."""
+    out = dir_("ckpt_error")
+    t0 = time.time()
+    r = run(2, ["--model", "dcgan", "--steps", "40", "--batch-size", "4",
+                "--inject-checkpoint-error-at", "20"], out, check=False, timeout=120,
+            extra_tail=["--checkpoint-every", "10"])
+    print(f"mpi checkpoint error: the job ended {time.time() - t0:.1f} s later with exit "
+          f"{r.returncode}")
+    if r.returncode == 0 or "injected checkpoint write error at step 20" not in r.stderr:
+        return fail(f"mpi checkpoint error: exit {r.returncode}, stderr {r.stderr[-1500:]!r}")
+    resume_after_fault(out, "mpi checkpoint error", 10)
+
+
+def resume_after_fault(out, what, step, binary=None, device="cpu"):
+    checkpoint_intact(out, what)
+    ck = load(os.path.join(out, "checkpoint.safetensors"))
+    if ck["opt_g.step"][0] != step:
+        return fail(f"{what}: the checkpoint is at Adam step {ck['opt_g.step'][0]}, not {step}")
+    r = run(1, ["--resume", out, "--steps", str(step + 2), "--device", device], out, binary=binary)
+    if r.returncode == 0:
+        print(f"{what}: the step-{step} checkpoint resumes")
+
+
+def case_buckets():
+    """Ranks with different $GAN_DIST_BUCKET_KB (mpi backend): refused at start, naming the rank."""
+    out = dir_("buckets")
+    cmd = ["mpirun", "--oversubscribe", "-np", "1", "-x", "GAN_DIST_BUCKET_KB=4096", GAN_TRAIN] + \
+        COMMON + ["--model", "dcgan", "--steps", "3", "--batch-size", "4", "--device", "cpu",
+                  "--out", out, ":", "-np", "1", "-x", "GAN_DIST_BUCKET_KB=8", GAN_TRAIN] + COMMON + \
+        ["--model", "dcgan", "--steps", "3", "--batch-size", "4", "--device", "cpu", "--out", out]
+    t0 = time.time()
+    r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=120)
+    expect = "rank 1's gradient buckets are 8 KiB, rank 0's 4096 KiB"
+    print(f"mpi mismatched buckets: ended {time.time() - t0:.1f} s later with exit {r.returncode}")
+    if r.returncode == 0 or expect not in r.stderr:
+        fail(f"mpi mismatched buckets: exit {r.returncode}, stderr {r.stderr[-1500:]!r}")
+
+
+# The NCCL code path on CPU ranks: gan_train's interpreter build, whose NCCL is the interpreter's
+# host implementation (shared memory between the rank processes). Ranks are started by mpirun (the
+# unique id then travels by MPI) or as plain processes with RANK/WORLD_SIZE and --dist-init
+# file:PATH, each watched separately: every rank must end by itself.
+NCCL_ARGS = ["--model", "dcgan", "--sync-bn", "--device", "cuda", "--dist-backend", "nccl"]
+
+
+def start_ranks(n, args, out, rdv, env=None, ranks=None, per_rank_env=None):
+    procs = []
+    for k in (range(n) if ranks is None else ranks):
+        e = dict(ENV, RANK=str(k), WORLD_SIZE=str(n), LOCAL_RANK=str(k), **(env or {}))
+        e.update((per_rank_env or {}).get(k, {}))
+        cmd = [INTERP] + COMMON + NCCL_ARGS + args + ["--out", out, "--dist-init", f"file:{rdv}"]
+        log = open(os.path.join(SCRATCH, f"{os.path.basename(out)}.rank{k}.log"), "w+")
+        procs.append((k, subprocess.Popen(cmd, env=e, stdout=log, stderr=subprocess.STDOUT), log))
+    return procs
+
+
+ended = {}
+
+
+def wait_ranks(procs, limit, what):
+    """Every rank's (exit, seconds, output); a rank still running after `limit` s is a failure.
+    The time each rank ended goes into `ended` (the poll of its exit, every 0.1 s)."""
+    t0, res = time.time(), {}
+    while time.time() - t0 < limit and any(p.poll() is None for _, p, _ in procs):
+        for k, p, _ in procs:
+            if p.poll() is not None and k not in ended:
+                ended[k] = time.time()
+        time.sleep(0.1)
+    for k, p, _ in procs:
+        if p.poll() is not None and k not in ended:
+            ended[k] = time.time()
+    for k, p, log in procs:
+        try:
+            rc = p.wait(timeout=max(0.1, limit - (time.time() - t0)))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            rc = p.wait()
+            fail(f"{what}: rank {k} still ran {limit} s later")
+            rc = None
+        log.seek(0)
+        res[k] = (rc, time.time() - t0, log.read())
+    return res
+
+
+def case_nccl_equal():
+    if not INTERP:
+        return
+    ref = dir_("nccl_1")
+    run(1, NCCL_ARGS + ["--steps", "3", "--batch-size", "12"], ref, binary=INTERP)
+    # 2 ranks under mpirun (the id by MPI); the graph (steps 2 and 3) holds the collectives.
+    out = dir_("nccl_2")
+    r = run(2, NCCL_ARGS + ["--steps", "3", "--batch-size", "6"], out, binary=INTERP,
+            env=dict(ENV, GAN_DIST_BUCKET_KB="8"))
+    if r.returncode == 0:
+        if "nccl backend" not in r.stdout:
+            fail("nccl 2 ranks: the job did not say it runs the nccl backend")
+        compare(f"{ref}/checkpoint.safetensors", f"{out}/checkpoint.safetensors",
+                "nccl path: 2 ranks (mpirun) vs 1", 3)
+    # 3 ranks from the environment, the id through a file.
+    out = dir_("nccl_3")
+    rdv = os.path.join(SCRATCH, "nccl_3.id")
+    res = wait_ranks(start_ranks(3, ["--steps", "3", "--batch-size", "4", "--checkpoint-every",
+                                     "1000", "--dist-check-every", "1"], out, rdv,
+                                 env={"GAN_DIST_BUCKET_KB": "8"}), 400, "nccl 3 ranks")
+    if all(rc == 0 for rc, _, _ in res.values()):
+        compare(f"{ref}/checkpoint.safetensors", f"{out}/checkpoint.safetensors",
+                "nccl path: 3 ranks (file rendezvous) vs 1", 3)
+        if os.path.exists(rdv):
+            fail("nccl 3 ranks: the rendezvous file was not removed after start-up")
+    else:
+        fail(f"nccl 3 ranks: exits {[v[0] for v in res.values()]}: {res[0][2][-1500:]}")
+
+
+def nccl_fault(name, n, args, limit, expects, act=None, env=None, ranks=None, per_rank_env=None,
+               stale=False):
+    """A fault on the NCCL path: every rank started must end within `limit` s, non-zero, its
+    output holding expects[rank]."""
+    out = dir_(name)
+    rdv = os.path.join(SCRATCH, name + ".id")
+    if os.path.exists(rdv):
+        os.remove(rdv)
+    if stale:
+        with open(rdv, "wb") as f:
+            f.write(b"\0" * 128)
+        os.utime(rdv, (time.time() - 7200, time.time() - 7200))
+    ended.clear()
+    procs = start_ranks(n, args, out, rdv, env=dict({"GAN_DIST_TIMEOUT": "5"}, **(env or {})),
+                        ranks=ranks, per_rank_env=per_rank_env)
+    t_fault = (act(procs, out) if act else None) or time.time()
+    res = wait_ranks(procs, limit, name)
+    for k, (rc, secs, text) in res.items():
+        if rc is None:
+            continue
+        line = next((l for l in text.splitlines() if expects.get(k, "\0") in l), None)
+        print(f"{name}: rank {k} ended {ended[k] - t_fault:.1f} s after the "
+              f"{'fault' if act else 'start'}, exit {rc}: "
+              f"{line or text[-300:]!r}")
+        if rc == 0:
+            fail(f"{name}: rank {k} exited 0")
+        elif k in expects and line is None:
+            fail(f"{name}: rank {k} has no line with {expects[k]!r}:\n{text[-1500:]}")
+    if os.path.isdir(out):
+        checkpoint_intact(out, name)
+    return out
+
+
+def wait_steps(procs, out, steps):
+    """Until rank 0 has logged `steps` steps (the graph replays from step 3)."""
+    log = procs[0][2]
+    deadline = time.time() + 120
+    while time.time() < deadline and procs[0][1].poll() is None:
+        log.seek(0)
+        if log.read().count("\nstep ") >= steps:
+            return True
+        time.sleep(0.2)
+    return False
+
+
+LONG = ["--steps", "1000000", "--batch-size", "4", "--checkpoint-every", "5"]
+
+
+def case_nccl_faults():
+    if not INTERP:
+        return
+    # A rank killed during a graph replay: the others see it gone.
+    def kill1(procs, out):
+        wait_steps(procs, out, 6)
+        procs[1][1].kill()
+        return time.time()
+    nccl_fault("nccl_kill", 2, LONG, 60, {0: "rank 1 (pid"}, act=kill1)
+
+    # A rank stopped during a replay: the others' watchdog ends them; the stopped rank, once
+    # continued, finds its peer gone and ends too.
+    def stop1(procs, out):
+        wait_steps(procs, out, 6)
+        procs[1][1].send_signal(signal.SIGSTOP)
+        t = time.time()
+        try:
+            procs[0][1].wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            pass
+        ended[0] = time.time()
+        procs[1][1].send_signal(signal.SIGCONT)
+        return t
+    nccl_fault("nccl_stop", 2, LONG, 90, {0: "the training step has not completed in",
+                                          1: "gan_train: rank 1:"}, act=stop1)
+
+    # An exception on rank 0 while writing a checkpoint: its communicator is aborted (not
+    # destroyed, which would wait for the others), the peer ends at once (the deadline is long
+    # here: only the abort can end it in time); the step-5 checkpoint resumes.
+    out = nccl_fault("nccl_ckpt_error", 2, ["--steps", "20", "--batch-size", "4",
+                                            "--checkpoint-every", "5",
+                                            "--inject-checkpoint-error-at", "10"], 30,
+                     {0: "injected checkpoint write error", 1: "rank 0: aborted its communicator"},
+                     env={"GAN_DIST_TIMEOUT": "100"})
+    resume_after_fault(out, "nccl checkpoint error", 5, binary=INTERP, device="cuda")
+
+    # A rank missing at start-up.
+    nccl_fault("nccl_missing", 3, ["--steps", "3", "--batch-size", "4"], 60,
+               {0: "NCCL start-up: not all 3 ranks joined", 1: "NCCL start-up: not all 3 ranks"},
+               ranks=[0, 1])
+    # A stale rendezvous file and no rank 0: refused, saying so.
+    nccl_fault("nccl_stale", 2, ["--steps", "3", "--batch-size", "4"], 60,
+               {1: "is older than this job"}, ranks=[1], stale=True)
+    # Mismatched bucket settings: refused before the first step.
+    nccl_fault("nccl_buckets", 2, ["--steps", "3", "--batch-size", "4"], 60,
+               {0: "rank 1's gradient buckets are 8 KiB", 1: "rank 1's gradient buckets are 8 KiB"},
+               per_rank_env={1: {"GAN_DIST_BUCKET_KB": "8"}})
+    # An NCCL error on rank 1 (injected into its 150th collective, in a replay) and a hang there.
+    nccl_fault("nccl_error", 2, LONG, 60, {1: "injected error", 0: "rank 1: injected error"},
+               env={"GAN_NCCL_HOST_FAULT": "1:error:150"})
+    nccl_fault("nccl_hang", 2, LONG, 60, {0: "gan_train: rank 0:", 1: "has not completed in"},
+               env={"GAN_NCCL_HOST_FAULT": "1:hang:150"})
+    # An NCCL older than the backend needs: one line.
+    out = dir_("nccl_old")
+    r = run(1, NCCL_ARGS + ["--steps", "1", "--batch-size", "4"], out, check=False, binary=INTERP,
+            env=dict(ENV, GAN_NCCL_HOST_VERSION="21203"))
+    if r.returncode == 0 or "NCCL 2.12.3 (the interpreter's host NCCL) is too old" not in r.stderr:
+        fail(f"old NCCL: exit {r.returncode}, stderr {r.stderr!r}")
+
+
+def case_nccl_stale_ok():
+    """A stale rendezvous file does not stop a whole job: rank 0 replaces it."""
+    if not INTERP:
+        return
+    out = dir_("nccl_stale_ok")
+    rdv = os.path.join(SCRATCH, "nccl_stale_ok.id")
+    with open(rdv, "wb") as f:
+        f.write(b"\0" * 128)
+    os.utime(rdv, (time.time() - 7200, time.time() - 7200))
+    res = wait_ranks(start_ranks(2, ["--steps", "2", "--batch-size", "4"], out, rdv), 300,
+                     "nccl stale file, whole job")
+    if any(rc != 0 for rc, _, _ in res.values()):
+        fail(f"nccl stale file, whole job: exits {[v[0] for v in res.values()]}: "
+             f"{res[1][2][-1500:]}")
+    else:
+        print("nccl stale file, whole job: trained (rank 0 replaced the file)")
 
 
 CASES = {"equal": case_equal, "resume": case_resume, "stop": case_stop, "kill": case_kill,
-         "hang": case_hang, "env": case_env, "interp": case_interp}
+         "hang": case_hang, "env": case_env, "interp": case_interp,
+         "checkpoint_error": case_checkpoint_error, "buckets": case_buckets,
+         "nccl_equal": case_nccl_equal, "nccl_faults": case_nccl_faults,
+         "nccl_stale_ok": case_nccl_stale_ok}
 if __name__ == "__main__":
     if shutil.which("mpirun") is None:
         print("mpirun not found: install openmpi-bin (tools/scripts/setup.sh does)")

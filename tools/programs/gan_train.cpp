@@ -157,6 +157,9 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({-1, 0, 1}));
   app.add_option("--inject-nan-at", o.inject_nan_at, "tests: make D's weights NaN at this step")
       ->group("");  // hidden
+  app.add_option("--inject-checkpoint-error-at", o.inject_checkpoint_error_at,
+                 "tests: rank 0's checkpoint write fails at this step")
+      ->group("");  // hidden
   if (auto rc = gan::cli::parse(app, argc, argv, "gan_train")) return *rc;
   m.arch = models::parse_arch(arch);
   m.preset = models::parse_preset(preset);

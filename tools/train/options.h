@@ -82,6 +82,7 @@ struct Options {
   int world_size = 1, rank = 0;  // from the launcher (not options)
   int progress = -1;             // 1 live bar, 0 plain lines, -1 auto (a terminal gets the bar)
   int64_t inject_nan_at = 0;     // tests: poison D's first weight with NaN before this step
+  int64_t inject_checkpoint_error_at = 0;  // tests: rank 0's checkpoint write throws at this step
 
   // Option names given explicitly (on the command line, '-' as '_'); resume checks them against
   // the checkpoint, and the CPU fallback leaves them alone.

@@ -275,7 +275,12 @@ void Training::train() {
     if (profile && step_ + 1 == o_.profile_from) GAN_CUDA_CHECK(cudaProfilerStart());
     if (o_.inject_nan_at > 0 && step_ + 1 == o_.inject_nan_at)
       opt_d_->params()[0].value().fill_(std::nan(""));  // fault injection for the tests
-    iterate(start_step);
+    {
+      // The NCCL watchdog ends this rank if the step's work (collectives with the other ranks)
+      // does not complete in time: a stopped peer is otherwise noticed by nobody.
+      dist::WorkWatch watch(*comm_, "the training step");
+      iterate(start_step);
+    }
     ++step_;
     if (profile && step_ == o_.profile_to) GAN_CUDA_CHECK(cudaProfilerStop());
     if (o_.announce_duration && lead()) announce_duration(start_step);
@@ -465,6 +470,9 @@ void Training::check_ranks_agree() {
 
 void Training::write_checkpoint(const std::string& path, const st::Metadata& extra) {
   check_finite();
+  if (o_.inject_checkpoint_error_at > 0 && step_ == o_.inject_checkpoint_error_at)
+    throw Error(fmt::format("gan_train: {}: injected checkpoint write error at step {} (tests)",
+                            path, step_));
   train::write_checkpoint(path, state(), o_, extra);
   if (path == ckpt_path_) result_.checkpoint = ckpt_path_;
 }
