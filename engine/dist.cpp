@@ -47,7 +47,8 @@ thread_local Communicator* g_sync_bn = nullptr;
 
 // About when this process started (static initialisation): the file rendezvous refuses files
 // written long before it.
-const std::filesystem::file_time_type g_process_start = std::filesystem::file_time_type::clock::now();
+const std::filesystem::file_time_type g_process_start =
+    std::filesystem::file_time_type::clock::now();
 
 }  // namespace
 
@@ -295,8 +296,9 @@ void file_rendezvous(int rank, const std::string& path, void* data, size_t n, do
   }
   using Clock = std::chrono::steady_clock;
   const auto t0 = Clock::now();
-  const auto oldest = g_process_start - std::chrono::duration_cast<std::filesystem::file_time_type::duration>(
-                                           std::chrono::duration<double>(timeout_s));
+  const auto oldest =
+      g_process_start - std::chrono::duration_cast<std::filesystem::file_time_type::duration>(
+                            std::chrono::duration<double>(timeout_s));
   bool stale = false;
   for (;;) {
     std::error_code ec, ec2;

@@ -101,7 +101,7 @@ class WorkWatch {
  public:
   WorkWatch(Communicator& c, const char* what) : c_(c) { c_.begin_work(what); }
   ~WorkWatch() noexcept(false) {
-    if (std::uncaught_exceptions() == 0)
+    if (std::uncaught_exceptions() == uncaught_)
       c_.end_work();
     else
       c_.cancel_work();
@@ -111,6 +111,7 @@ class WorkWatch {
 
  private:
   Communicator& c_;
+  const int uncaught_ = std::uncaught_exceptions();
 };
 
 // Gradient all-reduce overlapped with the backward pass, in buckets (as PyTorch's DDP): made for

@@ -20,6 +20,7 @@
 #include <exception>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -141,26 +142,36 @@ class NcclCommunicator final : public Communicator {
     init_with_deadline(id);
     if (rank() == 0 && !init.empty() && size() > 1)
       (void)std::remove(init.substr(5).c_str());  // every rank holds the id now
-    scratch_ = Tensor::zeros(Shape{int64_t(2 * (size() + 1))}, Device::CUDA, DType::F32);  // 8 bytes + 8 per rank
+    // 8 bytes of this rank's value, then 8 per rank gathered.
+    scratch_ = Tensor::zeros(Shape{int64_t(2 * (size() + 1))}, Device::CUDA, DType::F32);
     GAN_CUDA_CHECK(cudaMallocHost(&pinned_, sizeof(uint64_t) * size_t(size() + 1)));
-    check_one_gpu_per_rank();
-    watchdog_ = std::thread([this] { watch(); });  // last: nothing may throw after it starts
+    watchdog_ = std::thread([this] { watch(); });  // before the first collective
+    try {
+      check_one_gpu_per_rank();
+    } catch (...) {
+      stop_ = true;
+      watchdog_.join();
+      throw;
+    }
   }
   ~NcclCommunicator() override {
     stop_ = true;
     if (watchdog_.joinable()) watchdog_.join();
+    if (comm_) {
+      // ncclCommDestroy waits for the other ranks: a rank that leaves by an exception (its peers
+      // still inside a step) aborts instead, which also tells the peers (a remote error). First,
+      // so that nothing below waits on work stuck on a dead peer.
+      std::lock_guard<std::mutex> lock(call_mu_);
+      aborted_ = true;
+      if (std::uncaught_exceptions() > uncaught_at_start_)
+        (void)nccl().abort(comm_);
+      else
+        (void)nccl().destroy(comm_);
+    }
     for (cudaEvent_t e : free_events_) (void)cudaEventDestroy(e);
     for (Work& w : pending_)
       if (w.event) (void)cudaEventDestroy(w.event);
     if (pinned_) (void)cudaFreeHost(pinned_);
-    if (!comm_) return;
-    // ncclCommDestroy waits for the other ranks: a rank that leaves by an exception (its peers
-    // still inside a step) aborts instead, which also tells the peers (a remote error).
-    std::lock_guard<std::mutex> lock(call_mu_);
-    if (std::uncaught_exceptions() > 0)
-      (void)nccl().abort(comm_);
-    else
-      (void)nccl().destroy(comm_);
   }
   const char* backend() const override { return "nccl"; }
   bool graph_safe() const override { return true; }
@@ -190,6 +201,8 @@ class NcclCommunicator final : public Communicator {
       GAN_CHECK(t.defined() && t.is_cuda(),
                 "dist: nccl broadcast takes cuda tensors, got " +
                     (t.defined() ? t.str() : std::string("an undefined tensor")));
+    std::optional<WorkWatch> watch;
+    if (!cuda::capturing()) watch.emplace(*this, "a broadcast");
     std::lock_guard<std::mutex> lock(call_mu_);
     Group g(*this);
     for (const Tensor& t : ts)
@@ -212,13 +225,14 @@ class NcclCommunicator final : public Communicator {
   std::vector<uint64_t> gather_all(uint64_t v) override {
     if (host_) return host_->gather_all(v);
     GAN_CHECK(!cuda::capturing(), "dist: gather_all cannot run inside a CUDA graph capture");
+    WorkWatch watch(*this, "a host collective (gather)");  // the device's side of it
     pinned_[0] = v;
-    GAN_CUDA_CHECK(cudaMemcpyAsync(scratch_.raw(), pinned_, 8, cudaMemcpyHostToDevice,
-                                   cuda::stream()));
+    GAN_CUDA_CHECK(
+        cudaMemcpyAsync(scratch_.raw(), pinned_, 8, cudaMemcpyHostToDevice, cuda::stream()));
     {
       std::lock_guard<std::mutex> lock(call_mu_);
-      check(nccl().all_gather(scratch_.raw(), static_cast<char*>(scratch_.raw()) + 8, 8,
-                              ncclUint8, comm_, cuda::stream()),
+      check(nccl().all_gather(scratch_.raw(), static_cast<char*>(scratch_.raw()) + 8, 8, ncclUint8,
+                              comm_, cuda::stream()),
             "ncclAllGather");
     }
     GAN_CUDA_CHECK(cudaMemcpyAsync(pinned_ + 1, static_cast<char*>(scratch_.raw()) + 8,
@@ -261,10 +275,8 @@ class NcclCommunicator final : public Communicator {
   [[noreturn]] void abort(int code) override {
     std::fflush(stdout);
     std::fflush(stderr);
-    {
-      std::lock_guard<std::mutex> lock(call_mu_);
-      if (comm_) (void)nccl().abort(comm_);
-    }
+    call_mu_.lock();  // held until the process ends: nothing touches the communicator again
+    if (!aborted_.exchange(true) && comm_) (void)nccl().abort(comm_);
     if (host_) host_->abort(code);  // MPI_Abort: this is the thread that initialised MPI
     std::_Exit(code);
   }
@@ -278,7 +290,9 @@ class NcclCommunicator final : public Communicator {
 
   // ncclGroupStart .. ncclGroupEnd, closed also when a call inside throws.
   struct Group {
-    explicit Group(NcclCommunicator& c) : c_(c) { c_.check(nccl().group_start(), "ncclGroupStart"); }
+    explicit Group(NcclCommunicator& c) : c_(c) {
+      c_.check(nccl().group_start(), "ncclGroupStart");
+    }
     void end() {
       open_ = false;
       c_.check(nccl().group_end(), "ncclGroupEnd");
@@ -323,8 +337,9 @@ class NcclCommunicator final : public Communicator {
       ncclComm_t comm = nullptr;
     };
     auto st = std::make_shared<Init>();
-    const int n = size(), r = rank();
-    std::thread([st, n, r, id] {
+    const int n = size(), r = rank(), dev = device_;
+    std::thread([st, n, r, id, dev] {
+      (void)cudaSetDevice(dev);  // the communicator belongs to this rank's GPU
       st->result = nccl().init_rank(&st->comm, n, id, r);
       st->done.store(true, std::memory_order_release);
     }).detach();
@@ -360,7 +375,8 @@ class NcclCommunicator final : public Communicator {
     (void)gethostname(host, sizeof host - 1);
     uint64_t h = 1469598103934665603ull;
     auto mix = [&h](const void* d, size_t n) {
-      for (size_t i = 0; i < n; ++i) h = (h ^ static_cast<const unsigned char*>(d)[i]) * 1099511628211ull;
+      for (size_t i = 0; i < n; ++i)
+        h = (h ^ static_cast<const unsigned char*>(d)[i]) * 1099511628211ull;
     };
     mix(host, std::strlen(host));
     mix(&p.uuid, sizeof p.uuid);
@@ -390,8 +406,13 @@ class NcclCommunicator final : public Communicator {
   [[noreturn]] void fail_from_watchdog(const std::string& why) {
     std::fprintf(stderr, "gan_train: rank %d: %s; aborting\n", rank(), why.c_str());
     std::fflush(stderr);
-    if (call_mu_.try_lock()) (void)nccl().abort(comm_);
     std::fflush(stdout);
+    // ncclCommAbort may itself block (a stuck device): the process ends regardless.
+    std::thread([] {
+      std::this_thread::sleep_for(std::chrono::seconds(10));
+      std::_Exit(1);
+    }).detach();
+    if (call_mu_.try_lock() && !aborted_.exchange(true)) (void)nccl().abort(comm_);
     std::_Exit(1);
   }
 
@@ -403,9 +424,9 @@ class NcclCommunicator final : public Communicator {
     (void)cudaThreadExchangeStreamCaptureMode(&relaxed);
     while (!stop_) {
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      if (aborted_) return;  // abort() is ending the process; the communicator is gone
       ncclResult_t r = ncclSuccess;
-      if (nccl().async_error(comm_, &r) == ncclSuccess && r != ncclSuccess &&
-          r != ncclInProgress) {
+      if (nccl().async_error(comm_, &r) == ncclSuccess && r != ncclSuccess && r != ncclInProgress) {
         const char* detail = nccl().last_error ? nccl().last_error(comm_) : "";
         fail_from_watchdog(fmt::format("NCCL error: {}{}{} (another rank failed?)",
                                        nccl().error_string(r), detail && *detail ? ": " : "",
@@ -422,14 +443,14 @@ class NcclCommunicator final : public Communicator {
         pending_.pop_front();
       }
       if (pending_.empty()) continue;
-      const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                                     pending_.front().t0)
-                           .count();
+      const double s =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - pending_.front().t0)
+              .count();
       if (s > timeout_s())
-        fail_from_watchdog(fmt::format(
-            "{} has not completed in {:.0f} s (another rank stopped, hangs or died; "
-            "$GAN_DIST_TIMEOUT)",
-            pending_.front().what, s));
+        fail_from_watchdog(
+            fmt::format("{} has not completed in {:.0f} s (another rank stopped, hangs or died; "
+                        "$GAN_DIST_TIMEOUT)",
+                        pending_.front().what, s));
     }
   }
 
@@ -442,7 +463,8 @@ class NcclCommunicator final : public Communicator {
   std::mutex work_mu_;
   std::deque<Work> pending_;
   std::vector<cudaEvent_t> free_events_;
-  std::atomic<bool> stop_{false};
+  std::atomic<bool> stop_{false}, aborted_{false};
+  const int uncaught_at_start_ = std::uncaught_exceptions();
   std::thread watchdog_;
 };
 

@@ -23,6 +23,7 @@
 #include "engine/grad.h"
 #include "engine/ops.h"
 #include "engine/random.h"
+#include "tests/harness.h"
 #include "tools/io/data.h"
 
 using namespace gan;
@@ -404,7 +405,8 @@ TEST_CASE("dist: the file rendezvous hands rank 0's bytes to the others, or says
                     fmt::format("dist: rank 1: rank 0 wrote no {} within 0.1 s", path));
 }
 
-TEST_CASE("dist: a parameter no pass reaches takes part in the all-reduce as zeros", "[dist][cpu]") {
+TEST_CASE("dist: a parameter no pass reaches takes part in the all-reduce as zeros",
+          "[dist][cpu]") {
   const int W = 2;
   ThreadWorld world(W);
   std::vector<std::vector<float>> used(W), unused(W);
@@ -442,6 +444,7 @@ TEST_CASE("dist: a parameter no pass reaches takes part in the all-reduce as zer
 // the interpreter its host NCCL. Multi-rank runs and faults: tests/scripts/test_distributed.py.
 TEST_CASE("dist: the nccl backend at one rank: collectives, graphs, a bad tensor closes its group",
           "[dist][cuda]") {
+  GAN_REQUIRE_GPU();
   Env env({});
   std::unique_ptr<dist::Communicator> c =
       dist::make_communicator(dist::Launch{}, Device::CUDA, "nccl");
@@ -454,6 +457,13 @@ TEST_CASE("dist: the nccl backend at one rank: collectives, graphs, a bad tensor
   c->allreduce_mean({t});
   c->broadcast({t}, 0);
   CHECK(t.to_vector() == std::vector<float>{1, -2, 3.5f});
+  // Larger than the host NCCL's 256 KiB rounds: every round's values come back in place.
+  std::vector<float> big(300000);
+  for (size_t i = 0; i < big.size(); ++i) big[i] = float(i % 1013) - 500.0f;
+  Tensor tb = Tensor::from_vector(big, Shape{int64_t(big.size())}).to(Device::CUDA);
+  c->allreduce_mean({tb});
+  c->broadcast({tb}, 0);
+  CHECK(tb.to_vector() == big);
   CHECK(c->gather_all(42) == std::vector<uint64_t>{42});
   CHECK(c->max(-7) == -7);
   {
@@ -476,8 +486,9 @@ TEST_CASE("dist: the nccl backend at one rank: collectives, graphs, a bad tensor
   c.reset();
   if (cuda_is_interpreter()) {  // the version check, with the host NCCL reporting 2.12.3
     setenv("GAN_NCCL_HOST_VERSION", "21203", 1);
-    CHECK_THROWS_WITH(dist::make_communicator(dist::Launch{}, Device::CUDA, "nccl"),
-                      Catch::Contains("dist: NCCL 2.12.3 (the interpreter's host NCCL) is too old"));
+    CHECK_THROWS_WITH(
+        dist::make_communicator(dist::Launch{}, Device::CUDA, "nccl"),
+        Catch::Contains("dist: NCCL 2.12.3 (the interpreter's host NCCL) is too old"));
     unsetenv("GAN_NCCL_HOST_VERSION");
   }
 }

@@ -374,11 +374,18 @@ void check_wgan_gp_step(Device dev) {
       ckpt::from_torch(f.tensor(std::string("grad") + net_prefix + "." + name), layouts(name),
                        want);
       CHECK(gan::test::max_rel_error(p.grad().to(Device::CPU), want) < 1e-4);
+      const auto g_want = want.to_vector();
       ckpt::from_torch(f.tensor(std::string(net_prefix) + "1." + name), layouts(name), want);
       const auto got = p.value().to_vector(), w = want.to_vector();
+      // An element whose gradient is within 100 eps of zero (a bias before batch norm: zero but
+      // for rounding) may move by anything up to one step, lr, in either direction: its float32
+      // gradient is rounding noise (seen: 5.1e-5 on an AVX2 machine, below 5e-5 with AVX-512).
       double worst = 0;
       for (size_t i = 0; i < got.size(); ++i)
-        worst = std::max(worst, double(std::fabs(got[i] - w[i])));
+        if (std::fabs(g_want[i]) > 1e-6)
+          worst = std::max(worst, double(std::fabs(got[i] - w[i])));
+        else
+          CHECK(std::fabs(got[i] - w[i]) <= 1.01 * a.lr);
       CHECK(worst < 5e-5);
     }
     for (const auto& [name, b] : module->named_buffers()) {

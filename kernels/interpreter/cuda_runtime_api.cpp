@@ -30,7 +30,7 @@ struct CUstream_st {
 };
 struct CUevent_st {
   unsigned flags = 0;
-  double ms = 0;  // host clock at the record
+  double ms = 0;                                // host clock at the record
   std::weak_ptr<gan::interp::Capture> capture;  // recorded on a stream being captured into it
 };
 struct CUgraph_st {
@@ -530,6 +530,10 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* s, unsigned int flags) {
 cudaError_t cudaStreamDestroy(cudaStream_t s) {
   if (!s || s == cudaStreamLegacy || s == cudaStreamPerThread)
     return cudaErrorInvalidResourceHandle;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (s->capture) std::erase(s->capture->joined, s);
+  }
   delete s;
   return cudaSuccess;
 }

@@ -46,6 +46,7 @@ constexpr size_t kSlotBytes = size_t(1) << 18;  // per rank and round; larger bu
 
 struct alignas(64) RankState {
   std::atomic<int32_t> pid;
+  std::atomic<uint64_t> bytes;     // the size of the collective of its last posted round
   std::atomic<uint64_t> posted;    // the last round whose data this rank has written
   std::atomic<uint64_t> consumed;  // the last round this rank has finished reading
   std::atomic<int32_t> destroyed;
@@ -54,7 +55,8 @@ struct alignas(64) RankState {
 struct Segment {
   std::atomic<int32_t> nranks;
   std::atomic<int32_t> joined;
-  std::atomic<int32_t> failed;  // 0, or 1 + the first rank that failed or aborted
+  std::atomic<int32_t> claimed;  // the first failure's claim (its message is being written)
+  std::atomic<int32_t> failed;   // 0, or 1 + the first rank that failed or aborted
   std::atomic<int32_t> failed_code;
   char failure[200];  // written before failed is published
   RankState ranks[kMaxRanks];
@@ -116,10 +118,10 @@ void fail(ncclComm* c, ncclResult_t code, const std::string& why) {
   c->error = why;
   g_last_error = why;
   int expected = 0;
-  if (c->seg && c->seg->failed.load() == 0) {
+  if (c->seg && c->seg->claimed.compare_exchange_strong(expected, 1)) {
     std::snprintf(c->seg->failure, sizeof c->seg->failure, "%s", why.c_str());
     c->seg->failed_code.store(code);
-    c->seg->failed.compare_exchange_strong(expected, c->rank + 1);
+    c->seg->failed.store(c->rank + 1);  // publishes the message
   }
   c->async.store(code);
 }
@@ -177,7 +179,8 @@ int injected_fault(ncclComm* c) {
 
 // One collective: rounds of at most kSlotBytes per rank; each rank posts its piece, waits for all
 // pieces, combines them (combine(offset, length)), and waits until every rank has read them.
-void exchange(ncclComm* c, const void* mine, size_t n, const std::function<void(size_t, size_t)>& combine) {
+void exchange(ncclComm* c, const void* mine, size_t n,
+              const std::function<void(size_t, size_t)>& combine) {
   switch (injected_fault(c)) {
     case 1:
       fail(c, ncclSystemError, "injected error (GAN_NCCL_HOST_FAULT)");
@@ -194,12 +197,24 @@ void exchange(ncclComm* c, const void* mine, size_t n, const std::function<void(
     const size_t len = std::min(kSlotBytes, n - off);
     const uint64_t r = ++c->round;
     if (len) std::memcpy(c->slot(c->rank), static_cast<const char*>(mine) + off, len);
+    c->seg->ranks[c->rank].bytes.store(n, std::memory_order_relaxed);
     c->seg->ranks[c->rank].posted.store(r, std::memory_order_release);
-    if (!wait_all(c, [r](const RankState& s) { return s.posted.load(std::memory_order_acquire) >= r; }))
+    if (!wait_all(
+            c, [r](const RankState& s) { return s.posted.load(std::memory_order_acquire) >= r; }))
       return;
+    for (int k = 0; k < c->nranks; ++k)  // every rank must call the same collective
+      if (c->seg->ranks[k].bytes.load(std::memory_order_relaxed) != n) {
+        fail(c, ncclInvalidUsage,
+             "rank " + std::to_string(c->rank) + " called a collective of " + std::to_string(n) +
+                 " bytes, rank " + std::to_string(k) + " one of " +
+                 std::to_string(c->seg->ranks[k].bytes.load()));
+        (void)wait_all(c, [](const RankState&) { return false; });
+        return;
+      }
     combine(off, len);
     c->seg->ranks[c->rank].consumed.store(r, std::memory_order_release);
-    if (!wait_all(c, [r](const RankState& s) { return s.consumed.load(std::memory_order_acquire) >= r; }))
+    if (!wait_all(
+            c, [r](const RankState& s) { return s.consumed.load(std::memory_order_acquire) >= r; }))
       return;
     off += len;
   } while (off < n);
@@ -245,7 +260,8 @@ void join(ncclComm* c) {
   const int fd = shm_open(c->name.c_str(), O_CREAT | O_RDWR, 0600);
   if (fd < 0 || ftruncate(fd, off_t(c->bytes)) != 0) {
     if (fd >= 0) close(fd);
-    fail(c, ncclSystemError, "cannot create shared memory " + c->name + ": " + std::strerror(errno));
+    fail(c, ncclSystemError,
+         "cannot create shared memory " + c->name + ": " + std::strerror(errno));
     return;
   }
   void* p = mmap(nullptr, c->bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
@@ -260,6 +276,7 @@ void join(ncclComm* c) {
     fail(c, ncclInvalidArgument,
          "rank " + std::to_string(c->rank) + " was given " + std::to_string(c->nranks) +
              " ranks, another rank " + std::to_string(expected));
+    shm_unlink(c->name.c_str());
     return;
   }
   c->seg->ranks[c->rank].pid.store(int32_t(getpid()));
@@ -270,7 +287,8 @@ void join(ncclComm* c) {
   if (const char* e = std::getenv("GAN_NCCL_HOST_FAULT");
       e && std::atoi(e) == c->rank && std::strstr(e, ":inithang"))
     while (!c->aborted.load()) std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  if (!c->aborted.load()) c->async.store(ncclSuccess);
+  int in_progress = ncclInProgress;
+  c->async.compare_exchange_strong(in_progress, ncclSuccess);  // unless aborted or failed meanwhile
 }
 
 }  // namespace
@@ -380,21 +398,22 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
     return ncclInvalidArgument;
   }
   return issue(comm, stream, "ncclAllReduce", [=] {
-    std::vector<float> mine(static_cast<const float*>(send), static_cast<const float*>(send) + count);
+    std::vector<float> mine(static_cast<const float*>(send),
+                            static_cast<const float*>(send) + count);
     const double scale = op == ncclAvg ? 1.0 / comm->nranks : 1.0;
     exchange(comm, mine.data(), count * 4, [&](size_t off, size_t len) {
       for (size_t i = 0; i < len / 4; ++i) {
         double s = 0;
         for (int r = 0; r < comm->nranks; ++r)
-          s += reinterpret_cast<const float*>(comm->slot(r) + off)[i];
+          s += reinterpret_cast<const float*>(comm->slot(r))[i];
         static_cast<float*>(recv)[off / 4 + i] = float(s * scale);
       }
     });
   });
 }
 
-ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
-                           ncclComm_t comm, cudaStream_t stream) {
+ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type,
+                           int root, ncclComm_t comm, cudaStream_t stream) {
   if (comm && (root < 0 || root >= comm->nranks)) return ncclInvalidArgument;
   const size_t bytes = count * type_bytes(type);
   return issue(comm, stream, "ncclBroadcast", [=] {
@@ -421,9 +440,9 @@ ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataT
 // (another thread may still be waiting in it).
 ncclResult_t ncclCommAbort(ncclComm_t comm) {
   if (!comm) return ncclSuccess;
-  if (comm->seg && !comm->aborted.load())
-    fail(comm, ncclRemoteError, "aborted its communicator");
+  if (comm->seg && !comm->aborted.load()) fail(comm, ncclRemoteError, "aborted its communicator");
   comm->aborted.store(true);
+  shm_unlink(comm->name.c_str());  // no rank can join any more (the name may be gone already)
   if (comm->init_thread.joinable()) comm->init_thread.detach();
   return ncclSuccess;
 }
@@ -434,7 +453,8 @@ ncclResult_t ncclCommDestroy(ncclComm_t comm) {
   if (comm->init_thread.joinable()) comm->init_thread.join();
   if (comm->seg && !comm->aborted.load()) {
     comm->seg->ranks[comm->rank].destroyed.store(1);
-    (void)wait_all(comm, [](const RankState& s) { return s.destroyed.load() != 0; }, false);
+    (void)wait_all(
+        comm, [](const RankState& s) { return s.destroyed.load() != 0; }, false);
   }
   if (comm->aborted.load()) return ncclSuccess;  // leaked: see ncclCommAbort
   if (comm->seg) munmap(comm->seg, comm->bytes);

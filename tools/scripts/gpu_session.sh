@@ -33,7 +33,10 @@
 #              memcheck, racecheck and synccheck over the attention cases; about 5 minutes
 #   dist       the data-parallel path at world size 1: gan_bench's train loop (graph, graph_tf32)
 #              with the gradients all-reduced by NCCL inside the captured graph against the same
-#              without (the path's overhead), and gan_train --dist-backend nccl for 30 steps
+#              without (the path's overhead), and gan_train --dist-backend nccl for 30 steps.
+#              With one rank NCCL only copies memory (no NCCL kernel or proxy runs): this proves
+#              the communication stream's fork/join capture and the version check, not
+#              communication; equality across ranks needs two GPUs
 #   bf16       bf16 precision: the [bf16] cuda tests, gan_bench (anchor loop; tf32, graph_tf32,
 #              bf16, graph_bf16) and the PyTorch baseline's same variants (torch.autocast bf16)
 #              on the seven configs in the same job (bf16_ratio_table.md), and two SAGAN runs of

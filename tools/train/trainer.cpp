@@ -309,6 +309,9 @@ void Training::train() {
   }
   graph_.reset();
   if (dev_ == Device::CUDA) cuda::synchronize();
+  // Every rank waits here for rank 0's last outputs: if writing them fails, rank 0 ends the job
+  // (or aborts its communicator) and no rank exits 0.
+  if (o_.world_size > 1) (void)comm_->max(0);
 }
 
 // The CPU fallback's announcement: steps 10 to 30 timed (after the warm-up's convolution timing),
