@@ -184,6 +184,13 @@ std::vector<OpCase> pooled_attention_flash() {
 }
 // For ThreadSanitizer (tools/scripts/test.sh), where every emulated mma is slow: the code paths of
 // the sizes above (partial blocks, two batch items, d = 128, dv over two chunks) at small N.
+// For ThreadSanitizer too: the tiled kernels' paths (one row, partial tiles, several batch items,
+// d = 128, dv over several chunks, several key tiles) without the sequences of 1024 and more.
+std::vector<OpCase> self_attention_tiled_small() {
+  const std::vector<A> s = {{1, 8, 1},    {16, 8, 3},   {17, 64, 1}, {64, 72, 3},
+                            {16, 128, 1}, {17, 512, 3}, {255, 8, 1}};
+  return self_attention_cases(s, kTiled);
+}
 std::vector<OpCase> pooled_attention_flash_small() {
   const std::vector<A> s = {{17, 64, 1}, {64, 72, 3}, {130, 64, 2}, {16, 128, 1}};
   auto c = pooled_attention_cases(s, kFlashTF32);
@@ -193,6 +200,7 @@ std::vector<OpCase> pooled_attention_flash_small() {
 }  // namespace
 
 GAN_OP_TEST("self_attention", self_attention_tiled)
+GAN_OP_TEST_CUDA("self_attention small", self_attention_tiled_small)
 GAN_OP_TEST("attention", pooled_attention_tiled)
 GAN_OP_TEST_CUDA("self_attention materialised", self_attention_gemm)
 GAN_OP_TEST_CUDA("attention materialised", pooled_attention_gemm)

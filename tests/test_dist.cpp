@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,7 +63,9 @@ class ThreadComm final : public dist::Communicator {
   ThreadComm(ThreadWorld& w, int rank)
       : Communicator(dist::Launch{rank, w.size, rank, "threads"}), w_(w) {}
   const char* backend() const override { return "threads"; }
+  int allreduces = 0;
   void allreduce(const std::vector<Tensor>& ts, Op op) override {
+    ++allreduces;
     std::vector<float> mine;
     for (const Tensor& t : ts) {
       const std::vector<float> v = t.to_vector();
@@ -92,6 +95,25 @@ class ThreadComm final : public dist::Communicator {
  private:
   ThreadWorld& w_;
 };
+
+// Runs body(rank, communicator) on W threads, the ranks of one ThreadWorld; an exception on any
+// rank fails the test with its message.
+void on_ranks(int W, const std::function<void(int, ThreadComm&)>& body) {
+  ThreadWorld world(W);
+  std::vector<std::string> errors(size_t(W), "");
+  std::vector<std::thread> threads;
+  for (int r = 0; r < W; ++r)
+    threads.emplace_back([&, r] {
+      try {
+        ThreadComm comm(world, r);
+        body(r, comm);
+      } catch (const std::exception& e) {
+        errors[size_t(r)] = e.what();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (const auto& e : errors) REQUIRE(e.empty());
+}
 
 Tensor rows(const Tensor& t, int64_t r0, int64_t n) {
   const int64_t row = t.numel() / t.shape()[0];
@@ -214,30 +236,19 @@ TEST_CASE("dist: synchronised batch norm on 3 ranks equals batch norm over the w
     const Var yr = batch_norm(xr, gr, br, rm, rv, true, 0.1, 1e-5, act, 0.2);
     backward(sum(mul(yr, Var(w))));
 
-    ThreadWorld world(W);
     std::vector<Tensor> y(W), dx(W), dgamma(W), dbeta(W), rms(W), rvs(W);
-    std::vector<std::string> errors(W);
-    std::vector<std::thread> threads;
-    for (int r = 0; r < W; ++r)
-      threads.emplace_back([&, r] {
-        try {
-          ThreadComm comm(world, r);
-          dist::set_sync_batch_norm(&comm);  // per thread: each rank its own
-          const Var xs(rows(x, r * N, N), true), gs = parameter(gamma.clone()),
-                                                 bs = parameter(beta.clone());
-          rms[size_t(r)] = Tensor::zeros(Shape{C}), rvs[size_t(r)] = Tensor::full(Shape{C}, 1.0);
-          const Var ys =
-              batch_norm(xs, gs, bs, rms[size_t(r)], rvs[size_t(r)], true, 0.1, 1e-5, act, 0.2);
-          y[size_t(r)] = ys.value();
-          backward(sum(mul(ys, Var(rows(w, r * N, N)))));
-          dx[size_t(r)] = xs.grad(), dgamma[size_t(r)] = gs.grad(), dbeta[size_t(r)] = bs.grad();
-          dist::set_sync_batch_norm(nullptr);
-        } catch (const std::exception& e) {
-          errors[size_t(r)] = e.what();
-        }
-      });
-    for (auto& t : threads) t.join();
-    for (const auto& e : errors) REQUIRE(e.empty());
+    on_ranks(W, [&](int r, ThreadComm& comm) {
+      dist::set_sync_batch_norm(&comm);  // per thread: each rank its own
+      const Var xs(rows(x, r * N, N), true), gs = parameter(gamma.clone()),
+                                             bs = parameter(beta.clone());
+      rms[size_t(r)] = Tensor::zeros(Shape{C}), rvs[size_t(r)] = Tensor::full(Shape{C}, 1.0);
+      const Var ys =
+          batch_norm(xs, gs, bs, rms[size_t(r)], rvs[size_t(r)], true, 0.1, 1e-5, act, 0.2);
+      y[size_t(r)] = ys.value();
+      backward(sum(mul(ys, Var(rows(w, r * N, N)))));
+      dx[size_t(r)] = xs.grad(), dgamma[size_t(r)] = gs.grad(), dbeta[size_t(r)] = bs.grad();
+      dist::set_sync_batch_norm(nullptr);
+    });
     std::vector<double> sum_dg(C, 0), sum_db(C, 0);
     for (int r = 0; r < W; ++r) {
       const auto close = [](const std::vector<float>& a, const std::vector<float>& b, double tol) {
@@ -331,52 +342,44 @@ TEST_CASE("dist: backward reports each parameter once, when its gradient is fina
 TEST_CASE("dist: bucketed all-reduce gives what one all-reduce after backward gives",
           "[dist][cpu]") {
   const int W = 2;
-  ThreadWorld world(W);
   std::vector<std::vector<std::vector<float>>> grads(W), local(W);
-  std::vector<size_t> buckets(W), early(W);
-  std::vector<std::string> errors(W);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < W; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        ThreadComm comm(world, r);
-        Generator g(9);  // the same weights on every rank
-        std::vector<Var> ps;
-        for (Shape s : {Shape{4, 8}, Shape{8}, Shape{8, 8}, Shape{8}, Shape{8, 2}}) {
-          Tensor t = Tensor::empty(s);
-          g.normal_(t);
-          ps.push_back(parameter(t));
-        }
-        dist::GradReducer red(comm, ps, 64);  // 64 bytes: one or two tensors per bucket
-        Generator data(100 + uint64_t(r));    // each rank its own batch
-        for (int pass = 0; pass < 3; ++pass) {
-          Tensor xt = Tensor::empty(Shape{3, 4});
-          data.normal_(xt);
-          const auto loss = [&] {
-            Var h = Var(xt);
-            for (size_t i = 0; i + 1 < ps.size(); i += 2)
-              h = tanh(add(matmul(h, ps[i]), ps[i + 1]));
-            const Var y = matmul(h, ps.back());
-            return sum(mul(y, y));
-          };
-          zero_grad(ps);
-          backward(loss());  // this rank's own gradients
-          local[size_t(r)].clear();
-          for (const Var& p : ps) local[size_t(r)].push_back(p.grad().to_vector());
-          zero_grad(ps);
-          red.begin();
-          backward(loss());
-          red.finish();
-        }
-        for (const Var& p : ps) grads[size_t(r)].push_back(p.grad().to_vector());
-        buckets[size_t(r)] = red.buckets(), early[size_t(r)] = red.launched_early();
-      } catch (const std::exception& e) {
-        errors[size_t(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (const auto& e : errors) REQUIRE(e.empty());
+  std::vector<size_t> buckets(W), early(W), first_pass_calls(W), first_pass_buckets(W);
+  on_ranks(W, [&](int r, ThreadComm& comm) {
+    Generator g(9);  // the same weights on every rank
+    std::vector<Var> ps;
+    for (Shape s : {Shape{4, 8}, Shape{8}, Shape{8, 8}, Shape{8}, Shape{8, 2}}) {
+      Tensor t = Tensor::empty(s);
+      g.normal_(t);
+      ps.push_back(parameter(t));
+    }
+    dist::GradReducer red(comm, ps, 64);  // 64 bytes: one or two tensors per bucket
+    Generator data(100 + uint64_t(r));    // each rank its own batch
+    for (int pass = 0; pass < 3; ++pass) {
+      Tensor xt = Tensor::empty(Shape{3, 4});
+      data.normal_(xt);
+      const auto loss = [&] {
+        Var h = Var(xt);
+        for (size_t i = 0; i + 1 < ps.size(); i += 2) h = tanh(add(matmul(h, ps[i]), ps[i + 1]));
+        const Var y = matmul(h, ps.back());
+        return sum(mul(y, y));
+      };
+      zero_grad(ps);
+      backward(loss());  // this rank's own gradients
+      local[size_t(r)].clear();
+      for (const Var& p : ps) local[size_t(r)].push_back(p.grad().to_vector());
+      zero_grad(ps);
+      red.begin();
+      backward(loss());
+      red.finish();
+      if (pass == 0)  // the learning pass all-reduces through its buckets (NCCL connects)
+        first_pass_calls[size_t(r)] = size_t(comm.allreduces),
+        first_pass_buckets[size_t(r)] = red.buckets();
+    }
+    for (const Var& p : ps) grads[size_t(r)].push_back(p.grad().to_vector());
+    buckets[size_t(r)] = red.buckets(), early[size_t(r)] = red.launched_early();
+  });
   CHECK(buckets[0] >= 3);
+  CHECK(first_pass_calls[0] == first_pass_buckets[0]);
   CHECK(early[0] == buckets[0]);  // every bucket launched during backward
   CHECK(grads[0] == grads[1]);    // bitwise the same on both
   for (size_t p = 0; p < grads[0].size(); ++p)
@@ -408,32 +411,21 @@ TEST_CASE("dist: the file rendezvous hands rank 0's bytes to the others, or says
 TEST_CASE("dist: a parameter no pass reaches takes part in the all-reduce as zeros",
           "[dist][cpu]") {
   const int W = 2;
-  ThreadWorld world(W);
   std::vector<std::vector<float>> used(W), unused(W);
-  std::vector<std::string> errors(W);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < W; ++r)
-    threads.emplace_back([&, r] {
-      try {
-        ThreadComm comm(world, r);
-        const Var w = parameter(Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3}));
-        const Var idle = parameter(Tensor::from_vector(std::vector<float>{5, 6}, Shape{2}));
-        dist::GradReducer red(comm, {w, idle}, 4);  // one parameter per bucket
-        for (int pass = 0; pass < 2; ++pass) {
-          zero_grad({w, idle});
-          red.begin();
-          backward(scale(sum(w), double(r + 1)));  // rank r's gradient is r + 1
-          red.finish();
-        }
-        used[size_t(r)] = w.grad().to_vector();
-        REQUIRE(idle.grad().defined());
-        unused[size_t(r)] = idle.grad().to_vector();
-      } catch (const std::exception& e) {
-        errors[size_t(r)] = e.what();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (const auto& e : errors) REQUIRE(e.empty());
+  on_ranks(W, [&](int r, ThreadComm& comm) {
+    const Var w = parameter(Tensor::from_vector(std::vector<float>{1, 2, 3}, Shape{3}));
+    const Var idle = parameter(Tensor::from_vector(std::vector<float>{5, 6}, Shape{2}));
+    dist::GradReducer red(comm, {w, idle}, 4);  // one parameter per bucket
+    for (int pass = 0; pass < 2; ++pass) {
+      zero_grad({w, idle});
+      red.begin();
+      backward(scale(sum(w), double(r + 1)));  // rank r's gradient is r + 1
+      red.finish();
+    }
+    used[size_t(r)] = w.grad().to_vector();
+    if (!idle.grad().defined()) throw std::runtime_error("the idle parameter has no gradient");
+    unused[size_t(r)] = idle.grad().to_vector();
+  });
   for (int r = 0; r < W; ++r) {
     CHECK(used[size_t(r)] == std::vector<float>{1.5f, 1.5f, 1.5f});
     CHECK(unused[size_t(r)] == std::vector<float>{0, 0});

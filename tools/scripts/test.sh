@@ -91,7 +91,7 @@ if [ "${GAN_TSAN:-1}" != 0 ]; then
   # are about the interpreter's kernels, whose threads TSan sees.
   OMP_NUM_THREADS=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 TSAN_OPTIONS=halt_on_error=1 \
     "$build-tsan/tests/engine_tests_interp" --interp-seed 1 \
-    "[attention][cuda],[self_attention][cuda],[attention flash small][cuda],[batch_norm][cuda],[sum][cuda],[mean][cuda],[softmax][cuda],[hinge_loss][cuda],[bce_with_logits][cuda],[softmax_cross_entropy][cuda],[mma][cuda],op spectral_norm cuda"
+    "[attention][cuda],[self_attention small][cuda],[attention flash small][cuda],[batch_norm][cuda],[sum][cuda],[mean][cuda],[softmax][cuda],[hinge_loss][cuda],[bce_with_logits][cuda],[softmax_cross_entropy][cuda],[mma][cuda],op spectral_norm cuda"
   tsan_rc=$?
   set -e
 fi
