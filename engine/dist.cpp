@@ -54,6 +54,12 @@ const std::filesystem::file_time_type g_process_start =
 
 namespace detail {
 
+uint64_t fnv1a(const void* data, size_t n, uint64_t h) {
+  for (size_t i = 0; i < n; ++i)
+    h = (h ^ static_cast<const unsigned char*>(data)[i]) * 1099511628211ull;
+  return h;
+}
+
 void select_device(const Launch& l) {
   int n = 0;
   GAN_CUDA_CHECK(cudaGetDeviceCount(&n));
@@ -265,10 +271,8 @@ void GradReducer::finish() {
 
 void GradReducer::check_layout() {
   if (comm_.size() == 1) return;
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](uint64_t v) {
-    for (int k = 0; k < 8; ++k) h = (h ^ ((v >> (8 * k)) & 0xff)) * 1099511628211ull;
-  };
+  uint64_t h = detail::kFnvOffset;
+  auto mix = [&h](uint64_t v) { h = detail::fnv1a(&v, sizeof v, h); };
   for (const auto& bucket : buckets_) {
     mix(bucket.size());
     for (size_t i : bucket) mix(uint64_t(params_[i].value().numel()) << 20 | i);
@@ -322,10 +326,8 @@ void file_rendezvous(int rank, const std::string& path, void* data, size_t n, do
 }
 
 uint64_t checksum(const std::vector<Tensor>& ts) {
-  uint64_t h = 1469598103934665603ull;
-  auto mix = [&h](const unsigned char* p, size_t n) {
-    for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
-  };
+  uint64_t h = detail::kFnvOffset;
+  auto mix = [&h](const unsigned char* p, size_t n) { h = detail::fnv1a(p, n, h); };
   for (const Tensor& t : ts) {
     if (!t.defined()) continue;
     if (t.dtype() == DType::F64 && !t.is_cuda()) {

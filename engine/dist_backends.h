@@ -1,6 +1,8 @@
 // The communicator backends of engine/dist.h (dist_mpi.cpp, dist_nccl.cpp): internal.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -18,6 +20,10 @@ std::unique_ptr<Communicator> make_nccl(const Launch& launch, const std::string&
 // One GPU per rank: the local rank's, or GPU 0 when the launcher left each rank one visible GPU;
 // a local rank without a GPU of its own is a one-line error (no silent sharing).
 void select_device(const Launch& launch);
+
+// FNV-1a of n bytes, continuing from h (the cross-rank checks' hashes).
+constexpr uint64_t kFnvOffset = 1469598103934665603ull;
+uint64_t fnv1a(const void* data, size_t n, uint64_t h = kFnvOffset);
 
 // Whether this process was started by a launcher MPI can initialise from.
 bool mpi_launcher(const Launch& launch);

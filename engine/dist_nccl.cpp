@@ -373,13 +373,7 @@ class NcclCommunicator final : public Communicator {
     GAN_CUDA_CHECK(cudaGetDeviceProperties(&p, dev));
     char host[256] = {};
     (void)gethostname(host, sizeof host - 1);
-    uint64_t h = 1469598103934665603ull;
-    auto mix = [&h](const void* d, size_t n) {
-      for (size_t i = 0; i < n; ++i)
-        h = (h ^ static_cast<const unsigned char*>(d)[i]) * 1099511628211ull;
-    };
-    mix(host, std::strlen(host));
-    mix(&p.uuid, sizeof p.uuid);
+    const uint64_t h = fnv1a(&p.uuid, sizeof p.uuid, fnv1a(host, std::strlen(host)));
     const std::vector<uint64_t> all = gather_all(h);
     for (int a = 0; a < size(); ++a)
       for (int b = a + 1; b < size(); ++b)

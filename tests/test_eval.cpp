@@ -248,8 +248,9 @@ eval::Matrix fixture_features(const st::File& f, const char* name) {
 // FID's formula on identical statistics: the engine's Frechet distance (tr sqrt from the
 // symmetric eigenproblem) against pytorch-fid's (scipy's sqrtm of the covariance product), both
 // from torch.jit's features of two sets of four images (make_fid_tf_fixture.py).
+// [heavy]: numerics only, 213 s under ASan; the main build runs it.
 TEST_CASE("fid: the engine's Frechet distance equals pytorch-fid's formula on the same features",
-          "[cpu][eval]") {
+          "[cpu][eval][heavy]") {
   const st::File f = st::read_file(test::fixture_path("fid_tf_features.safetensors"));
   const double want = f.tensor("fid_299_vs_64").to(DType::F64).data<double>()[0];
   const eval::Frechet fd =
