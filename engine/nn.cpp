@@ -182,6 +182,7 @@ void WeightLayer::enable_spectral_norm(Generator& gen, int iterations, double ep
   l.rows = rows_, l.cols = cols_, l.transposed = transposed_;
   l.u = register_buffer("weight_u", random_unit(gen, rows_));
   l.v = register_buffer("weight_v", random_unit(gen, cols_));
+  if (sn_u_layout_.kind != TorchLayout::kSame) set_layout("weight_u", sn_u_layout_);
   if (sn_v_layout_.kind != TorchLayout::kSame) set_layout("weight_v", sn_v_layout_);
   l.sigma = Tensor::full(Shape{1}, 1.0, gen.device());
 }
@@ -232,13 +233,18 @@ Linear::Linear(int64_t in, int64_t out, bool bias, Generator& gen) {
 
 Var Linear::forward(const Var& x) { return linear(x, effective_weight(), bias_); }
 
+// Under spectral norm the weight is "weight_orig" and its power-iteration vectors follow the
+// rows (u) or the columns (v): each a 1-D map in the same (h, w, c) order.
 void Linear::mark_rows_hwc(int64_t h, int64_t w, int64_t c) {
-  set_layout("weight", {TorchLayout::kLinearOutHWC, h, w, c});
-  if (bias_.defined()) set_layout("bias", {TorchLayout::kLinearOutHWC, h, w, c});
+  const TorchLayout l{TorchLayout::kLinearOutHWC, h, w, c};
+  set_layout(has_spectral_norm() ? "weight_orig" : "weight", l);
+  if (bias_.defined()) set_layout("bias", l);
+  set_sn_u_layout(l);
 }
 
 void Linear::mark_cols_hwc(int64_t h, int64_t w, int64_t c) {
-  set_layout("weight", {TorchLayout::kLinearInHWC, h, w, c});
+  set_layout(has_spectral_norm() ? "weight_orig" : "weight", {TorchLayout::kLinearInHWC, h, w, c});
+  set_sn_v_layout({TorchLayout::kLinearOutHWC, h, w, c});
 }
 
 Conv2d::Conv2d(int64_t in, int64_t out, int kernel, int stride, int padding, bool bias,

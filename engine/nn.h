@@ -157,8 +157,16 @@ class WeightLayer : public Layer {
   void set_matrix_view(int64_t rows, int64_t cols, bool transposed) {
     rows_ = rows, cols_ = cols, transposed_ = transposed;
   }
-  // PyTorch order of the spectral-norm v of this layer (conv weights differ).
-  void set_sn_v_layout(TorchLayout l) { sn_v_layout_ = l; }
+  // PyTorch order of the spectral-norm u and v of this layer (conv weights and Linear layers over
+  // a feature map differ); applies now or when spectral norm is enabled later.
+  void set_sn_u_layout(TorchLayout l) {
+    sn_u_layout_ = l;
+    if (sn_) set_layout("weight_u", l);
+  }
+  void set_sn_v_layout(TorchLayout l) {
+    sn_v_layout_ = l;
+    if (sn_) set_layout("weight_v", l);
+  }
   Var weight_, bias_;
 
  private:
@@ -170,7 +178,7 @@ class WeightLayer : public Layer {
   };
   friend class SpectralNormGroup;
   std::unique_ptr<SnState> sn_;
-  TorchLayout sn_v_layout_;
+  TorchLayout sn_u_layout_, sn_v_layout_;
   int64_t rows_ = 0, cols_ = 0;
   bool transposed_ = false;
 };

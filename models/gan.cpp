@@ -155,24 +155,32 @@ Gan sagan(const ModelConfig& c, Generator& gen) {
 // ---------------------------------------------------------------------------------------------
 // SelfAttention
 
-SelfAttention::SelfAttention(int64_t channels, bool spectral_norm, bool official, Generator& gen)
+SelfAttention::SelfAttention(int64_t channels, bool spectral_norm, bool official, Generator& gen,
+                             bool studiogan_names, double sn_eps)
     : c_(channels), d_(channels / 8), official_(official) {
   GAN_CHECK(channels >= 8 && channels % 8 == 0,
             fmt::format("self-attention: channels {} must be a positive multiple of 8", channels));
+  GAN_CHECK(official || !studiogan_names,
+            "self-attention: StudioGAN's names need the official form");
   const bool bias = !official;
   const int64_t dv = official ? channels / 2 : channels;
-  q_ = register_module("q", std::make_shared<nn::Conv2d>(channels, d_, 1, 1, 0, bias, gen));
-  k_ = register_module("k", std::make_shared<nn::Conv2d>(channels, d_, 1, 1, 0, bias, gen));
-  v_ = register_module("v", std::make_shared<nn::Conv2d>(channels, dv, 1, 1, 0, bias, gen));
+  const bool sg = studiogan_names;
+  q_ = register_module(sg ? "conv1x1_theta" : "q",
+                       std::make_shared<nn::Conv2d>(channels, d_, 1, 1, 0, bias, gen));
+  k_ = register_module(sg ? "conv1x1_phi" : "k",
+                       std::make_shared<nn::Conv2d>(channels, d_, 1, 1, 0, bias, gen));
+  v_ = register_module(sg ? "conv1x1_g" : "v",
+                       std::make_shared<nn::Conv2d>(channels, dv, 1, 1, 0, bias, gen));
   if (official)
-    o_ = register_module("o", std::make_shared<nn::Conv2d>(dv, channels, 1, 1, 0, false, gen));
+    o_ = register_module(sg ? "conv1x1_attn" : "o",
+                         std::make_shared<nn::Conv2d>(dv, channels, 1, 1, 0, false, gen));
   if (spectral_norm) {
-    q_->enable_spectral_norm(gen);
-    k_->enable_spectral_norm(gen);
-    v_->enable_spectral_norm(gen);
-    if (o_) o_->enable_spectral_norm(gen);
+    q_->enable_spectral_norm(gen, 1, sn_eps);
+    k_->enable_spectral_norm(gen, 1, sn_eps);
+    v_->enable_spectral_norm(gen, 1, sn_eps);
+    if (o_) o_->enable_spectral_norm(gen, 1, sn_eps);
   }
-  gamma_ = register_parameter("gamma", Tensor::zeros(Shape{1}, gen.device()));
+  gamma_ = register_parameter(sg ? "sigma" : "gamma", Tensor::zeros(Shape{1}, gen.device()));
 }
 
 namespace {

@@ -39,7 +39,10 @@ struct ModelConfig {
 // gamma starts at 0.
 class SelfAttention : public nn::Layer {
  public:
-  SelfAttention(int64_t channels, bool spectral_norm, bool official, Generator& gen);
+  // studiogan_names: StudioGAN's names for the official form (conv1x1_theta, _phi, _g, _attn,
+  // sigma) instead of q, k, v, o, gamma. sn_eps: the spectral norm's eps.
+  SelfAttention(int64_t channels, bool spectral_norm, bool official, Generator& gen,
+                bool studiogan_names = false, double sn_eps = 1e-12);
   Var forward(const Var& x) override;
   const Var& gamma() const { return gamma_; }
   int64_t channels() const { return c_; }

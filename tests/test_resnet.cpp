@@ -1,0 +1,263 @@
+// The ResNet SAGAN (models/resnet.h) against StudioGAN's modules: the PyTorch mirror's state_dicts
+// load strictly (every tensor present with StudioGAN's shape, no tensor left over), the engine's
+// own state_dict has exactly StudioGAN's names and shapes at 32, 64 and 128 px, and G and D
+// compute StudioGAN's outputs and buffer updates (tests/fixtures/studiogan_sagan.safetensors,
+// tools/scripts/fixtures/make_studiogan_fixture.py).
+#include <fmt/format.h>
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "models/resnet.h"
+#include "tests/harness.h"
+#include "tools/io/checkpoint.h"
+
+using namespace gan;
+
+namespace {
+
+// max |a - b| / max(max |b|, 1e-3)
+double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
+  REQUIRE(a.size() == b.size());
+  double m = 0, s = 1e-3;
+  for (size_t i = 0; i < a.size(); ++i) {
+    m = std::max(m, std::abs(double(a[i]) - double(b[i])));
+    s = std::max(s, std::abs(double(b[i])));
+  }
+  return m / s;
+}
+
+// name -> shape of m's state_dict in PyTorch's names and layouts.
+std::map<std::string, std::vector<int64_t>> torch_shapes(const nn::Module& m) {
+  std::vector<st::Entry> e;
+  ckpt::append_module(e, "", m);
+  std::map<std::string, std::vector<int64_t>> out;
+  for (const st::Entry& x : e) out[x.name] = x.shape;
+  return out;
+}
+
+// The fixture's tensors under `prefix`, without it.
+std::set<std::string> names_under(const st::File& f, const std::string& prefix) {
+  std::set<std::string> out;
+  for (const st::Entry& e : f.entries)
+    if (e.name.starts_with(prefix)) out.insert(e.name.substr(prefix.size()));
+  return out;
+}
+
+models::ResnetConfig small_config(bool conditional) {
+  models::ResnetConfig c;
+  c.image_size = 32, c.z_dim = 32, c.g_conv_dim = 8, c.d_conv_dim = 8;
+  c.num_classes = conditional ? 10 : 0;
+  return c;
+}
+
+void check_against_studiogan(Device dev, bool conditional) {
+  const st::File f = st::read_file(test::fixture_path("studiogan_sagan.safetensors"));
+  const std::string v = conditional ? "c." : "u.";
+  Generator gen(1, dev);
+  models::ResnetGan net = models::build_resnet(small_config(conditional), gen);
+  // Strict both ways: the engine's names are exactly the fixture's, and load_module finds every
+  // one with StudioGAN's shape.
+  for (auto [p, m] : {std::pair{"G0.", net.g.get()}, std::pair{"D0.", net.d.get()}}) {
+    std::set<std::string> ours;
+    for (const auto& [name, shape] : torch_shapes(*m)) ours.insert(name);
+    CHECK(ours == names_under(f, v + p));
+    ckpt::load_module(f, v + p, *m);
+  }
+  const Var z(f.tensor(v + "z", dev)), x(f.tensor(v + "x", dev));
+  const Var onehot = conditional ? Var(f.tensor(v + "onehot", dev)) : Var();
+  net.g->train(), net.d->train();
+  Var gz, dx;
+  {
+    NoGradGuard ng;
+    gz = net.g->forward(z, onehot);
+    dx = net.d->forward(x, onehot);
+  }
+  // float32 here against float64 there, through 3 residual blocks, attention and batch norm
+  CHECK(rel_err(gz.value().to_vector(), f.floats(v + "G.out")) < 2e-5);
+  CHECK(rel_err(dx.value().to_vector(), f.floats(v + "D.out")) < 2e-5);
+  // The buffers the training forward updates: power-iteration vectors, batch-norm statistics.
+  for (auto [p, m] : {std::pair{"G1.", net.g.get()}, std::pair{"D1.", net.d.get()}}) {
+    std::vector<st::Entry> e;
+    ckpt::append_module(e, "", *m);
+    int n = 0;
+    for (const st::Entry& ours : e) {
+      if (!f.has(v + p + ours.name)) continue;
+      ++n;
+      INFO(v + p + ours.name);
+      const st::File one = st::parse(st::serialize({ours}));
+      if (ours.name.ends_with("num_batches_tracked")) {
+        CHECK(one.int64s(ours.name) == f.int64s(v + p + ours.name));
+      } else {
+        CHECK(rel_err(one.floats(ours.name), f.floats(v + p + ours.name)) < 2e-5);
+      }
+    }
+    CHECK(n >= 20);
+  }
+  net.g->eval(), net.d->eval();
+  {
+    NoGradGuard ng;
+    CHECK(rel_err(net.g->forward(z, onehot).value().to_vector(), f.floats(v + "G.eval")) < 2e-5);
+    CHECK(rel_err(net.d->forward(x, onehot).value().to_vector(), f.floats(v + "D.eval")) < 2e-5);
+  }
+}
+
+}  // namespace
+
+TEST_CASE("resnet: StudioGAN's conditional SAGAN loads strictly and computes its outputs",
+          "[models][resnet][cpu]") {
+  check_against_studiogan(Device::CPU, true);
+}
+
+TEST_CASE("resnet: StudioGAN's unconditional SAGAN loads strictly and computes its outputs",
+          "[models][resnet][cpu]") {
+  check_against_studiogan(Device::CPU, false);
+}
+
+TEST_CASE("resnet cuda: StudioGAN's SAGAN computes its outputs", "[models][resnet][cuda]") {
+  GAN_REQUIRE_GPU();
+  check_against_studiogan(Device::CUDA, true);
+  check_against_studiogan(Device::CUDA, false);
+}
+
+TEST_CASE("resnet: state_dict names and shapes equal StudioGAN's at 32, 64 and 128 px",
+          "[models][resnet][cpu]") {
+  const st::File f = st::read_file(test::fixture_path("studiogan_sagan.safetensors"));
+  const nlohmann::json shapes = nlohmann::json::parse(f.meta("shapes"));
+  for (int size : {32, 64, 128})
+    for (bool cond : {true, false}) {
+      models::ResnetConfig c;
+      c.image_size = size, c.num_classes = cond ? 10 : 0;
+      c.g_init = c.d_init = models::ResnetInit::kN02;  // the cheapest: names are what counts
+      Generator gen(2);
+      models::ResnetGan net = models::build_resnet(c, gen);
+      for (auto [which, m] : {std::pair{"G", net.g.get()}, std::pair{"D", net.d.get()}}) {
+        const std::string key = fmt::format("{}{}.{}", size, cond ? "c" : "u", which);
+        INFO(key);
+        std::map<std::string, std::vector<int64_t>> want;
+        for (const auto& [name, shape] : shapes.at(key).items())
+          want[name] = shape.get<std::vector<int64_t>>();
+        CHECK(torch_shapes(*m) == want);
+      }
+    }
+}
+
+TEST_CASE("resnet: initialisations as StudioGAN names them", "[models][resnet][cpu]") {
+  for (auto init :
+       {models::ResnetInit::kOrtho, models::ResnetInit::kN02, models::ResnetInit::kGlorot}) {
+    INFO(models::resnet_init_name(init));
+    models::ResnetConfig c = small_config(true);
+    c.g_conv_dim = 32;  // 128 channels: the orthogonalisation crosses its 32-row blocks
+    c.g_init = c.d_init = init;
+    Generator gen(3);
+    models::ResnetGan net = models::build_resnet(c, gen);
+    for (const auto& [name, p] : net.g->named_parameters()) {
+      const std::vector<float> w = p.value().to_vector();
+      if (name.ends_with(".bias") && name.find(".bn") == std::string::npos) {
+        CHECK(*std::max_element(w.begin(), w.end()) == 0.0f);
+        CHECK(*std::min_element(w.begin(), w.end()) == 0.0f);
+      }
+      if (p.value().ndim() < 2) continue;
+      const int64_t rows = p.shape()[0], cols = int64_t(w.size()) / rows;
+      INFO(name << " " << rows << "x" << cols);
+      if (init == models::ResnetInit::kOrtho) {
+        // W W^T = I (rows <= cols) or W^T W = I
+        const bool by_rows = rows <= cols;
+        const int64_t n = by_rows ? rows : cols, len = by_rows ? cols : rows;
+        double worst = 0;
+        for (int64_t i = 0; i < n; ++i)
+          for (int64_t j = 0; j <= i; ++j) {
+            double d = 0;
+            for (int64_t k = 0; k < len; ++k)
+              d += by_rows ? double(w[size_t(i * cols + k)]) * w[size_t(j * cols + k)]
+                           : double(w[size_t(k * cols + i)]) * w[size_t(k * cols + j)];
+            worst = std::max(worst, std::abs(d - (i == j ? 1.0 : 0.0)));
+          }
+        CHECK(worst < 5e-5);  // float32 GEMMs in the projections
+      } else {
+        double s2 = 0;
+        float mx = 0;
+        for (float x : w) s2 += double(x) * x, mx = std::max(mx, std::abs(x));
+        const double sd = std::sqrt(s2 / double(w.size()));
+        if (init == models::ResnetInit::kN02) {
+          if (w.size() >= 1000) CHECK(std::abs(sd - 0.02) < 0.002);
+        } else {  // U(-a, a), a = sqrt(6 / (fan_in + fan_out)), fan = channels * receptive field
+          const int64_t rf = p.value().ndim() == 4 ? p.shape()[1] * p.shape()[2] : 1;
+          const double a = std::sqrt(6.0 / double(cols + rows * rf));
+          CHECK(mx <= a);
+          if (w.size() >= 1000) CHECK(std::abs(sd - a / std::sqrt(3.0)) < 0.1 * a);
+        }
+      }
+    }
+  }
+}
+
+// [heavy]: not in the sanitizer builds (the widest models; seconds here, minutes there).
+TEST_CASE("resnet: the 128 px models build with orthogonal weights",
+          "[models][resnet][cpu][heavy]") {
+  // StudioGAN's default initialisation on the widest models (1024 x 9216 conv weights).
+  models::ResnetConfig c;
+  c.image_size = 128, c.num_classes = 10;
+  Generator gen(6);
+  const auto t0 = std::chrono::steady_clock::now();
+  models::ResnetGan net = models::build_resnet(c, gen);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  WARN("128 px conditional G and D with orthogonal initialisation built in " << s << " s");
+  int64_t n = 0;
+  for (const auto& [name, p] : net.d->named_parameters()) {
+    if (!name.ends_with("blocks.5.0.conv2d2.weight_orig")) continue;
+    ++n;
+    const std::vector<float> w = p.value().to_vector();
+    const int64_t rows = p.shape()[0], cols = int64_t(w.size()) / rows;
+    REQUIRE(rows == 1024);
+    REQUIRE(cols == 9216);
+    // rows 0, 31, 32, 500 and 1023 (across blocks): unit length and mutually orthogonal
+    const std::vector<int64_t> pick = {0, 31, 32, 500, 1023};
+    for (int64_t i : pick)
+      for (int64_t j : pick) {
+        double d = 0;
+        for (int64_t k = 0; k < cols; ++k)
+          d += double(w[size_t(i * cols + k)]) * w[size_t(j * cols + k)];
+        CHECK(std::abs(d - (i == j ? 1.0 : 0.0)) < 1e-5);
+      }
+  }
+  CHECK(n == 1);
+}
+
+TEST_CASE("resnet: bad configurations and missing labels are one-line errors",
+          "[models][resnet][cpu]") {
+  Generator gen(4);
+  models::ResnetConfig c = small_config(true);
+  c.image_size = 48;
+  CHECK_THROWS_WITH(models::build_resnet(c, gen), Catch::Contains("32, 64 or 128 px"));
+  c = small_config(true);
+  c.g_attn = {4};
+  CHECK_THROWS_WITH(models::build_resnet(c, gen), Catch::Contains("attention after G block 4"));
+  CHECK_THROWS_WITH(models::parse_resnet_init("kaiming"), Catch::Contains("ortho, N02 or glorot"));
+  models::ResnetGan net = models::build_resnet(small_config(true), gen);
+  const Var z(Tensor::zeros(Shape{2, 32}));
+  CHECK_THROWS_WITH(net.g->forward(z, Var()), Catch::Contains("needs labels"));
+}
+
+TEST_CASE("resnet: nearest 2x upsampling repeats pixels and sums gradients back",
+          "[models][resnet][cpu]") {
+  std::vector<float> xs(2 * 3 * 2 * 4);
+  for (size_t i = 0; i < xs.size(); ++i) xs[i] = float(i);
+  const Var x(Tensor::from_vector(xs, Shape{2, 3, 2, 4}), true);
+  const Var y = models::upsample_nearest2x(x);
+  REQUIRE(y.shape() == Shape{2, 6, 4, 4});
+  const std::vector<float> ys = y.value().to_vector();
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t h = 0; h < 6; ++h)
+      for (int64_t w = 0; w < 4; ++w)
+        for (int64_t c = 0; c < 4; ++c)
+          CHECK(ys[size_t(((n * 6 + h) * 4 + w) * 4 + c)] ==
+                xs[size_t(((n * 3 + h / 2) * 2 + w / 2) * 4 + c)]);
+  backward(sum(y));
+  for (float g : x.grad().to_vector()) CHECK(g == 4.0f);
+}
