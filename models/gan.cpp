@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "engine/error.h"
+#include "models/resnet.h"
 
 namespace gan::models {
 
@@ -239,10 +240,29 @@ GanNet::GanNet(std::shared_ptr<nn::Sequential> net) : net_(std::move(net)) {
   sn_.add_all(*net_);
 }
 
-Var GanNet::forward(const Var& x) {
+GanNet::GanNet(std::shared_ptr<LabelledNet> net, int num_classes)
+    : labelled_(std::move(net)), num_classes_(num_classes) {
+  register_module("", labelled_);
+  sn_.add_all(*labelled_);
+}
+
+nn::Sequential& GanNet::net() {
+  GAN_CHECK(net_ != nullptr, "model: this network is not an nn::Sequential");
+  return *net_;
+}
+
+Var GanNet::forward(const Var& x) { return forward(x, Var()); }
+
+Var GanNet::forward(const Var& x, const Var& onehot) {
   sn_.run(training());
+  GAN_CHECK(!onehot.defined() || num_classes_ > 0,
+            "model: labels given to an unconditional network");
+  if (onehot.defined())
+    GAN_CHECK(onehot.shape() == Shape({x.shape()[0], int64_t(num_classes_)}),
+              fmt::format("model: expected one-hot labels ({}, {}), got {}", x.shape()[0],
+                          num_classes_, onehot.shape().str()));
   // Images and scores leave the model float32 (in bf16 precision the activations inside are bf16).
-  return cast(net_->forward(x), DType::F32);
+  return cast(net_ ? net_->forward(x) : labelled_->forward(x, onehot), DType::F32);
 }
 
 std::vector<nn::WeightLayer*> GanNet::spectral_norm_layers() { return sn_.layers(); }
@@ -256,6 +276,7 @@ std::vector<std::string> GanNet::spectral_norm_names() {
 }
 
 std::vector<SelfAttention*> GanNet::attention_layers() {
+  if (labelled_) return labelled_->attention_layers();
   std::vector<SelfAttention*> out;
   for (size_t i = 0; i < net_->size(); ++i)
     if (auto* a = dynamic_cast<SelfAttention*>(&(*net_)[i])) out.push_back(a);
@@ -264,12 +285,15 @@ std::vector<SelfAttention*> GanNet::attention_layers() {
 
 // ---------------------------------------------------------------------------------------------
 
-const char* arch_name(Arch a) { return a == Arch::kSagan ? "sagan" : "dcgan"; }
+const char* arch_name(Arch a) {
+  return a == Arch::kSagan ? "sagan" : a == Arch::kDcgan ? "dcgan" : "sagan-resnet";
+}
 
 Arch parse_arch(const std::string& name) {
   if (name == "sagan") return Arch::kSagan;
   if (name == "dcgan") return Arch::kDcgan;
-  throw_error("model: unknown model '" + name + "' (sagan or dcgan)");
+  if (name == "sagan-resnet") return Arch::kSaganResnet;
+  throw_error("model: unknown model '" + name + "' (sagan, dcgan or sagan-resnet)");
 }
 
 const char* preset_name(Preset p) { return p == Preset::kDefault ? "default" : "wide"; }
@@ -293,11 +317,22 @@ Gan build(const ModelConfig& config, Generator& gen) {
   if (c.z_dim == 0) c.z_dim = 128;
   GAN_CHECK(c.preset == Preset::kDefault, std::string("model: SAGAN has no preset '") +
                                               preset_name(c.preset) + "' (default only)");
-  return sagan(c, gen);
+  return c.arch == Arch::kSaganResnet ? build_resnet(c, gen) : sagan(c, gen);
+}
+
+Tensor one_hot(const std::vector<int32_t>& labels, int classes, Device device) {
+  std::vector<float> v(labels.size() * size_t(classes), 0.0f);
+  for (size_t i = 0; i < labels.size(); ++i) {
+    GAN_CHECK(labels[i] >= 0 && labels[i] < classes,
+              fmt::format("model: label {} outside the model's {} classes", labels[i], classes));
+    v[i * size_t(classes) + size_t(labels[i])] = 1.0f;
+  }
+  return Tensor::from_vector(v, Shape{int64_t(labels.size()), int64_t(classes)}).to(device);
 }
 
 Var latent_input(const Gan& gan, const Var& z) {
   if (gan.config.arch == Arch::kDcgan && gan.config.preset == Preset::kWide) return z;
+  if (gan.config.arch == Arch::kSaganResnet) return z;
   return reshape(z, Shape{z.shape()[0], 1, 1, gan.z_dim});
 }
 

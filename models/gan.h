@@ -12,9 +12,11 @@
 
 namespace gan::models {
 
-enum class Arch { kSagan, kDcgan };
+// kSaganResnet: the paper's ResNet SAGAN as StudioGAN configures it (models/resnet.h).
+enum class Arch { kSagan, kDcgan, kSaganResnet };
 enum class Preset { kDefault, kWide };  // kWide: DCGAN only
-// Names as on the command line and in checkpoints ("sagan", "dcgan"; "default", "wide"); the
+// Names as on the command line and in checkpoints ("sagan", "dcgan", "sagan-resnet"; "default",
+// "wide"); the
 // parsers throw gan::Error naming the accepted values.
 const char* arch_name(Arch a);
 Arch parse_arch(const std::string& name);
@@ -29,6 +31,12 @@ struct ModelConfig {
   int64_t z_dim = 0;                // 0: the model's default (DCGAN 100, SAGAN 128)
   int64_t ngf = 64, ndf = 64;       // widths (DCGAN ngf/ndf, SAGAN conv_dim = ngf)
   bool official_attention = false;  // SAGAN: pooled keys/values, C/2 values, output projection
+  // sagan-resnet only (ngf, ndf are StudioGAN's g_conv_dim, d_conv_dim):
+  int num_classes = 0;                  // 0: unconditional; else cBN in G and a projection D
+  std::vector<int> g_attn{}, d_attn{};  // 1-based blocks followed by attention; empty: the size's
+                                        // default (StudioGAN's SAGAN: G 2 / 3 / 4 at 32 / 64 / 128
+                                        // px, D 1); {0}: none
+  std::string g_init = "ortho", d_init = "ortho";  // ortho, N02 or glorot
 };
 
 // SAGAN self-attention on NHWC x (B, H, W, C), d = C/8:
@@ -58,13 +66,28 @@ class SelfAttention : public nn::Layer {
   Var gamma_;
 };
 
-// A generator or a discriminator: the layers, plus one spectral-norm group that recomputes every
-// normalised weight of the model in one op at the start of each forward.
+// A network whose forward also takes class labels as one-hot rows (B, classes), undefined for an
+// unconditional model (the ResNet SAGAN).
+class LabelledNet : public nn::Module {
+ public:
+  virtual Var forward(const Var& x, const Var& onehot) = 0;
+  virtual std::vector<SelfAttention*> attention_layers() const = 0;
+};
+
+// A generator or a discriminator: the layers (an nn::Sequential, or a LabelledNet), plus one
+// spectral-norm group that recomputes every normalised weight of the model in one op at the start
+// of each forward.
 class GanNet : public nn::Layer {
  public:
   explicit GanNet(std::shared_ptr<nn::Sequential> net);
-  Var forward(const Var& x) override;
-  nn::Sequential& net() { return *net_; }
+  GanNet(std::shared_ptr<LabelledNet> net, int num_classes);
+  Var forward(const Var& x) override;  // an unconditional network, or no labels
+  // onehot (B, num_classes()); undefined: forward(x).
+  Var forward(const Var& x, const Var& onehot);
+  int num_classes() const { return num_classes_; }
+  bool sequential() const { return net_ != nullptr; }
+  // The layers of a Sequential network (throws for a LabelledNet).
+  nn::Sequential& net();
   std::vector<SelfAttention*> attention_layers();
   std::vector<nn::WeightLayer*> spectral_norm_layers();
   // Recomputes every spectral-normalised weight for the next forward of the layers (forward()
@@ -75,6 +98,8 @@ class GanNet : public nn::Layer {
 
  private:
   std::shared_ptr<nn::Sequential> net_;
+  std::shared_ptr<LabelledNet> labelled_;
+  int num_classes_ = 0;
   nn::SpectralNormGroup sn_;
 };
 
@@ -89,7 +114,11 @@ struct Gan {
 Gan build(const ModelConfig& config, Generator& gen);
 
 // The generator's input for a latent batch z (B, z_dim): (B, 1, 1, z_dim), or z itself for the
-// wide preset (its first layer is a Linear).
+// wide preset and the ResNet SAGAN (their first layer is a Linear).
 Var latent_input(const Gan& gan, const Var& z);
+
+// One-hot rows (labels.size(), classes) float32 on device; a label outside [0, classes) is an
+// error naming it.
+Tensor one_hot(const std::vector<int32_t>& labels, int classes, Device device);
 
 }  // namespace gan::models

@@ -193,11 +193,12 @@ bool attn_after(const std::vector<int>& at, size_t i) {
 
 // linear0 (z -> 4x4 map) -> blocks (GenBlocks, attention after the chosen ones) -> bn4 -> ReLU
 // -> conv2d5 (3x3) -> tanh.
-class ResnetGenerator : public ResnetNet {
+class ResnetGenerator : public LabelledNet {
  public:
-  ResnetGenerator(const ResnetConfig& c, Generator& gen) {
-    const Tables t = g_tables(c.image_size, c.g_conv_dim);
-    check_attn(c.g_attn, t.in.size(), "G");
+  ResnetGenerator(const ModelConfig& c, Generator& gen) {
+    const Tables t = g_tables(c.image_size, c.ngf);
+    const std::vector<int> at = resnet_g_attn(c);
+    check_attn(at, t.in.size(), "G");
     c0_ = t.in[0];
     linear0_ = register_module("linear0", sn_linear(c.z_dim, c0_ * 4 * 4, true, gen));
     linear0_->mark_rows_hwc(4, 4, c0_);
@@ -206,7 +207,7 @@ class ResnetGenerator : public ResnetNet {
       auto b = std::make_shared<GenBlock>(t.in[i], t.out[i], c.num_classes, gen);
       blocks->append(b);
       steps_.push_back({b, nullptr});
-      if (attn_after(c.g_attn, i)) {
+      if (attn_after(at, i)) {
         auto a = std::make_shared<SelfAttention>(t.out[i], true, true, gen, true, kSnEps);
         blocks->append(a);
         attn_.push_back(a.get());
@@ -216,14 +217,13 @@ class ResnetGenerator : public ResnetNet {
     bn4_ = std::make_unique<Norm>(0, t.out.back(), gen);
     register_module("bn4", bn4_->module());
     conv5_ = register_module("conv2d5", sn_conv(t.out.back(), c.channels, 3, 1, gen));
-    sn_.add_all(*this);
   }
+  std::vector<SelfAttention*> attention_layers() const override { return attn_; }
   Var forward(const Var& z, const Var& onehot) override {
-    run_spectral_norm();
     Var h = reshape(linear0_->forward(z), Shape{z.shape()[0], 4, 4, c0_});
     for (auto& s : steps_) h = s.block ? s.block->forward(h, onehot) : s.attn->forward(h);
     h = (*bn4_)(h, Var());
-    return cast(tanh(conv5_->forward(h)), DType::F32);
+    return tanh(conv5_->forward(h));
   }
 
  private:
@@ -232,6 +232,7 @@ class ResnetGenerator : public ResnetNet {
     std::shared_ptr<SelfAttention> attn;
   };
   int64_t c0_ = 0;
+  std::vector<SelfAttention*> attn_;
   std::shared_ptr<nn::Linear> linear0_;
   std::vector<Step> steps_;
   std::unique_ptr<Norm> bn4_;
@@ -240,11 +241,12 @@ class ResnetGenerator : public ResnetNet {
 
 // blocks (DiscOptBlock, DiscBlocks, attention after the chosen ones) -> ReLU -> sum over pixels
 // -> linear1 (-> 1), plus the projection <embedding(y), h> when conditional.
-class ResnetDiscriminator : public ResnetNet {
+class ResnetDiscriminator : public LabelledNet {
  public:
-  ResnetDiscriminator(const ResnetConfig& c, Generator& gen) {
-    const Tables t = d_tables(c.image_size, c.d_conv_dim, c.channels);
-    check_attn(c.d_attn, t.in.size(), "D");
+  ResnetDiscriminator(const ModelConfig& c, Generator& gen) {
+    const Tables t = d_tables(c.image_size, c.ndf, c.channels);
+    const std::vector<int> at = resnet_d_attn(c);
+    check_attn(at, t.in.size(), "D");
     auto blocks = register_module("blocks", std::make_shared<Blocks>());
     for (size_t i = 0; i < t.in.size(); ++i) {
       if (i == 0) {
@@ -256,7 +258,7 @@ class ResnetDiscriminator : public ResnetNet {
         blocks->append(b);
         steps_.push_back([b](const Var& x) { return b->forward(x); });
       }
-      if (attn_after(c.d_attn, i)) {
+      if (attn_after(at, i)) {
         auto a = std::make_shared<SelfAttention>(t.out[i], true, true, gen, true, kSnEps);
         blocks->append(a);
         attn_.push_back(a.get());
@@ -267,10 +269,9 @@ class ResnetDiscriminator : public ResnetNet {
     linear1_ = register_module("linear1", sn_linear(cl, 1, true, gen));
     if (c.num_classes > 0)  // nn.Embedding(classes, C): weight (classes, C), the matrix SN sees
       embedding_ = register_module("embedding", sn_linear(cl, c.num_classes, false, gen));
-    sn_.add_all(*this);
   }
+  std::vector<SelfAttention*> attention_layers() const override { return attn_; }
   Var forward(const Var& x, const Var& onehot) override {
-    run_spectral_norm();
     Var h = x;
     for (auto& s : steps_) h = s(h);
     h = sum(relu(h), {1, 2});  // (B, C)
@@ -280,10 +281,11 @@ class ResnetDiscriminator : public ResnetNet {
       const Var e = matmul(onehot, embedding_->effective_weight());  // (B, C)
       out = add(out, sum(mul(e, h), {1}));
     }
-    return cast(out, DType::F32);
+    return out;
   }
 
  private:
+  std::vector<SelfAttention*> attn_;
   std::vector<std::function<Var(const Var&)>> steps_;
   std::shared_ptr<nn::Linear> linear1_, embedding_;
 };
@@ -370,10 +372,6 @@ void init_resnet(nn::Module& m, ResnetInit init, Generator& gen) {
 
 }  // namespace
 
-const char* resnet_init_name(ResnetInit i) {
-  return i == ResnetInit::kOrtho ? "ortho" : i == ResnetInit::kN02 ? "N02" : "glorot";
-}
-
 ResnetInit parse_resnet_init(const std::string& name) {
   if (name == "ortho") return ResnetInit::kOrtho;
   if (name == "N02") return ResnetInit::kN02;
@@ -412,22 +410,32 @@ Var upsample_nearest2x(const Var& x) {
   return reshape(add(reshape(x, Shape{n * h, 1, w, 1, c}), zeros), Shape{n, 2 * h, 2 * w, c});
 }
 
-ResnetGan build_resnet(const ResnetConfig& config, Generator& gen) {
-  const ResnetConfig& c = config;
+std::vector<int> resnet_g_attn(const ModelConfig& c) {
+  if (c.g_attn.empty()) return {c.image_size == 32 ? 2 : c.image_size == 64 ? 3 : 4};
+  return c.g_attn == std::vector<int>{0} ? std::vector<int>{} : c.g_attn;
+}
+
+std::vector<int> resnet_d_attn(const ModelConfig& c) {
+  if (c.d_attn.empty()) return {1};
+  return c.d_attn == std::vector<int>{0} ? std::vector<int>{} : c.d_attn;
+}
+
+Gan build_resnet(const ModelConfig& config, Generator& gen) {
+  ModelConfig c = config;
+  c.arch = Arch::kSaganResnet;
+  if (c.z_dim == 0) c.z_dim = 128;
   GAN_CHECK(c.channels == 1 || c.channels == 3,
             fmt::format("model: channels must be 1 or 3, got {}", c.channels));
-  GAN_CHECK(
-      c.g_conv_dim >= 8 && c.d_conv_dim >= 8 && c.g_conv_dim % 2 == 0,
-      fmt::format("model: widths g {} and d {} must be at least 8", c.g_conv_dim, c.d_conv_dim));
-  GAN_CHECK(c.num_classes >= 0, "model: num_classes must be >= 0");
-  GAN_CHECK(c.z_dim >= 1, "model: z_dim must be >= 1");
-  ResnetGan out;
-  out.config = c;
-  out.g = std::make_shared<ResnetGenerator>(c, gen);
-  out.d = std::make_shared<ResnetDiscriminator>(c, gen);
-  init_resnet(*out.g, c.g_init, gen);
-  init_resnet(*out.d, c.d_init, gen);
-  return out;
+  GAN_CHECK(c.ngf >= 8 && c.ndf >= 8,
+            fmt::format("model: widths ngf {} and ndf {} must be at least 8", c.ngf, c.ndf));
+  GAN_CHECK(c.num_classes >= 0, "model: the number of classes must be >= 0");
+  const ResnetInit gi = parse_resnet_init(c.g_init), di = parse_resnet_init(c.d_init);
+  auto g = std::make_shared<ResnetGenerator>(c, gen);
+  auto d = std::make_shared<ResnetDiscriminator>(c, gen);
+  init_resnet(*g, gi, gen);
+  init_resnet(*d, di, gen);
+  return {std::make_shared<GanNet>(g, c.num_classes), std::make_shared<GanNet>(d, c.num_classes),
+          c.z_dim, "hinge", c};
 }
 
 }  // namespace gan::models

@@ -15,27 +15,19 @@
 #include <vector>
 
 #include "engine/nn.h"
-#include "models/gan.h"
+#include "models/gan.h"  // IWYU pragma: keep (ModelConfig, Gan, SelfAttention)
 
 namespace gan::models {
 
-// StudioGAN's initialisations (g_init / d_init): orthogonal weights (ortho), N(0, 0.02) (N02),
-// Glorot-uniform (glorot); biases 0. Batch-norm weights stay 1, attention sigma 0.
+// StudioGAN's initialisations (ModelConfig g_init / d_init): orthogonal weights (ortho),
+// N(0, 0.02) (N02), Glorot-uniform (glorot); biases 0. Batch-norm weights stay 1, sigma 0.
 enum class ResnetInit { kOrtho, kN02, kGlorot };
-const char* resnet_init_name(ResnetInit i);
 ResnetInit parse_resnet_init(const std::string& name);  // "ortho", "N02", "glorot"
 
-struct ResnetConfig {
-  int image_size = 32;            // 32, 64 or 128
-  int channels = 3;               // 1 or 3
-  int64_t z_dim = 128;            // StudioGAN's SAGAN: 128
-  int64_t g_conv_dim = 64;        // StudioGAN's SAGAN: 64
-  int64_t d_conv_dim = 64;        // StudioGAN's SAGAN: 64
-  int num_classes = 0;            // 0: unconditional (batch norm, no projection)
-  std::vector<int> g_attn = {2};  // 1-based blocks followed by attention (StudioGAN attn_g_loc)
-  std::vector<int> d_attn = {1};  // (attn_d_loc)
-  ResnetInit g_init = ResnetInit::kOrtho, d_init = ResnetInit::kOrtho;
-};
+// The attention placement a ModelConfig resolves to (its own, or StudioGAN's SAGAN default for
+// the image size); {} for none.
+std::vector<int> resnet_g_attn(const ModelConfig& c);
+std::vector<int> resnet_d_attn(const ModelConfig& c);
 
 // Batch norm without affine parameters (eps 1e-4), then y = bn(x) (1 + gain(onehot)) +
 // bias(onehot), gain and bias spectral-normalised linear maps without bias (StudioGAN's
@@ -50,27 +42,10 @@ class ConditionalBatchNorm : public nn::Module {
   Tensor running_mean_, running_var_, num_batches_tracked_;
 };
 
-// A ResNet generator or discriminator: forward(x, onehot) with onehot undefined when
-// unconditional; one spectral-norm group for the whole network.
-class ResnetNet : public nn::Module {
- public:
-  virtual Var forward(const Var& x, const Var& onehot) = 0;
-  void run_spectral_norm() { sn_.run(training()); }
-  std::vector<SelfAttention*> attention_layers() const { return attn_; }
-
- protected:
-  nn::SpectralNormGroup sn_;
-  std::vector<SelfAttention*> attn_;
-};
-
-struct ResnetGan {
-  std::shared_ptr<ResnetNet> g, d;
-  ResnetConfig config;
-};
-
-// Builds G and D on gen's device (initialised per config); throws gan::Error on a configuration
-// StudioGAN has no table for.
-ResnetGan build_resnet(const ResnetConfig& config, Generator& gen);
+// Builds the ResNet SAGAN's G and D (GanNets over LabelledNets) on gen's device, initialised per
+// config (arch kSaganResnet; ngf, ndf are the conv dims; z_dim 0 means 128); throws gan::Error on a
+// configuration StudioGAN has no table for. models::build calls it.
+Gan build_resnet(const ModelConfig& config, Generator& gen);
 
 // x (N, H, W, C) -> (N, 2H, 2W, C), each pixel repeated 2x2 (F.interpolate(scale_factor=2,
 // mode="nearest")); differentiable twice.

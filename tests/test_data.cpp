@@ -536,3 +536,31 @@ TEST_CASE("data cuda: batches arrive on the GPU equal to the cpu batches", "[io]
   }
   gan::cuda::synchronize();
 }
+
+TEST_CASE("data: a batch's labels are its rows' labels, on every shard and epoch", "[data][cpu]") {
+  // Image i is labelled (7 i) mod 5: each row's pixels tell which label it must carry.
+  Dataset ds = indexed(48);
+  for (int i = 0; i < 48; ++i) ds.labels.push_back((7 * i) % 5);
+  const auto shared = std::make_shared<const Dataset>(ds);
+  for (int shards : {1, 2}) {
+    for (int rank = 0; rank < shards; ++rank) {
+      LoaderOptions o = cpu_options(4, 1, 4);
+      o.hflip = true, o.seed = 11;
+      o.shard_rank = rank, o.shard_count = shards;
+      Loader l(shared, o);
+      int checked = 0;
+      for (int64_t e = 0; e < 3; ++e)
+        for (int64_t s = 0; s < l.batches_per_epoch(); ++s) {
+          const std::vector<float> v = l.batch(e, s).to_vector();
+          const std::vector<int32_t> y = l.batch_labels(e, s);
+          REQUIRE(y.size() == 4);
+          for (int r = 0; r < 4; ++r, ++checked)
+            CHECK(y[size_t(r)] == (7 * row_index(v, r, 4, 1)) % 5);
+        }
+      CHECK(checked == 3 * 48 / shards);
+    }
+  }
+  Dataset unlabelled = indexed(8);
+  Loader l(std::move(unlabelled), cpu_options(4, 1, 4));
+  CHECK(error_of([&] { (void)l.batch_labels(0, 0); }).find("has no labels") != std::string::npos);
+}

@@ -413,3 +413,45 @@ TEST_CASE("eval: a KID subset larger than a set is refused unless shrinking is a
   mo.kid_subset_size = 20;
   CHECK_FALSE(eval::evaluate(real, fake, mo)["kid_subset_shrunk"].get<bool>());
 }
+
+TEST_CASE("eval: a conditional generator's per-class FD and class accuracy", "[cpu][eval]") {
+  // Class 0: the fakes are the real images' features (FD 0); class 1: shifted by 0.5 in one
+  // feature (FD = 0.25, the mean term alone: equal covariances); class 2: one fake only (none).
+  const int64_t per = 40, dim = 6;
+  gan::Generator gen(17);
+  gan::Tensor t = gan::Tensor::empty(gan::Shape{2 * per, dim});
+  gen.normal_(t);
+  const std::vector<float> v = t.to_vector();
+  gan::eval::Extracted real, fake;
+  real.features = {2 * per, dim, v};
+  std::vector<int32_t> real_labels, fake_labels;
+  for (int64_t i = 0; i < 2 * per; ++i) real_labels.push_back(i < per ? 0 : 1);
+  std::vector<float> f = v;
+  for (int64_t i = per; i < 2 * per; ++i) f[size_t(i * dim)] += 0.5f;
+  f.insert(f.end(), v.begin(), v.begin() + dim);  // one image of class 2
+  fake.features = {2 * per + 1, dim, f};
+  fake_labels = real_labels;
+  fake_labels.push_back(2);
+  // Logits: fake i predicted as class (i % 4 == 0 ? other : its own): 3 of 4 right.
+  fake.logits.rows = fake.features.rows, fake.logits.cols = 3;
+  for (int64_t i = 0; i < fake.logits.rows; ++i) {
+    const int32_t want = fake_labels[size_t(i)], got = i % 4 == 0 ? (want + 1) % 3 : want;
+    for (int c = 0; c < 3; ++c) fake.logits.values.push_back(c == got ? 5.0f : 0.0f);
+  }
+  const nlohmann::json j = gan::eval::conditional_metrics(real, real_labels, fake, fake_labels, 3);
+  INFO(j.dump());
+  CHECK(j["intra_fd"][0].get<double>() == Approx(0.0).margin(1e-6));
+  CHECK(j["intra_fd"][1].get<double>() == Approx(0.25).epsilon(1e-5));
+  CHECK(j["intra_fd"][2].is_null());
+  CHECK(j["intra_fd_mean"].get<double>() == Approx(0.125).epsilon(1e-5));
+  const int64_t right = [&] {
+    int64_t n = 0;
+    for (int64_t i = 0; i < fake.logits.rows; ++i) n += i % 4 != 0;
+    return n;
+  }();
+  CHECK(j["class_accuracy"].get<double>() == Approx(double(right) / double(fake.logits.rows)));
+  CHECK_FALSE(j.contains("real_class_accuracy"));  // the reals have no logits here
+  fake_labels.back() = 3;
+  CHECK_THROWS_WITH(gan::eval::conditional_metrics(real, real_labels, fake, fake_labels, 3),
+                    Catch::Contains("label 3 outside the 3 classes"));
+}

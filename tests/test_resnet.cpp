@@ -49,9 +49,10 @@ std::set<std::string> names_under(const st::File& f, const std::string& prefix) 
   return out;
 }
 
-models::ResnetConfig small_config(bool conditional) {
-  models::ResnetConfig c;
-  c.image_size = 32, c.z_dim = 32, c.g_conv_dim = 8, c.d_conv_dim = 8;
+models::ModelConfig small_config(bool conditional) {
+  models::ModelConfig c;
+  c.arch = models::Arch::kSaganResnet;
+  c.image_size = 32, c.channels = 3, c.z_dim = 32, c.ngf = 8, c.ndf = 8;
   c.num_classes = conditional ? 10 : 0;
   return c;
 }
@@ -60,7 +61,7 @@ void check_against_studiogan(Device dev, bool conditional) {
   const st::File f = st::read_file(test::fixture_path("studiogan_sagan.safetensors"));
   const std::string v = conditional ? "c." : "u.";
   Generator gen(1, dev);
-  models::ResnetGan net = models::build_resnet(small_config(conditional), gen);
+  models::Gan net = models::build(small_config(conditional), gen);
   // Strict both ways: the engine's names are exactly the fixture's, and load_module finds every
   // one with StudioGAN's shape.
   for (auto [p, m] : {std::pair{"G0.", net.g.get()}, std::pair{"D0.", net.d.get()}}) {
@@ -131,11 +132,12 @@ TEST_CASE("resnet: state_dict names and shapes equal StudioGAN's at 32, 64 and 1
   const nlohmann::json shapes = nlohmann::json::parse(f.meta("shapes"));
   for (int size : {32, 64, 128})
     for (bool cond : {true, false}) {
-      models::ResnetConfig c;
-      c.image_size = size, c.num_classes = cond ? 10 : 0;
-      c.g_init = c.d_init = models::ResnetInit::kN02;  // the cheapest: names are what counts
+      models::ModelConfig c;
+      c.arch = models::Arch::kSaganResnet;
+      c.image_size = size, c.channels = 3, c.num_classes = cond ? 10 : 0;
+      c.g_init = c.d_init = "N02";  // the cheapest: names are what counts
       Generator gen(2);
-      models::ResnetGan net = models::build_resnet(c, gen);
+      models::Gan net = models::build(c, gen);
       for (auto [which, m] : {std::pair{"G", net.g.get()}, std::pair{"D", net.d.get()}}) {
         const std::string key = fmt::format("{}{}.{}", size, cond ? "c" : "u", which);
         INFO(key);
@@ -148,14 +150,13 @@ TEST_CASE("resnet: state_dict names and shapes equal StudioGAN's at 32, 64 and 1
 }
 
 TEST_CASE("resnet: initialisations as StudioGAN names them", "[models][resnet][cpu]") {
-  for (auto init :
-       {models::ResnetInit::kOrtho, models::ResnetInit::kN02, models::ResnetInit::kGlorot}) {
-    INFO(models::resnet_init_name(init));
-    models::ResnetConfig c = small_config(true);
-    c.g_conv_dim = 32;  // 128 channels: the orthogonalisation crosses its 32-row blocks
+  for (const std::string init : {"ortho", "N02", "glorot"}) {
+    INFO(init);
+    models::ModelConfig c = small_config(true);
+    c.ngf = 32;  // 128 channels: the orthogonalisation crosses its 32-row blocks
     c.g_init = c.d_init = init;
     Generator gen(3);
-    models::ResnetGan net = models::build_resnet(c, gen);
+    models::Gan net = models::build(c, gen);
     for (const auto& [name, p] : net.g->named_parameters()) {
       const std::vector<float> w = p.value().to_vector();
       if (name.ends_with(".bias") && name.find(".bn") == std::string::npos) {
@@ -165,7 +166,7 @@ TEST_CASE("resnet: initialisations as StudioGAN names them", "[models][resnet][c
       if (p.value().ndim() < 2) continue;
       const int64_t rows = p.shape()[0], cols = int64_t(w.size()) / rows;
       INFO(name << " " << rows << "x" << cols);
-      if (init == models::ResnetInit::kOrtho) {
+      if (init == "ortho") {
         // W W^T = I (rows <= cols) or W^T W = I
         const bool by_rows = rows <= cols;
         const int64_t n = by_rows ? rows : cols, len = by_rows ? cols : rows;
@@ -184,7 +185,7 @@ TEST_CASE("resnet: initialisations as StudioGAN names them", "[models][resnet][c
         float mx = 0;
         for (float x : w) s2 += double(x) * x, mx = std::max(mx, std::abs(x));
         const double sd = std::sqrt(s2 / double(w.size()));
-        if (init == models::ResnetInit::kN02) {
+        if (init == "N02") {
           if (w.size() >= 1000) CHECK(std::abs(sd - 0.02) < 0.002);
         } else {  // U(-a, a), a = sqrt(6 / (fan_in + fan_out)), fan = channels * receptive field
           const int64_t rf = p.value().ndim() == 4 ? p.shape()[1] * p.shape()[2] : 1;
@@ -201,11 +202,12 @@ TEST_CASE("resnet: initialisations as StudioGAN names them", "[models][resnet][c
 TEST_CASE("resnet: the 128 px models build with orthogonal weights",
           "[models][resnet][cpu][heavy]") {
   // StudioGAN's default initialisation on the widest models (1024 x 9216 conv weights).
-  models::ResnetConfig c;
-  c.image_size = 128, c.num_classes = 10;
+  models::ModelConfig c;
+  c.arch = models::Arch::kSaganResnet;
+  c.image_size = 128, c.channels = 3, c.num_classes = 10;
   Generator gen(6);
   const auto t0 = std::chrono::steady_clock::now();
-  models::ResnetGan net = models::build_resnet(c, gen);
+  models::Gan net = models::build(c, gen);
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   WARN("128 px conditional G and D with orthogonal initialisation built in " << s << " s");
   int64_t n = 0;
@@ -232,16 +234,31 @@ TEST_CASE("resnet: the 128 px models build with orthogonal weights",
 TEST_CASE("resnet: bad configurations and missing labels are one-line errors",
           "[models][resnet][cpu]") {
   Generator gen(4);
-  models::ResnetConfig c = small_config(true);
+  models::ModelConfig c = small_config(true);
   c.image_size = 48;
-  CHECK_THROWS_WITH(models::build_resnet(c, gen), Catch::Contains("32, 64 or 128 px"));
+  CHECK_THROWS_WITH(models::build(c, gen), Catch::Contains("32, 64 or 128 px"));
   c = small_config(true);
   c.g_attn = {4};
-  CHECK_THROWS_WITH(models::build_resnet(c, gen), Catch::Contains("attention after G block 4"));
-  CHECK_THROWS_WITH(models::parse_resnet_init("kaiming"), Catch::Contains("ortho, N02 or glorot"));
-  models::ResnetGan net = models::build_resnet(small_config(true), gen);
+  CHECK_THROWS_WITH(models::build(c, gen), Catch::Contains("attention after G block 4"));
+  c = small_config(true);
+  c.d_init = "kaiming";
+  CHECK_THROWS_WITH(models::build(c, gen), Catch::Contains("ortho, N02 or glorot"));
+  models::Gan net = models::build(small_config(true), gen);
   const Var z(Tensor::zeros(Shape{2, 32}));
-  CHECK_THROWS_WITH(net.g->forward(z, Var()), Catch::Contains("needs labels"));
+  CHECK_THROWS_WITH(net.g->forward(z), Catch::Contains("needs labels"));
+  CHECK_THROWS_WITH(net.g->forward(z, Var(Tensor::zeros(Shape{2, 9}))),
+                    Catch::Contains("expected one-hot labels (2, 10)"));
+  models::Gan u = models::build(small_config(false), gen);
+  CHECK_THROWS_WITH(u.g->forward(z, Var(Tensor::zeros(Shape{2, 10}))),
+                    Catch::Contains("labels given to an unconditional network"));
+  // No attention anywhere: {0}.
+  c = small_config(false);
+  c.g_attn = c.d_attn = {0};
+  models::Gan plain = models::build(c, gen);
+  CHECK(plain.g->attention_layers().empty());
+  CHECK(plain.d->attention_layers().empty());
+  CHECK(u.g->attention_layers().size() == 1);
+  CHECK(u.d->attention_layers().size() == 1);
 }
 
 TEST_CASE("resnet: nearest 2x upsampling repeats pixels and sums gradients back",

@@ -31,29 +31,62 @@ void put_be32(std::string& s, uint32_t v) {
   for (int i = 3; i >= 0; --i) s.push_back(char((v >> (8 * i)) & 0xff));
 }
 
-fs::path fashion_subset(int64_t n) {
-  const fs::path dir = fs::temp_directory_path() / "gan_trainer_test_data";
-  const fs::path file = dir / ("fmnist_" + std::to_string(n) + "-images-idx3-ubyte.gz");
-  if (fs::exists(file)) return file;
-  fs::create_directories(dir);
-  // GAN_FASHION_MNIST_DIR: where the dataset is on a machine without the Debian package (the GPU
-  // machine; tools/scripts/gpu_session.sh sets it).
-  const char* where = std::getenv("GAN_FASHION_MNIST_DIR");
-  const data::Dataset ds = data::load_fashion_mnist(where ? where : data::kFashionMnistDir);
-  std::string bytes;
-  put_be32(bytes, 0x803);
-  put_be32(bytes, uint32_t(n));
-  put_be32(bytes, 28);
-  put_be32(bytes, 28);
-  bytes.append(reinterpret_cast<const char*>(ds.pixels.data()), size_t(n) * 28 * 28);
-  // A per-process temporary name: test processes running in parallel may make it at once.
+namespace {
+
+// Writes bytes gzip-compressed to file through a per-process temporary name (test processes
+// running in parallel may make it at once).
+void write_gz_atomic(const fs::path& file, const std::string& bytes) {
   const std::string tmp = file.string() + ".tmp" + std::to_string(::getpid());
   gzFile gz = gzopen(tmp.c_str(), "wb");
   REQUIRE(gz != nullptr);
   REQUIRE(gzwrite(gz, bytes.data(), unsigned(bytes.size())) == int(bytes.size()));
   gzclose(gz);
   fs::rename(tmp, file);
+}
+
+data::Dataset fashion_mnist() {
+  // GAN_FASHION_MNIST_DIR: where the dataset is on a machine without the Debian package (the GPU
+  // machine; tools/scripts/gpu_session.sh sets it).
+  const char* where = std::getenv("GAN_FASHION_MNIST_DIR");
+  return data::load_fashion_mnist(where ? where : data::kFashionMnistDir);
+}
+
+std::string idx_images(const data::Dataset& ds, int64_t n) {
+  std::string bytes;
+  put_be32(bytes, 0x803);
+  put_be32(bytes, uint32_t(n));
+  put_be32(bytes, 28);
+  put_be32(bytes, 28);
+  bytes.append(reinterpret_cast<const char*>(ds.pixels.data()), size_t(n) * 28 * 28);
+  return bytes;
+}
+
+}  // namespace
+
+fs::path fashion_subset(int64_t n) {
+  const fs::path dir = fs::temp_directory_path() / "gan_trainer_test_data";
+  const fs::path file = dir / ("fmnist_" + std::to_string(n) + "-images-idx3-ubyte.gz");
+  if (fs::exists(file)) return file;
+  fs::create_directories(dir);
+  write_gz_atomic(file, idx_images(fashion_mnist(), n));
   return file;
+}
+
+fs::path fashion_subset_labelled(int64_t n) {
+  const fs::path dir = fs::temp_directory_path() / "gan_trainer_test_data" /
+                       ("fmnist_labelled_" + std::to_string(n));
+  const fs::path images = dir / "train-images-idx3-ubyte.gz";
+  const fs::path labels = dir / "train-labels-idx1-ubyte.gz";
+  if (fs::exists(images) && fs::exists(labels)) return dir;
+  fs::create_directories(dir);
+  const data::Dataset ds = fashion_mnist();
+  std::string lb;
+  put_be32(lb, 0x801);
+  put_be32(lb, uint32_t(n));
+  for (int64_t i = 0; i < n; ++i) lb.push_back(char(ds.labels[size_t(i)]));
+  write_gz_atomic(labels, lb);  // labels first: the images' presence means both are there
+  write_gz_atomic(images, idx_images(ds, n));
+  return dir;
 }
 
 std::vector<std::string> split_args(const std::string& args) {

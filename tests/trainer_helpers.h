@@ -26,6 +26,9 @@ std::filesystem::path scratch(const std::string& name);
 
 // The first n Fashion-MNIST training images as a gzip IDX file (made once, then reused).
 std::filesystem::path fashion_subset(int64_t n);
+// The first n Fashion-MNIST training images and their labels as a Fashion-MNIST directory
+// (train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz), made once.
+std::filesystem::path fashion_subset_labelled(int64_t n);
 
 void put_be32(std::string& s, uint32_t v);
 

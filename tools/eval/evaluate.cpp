@@ -111,6 +111,68 @@ nlohmann::json evaluate(const Extracted& real, const Extracted& fake, const Metr
   return j;
 }
 
+namespace {
+
+// The rows of m whose label is k.
+Matrix rows_of_class(const Matrix& m, const std::vector<int32_t>& labels, int k) {
+  Matrix out;
+  out.cols = m.cols;
+  for (int64_t i = 0; i < m.rows; ++i)
+    if (labels[size_t(i)] == k) {
+      out.values.insert(out.values.end(), m.row(i), m.row(i) + m.cols);
+      ++out.rows;
+    }
+  return out;
+}
+
+double accuracy(const Matrix& logits, const std::vector<int32_t>& labels) {
+  const std::vector<int> pred = predictions(logits);
+  int64_t hit = 0;
+  for (size_t i = 0; i < pred.size(); ++i) hit += pred[i] == labels[i];
+  return pred.empty() ? 0.0 : double(hit) / double(pred.size());
+}
+
+}  // namespace
+
+nlohmann::json conditional_metrics(const Extracted& real, const std::vector<int32_t>& real_labels,
+                                   const Extracted& fake, const std::vector<int32_t>& fake_labels,
+                                   int classes) {
+  GAN_CHECK(int64_t(real_labels.size()) == real.features.rows &&
+                int64_t(fake_labels.size()) == fake.features.rows,
+            fmt::format("eval: {} real and {} fake labels for {} and {} images", real_labels.size(),
+                        fake_labels.size(), real.features.rows, fake.features.rows));
+  for (const auto* ls : {&real_labels, &fake_labels})
+    for (int32_t l : *ls)
+      GAN_CHECK(l >= 0 && l < classes,
+                fmt::format("eval: label {} outside the {} classes", l, classes));
+  nlohmann::json j;
+  j["classes"] = classes;
+  nlohmann::json per = nlohmann::json::array();
+  double sum = 0;
+  int n = 0;
+  for (int k = 0; k < classes; ++k) {
+    const Matrix r = rows_of_class(real.features, real_labels, k);
+    const Matrix f = rows_of_class(fake.features, fake_labels, k);
+    if (r.rows < 2 || f.rows < 2) {
+      per.push_back(nullptr);
+      continue;
+    }
+    const double fd = frechet_distance(fit_gaussian(r), fit_gaussian(f)).distance;
+    per.push_back(fd);
+    sum += fd, ++n;
+  }
+  j["intra_fd"] = per;
+  j["intra_fd_mean"] = n > 0 ? nlohmann::json(sum / n) : nlohmann::json(nullptr);
+  if (fake.logits.rows > 0) {
+    GAN_CHECK(fake.logits.cols >= classes,
+              fmt::format("eval: the network has {} classes, the generator {}", fake.logits.cols,
+                          classes));
+    j["class_accuracy"] = accuracy(fake.logits, fake_labels);
+    if (real.logits.rows > 0) j["real_class_accuracy"] = accuracy(real.logits, real_labels);
+  }
+  return j;
+}
+
 std::shared_ptr<data::Dataset> sample(models::Gan& net, int64_t n, int batch, uint64_t seed,
                                       Device device) {
   GAN_CHECK(n > 0 && batch > 0, "gan_eval: the number of samples and the batch must be positive");
@@ -129,7 +191,14 @@ std::shared_ptr<data::Dataset> sample(models::Gan& net, int64_t n, int batch, ui
     const int64_t b = std::min<int64_t>(batch, n - done);
     Tensor z = Tensor::empty(Shape{b, net.z_dim}, device);
     gen.normal_(z);
-    const Tensor images = net.g->forward(models::latent_input(net, Var(z))).value();
+    Var labels;  // a conditional G: every class in turn, sample i of class i mod classes
+    if (const int k = net.g->num_classes(); k > 0) {
+      std::vector<int32_t> y(static_cast<size_t>(b));
+      for (int64_t i = 0; i < b; ++i) y[size_t(i)] = int32_t((done + i) % k);
+      d->labels.insert(d->labels.end(), y.begin(), y.end());
+      labels = Var(models::one_hot(y, k, device));
+    }
+    const Tensor images = net.g->forward(models::latent_input(net, Var(z)), labels).value();
     // 8-bit as a saved PNG would hold it (img::tensor_image's mapping), one host copy per batch.
     for (const float v : images.to_vector()) d->pixels.push_back(img::to_u8(v));
     done += b;

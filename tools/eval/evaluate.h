@@ -37,6 +37,16 @@ struct MetricOptions {
 // "real_class_histogram": [...], "real_count", "fake_count"}.
 nlohmann::json evaluate(const Extracted& real, const Extracted& fake, const MetricOptions& o);
 
+// A conditional generator's metrics: fake row i was drawn for class fake_labels[i], real row i has
+// label real_labels[i] (classes 0 .. classes - 1). {"classes", "intra_fd": [FD between the real
+// and the fake images of each class; null where either side has fewer than 2], "intra_fd_mean"
+// (over the classes that have one), and when the net has logits "class_accuracy" (the fraction of
+// fakes the network classifies as the class they were drawn for) and "real_class_accuracy" (the
+// same on the real images: the ceiling)}. A label outside the range is an error.
+nlohmann::json conditional_metrics(const Extracted& real, const std::vector<int32_t>& real_labels,
+                                   const Extracted& fake, const std::vector<int32_t>& fake_labels,
+                                   int classes);
+
 // n images of a generator (eval mode, latents N(0, 1) from `seed`) as 8-bit images, quantised as
 // a saved PNG would be (img::tensor_image), generated `batch` at a time.
 std::shared_ptr<data::Dataset> sample(models::Gan& net, int64_t n, int batch, uint64_t seed,

@@ -149,6 +149,41 @@ void load_module(const st::File& f, const std::string& prefix, nn::Module& m) {
   }
 }
 
+void model_config_to_json(const models::ModelConfig& m, nlohmann::json& j) {
+  j["model"] = models::arch_name(m.arch);
+  j["preset"] = models::preset_name(m.preset);
+  j["image_size"] = m.image_size;
+  j["channels"] = m.channels;
+  j["ngf"] = m.ngf;
+  j["ndf"] = m.ndf;
+  j["z_dim"] = m.z_dim;
+  j["official_attention"] = m.official_attention;
+  j["num_classes"] = m.num_classes;
+  j["g_attn"] = m.g_attn;
+  j["d_attn"] = m.d_attn;
+  j["g_init"] = m.g_init;
+  j["d_init"] = m.d_init;
+}
+
+models::ModelConfig model_config_from_json(const nlohmann::json& j) {
+  models::ModelConfig m;
+  m.arch = models::parse_arch(j.at("model").get<std::string>());
+  m.preset = models::parse_preset(j.at("preset").get<std::string>());
+  m.image_size = j.at("image_size").get<int>();
+  m.channels = j.at("channels").get<int>();
+  m.ngf = j.at("ngf").get<int64_t>();
+  m.ndf = j.at("ndf").get<int64_t>();
+  m.z_dim = j.at("z_dim").get<int64_t>();
+  m.official_attention = j.at("official_attention").get<bool>();
+  // The ResNet SAGAN's keys (absent before it existed).
+  m.num_classes = j.value("num_classes", 0);
+  m.g_attn = j.value("g_attn", std::vector<int>{});
+  m.d_attn = j.value("d_attn", std::vector<int>{});
+  m.g_init = j.value("g_init", std::string("ortho"));
+  m.d_init = j.value("d_init", std::string("ortho"));
+  return m;
+}
+
 LoadedGan load_gan(const std::string& path_or_run_dir, Device device, bool ema) {
   LoadedGan out;
   out.path = std::filesystem::is_directory(path_or_run_dir)
@@ -158,12 +193,7 @@ LoadedGan load_gan(const std::string& path_or_run_dir, Device device, bool ema) 
   const st::File& f = out.file;
   models::ModelConfig mc;
   try {
-    const nlohmann::json cfg = nlohmann::json::parse(f.meta("config"));
-    mc.arch = models::parse_arch(cfg.at("model").get<std::string>());
-    mc.preset = models::parse_preset(cfg.at("preset").get<std::string>());
-    mc.image_size = cfg.at("image_size");
-    mc.channels = cfg.at("channels"), mc.z_dim = cfg.at("z_dim"), mc.ngf = cfg.at("ngf");
-    mc.ndf = cfg.at("ndf"), mc.official_attention = cfg.at("official_attention");
+    mc = model_config_from_json(nlohmann::json::parse(f.meta("config")));
   } catch (const nlohmann::json::exception& e) {
     throw Error(fmt::format("checkpoint: {}: corrupt configuration ({})", out.path, e.what()));
   }

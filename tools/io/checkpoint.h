@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "engine/nn.h"
 #include "models/gan.h"
 #include "tools/io/safetensors.h"
@@ -33,6 +35,12 @@ void append_module(std::vector<st::Entry>& out, const std::string& prefix, const
 // present with PyTorch's shape: "checkpoint: <path>: tensor 'G.0.weight' has shape ..".
 // Spectral-norm tensors are found under either naming scheme.
 void load_module(const st::File& f, const std::string& prefix, nn::Module& m);
+
+// The model's keys in a run's configuration (a flat JSON object: "model", "preset", "image_size",
+// "channels", "ngf", "ndf", "z_dim", "official_attention", "num_classes", "g_attn", "d_attn",
+// "g_init", "d_init"), written into j / read back; keys older checkpoints lack take defaults.
+void model_config_to_json(const models::ModelConfig& m, nlohmann::json& j);
+models::ModelConfig model_config_from_json(const nlohmann::json& j);
 
 // A gan_train checkpoint (the file, or a run directory holding checkpoint.safetensors): its models
 // built from the stored configuration, G loaded (G_ema with ema: the run must have kept one; its

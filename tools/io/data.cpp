@@ -134,12 +134,6 @@ bool path_exists(const fs::path& p) {
 
 // ---- the shuffle: SplitMix64, portable (no std:: distributions, whose output is unspecified) ----
 
-uint64_t mix64(uint64_t z) {
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 constexpr size_t kFitCacheBytes = size_t(1) << 30;
 constexpr uint64_t kReleaseBytes = uint64_t(512) << 20;
 
@@ -648,6 +642,26 @@ void Loader::prepare(const std::vector<int64_t>& order, int64_t epoch, int64_t s
   for (std::thread& t : pool) t.join();
   for (const std::exception_ptr& e : errors)
     if (e) std::rethrow_exception(e);
+}
+
+uint64_t mix64(uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+std::vector<int32_t> Loader::batch_labels(int64_t epoch, int64_t step) {
+  GAN_CHECK(!data_->labels.empty(),
+            fmt::format("data: {}: the dataset has no labels", data_->source));
+  GAN_CHECK(
+      step >= 0 && step < batches_per_epoch_,
+      fmt::format("data: loader: step {} out of range (0..{})", step, batches_per_epoch_ - 1));
+  if (labels_epoch_ != epoch) labels_order_ = permutation(epoch), labels_epoch_ = epoch;
+  std::vector<int32_t> out(size_t(batch_rows(step)));
+  for (size_t r = 0; r < out.size(); ++r)
+    out[r] = data_->labels[size_t(labels_order_[size_t(
+        (step * opt_.shard_count + opt_.shard_rank) * int64_t(opt_.batch_size) + int64_t(r))])];
+  return out;
 }
 
 Tensor Loader::batch(int64_t epoch, int64_t step) const {

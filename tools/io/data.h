@@ -131,6 +131,10 @@ struct LoaderOptions {
   int shard_rank = 0, shard_count = 1;
 };
 
+// SplitMix64's finaliser: the loader's shuffle and flips hash with it (portable, unlike std::
+// distributions); gan_train draws a conditional model's fake labels with it.
+uint64_t mix64(uint64_t z);
+
 // The position of the next batch: batch `step` (0-based) of epoch `epoch`. A batch is a pure
 // function of (seed, epoch, step), so restoring a position resumes exactly.
 struct Position {
@@ -184,6 +188,9 @@ class Loader {
   bool flipped(int64_t epoch, int64_t position) const;
   // Batch (epoch, step) computed synchronously on the CPU: what next() returns there.
   Tensor batch(int64_t epoch, int64_t step) const;
+  // The dataset labels of batch (epoch, step)'s rows, in row order (this shard's rows); throws
+  // when the dataset has no labels. The permutation of the last epoch asked for is kept.
+  std::vector<int32_t> batch_labels(int64_t epoch, int64_t step);
 
  private:
   struct Slot;
@@ -200,6 +207,8 @@ class Loader {
   int64_t batches_per_epoch_ = 0;
   Position pos_;  // consumer: the next batch next() returns
 
+  int64_t labels_epoch_ = -1;  // batch_labels: the epoch of labels_order_
+  std::vector<int64_t> labels_order_;
   std::unique_ptr<FitCache> cache_;    // producer thread only
   uint64_t mapped_since_release_ = 0;  // producer thread only
   std::vector<std::unique_ptr<Slot>> slots_;

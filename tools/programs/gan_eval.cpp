@@ -221,8 +221,10 @@ int main(int argc, char** argv) {
     nlohmann::json fake_info;
     std::shared_ptr<data::Dataset> fake;
     std::string real_fit = fit_arg;  // how real images reach the fake images' size
+    int classes = 0;                 // a conditional checkpoint's
     if (!checkpoint.empty()) {
       ckpt::LoadedGan g = ckpt::load_gan(checkpoint, dev, ema);
+      classes = g.net.g->num_classes();
       fake = eval::sample(g.net, samples, batch, uint64_t(seed), dev);
       fake_info = {{"checkpoint", g.path}, {"ema", ema}, {"seed", seed}};
       real_fit = nlohmann::json::parse(g.file.meta("config")).value("fit", "resize");
@@ -266,6 +268,15 @@ int main(int argc, char** argv) {
     const eval::Extracted fake_features = eval::extract(*net, fake, batch, dev);
 
     nlohmann::json j = eval::evaluate(real_features, fake_features, mo);
+    if (classes > 0) {  // every class in turn: per-class FD and the classifier's accuracy
+      GAN_CHECK(
+          !real_set->labels.empty(),
+          fmt::format("gan_eval: the checkpoint is conditional but {} has no labels (per-class "
+                      "metrics need them)",
+                      real));
+      j["conditional"] = eval::conditional_metrics(real_features, real_set->labels, fake_features,
+                                                   fake->labels, classes);
+    }
     j["fake"] = fake_info;
     j["real"] = {{"data", real},
                  {"split", real_split},

@@ -30,6 +30,8 @@ struct Args {
   int cols = 8;
   uint64_t seed = 0;
   bool singles = false, ema = false, attention = false;
+  int cls = -1;             // a conditional G: every sample of this class (-1: every class in turn)
+  bool class_grid = false;  // a conditional G: one row per class, the same noise down each column
   std::string device = "auto";
   std::string math = "fp32";       // engine/device.h MathMode
   std::string precision = "fp32";  // engine/device.h Precision
@@ -67,13 +69,36 @@ int run(const Args& a) {
   net.g->eval();
   GAN_CHECK(!a.attention || !net.g->attention_layers().empty(),
             "gan_sample: --attention-maps: this generator has no attention");
+  GAN_CHECK(!a.attention || net.g->sequential(),
+            "gan_sample: --attention-maps: the sagan and dcgan models only");
+  const int classes = net.g->num_classes();
+  GAN_CHECK(classes > 0 || (a.cls < 0 && !a.class_grid),
+            fmt::format("gan_sample: --class and --class-grid need a conditional model ({} is not)",
+                        path));
+  GAN_CHECK(a.cls < classes, fmt::format("gan_sample: --class {}: the model has classes 0 to {}",
+                                         a.cls, classes - 1));
+  GAN_CHECK(!a.class_grid || a.cls < 0, "gan_sample: --class-grid draws every class; drop --class");
 
   Generator gen(a.seed, dev);
-  Tensor z = Tensor::empty(Shape{a.n, net.z_dim}, dev);
+  const int64_t n = a.class_grid ? int64_t(classes) * a.cols : a.n;
+  Tensor z = Tensor::empty(Shape{a.class_grid ? int64_t(a.cols) : n, net.z_dim}, dev);
   gen.normal_(z);
+  std::vector<int32_t> labels;
+  if (a.class_grid) {  // row c: class c; column j: noise z_j
+    const std::vector<float> zc = z.to_vector();
+    std::vector<float> zg;
+    for (int c = 0; c < classes; ++c) {
+      zg.insert(zg.end(), zc.begin(), zc.end());
+      labels.insert(labels.end(), size_t(a.cols), c);
+    }
+    z = Tensor::from_vector(zg, Shape{n, net.z_dim}).to(dev);
+  } else if (classes > 0) {
+    for (int64_t i = 0; i < n; ++i) labels.push_back(a.cls >= 0 ? a.cls : int32_t(i % classes));
+  }
   NoGradGuard ng;
   const Var zin = models::latent_input(net, Var(z));
-  const Tensor imgs = net.g->forward(zin).value();
+  const Tensor imgs =
+      net.g->forward(zin, classes > 0 ? Var(models::one_hot(labels, classes, dev)) : Var()).value();
   if (!a.dump.empty()) {
     st::write_file(a.dump, {st::from_tensor("z", z), st::from_tensor("images", imgs)},
                    {{"checkpoint", path}});
@@ -81,10 +106,10 @@ int run(const Args& a) {
   }
   if (a.singles) {
     fs::create_directories(a.out);
-    for (int64_t i = 0; i < a.n; ++i)
+    for (int64_t i = 0; i < n; ++i)
       img::write_png_atomic((fs::path(a.out) / fmt::format("sample_{:05d}.png", i)).string(),
                             img::tensor_image(imgs, i));
-    std::printf("gan_sample: %lld images in %s\n", (long long)a.n, a.out.c_str());
+    std::printf("gan_sample: %lld images in %s\n", (long long)n, a.out.c_str());
   } else {
     std::string file = a.out;
     const std::string ext = fs::path(file).extension().string();
@@ -97,7 +122,7 @@ int run(const Args& a) {
       img::write_jpeg(file, img::make_grid(imgs, a.cols));
     else
       img::write_png_atomic(file, img::make_grid(imgs, a.cols));
-    std::printf("gan_sample: %lld samples in %s\n", (long long)a.n, file.c_str());
+    std::printf("gan_sample: %lld samples in %s\n", (long long)n, file.c_str());
   }
 
   if (a.attention) {
@@ -109,7 +134,7 @@ int run(const Args& a) {
     Var h = zin;
     nn::Sequential& seq = net.g->net();
     int block = 0;
-    const int64_t show = std::min<int64_t>(a.n, 4);
+    const int64_t show = std::min<int64_t>(n, 4);
     for (size_t li = 0; li < seq.size(); ++li) {
       if (auto* at = dynamic_cast<models::SelfAttention*>(&seq[li])) {
         const int64_t hh = h.shape()[1], ww = h.shape()[2];
@@ -163,6 +188,13 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 256));
   app.add_option("--seed", a.seed, "latent noise seed")->capture_default_str();
   app.add_flag("--singles", a.singles, "write N single PNGs instead of a grid");
+  app.add_option("--class", a.cls,
+                 "a conditional model: every sample of class K (default: every class in turn, "
+                 "sample i of class i mod classes)")
+      ->check(CLI::Range(0, 1 << 20));
+  app.add_flag("--class-grid", a.class_grid,
+               "a conditional model: one row per class and --cols columns, the same noise down "
+               "each column (-n is ignored)");
   app.add_flag("--ema", a.ema, "use the EMA generator (runs trained with --ema)");
   app.add_flag("--attention-maps", a.attention,
                "also write, per attention block, its attention for 4 query pixels of 4 samples");

@@ -16,13 +16,15 @@ int main(int argc, char** argv) {
   namespace models = gan::models;
   gan::train::Options o;
   models::ModelConfig& m = o.model;
-  CLI::App app{"gan_train: train SAGAN or DCGAN with the gan engine"};
+  CLI::App app{"gan_train: train SAGAN, DCGAN or the ResNet SAGAN with the gan engine"};
   // Enum options are read as their names (checked here, so that --help and errors list the
   // names) and converted after parsing.
   std::string arch = "sagan", preset = "default", fit = "resize", loss, device = "auto";
-  app.add_option("--model", arch, "sagan or dcgan")
+  app.add_option("--model", arch,
+                 "sagan, dcgan or sagan-resnet (the paper's ResNet SAGAN as StudioGAN configures "
+                 "it: docs/models.md)")
       ->capture_default_str()
-      ->check(CLI::IsMember({"sagan", "dcgan"}));
+      ->check(CLI::IsMember({"sagan", "dcgan", "sagan-resnet"}));
   app.add_option("--preset", preset, "dcgan: default or wide (the study's 64 px DCGAN)")
       ->capture_default_str()
       ->check(CLI::IsMember({"default", "wide"}));
@@ -86,6 +88,21 @@ int main(int argc, char** argv) {
   app.add_option("--ndf", m.ndf, "D width")->capture_default_str()->check(CLI::Range(8, 4096));
   app.add_flag("--official-attention", m.official_attention,
                "SAGAN: the official attention (pooled keys/values, C/2 values, projection)");
+  app.add_flag("--conditional", o.conditional,
+               "sagan-resnet: class-conditional on the dataset's labels (cBN in G, projection D)");
+  app.add_option("--g-attn", m.g_attn,
+                 "sagan-resnet: G blocks (from 1) followed by attention, or 0 for none (default: "
+                 "2 / 3 / 4 at 32 / 64 / 128 px)")
+      ->delimiter(',');
+  app.add_option("--d-attn", m.d_attn,
+                 "sagan-resnet: D blocks followed by attention, or 0 (default: 1)")
+      ->delimiter(',');
+  app.add_option("--g-init", m.g_init, "sagan-resnet: G's initialisation: ortho, N02 or glorot")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ortho", "N02", "glorot"}));
+  app.add_option("--d-init", m.d_init, "sagan-resnet: D's initialisation: ortho, N02 or glorot")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ortho", "N02", "glorot"}));
   app.add_option("--seed", o.seed, "random seed (weights, noise, data order)")
       ->capture_default_str();
   app.add_option("--out", o.out, "output directory")->capture_default_str();

@@ -260,13 +260,26 @@ void RunLog::evaluation(int64_t step, double time_s, double eval_s, const json& 
   std::map<std::string, double> sc;
   for (const char* k : {"fd", "kid_mean", "precision", "recall", "density", "coverage", "is_mean"})
     if (r.contains(k)) sc[std::string("eval/") + k] = r[k].get<double>();
+  std::string cond;  // a conditional model's per-class metrics
+  if (r.contains("conditional")) {
+    const json& c = r["conditional"];
+    if (c.contains("class_accuracy")) {
+      sc["eval/class_accuracy"] = c["class_accuracy"].get<double>();
+      cond += fmt::format("  class accuracy {:.3f}", c["class_accuracy"].get<double>());
+    }
+    if (c["intra_fd_mean"].is_number()) {
+      sc["eval/intra_fd_mean"] = c["intra_fd_mean"].get<double>();
+      cond += fmt::format("  intra-class FD {:.3f}", c["intra_fd_mean"].get<double>());
+    }
+  }
   tb_.add_scalars(sc, step);
   std::printf(
       "%seval step %lld: FD %.3f  KID %.4f  precision %.3f  recall %.3f  density %.3f  "
-      "coverage %.3f  IS %.3f%s\n",
+      "coverage %.3f  IS %.3f%s%s\n",
       bar_ ? "\n" : "", (long long)step, r["fd"].get<double>(), r["kid_mean"].get<double>(),
       r["precision"].get<double>(), r["recall"].get<double>(), r["density"].get<double>(),
-      r["coverage"].get<double>(), r["is_mean"].get<double>(), best ? "  (best so far)" : "");
+      r["coverage"].get<double>(), r["is_mean"].get<double>(), cond.c_str(),
+      best ? "  (best so far)" : "");
 }
 
 void RunLog::finish() {

@@ -1,10 +1,13 @@
 #include "tools/train/options.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <nlohmann/json.hpp>
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "models/resnet.h"
+#include "tools/io/checkpoint.h"
 #include "tools/io/safetensors.h"
 
 namespace gan::train {
@@ -15,24 +18,18 @@ namespace {
 
 // Options that define the model, the data or the optimisation: a resumed run must use the
 // checkpoint's.
-const char* const kModelKeys[] = {"model",     "preset",    "image_size", "channels",
-                                  "ngf",       "ndf",       "z_dim",      "official_attention",
-                                  "data",      "fit",       "hflip",      "batch_size",
-                                  "loss",      "n_dis",     "ema",        "seed",
-                                  "lr_g",      "lr_d",      "beta1",      "beta2",
-                                  "wgan_clip", "gp_lambda", "r1",         "r1_every"};
+const char* const kModelKeys[] = {"model",       "preset",    "image_size", "channels",
+                                  "ngf",         "ndf",       "z_dim",      "official_attention",
+                                  "num_classes", "g_attn",    "d_attn",     "g_init",
+                                  "d_init",      "data",      "fit",        "hflip",
+                                  "batch_size",  "loss",      "n_dis",      "ema",
+                                  "seed",        "lr_g",      "lr_d",       "beta1",
+                                  "beta2",       "wgan_clip", "gp_lambda",  "r1",
+                                  "r1_every"};
 
 // The keys of kModelKeys from a checkpoint's configuration into o.
 void from_json_model(const json& j, Options& o) {
-  models::ModelConfig& m = o.model;
-  m.arch = models::parse_arch(j.at("model").get<std::string>());
-  m.preset = models::parse_preset(j.at("preset").get<std::string>());
-  m.image_size = j.at("image_size").get<int>();
-  m.channels = j.at("channels").get<int>();
-  m.ngf = j.at("ngf").get<int64_t>();
-  m.ndf = j.at("ndf").get<int64_t>();
-  m.z_dim = j.at("z_dim").get<int64_t>();
-  m.official_attention = j.at("official_attention").get<bool>();
+  o.model = ckpt::model_config_from_json(j);
   o.data = j.at("data").get<std::string>();
   o.fit = img::parse_fit(j.at("fit").get<std::string>());
   o.hflip = j.at("hflip").get<bool>();
@@ -92,6 +89,16 @@ Options resolve(Options o) {
   if (o.loss == Loss::kModelDefault) o.loss = sagan ? Loss::kHinge : Loss::kBce;
   // WGAN-GP: the paper's Adam (1e-4, betas (0, 0.9)) and 5 critic steps, unless given.
   const bool gp = o.gradient_penalty();
+  if (o.resnet() && !gp) {
+    // StudioGAN's SAGAN configurations: CIFAR-10 (32 px) Adam 2e-4 for both, betas (0.5, 0.999),
+    // 5 D steps per G step; its 64 and 128 px SAGANs TTUR 1e-4 / 4e-4, betas (0, 0.999), 1 step.
+    const bool small = o.model.image_size == 32;
+    if (o.lr_g < 0) o.lr_g = small ? 2e-4 : 1e-4;
+    if (o.lr_d < 0) o.lr_d = small ? 2e-4 : 4e-4;
+    if (o.beta1 < 0) o.beta1 = small ? 0.5 : 0.0;
+    if (o.beta2 < 0) o.beta2 = 0.999;
+    if (o.n_dis == 0) o.n_dis = small ? 5 : 1;
+  }
   if (o.lr_g < 0) o.lr_g = gp ? 1e-4 : sagan ? 1e-4 : 2e-4;
   if (o.lr_d < 0) o.lr_d = gp ? 1e-4 : sagan ? 4e-4 : 2e-4;
   if (o.beta1 < 0) o.beta1 = gp || sagan ? 0.0 : 0.5;
@@ -107,6 +114,12 @@ Options resolve(Options o) {
   if (m.channels != 0 && m.channels != 1 && m.channels != 3)
     fail(fmt::format("--channels must be 1 or 3, got {}", m.channels));
   if (sagan && m.preset != models::Preset::kDefault) fail("--preset wide is DCGAN's only");
+  if (!o.resnet() && (o.conditional || !m.g_attn.empty() || !m.d_attn.empty()))
+    fail("--conditional, --g-attn and --d-attn are sagan-resnet's");
+  for (const auto* at : {&m.g_attn, &m.d_attn})
+    for (int b : *at)
+      if (b < 0 || (b == 0 && at->size() > 1))
+        fail("--g-attn and --d-attn take block numbers from 1 (or 0 alone: no attention)");
   if (o.batch_size < 1) fail(fmt::format("--batch-size must be >= 1, got {}", o.batch_size));
   if (o.sync_bn && o.has_penalty() && !o.sagan())
     fail(
@@ -127,48 +140,41 @@ Options resolve(Options o) {
 }
 
 json to_json(const Options& o) {
-  const models::ModelConfig& m = o.model;
-  return json{{"model", models::arch_name(m.arch)},
-              {"preset", models::preset_name(m.preset)},
-              {"image_size", m.image_size},
-              {"channels", m.channels},
-              {"ngf", m.ngf},
-              {"ndf", m.ndf},
-              {"z_dim", m.z_dim},
-              {"official_attention", m.official_attention},
-              {"data", o.data},
-              {"fit", img::fit_name(o.fit)},
-              {"hflip", o.hflip},
-              {"batch_size", o.batch_size},
-              {"epochs", o.epochs},
-              {"steps", o.steps},
-              {"lr_g", o.lr_g},
-              {"lr_d", o.lr_d},
-              {"beta1", o.beta1},
-              {"beta2", o.beta2},
-              {"loss", loss_name(o.loss)},
-              {"n_dis", o.n_dis},
-              {"ema", o.ema},
-              {"wgan_clip", o.wgan_clip},
-              {"gp_lambda", o.gp_lambda},
-              {"r1", o.r1},
-              {"r1_every", o.r1_every},
-              {"seed", o.seed},
-              {"out", o.out},
-              {"sample_every", o.sample_every},
-              {"checkpoint_every", o.checkpoint_every},
-              {"log_every", o.log_every},
-              {"eval_every", o.eval_every},
-              {"eval_samples", o.eval_samples},
-              {"eval_real", o.eval_real},
-              {"device", device_choice_name(o.device)},
-              {"tf32", o.tf32},
-              {"math", o.math},
-              {"precision", o.precision},
-              {"deterministic", o.deterministic},
-              {"cuda_graph", o.cuda_graph},
-              {"world_size", o.world_size},
-              {"sync_bn", o.sync_bn}};
+  json j{{"data", o.data},
+         {"fit", img::fit_name(o.fit)},
+         {"hflip", o.hflip},
+         {"batch_size", o.batch_size},
+         {"epochs", o.epochs},
+         {"steps", o.steps},
+         {"lr_g", o.lr_g},
+         {"lr_d", o.lr_d},
+         {"beta1", o.beta1},
+         {"beta2", o.beta2},
+         {"loss", loss_name(o.loss)},
+         {"n_dis", o.n_dis},
+         {"ema", o.ema},
+         {"wgan_clip", o.wgan_clip},
+         {"gp_lambda", o.gp_lambda},
+         {"r1", o.r1},
+         {"r1_every", o.r1_every},
+         {"seed", o.seed},
+         {"out", o.out},
+         {"sample_every", o.sample_every},
+         {"checkpoint_every", o.checkpoint_every},
+         {"log_every", o.log_every},
+         {"eval_every", o.eval_every},
+         {"eval_samples", o.eval_samples},
+         {"eval_real", o.eval_real},
+         {"device", device_choice_name(o.device)},
+         {"tf32", o.tf32},
+         {"math", o.math},
+         {"precision", o.precision},
+         {"deterministic", o.deterministic},
+         {"cuda_graph", o.cuda_graph},
+         {"world_size", o.world_size},
+         {"sync_bn", o.sync_bn}};
+  ckpt::model_config_to_json(o.model, j);
+  return j;
 }
 
 Options resume_options(const Options& o, const st::File& checkpoint, const std::string& path) {
@@ -216,8 +222,12 @@ std::string describe(const Options& o, Device dev) {
       "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} math={} precision={} deterministic={} "
       "out={}",
       models::arch_name(m.arch), models::preset_name(m.preset), m.image_size, m.channels, m.z_dim,
-      m.ngf, m.ndf, m.official_attention ? "official" : "default", o.data, img::fit_name(o.fit),
-      o.hflip,
+      m.ngf, m.ndf,
+      m.arch == models::Arch::kSaganResnet
+          ? fmt::format("G {} D {} classes={} init={}/{}", fmt::join(models::resnet_g_attn(m), ","),
+                        fmt::join(models::resnet_d_attn(m), ","), m.num_classes, m.g_init, m.d_init)
+          : std::string(m.official_attention ? "official" : "default"),
+      o.data, img::fit_name(o.fit), o.hflip,
       o.world_size == 1
           ? fmt::format("{}", o.batch_size)
           : fmt::format("{} x {} ranks (global {}){}", o.batch_size, o.world_size,

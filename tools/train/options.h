@@ -34,6 +34,9 @@ struct Options {
   // model: architecture, preset, image size, channels (0: the dataset's: Fashion-MNIST 1,
   // CIFAR-10 3), z (0: the model's default), widths, attention variant
   models::ModelConfig model{.channels = 0};
+  // sagan-resnet: class-conditional on the dataset's labels (model.num_classes is set from the
+  // dataset's classes when the data is loaded).
+  bool conditional = false;
   // data
   std::string data = "/usr/share/datasets/fashion-mnist";
   img::Fit fit = img::Fit::Resize;
@@ -90,7 +93,11 @@ struct Options {
   // Set by the CPU fallback: announce the run's duration after its first timed steps.
   bool announce_duration = false;
 
-  bool sagan() const { return model.arch == models::Arch::kSagan; }
+  // Either SAGAN (hinge loss, no batch norm in D).
+  bool sagan() const {
+    return model.arch == models::Arch::kSagan || model.arch == models::Arch::kSaganResnet;
+  }
+  bool resnet() const { return model.arch == models::Arch::kSaganResnet; }
   bool gradient_penalty() const { return loss == Loss::kWganGp; }
   // A penalty is computed (and logged) in some iterations: WGAN-GP or R1.
   bool has_penalty() const { return gradient_penalty() || r1 > 0; }

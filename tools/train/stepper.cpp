@@ -52,6 +52,13 @@ void Stepper::use_fixed_noise(std::vector<Tensor> z, std::vector<Tensor> eps) {
   fixed_eps_ = std::move(eps);
 }
 
+void Stepper::set_labels(std::vector<Tensor> real, std::vector<Tensor> fake) {
+  GAN_CHECK(int(real.size()) == o_.n_dis && int(fake.size()) == o_.n_dis + 1,
+            "stepper: labels for n_dis real batches and n_dis + 1 fake batches expected");
+  real_labels_ = std::move(real);
+  fake_labels_ = std::move(fake);
+}
+
 void Stepper::draw_rows(const Tensor& global, const Tensor& local, bool normal) {
   Tensor g = global;
   if (normal)
@@ -93,8 +100,8 @@ namespace {
 
 // |g| per sample over every axis but the first, and the gradient of D's output with respect to
 // its input x (create_graph: a loss built from it reaches D's parameters).
-Var input_gradient(models::GanNet& d, const Var& x, Var* out = nullptr) {
-  const Var y = d.forward(x);
+Var input_gradient(models::GanNet& d, const Var& x, const Var& labels, Var* out = nullptr) {
+  const Var y = d.forward(x, labels);
   if (out) *out = y;
   const Var ones(Tensor::full(y.shape(), 1.0, y.device(), y.value().dtype()));
   return grad({y}, {x}, {ones}, true)[0];
@@ -115,6 +122,11 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
   const bool bce = o_.loss == Loss::kBce;
   const bool gp = o_.gradient_penalty();
   const bool r1 = o_.r1 > 0 && step % o_.r1_every == 0;
+  const bool cond = net_.g->num_classes() > 0;
+  GAN_CHECK(!cond || !fake_labels_.empty(), "stepper: a conditional model needs set_labels()");
+  // The one-hot labels of real batch k and of fake batch k (undefined: unconditional).
+  auto real_y = [&](int k) { return cond ? Var(real_labels_[size_t(k)]) : Var(); };
+  auto fake_y = [&](int k) { return cond ? Var(fake_labels_[size_t(k)]) : Var(); };
   set_requires_grad(*net_.d, true);
   set_requires_grad(*net_.g, false);
   for (int k = 0; k < o_.n_dis; ++k) {
@@ -125,15 +137,15 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     Var fake;
     {
       NoGradGuard ng;  // G is not differentiated here (its BatchNorm statistics still move)
-      fake = net_.g->forward(models::latent_input(net_, Var(z_)));
+      fake = net_.g->forward(models::latent_input(net_, Var(z_)), fake_y(k));
     }
     Var dr, penalty, norms;
     Var r1_grad;
     if (r1)
-      r1_grad = input_gradient(*net_.d, real, &dr);
+      r1_grad = input_gradient(*net_.d, real, real_y(k), &dr);
     else
-      dr = net_.d->forward(real);
-    const Var df = net_.d->forward(fake);
+      dr = net_.d->forward(real, real_y(k));
+    const Var df = net_.d->forward(fake, fake_y(k));
     Var loss_d;
     if (bce)
       loss_d = add(bce_with_logits(dr, 1.0), bce_with_logits(df, 0.0));
@@ -151,7 +163,9 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
         NoGradGuard ng;
         xh = add(real.detach(), mul(Var(eps_), sub(fake.detach(), real.detach()))).value();
       }
-      const Var g = input_gradient(*net_.d, Var(xh, true));
+      // Conditional: an interpolate between a real and a fake of different classes is scored under
+      // the real image's label (StudioGAN's choice).
+      const Var g = input_gradient(*net_.d, Var(xh, true), real_y(k));
       norms = sqrt(squared_norms(g));
       const Var one(Tensor::full(Shape{}, 1.0, norms.device(), norms.value().dtype()));
       const Var dev = sub(norms, one);
@@ -195,8 +209,8 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
     set_requires_grad(*net_.d, false);
     set_requires_grad(*net_.g, true);
     next_z();
-    const Var fake = net_.g->forward(models::latent_input(net_, Var(z_)));
-    const Var out_fake = net_.d->forward(fake);
+    const Var fake = net_.g->forward(models::latent_input(net_, Var(z_)), fake_y(o_.n_dis));
+    const Var out_fake = net_.d->forward(fake, fake_y(o_.n_dis));
     const Var loss_g = bce ? bce_with_logits(out_fake, 1.0) : hinge_g_loss(out_fake);
     zero_grad(opt_g_.params());
     if (reduce_g_) reduce_g_->begin();

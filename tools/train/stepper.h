@@ -38,6 +38,11 @@ class Stepper {
           Generator& gen, dist::Communicator* comm = nullptr);
   // `step`: the 0-based index of this iteration (lazy R1 runs when step % r1_every == 0).
   void iteration(const std::vector<Tensor>& reals, int64_t step = 0);
+  // A conditional model (net.g->num_classes() > 0): the one-hot labels (batch, classes) each
+  // iteration reads, tensors the caller fills before it (static inputs of a CUDA graph): real[k]
+  // the labels of reals[k], fake[k] those G's fakes are drawn for in D step k, fake[n_dis] the G
+  // step's.
+  void set_labels(std::vector<Tensor> real, std::vector<Tensor> fake);
   // loss_d, loss_g, D(x), D(G(z)), the penalty (wgan-gp: mean (|grad| - 1)^2; R1: mean |grad|^2,
   // unweighted) and the mean gradient norm |d D / d input| it was taken on, of the last
   // iteration (persistent memory on the device).
@@ -69,7 +74,8 @@ class Stepper {
   Tensor z_global_, eps_global_;  // several ranks: the global batch's draws
   Tensor guard_;                  // (2): steps done, first non-finite step
   std::unique_ptr<dist::GradReducer> reduce_g_, reduce_d_;  // several ranks
-  std::vector<Tensor> fixed_z_, fixed_eps_;  // tests (use_fixed_noise), consumed front first
+  std::vector<Tensor> fixed_z_, fixed_eps_;        // tests (use_fixed_noise), consumed front first
+  std::vector<Tensor> real_labels_, fake_labels_;  // conditional: set_labels
   std::vector<Var> g_params_, ema_params_;
 };
 

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <memory>
@@ -38,6 +39,7 @@ using json = nlohmann::json;
 namespace {
 
 constexpr int kFixedSamples = 64;
+constexpr int kGridColumns = 8;  // a conditional model's class grid: one row per class
 
 // The device of the run; --device auto without a GPU shrinks the default job to a short CPU run.
 Device choose_device(Options& o) {
@@ -76,7 +78,14 @@ void copy_buffers(nn::Module& from, nn::Module& to) {
 class Training {
  public:
   explicit Training(Options o) : o_(std::move(o)), t_start_(Clock::now()) {}
-  ~Training() { dist::set_sync_batch_norm(nullptr); }
+  ~Training() {
+    dist::set_sync_batch_norm(nullptr);
+    for (LabelStage& st : stage_)
+      if (st.done) {
+        (void)cudaEventSynchronize(st.done);  // its pinned buffers may still be read
+        (void)cudaEventDestroy(st.done);
+      }
+  }
   Training(const Training&) = delete;
   Training& operator=(const Training&) = delete;
 
@@ -129,9 +138,20 @@ class Training {
   // --eval-every: the feature network, the real images' features, the best FD so far.
   eval::LoadedClassifier evaluator_;
   eval::Extracted eval_real_;
+  std::vector<int32_t> eval_real_labels_;  // a conditional model: the real images' labels
   double best_fd_ = INFINITY;
   double loop_t0_ = 0, eval_seconds_ = 0, announce_t0_ = 0;
   int64_t loop_images0_ = 0;
+  // A conditional model: the one-hot labels the iteration reads (filled before each one).
+  std::vector<Tensor> real_labels_, fake_labels_;
+  void fill_labels(const std::vector<data::Position>& batches);
+  // On the GPU they are copied in from pinned buffers, two sets used in turn (a set is rewritten
+  // once its copies, queued two iterations before, are done: no wait in practice).
+  struct LabelStage {
+    std::vector<Tensor> host;
+    cudaEvent_t done = nullptr;
+  };
+  LabelStage stage_[2];
   // CUDA graphs: the static real batches and the captured iteration.
   std::vector<Tensor> reals_;
   std::unique_ptr<IterationGraph> graph_;
@@ -179,6 +199,20 @@ void Training::load_data() {
   fo.lazy = true;
   data::Dataset ds = data::load_auto(o_.data, true, fo);
   if (o_.model.channels == 0) o_.model.channels = ds.channels == 1 ? 1 : 3;
+  if (o_.conditional && o_.model.num_classes == 0) {
+    GAN_CHECK(!ds.labels.empty(), fmt::format("gan_train: --conditional: {} has no labels (IDX "
+                                              "with its labels file, CIFAR-10, or a folder with "
+                                              "one subfolder per class)",
+                                              o_.data));
+    int32_t top = 0;
+    for (int32_t l : ds.labels) top = std::max(top, l);
+    o_.model.num_classes = std::max(int(ds.classes.size()), int(top) + 1);
+    GAN_CHECK(o_.model.num_classes >= 2,
+              fmt::format("gan_train: --conditional: {} has one class only", o_.data));
+  }
+  if (o_.model.num_classes > 0)
+    GAN_CHECK(!ds.labels.empty(),
+              fmt::format("gan_train: the model is conditional but {} has no labels", o_.data));
   loader_ = std::make_unique<data::Loader>(std::move(ds), loader_options(o_, dev_));
   GAN_CHECK(loader_->batches_per_epoch() > 0,
             fmt::format("gan_train: {}: {} images, fewer than one batch of {}", o_.data,
@@ -220,6 +254,22 @@ void Training::build_models() {
   fixed_gen.normal_(z_fixed_);
   stepper_ = std::make_unique<Stepper>(o_, net_, o_.ema > 0 ? &ema_net_ : nullptr, *opt_g_, *opt_d_,
                                        *gen_, comm_.get());
+  if (const int k = o_.model.num_classes; k > 0) {
+    // The class grid: row c is class c, column j the fixed noise z_j (the same in every row).
+    const int cols = kGridColumns;
+    const std::vector<float> z = z_fixed_.to_vector();
+    std::vector<float> zg(size_t(k * cols) * size_t(net_.z_dim));
+    for (int c = 0; c < k; ++c)
+      for (int j = 0; j < cols; ++j)
+        std::copy_n(z.begin() + j * net_.z_dim, net_.z_dim,
+                    zg.begin() + (int64_t(c) * cols + j) * net_.z_dim);
+    z_fixed_ = Tensor::from_vector(zg, Shape{int64_t(k) * cols, net_.z_dim}).to(dev_);
+    for (int i = 0; i < o_.n_dis; ++i)
+      real_labels_.push_back(Tensor::zeros(Shape{o_.batch_size, k}, dev_));
+    for (int i = 0; i <= o_.n_dis; ++i)
+      fake_labels_.push_back(Tensor::zeros(Shape{o_.batch_size, k}, dev_));
+    stepper_->set_labels(real_labels_, fake_labels_);
+  }
 }
 
 // The checkpoint's state when resuming; then the logs (appended to when resuming).
@@ -249,6 +299,7 @@ void Training::prepare_evaluation() {
       eval::fit_dataset(std::shared_ptr<const data::Dataset>(std::shared_ptr<const data::Dataset>(),
                                                              &loader_->dataset()),
                         o_.model.image_size, o_.fit, o_.eval_real);
+  if (o_.model.num_classes > 0) eval_real_labels_ = real->labels;
   eval_real_ = eval::cached_extract(
       *evaluator_.net, eval::file_digest(cls_path), real,
       fmt::format("train fit={}@{}", img::fit_name(o_.fit), o_.model.image_size), 250, dev_,
@@ -343,6 +394,15 @@ void Training::iterate(int64_t start_step) {
   if (step_ == start_step && o_.cuda_graph && dev_ == Device::CUDA && o_.r1_every > 1)
     std::printf("gan_train: --r1-every %d: CUDA graphs off (the iteration differs between steps)\n",
                 o_.r1_every);
+  std::vector<data::Position> positions;  // the batches this iteration reads, for their labels
+  if (!fake_labels_.empty()) {
+    data::Position p = loader_->position();
+    for (int k = 0; k < o_.n_dis; ++k) {
+      positions.push_back(p);
+      if (++p.step == loader_->batches_per_epoch()) p = {p.epoch + 1, 0};
+    }
+    fill_labels(positions);
+  }
   if (!use_graph) {
     std::vector<Tensor> batch;
     for (int k = 0; k < o_.n_dis; ++k) batch.push_back(loader_->next());
@@ -376,6 +436,42 @@ void Training::iterate(int64_t start_step) {
         std::vector<nn::Module*>{net_.g.get(), net_.d.get()},
         [&] { stepper_->iteration(reals_, step_); }, arena_bytes_);
   graph_->replay();
+}
+
+// A conditional model's labels for this iteration: the real batches' own (from the loader's pure
+// batch order) and, for the fakes, classes drawn uniformly by a hash of (seed, step, batch, row of
+// the global batch): host-side, deterministic, so a resumed run and every rank draw the same, and
+// nothing random runs inside the (captured) step.
+void Training::fill_labels(const std::vector<data::Position>& batches) {
+  const int k = o_.model.num_classes;
+  LabelStage& st = stage_[step_ % 2];
+  if (dev_ == Device::CUDA) {
+    if (!st.done) GAN_CUDA_CHECK(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming));
+    GAN_CUDA_CHECK(cudaEventSynchronize(st.done));
+  }
+  size_t slot = 0;
+  auto put = [&](const Tensor& dst, const std::vector<int32_t>& y) {
+    const Tensor h = models::one_hot(y, k, Device::CPU);
+    if (dev_ == Device::CPU) return dst.copy_from(h);
+    if (st.host.size() <= slot) st.host.push_back(Tensor::empty_pinned(dst.shape()));
+    const Tensor& pinned = st.host[slot++];
+    std::memcpy(pinned.raw(), h.raw(), h.nbytes());
+    dst.copy_from(pinned);  // queued on the stream, after the previous iteration
+  };
+  for (size_t i = 0; i < batches.size(); ++i)
+    put(real_labels_[i], loader_->batch_labels(batches[i].epoch, batches[i].step));
+  for (size_t f = 0; f < fake_labels_.size(); ++f) {
+    std::vector<int32_t> y(size_t(o_.batch_size));
+    for (int r = 0; r < o_.batch_size; ++r) {
+      const uint64_t row = uint64_t(o_.rank) * uint64_t(o_.batch_size) + uint64_t(r);
+      uint64_t h = data::mix64(o_.seed ^ 0xfa4e1abe15ull);
+      h = data::mix64(h ^ uint64_t(step_));
+      h = data::mix64(h ^ (uint64_t(f) << 32 | row));
+      y[size_t(r)] = int32_t(h % uint64_t(k));
+    }
+    put(fake_labels_[f], y);
+  }
+  if (dev_ == Device::CUDA) GAN_CUDA_CHECK(cudaEventRecord(st.done, cuda::stream()));
 }
 
 // The step's scalars (losses, D outputs, penalty, attention gammas, spectral norms' sigmas),
@@ -415,9 +511,15 @@ void Training::write_samples() {
   if (o_.ema > 0) copy_buffers(*net_.g, *ema_net_.g);
   NoGradGuard ng;
   G.eval();
-  const Tensor imgs = G.forward(models::latent_input(net_, Var(z_fixed_))).value();
+  Var labels;
+  if (const int k = o_.model.num_classes; k > 0) {  // the class grid
+    std::vector<int32_t> y;
+    for (int c = 0; c < k; ++c) y.insert(y.end(), kGridColumns, c);
+    labels = Var(models::one_hot(y, k, dev_));
+  }
+  const Tensor imgs = G.forward(models::latent_input(net_, Var(z_fixed_)), labels).value();
   G.train();
-  const img::Image grid = img::make_grid(imgs, 8);
+  const img::Image grid = img::make_grid(imgs, kGridColumns);
   img::write_png_atomic((out_ / "samples" / fmt::format("step_{:07d}.png", step_)).string(), grid);
   img::write_png_atomic((out_ / "samples" / "latest.png").string(), grid);
   log_->tensorboard().add_image("samples", grid, step_);
@@ -491,8 +593,12 @@ void Training::evaluate() {
   mo.device = dev_, mo.seed = o_.seed;
   mo.kid_subsets = 10;           // of 1000: a tenth of gan_eval's cost, enough to follow the trend
   mo.kid_shrink_subsets = true;  // --eval-samples may be fewer than 1000 (said in the JSON)
-  json r = eval::evaluate(eval_real_, eval::extract(*evaluator_.net, fake, 250, dev_), mo);
+  const eval::Extracted fake_features = eval::extract(*evaluator_.net, fake, 250, dev_);
+  json r = eval::evaluate(eval_real_, fake_features, mo);
   r.erase("real_class_histogram");
+  if (o_.model.num_classes > 0)
+    r["conditional"] = eval::conditional_metrics(eval_real_, eval_real_labels_, fake_features,
+                                                 fake->labels, o_.model.num_classes);
   eval_seconds_ += seconds() - e0;
   const double fd = r["fd"].get<double>();
   log_->evaluation(step_, seconds() - loop_t0_, eval_seconds_, r, fd < best_fd_);
