@@ -308,6 +308,7 @@ Gan build(const ModelConfig& config, Generator& gen) {
   ModelConfig c = config;
   GAN_CHECK(c.channels == 1 || c.channels == 3,
             fmt::format("model: channels must be 1 or 3, got {}", c.channels));
+  if (c.arch == Arch::kSaganResnet) return build_resnet(c, gen);  // its own width rules
   GAN_CHECK(c.ngf >= 8 && c.ndf >= 8,
             fmt::format("model: widths ngf {} and ndf {} must be at least 8", c.ngf, c.ndf));
   if (c.arch == Arch::kDcgan) {
@@ -317,7 +318,7 @@ Gan build(const ModelConfig& config, Generator& gen) {
   if (c.z_dim == 0) c.z_dim = 128;
   GAN_CHECK(c.preset == Preset::kDefault, std::string("model: SAGAN has no preset '") +
                                               preset_name(c.preset) + "' (default only)");
-  return c.arch == Arch::kSaganResnet ? build_resnet(c, gen) : sagan(c, gen);
+  return sagan(c, gen);
 }
 
 Tensor one_hot(const std::vector<int32_t>& labels, int classes, Device device) {

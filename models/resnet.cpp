@@ -426,8 +426,11 @@ Gan build_resnet(const ModelConfig& config, Generator& gen) {
   if (c.z_dim == 0) c.z_dim = 128;
   GAN_CHECK(c.channels == 1 || c.channels == 3,
             fmt::format("model: channels must be 1 or 3, got {}", c.channels));
-  GAN_CHECK(c.ngf >= 8 && c.ndf >= 8,
-            fmt::format("model: widths ngf {} and ndf {} must be at least 8", c.ngf, c.ndf));
+  // Attention needs its block's width to be a multiple of 8 (checked where it is built).
+  GAN_CHECK(c.ngf >= 2 && c.ndf >= 2,
+            fmt::format("model: widths ngf {} and ndf {} must be at least 2", c.ngf, c.ndf));
+  GAN_CHECK(c.preset == Preset::kDefault, std::string("model: sagan-resnet has no preset '") +
+                                              preset_name(c.preset) + "' (default only)");
   GAN_CHECK(c.num_classes >= 0, "model: the number of classes must be >= 0");
   const ResnetInit gi = parse_resnet_init(c.g_init), di = parse_resnet_init(c.d_init);
   auto g = std::make_shared<ResnetGenerator>(c, gen);

@@ -56,6 +56,17 @@ train::Options tiny(const std::string& model, const fs::path& out, int64_t steps
   return o;
 }
 
+// Resumes the run in `dir` on the CPU until `steps`.
+train::Result resume_to(const fs::path& dir, int64_t steps) {
+  train::Options o;
+  o.resume = dir.string();
+  o.steps = steps;
+  o.given = {"steps"};
+  o.progress = 0;
+  o.device = train::DeviceChoice::kCpu;
+  return train::run(o);
+}
+
 std::vector<nlohmann::json> metrics(const fs::path& out) {
   std::vector<nlohmann::json> m;
   std::ifstream in(out / "metrics.jsonl");
@@ -195,14 +206,7 @@ TEST_CASE("trainer: 200 steps straight equal 100 steps then a resume for 100 mor
     ob.log_every = 25;
     ob.ema = 0.9;
     train::run(ob);
-    train::Options oc;
-    oc.resume = b.string();
-    oc.steps = 200;
-    oc.given = {"steps"};
-    oc.progress = 0;
-    oc.device = train::DeviceChoice::kCpu;
-    const train::Result r = train::run(oc);
-    CHECK(r.steps == 200);
+    CHECK(resume_to(b, 200).steps == 200);
     gan::test::require_same_checkpoint(a, b);  // bit for bit
   }
 }
@@ -228,13 +232,7 @@ TEST_CASE("trainer: a prepared file trains bit for bit as its IDX source, and re
   oc.hflip = true;
   oc.data = file;
   train::run(oc);
-  train::Options od;
-  od.resume = halfway.string();
-  od.steps = 40;
-  od.given = {"steps"};
-  od.progress = 0;
-  od.device = train::DeviceChoice::kCpu;
-  CHECK(train::run(od).steps == 40);
+  CHECK(resume_to(halfway, 40).steps == 40);
   gan::test::require_same_checkpoint(idx, halfway);
 }
 
@@ -332,6 +330,53 @@ TEST_CASE("trainer: WGAN-GP and R1 runs write every output and log the penalty",
 
 namespace {
 
+// A module after one iteration against PyTorch's float64 one (fixture tensors in PyTorch's names
+// and layouts): each parameter's gradient (grad_prefix + name) to 1e-4 of the tensor's largest
+// element, its value after Adam (state_prefix + name) to 5e-5 absolute, and every float buffer
+// (spectral-norm vectors, batch-norm statistics) to 1e-4. Adam's first step moves a weight by
+// about lr whatever |g| is, except for gradients near eps (1e-8), where float32's rounding of g
+// shows: an element whose gradient is within 100 eps of zero (a bias before batch norm: zero but
+// for rounding) may move by anything up to one step, lr, in either direction (seen: 5.1e-5 on an
+// AVX2 machine, below 5e-5 with AVX-512).
+void check_step_state(const gan::st::File& f, const std::string& grad_prefix,
+                      const std::string& state_prefix, nn::Module& module, double lr) {
+  std::map<std::string, nn::TorchLayout> layout_of;
+  for (const auto& [name, l] : module.named_layouts()) layout_of[name] = l;
+  const auto layouts = [&](const std::string& name) {
+    return layout_of.count(name) ? layout_of.at(name) : nn::TorchLayout{};
+  };
+  for (const auto& [name, p] : module.named_parameters()) {
+    INFO(state_prefix << name);
+    const Tensor want = Tensor::empty(p.shape(), Device::CPU);
+    ckpt::from_torch(f.tensor(grad_prefix + name), layouts(name), want);
+    const auto g_want = want.to_vector();
+    double g_max = 0;
+    for (float x : g_want) g_max = std::max(g_max, double(std::fabs(x)));
+    // A bias right before batch norm has a zero gradient but for rounding (PyTorch's float64:
+    // about 1e-10; float32 here: a few 1e-7): bounded absolutely.
+    if (g_max < 1e-5)
+      CHECK(gan::test::max_rel_error(p.grad().to(Device::CPU), want) * 1e-3 < 2e-6);
+    else
+      CHECK(gan::test::max_rel_error(p.grad().to(Device::CPU), want) < 1e-4);
+    ckpt::from_torch(f.tensor(state_prefix + name), layouts(name), want);
+    const auto got = p.value().to_vector(), w = want.to_vector();
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      if (std::fabs(g_want[i]) > 1e-6)
+        worst = std::max(worst, double(std::fabs(got[i] - w[i])));
+      else
+        CHECK(std::fabs(got[i] - w[i]) <= 1.01 * lr);
+    CHECK(worst < 5e-5);
+  }
+  for (const auto& [name, b] : module.named_buffers()) {
+    if (b.dtype() != DType::F32) continue;  // num_batches_tracked
+    INFO(state_prefix << name << " (buffer)");
+    const Tensor want = Tensor::empty(b.shape(), Device::CPU);
+    ckpt::from_torch(f.tensor(state_prefix + name), layouts(name), want);
+    CHECK(gan::test::max_rel_error(b.to(Device::CPU), want) < 1e-4);
+  }
+}
+
 void check_wgan_gp_step(Device dev) {
   // tools/scripts/fixtures/make_wgan_gp_step.py: the same weights, real batch, z and interpolation
   // weights through torch.autograd.grad(..., create_graph=True) and Adam, in float64.
@@ -359,45 +404,62 @@ void check_wgan_gp_step(Device dev) {
   CHECK(stats[0] == Approx(scalar("loss_d")).epsilon(1e-4));
   CHECK(stats[4] == Approx(scalar("penalty")).epsilon(1e-4));
   CHECK(stats[1] == Approx(scalar("loss_g")).epsilon(1e-4));
-  // Gradients (D's from its step, G's from its step) to 1e-4 of each tensor's largest element,
-  // and the state after both Adam steps, in PyTorch's layouts; float32 here against float64
-  // there. Adam's first step moves a weight by lr g / (sqrt(1 - beta2) |g| + eps), about 3.2e-4
-  // whatever |g| is, except for gradients near eps (1e-8), where float32's rounding of g shows:
-  // the state is compared to 5e-5 absolute (a sixth of one step; two elements of 1,400 differ by
-  // more than 1e-5).
-  for (auto [net_prefix, module] : {std::pair{"D", net.d.get()}, std::pair{"G", net.g.get()}}) {
-    std::map<std::string, nn::TorchLayout> layout_of;
-    for (const auto& [name, l] : module->named_layouts()) layout_of[name] = l;
-    const auto layouts = [&](const std::string& name) {
-      return layout_of.count(name) ? layout_of.at(name) : nn::TorchLayout{};
-    };
-    for (const auto& [name, p] : module->named_parameters()) {
-      INFO(net_prefix << "." << name);
-      const Tensor want = Tensor::empty(p.shape(), Device::CPU);
-      ckpt::from_torch(f.tensor(std::string("grad") + net_prefix + "." + name), layouts(name),
-                       want);
-      CHECK(gan::test::max_rel_error(p.grad().to(Device::CPU), want) < 1e-4);
-      const auto g_want = want.to_vector();
-      ckpt::from_torch(f.tensor(std::string(net_prefix) + "1." + name), layouts(name), want);
-      const auto got = p.value().to_vector(), w = want.to_vector();
-      // An element whose gradient is within 100 eps of zero (a bias before batch norm: zero but
-      // for rounding) may move by anything up to one step, lr, in either direction: its float32
-      // gradient is rounding noise (seen: 5.1e-5 on an AVX2 machine, below 5e-5 with AVX-512).
-      double worst = 0;
-      for (size_t i = 0; i < got.size(); ++i)
-        if (std::fabs(g_want[i]) > 1e-6)
-          worst = std::max(worst, double(std::fabs(got[i] - w[i])));
-        else
-          CHECK(std::fabs(got[i] - w[i]) <= 1.01 * a.lr);
-      CHECK(worst < 5e-5);
-    }
-    for (const auto& [name, b] : module->named_buffers()) {
-      if (b.dtype() != DType::F32) continue;  // num_batches_tracked
-      INFO(net_prefix << "." << name << " (buffer)");
-      const Tensor want = Tensor::empty(b.shape(), Device::CPU);
-      ckpt::from_torch(f.tensor(std::string(net_prefix) + "1." + name), layouts(name), want);
-      CHECK(gan::test::max_rel_error(b.to(Device::CPU), want) < 1e-4);
-    }
+  // Gradients (D's from its step, G's from its step) and the state after both Adam steps;
+  // float32 here against float64 there.
+  check_step_state(f, "gradD.", "D1.", *net.d, a.lr);
+  check_step_state(f, "gradG.", "G1.", *net.g, a.lr);
+}
+
+// tools/scripts/fixtures/make_studiogan_step.py: one iteration of StudioGAN's ResNet SAGAN
+// (hinge, n_dis 2, TTUR 1e-4 / 4e-4 with betas (0, 0.999), EMA 0.9) from the same weights,
+// batches, labels and noise, in float64.
+void check_studiogan_step(Device dev, bool conditional) {
+  const gan::st::File f = gan::st::read_file(gan::test::fixture_path("studiogan_step.safetensors"));
+  const std::string v = conditional ? "c." : "u.";
+  train::Options o;
+  models::ModelConfig& mc = o.model;
+  mc.arch = models::Arch::kSaganResnet, mc.image_size = 32, mc.channels = 3, mc.z_dim = 16;
+  mc.ngf = mc.ndf = 4;
+  mc.num_classes = conditional ? 10 : 0;
+  o.batch_size = 4, o.n_dis = 2, o.steps = 1, o.ema = 0.9;
+  o.lr_g = 1e-4, o.lr_d = 4e-4, o.beta1 = 0.0, o.beta2 = 0.999;
+  o = train::resolve(o);
+  REQUIRE(o.loss == train::Loss::kHinge);
+  Generator gen(0, dev);
+  models::Gan net = models::build(o.model, gen), ema = models::build(o.model, gen);
+  ckpt::load_module(f, v + "G0.", *net.g);
+  ckpt::load_module(f, v + "D0.", *net.d);
+  ckpt::load_module(f, v + "G0.", *ema.g);
+  AdamOptions ag, ad;
+  ag.lr = o.lr_g, ad.lr = o.lr_d;
+  ag.beta1 = ad.beta1 = o.beta1, ag.beta2 = ad.beta2 = o.beta2;
+  Adam opt_g(net.g->parameters(), ag), opt_d(net.d->parameters(), ad);
+  train::Stepper stepper(o, net, &ema, opt_g, opt_d, gen);
+  stepper.use_fixed_noise(
+      {f.tensor(v + "z0", dev), f.tensor(v + "z1", dev), f.tensor(v + "z2", dev)}, {});
+  if (conditional)
+    stepper.set_labels(
+        {f.tensor(v + "yreal0", dev), f.tensor(v + "yreal1", dev)},
+        {f.tensor(v + "yfake0", dev), f.tensor(v + "yfake1", dev), f.tensor(v + "yfake2", dev)});
+  stepper.iteration({f.tensor(v + "real0", dev), f.tensor(v + "real1", dev)});
+  const auto stats = stepper.stats().to_vector();
+  CHECK(stats[0] == Approx(double(f.floats(v + "loss_d")[0])).epsilon(1e-4));
+  CHECK(stats[1] == Approx(double(f.floats(v + "loss_g")[0])).epsilon(1e-4));
+  check_step_state(f, v + "gradD.", v + "D1.", *net.d, o.lr_d);
+  check_step_state(f, v + "gradG.", v + "G1.", *net.g, o.lr_g);
+  // The EMA: 0.9 G0 + 0.1 G1, to a tenth of the state's bound.
+  std::map<std::string, nn::TorchLayout> layout_of;
+  for (const auto& [name, l] : ema.g->named_layouts()) layout_of[name] = l;
+  for (const auto& [name, p] : ema.g->named_parameters()) {
+    INFO("G_ema." << name);
+    const Tensor want = Tensor::empty(p.shape(), Device::CPU);
+    ckpt::from_torch(f.tensor(v + "Gema." + name),
+                     layout_of.count(name) ? layout_of.at(name) : nn::TorchLayout{}, want);
+    const auto got = p.value().to_vector(), w = want.to_vector();
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i)
+      worst = std::max(worst, double(std::fabs(got[i] - w[i])));
+    CHECK(worst < 1.01e-5);
   }
 }
 
@@ -599,6 +661,19 @@ TEST_CASE("trainer: one WGAN-GP iteration of SAGAN equals PyTorch's", "[trainer]
   check_wgan_gp_step(Device::CPU);
 }
 
+TEST_CASE("trainer: one iteration of StudioGAN's ResNet SAGAN equals PyTorch's",
+          "[trainer][resnet][cpu]") {
+  check_studiogan_step(Device::CPU, true);
+  check_studiogan_step(Device::CPU, false);
+}
+
+TEST_CASE("trainer cuda: one iteration of StudioGAN's ResNet SAGAN equals PyTorch's",
+          "[trainer][resnet][cuda]") {
+  GAN_REQUIRE_GPU();
+  check_studiogan_step(Device::CUDA, true);
+  check_studiogan_step(Device::CUDA, false);
+}
+
 TEST_CASE("trainer cuda: one WGAN-GP iteration of SAGAN equals PyTorch's", "[trainer][cuda]") {
   GAN_REQUIRE_GPU();
   check_wgan_gp_step(Device::CUDA);
@@ -797,13 +872,7 @@ TEST_CASE("trainer: the conditional ResNet SAGAN trains, resumes bit for bit and
   };
   train::run(options(a, 4));
   train::run(options(b, 2));
-  train::Options oc;
-  oc.resume = b.string();
-  oc.steps = 4;
-  oc.given = {"steps"};
-  oc.progress = 0;
-  oc.device = train::DeviceChoice::kCpu;
-  CHECK(train::run(oc).steps == 4);
+  CHECK(resume_to(b, 4).steps == 4);
   gan::test::require_same_checkpoint(a, b);  // labels (real and drawn) resume exactly too
   CHECK(fs::exists(a / "samples" / "latest.png"));
 
