@@ -84,12 +84,13 @@ Config parse_config(const std::string& s) {
   Config c;
   char model[16] = {0};
   char tail = 0;
-  if (std::sscanf(s.c_str(), "%15[a-z]:%d:%d%c", model, &c.img, &c.batch, &tail) != 3 ||
-      (std::string(model) != "dcgan" && std::string(model) != "sagan") || c.batch < 1 ||
+  const std::string m = s.substr(0, s.find(':'));
+  if (std::sscanf(s.c_str(), "%15[a-z-]:%d:%d%c", model, &c.img, &c.batch, &tail) != 3 ||
+      (m != "dcgan" && m != "sagan" && m != "sagan-resnet") || c.batch < 1 ||
       (c.img != 32 && c.img != 64 && c.img != 128))
     throw Error(fmt::format(
-        "gan_bench: --configs: '{}' is not model:img:batch (model dcgan or sagan, img 32, 64 or "
-        "128, batch >= 1)",
+        "gan_bench: --configs: '{}' is not model:img:batch (model dcgan, sagan or sagan-resnet, "
+        "img 32, 64 or 128, batch >= 1)",
         s));
   c.model = model;
   return c;
@@ -225,6 +226,13 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   models::ModelConfig& mc = o.model;
   mc.arch = models::parse_arch(c.model), mc.image_size = c.img, mc.channels = s.channels;
   mc.ngf = mc.ndf = s.width;
+  // The ResNet SAGAN as published: class-conditional, 10 classes, gan_train's iteration only.
+  const bool resnet = mc.arch == models::Arch::kSaganResnet;
+  if (resnet) mc.num_classes = 10;
+  if (resnet && loop == "anchor") {
+    r["skipped"] = "the anchor loop has no labels: sagan-resnet runs --loops train";
+    return r;
+  }
   o.batch_size = c.batch, o.seed = s.seed, o.steps = 1;
   if (loop == "train") {
     if (!s.loss.empty()) o.loss = train::parse_loss(s.loss);
@@ -251,6 +259,13 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
   } else {
     if (!s.dist.empty()) comm = dist::make_communicator(dist::Launch{}, s.dev, s.dist);
     stepper = std::make_unique<train::Stepper>(o, net, nullptr, opt_g, opt_d, gen, comm.get());
+    if (resnet) {  // fixed labels: every class in turn (their values do not change the work)
+      std::vector<int32_t> y(size_t(c.batch));
+      for (size_t i = 0; i < y.size(); ++i) y[i] = int32_t(i % 10);
+      const Tensor onehot = models::one_hot(y, 10, s.dev);
+      stepper->set_labels(std::vector<Tensor>(size_t(o.n_dis), onehot),
+                          std::vector<Tensor>(size_t(o.n_dis) + 1, onehot));
+    }
     it = [&] { stepper->iteration(reals); };
   }
 

@@ -70,6 +70,7 @@ import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+import studiogan_sagan  # noqa: E402  (the ResNet SAGAN: StudioGAN's modules in PyTorch)
 import torch_check  # noqa: E402  (the engine's architectures in PyTorch)
 
 CONFIGS = "dcgan:32:64,sagan:32:64,dcgan:64:64,sagan:64:64,sagan:128:64,dcgan:64:256,sagan:64:256"
@@ -96,16 +97,21 @@ def parse_config(s):
     except ValueError:
         img = batch = None
         model = ""
-    if model not in ("dcgan", "sagan") or img not in (32, 64, 128) or batch is None or batch < 1:
+    if (model not in ("dcgan", "sagan", "sagan-resnet") or img not in (32, 64, 128)
+            or batch is None or batch < 1):
         raise ValueError(
-            f"--configs: '{s}' is not model:img:batch (model dcgan or sagan, img 32, 64 or 128, "
-            f"batch >= 1)")
+            f"--configs: '{s}' is not model:img:batch (model dcgan, sagan or sagan-resnet, img 32, "
+            f"64 or 128, batch >= 1)")
     return model, img, batch
 
 
-def resolve(model, loop, loss, n_dis):
+def resolve(model, loop, loss, n_dis, img=32):
     """gan_train's defaults (tools/train/options.cpp resolve()): loss, Adam settings, n_dis."""
-    sagan = model == "sagan"
+    if model == "sagan-resnet" and loss != "wgan-gp":  # StudioGAN's SAGAN configurations
+        small = img == 32
+        return (loss or "hinge", 2e-4 if small else 1e-4, 2e-4 if small else 4e-4,
+                (0.5, 0.999) if small else (0.0, 0.999), n_dis or (5 if small else 1))
+    sagan = model in ("sagan", "sagan-resnet")
     if loop == "anchor" or not loss:
         loss = "hinge" if sagan else "bce"
     gp = loss == "wgan-gp"
@@ -117,7 +123,25 @@ def resolve(model, loop, loss, n_dis):
     return loss, lr_g, lr_d, betas, n_dis
 
 
+class Labelled(nn.Module):
+    """A ResNet SAGAN network with fixed labels (every class in turn), called as the others are:
+    G(z (B, nz, 1, 1)), D(x); the labels do not change the work."""
+
+    def __init__(self, net, generator):
+        super().__init__()
+        self.net, self.generator = net, generator
+
+    def forward(self, x):
+        y = torch.arange(x.shape[0], device=x.device) % 10
+        return self.net(x.flatten(1) if self.generator else x, y)
+
+
 def build(model, img, width, channels):
+    if model == "sagan-resnet":  # conditional, 10 classes, StudioGAN's attention placement
+        g = studiogan_sagan.Generator(img, width, 128, 10, ({32: 2, 64: 3, 128: 4}[img],),
+                                      channels)
+        d = studiogan_sagan.Discriminator(img, width, 10, (1,), channels)
+        return Labelled(g, True), Labelled(d, False), 128
     cfg = dict(model=model, preset="default", image_size=img, channels=channels,
                z_dim=128 if model == "sagan" else 100, ngf=width, ndf=width,
                official_attention=False)
@@ -271,7 +295,10 @@ def bench(model, img, batch, variant, loop, a, device, stamp):
                         else "bf16 autocast is measured on the GPU only")
         return {**r, **stamp}
     set_math(math)
-    loss, lr_g, lr_d, betas, n_dis = resolve(model, loop, a.loss, a.n_dis)
+    if model == "sagan-resnet" and loop == "anchor":
+        r["skipped"] = "the anchor loop has no labels: sagan-resnet runs --loops train"
+        return {**r, **stamp}
+    loss, lr_g, lr_d, betas, n_dis = resolve(model, loop, a.loss, a.n_dis, img)
     torch.manual_seed(a.seed)
     G, D, nz = build(model, img, a.width, a.channels)
     fmt = torch.channels_last if cl else torch.contiguous_format

@@ -42,6 +42,11 @@
 #              on the seven configs in the same job (bf16_ratio_table.md), and two SAGAN runs of
 #              GAN_BF16_STEPS (2000) steps, fp32 and bf16, each scored by gan_eval (the
 #              classifier's FD, 5000 samples)
+#   resnet     the conditional ResNet SAGAN: its [resnet][cuda] tests (StudioGAN's forward and
+#              training step on the GPU path, graph replays equal eager steps), then gan_bench's
+#              train loop (fp32, tf32, graph, graph_tf32) and the PyTorch baseline on the same
+#              configs in the same job (GAN_RESNET_CONFIGS, default sagan-resnet:32:64,
+#              sagan-resnet:64:64, sagan-resnet:128:32) -> resnet_ratio_table.md
 #   penalty    gan_bench's train loop with --loss wgan and wgan-gp at n_dis 1 and 2 (the cost of a
 #              gradient-penalty D step against a plain one)
 #   train      5-epoch SAGAN and wide-DCGAN runs on Fashion-MNIST (images/s, sample grids) and the
@@ -84,7 +89,8 @@ if [ "$cmd" = pack ]; then
       > "$dev/lib/$lib.xz"
   done
   cp /usr/share/datasets/fashion-mnist/*.gz "$dev/data/"  # the test set too: the evaluation cases
-  cp "$root/tools/scripts/torch_check.py" "$root/bench/ratio_table.py" \
+  cp "$root/tools/scripts/torch_check.py" "$root/tools/scripts/studiogan_sagan.py" \
+    "$root/bench/ratio_table.py" \
     "$root/bench/torch_gan_bench.py" "$root/bench/conv_table.py" "$root/bench/torch_gan_train.py" \
     "$dev/scripts/"
   grep -qxF '/.device/' "$root/.git/info/exclude" 2>/dev/null || echo '/.device/' >> "$root/.git/info/exclude"
@@ -326,6 +332,28 @@ for stage in "$@"; do
           --real-limit 10000 --out "$work/bf16_eval_$p.json" > /dev/null 2> "$work/bf16_eval_$p.err"
         note "bf16: gan_eval $p rc=$? $(grep -o '"fd": [0-9][0-9.e+-]*' "$work/bf16_eval_$p.json" | head -n 1)"
       done
+      ;;
+    resnet)
+      timeout "$(left 240)" "$bin/engine_tests" "[resnet][cuda]" > "$work/resnet_tests.log" 2>&1
+      note "resnet: engine_tests [resnet][cuda] rc=$? ($(tail -n 2 "$work/resnet_tests.log" | tr '\n' ' '))"
+      grep -E "FAILED|failed|unexpected exception" "$work/resnet_tests.log" | head -n 20 >> "$summary"
+      configs=${GAN_RESNET_CONFIGS:-sagan-resnet:32:64,sagan-resnet:64:64,sagan-resnet:128:32}
+      iters=${GAN_BENCH_ITERS:-20}
+      reps=${GAN_BENCH_REPS:-3}
+      : > "$work/resnet_bench.jsonl"
+      for c in ${configs//,/ }; do
+        timeout "$(left 120)" "$bin/gan_bench" --configs "$c" --loops train \
+          --variants fp32,tf32,graph,graph_tf32 --iters "$iters" --reps "$reps" \
+          >> "$work/resnet_bench.jsonl" 2>> "$work/gan_bench.err"
+        note "resnet: gan_bench $c rc=$?"
+      done
+      PYTHONUNBUFFERED=1 timeout "$(left 240)" python3 "$scripts/torch_gan_bench.py" \
+        --configs "$configs" --iters "$iters" --reps "$reps" --variants fp32,tf32,graph,graph_tf32 \
+        --loops train > "$work/torch_resnet_bench.jsonl" 2>> "$work/torch_gan_bench.err"
+      note "resnet: torch_gan_bench.py rc=$?"
+      python3 "$scripts/ratio_table.py" "$work/resnet_bench.jsonl" \
+        --torch "$work/torch_resnet_bench.jsonl" --loop train > "$work/resnet_ratio_table.md" 2>&1
+      note "resnet: $(tail -n 1 "$work/resnet_ratio_table.md")"
       ;;
     penalty)
       # The gradient-penalty D step against a plain one (the goal: at most 3x): the train loop with
