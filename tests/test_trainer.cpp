@@ -882,6 +882,12 @@ TEST_CASE("trainer: the conditional ResNet SAGAN trains, resumes bit for bit and
   REQUIRE(l.net.config.arch == models::Arch::kSaganResnet);
   l.net.g->eval();
   const std::string sample = (fs::path(gan_train_bin()).parent_path() / "gan_sample").string();
+  if (!fs::exists(sample)) {
+    // The sanitizer builds make the interpreter's test binaries and gan_train only; the main
+    // build (and its ctest run) has gan_sample beside gan_train.
+    WARN("no gan_sample beside " << gan_train_bin() << ": its --class checks not run here");
+    return;
+  }
   const fs::path dump = a / "class3.safetensors";
   REQUIRE(std::system((sample + " " + a.string() + " --device cpu --class 3 -n 4 --out " +
                        (a / "c3.png").string() + " --dump " + dump.string() + " > /dev/null")
