@@ -91,6 +91,18 @@ Proc gan_train(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+// gan_train `common` + g (CUDA graphs, the default) and `common` + e --no-cuda-graph: both
+// succeed and write the same checkpoint bit for bit.
+void require_graph_equals_eager(const std::string& common, const fs::path& e, const fs::path& g) {
+  const Proc pg = gan_train(common + g.string());
+  INFO(pg.output);
+  REQUIRE(pg.code == 0);
+  const Proc pe = gan_train(common + e.string() + " --no-cuda-graph");
+  INFO(pe.output);
+  REQUIRE(pe.code == 0);
+  gan::test::require_same_checkpoint(e, g);
+}
+
 }  // namespace
 
 TEST_CASE("trainer: each model learns to discriminate on a Fashion-MNIST subset",
@@ -848,13 +860,7 @@ TEST_CASE("trainer cuda: CUDA-graph replays (the default) equal the eager steps"
                                " --image-size 32 --ngf 8 --ndf 8 --batch-size 2 --steps 3 "
                                "--device cuda --deterministic --log-every 1 --sample-every 3 "
                                "--checkpoint-every 3 --progress 0 --out ";
-    const Proc pg = gan_train(common + g.string());
-    INFO(pg.output);
-    REQUIRE(pg.code == 0);
-    const Proc pe = gan_train(common + e.string() + " --no-cuda-graph");
-    INFO(pe.output);
-    REQUIRE(pe.code == 0);
-    gan::test::require_same_checkpoint(e, g);
+    require_graph_equals_eager(common, e, g);
   }
 }
 
@@ -933,11 +939,5 @@ TEST_CASE("trainer cuda: the conditional ResNet SAGAN's graph replays equal its 
       "--deterministic --log-every 1 --sample-every 3 --checkpoint-every 3 --ema 0.99 "
       "--progress 0 --out ";
   const fs::path e = scratch("eager_resnet"), g = scratch("graph_resnet");
-  const Proc pg = gan_train(common + g.string());
-  INFO(pg.output);
-  REQUIRE(pg.code == 0);
-  const Proc pe = gan_train(common + e.string() + " --no-cuda-graph");
-  INFO(pe.output);
-  REQUIRE(pe.code == 0);
-  gan::test::require_same_checkpoint(e, g);
+  require_graph_equals_eager(common, e, g);
 }
