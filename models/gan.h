@@ -37,6 +37,9 @@ struct ModelConfig {
                                         // default (StudioGAN's SAGAN: G 2 / 3 / 4 at 32 / 64 / 128
                                         // px, D 1); {0}: none
   std::string g_init = "ortho", d_init = "ortho";  // ortho, N02 or glorot
+  // Label k's name (empty: unnamed): from the dataset (folder names, CIFAR-10's, Fashion-MNIST's)
+  // or --class-names; kept in checkpoints with the rest of the configuration.
+  std::vector<std::string> class_names{};
 };
 
 // SAGAN self-attention on NHWC x (B, H, W, C), d = C/8:

@@ -40,6 +40,9 @@ bool have_gpu();
 std::string fixture_path(const std::string& name);
 // <the source tree>/<rel>, found from the fixtures' directory.
 std::string source_path(const std::string& rel);
+// The Python interpreter for the project's scripts: $GAN_TEST_PYTHON, the one CMake found, or
+// python3 on the PATH (the GPU machine's copy of the tree).
+std::string python3();
 // Counts a skipped test case (main() exits 77, "skipped" for ctest, when all cases skipped).
 void mark_skipped();
 int skipped_cases();

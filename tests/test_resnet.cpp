@@ -9,12 +9,15 @@
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
 
 #include "models/resnet.h"
 #include "tests/harness.h"
+#include "tests/trainer_helpers.h"
 #include "tools/io/checkpoint.h"
 
 using namespace gan;
@@ -108,7 +111,120 @@ void check_against_studiogan(Device dev, bool conditional) {
   }
 }
 
+// tools/scripts/studiogan_convert.py with `args`; its exit status (stderr to `err_file`).
+int convert(const std::string& args, const std::string& err_file) {
+  const std::string cmd =
+      fmt::format("\"{}\" \"{}\" {} > /dev/null 2> \"{}\"", test::python3(),
+                  test::source_path("tools/scripts/studiogan_convert.py"), args, err_file);
+  const int rc = std::system(cmd.c_str());
+  return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+}
+
+std::string pth(const std::string& variant, const std::string& file) {
+  return fmt::format("\"{}\"",
+                     test::fixture_path(fmt::format("studiogan_pth/{}/{}", variant, file)));
+}
+
+// The imported checkpoint's G and D (eval mode, stored u, v and running statistics) compute the
+// fixture's eval-mode outputs: the files hold its parameters before, its buffers after the forward.
+void check_imported(const std::string& path) {
+  const st::File f = st::read_file(test::fixture_path("studiogan_sagan.safetensors"));
+  ckpt::LoadedGan loaded = ckpt::load_gan(path, Device::CPU);
+  const models::ModelConfig& c = loaded.net.config;
+  CHECK(c.arch == models::Arch::kSaganResnet);
+  CHECK((c.image_size == 32 && c.ngf == 8 && c.ndf == 8 && c.z_dim == 32 && c.num_classes == 10));
+  CHECK(models::resnet_g_attn(c) == std::vector<int>{2});
+  CHECK(models::resnet_d_attn(c) == std::vector<int>{1});
+  models::Gan& net = loaded.net;
+  ckpt::load_module(loaded.file, "D.", *net.d);
+  net.g->eval(), net.d->eval();
+  NoGradGuard ng;
+  const Var onehot(f.tensor("c.onehot"));
+  CHECK(rel_err(net.g->forward(Var(f.tensor("c.z")), onehot).value().to_vector(),
+                f.floats("c.G.eval")) < 2e-5);
+  CHECK(rel_err(net.d->forward(Var(f.tensor("c.x")), onehot).value().to_vector(),
+                f.floats("c.D.eval")) < 2e-5);
+}
+
 }  // namespace
+
+TEST_CASE("resnet: StudioGAN's checkpoint files convert both ways", "[models][resnet][cpu]") {
+  test::TempDir t;
+  const std::string err = t.file("stderr.txt");
+  SECTION("current naming, PyTorch's zip format, with G_ema") {
+    const std::string out = t.file("current.safetensors");
+    REQUIRE(convert("import --G " + pth("current", "model=G-current-weights-step=1200.pth") +
+                        " --D " + pth("current", "model=D-current-weights-step=1200.pth") +
+                        " --G-ema " + pth("current", "model=G_ema-current-weights-step=1200.pth") +
+                        " --out " + out,
+                    err) == 0);
+    check_imported(out);
+    // G_ema's parameters are G's times 0.5 in the files (exact in float); its buffers are G's.
+    ckpt::LoadedGan g = ckpt::load_gan(out, Device::CPU),
+                    ema = ckpt::load_gan(out, Device::CPU, true);
+    const auto gp = g.net.g->named_parameters(), ep = ema.net.g->named_parameters();
+    REQUIRE(gp.size() == ep.size());
+    for (size_t i = 0; i < gp.size(); ++i) {
+      INFO(gp[i].first);
+      std::vector<float> half = gp[i].second.value().to_vector();
+      for (float& x : half) x *= 0.5f;
+      CHECK(ep[i].second.value().to_vector() == half);
+    }
+    CHECK(st::read_file(out).meta("step") == "1200");
+
+    // Back to StudioGAN's files and in again: the same tensors, bit for bit.
+    REQUIRE(convert("export \"" + out + "\" --out-dir \"" + t.file("exported") + "\"", err) == 0);
+    const std::string dir = t.file("exported") + "/";
+    const std::string again = t.file("again.safetensors");
+    REQUIRE(convert("import --G \"" + dir + "model=G-current-weights-step=1200.pth\" --D \"" + dir +
+                        "model=D-current-weights-step=1200.pth\" --G-ema \"" + dir +
+                        "model=G_ema-current-weights-step=1200.pth\" --out " + again,
+                    err) == 0);
+    const st::File a = st::read_file(out), b = st::read_file(again);
+    REQUIRE(a.entries.size() == b.entries.size());
+    for (const st::Entry& e : a.entries) {
+      INFO(e.name);
+      REQUIRE(b.has(e.name));
+      CHECK(b.get(e.name).shape == e.shape);
+      CHECK(b.get(e.name).bytes == e.bytes);
+    }
+  }
+  SECTION("the older cBN naming (embed0 / embed1), PyTorch's pre-1.6 format, DataParallel names") {
+    const std::string out = t.file("older.safetensors");
+    REQUIRE(convert("import --G " + pth("older", "model=G-best-weights-step=1000.pth") + " --D " +
+                        pth("older", "model=D-best-weights-step=1000.pth") + " --out " + out +
+                        " --class-names a,b,c,d,e,f,g,h,i,j",
+                    err) == 0);
+    check_imported(out);
+  }
+  SECTION("bad input: one line on stderr, a non-zero exit, nothing written") {
+    const std::string out = t.file("bad.safetensors");
+    const auto truncate_copy = [&](const std::string& variant, const std::string& file) {
+      const std::string src = test::fixture_path("studiogan_pth/" + variant + "/" + file);
+      const std::string dst = t.file("cut_" + file);
+      std::filesystem::copy_file(src, dst);
+      std::filesystem::resize_file(dst, std::filesystem::file_size(src) / 2);
+      return fmt::format("\"{}\"", dst);
+    };
+    const std::string d = pth("current", "model=D-current-weights-step=1200.pth");
+    for (const std::string& g :
+         {truncate_copy("current", "model=G-current-weights-step=1200.pth"),
+          truncate_copy("older", "model=G-best-weights-step=1000.pth"),
+          fmt::format("\"{}\"", test::fixture_path("studiogan_sagan.safetensors")), d,
+          std::string("/nonexistent.pth")}) {
+      INFO(g);
+      CHECK(convert("import --G " + g + " --D " + d + " --out " + out, err) == 1);
+      CHECK_FALSE(std::filesystem::exists(out));
+      const std::string msg = test::read_text(err);
+      CHECK(msg.starts_with("studiogan_convert: "));
+      CHECK(std::count(msg.begin(), msg.end(), '\n') == 1);
+    }
+    CHECK(convert("import --G " + pth("current", "model=G-current-weights-step=1200.pth") +
+                      " --D " + d + " --out " + out + " --class-names a,b",
+                  err) == 1);
+    CHECK(test::read_text(err).find("2 names for 10 classes") != std::string::npos);
+  }
+}
 
 TEST_CASE("resnet: StudioGAN's conditional SAGAN loads strictly and computes its outputs",
           "[models][resnet][cpu]") {

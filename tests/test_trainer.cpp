@@ -885,6 +885,7 @@ TEST_CASE("trainer: the conditional ResNet SAGAN trains, resumes bit for bit and
   // The checkpoint rebuilds the conditional model; gan_sample --class K is G under label K.
   ckpt::LoadedGan l = ckpt::load_gan(a.string(), Device::CPU);
   REQUIRE(l.net.g->num_classes() == 10);
+  CHECK(l.net.config.class_names == data::fashion_mnist_classes());  // kept in the checkpoint
   REQUIRE(l.net.config.arch == models::Arch::kSaganResnet);
   l.net.g->eval();
   const std::string sample = (fs::path(gan_train_bin()).parent_path() / "gan_sample").string();
@@ -908,6 +909,12 @@ TEST_CASE("trainer: the conditional ResNet SAGAN trains, resumes bit for bit and
   };
   CHECK(images(3) == f.floats("images"));
   CHECK(images(4) != f.floats("images"));
+  // By name (the checkpoint's class names; case-insensitive): the same samples.
+  const fs::path by_name = a / "dress.safetensors";
+  REQUIRE(std::system((sample + " " + a.string() + " --device cpu --class dress -n 4 --out " +
+                       (a / "dress.png").string() + " --dump " + by_name.string() + " > /dev/null")
+                          .c_str()) == 0);
+  CHECK(st::read_file(by_name.string()).floats("images") == f.floats("images"));
   // The class grid: row c is class c, the same noise down each column.
   const fs::path grid = a / "grid.safetensors";
   REQUIRE(std::system((sample + " " + a.string() + " --device cpu --class-grid --cols 3 --out " +
@@ -921,10 +928,11 @@ TEST_CASE("trainer: the conditional ResNet SAGAN trains, resumes bit for bit and
     for (int64_t j = 0; j < 3; ++j)
       CHECK(std::equal(zg.begin() + (c * 3 + j) * zd, zg.begin() + (c * 3 + j + 1) * zd,
                        zg.begin() + j * zd));
-  // An unknown class: one line, exit 1.
-  CHECK(std::system((sample + " " + a.string() + " --device cpu --class 10 --out " +
-                     (a / "x.png").string() + " 2> /dev/null")
-                        .c_str()) != 0);
+  // An unknown class, by number or name: one line, exit 1.
+  for (const char* bad : {"10", "Robe"})
+    CHECK(std::system((sample + " " + a.string() + " --device cpu --class " + bad + " --out " +
+                       (a / "x.png").string() + " 2> /dev/null")
+                          .c_str()) != 0);
 }
 
 TEST_CASE("trainer cuda: the conditional ResNet SAGAN's graph replays equal its eager steps",

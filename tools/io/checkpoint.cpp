@@ -1,7 +1,9 @@
 #include "tools/io/checkpoint.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <map>
+#include <stdexcept>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -163,6 +165,7 @@ void model_config_to_json(const models::ModelConfig& m, nlohmann::json& j) {
   j["d_attn"] = m.d_attn;
   j["g_init"] = m.g_init;
   j["d_init"] = m.d_init;
+  j["class_names"] = m.class_names;
 }
 
 models::ModelConfig model_config_from_json(const nlohmann::json& j) {
@@ -181,6 +184,10 @@ models::ModelConfig model_config_from_json(const nlohmann::json& j) {
   m.d_attn = j.value("d_attn", std::vector<int>{});
   m.g_init = j.value("g_init", std::string("ortho"));
   m.d_init = j.value("d_init", std::string("ortho"));
+  m.class_names = j.value("class_names", std::vector<std::string>{});
+  if (!m.class_names.empty() && int(m.class_names.size()) != m.num_classes)
+    throw std::invalid_argument(
+        fmt::format("{} class names for {} classes", m.class_names.size(), m.num_classes));
   return m;
 }
 
@@ -194,16 +201,19 @@ LoadedGan load_gan(const std::string& path_or_run_dir, Device device, bool ema) 
   models::ModelConfig mc;
   try {
     mc = model_config_from_json(nlohmann::json::parse(f.meta("config")));
-  } catch (const nlohmann::json::exception& e) {
+  } catch (const std::exception& e) {  // nlohmann::json's errors, std::invalid_argument
     throw Error(fmt::format("checkpoint: {}: corrupt configuration ({})", out.path, e.what()));
   }
   Generator init(0, device);
   out.net = models::build(mc, init);
-  GAN_CHECK(
-      !ema || f.has("G_ema.0.bias") || f.has("G_ema.0.weight") || f.has("G_ema.0.weight_orig"),
-      fmt::format("checkpoint: {}: the run kept no EMA of G (train with --ema)", out.path));
+  GAN_CHECK(!ema || std::any_of(f.entries.begin(), f.entries.end(),
+                                [](const st::Entry& e) { return e.name.starts_with("G_ema."); }),
+            fmt::format("checkpoint: {}: the run kept no EMA of G (train with --ema)", out.path));
   load_module(f, ema ? "G_ema." : "G.", *out.net.g);
-  if (ema) {  // the EMA generator's buffers are the training generator's
+  // gan_train's EMA generator never runs forward: its buffers are the training generator's. A
+  // converted StudioGAN G_ema (format kModelFormat) keeps its own (StudioGAN averages them too).
+  const bool own_buffers = f.metadata.count("format") && f.meta("format") == kModelFormat;
+  if (ema && !own_buffers) {
     models::Gan tmp = models::build(mc, init);
     load_module(f, "G.", *tmp.g);
     auto src = tmp.g->named_buffers();

@@ -38,13 +38,20 @@ void load_module(const st::File& f, const std::string& prefix, nn::Module& m);
 
 // The model's keys in a run's configuration (a flat JSON object: "model", "preset", "image_size",
 // "channels", "ngf", "ndf", "z_dim", "official_attention", "num_classes", "g_attn", "d_attn",
-// "g_init", "d_init"), written into j / read back; keys older checkpoints lack take defaults.
+// "g_init", "d_init", "class_names"), written into j / read back; keys older checkpoints lack take
+// defaults. Class names, when present, number num_classes.
 void model_config_to_json(const models::ModelConfig& m, nlohmann::json& j);
 models::ModelConfig model_config_from_json(const nlohmann::json& j);
 
-// A gan_train checkpoint (the file, or a run directory holding checkpoint.safetensors): its models
-// built from the stored configuration, G loaded (G_ema with ema: the run must have kept one; its
-// batch-norm statistics are G's), D left as initialised (load_module(file, "D.", *d) if needed).
+// The format of a models-only checkpoint (tools/scripts/studiogan_convert.py import: G, D, G_ema
+// and the configuration; gan_train checkpoints are "gan-engine checkpoint v1").
+inline constexpr const char* kModelFormat = "gan-engine model v1";
+
+// A gan_train checkpoint or a models-only one (the file, or a run directory holding
+// checkpoint.safetensors): its models built from the stored configuration, G loaded (G_ema with
+// ema: the file must hold one; a gan_train run's G_ema takes G's batch-norm statistics and
+// spectral-norm vectors, a models-only file's keeps its own), D left as initialised
+// (load_module(file, "D.", *d) if needed).
 // Errors name the file: "checkpoint: <path>: corrupt configuration (...)".
 struct LoadedGan {
   std::string path;  // the file read

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -255,6 +256,19 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path)
   return d;
 }
 
+const std::vector<std::string>& fashion_mnist_classes() {
+  static const std::vector<std::string> c = {"T-shirt/top", "Trouser",   "Pullover", "Dress",
+                                             "Coat",        "Sandal",    "Shirt",    "Sneaker",
+                                             "Bag",         "Ankle boot"};
+  return c;
+}
+
+const std::vector<std::string>& cifar10_classes() {  // batches.meta.txt's order
+  static const std::vector<std::string> c = {"airplane", "automobile", "bird",  "cat",  "deer",
+                                             "dog",      "frog",       "horse", "ship", "truck"};
+  return c;
+}
+
 Dataset load_fashion_mnist(const std::string& dir, bool train) {
   check_directory(dir);
   const std::string prefix = train ? "train" : "t10k";
@@ -268,7 +282,17 @@ Dataset load_fashion_mnist(const std::string& dir, bool train) {
   if (images.empty())
     fail(dir, fmt::format("no {}-images-idx3-ubyte.gz (or uncompressed) file", prefix));
   const std::string labels = pick(prefix + "-labels-idx1-ubyte");
-  return load_idx(images, labels);
+  Dataset d = load_idx(images, labels);
+  // IDX files carry no class names; MNIST's and Fashion-MNIST's share the format. A directory
+  // named for Fashion-MNIST ("fashion" or "fmnist" in its path) gets its classes' names.
+  std::string lower = fs::absolute(dir).string();
+  std::transform(lower.begin(), lower.end(), lower.begin(),
+                 [](unsigned char c) { return char(std::tolower(c)); });
+  if (!d.labels.empty() &&
+      (lower.find("fashion") != std::string::npos || lower.find("fmnist") != std::string::npos) &&
+      *std::max_element(d.labels.begin(), d.labels.end()) <= 9)
+    d.classes = fashion_mnist_classes();
+  return d;
 }
 
 Dataset load_cifar10(const std::string& dir, bool train) {
@@ -315,6 +339,7 @@ Dataset load_cifar10(const std::string& dir, bool train) {
         for (int c = 0; c < 3; ++c) out[p * 3 + c] = planes[c * 1024 + p];
     }
   }
+  d.classes = cifar10_classes();
   d.source = dir;
   d.format = "cifar10";
   return d;

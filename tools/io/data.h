@@ -73,6 +73,11 @@ Dataset load_idx(const std::string& images_path, const std::string& labels_path 
 // t10k-images-idx3-ubyte[.gz] (test), with the matching labels file when present.
 Dataset load_fashion_mnist(const std::string& dir = kFashionMnistDir, bool train = true);
 
+// The classes' names in label order: Fashion-MNIST's (given to IDX files in a directory whose path
+// has "fashion" or "fmnist"; IDX files carry no names) and CIFAR-10's (its batches.meta.txt).
+const std::vector<std::string>& fashion_mnist_classes();
+const std::vector<std::string>& cifar10_classes();
+
 // CIFAR-10 binary version: data_batch_1.bin .. data_batch_5.bin (train, 50000 images) or
 // test_batch.bin (test), each 10000 records of 1 label byte + 3072 bytes (3, 32, 32) planar;
 // stored HWC.

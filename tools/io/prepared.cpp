@@ -252,12 +252,6 @@ struct Source {
   }
 };
 
-const std::vector<std::string>& cifar10_classes() {
-  static const std::vector<std::string> c = {"airplane", "automobile", "bird",  "cat",  "deer",
-                                             "dog",      "frog",       "horse", "ship", "truck"};
-  return c;
-}
-
 Source open_source(const std::string& src, bool train) {
   Source s;
   std::error_code ec;
@@ -307,13 +301,9 @@ Source open_source(const std::string& src, bool train) {
   s.channels = d->channels;
   s.labels = d->labels;
   s.classes = d->classes;
-  if (s.classes.empty() && !s.labels.empty()) {
-    if (d->format == "cifar10") {
-      s.classes = cifar10_classes();
-    } else {  // IDX: the digits
-      const int32_t top = *std::max_element(s.labels.begin(), s.labels.end());
-      for (int32_t k = 0; k <= top; ++k) s.classes.push_back(std::to_string(k));
-    }
+  if (s.classes.empty() && !s.labels.empty()) {  // IDX not named for Fashion-MNIST: the digits
+    const int32_t top = *std::max_element(s.labels.begin(), s.labels.end());
+    for (int32_t k = 0; k <= top; ++k) s.classes.push_back(std::to_string(k));
   }
   uint64_t h = fnv1a(d->format.data(), d->format.size());
   h = fnv1a(d->pixel_data(), d->pixel_bytes(), h);

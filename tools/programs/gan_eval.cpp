@@ -222,9 +222,11 @@ int main(int argc, char** argv) {
     std::shared_ptr<data::Dataset> fake;
     std::string real_fit = fit_arg;  // how real images reach the fake images' size
     int classes = 0;                 // a conditional checkpoint's
+    std::vector<std::string> class_names;
     if (!checkpoint.empty()) {
       ckpt::LoadedGan g = ckpt::load_gan(checkpoint, dev, ema);
       classes = g.net.g->num_classes();
+      class_names = g.net.config.class_names;
       fake = eval::sample(g.net, samples, batch, uint64_t(seed), dev);
       fake_info = {{"checkpoint", g.path}, {"ema", ema}, {"seed", seed}};
       real_fit = nlohmann::json::parse(g.file.meta("config")).value("fit", "resize");
@@ -276,6 +278,7 @@ int main(int argc, char** argv) {
                       real));
       j["conditional"] = eval::conditional_metrics(real_features, real_set->labels, fake_features,
                                                    fake->labels, classes);
+      if (!class_names.empty()) j["conditional"]["class_names"] = class_names;
     }
     j["fake"] = fake_info;
     j["real"] = {{"data", real},

@@ -1,5 +1,7 @@
 // gan_sample: images from a gan_train checkpoint: a grid or N single PNGs, seeded; with
 // --attention-maps, for a few query pixels, the generator's attention overlaid on the sample.
+#include <algorithm>
+#include <cctype>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -30,7 +32,8 @@ struct Args {
   int cols = 8;
   uint64_t seed = 0;
   bool singles = false, ema = false, attention = false;
-  int cls = -1;             // a conditional G: every sample of this class (-1: every class in turn)
+  std::string cls;          // a conditional G: every sample of this class (a number or a name;
+                            // empty: every class in turn)
   bool class_grid = false;  // a conditional G: one row per class, the same noise down each column
   std::string device = "auto";
   std::string math = "fp32";       // engine/device.h MathMode
@@ -39,6 +42,32 @@ struct Args {
   std::string export_torch;          // G (or G_ema) and D as PyTorch state dicts, then stop
   std::string sn_naming = "legacy";  // legacy | parametrize (tools/io/checkpoint.h)
 };
+
+// --class K: a label in [0, classes), or a class name (exact, then case-insensitive).
+int class_index(const std::string& s, int classes, const std::vector<std::string>& names) {
+  if (!s.empty() &&
+      std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); })) {
+    const long k = s.size() <= 7 ? std::stol(s) : long(classes);
+    GAN_CHECK(k < classes,
+              fmt::format("gan_sample: --class {}: the model has classes 0 to {}", s, classes - 1));
+    return int(k);
+  }
+  auto lower = [](std::string x) {
+    for (char& c : x) c = char(std::tolower(static_cast<unsigned char>(c)));
+    return x;
+  };
+  for (size_t k = 0; k < names.size(); ++k)
+    if (names[k] == s) return int(k);
+  for (size_t k = 0; k < names.size(); ++k)
+    if (lower(names[k]) == lower(s)) return int(k);
+  std::string known;
+  for (size_t k = 0; k < names.size(); ++k) known += (k ? ", " : "") + names[k];
+  throw Error(names.empty() ? fmt::format("gan_sample: --class {}: give a number from 0 to {} (the "
+                                          "checkpoint keeps no class names)",
+                                          s, classes - 1)
+                            : fmt::format("gan_sample: --class {}: no such class (the classes: {})",
+                                          s, known));
+}
 
 int run(const Args& a) {
   Device dev = Device::CPU;
@@ -72,12 +101,18 @@ int run(const Args& a) {
   GAN_CHECK(!a.attention || net.g->sequential(),
             "gan_sample: --attention-maps: the sagan and dcgan models only");
   const int classes = net.g->num_classes();
-  GAN_CHECK(classes > 0 || (a.cls < 0 && !a.class_grid),
+  GAN_CHECK(classes > 0 || (a.cls.empty() && !a.class_grid),
             fmt::format("gan_sample: --class and --class-grid need a conditional model ({} is not)",
                         path));
-  GAN_CHECK(a.cls < classes, fmt::format("gan_sample: --class {}: the model has classes 0 to {}",
-                                         a.cls, classes - 1));
-  GAN_CHECK(!a.class_grid || a.cls < 0, "gan_sample: --class-grid draws every class; drop --class");
+  GAN_CHECK(!a.class_grid || a.cls.empty(),
+            "gan_sample: --class-grid draws every class; drop --class");
+  const std::vector<std::string>& names = net.config.class_names;
+  const int cls = a.cls.empty() ? -1 : class_index(a.cls, classes, names);
+  if (a.class_grid && !names.empty()) {
+    std::string legend;
+    for (int c = 0; c < classes; ++c) legend += fmt::format("{}{} {}", c ? ", " : "", c, names[c]);
+    std::printf("gan_sample: rows: %s\n", legend.c_str());
+  }
 
   Generator gen(a.seed, dev);
   const int64_t n = a.class_grid ? int64_t(classes) * a.cols : a.n;
@@ -93,7 +128,7 @@ int run(const Args& a) {
     }
     z = Tensor::from_vector(zg, Shape{n, net.z_dim}).to(dev);
   } else if (classes > 0) {
-    for (int64_t i = 0; i < n; ++i) labels.push_back(a.cls >= 0 ? a.cls : int32_t(i % classes));
+    for (int64_t i = 0; i < n; ++i) labels.push_back(cls >= 0 ? cls : int32_t(i % classes));
   }
   NoGradGuard ng;
   const Var zin = models::latent_input(net, Var(z));
@@ -189,9 +224,9 @@ int main(int argc, char** argv) {
   app.add_option("--seed", a.seed, "latent noise seed")->capture_default_str();
   app.add_flag("--singles", a.singles, "write N single PNGs instead of a grid");
   app.add_option("--class", a.cls,
-                 "a conditional model: every sample of class K (default: every class in turn, "
-                 "sample i of class i mod classes)")
-      ->check(CLI::Range(0, 1 << 20));
+                 "a conditional model: every sample of class K, a number or one of the names the "
+                 "checkpoint keeps (default: every class in turn, sample i of class i mod "
+                 "classes)");
   app.add_flag("--class-grid", a.class_grid,
                "a conditional model: one row per class and --cols columns, the same noise down "
                "each column (-n is ignored)");

@@ -97,6 +97,10 @@ int main(int argc, char** argv) {
   app.add_option("--d-attn", m.d_attn,
                  "sagan-resnet: D blocks followed by attention, or 0 (default: 1)")
       ->delimiter(',');
+  app.add_option("--class-names", m.class_names,
+                 "sagan-resnet --conditional: the classes' names in label order, comma-separated "
+                 "(default: the dataset's: folder names, CIFAR-10's, Fashion-MNIST's)")
+      ->delimiter(',');
   app.add_option("--g-init", m.g_init, "sagan-resnet: G's initialisation: ortho, N02 or glorot")
       ->capture_default_str()
       ->check(CLI::IsMember({"ortho", "N02", "glorot"}));

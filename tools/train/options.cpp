@@ -18,14 +18,14 @@ namespace {
 
 // Options that define the model, the data or the optimisation: a resumed run must use the
 // checkpoint's.
-const char* const kModelKeys[] = {"model",       "preset",    "image_size", "channels",
-                                  "ngf",         "ndf",       "z_dim",      "official_attention",
-                                  "num_classes", "g_attn",    "d_attn",     "g_init",
-                                  "d_init",      "data",      "fit",        "hflip",
-                                  "batch_size",  "loss",      "n_dis",      "ema",
-                                  "seed",        "lr_g",      "lr_d",       "beta1",
-                                  "beta2",       "wgan_clip", "gp_lambda",  "r1",
-                                  "r1_every"};
+const char* const kModelKeys[] = {"model",       "preset",     "image_size", "channels",
+                                  "ngf",         "ndf",        "z_dim",      "official_attention",
+                                  "num_classes", "g_attn",     "d_attn",     "g_init",
+                                  "d_init",      "data",       "fit",        "hflip",
+                                  "batch_size",  "loss",       "n_dis",      "ema",
+                                  "seed",        "lr_g",       "lr_d",       "beta1",
+                                  "beta2",       "wgan_clip",  "gp_lambda",  "r1",
+                                  "r1_every",    "class_names"};
 
 // The keys of kModelKeys from a checkpoint's configuration into o.
 void from_json_model(const json& j, Options& o) {
@@ -206,6 +206,9 @@ Options resume_options(const Options& o, const st::File& checkpoint, const std::
     }
     return from;
   } catch (const json::exception& e) {
+    throw Error(
+        fmt::format("gan_train: {}: corrupt configuration in the checkpoint ({})", path, e.what()));
+  } catch (const std::invalid_argument& e) {  // ckpt::model_config_from_json's checks
     throw Error(
         fmt::format("gan_train: {}: corrupt configuration in the checkpoint ({})", path, e.what()));
   }

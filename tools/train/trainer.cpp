@@ -213,6 +213,13 @@ void Training::load_data() {
   if (o_.model.num_classes > 0)
     GAN_CHECK(!ds.labels.empty(),
               fmt::format("gan_train: the model is conditional but {} has no labels", o_.data));
+  if (o_.model.num_classes > 0 && o_.model.class_names.empty() &&
+      int(ds.classes.size()) == o_.model.num_classes)
+    o_.model.class_names = ds.classes;
+  GAN_CHECK(
+      o_.model.class_names.empty() || int(o_.model.class_names.size()) == o_.model.num_classes,
+      fmt::format("gan_train: --class-names lists {} names for {} classes",
+                  o_.model.class_names.size(), o_.model.num_classes));
   loader_ = std::make_unique<data::Loader>(std::move(ds), loader_options(o_, dev_));
   GAN_CHECK(loader_->batches_per_epoch() > 0,
             fmt::format("gan_train: {}: {} images, fewer than one batch of {}", o_.data,
