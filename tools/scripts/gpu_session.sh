@@ -54,7 +54,8 @@
 #   reference  the same SAGAN trained by gan_train and by bench/torch_gan_train.py (the PyTorch
 #              reference trainer) for GAN_REF_STEPS (1000) steps at 64 px on Fashion-MNIST, both
 #              scored by gan_eval (the classifier's FD; 5000 samples vs 10000 training images)
-#   study      tools/scripts/study.sh: SAGAN, DCGAN and wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each with
+#   study      tools/scripts/study.sh: SAGAN, the conditional ResNet SAGAN, DCGAN and wide DCGAN,
+#              GAN_STUDY_EPOCHS (5) epochs each with
 #              evaluation every epoch, gan_eval at the end, the report (docs/metrics.md)
 # `collect DIR` copies a returned $OUT into bench/results/<date>-<gpu>/ and unpacks its
 # results.tar.gz. On the GPU machine a command may run at most 10 minutes and returns at most 8
@@ -409,7 +410,8 @@ for stage in "$@"; do
       note "reference: gan_eval PyTorch rc=$? $(grep -o '"fd": [0-9][0-9.e+-]*' "$work/ref_torch_eval.json" | head -n 1)"
       ;;
     study)
-      # The study (docs/metrics.md): SAGAN, DCGAN, wide DCGAN, GAN_STUDY_EPOCHS (5) epochs each,
+      # The study (docs/metrics.md): SAGAN, conditional ResNet SAGAN, DCGAN, wide DCGAN,
+      # GAN_STUDY_EPOCHS (5) epochs each,
       # evaluated every epoch and at the end; the report and its PNGs come back.
       rm -rf /tmp/study
       # (tools/ and the committed classifier weights in models/weights travel with the working tree.)

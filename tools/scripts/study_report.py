@@ -82,6 +82,50 @@ def fmt(v, digits=3):
     return "-" if v is None else f"{v:.{digits}f}"
 
 
+def conditional_section(runs):
+    """The class-conditional models: the classifier's accuracy on their samples against the labels
+    they were drawn for (the same on real images: the ceiling), FD within each class, per epoch
+    and at the end. Their sample grids are class grids (one row per class)."""
+    L = ["## Class-conditional models", ""]
+    L.append("Class accuracy: the feature classifier's accuracy on generated images against the "
+             "class each was drawn for (chance 0.1 with 10 classes); the real images' accuracy "
+             "is its ceiling. Intra-class FD: FD between the real and the generated images of "
+             "one class, averaged over the classes. Their per-epoch sample grids (below) are class "
+             "grids (row k: class k, the same noise down each column).")
+    L.append("")
+    L.append("| model | class accuracy | ceiling (real) | intra-class FD (mean) | FD |")
+    L.append("|---|---|---|---|---|")
+    for r in runs:
+        c = r["final"]["conditional"]
+        L.append(f"| {r['name']} | {fmt(c.get('class_accuracy'))} | "
+                 f"{fmt(c.get('real_class_accuracy'))} | {fmt(c.get('intra_fd_mean'), 1)} | "
+                 f"{fmt(r['final'].get('fd'), 1)} |")
+    L.append("")
+    for r in runs:
+        c = r["final"]["conditional"]
+        names = c.get("class_names") or r["config"].get("class_names") or []
+        per = c.get("intra_fd", [])
+        L.append(f"{r['name']}, intra-class FD per class at the end:")
+        L.append("")
+        L.append("| " + " | ".join(str(k) + (f" {names[k]}" if k < len(names) else "")
+                                   for k in range(len(per))) + " |")
+        L.append("|" + "---|" * len(per))
+        L.append("| " + " | ".join(fmt(v, 1) for v in per) + " |")
+        L.append("")
+        steps = [x for x in r["evals"] if "conditional" in x["eval"]]
+        if steps:
+            L.append(f"{r['name']}, per evaluation:")
+            L.append("")
+            L.append("| step | class accuracy | intra-class FD (mean) | FD |")
+            L.append("|---|---|---|---|")
+            for x in steps:
+                c = x["eval"]["conditional"]
+                L.append(f"| {x['step']} | {fmt(c.get('class_accuracy'))} | "
+                         f"{fmt(c.get('intra_fd_mean'), 1)} | {fmt(x['eval'].get('fd'), 1)} |")
+            L.append("")
+    return L
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -126,6 +170,9 @@ def main():
              "(`gan_sample --export-torch`), float32 - the study's 28 MB vs 95 MB compares these; "
              "the checkpoint adds Adam's two moments and the training state.")
     L.append("")
+    cond = [r for r in runs if "conditional" in r["final"]]
+    if cond:
+        L.extend(conditional_section(cond))
     # Equal training time: the shortest run's training time; each model's last evaluation by then.
     budget = min(train_seconds(r["train"][-1]) for r in runs if r["train"])
     L.append(f"## At equal training time ({budget:.1f} s, the shortest run)")
