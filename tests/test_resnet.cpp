@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -246,6 +247,7 @@ TEST_CASE("resnet: state_dict names and shapes equal StudioGAN's at 32, 64 and 1
           "[models][resnet][cpu]") {
   const st::File f = st::read_file(test::fixture_path("studiogan_sagan.safetensors"));
   const nlohmann::json shapes = nlohmann::json::parse(f.meta("shapes"));
+  nlohmann::json order;  // key -> the engine's state_dict names, in its order
   for (int size : {32, 64, 128})
     for (bool cond : {true, false}) {
       models::ModelConfig c;
@@ -261,8 +263,19 @@ TEST_CASE("resnet: state_dict names and shapes equal StudioGAN's at 32, 64 and 1
         for (const auto& [name, shape] : shapes.at(key).items())
           want[name] = shape.get<std::vector<int64_t>>();
         CHECK(torch_shapes(*m) == want);
+        std::vector<st::Entry> e;
+        ckpt::append_module(e, "", *m);
+        for (const st::Entry& x : e) order[key].push_back(x.name);
       }
     }
+  // studiogan_convert.py export writes Adam's moments in StudioGAN's parameters() order, derived
+  // from the engine's names: it must be the order of StudioGAN's own modules.
+  test::TempDir t;
+  std::ofstream(t.file("order.json")) << order.dump();
+  const std::string cmd =
+      fmt::format("\"{}\" \"{}\" \"{}\"", test::python3(),
+                  test::source_path("tests/studiogan_param_order.py"), t.file("order.json"));
+  CHECK(std::system(cmd.c_str()) == 0);
 }
 
 TEST_CASE("resnet: initialisations as StudioGAN names them", "[models][resnet][cpu]") {

@@ -581,6 +581,23 @@ def _adam_state(names, tensors, prefix, lr, betas):
 BUFFER_SUFFIXES = ("running_mean", "running_var", "num_batches_tracked", "weight_u", "weight_v")
 
 
+def torch_parameter_order(sd):
+    """The parameters of a state_dict in model.parameters() order, the indices of a torch.optim
+    state_dict: modules in order, a module's own parameters before its children's; within a
+    module, spectral norm re-registers the weight last (bias, then weight_orig)."""
+    groups = collections.OrderedDict()
+    for k in sd:
+        if k.endswith(BUFFER_SUFFIXES):
+            continue
+        mod, _, leaf = k.rpartition(".")
+        groups.setdefault(mod, []).append(leaf)
+    out = []
+    for mod, leaves in groups.items():
+        leaves = [x for x in leaves if x != "weight_orig"] + [x for x in leaves if x == "weight_orig"]
+        out.extend((mod + "." if mod else "") + x for x in leaves)
+    return out
+
+
 def cmd_export(a):
     path = a.run
     if os.path.isdir(path):
@@ -614,7 +631,7 @@ def cmd_export(a):
             raise ConvertError("%s: no %s tensors" % (path, model))
         states = {"state_dict": sd}
         if model != "G_ema":
-            names = [k for k in sd if not k.endswith(BUFFER_SUFFIXES)]
+            names = torch_parameter_order(sd)
             states["optimizer"] = _adam_state(names, tensors, "opt_%s." % model.lower(),
                                               lr[model], betas)
         if model == "D":
