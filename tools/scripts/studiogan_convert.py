@@ -500,15 +500,12 @@ class _Pickle:
             for x in v:
                 self.obj(x)
             b += b"e"
-        elif isinstance(v, collections.OrderedDict):
-            self.glob("collections", "OrderedDict")
-            b += b")R("
-            for k, x in v.items():
-                self.obj(k)
-                self.obj(x)
-            b += b"u"
         elif isinstance(v, dict):
-            b += b"}("
+            if isinstance(v, collections.OrderedDict):  # OrderedDict(), then its items
+                self.glob("collections", "OrderedDict")
+                b += b")R("
+            else:
+                b += b"}("
             for k, x in v.items():
                 self.obj(k)
                 self.obj(x)
