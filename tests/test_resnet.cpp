@@ -274,7 +274,7 @@ TEST_CASE("resnet: state_dict names and shapes equal StudioGAN's at 32, 64 and 1
   std::ofstream(t.file("order.json")) << order.dump();
   const std::string cmd =
       fmt::format("\"{}\" \"{}\" \"{}\"", test::python3(),
-                  test::source_path("tests/studiogan_param_order.py"), t.file("order.json"));
+                  test::source_path("tests/scripts/studiogan_param_order.py"), t.file("order.json"));
   CHECK(std::system(cmd.c_str()) == 0);
 }
 

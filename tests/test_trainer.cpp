@@ -425,7 +425,13 @@ void check_wgan_gp_step(Device dev) {
 // tools/scripts/fixtures/make_studiogan_step.py: one iteration of StudioGAN's ResNet SAGAN
 // (hinge, n_dis 2, TTUR 1e-4 / 4e-4 with betas (0, 0.999), EMA 0.9) from the same weights,
 // batches, labels and noise, in float64.
-void check_studiogan_step(Device dev, bool conditional) {
+void check_studiogan_step(Device dev, bool conditional, bool bf16 = false);
+
+void compare_bf16_grads(const gan::st::File& f, const std::string& ref_prefix,
+                        const std::string& torch_prefix, nn::Module& net, const std::string& what);
+
+void check_studiogan_step(Device dev, bool conditional, bool bf16) {
+  PrecisionScope precision(bf16 ? Precision::kBF16 : Precision::kFP32);
   const gan::st::File f = gan::st::read_file(gan::test::fixture_path("studiogan_step.safetensors"));
   const std::string v = conditional ? "c." : "u.";
   train::Options o;
@@ -455,6 +461,21 @@ void check_studiogan_step(Device dev, bool conditional) {
         {f.tensor(v + "yfake0", dev), f.tensor(v + "yfake1", dev), f.tensor(v + "yfake2", dev)});
   stepper.iteration({f.tensor(v + "real0", dev), f.tensor(v + "real1", dev)});
   const auto stats = stepper.stats().to_vector();
+  if (bf16) {  // bf16 activations (conditional batch norm among them), as check_bf16_step
+    for (auto [i, name] : {std::pair{0, "loss_d"}, std::pair{1, "loss_g"}}) {
+      const double ref = f.floats(v + name)[0], torch = f.floats(v + "bf16." + name)[0];
+      const double e_engine = std::fabs(stats[size_t(i)] - ref) / std::max(std::fabs(ref), 1e-3);
+      const double e_torch = std::fabs(torch - ref) / std::max(std::fabs(ref), 1e-3);
+      std::printf("  StudioGAN %s bf16 %s: engine error %.1e, PyTorch autocast %.1e\n",
+                  conditional ? "conditional" : "unconditional", name, e_engine, e_torch);
+      // Four bf16 roundings (2^-8 relative each) or four times PyTorch's error: a loss is a mean
+      // of four hinge terms here, each a bf16 output, so PyTorch's can be luckily small.
+      CHECK(e_engine < std::max(4 * e_torch, 4.0 / 256));
+    }
+    compare_bf16_grads(f, v + "gradD.", v + "bf16.gradD.", *net.d, "StudioGAN " + v + "D");
+    compare_bf16_grads(f, v + "gradG.", v + "bf16.gradG.", *net.g, "StudioGAN " + v + "G");
+    return;
+  }
   CHECK(stats[0] == Approx(double(f.floats(v + "loss_d")[0])).epsilon(1e-4));
   CHECK(stats[1] == Approx(double(f.floats(v + "loss_g")[0])).epsilon(1e-4));
   check_step_state(f, v + "gradD.", v + "D1.", *net.d, o.lr_d);
@@ -490,6 +511,80 @@ TEST_CASE("gan_train: WGAN-GP with DCGAN's batch-normalised critic warns and tra
 }
 
 namespace {
+
+// Each parameter's gradient after a bf16 iteration (net's .grad()) against the float64 reference
+// (ref_prefix + name in f) and PyTorch's autocast gradients (torch_prefix + name): the criterion
+// of check_bf16_step below.
+void compare_bf16_grads(const gan::st::File& f, const std::string& ref_prefix,
+                        const std::string& torch_prefix, nn::Module& net, const std::string& what) {
+  {
+    nn::Module* module = &net;
+    std::map<std::string, nn::TorchLayout> layout_of;
+    for (const auto& [name, l] : module->named_layouts()) layout_of[name] = l;
+    double worst_engine = 0, worst_torch = 0, worst_cross = 0, worst_rel = 0;
+    // Over the whole network: |got - ref|^2, |torch - ref|^2, |ref|^2 summed (relative L2).
+    double sq_engine = 0, sq_torch = 0, sq_ref = 0;
+    struct Sums {
+      std::string name;
+      double se, st, sr, n;
+    };
+    std::vector<Sums> per_tensor;
+    double n_total = 0;
+    for (const auto& [name, p] : module->named_parameters()) {
+      INFO(what << "." << name);
+      const nn::TorchLayout layout = layout_of.count(name) ? layout_of.at(name) : nn::TorchLayout{};
+      const auto load = [&](const std::string& prefix) {
+        const Tensor t = Tensor::empty(p.shape(), Device::CPU);
+        ckpt::from_torch(f.tensor(prefix + name), layout, t);
+        return t;
+      };
+      const Tensor ref = load(ref_prefix), torch = load(torch_prefix);
+      const Tensor got = p.grad().to(Device::CPU);
+      const double e_engine = gan::test::max_rel_error(got, ref);
+      const double e_torch = gan::test::max_rel_error(torch, ref);
+      const double e_cross = gan::test::max_rel_error(got, torch);
+      const auto gv = got.to_vector(), rv = ref.to_vector(), tv = torch.to_vector();
+      double se = 0, st = 0, sr = 0;
+      for (size_t i = 0; i < gv.size(); ++i) {
+        se += double(gv[i] - rv[i]) * double(gv[i] - rv[i]);
+        st += double(tv[i] - rv[i]) * double(tv[i] - rv[i]);
+        sr += double(rv[i]) * double(rv[i]);
+      }
+      sq_engine += se, sq_torch += st, sq_ref += sr;
+      per_tensor.push_back({name, se, st, sr, double(gv.size())});
+      n_total += double(gv.size());
+      worst_engine = std::max(worst_engine, e_engine);
+      worst_torch = std::max(worst_torch, e_torch);
+      worst_cross = std::max(worst_cross, e_cross);
+    }
+    // No tensor far off: |got - ref| <= 3 |torch - ref| + |ref| / 2 + 5% of the network's RMS
+    // gradient per element (L2 over the tensor). A wrong layout or a missed rounding point gives
+    // |got - ref| near |ref| or above while PyTorch's error is small. Tensors whose gradient is
+    // mostly rounding noise in bf16 have errors of PyTorch's size or up to half their own
+    // (attention's gamma, a sum of cancelling terms; the generator's attention projections
+    // under the penalty; on the GPU path the tensor-core kernels also round the softmax P and
+    // dS), or, where the true gradient is 0 (biases before batch norm; the key projection's bias,
+    // to which the softmax is invariant), noise well below the network's gradients. The whole
+    // network's error is compared below.
+    const double rms = std::sqrt(sq_ref / n_total);
+    for (const Sums& t : per_tensor) {
+      INFO(what << "." << t.name);
+      const double units = std::sqrt(t.se) / (3 * std::sqrt(t.st) + 0.5 * std::sqrt(t.sr) +
+                                              0.05 * rms * std::sqrt(t.n) + 1e-30);
+      worst_rel = std::max(worst_rel, units);
+      CHECK(units <= 1.0);
+    }
+    const double l2_engine = std::sqrt(sq_engine / sq_ref), l2_torch = std::sqrt(sq_torch / sq_ref);
+    std::printf(
+        "  %s bf16 gradients: relative L2 error engine %.2e, PyTorch autocast %.2e; "
+        "worst tensor: |error| / its bound %.2f; normalised max engine %.2e, PyTorch %.2e, engine "
+        "vs PyTorch %.2e\n",
+        what.c_str(), l2_engine, l2_torch, worst_rel, worst_engine, worst_torch, worst_cross);
+    CHECK(l2_engine < 2 * l2_torch + 1e-3);
+    // bf16 is really on (float32 would be ~1e-6 here).
+    CHECK(l2_engine > 1e-4);
+  }
+}
 
 // tools/scripts/fixtures/make_bf16_step.py: one iteration of a small SAGAN (hinge; "sagan"), the
 // same SAGAN with WGAN-GP ("sagan_gp": the penalty's double backward in bf16) and a DCGAN (BCE)
@@ -538,74 +633,9 @@ void check_bf16_step(Device dev, const std::string& model) {
         model.c_str(), name, stats[size_t(i)], e_engine, torch, e_torch, ref);
     CHECK(e_engine < std::max(4 * e_torch, 4e-3));
   }
-  for (auto [net_prefix, module] : {std::pair{"D", net.d.get()}, std::pair{"G", net.g.get()}}) {
-    std::map<std::string, nn::TorchLayout> layout_of;
-    for (const auto& [name, l] : module->named_layouts()) layout_of[name] = l;
-    double worst_engine = 0, worst_torch = 0, worst_cross = 0, worst_rel = 0;
-    // Over the whole network: |got - ref|^2, |torch - ref|^2, |ref|^2 summed (relative L2).
-    double sq_engine = 0, sq_torch = 0, sq_ref = 0;
-    struct Sums {
-      std::string name;
-      double se, st, sr, n;
-    };
-    std::vector<Sums> per_tensor;
-    double n_total = 0;
-    for (const auto& [name, p] : module->named_parameters()) {
-      INFO(model << " " << net_prefix << "." << name);
-      const nn::TorchLayout layout = layout_of.count(name) ? layout_of.at(name) : nn::TorchLayout{};
-      const auto load = [&](const std::string& run) {
-        const Tensor t = Tensor::empty(p.shape(), Device::CPU);
-        ckpt::from_torch(f.tensor(model + "." + run + ".grad" + net_prefix + "." + name), layout,
-                         t);
-        return t;
-      };
-      const Tensor ref = load("f64"), torch = load("bf16");
-      const Tensor got = p.grad().to(Device::CPU);
-      const double e_engine = gan::test::max_rel_error(got, ref);
-      const double e_torch = gan::test::max_rel_error(torch, ref);
-      const double e_cross = gan::test::max_rel_error(got, torch);
-      const auto gv = got.to_vector(), rv = ref.to_vector(), tv = torch.to_vector();
-      double se = 0, st = 0, sr = 0;
-      for (size_t i = 0; i < gv.size(); ++i) {
-        se += double(gv[i] - rv[i]) * double(gv[i] - rv[i]);
-        st += double(tv[i] - rv[i]) * double(tv[i] - rv[i]);
-        sr += double(rv[i]) * double(rv[i]);
-      }
-      sq_engine += se, sq_torch += st, sq_ref += sr;
-      per_tensor.push_back({name, se, st, sr, double(gv.size())});
-      n_total += double(gv.size());
-      worst_engine = std::max(worst_engine, e_engine);
-      worst_torch = std::max(worst_torch, e_torch);
-      worst_cross = std::max(worst_cross, e_cross);
-    }
-    // No tensor far off: |got - ref| <= 3 |torch - ref| + |ref| / 2 + 5% of the network's RMS
-    // gradient per element (L2 over the tensor). A wrong layout or a missed rounding point gives
-    // |got - ref| near |ref| or above while PyTorch's error is small. Tensors whose gradient is
-    // mostly rounding noise in bf16 have errors of PyTorch's size or up to half their own
-    // (attention's gamma, a sum of cancelling terms; the generator's attention projections
-    // under the penalty; on the GPU path the tensor-core kernels also round the softmax P and
-    // dS), or, where the true gradient is 0 (biases before batch norm; the key projection's bias,
-    // to which the softmax is invariant), noise well below the network's gradients. The whole
-    // network's error is compared below.
-    const double rms = std::sqrt(sq_ref / n_total);
-    for (const Sums& t : per_tensor) {
-      INFO(model << " " << net_prefix << "." << t.name);
-      const double units = std::sqrt(t.se) / (3 * std::sqrt(t.st) + 0.5 * std::sqrt(t.sr) +
-                                              0.05 * rms * std::sqrt(t.n) + 1e-30);
-      worst_rel = std::max(worst_rel, units);
-      CHECK(units <= 1.0);
-    }
-    const double l2_engine = std::sqrt(sq_engine / sq_ref), l2_torch = std::sqrt(sq_torch / sq_ref);
-    std::printf(
-        "  %s bf16 gradients of %s: relative L2 error engine %.2e, PyTorch autocast %.2e; "
-        "worst tensor: |error| / its bound %.2f; normalised max engine %.2e, PyTorch %.2e, engine "
-        "vs PyTorch %.2e\n",
-        model.c_str(), net_prefix, l2_engine, l2_torch, worst_rel, worst_engine, worst_torch,
-        worst_cross);
-    CHECK(l2_engine < 2 * l2_torch + 1e-3);
-    // bf16 is really on (float32 would be ~1e-6 here).
-    CHECK(l2_engine > 1e-4);
-  }
+  for (auto [net_prefix, module] : {std::pair{"D", net.d.get()}, std::pair{"G", net.g.get()}})
+    compare_bf16_grads(f, model + ".f64.grad" + net_prefix + ".",
+                       model + ".bf16.grad" + net_prefix + ".", *module, model + " " + net_prefix);
 }
 
 }  // namespace
@@ -677,6 +707,18 @@ TEST_CASE("trainer: one iteration of StudioGAN's ResNet SAGAN equals PyTorch's",
           "[trainer][resnet][cpu]") {
   check_studiogan_step(Device::CPU, true);
   check_studiogan_step(Device::CPU, false);
+}
+
+TEST_CASE("trainer: one bf16 iteration of StudioGAN's ResNet SAGAN against PyTorch's autocast",
+          "[trainer][resnet][bf16][cpu]") {
+  check_studiogan_step(Device::CPU, true, true);
+  check_studiogan_step(Device::CPU, false, true);
+}
+
+TEST_CASE("trainer cuda: one bf16 iteration of StudioGAN's ResNet SAGAN against autocast",
+          "[trainer][resnet][bf16][cuda]") {
+  GAN_REQUIRE_GPU();
+  check_studiogan_step(Device::CUDA, true, true);
 }
 
 TEST_CASE("trainer cuda: one iteration of StudioGAN's ResNet SAGAN equals PyTorch's",

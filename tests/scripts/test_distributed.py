@@ -5,7 +5,8 @@ usage: test_distributed.py GAN_TRAIN SCRATCH_DIR [--interp GAN_TRAIN_INTERP] [CA
 
 Cases (all by default):
   equal   1, 2 and 3 ranks at the same global batch reach the same state after several steps
-          (DCGAN with synchronised batch norm; SAGAN with its batch-normed G), every rank's state
+          (DCGAN with synchronised batch norm; SAGAN with its batch-normed G; the conditional
+          ResNet SAGAN, labels sharded with their images), every rank's state
           checked bitwise equal to the others' at every step (--dist-check-every 1)
   resume  a 2-rank checkpoint resumes on 1 rank and on 3 and reaches the 1-rank run's state
   stop    SIGTERM to the job: one coordinated checkpoint at the same step on every rank
@@ -119,8 +120,13 @@ def dir_(name):
 
 
 def case_equal():
+    # The conditional ResNet SAGAN: labels stay with their images on every shard (real batches)
+    # and fake labels are drawn per row of the global batch, so the ranks condition as one does;
+    # its conditional batch norm is synchronised like any other.
     for model, extra, steps, n_dis in (("dcgan", ["--sync-bn"], 3, 1),
-                                       ("sagan", ["--sync-bn", "--ema", "0.99", "--n-dis", "2"], 2, 2)):
+                                       ("sagan", ["--sync-bn", "--ema", "0.99", "--n-dis", "2"], 2, 2),
+                                       ("sagan-resnet", ["--conditional", "--sync-bn", "--n-dis", "2"],
+                                        2, 2)):
         args = ["--model", model, "--steps", str(steps)] + extra
         ref = dir_(f"{model}_1")
         run(1, args + ["--batch-size", "12"], ref)

@@ -5,12 +5,12 @@ in the engine's order]}), the order it derives must equal the parameters of the 
 state_dict in tests/fixtures/studiogan_sagan.safetensors (metadata "shapes", the mirror's
 state_dict order: a module's parameters, then its buffers, modules in registration order).
 Exit 0 when every model agrees; otherwise one line per disagreement.
-    python3 tests/studiogan_param_order.py ENGINE_JSON"""
+    python3 tests/scripts/studiogan_param_order.py ENGINE_JSON"""
 import json
 import os
 import sys
 
-here = os.path.dirname(os.path.abspath(__file__))
+here = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 sys.path.insert(0, os.path.join(here, "..", "tools", "scripts"))
 from studiogan_convert import BUFFER_SUFFIXES, read_safetensors, torch_parameter_order  # noqa
 
