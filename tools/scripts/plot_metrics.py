@@ -20,6 +20,8 @@ Writes into DIR, printing the path of each PNG written (one per line):
     fd.png              eval.fd, when evaluation lines exist
     eval.png            eval.kid_mean (+- kid_std), eval.is_mean (+- is_std), precision and
                         recall, density and coverage: the panels that have data
+    conditional.png     a conditional model's eval.conditional.class_accuracy (solid; the real
+                        images' accuracy dotted, its ceiling) and intra_fd_mean
 
 A plot whose data no run has is not written. Evaluation lines are lines with an "eval" object
 ({"step": N, "eval": {"fd": ..., "kid_mean": ..., ...}}; "step" may also sit inside "eval").
@@ -142,6 +144,10 @@ def read_run(path, label):
             raise InputError(f"{where}: no numeric \"step\"")
         if ev:
             e = numeric_fields(ev)
+            cond = ev.get("conditional")  # a conditional model's class accuracy, intra-class FD
+            if isinstance(cond, dict):
+                e.update({k: v for k, v in numeric_fields(cond).items()
+                          if k in ("class_accuracy", "real_class_accuracy", "intra_fd_mean")})
             e["step"] = step
             while run.evals and run.evals[-1]["step"] >= step:  # resumed: the later line wins
                 run.evals.pop()
@@ -407,6 +413,22 @@ class Plotter:
             axes[1].set_xlabel(self.xlabel)
         self.finish(fig, axes, "eval.png", "evaluation")
 
+    def conditional(self):
+        panels = [(t, k) for t, k in (("class accuracy (higher is better)", "class_accuracy"),
+                                      ("intra-class FD, mean (lower is better)", "intra_fd_mean"))
+                  if self.has(k, evals=True)]
+        if not panels:
+            return
+        fig, axes = plt.subplots(1, len(panels), figsize=FIGSIZE, squeeze=False)
+        axes = list(axes[0])
+        for ax, (title, key) in zip(axes, panels):
+            keys = [(key, "-", key)]
+            if key == "class_accuracy" and self.has("real_class_accuracy", evals=True):
+                keys.append(("real_class_accuracy", ":", "real images"))
+            self.keyed(ax, lambda r: r.evals, keys, smooth=False, marker="o")
+            ax.set_title(title, fontsize=8)
+        self.finish(fig, axes, "conditional.png", "class-conditional evaluation")
+
     def smooth_note(self):
         return f" (moving average over {self.smooth} points)" if self.smooth > 1 else ""
 
@@ -465,6 +487,7 @@ def main(argv=None):
                     "self-attention gamma", "gamma")
         p.fd()
         p.eval_panels()
+        p.conditional()
         if not p.written:
             raise InputError(f"{PROG}: {', '.join(r.path for r in runs)}: nothing to plot")
     except InputError as e:

@@ -217,7 +217,8 @@ def main():
     for r in runs:
         L.append(f"| {r['name']} | " + " | ".join(str(v) for v in r["final"]["class_histogram"]) + " |")
     L.append("")
-    curves = [p for p in ("losses.png", "d_outputs.png", "fd.png", "eval.png", "throughput.png",
+    curves = [p for p in ("losses.png", "d_outputs.png", "fd.png", "eval.png", "conditional.png",
+                          "throughput.png",
                           "spectral_norms.png") if os.path.exists(os.path.join(a.out, p))]
     if curves:
         L.append("## Curves")
