@@ -272,9 +272,9 @@ TEST_CASE("resnet: state_dict names and shapes equal StudioGAN's at 32, 64 and 1
   // from the engine's names: it must be the order of StudioGAN's own modules.
   test::TempDir t;
   std::ofstream(t.file("order.json")) << order.dump();
-  const std::string cmd =
-      fmt::format("\"{}\" \"{}\" \"{}\"", test::python3(),
-                  test::source_path("tests/scripts/studiogan_param_order.py"), t.file("order.json"));
+  const std::string cmd = fmt::format("\"{}\" \"{}\" \"{}\"", test::python3(),
+                                      test::source_path("tests/scripts/studiogan_param_order.py"),
+                                      t.file("order.json"));
   CHECK(std::system(cmd.c_str()) == 0);
 }
 
