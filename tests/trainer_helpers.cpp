@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <zlib.h>
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <sstream>
 
 #include <catch2/catch.hpp>
@@ -20,10 +22,36 @@ namespace fs = std::filesystem;
 
 namespace gan::test {
 
+namespace {
+
+// Removes every scratch directory of this process when it exits.
+struct ScratchDirs {
+  std::mutex mu;
+  std::vector<fs::path> dirs;
+  ~ScratchDirs() {
+    for (const fs::path& d : dirs) {
+      std::error_code ec;
+      fs::remove_all(d, ec);
+    }
+  }
+};
+ScratchDirs& scratch_dirs() {
+  static ScratchDirs s;
+  return s;
+}
+
+}  // namespace
+
 fs::path scratch(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("gan_trainer_test_" + name);
+  // Per process: ctest runs the same case in several processes at once (the interpreter under
+  // two schedule seeds), which must not share a directory.
+  const fs::path p =
+      fs::temp_directory_path() / ("gan_trainer_test_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(p);
   fs::create_directories(p);
+  ScratchDirs& s = scratch_dirs();
+  const std::lock_guard<std::mutex> lock(s.mu);
+  if (std::find(s.dirs.begin(), s.dirs.end(), p) == s.dirs.end()) s.dirs.push_back(p);
   return p;
 }
 

@@ -21,7 +21,8 @@ inline std::string gan_train_bin() {
   return env != nullptr && *env != '\0' ? env : gan_train_bin_built();
 }
 
-// An empty directory <tmp>/gan_trainer_test_<name> (removed first if it exists).
+// An empty directory <tmp>/gan_trainer_test_<name>_<pid> (removed first if it exists; removed
+// with everything in it when the process exits).
 std::filesystem::path scratch(const std::string& name);
 
 // The first n Fashion-MNIST training images as a gzip IDX file (made once, then reused).
