@@ -59,7 +59,7 @@ void run_shape(const Nhwc& s, double copy_gbs) {
   Tensor y = Tensor::empty(xs, d), dx = Tensor::empty(xs, d);
   Tensor mean = Tensor::empty(cs, d), invstd = Tensor::empty(cs, d);
   Tensor dg = Tensor::empty(cs, d), db = Tensor::empty(cs, d);
-  const size_t ws_bytes = kernels::batch_norm_workspace_bytes(R, C);
+  const size_t ws_bytes = kernels::batch_norm_workspace_bytes(R, C, 1);
   const Tensor ws = scratch(ws_bytes);
   cudaStream_t st = cuda::stream();
   auto ours_fwd = [&] {

@@ -96,10 +96,13 @@ Var conv_transpose2d(const Var& x, const Var& w, const Var& b, const Conv2dOptio
 
 // ---- normalisation
 // Batch normalisation over every axis but the last (channels): x (N, H, W, C) or (N, C),
-// gamma, beta (C). Training: normalises with the batch mean and biased variance, and updates
+// gamma, beta (C), or per sample (N, C) (conditional batch norm: each sample's own scale and
+// shift, e.g. from its class, after normalising with the statistics of the whole batch).
+// Training: normalises with the batch mean and biased variance, and updates
 // running_mean/running_var (C) in place with `momentum` using the unbiased variance (PyTorch's
 // convention). Eval: normalises with the running statistics. An activation can be fused:
-// y = act(gamma (x - mean) / sqrt(var + eps) + beta).
+// y = act(gamma (x - mean) / sqrt(var + eps) + beta). One kernel either way
+// (kernels/batchnorm.h); differentiable twice.
 Var batch_norm(const Var& x, const Var& gamma, const Var& beta, const Tensor& running_mean,
                const Tensor& running_var, bool training, double momentum = 0.1, double eps = 1e-5,
                Activation act = Activation::kNone, double slope = 0.2);
@@ -158,6 +161,10 @@ Var resize_bilinear(const Var& x, int64_t out_h, int64_t out_w, bool half_pixel 
 // PIL's Image.resize(resample=BICUBIC) on float images (antialiased when shrinking), which
 // clean-fid recommends over the bilinear resize: kernels/pool2d.h.
 Var resize_bicubic_aa(const Var& x, int64_t out_h, int64_t out_w);
+// F.interpolate(x, scale_factor=s, mode="nearest") for an integer s >= 1: (N, H, W, C) ->
+// (N, sH, sW, C), each pixel repeated s x s; one copy kernel, its backward one window-sum kernel
+// (kernels/pool2d.h), float32 and bf16 alike; differentiable to any order.
+Var upsample_nearest(const Var& x, int s);
 
 // ---- losses (mean over all elements, one-element result)
 // Binary cross-entropy on logits against targets of the same shape, or a constant target.

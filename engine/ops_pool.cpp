@@ -1,5 +1,6 @@
-// max_pool2d, avg_pool2d, adaptive_avg_pool2d, resize_bilinear (kernels/pool2d.h): PyTorch's rules
-// on NHWC activations, for SAGAN's pooled attention and the feature networks of tools/eval.
+// max_pool2d, avg_pool2d, adaptive_avg_pool2d, resize_bilinear, upsample_nearest
+// (kernels/pool2d.h): PyTorch's rules on NHWC activations, for SAGAN's pooled attention, the ResNet
+// generator's up-sampling and the feature networks of tools/eval.
 #include <fmt/format.h>
 
 #include "engine/autocast.h"
@@ -158,6 +159,82 @@ Var resample(const char* op, const Var& x, int64_t P, int64_t Q, FwdCuda fwd_cud
 }
 
 }  // namespace
+
+namespace {
+
+// Nearest upsampling between (n, h, w, c) and (n, s h, s w, c): forward (small -> large, a copy)
+// or adjoint (large -> small, window sums) of `in` into `out`.
+void upsample_run(const Tensor& in, const Tensor& out, int64_t n, int64_t h, int64_t w, int64_t c,
+                  int s, bool adjoint) {
+  const char* op = "upsample_nearest";
+  if (in.is_cuda()) {
+    if (in.dtype() == DType::BF16) {
+      if (adjoint)
+        kernels::upsample_nearest_backward_cuda(in.data<uint16_t>(), n, h, w, c, s,
+                                                out.data<uint16_t>(), cuda::stream());
+      else
+        kernels::upsample_nearest_forward_cuda(in.data<uint16_t>(), n, h, w, c, s,
+                                               out.data<uint16_t>(), cuda::stream());
+      return;
+    }
+    check_cuda_f32(op, in);
+    if (adjoint)
+      kernels::upsample_nearest_backward_cuda(in.data<float>(), n, h, w, c, s, out.data<float>(),
+                                              cuda::stream());
+    else
+      kernels::upsample_nearest_forward_cuda(in.data<float>(), n, h, w, c, s, out.data<float>(),
+                                             cuda::stream());
+    return;
+  }
+  if (in.dtype() == DType::BF16) {  // widened, rounded back (the copy is exact)
+    const Tensor in32 = in.to(DType::F32);
+    const Tensor out32 = Tensor::empty(out.shape(), out.device(), DType::F32);
+    upsample_run(in32, out32, n, h, w, c, s, adjoint);
+    out.copy_from(out32.to(DType::BF16));
+    return;
+  }
+  dispatch_cpu(in, op, [&](auto t) {
+    using T = decltype(t);
+    if (adjoint)
+      kernels::cpu::upsample_nearest_backward<T>(in.data<T>(), n, h, w, c, s, out.data<T>());
+    else
+      kernels::cpu::upsample_nearest_forward<T>(in.data<T>(), n, h, w, c, s, out.data<T>());
+  });
+}
+
+// upsample_nearest (adjoint false) or its adjoint, each recorded with the other as its backward
+// and its VJP.
+Var upsample_op(const Var& x, int s, bool adjoint) {
+  const char* op = adjoint ? "upsample_nearest (adjoint)" : "upsample_nearest";
+  const Tensor& xt = x.value();
+  GAN_CHECK(xt.ndim() == 4 && s >= 1,
+            fmt::format("{}: expected (N, H, W, C) and a factor >= 1, got {} and {}", op,
+                        xt.shape().str(), s));
+  GAN_CHECK(!adjoint || (xt.dim(1) % s == 0 && xt.dim(2) % s == 0),
+            fmt::format("{}: {} is not a multiple of {}", op, xt.shape().str(), s));
+  const int64_t n = xt.dim(0), c = xt.dim(3);
+  const int64_t h = adjoint ? xt.dim(1) / s : xt.dim(1), w = adjoint ? xt.dim(2) / s : xt.dim(2);
+  const Shape small{n, h, w, c}, large{n, h * s, w * s, c};
+  Tensor y = Tensor::empty(adjoint ? small : large, xt.device(), xt.dtype());
+  upsample_run(xt, y, n, h, w, c, s, adjoint);
+  return record(
+      op, {x}, y,
+      [xt, n, h, w, c, s, adjoint](const BackwardContext& ctx) {
+        Tensor dx = Tensor::empty_like(xt);
+        upsample_run(ctx.dout, dx, n, h, w, c, s, !adjoint);
+        ctx.add(0, dx);
+      },
+      [s, adjoint](const std::vector<Var>& d, const std::vector<bool>&) {
+        return std::vector<Var>{upsample_op(d[0], s, !adjoint)};
+      });
+}
+
+}  // namespace
+
+Var upsample_nearest(const Var& x, int s) {
+  GAN_NVTX("upsample_nearest");
+  return upsample_op(x, s, false);
+}
 
 Var adaptive_avg_pool2d(const Var& x, int64_t out_h, int64_t out_w) {
   GAN_NVTX("adaptive_avg_pool2d");

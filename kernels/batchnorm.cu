@@ -2,8 +2,10 @@
 //
 // Layout: x is (R, C) row-major, channels contiguous. A block is 32 channels (threadIdx.x, one
 // warp reads 32 consecutive floats of a row: coalesced) x 8 row lanes (threadIdx.y). The grid is
-// (channel tiles) x (row splits): block (t, s) covers channels [32 t, 32 t + 32) and rows
-// [s chunk, (s + 1) chunk); lane ty of it takes rows s chunk + ty, + 8, + 16, ...
+// (channel tiles) x (row splits): the rows are G groups of S = R / G (G = 1 without per-group
+// gamma and beta), each group cut into spg splits of `chunk` rows (the last may have fewer);
+// block (t, s) covers channels [32 t, 32 t + 32) and the rows of split s (group s / spg), and
+// lane ty of it takes the split's rows ty, + 8, + 16, ...
 //
 // Determinism: every reduction is a fixed sequence of float operations for a given (R, C) and
 // SM count (the split plan depends on both): per-thread loops in row order, lanes merged 0..7 in
@@ -25,28 +27,36 @@ constexpr int64_t kMaxSplits = 128;       // every apply block reads 2 x 32 x sp
 
 struct Plan {
   int64_t tiles = 1;   // channel tiles (grid x)
-  int64_t splits = 1;  // row splits (grid y)
-  int64_t chunk = 0;   // rows per split (the last split may have fewer)
+  int64_t splits = 1;  // row splits (grid y): groups x spg
+  int64_t spg = 1;     // splits per group
+  int64_t S = 0;       // rows per group
+  int64_t chunk = 0;   // rows per split (the last split of a group may have fewer)
 };
 
-// Enough blocks to fill the GPU (4 blocks of 256 threads per SM) when the channel tiles alone do
-// not, without splits shorter than kMinRowsPerSplit rows, and at most kMaxSplits splits so that
-// the redundant per-block merge of the partials stays small next to the block's rows.
-Plan plan(int64_t R, int64_t C) {
+// Enough blocks to fill the GPU (4 blocks of 256 threads per SM) when the channel tiles and
+// groups alone do not, without splits shorter than kMinRowsPerSplit rows, and at most kMaxSplits
+// splits (unless there are more groups) so that the redundant per-block merge of the partials
+// stays small next to the block's rows. G = 1 gives one group of all R rows.
+Plan plan(int64_t R, int64_t C, int64_t G) {
   Plan p;
   p.tiles = std::max<int64_t>((C + kTx - 1) / kTx, 1);
+  p.S = R / G;
   const int64_t target = 4 * int64_t(device_sm_count());
-  int64_t s = (target + p.tiles - 1) / p.tiles;
-  s = std::min(s, (R + kMinRowsPerSplit - 1) / kMinRowsPerSplit);
-  s = std::clamp<int64_t>(s, 1, kMaxSplits);
-  p.chunk = R > 0 ? (R + s - 1) / s : 0;
-  p.splits = p.chunk > 0 ? (R + p.chunk - 1) / p.chunk : 1;  // no empty split
+  int64_t s = (target + p.tiles * G - 1) / (p.tiles * G);
+  s = std::min(s, (p.S + kMinRowsPerSplit - 1) / kMinRowsPerSplit);
+  s = std::clamp<int64_t>(s, 1, std::max<int64_t>(kMaxSplits / G, 1));
+  p.chunk = p.S > 0 ? (p.S + s - 1) / s : 0;
+  p.spg = p.chunk > 0 ? (p.S + p.chunk - 1) / p.chunk : 1;  // no empty split
+  p.splits = G * p.spg;
   return p;
 }
 
-// Rows of split s.
-__device__ __forceinline__ int64_t split_rows(int64_t R, int64_t chunk, int64_t s) {
-  return min(R, (s + 1) * chunk) - s * chunk;
+// Rows [begin, end) of split j.
+__device__ __forceinline__ void split_range(int64_t S, int64_t spg, int64_t chunk, int64_t j,
+                                            int64_t& begin, int64_t& end) {
+  const int64_t g = j / spg;
+  begin = g * S + (j - g * spg) * chunk;
+  end = min((g + 1) * S, begin + chunk);
 }
 
 // Activations are float32 or bf16 (TA = uint16_t): loaded into float32, stored rounded.
@@ -102,13 +112,14 @@ __device__ __forceinline__ float xhat_of(float v, float mean, float invstd) {
 // x (R, C) -> part_mean, part_m2 (splits, C).
 template <class TA>
 __global__ void __launch_bounds__(kTx* kTy)
-    bn_stats_kernel(const TA* __restrict__ x, int64_t R, int64_t C, int64_t chunk,
+    bn_stats_kernel(const TA* __restrict__ x, int64_t C, int64_t S, int64_t spg, int64_t chunk,
                     float* __restrict__ part_mean, float* __restrict__ part_m2) {
   __shared__ float sh_n[kTy][kTx], sh_mean[kTy][kTx], sh_m2[kTy][kTx];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t c = int64_t(blockIdx.x) * kTx + tx;
   const int64_t s = blockIdx.y;
-  const int64_t begin = s * chunk, end = min(R, begin + chunk);
+  int64_t begin, end;
+  split_range(S, spg, chunk, s, begin, end);
   float n = 0.f, mean = 0.f, m2 = 0.f;
   if (c < C) {
     const TA* p = x + c;
@@ -134,18 +145,19 @@ __global__ void __launch_bounds__(kTx* kTy)
 }
 
 // ---- forward apply (training: merge the partials first; eval: the running statistics).
-// x (R, C) -> y (R, C); split 0 writes save_mean, save_invstd (C) and, in training, the updated
-// running statistics new_run_mean/var (C) (the same buffers as run_mean/var: each element is
-// read, then written, by one thread). Eval reads run_mean/var only.
+// x (R, C), gamma, beta (G, C) or null -> y (R, C); split 0 writes save_mean, save_invstd (C) and,
+// in training, the updated running statistics new_run_mean/var (C) (the same buffers as
+// run_mean/var: each element is read, then written, by one thread). Eval reads run_mean/var only.
 template <bool kTraining, BnAct kAct, class TA>
 __global__ void __launch_bounds__(kTx* kTy)
     bn_forward_apply_kernel(const TA* __restrict__ x, const float* __restrict__ gamma,
                             const float* __restrict__ beta, int64_t R, int64_t C, int64_t splits,
-                            int64_t chunk, const float* __restrict__ part_mean,
-                            const float* __restrict__ part_m2, float momentum, float eps,
-                            float slope, const float* run_mean, const float* run_var,
-                            float* new_run_mean, float* new_run_var, TA* __restrict__ y,
-                            float* __restrict__ save_mean, float* __restrict__ save_invstd) {
+                            int64_t S, int64_t spg, int64_t chunk,
+                            const float* __restrict__ part_mean, const float* __restrict__ part_m2,
+                            float momentum, float eps, float slope, const float* run_mean,
+                            const float* run_var, float* new_run_mean, float* new_run_var,
+                            TA* __restrict__ y, float* __restrict__ save_mean,
+                            float* __restrict__ save_invstd) {
   __shared__ float sh_n[kTy][kTx], sh_mean[kTy][kTx], sh_m2[kTy][kTx];
   __shared__ float sh_mu[kTx], sh_is[kTx];
   const int tx = threadIdx.x, ty = threadIdx.y;
@@ -156,9 +168,11 @@ __global__ void __launch_bounds__(kTx* kTy)
     // Every block of a channel tile computes bitwise the same statistics.
     float n = 0.f, mean = 0.f, m2 = 0.f;
     if (c < C)
-      for (int64_t j = ty; j < splits; j += kTy)
-        chan_merge(n, mean, m2, float(split_rows(R, chunk, j)), part_mean[j * C + c],
-                   part_m2[j * C + c]);
+      for (int64_t j = ty; j < splits; j += kTy) {
+        int64_t jb, je;
+        split_range(S, spg, chunk, j, jb, je);
+        chan_merge(n, mean, m2, float(je - jb), part_mean[j * C + c], part_m2[j * C + c]);
+      }
     sh_n[ty][tx] = n, sh_mean[ty][tx] = mean, sh_m2[ty][tx] = m2;
     __syncthreads();
     if (ty == 0 && c < C) {
@@ -188,8 +202,10 @@ __global__ void __launch_bounds__(kTx* kTy)
   __syncthreads();
   if (c >= C) return;
   const float mean = sh_mu[tx], invstd = sh_is[tx];
-  const float g = gamma ? gamma[c] : 1.f, b = beta ? beta[c] : 0.f;
-  const int64_t begin = int64_t(blockIdx.y) * chunk, end = min(R, begin + chunk);
+  const int64_t gc = (int64_t(blockIdx.y) / spg) * C + c;  // this split's group
+  const float g = gamma ? gamma[gc] : 1.f, b = beta ? beta[gc] : 0.f;
+  int64_t begin, end;
+  split_range(S, spg, chunk, blockIdx.y, begin, end);
 #pragma unroll 4
   for (int64_t k = begin + ty; k < end; k += kTy) {
     const int64_t i = k * C + c;
@@ -204,17 +220,19 @@ __global__ void __launch_bounds__(kTx* kTy)
     bn_backward_reduce_kernel(const TA* __restrict__ x, const TA* __restrict__ dy,
                               const float* __restrict__ gamma, const float* __restrict__ beta,
                               const float* __restrict__ mean, const float* __restrict__ invstd,
-                              int64_t R, int64_t C, int64_t chunk, float slope,
+                              int64_t C, int64_t S, int64_t spg, int64_t chunk, float slope,
                               float* __restrict__ part_dy, float* __restrict__ part_dyx) {
   __shared__ float sh_dy[kTy][kTx], sh_dyx[kTy][kTx];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t c = int64_t(blockIdx.x) * kTx + tx;
   const int64_t s = blockIdx.y;
-  const int64_t begin = s * chunk, end = min(R, begin + chunk);
+  int64_t begin, end;
+  split_range(S, spg, chunk, s, begin, end);
   float sdy = 0.f, sdyx = 0.f;
   if (c < C) {
     const float m = mean[c], is = invstd[c];
-    const float g = gamma ? gamma[c] : 1.f, b = beta ? beta[c] : 0.f;
+    const int64_t gc = (s / spg) * C + c;
+    const float g = gamma ? gamma[gc] : 1.f, b = beta ? beta[gc] : 0.f;
 #pragma unroll 4
     for (int64_t k = begin + ty; k < end; k += kTy) {
       const int64_t i = k * C + c;
@@ -233,58 +251,83 @@ __global__ void __launch_bounds__(kTx* kTy)
   }
 }
 
-// ---- backward, kernel 2: merge the partial sums (when given), split 0 writes dgamma/dbeta,
-// every block writes dx for its rows (when dx is non-null; else the grid is one split high).
+// ---- backward, kernel 2: merge the partial sums (when given), the first split of each group
+// writes that group's dgamma/dbeta, every block writes dx for its rows (when dx is non-null; else
+// the grid is one split per group). Ungrouped (G = 1): dx = gamma invstd (dy' - k1 - xhat k2)
+// with the plain sums; grouped: dx = invstd (gamma dy' - k1 - xhat k2) with each split's sums
+// weighted by its group's gamma (kernels/batchnorm.h).
 template <BnAct kAct, class TA>
 __global__ void __launch_bounds__(kTx* kTy)
     bn_backward_apply_kernel(const TA* __restrict__ x, const TA* __restrict__ dy,
                              const float* __restrict__ gamma, const float* __restrict__ beta,
                              const float* __restrict__ mean, const float* __restrict__ invstd,
-                             int64_t R, int64_t C, int64_t splits, int64_t chunk,
-                             const float* __restrict__ part_dy, const float* __restrict__ part_dyx,
-                             bool training, float slope, TA* __restrict__ dx,
-                             float* __restrict__ dgamma, float* __restrict__ dbeta,
-                             bool accumulate_dgamma, bool accumulate_dbeta) {
+                             int64_t R, int64_t C, int64_t splits, int64_t S, int64_t spg,
+                             int64_t chunk, const float* __restrict__ part_dy,
+                             const float* __restrict__ part_dyx, bool training, float slope,
+                             TA* __restrict__ dx, float* __restrict__ dgamma,
+                             float* __restrict__ dbeta, bool accumulate_dgamma,
+                             bool accumulate_dbeta) {
   __shared__ float sh_dy[kTy][kTx], sh_dyx[kTy][kTx];
   __shared__ float sh_k1[kTx], sh_k2[kTx];
   const int tx = threadIdx.x, ty = threadIdx.y;
   const int64_t c = int64_t(blockIdx.x) * kTx + tx;
+  const bool grouped = splits != spg;
+  // With dx, block y is split y; without, block y is the first split of group y.
+  const int64_t split = dx ? int64_t(blockIdx.y) : int64_t(blockIdx.y) * spg;
+  const int64_t gc = (split / spg) * C + c;
   if (part_dy) {
     float sdy = 0.f, sdyx = 0.f;
     if (c < C)
-      for (int64_t j = ty; j < splits; j += kTy)
-        sdy += part_dy[j * C + c], sdyx += part_dyx[j * C + c];
+      for (int64_t j = ty; j < splits; j += kTy) {
+        const float w = grouped && gamma ? gamma[(j / spg) * C + c] : 1.f;
+        sdy = fmaf(w, part_dy[j * C + c], sdy), sdyx = fmaf(w, part_dyx[j * C + c], sdyx);
+      }
     sh_dy[ty][tx] = sdy, sh_dyx[ty][tx] = sdyx;
     __syncthreads();
     if (ty == 0 && c < C) {
       for (int w = 1; w < kTy; ++w) sdy += sh_dy[w][tx], sdyx += sh_dyx[w][tx];
       const float inv_r = 1.f / float(R);
       sh_k1[tx] = sdy * inv_r, sh_k2[tx] = sdyx * inv_r;
-      if (blockIdx.y == 0) {
-        if (dgamma) dgamma[c] = (accumulate_dgamma ? dgamma[c] : 0.f) + sdyx;
-        if (dbeta) dbeta[c] = (accumulate_dbeta ? dbeta[c] : 0.f) + sdy;
+      if (split % spg == 0) {
+        if (grouped) {  // this group's own sums, its splits in order
+          sdy = 0.f, sdyx = 0.f;
+          for (int64_t j = split; j < split + spg; ++j)
+            sdy += part_dy[j * C + c], sdyx += part_dyx[j * C + c];
+        }
+        if (dgamma) dgamma[gc] = (accumulate_dgamma ? dgamma[gc] : 0.f) + sdyx;
+        if (dbeta) dbeta[gc] = (accumulate_dbeta ? dbeta[gc] : 0.f) + sdy;
       }
     }
     __syncthreads();
   }
   if (!dx || c >= C) return;
   const float m = mean[c], is = invstd[c];
-  const float g = gamma ? gamma[c] : 1.f, b = beta ? beta[c] : 0.f;
+  const float g = gamma ? gamma[gc] : 1.f, b = beta ? beta[gc] : 0.f;
   const float gi = g * is;
   const float k1 = training ? sh_k1[tx] : 0.f, k2 = training ? sh_k2[tx] : 0.f;
-  const int64_t begin = int64_t(blockIdx.y) * chunk, end = min(R, begin + chunk);
+  int64_t begin, end;
+  split_range(S, spg, chunk, split, begin, end);
 #pragma unroll 4
   for (int64_t k = begin + ty; k < end; k += kTy) {
     const int64_t i = k * C + c;
     const float xhat = xhat_of(ld(x[i]), m, is);
     const float dyp = ld(dy[i]) * act_grad<kAct>(fmaf(g, xhat, b), slope);
-    st(dx[i], training ? gi * (dyp - fmaf(xhat, k2, k1)) : gi * dyp);
+    float v;
+    if (!training)
+      v = gi * dyp;
+    else if (grouped)
+      v = is * (g * dyp - fmaf(xhat, k2, k1));
+    else
+      v = gi * (dyp - fmaf(xhat, k2, k1));
+    st(dx[i], v);
   }
 }
 
-void check_sizes(const char* fn, int64_t R, int64_t C) {
+void check_sizes(const char* fn, int64_t R, int64_t C, int64_t G) {
   GAN_CHECK(R >= 0 && C >= 0, std::string(fn) + ": negative size");
   GAN_CHECK((C + kTx - 1) / kTx < (int64_t(1) << 31), std::string(fn) + ": too many channels");
+  GAN_CHECK(G >= 1 && R % G == 0 && G <= 65535,
+            std::string(fn) + ": the groups must divide the rows (at most 65535 groups)");
 }
 
 float* workspace_part(void* workspace, const Plan& p, int64_t C, int which) {
@@ -301,12 +344,12 @@ void launch_forward_apply(bool training, const Plan& p, const TA* x, const float
   const dim3 grid(unsigned(p.tiles), unsigned(p.splits)), block(kTx, kTy);
   if (training)
     launch(bn_forward_apply_kernel<true, kAct, TA>, grid, block, 0, stream, x, gamma, beta, R, C,
-           p.splits, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean, run_var,
-           new_run_mean, new_run_var, y, save_mean, save_invstd);
+           p.splits, p.S, p.spg, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean,
+           run_var, new_run_mean, new_run_var, y, save_mean, save_invstd);
   else
     launch(bn_forward_apply_kernel<false, kAct, TA>, grid, block, 0, stream, x, gamma, beta, R, C,
-           p.splits, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean, run_var,
-           new_run_mean, new_run_var, y, save_mean, save_invstd);
+           p.splits, p.S, p.spg, p.chunk, part_mean, part_m2, momentum, eps, slope, run_mean,
+           run_var, new_run_mean, new_run_var, y, save_mean, save_invstd);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
@@ -342,21 +385,24 @@ void launch_backward(const Plan& p, bool reduce, const TA* x, const TA* dy, cons
   const dim3 block(kTx, kTy);
   if (reduce) {
     launch(bn_backward_reduce_kernel<kAct, TA>, dim3(unsigned(p.tiles), unsigned(p.splits)), block,
-           0, stream, x, dy, gamma, beta, mean, invstd, R, C, p.chunk, slope, part_dy, part_dyx);
+           0, stream, x, dy, gamma, beta, mean, invstd, C, p.S, p.spg, p.chunk, slope, part_dy,
+           part_dyx);
     GAN_CUDA_CHECK_LAUNCH();
   }
-  // Without dx only split 0 has work (dgamma, dbeta).
-  const dim3 grid(unsigned(p.tiles), unsigned(dx ? p.splits : 1));
+  // Without dx only the first split of each group has work (dgamma, dbeta).
+  const dim3 grid(unsigned(p.tiles), unsigned(dx ? p.splits : p.splits / p.spg));
   launch(bn_backward_apply_kernel<kAct, TA>, grid, block, 0, stream, x, dy, gamma, beta, mean,
-         invstd, R, C, p.splits, p.chunk, reduce ? part_dy : nullptr, reduce ? part_dyx : nullptr,
-         training, slope, dx, dgamma, dbeta, accumulate_dgamma, accumulate_dbeta);
+         invstd, R, C, p.splits, p.S, p.spg, p.chunk, reduce ? part_dy : nullptr,
+         reduce ? part_dyx : nullptr, training, slope, dx, dgamma, dbeta, accumulate_dgamma,
+         accumulate_dbeta);
   GAN_CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace
 
-size_t batch_norm_workspace_bytes(int64_t R, int64_t C) {
-  const Plan p = plan(R, C);
+size_t batch_norm_workspace_bytes(int64_t R, int64_t C, int64_t groups) {
+  if (groups < 1 || R % groups != 0) return 0;  // refused by the launchers
+  const Plan p = plan(R, C, groups);
   return 2 * size_t(p.splits) * size_t(C) * sizeof(float);
 }
 
@@ -365,18 +411,18 @@ template <class TA>
 void forward_train(const TA* x, const float* gamma, const float* beta, int64_t R, int64_t C,
                    float momentum, float eps, BnAct act, float slope, float* running_mean,
                    float* running_var, TA* y, float* save_mean, float* save_invstd, void* workspace,
-                   size_t workspace_bytes, cudaStream_t stream) {
+                   size_t workspace_bytes, cudaStream_t stream, int64_t G) {
   GAN_NVTX("batch_norm_forward_train");
-  check_sizes("batch_norm_forward_train_cuda", R, C);
+  check_sizes("batch_norm_forward_train_cuda", R, C, G);
   GAN_CHECK(R > 1, "batch_norm_forward_train_cuda: training needs more than 1 row");
   if (C == 0) return;
-  const Plan p = plan(R, C);
-  GAN_CHECK(workspace && workspace_bytes >= batch_norm_workspace_bytes(R, C),
+  const Plan p = plan(R, C, G);
+  GAN_CHECK(workspace && workspace_bytes >= batch_norm_workspace_bytes(R, C, G),
             "batch_norm_forward_train_cuda: workspace too small (ask batch_norm_workspace_bytes)");
   float* part_mean = workspace_part(workspace, p, C, 0);
   float* part_m2 = workspace_part(workspace, p, C, 1);
   launch(bn_stats_kernel<TA>, dim3(unsigned(p.tiles), unsigned(p.splits)), dim3(kTx, kTy), 0,
-         stream, x, R, C, p.chunk, part_mean, part_m2);
+         stream, x, C, p.S, p.spg, p.chunk, part_mean, part_m2);
   GAN_CUDA_CHECK_LAUNCH();
   forward_apply(act, true, p, x, gamma, beta, R, C, part_mean, part_m2, momentum, eps, slope,
                 running_mean, running_var, running_mean, running_var, y, save_mean, save_invstd,
@@ -387,11 +433,11 @@ template <class TA>
 void forward_eval(const TA* x, const float* gamma, const float* beta, int64_t R, int64_t C,
                   float eps, BnAct act, float slope, const float* running_mean,
                   const float* running_var, TA* y, float* save_mean, float* save_invstd,
-                  cudaStream_t stream) {
+                  cudaStream_t stream, int64_t G) {
   GAN_NVTX("batch_norm_forward_eval");
-  check_sizes("batch_norm_forward_eval_cuda", R, C);
+  check_sizes("batch_norm_forward_eval_cuda", R, C, G);
   if (C == 0) return;
-  const Plan p = plan(R, C);
+  const Plan p = plan(R, C, G);
   forward_apply(act, false, p, x, gamma, beta, R, C, nullptr, nullptr, 0.f, eps, slope,
                 running_mean, running_var, nullptr, nullptr, y, save_mean, save_invstd, stream);
 }
@@ -400,16 +446,16 @@ template <class TA>
 void backward(const TA* x, const TA* dy, const float* gamma, const float* beta, const float* mean,
               const float* invstd, int64_t R, int64_t C, bool training, BnAct act, float slope,
               TA* dx, float* dgamma, float* dbeta, bool accumulate_dgamma, bool accumulate_dbeta,
-              void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+              void* workspace, size_t workspace_bytes, cudaStream_t stream, int64_t G) {
   GAN_NVTX("batch_norm_backward");
-  check_sizes("batch_norm_backward_cuda", R, C);
+  check_sizes("batch_norm_backward_cuda", R, C, G);
   if (C == 0 || (!dx && !dgamma && !dbeta)) return;
-  const Plan p = plan(R, C);
+  const Plan p = plan(R, C, G);
   // The sums are needed for dgamma/dbeta, and for dx in training; eval's dx is elementwise.
   const bool reduce = training || dgamma || dbeta;
   float *part_dy = nullptr, *part_dyx = nullptr;
   if (reduce) {
-    GAN_CHECK(workspace && workspace_bytes >= batch_norm_workspace_bytes(R, C),
+    GAN_CHECK(workspace && workspace_bytes >= batch_norm_workspace_bytes(R, C, G),
               "batch_norm_backward_cuda: workspace too small (ask batch_norm_workspace_bytes)");
     part_dy = workspace_part(workspace, p, C, 0);
     part_dyx = workspace_part(workspace, p, C, 1);
@@ -433,28 +479,28 @@ void backward(const TA* x, const TA* dy, const float* gamma, const float* beta, 
 }  // namespace
 
 #define GAN_BN_PUBLIC(TA)                                                                          \
-  void batch_norm_forward_train_cuda(const TA* x, const float* gamma, const float* beta,           \
-                                     int64_t R, int64_t C, float momentum, float eps, BnAct act,   \
-                                     float slope, float* running_mean, float* running_var, TA* y,  \
-                                     float* save_mean, float* save_invstd, void* workspace,        \
-                                     size_t workspace_bytes, cudaStream_t stream) {                \
+  void batch_norm_forward_train_cuda(                                                              \
+      const TA* x, const float* gamma, const float* beta, int64_t R, int64_t C, float momentum,    \
+      float eps, BnAct act, float slope, float* running_mean, float* running_var, TA* y,           \
+      float* save_mean, float* save_invstd, void* workspace, size_t workspace_bytes,               \
+      cudaStream_t stream, int64_t groups) {                                                       \
     forward_train(x, gamma, beta, R, C, momentum, eps, act, slope, running_mean, running_var, y,   \
-                  save_mean, save_invstd, workspace, workspace_bytes, stream);                     \
+                  save_mean, save_invstd, workspace, workspace_bytes, stream, groups);             \
   }                                                                                                \
-  void batch_norm_forward_eval_cuda(const TA* x, const float* gamma, const float* beta, int64_t R, \
-                                    int64_t C, float eps, BnAct act, float slope,                  \
-                                    const float* running_mean, const float* running_var, TA* y,    \
-                                    float* save_mean, float* save_invstd, cudaStream_t stream) {   \
+  void batch_norm_forward_eval_cuda(                                                               \
+      const TA* x, const float* gamma, const float* beta, int64_t R, int64_t C, float eps,         \
+      BnAct act, float slope, const float* running_mean, const float* running_var, TA* y,          \
+      float* save_mean, float* save_invstd, cudaStream_t stream, int64_t groups) {                 \
     forward_eval(x, gamma, beta, R, C, eps, act, slope, running_mean, running_var, y, save_mean,   \
-                 save_invstd, stream);                                                             \
+                 save_invstd, stream, groups);                                                     \
   }                                                                                                \
-  void batch_norm_backward_cuda(const TA* x, const TA* dy, const float* gamma, const float* beta,  \
-                                const float* mean, const float* invstd, int64_t R, int64_t C,      \
-                                bool training, BnAct act, float slope, TA* dx, float* dgamma,      \
-                                float* dbeta, bool accumulate_dgamma, bool accumulate_dbeta,       \
-                                void* workspace, size_t workspace_bytes, cudaStream_t stream) {    \
+  void batch_norm_backward_cuda(                                                                   \
+      const TA* x, const TA* dy, const float* gamma, const float* beta, const float* mean,         \
+      const float* invstd, int64_t R, int64_t C, bool training, BnAct act, float slope, TA* dx,    \
+      float* dgamma, float* dbeta, bool accumulate_dgamma, bool accumulate_dbeta, void* workspace, \
+      size_t workspace_bytes, cudaStream_t stream, int64_t groups) {                               \
     backward(x, dy, gamma, beta, mean, invstd, R, C, training, act, slope, dx, dgamma, dbeta,      \
-             accumulate_dgamma, accumulate_dbeta, workspace, workspace_bytes, stream);             \
+             accumulate_dgamma, accumulate_dbeta, workspace, workspace_bytes, stream, groups);     \
   }
 GAN_BN_PUBLIC(float)
 GAN_BN_PUBLIC(uint16_t)

@@ -1,3 +1,4 @@
+#include "kernels/bf16.h"
 #include "kernels/pool2d.h"
 #include "kernels/runtime.h"
 
@@ -304,6 +305,42 @@ void check_sizes(int64_t h, int64_t w, int64_t P, int64_t Q, const char* who) {
 }
 
 // Every kernel here is a grid-stride loop over `total` elements.
+// Nearest upsampling: one thread per output element, a copy (float32 or bf16 bits alike).
+template <class T>
+__global__ void upsample_nearest_forward_kernel(const T* __restrict__ x, int64_t h, int64_t w,
+                                                int64_t c, int s, int64_t total,
+                                                T* __restrict__ y) {
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t b, i, j, ch;
+    split(e, h * s, w * s, c, b, i, j, ch);
+    y[e] = x[((b * h + i / s) * w + j / s) * c + ch];
+  }
+}
+
+__device__ __forceinline__ float up_ld(float v) { return v; }
+__device__ __forceinline__ float up_ld(uint16_t v) { return bf16_to_f32(v); }
+__device__ __forceinline__ void up_st(float& d, float v) { d = v; }
+__device__ __forceinline__ void up_st(uint16_t& d, float v) { d = f32_to_bf16(v); }
+
+// Its adjoint: one thread per input element, the s x s window summed in row-major order.
+template <class T>
+__global__ void upsample_nearest_backward_kernel(const T* __restrict__ dy, int64_t h, int64_t w,
+                                                 int64_t c, int s, int64_t total,
+                                                 T* __restrict__ dx) {
+  const int64_t Q = w * s;
+  for (int64_t e = int64_t(blockIdx.x) * blockDim.x + threadIdx.x; e < total;
+       e += int64_t(gridDim.x) * blockDim.x) {
+    int64_t b, i, j, ch;
+    split(e, h, w, c, b, i, j, ch);
+    const T* p = dy + ((b * h * s + i * s) * Q + j * s) * c + ch;
+    float acc = 0.f;
+    for (int a = 0; a < s; ++a)
+      for (int k = 0; k < s; ++k) acc += up_ld(p[(a * Q + k) * c]);
+    up_st(dx[e], acc);
+  }
+}
+
 template <class Kernel, class... Args>
 void run(Kernel kernel, int64_t total, cudaStream_t stream, Args... args) {
   if (total == 0) return;
@@ -395,5 +432,31 @@ void resize_bicubic_aa_backward_cuda(const float* dy, int64_t n, int64_t h, int6
   run(bicubic_axis_adjoint_kernel, n * h * w * c, stream, static_cast<const float*>(tmp), n * h, w,
       Q, c, dx);  // columns
 }
+
+namespace {
+void check_upsample(int64_t n, int64_t h, int64_t w, int64_t c, int s, const char* fn) {
+  GAN_CHECK(n >= 0 && h >= 0 && w >= 0 && c >= 0 && s >= 1,
+            std::string(fn) + ": negative size or a factor below 1");
+}
+}  // namespace
+
+#define GAN_UPSAMPLE_PUBLIC(T)                                                                 \
+  void upsample_nearest_forward_cuda(const T* x, int64_t n, int64_t h, int64_t w, int64_t c,   \
+                                     int s, T* y, cudaStream_t stream) {                       \
+    GAN_NVTX("upsample_nearest");                                                              \
+    check_upsample(n, h, w, c, s, "upsample_nearest_forward_cuda");                            \
+    const int64_t total = n * h * s * w * s * c;                                               \
+    run(upsample_nearest_forward_kernel<T>, total, stream, x, h, w, c, s, total, y);           \
+  }                                                                                            \
+  void upsample_nearest_backward_cuda(const T* dy, int64_t n, int64_t h, int64_t w, int64_t c, \
+                                      int s, T* dx, cudaStream_t stream) {                     \
+    GAN_NVTX("upsample_nearest_backward");                                                     \
+    check_upsample(n, h, w, c, s, "upsample_nearest_backward_cuda");                           \
+    const int64_t total = n * h * w * c;                                                       \
+    run(upsample_nearest_backward_kernel<T>, total, stream, dy, h, w, c, s, total, dx);        \
+  }
+GAN_UPSAMPLE_PUBLIC(float)
+GAN_UPSAMPLE_PUBLIC(uint16_t)
+#undef GAN_UPSAMPLE_PUBLIC
 
 }  // namespace gan::kernels

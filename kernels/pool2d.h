@@ -15,6 +15,11 @@
 //     clean-fid recommends: separable, columns first, then rows; the cubic kernel (a = -0.5)
 //     stretched by the scale when shrinking (antialiasing), taps normalised to sum 1, edges not
 //     padded (the window is cut at the border and renormalised).
+//   upsample_nearest by an integer factor s (F.interpolate(scale_factor=s, mode="nearest")):
+//     x (N, H, W, C) -> y (N, sH, sW, C), y[b, i, j, c] = x[b, i / s, j / s, c]; its adjoint
+//     (the backward) dx[b, i, j, c] = sum over a, e < s of dy[b, s i + a, s j + e, c], summed in
+//     row-major order (float32 on the devices, double in the reference). Also for bf16 (the copy
+//     is exact; the sums in float32, rounded once).
 // Backward kernels gather (every dx element is computed once, by one thread: deterministic).
 #pragma once
 
@@ -327,6 +332,34 @@ void resize_bicubic_aa_backward_cpu(const T* dy, int64_t n, int64_t h, int64_t w
   for (size_t e = 0; e < acc.size(); ++e) dx[e] = T(acc[e]);
 }
 
+// x (n, h, w, c) -> y (n, s h, s w, c).
+template <class T>
+void upsample_nearest_forward_cpu(const T* x, int64_t n, int64_t h, int64_t w, int64_t c, int s,
+                                  T* y) {
+  const int64_t P = h * s, Q = w * s;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < P; ++i)
+      for (int64_t j = 0; j < Q; ++j)
+        for (int64_t ch = 0; ch < c; ++ch)
+          y[((b * P + i) * Q + j) * c + ch] = x[((b * h + i / s) * w + j / s) * c + ch];
+}
+// dy (n, s h, s w, c) -> dx (n, h, w, c).
+template <class T>
+void upsample_nearest_backward_cpu(const T* dy, int64_t n, int64_t h, int64_t w, int64_t c, int s,
+                                   T* dx) {
+  const int64_t P = h * s, Q = w * s;
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j)
+        for (int64_t ch = 0; ch < c; ++ch) {
+          double acc = 0;
+          for (int a = 0; a < s; ++a)
+            for (int e = 0; e < s; ++e)
+              acc += double(dy[((b * P + i * s + a) * Q + j * s + e) * c + ch]);
+          dx[((b * h + i) * w + j) * c + ch] = T(acc);
+        }
+}
+
 void max_pool2d_forward_cuda(const Pool2dGeom& g, const float* x, float* y, cudaStream_t stream);
 void max_pool2d_backward_cuda(const Pool2dGeom& g, const float* x, const float* dy, float* dx,
                               cudaStream_t stream);
@@ -349,5 +382,14 @@ void resize_bicubic_aa_forward_cuda(const float* x, int64_t n, int64_t h, int64_
 void resize_bicubic_aa_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
                                      int64_t P, int64_t Q, float* tmp, float* dx,
                                      cudaStream_t stream);
+// float32 and bf16 (uint16_t bit patterns).
+void upsample_nearest_forward_cuda(const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
+                                   int s, float* y, cudaStream_t stream);
+void upsample_nearest_forward_cuda(const uint16_t* x, int64_t n, int64_t h, int64_t w, int64_t c,
+                                   int s, uint16_t* y, cudaStream_t stream);
+void upsample_nearest_backward_cuda(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
+                                    int s, float* dx, cudaStream_t stream);
+void upsample_nearest_backward_cuda(const uint16_t* dy, int64_t n, int64_t h, int64_t w, int64_t c,
+                                    int s, uint16_t* dx, cudaStream_t stream);
 
 }  // namespace gan::kernels

@@ -1,6 +1,8 @@
 // batch_norm: harness sweeps (training and eval, fused activations, odd channel counts, long
-// rows that split over many blocks on the GPU), PyTorch's numbers on a fixed input, the running
-// statistics, parameter-gradient accumulation, CUDA-graph replay of the kernels, and errors.
+// rows that split over many blocks on the GPU, per-sample gamma and beta: conditional batch
+// norm), PyTorch's numbers on a fixed input, conditional batch norm against its definition in
+// separate ops, the running statistics, parameter-gradient accumulation, CUDA-graph replay of
+// the kernels, and errors.
 #include <algorithm>
 #include <cmath>
 #include <string>
@@ -58,9 +60,12 @@ double min_abs_preactivation(const Tensor& x64, const Tensor& g64, const Tensor&
       for (int64_t r = 0; r < R; ++r) var += (x[r * C + c] - mean) * (x[r * C + c] - mean);
       var /= double(R);
     }
-    const double g = g64.data<double>()[c], b = b64.data<double>()[c];
-    for (int64_t r = 0; r < R; ++r)
+    // gamma, beta (C) or per sample (N, C): row r's group is r / (R / G).
+    const int64_t G = g64.numel() / C, S = R / G;
+    for (int64_t r = 0; r < R; ++r) {
+      const double g = g64.data<double>()[(r / S) * C + c], b = b64.data<double>()[(r / S) * C + c];
       lo = std::min(lo, std::fabs(g * (x[r * C + c] - mean) / std::sqrt(var + eps) + b));
+    }
   }
   return lo;
 }
@@ -73,6 +78,7 @@ struct BnSpec {
   bool x_grad = true;       // x requires grad
   bool affine_grad = true;  // gamma, beta require grad
   bool params = false;      // gamma, beta are parameters (gradients accumulate in place)
+  bool per_sample = false;  // gamma, beta (N, C): conditional batch norm
 };
 
 const char* act_name(Activation a) {
@@ -95,7 +101,8 @@ OpCase make_case(const BnSpec& s) {
   const bool act = s.act != Activation::kNone;
   c.name = std::string("batch_norm ") + (s.training ? "train " : "eval ") + act_name(s.act) + " " +
            s.shape.str() + (s.affine ? "" : " no affine") + (s.x_grad ? "" : " no dx") +
-           (s.affine_grad ? "" : " no dgamma dbeta") + (s.params ? " params" : "");
+           (s.affine_grad ? "" : " no dgamma dbeta") + (s.params ? " params" : "") +
+           (s.per_sample ? " per-sample gamma beta" : "");
   const int64_t C = s.shape.back();
   Input x;
   x.shape = s.shape;
@@ -108,7 +115,7 @@ OpCase make_case(const BnSpec& s) {
   c.inputs = {x};
   if (s.affine) {
     Input g, b;
-    g.shape = b.shape = Shape{C};
+    g.shape = b.shape = s.per_sample ? Shape{s.shape[0], C} : Shape{C};
     g.lo = -1.5, g.hi = 1.5, g.kinks = {0.0}, g.margin = 0.3;
     if (act)
       b.lo = -0.02, b.hi = 0.02;
@@ -199,6 +206,31 @@ std::vector<OpCase> batch_norm_cases() {
   specs.push_back(s);
   s = {Shape{3, 4, 4, 5}, false, kNone};
   s.affine = false;
+  specs.push_back(s);
+  // Per-sample gamma and beta (conditional batch norm): one group of H W rows per sample; on
+  // the GPU one split per group for short groups, several for long ones (8 x 64 x 64).
+  for (BnSpec p : std::vector<BnSpec>{{Shape{3, 4, 4, 5}, true, kNone},
+                                      {Shape{4, 5}, true, kNone},
+                                      {Shape{2, 5, 5, 37}, true, kRelu},
+                                      {Shape{5, 3, 3, 64}, true, kRelu},
+                                      {Shape{3, 33, 33, 5}, true, kLeaky},
+                                      {Shape{8, 64, 64, 3}, true, kRelu},
+                                      {Shape{3, 4, 4, 7}, false, kRelu},
+                                      {Shape{3, 33, 33, 5}, false, kNone}}) {
+    p.per_sample = true;
+    specs.push_back(p);
+  }
+  s = {Shape{3, 4, 4, 5}, true, kRelu};
+  s.per_sample = true;
+  s.params = true;
+  specs.push_back(s);
+  s = {Shape{3, 6, 6, 5}, true, kRelu};
+  s.per_sample = true;
+  s.x_grad = false;  // dgamma, dbeta alone: one block row per group on the GPU
+  specs.push_back(s);
+  s = {Shape{3, 6, 6, 5}, false, kLeaky};
+  s.per_sample = true;
+  s.affine_grad = false;
   specs.push_back(s);
   std::vector<OpCase> cases;
   for (const BnSpec& sp : specs) cases.push_back(make_case(sp));
@@ -358,6 +390,47 @@ Tensor random_input(const Shape& s, uint64_t seed) {
   return x;
 }
 
+// Conditional batch norm (gamma and beta (N, C)) against its definition in separate ops:
+// relu(batch_norm(x) gamma + beta) with gamma and beta broadcast over each sample's pixels, as
+// StudioGAN's ConditionalBatchNorm2d computes it (eps 1e-4). Outputs, all three gradients and
+// the running statistics, training and eval.
+void check_conditional_definition(Device d) {
+  const Shape xs{4, 5, 5, 6}, ps{4, 6}, bs{4, 1, 1, 6};
+  const Tensor x0 = random_input(xs, 7).to(d), dy = random_input(xs, 8).to(d);
+  Tensor g0 = Tensor::empty(ps), b0 = Tensor::empty(ps);
+  Generator gen(9);
+  gen.uniform_(g0, 0.5, 1.5);
+  gen.uniform_(b0, -0.5, 0.5);
+  g0 = g0.to(d), b0 = b0.to(d);
+  for (bool training : {true, false}) {
+    INFO((training ? "training" : "eval"));
+    const auto stats = [&](Tensor& rm, Tensor& rv) {
+      rm = Tensor::full(Shape{6}, 0.1, d), rv = Tensor::full(Shape{6}, 1.3, d);
+    };
+    Tensor rm1, rv1, rm2, rv2;
+    stats(rm1, rv1);
+    stats(rm2, rv2);
+    Var x1(x0, true), g1(g0, true), b1(b0, true);
+    const Var y1 = batch_norm(x1, g1, b1, rm1, rv1, training, 0.1, 1e-4, Activation::kRelu);
+    backward(y1, dy);
+    Var x2(x0, true), g2(g0, true), b2(b0, true);
+    const Var n2 = batch_norm(x2, Var(), Var(), rm2, rv2, training, 0.1, 1e-4);
+    const Var y2 = relu(add(mul(n2, reshape(g2, bs)), reshape(b2, bs)));
+    backward(y2, dy);
+    const auto close = [](const char* what, const Tensor& got, const Tensor& want) {
+      const double err = gan::test::max_rel_error(got.to(Device::CPU), want.to(Device::CPU));
+      INFO(what << ": normalised error " << err);
+      CHECK(err <= 1e-5);
+    };
+    close("y", y1.value(), y2.value());
+    close("dx", x1.grad(), x2.grad());
+    close("dgamma", g1.grad(), g2.grad());
+    close("dbeta", b1.grad(), b2.grad());
+    close("running_mean", rm1, rm2);
+    close("running_var", rv1, rv2);
+  }
+}
+
 }  // namespace
 
 GAN_OP_TEST("batch_norm", batch_norm_cases)
@@ -370,6 +443,16 @@ TEST_CASE("Batch norm matches PyTorch's numbers on a fixed input on the GPU",
           "[batch_norm][cuda]") {
   GAN_REQUIRE_GPU();
   check_pytorch_numbers(Device::CUDA);
+}
+
+TEST_CASE("Conditional batch norm equals its definition in separate ops", "[batch_norm][cpu]") {
+  check_conditional_definition(Device::CPU);
+}
+
+TEST_CASE("Conditional batch norm equals its definition in separate ops on the GPU",
+          "[batch_norm][cuda]") {
+  GAN_REQUIRE_GPU();
+  check_conditional_definition(Device::CUDA);
 }
 
 TEST_CASE("Batch norm running statistics match their definition", "[batch_norm][cpu]") {
@@ -533,6 +616,12 @@ TEST_CASE("Batch norm errors name the op and the shapes", "[batch_norm][cpu]") {
                     Contains("batch_norm: running_mean has shape (2,), expected (3,)"));
   CHECK_THROWS_WITH(batch_norm(x, g3, b3, rm3, Tensor::zeros(Shape{1, 3}), false),
                     Contains("batch_norm: running_var has shape (1, 3), expected (3,)"));
+  // Per-sample gamma and beta are (N, C), both or neither.
+  CHECK_THROWS_WITH(batch_norm(x, Var(Tensor::zeros(Shape{4, 3})), Var(Tensor::zeros(Shape{4, 3})),
+                               rm3, rv3, true),
+                    Contains("batch_norm: gamma has shape (4, 3), expected (2, 3)"));
+  CHECK_THROWS_WITH(batch_norm(x, g3, Var(Tensor::zeros(Shape{2, 3})), rm3, rv3, true),
+                    Contains("batch_norm: beta has shape (2, 3), expected (3,)"));
   CHECK_THROWS_WITH(batch_norm(x, g3, b3, Tensor(), rv3, true),
                     Contains("batch_norm: running_mean and running_var are required"));
   // dtype and rank.

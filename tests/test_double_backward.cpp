@@ -253,6 +253,17 @@ std::vector<OpCase> batch_norm_cases() {
             return gan::mul(y, y);
           },
           {0, 1, 2}));
+      // Per-sample gamma and beta (conditional batch norm).
+      cases.push_back(second_order(
+          name + " per-sample gamma beta",
+          {in(s, -2, 2), in(Shape{3, 5}, 0.5, 1.5), in(Shape{3, 5}, -0.5, 0.5)},
+          [training, act](const std::vector<Var>& v) {
+            const Tensor rm = Tensor::full(Shape{5}, 0.1, v[0].device(), v[0].value().dtype());
+            const Tensor rv = Tensor::full(Shape{5}, 1.3, v[0].device(), v[0].value().dtype());
+            const Var y = gan::batch_norm(v[0], v[1], v[2], rm, rv, training, 0.1, 1e-5, act, 0.2);
+            return gan::mul(y, y);
+          },
+          {0, 1, 2}));
     }
   return cases;
 }
@@ -354,12 +365,20 @@ std::vector<OpCase> sn_pool_cases() {
                                  return gan::mul(y, y);
                                },
                                {0}));
+  // Its VJP is its adjoint op, whose VJP is upsample_nearest again: the squared output makes the
+  // second derivative go through both.
+  cases.push_back(second_order("upsample_nearest 2x (2, 3, 4, 5)", {in(Shape{2, 3, 4, 5})},
+                               [](const std::vector<Var>& v) {
+                                 const Var y = gan::upsample_nearest(v[0], 2);
+                                 return gan::mul(y, y);
+                               },
+                               {0}));
   return cases;
 }
 
 }  // namespace
 
-GAN_OP_TEST("double backward spectral_norm and max_pool2d", sn_pool_cases)
+GAN_OP_TEST("double backward spectral_norm max_pool2d upsample", sn_pool_cases)
 GAN_OP_TEST("double backward attention", attention_cases)
 GAN_OP_TEST("double backward batch_norm", batch_norm_cases)
 GAN_OP_TEST("double backward elementwise", elementwise_cases)

@@ -79,6 +79,25 @@ std::vector<OpCase> resample_cases(bool resize) {
   return cases;
 }
 
+// Nearest upsampling by 1, 2, 3 (odd sizes, channel counts around a vector's width) and the
+// ResNet generator's 2x at 64 channels.
+std::vector<OpCase> upsample_cases() {
+  std::vector<OpCase> cases;
+  for (const auto& [sh, f] : {std::tuple{Shape{2, 3, 4, 5}, 2}, std::tuple{Shape{1, 5, 3, 1}, 3},
+                              std::tuple{Shape{2, 4, 4, 3}, 1}, std::tuple{Shape{3, 8, 8, 64}, 2},
+                              std::tuple{Shape{1, 7, 5, 17}, 2}}) {
+    OpCase c;
+    c.name = "upsample_nearest " + sh.str() + " x" + std::to_string(f);
+    Input x;
+    x.shape = sh, x.lo = -2, x.hi = 2;
+    c.inputs = {x};
+    const int factor = f;
+    c.fn = [factor](const std::vector<Var>& v) { return gan::upsample_nearest(v[0], factor); };
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 std::vector<OpCase> adaptive_cases() { return resample_cases(false); }
 std::vector<OpCase> resize_cases() { return resample_cases(true); }
 
@@ -133,6 +152,7 @@ GAN_OP_TEST("adaptive_avg_pool2d", adaptive_cases)
 GAN_OP_TEST("resize_bilinear", resize_cases)
 GAN_OP_TEST("resize_bilinear_tf", resize_tf_cases)
 GAN_OP_TEST("resize_bicubic_aa", bicubic_cases)
+GAN_OP_TEST("upsample_nearest", upsample_cases)
 
 // Values printed by PyTorch 2.15 (CPU) for the same inputs (NCHW there, one channel).
 TEST_CASE("pooling and resizing: PyTorch's values", "[cpu][pool]") {

@@ -86,11 +86,12 @@ void bias_act_backward_f32(const float* y, const float* dy, int64_t rows, int64_
 void batch_norm_forward_f32(const float* x, const float* gamma, const float* beta, int64_t R,
                             int64_t C, bool training, double momentum, double eps, BnAct act,
                             float slope, float* running_mean, float* running_var, float* y,
-                            float* save_mean, float* save_invstd);
+                            float* save_mean, float* save_invstd, int64_t groups);
 void batch_norm_backward_f32(const float* x, const float* dy, const float* gamma, const float* beta,
                              const float* mean, const float* invstd, int64_t R, int64_t C,
                              bool training, BnAct act, float slope, float* dx, float* dgamma,
-                             float* dbeta, bool accumulate_dgamma, bool accumulate_dbeta);
+                             float* dbeta, bool accumulate_dgamma, bool accumulate_dbeta,
+                             int64_t groups);
 
 void attention_forward_f32(const AttnDims& a, const float* q, const float* k, const float* v,
                            float* o, float* lse, const float* gamma, const float* x, float* y);
@@ -118,6 +119,10 @@ void max_pool2d_forward_f32(const Pool2dGeom& g, const float* x, float* y);
 void max_pool2d_backward_f32(const Pool2dGeom& g, const float* x, const float* dy, float* dx);
 void avg_pool2d_forward_f32(const Pool2dGeom& g, const float* x, float* y);
 void avg_pool2d_backward_f32(const Pool2dGeom& g, const float* dy, float* dx);
+void upsample_nearest_forward_f32(const float* x, int64_t n, int64_t h, int64_t w, int64_t c, int s,
+                                  float* y);
+void upsample_nearest_backward_f32(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
+                                   int s, float* dx);
 // The NHWC resamplings (n, h, w, c) <-> (n, P, Q, c), split over images.
 enum class Resample : uint8_t { kAdaptiveAvg, kBilinear, kBilinearCorners, kBicubicAA };
 void resample_forward_f32(Resample kind, const float* x, int64_t n, int64_t h, int64_t w, int64_t c,
@@ -227,24 +232,25 @@ void bias_act_backward(const T* y, const T* dy, int64_t rows, int64_t k, bool ta
 template <class T>
 void batch_norm_forward(const T* x, const T* gamma, const T* beta, int64_t R, int64_t C,
                         bool training, double momentum, double eps, BnAct act, double slope,
-                        T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd) {
+                        T* running_mean, T* running_var, T* y, T* save_mean, T* save_invstd,
+                        int64_t groups = 1) {
   GAN_CPU_FAST(T)
   return batch_norm_forward_f32(x, gamma, beta, R, C, training, momentum, eps, act, float(slope),
-                                running_mean, running_var, y, save_mean, save_invstd);
+                                running_mean, running_var, y, save_mean, save_invstd, groups);
   batch_norm_forward_cpu(x, gamma, beta, R, C, training, momentum, eps, act, slope, running_mean,
-                         running_var, y, save_mean, save_invstd);
+                         running_var, y, save_mean, save_invstd, groups);
 }
 template <class T>
 void batch_norm_backward(const T* x, const T* dy, const T* gamma, const T* beta, const T* mean,
                          const T* invstd, int64_t R, int64_t C, bool training, BnAct act,
                          double slope, T* dx, T* dgamma, T* dbeta, bool accumulate_dgamma,
-                         bool accumulate_dbeta) {
+                         bool accumulate_dbeta, int64_t groups = 1) {
   GAN_CPU_FAST(T)
   return batch_norm_backward_f32(x, dy, gamma, beta, mean, invstd, R, C, training, act,
                                  float(slope), dx, dgamma, dbeta, accumulate_dgamma,
-                                 accumulate_dbeta);
+                                 accumulate_dbeta, groups);
   batch_norm_backward_cpu(x, dy, gamma, beta, mean, invstd, R, C, training, act, slope, dx, dgamma,
-                          dbeta, accumulate_dgamma, accumulate_dbeta);
+                          dbeta, accumulate_dgamma, accumulate_dbeta, groups);
 }
 
 template <class T>
@@ -365,6 +371,17 @@ template <class T>
 void avg_pool2d_backward(const Pool2dGeom& g, const T* dy, T* dx) {
   GAN_CPU_FAST(T) return avg_pool2d_backward_f32(g, dy, dx);
   avg_pool2d_backward_cpu(g, dy, dx);
+}
+template <class T>
+void upsample_nearest_forward(const T* x, int64_t n, int64_t h, int64_t w, int64_t c, int s, T* y) {
+  GAN_CPU_FAST(T) return upsample_nearest_forward_f32(x, n, h, w, c, s, y);
+  upsample_nearest_forward_cpu(x, n, h, w, c, s, y);
+}
+template <class T>
+void upsample_nearest_backward(const T* dy, int64_t n, int64_t h, int64_t w, int64_t c, int s,
+                               T* dx) {
+  GAN_CPU_FAST(T) return upsample_nearest_backward_f32(dy, n, h, w, c, s, dx);
+  upsample_nearest_backward_cpu(dy, n, h, w, c, s, dx);
 }
 template <class T>
 void adaptive_avg_pool2d_forward(const T* x, int64_t n, int64_t h, int64_t w, int64_t c, int64_t P,

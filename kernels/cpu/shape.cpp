@@ -90,6 +90,38 @@ GAN_CPU_SIMD void axpy_into(float* acc, const float* v, int64_t c, float s) {
 
 }  // namespace
 
+// Nearest upsampling: each input row of pixels copied s times along the row, that output row
+// copied s - 1 more times (one image per task). Its adjoint sums each s x s window in row-major
+// order, all channels at once.
+void upsample_nearest_forward_f32(const float* x, int64_t n, int64_t h, int64_t w, int64_t c, int s,
+                                  float* y) {
+  const int64_t Q = w * s, row = Q * c;
+  per_image(n, [&](int64_t b) {
+    for (int64_t i = 0; i < h; ++i) {
+      float* out = y + (b * h * s + i * s) * row;
+      const float* in = x + (b * h + i) * w * c;
+      for (int64_t j = 0; j < w; ++j)
+        for (int e = 0; e < s; ++e) std::copy(in + j * c, in + (j + 1) * c, out + (j * s + e) * c);
+      for (int a = 1; a < s; ++a) std::copy(out, out + row, out + a * row);
+    }
+  });
+}
+
+void upsample_nearest_backward_f32(const float* dy, int64_t n, int64_t h, int64_t w, int64_t c,
+                                   int s, float* dx) {
+  const int64_t Q = w * s;
+  per_image(n, [&](int64_t b) {
+    for (int64_t i = 0; i < h; ++i)
+      for (int64_t j = 0; j < w; ++j) {
+        float* acc = dx + ((b * h + i) * w + j) * c;
+        std::fill(acc, acc + c, 0.f);
+        for (int a = 0; a < s; ++a)
+          for (int e = 0; e < s; ++e)
+            add_into(acc, dy + ((b * h * s + i * s + a) * Q + j * s + e) * c, c);
+      }
+  });
+}
+
 // Pooling on NHWC: per output pixel, the window's taps over all channels at once (vectorised),
 // one image per task. Window sums in float (at most kh kw terms).
 void max_pool2d_forward_f32(const Pool2dGeom& g, const float* x, float* y) {
