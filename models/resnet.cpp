@@ -6,6 +6,7 @@
 #include <cmath>
 #include <functional>
 
+#include "engine/autocast.h"
 #include "engine/error.h"
 
 namespace gan::models {
@@ -72,9 +73,9 @@ class GenBlock : public nn::Module {
     conv2_ = register_module("conv2d2", sn_conv(out, out, 3, 1, gen));
   }
   Var forward(const Var& x, const Var& onehot) {
-    Var h = upsample_nearest2x(bn1_(x, onehot));
+    Var h = upsample_nearest(bn1_(x, onehot), 2);
     h = conv2_->forward(bn2_(conv1_->forward(h), onehot));
-    return add(h, conv0_->forward(upsample_nearest2x(x)));
+    return add(h, conv0_->forward(upsample_nearest(x, 2)));
   }
 
  private:
@@ -391,23 +392,15 @@ ConditionalBatchNorm::ConditionalBatchNorm(int64_t num_classes, int64_t channels
 }
 
 Var ConditionalBatchNorm::forward(const Var& x, const Var& onehot, bool relu_after) {
-  const Shape& s = x.shape();
-  const Var xn = batch_norm(x, Var(), Var(), running_mean_, running_var_, training(), 0.1, kBnEps);
-  if (training()) *num_batches_tracked_.data<double>() += 1;
-  const Shape per{s[0], 1, 1, s[3]};
+  // One fused batch_norm with per-sample scale 1 + gain(onehot) and shift bias(onehot), (N, C)
+  // in float32 (under bf16 precision the linear maps' bf16 outputs are widened).
   const Var one(Tensor::full(Shape{1}, 1.0, x.device()));
-  const Var g = reshape(add(gain->forward(onehot), one), per);
-  const Var b = reshape(bias->forward(onehot), per);
-  const Var y = add(mul(xn, g), b);
-  return relu_after ? relu(y) : y;
-}
-
-Var upsample_nearest2x(const Var& x) {
-  const Shape& s = x.shape();
-  GAN_CHECK(s.ndim == 4, "upsample_nearest2x: expected (N, H, W, C), got " + s.str());
-  const int64_t n = s[0], h = s[1], w = s[2], c = s[3];
-  const Var zeros(Tensor::zeros(Shape{n * h, 2, w, 2, c}, x.device(), x.value().dtype()));
-  return reshape(add(reshape(x, Shape{n * h, 1, w, 1, c}), zeros), Shape{n, 2 * h, 2 * w, c});
+  const Var g = add(widen(gain->forward(onehot)), one);
+  const Var b = widen(bias->forward(onehot));
+  const Var y = batch_norm(x, g, b, running_mean_, running_var_, training(), 0.1, kBnEps,
+                           relu_after ? Activation::kRelu : Activation::kNone);
+  if (training()) *num_batches_tracked_.data<double>() += 1;
+  return y;
 }
 
 std::vector<int> resnet_g_attn(const ModelConfig& c) {

@@ -47,8 +47,4 @@ class ConditionalBatchNorm : public nn::Module {
 // configuration StudioGAN has no table for. models::build calls it.
 Gan build_resnet(const ModelConfig& config, Generator& gen);
 
-// x (N, H, W, C) -> (N, 2H, 2W, C), each pixel repeated 2x2 (F.interpolate(scale_factor=2,
-// mode="nearest")); differentiable twice.
-Var upsample_nearest2x(const Var& x);
-
 }  // namespace gan::models

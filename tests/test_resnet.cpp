@@ -390,12 +390,12 @@ TEST_CASE("resnet: bad configurations and missing labels are one-line errors",
   CHECK(u.d->attention_layers().size() == 1);
 }
 
-TEST_CASE("resnet: nearest 2x upsampling repeats pixels and sums gradients back",
-          "[models][resnet][cpu]") {
+TEST_CASE("upsample_nearest: 2x repeats pixels and sums gradients back",
+          "[upsample_nearest][cpu]") {
   std::vector<float> xs(2 * 3 * 2 * 4);
   for (size_t i = 0; i < xs.size(); ++i) xs[i] = float(i);
   const Var x(Tensor::from_vector(xs, Shape{2, 3, 2, 4}), true);
-  const Var y = models::upsample_nearest2x(x);
+  const Var y = upsample_nearest(x, 2);
   REQUIRE(y.shape() == Shape{2, 6, 4, 4});
   const std::vector<float> ys = y.value().to_vector();
   for (int64_t n = 0; n < 2; ++n)
