@@ -116,6 +116,10 @@ void Adam::write_scalars(const kernels::AdamScalars& s) {
   }
 }
 
+const double* Adam::step_counter() const {
+  return &static_cast<const kernels::AdamScalars*>(scalars_->data)->step;
+}
+
 int64_t Adam::step_count() const { return int64_t(read_scalars().step); }
 
 void Adam::set_step_count(int64_t step) {

@@ -34,6 +34,9 @@ class Adam {
   std::vector<Tensor>& exp_avg_sq() { return v_; }
   // Completed steps (reads device memory on CUDA: synchronises).
   int64_t step_count() const;
+  // Where the completed-step count lives (a double in this optimiser's device memory, updated by
+  // step() before it updates the parameters): for kernels that gate on it without a host read.
+  const double* step_counter() const;
   void set_step_count(int64_t step);
 
  private:

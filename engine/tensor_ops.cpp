@@ -160,6 +160,36 @@ void lerp_all_(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, dou
   for (size_t i = 0; i < ema.size(); ++i) lerp_(ema[i], x[i], w);
 }
 
+void lerp_all_gated_(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, double w,
+                     const double* step, double start) {
+  GAN_CHECK(ema.size() == x.size(), "lerp_all_gated_: lists of different lengths");
+  if (ema.empty()) return;
+  std::vector<kernels::BufferChunk> bufs;
+  for (size_t i = 0; i < ema.size(); ++i) {
+    check_same_device("lerp", {&ema[0], &ema[i], &x[i]});
+    check_shape("lerp", "x", x[i], ema[i].shape());
+    if (ema[i].is_cuda()) {
+      check_cuda_f32("lerp", ema[i]);
+      check_cuda_f32("lerp", x[i]);
+      bufs.push_back({ema[i].data<float>(), x[i].data<float>(), ema[i].numel()});
+    }
+  }
+  if (ema[0].is_cuda()) {
+    const DeviceChunkTable t = device_chunk_table(bufs);
+    GAN_CHECK(t.table != nullptr,
+              "lerp_all_gated_: no chunk table for these tensors inside a capture (call it once "
+              "before capturing)");
+    return kernels::lerp_chunks_gated_cuda(t.table, t.count, float(w), step, start, cuda::stream());
+  }
+  const bool copy = *step <= start;  // host memory on the CPU
+  for (size_t i = 0; i < ema.size(); ++i) {
+    if (copy)
+      ema[i].copy_from(x[i]);
+    else
+      lerp_(ema[i], x[i], w);
+  }
+}
+
 DeviceChunkTable device_chunk_table(const std::vector<kernels::BufferChunk>& buffers) {
   using Key = std::vector<std::tuple<float*, const float*, int64_t>>;
   static std::mutex mu;

@@ -26,6 +26,12 @@ void lerp_(const Tensor& ema, const Tensor& x, double w);
 // The same for lists (a model's weight EMA): one launch on the GPU (a chunk table made once per
 // list, outside graph capture), element by element elsewhere.
 void lerp_all_(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, double w);
+// Gated by a step counter (a double in the tensors' device memory, e.g. Adam::step_counter()):
+// ema = x exactly while *step <= start, else ema += w (x - ema). On the GPU the gate is read by
+// the kernel (graph-safe; the chunk table must exist before a capture: call it once eagerly);
+// float32 tensors there.
+void lerp_all_gated_(const std::vector<Tensor>& ema, const std::vector<Tensor>& x, double w,
+                     const double* step, double start);
 
 // A device table of buffer chunks (kernels::chunk_table) for one launch over many buffers: made
 // on first use of a list, outside a CUDA graph capture, and kept (a model's buffers are the same

@@ -377,6 +377,15 @@ __global__ void lerp_chunks_kernel(const BufferChunk* __restrict__ table, float 
   const BufferChunk c = table[blockIdx.x];
   for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) c.dst[i] += w * (c.src[i] - c.dst[i]);
 }
+__global__ void lerp_chunks_gated_kernel(const BufferChunk* __restrict__ table, float w,
+                                         const double* __restrict__ step, double start) {
+  const BufferChunk c = table[blockIdx.x];
+  if (*step <= start) {
+    for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) c.dst[i] = c.src[i];
+  } else {
+    for (int64_t i = threadIdx.x; i < c.n; i += blockDim.x) c.dst[i] += w * (c.src[i] - c.dst[i]);
+  }
+}
 }  // namespace
 
 std::vector<BufferChunk> chunk_table(const std::vector<BufferChunk>& buffers) {
@@ -400,6 +409,15 @@ void lerp_chunks_cuda(const BufferChunk* table, int64_t count, float w, cudaStre
   if (count == 0) return;
   GAN_CHECK(count <= INT32_MAX, "lerp_chunks_cuda: too many chunks");
   launch(lerp_chunks_kernel, unsigned(count), kThreads, 0, stream, table, w);
+  GAN_CUDA_CHECK_LAUNCH();
+}
+
+void lerp_chunks_gated_cuda(const BufferChunk* table, int64_t count, float w, const double* step,
+                            double start, cudaStream_t stream) {
+  GAN_NVTX("ema");
+  if (count == 0) return;
+  GAN_CHECK(count <= INT32_MAX, "lerp_chunks_gated_cuda: too many chunks");
+  launch(lerp_chunks_gated_kernel, unsigned(count), kThreads, 0, stream, table, w, step, start);
   GAN_CUDA_CHECK_LAUNCH();
 }
 

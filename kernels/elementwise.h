@@ -227,6 +227,11 @@ std::vector<BufferChunk> chunk_table(const std::vector<BufferChunk>& buffers);
 void zero_chunks_cuda(const BufferChunk* table, int64_t count, cudaStream_t stream);
 // dst += w (src - dst) (lerp_cuda over every chunk).
 void lerp_chunks_cuda(const BufferChunk* table, int64_t count, float w, cudaStream_t stream);
+// The same gated by a step counter in device memory (a double, e.g. Adam's): dst = src exactly
+// while *step <= start, dst += w (src - dst) after; the gate is read on the device, so a captured
+// graph replays it correctly (an EMA that starts after `start` steps).
+void lerp_chunks_gated_cuda(const BufferChunk* table, int64_t count, float w, const double* step,
+                            double start, cudaStream_t stream);
 void bias_act_cuda(float* y, const float* b, int64_t rows, int64_t k, BiasAct act, float slope,
                    cudaStream_t stream);
 // The epilogue of a bf16 product (bf16 precision): y (rows, k) float32 = act(widen(y16) + b), one

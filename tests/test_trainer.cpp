@@ -728,6 +728,77 @@ TEST_CASE("trainer cuda: one iteration of StudioGAN's ResNet SAGAN equals PyTorc
   check_studiogan_step(Device::CUDA, false);
 }
 
+namespace {
+
+// StudioGAN's Ema (--ema-start, --ema-buffers average) through the stepper: G's first
+// ema_start steps copy G into G_ema (weights and the batch-norm statistics, bit for bit, though
+// G_ema starts different), later steps average, num_batches_tracked left alone. On CUDA the gate
+// is read on the device from G's optimiser's step count.
+void check_ema_start(Device dev) {
+  train::Options o;
+  o.model.arch = models::Arch::kDcgan;
+  o.model.image_size = 32, o.model.channels = 1, o.model.ngf = o.model.ndf = 8;
+  o.batch_size = 4, o.n_dis = 1, o.ema = 0.75, o.ema_start = 2, o.ema_buffers = "average";
+  o = train::resolve(o);
+  Generator gen(3, dev);
+  models::Gan net = models::build(o.model, gen), ema = models::build(o.model, gen);
+  AdamOptions ag, ad;
+  Adam opt_g(net.g->parameters(), ag), opt_d(net.d->parameters(), ad);
+  train::Stepper stepper(o, net, &ema, opt_g, opt_d, gen);
+  Tensor real = Tensor::empty(Shape{4, 32, 32, 1}, dev);
+  // Every float tensor of G's state (parameters, then buffers but the step counters), host copies.
+  auto state = [](models::Gan& m) {
+    std::vector<std::pair<std::string, std::vector<float>>> out;
+    for (const auto& [name, p] : m.g->named_parameters())
+      out.emplace_back(name, p.value().to_vector());
+    for (const auto& [name, b] : m.g->named_buffers())
+      if (!name.ends_with("num_batches_tracked")) out.emplace_back(name, b.to_vector());
+    return out;
+  };
+  REQUIRE(state(net) != state(ema));  // built from the same generator one after the other
+  for (int step = 1; step <= 4; ++step) {
+    INFO("G step " << step);
+    const auto before = state(ema);
+    gen.uniform_(real, -1.0, 1.0);
+    stepper.iteration({real});
+    const auto g = state(net), e = state(ema);
+    REQUIRE(g.size() == e.size());
+    double worst = 0;
+    for (size_t t = 0; t < g.size(); ++t) {
+      INFO(g[t].first);
+      REQUIRE(g[t].first == e[t].first);
+      if (step <= o.ema_start) {
+        CHECK(e[t].second == g[t].second);  // a copy
+        continue;
+      }
+      for (size_t i = 0; i < g[t].second.size(); ++i) {
+        const double p = before[t].second[i], want = p + 0.25 * (g[t].second[i] - p);
+        worst = std::max(worst, std::fabs(e[t].second[i] - want) / (std::fabs(want) + 1e-3));
+      }
+    }
+    if (step > o.ema_start) {
+      INFO("worst relative error of the average " << worst);
+      CHECK(worst < 1e-6);
+      CHECK(state(ema) != g);
+    }
+  }
+  // num_batches_tracked: G's counts its training forwards, G_ema's is not averaged.
+  for (const auto& [name, b] : ema.g->named_buffers())
+    if (name.ends_with("num_batches_tracked")) CHECK(b.to_vector()[0] == 0.0f);
+}
+
+}  // namespace
+
+TEST_CASE("trainer: the EMA of G copies for --ema-start steps, then averages weights and buffers",
+          "[trainer][cpu]") {
+  check_ema_start(Device::CPU);
+}
+
+TEST_CASE("trainer cuda: the EMA's start is gated on the device", "[trainer][cuda]") {
+  GAN_REQUIRE_GPU();
+  check_ema_start(Device::CUDA);
+}
+
 TEST_CASE("trainer cuda: one WGAN-GP iteration of SAGAN equals PyTorch's", "[trainer][cuda]") {
   GAN_REQUIRE_GPU();
   check_wgan_gp_step(Device::CUDA);
@@ -876,8 +947,11 @@ TEST_CASE("trainer cuda: CUDA-graph replays (the default) equal the eager steps"
     const std::string common = std::string("--model ") + model + " --data " + data +
                                " --image-size 32 --ngf 8 --ndf 8 --batch-size 8 --steps 4 "
                                "--device cuda --deterministic --log-every 1 --sample-every 2 "
-                               "--checkpoint-every 4 --ema 0.99 --progress 0 --out ";
-    // (--ema: the EMA of G's weights is one launch, captured with the step.)
+                               "--checkpoint-every 4 --ema 0.99 --ema-start 3 "
+                               "--ema-buffers average --progress 0 --out ";
+    // (--ema: the EMA of G's weights and batch-norm statistics is one launch, captured with the
+    // step; --ema-start 3: a copy up to step 3, the capture's step 2 and the replay of step 3
+    // included, the average at the replay of step 4, the gate read on the device.)
     // --profile-steps: cudaProfilerStart before step 2 (eager), cudaProfilerStop after step 3
     // (a replay); neither may disturb the steps.
     const Proc pg = gan_train(common + g.string() + " --profile-steps 2:3");

@@ -199,8 +199,11 @@ LoadedGan load_gan(const std::string& path_or_run_dir, Device device, bool ema) 
   out.file = st::read_file(out.path);
   const st::File& f = out.file;
   models::ModelConfig mc;
+  bool ema_averages_buffers = false;
   try {
-    mc = model_config_from_json(nlohmann::json::parse(f.meta("config")));
+    const nlohmann::json config = nlohmann::json::parse(f.meta("config"));
+    mc = model_config_from_json(config);
+    ema_averages_buffers = config.value("ema_buffers", std::string("copy")) == "average";
   } catch (const std::exception& e) {  // nlohmann::json's errors, std::invalid_argument
     throw Error(fmt::format("checkpoint: {}: corrupt configuration ({})", out.path, e.what()));
   }
@@ -210,9 +213,11 @@ LoadedGan load_gan(const std::string& path_or_run_dir, Device device, bool ema) 
                                 [](const st::Entry& e) { return e.name.starts_with("G_ema."); }),
             fmt::format("checkpoint: {}: the run kept no EMA of G (train with --ema)", out.path));
   load_module(f, ema ? "G_ema." : "G.", *out.net.g);
-  // gan_train's EMA generator never runs forward: its buffers are the training generator's. A
-  // converted StudioGAN G_ema (format kModelFormat) keeps its own (StudioGAN averages them too).
-  const bool own_buffers = f.metadata.count("format") && f.meta("format") == kModelFormat;
+  // gan_train's EMA generator never runs forward: its buffers are the training generator's, unless
+  // the run averaged them (--ema-buffers average). A converted StudioGAN G_ema (format
+  // kModelFormat) keeps its own (StudioGAN averages them too).
+  const bool own_buffers =
+      ema_averages_buffers || (f.metadata.count("format") && f.meta("format") == kModelFormat);
   if (ema && !own_buffers) {
     models::Gan tmp = models::build(mc, init);
     load_module(f, "G.", *tmp.g);

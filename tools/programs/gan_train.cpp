@@ -80,6 +80,16 @@ int main(int argc, char** argv) {
   app.add_option("--ema", o.ema, "decay of an EMA of G's weights used for samples (0: off)")
       ->capture_default_str()
       ->check(CLI::Range(0.0, 0.999999999));
+  app.add_option("--ema-start", o.ema_start,
+                 "G steps that copy G into the EMA before averaging starts (StudioGAN's "
+                 "g_ema_start)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--ema-buffers", o.ema_buffers,
+                 "the EMA's batch-norm statistics: copy (G's) or average (averaged like the "
+                 "weights, as StudioGAN)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"copy", "average"}));
   app.add_option("--z-dim", m.z_dim, "latent size (default: DCGAN 100, SAGAN 128)")
       ->check(CLI::Range(1, 4096));
   app.add_option("--ngf", m.ngf, "G width (SAGAN conv_dim)")

@@ -18,14 +18,14 @@ namespace {
 
 // Options that define the model, the data or the optimisation: a resumed run must use the
 // checkpoint's.
-const char* const kModelKeys[] = {"model",       "preset",     "image_size", "channels",
-                                  "ngf",         "ndf",        "z_dim",      "official_attention",
-                                  "num_classes", "g_attn",     "d_attn",     "g_init",
-                                  "d_init",      "data",       "fit",        "hflip",
-                                  "batch_size",  "loss",       "n_dis",      "ema",
-                                  "seed",        "lr_g",       "lr_d",       "beta1",
-                                  "beta2",       "wgan_clip",  "gp_lambda",  "r1",
-                                  "r1_every",    "class_names"};
+const char* const kModelKeys[] = {"model",       "preset",      "image_size", "channels",
+                                  "ngf",         "ndf",         "z_dim",      "official_attention",
+                                  "num_classes", "g_attn",      "d_attn",     "g_init",
+                                  "d_init",      "data",        "fit",        "hflip",
+                                  "batch_size",  "loss",        "n_dis",      "ema",
+                                  "seed",        "lr_g",        "lr_d",       "beta1",
+                                  "beta2",       "wgan_clip",   "gp_lambda",  "r1",
+                                  "r1_every",    "class_names", "ema_start",  "ema_buffers"};
 
 // The keys of kModelKeys from a checkpoint's configuration into o.
 void from_json_model(const json& j, Options& o) {
@@ -47,6 +47,9 @@ void from_json_model(const json& j, Options& o) {
   o.gp_lambda = j.value("gp_lambda", 10.0);
   o.r1 = j.value("r1", 0.0);
   o.r1_every = j.value("r1_every", 1);
+  // The EMA's start and buffers (absent before they existed: from step 0, buffers copied).
+  o.ema_start = j.value("ema_start", int64_t(0));
+  o.ema_buffers = j.value("ema_buffers", std::string("copy"));
 }
 
 }  // namespace
@@ -130,6 +133,9 @@ Options resolve(Options o) {
   if (o.steps < 0 || (o.steps == 0 && o.epochs < 1)) fail("give --epochs >= 1 or --steps >= 1");
   if (o.n_dis < 1) fail(fmt::format("--n-dis must be >= 1, got {}", o.n_dis));
   if (o.ema < 0 || o.ema >= 1) fail(fmt::format("--ema must be in [0, 1), got {}", o.ema));
+  if (o.ema_start < 0) fail(fmt::format("--ema-start must be >= 0, got {}", o.ema_start));
+  if (o.ema_buffers != "copy" && o.ema_buffers != "average")
+    fail(fmt::format("--ema-buffers must be copy or average, got '{}'", o.ema_buffers));
   if (o.lr_g <= 0 || o.lr_d <= 0) fail("learning rates must be > 0");
   if (o.beta1 >= 1 || o.beta2 >= 1) fail("betas must be in [0, 1)");
   if (o.eval_every < 0 || o.eval_samples < 2 || o.eval_real < 2)
@@ -153,6 +159,8 @@ json to_json(const Options& o) {
          {"loss", loss_name(o.loss)},
          {"n_dis", o.n_dis},
          {"ema", o.ema},
+         {"ema_start", o.ema_start},
+         {"ema_buffers", o.ema_buffers},
          {"wgan_clip", o.wgan_clip},
          {"gp_lambda", o.gp_lambda},
          {"r1", o.r1},
@@ -222,7 +230,7 @@ std::string describe(const Options& o, Device dev) {
   return fmt::format(
       "gan_train: model={} preset={} image_size={} channels={} z={} ngf={} ndf={} "
       "attention={} | data={} fit={} hflip={} | batch_size={} {} n_dis={} loss={} lr_g={} "
-      "lr_d={} betas=({}, {}) ema={}{} | seed={} device={} math={} precision={} deterministic={} "
+      "lr_d={} betas=({}, {}) ema={}{}{} | seed={} device={} math={} precision={} deterministic={} "
       "out={}",
       models::arch_name(m.arch), models::preset_name(m.preset), m.image_size, m.channels, m.z_dim,
       m.ngf, m.ndf,
@@ -236,8 +244,12 @@ std::string describe(const Options& o, Device dev) {
           : fmt::format("{} x {} ranks (global {}){}", o.batch_size, o.world_size,
                         int64_t(o.batch_size) * o.world_size, o.sync_bn ? " sync_bn" : ""),
       o.steps > 0 ? fmt::format("steps={}", o.steps) : fmt::format("epochs={}", o.epochs), o.n_dis,
-      loss_name(o.loss), o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema, penalties, o.seed,
-      device_name(dev), o.tf32 ? "tf32" : o.math, o.precision, o.deterministic, o.out);
+      loss_name(o.loss), o.lr_g, o.lr_d, o.beta1, o.beta2, o.ema,
+      o.ema > 0 && (o.ema_start > 0 || o.ema_buffers != "copy")
+          ? fmt::format(" (from step {}, buffers {})", o.ema_start + 1, o.ema_buffers)
+          : std::string(),
+      penalties, o.seed, device_name(dev), o.tf32 ? "tf32" : o.math, o.precision, o.deterministic,
+      o.out);
 }
 
 std::string shrink_for_cpu(Options& o) {

@@ -52,6 +52,10 @@ struct Options {
   double r1 = 0;          // R1 penalty weight gamma on real data (0: off); any loss
   int r1_every = 1;       // lazy R1: every k-th iteration, weighted by k (no CUDA graph when > 1)
   double ema = 0;         // decay of the EMA of G's weights (0: off)
+  int64_t ema_start = 0;  // G's first ema_start steps copy G into the EMA (StudioGAN's g_ema_start)
+  // The EMA's batch-norm statistics: "copy" (G's, when sampling) or "average" (averaged like the
+  // weights, num_batches_tracked copied: StudioGAN's Ema).
+  std::string ema_buffers = "copy";
   double wgan_clip = 0.01;
   uint64_t seed = 0;
   // run

@@ -39,6 +39,14 @@ Stepper::Stepper(const Options& o, models::Gan& net, models::Gan* ema, Adam& opt
   // The EMA's parameter lists, made once (not per step).
   g_params_ = net.g->parameters();
   if (ema) ema_params_ = ema->g->parameters();
+  if (ema && o.ema_buffers == "average") {
+    const auto src = net.g->named_buffers(), dst = ema->g->named_buffers();
+    for (size_t i = 0; i < src.size(); ++i)
+      if (!src[i].first.ends_with("num_batches_tracked")) {
+        g_buffers_.push_back(src[i].second);
+        ema_buffers_.push_back(dst[i].second);
+      }
+  }
 }
 
 void Stepper::set_steps_done(int64_t steps) {
@@ -226,11 +234,13 @@ void Stepper::iteration(const std::vector<Tensor>& reals, int64_t step) {
   else
     kernels::cpu::nonfinite_guard(stats_.data<float>(), 2, guard_.data<float>());
   if (!ema_params_.empty()) {
+    // StudioGAN's Ema: a copy of G for G's first ema_start steps, then the average, gated on the
+    // device by G's optimiser's step count (one launch on the GPU; graph replays follow it).
     GAN_NVTX("EMA");
-    std::vector<Tensor> ema, cur;
+    std::vector<Tensor> ema = ema_buffers_, cur = g_buffers_;
     for (size_t i = 0; i < ema_params_.size(); ++i)
       ema.push_back(ema_params_[i].value()), cur.push_back(g_params_[i].value());
-    lerp_all_(ema, cur, 1.0 - o_.ema);  // one launch on the GPU
+    lerp_all_gated_(ema, cur, 1.0 - o_.ema, opt_g_.step_counter(), double(o_.ema_start));
   }
 }
 

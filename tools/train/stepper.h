@@ -77,6 +77,9 @@ class Stepper {
   std::vector<Tensor> fixed_z_, fixed_eps_;        // tests (use_fixed_noise), consumed front first
   std::vector<Tensor> real_labels_, fake_labels_;  // conditional: set_labels
   std::vector<Var> g_params_, ema_params_;
+  // --ema-buffers average: G's batch-norm statistics and spectral-norm vectors and the EMA's,
+  // in the same order (num_batches_tracked left out: copied when the EMA is used).
+  std::vector<Tensor> g_buffers_, ema_buffers_;
 };
 
 // One iteration captured as a CUDA graph and replayed. The capture runs nothing, so BatchNorm's

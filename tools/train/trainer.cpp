@@ -74,6 +74,16 @@ void copy_buffers(nn::Module& from, nn::Module& to) {
   for (size_t i = 0; i < src.size(); ++i) dst[i].second.copy_from(src[i].second);
 }
 
+// Before G_ema is used: its buffers are G's (--ema-buffers copy), or its own averages with G's
+// num_batches_tracked (average, StudioGAN's Ema).
+void sync_ema_buffers(nn::Module& g, nn::Module& ema, const std::string& policy) {
+  if (policy != "average") return copy_buffers(g, ema);
+  auto src = g.named_buffers();
+  auto dst = ema.named_buffers();
+  for (size_t i = 0; i < src.size(); ++i)
+    if (src[i].first.ends_with("num_batches_tracked")) dst[i].second.copy_from(src[i].second);
+}
+
 // One training run, its state and its phases; run() calls the phases in order.
 class Training {
  public:
@@ -249,6 +259,7 @@ void Training::build_models() {
     auto src = net_.g->named_parameters();
     auto dst = ema_net_.g->named_parameters();
     for (size_t i = 0; i < src.size(); ++i) dst[i].second.value().copy_from(src[i].second.value());
+    copy_buffers(*net_.g, *ema_net_.g);
   }
   AdamOptions ag, ad;
   ag.lr = o_.lr_g, ag.beta1 = o_.beta1, ag.beta2 = o_.beta2;
@@ -515,7 +526,7 @@ void Training::log_scalars() {
 
 void Training::write_samples() {
   models::GanNet& G = o_.ema > 0 ? *ema_net_.g : *net_.g;
-  if (o_.ema > 0) copy_buffers(*net_.g, *ema_net_.g);
+  if (o_.ema > 0) sync_ema_buffers(*net_.g, *ema_net_.g, o_.ema_buffers);
   NoGradGuard ng;
   G.eval();
   Var labels;
@@ -585,6 +596,8 @@ void Training::write_checkpoint(const std::string& path, const st::Metadata& ext
   if (o_.inject_checkpoint_error_at > 0 && step_ == o_.inject_checkpoint_error_at)
     throw Error(fmt::format("gan_train: {}: injected checkpoint write error at step {} (tests)",
                             path, step_));
+  if (o_.ema > 0 && o_.ema_buffers == "average")  // G_ema's own statistics are what it stores
+    sync_ema_buffers(*net_.g, *ema_net_.g, o_.ema_buffers);
   train::write_checkpoint(path, state(), o_, extra);
   if (path == ckpt_path_) result_.checkpoint = ckpt_path_;
 }
@@ -593,7 +606,7 @@ void Training::write_checkpoint(const std::string& path, const st::Metadata& ext
 // best.safetensors.
 void Training::evaluate() {
   const double e0 = seconds();
-  if (o_.ema > 0) copy_buffers(*net_.g, *ema_net_.g);
+  if (o_.ema > 0) sync_ema_buffers(*net_.g, *ema_net_.g, o_.ema_buffers);
   const auto fake = eval::sample(o_.ema > 0 ? ema_net_ : net_, o_.eval_samples, 250,
                                  o_.seed ^ 0xe7a1e7a1ull, dev_);
   eval::MetricOptions mo;
