@@ -243,27 +243,20 @@ std::vector<OpCase> batch_norm_cases() {
                                                                 : " leaky_relu");
       // Squared, so the second derivative reaches gamma and beta as well; kinks of the
       // activation are not controlled here (the output of the normalisation), so the
-      // activations use a seed whose values stay clear of 0 at these sizes.
-      cases.push_back(second_order(
-          name, {in(s, -2, 2), in(Shape{5}, 0.5, 1.5), in(Shape{5}, -0.5, 0.5)},
-          [training, act](const std::vector<Var>& v) {
-            const Tensor rm = Tensor::full(Shape{5}, 0.1, v[0].device(), v[0].value().dtype());
-            const Tensor rv = Tensor::full(Shape{5}, 1.3, v[0].device(), v[0].value().dtype());
-            const Var y = gan::batch_norm(v[0], v[1], v[2], rm, rv, training, 0.1, 1e-5, act, 0.2);
-            return gan::mul(y, y);
-          },
-          {0, 1, 2}));
-      // Per-sample gamma and beta (conditional batch norm).
-      cases.push_back(second_order(
-          name + " per-sample gamma beta",
-          {in(s, -2, 2), in(Shape{3, 5}, 0.5, 1.5), in(Shape{3, 5}, -0.5, 0.5)},
-          [training, act](const std::vector<Var>& v) {
-            const Tensor rm = Tensor::full(Shape{5}, 0.1, v[0].device(), v[0].value().dtype());
-            const Tensor rv = Tensor::full(Shape{5}, 1.3, v[0].device(), v[0].value().dtype());
-            const Var y = gan::batch_norm(v[0], v[1], v[2], rm, rv, training, 0.1, 1e-5, act, 0.2);
-            return gan::mul(y, y);
-          },
-          {0, 1, 2}));
+      // activations use a seed whose values stay clear of 0 at these sizes. gamma and beta per
+      // channel (5), then per sample (3, 5): conditional batch norm.
+      for (const Shape& ps : {Shape{5}, Shape{3, 5}})
+        cases.push_back(second_order(
+            name + (ps.ndim == 2 ? " per-sample gamma beta" : ""),
+            {in(s, -2, 2), in(ps, 0.5, 1.5), in(ps, -0.5, 0.5)},
+            [training, act](const std::vector<Var>& v) {
+              const Tensor rm = Tensor::full(Shape{5}, 0.1, v[0].device(), v[0].value().dtype());
+              const Tensor rv = Tensor::full(Shape{5}, 1.3, v[0].device(), v[0].value().dtype());
+              const Var y =
+                  gan::batch_norm(v[0], v[1], v[2], rm, rv, training, 0.1, 1e-5, act, 0.2);
+              return gan::mul(y, y);
+            },
+            {0, 1, 2}));
     }
   return cases;
 }
