@@ -67,6 +67,12 @@ Var cast(const Var& x, DType dtype);
 Var matmul(const Var& a, const Var& b);
 // x (..., in), w (out, in) [PyTorch's layout], optional b (out) -> (..., out): x w^T + b.
 Var linear(const Var& x, const Var& w, const Var& b = Var());
+// The head of a projection discriminator in one op (kernels/projection_head.h): features h (B, C),
+// the output layer's weight w (C) or (1, C) and optional bias (one element), labels y (B, K) as
+// one-hot rows (or any weights) and the class embedding e (K, C) -> (B):
+// out_b = bias + <w, h_b> + sum over k with y_bk != 0 of y_bk <e_k, h_b> (an unselected class's
+// row is never read, as in an embedding lookup). Runs in float32 (bf16 h or y are widened).
+Var projection_head(const Var& h, const Var& w, const Var& bias, const Var& y, const Var& e);
 
 // ---- convolutions (cuDNN on the GPU, direct loops on the CPU), NHWC activations.
 // Weights are stored (K, kh, kw, C) where K is the output channel count of the underlying

@@ -14,6 +14,7 @@
 #include "kernels/cpu/ops.h"
 #include "kernels/elementwise.h"
 #include "kernels/matmul.h"
+#include "kernels/projection_head.h"
 #include "kernels/reduce.h"
 
 namespace gan {
@@ -273,6 +274,103 @@ Var linear(const Var& x, const Var& w, const Var& b) {
             c.add(2, db);
           }
         }
+      },
+      std::move(vjp));
+}
+
+Var projection_head(const Var& h, const Var& w, const Var& bias, const Var& y, const Var& e) {
+  GAN_NVTX("projection_head");
+  const char* op = "projection_head";
+  // bf16 features or labels are widened: the head runs in float32 (kernels/projection_head.h).
+  const auto wide = [](const Var& v) {
+    return v.defined() && v.value().dtype() == DType::BF16 ? cast(v, DType::F32) : v;
+  };
+  if ((h.defined() && h.value().dtype() == DType::BF16) ||
+      (y.defined() && y.value().dtype() == DType::BF16))
+    return projection_head(wide(h), w, bias, wide(y), e);
+  GAN_CHECK(h.defined() && w.defined() && y.defined() && e.defined(),
+            "projection_head: h, w, y and e are required (bias may be omitted)");
+  const Tensor &hv = h.value(), &wv = w.value(), &yv = y.value(), &ev = e.value();
+  const Tensor bv = bias.defined() ? bias.value() : Tensor();
+  check_same_device(op, {&hv, &wv, &bv, &yv, &ev});
+  check_same_dtype(op, {&hv, &wv, &bv, &yv, &ev});
+  GAN_CHECK(
+      hv.ndim() == 2 && yv.ndim() == 2 && ev.ndim() == 2 && yv.dim(0) == hv.dim(0) &&
+          ev.dim(0) == yv.dim(1) && ev.dim(1) == hv.dim(1),
+      fmt::format("projection_head: expected h (B, C), y (B, K), e (K, C), got h {}, y {}, e {}",
+                  hv.shape().str(), yv.shape().str(), ev.shape().str()));
+  const int64_t B = hv.dim(0), C = hv.dim(1), K = yv.dim(1);
+  GAN_CHECK(wv.numel() == C && (wv.ndim() == 1 || (wv.ndim() == 2 && wv.dim(0) == 1)),
+            fmt::format("projection_head: weight {} is not (C) or (1, C) with C = {}",
+                        wv.shape().str(), C));
+  if (bv.defined())
+    GAN_CHECK(bv.numel() == 1 && bv.ndim() <= 1,
+              fmt::format("projection_head: bias {} is not one element", bv.shape().str()));
+  Tensor out = Tensor::empty(Shape{B}, hv.device(), hv.dtype());
+  if (hv.is_cuda()) {
+    check_cuda_f32(op, hv);
+    kernels::projection_head_forward_cuda(
+        hv.data<float>(), wv.data<float>(), bv.defined() ? bv.data<float>() : nullptr,
+        yv.data<float>(), ev.data<float>(), B, C, K, out.data<float>(), cuda::stream());
+  } else {
+    dispatch_cpu(hv, op, [&](auto t) {
+      using T = decltype(t);
+      kernels::cpu::projection_head_forward<T>(hv.data<T>(), wv.data<T>(),
+                                               bv.defined() ? bv.data<T>() : nullptr, yv.data<T>(),
+                                               ev.data<T>(), B, C, K, out.data<T>());
+    });
+  }
+  const bool has_bias = bias.defined();
+  const int ih = 0, iw = 1, ib = has_bias ? 2 : -1, iy = has_bias ? 3 : 2, ie = iy + 1;
+  const std::vector<Var> inputs =
+      has_bias ? std::vector<Var>{h, w, bias, y, e} : std::vector<Var>{h, w, y, e};
+  // VJP in ops (dh = g (w + y e), dw = g^T h, dbias = sum g, dy = g (h e^T), de = (g y)^T h): the
+  // products here do not skip y's zeros, which matters only for non-finite values in e.
+  const Shape w_shape = wv.shape(), b_shape = has_bias ? bv.shape() : Shape{};
+  VjpFn vjp = [h, w, y, e, B, C, w_shape, b_shape, ih, iw, ib, iy, ie](
+                  const std::vector<Var>& d, const std::vector<bool>& needs) {
+    std::vector<Var> r(size_t(ie + 1));
+    const Var g = reshape(d[0], Shape{B, 1});
+    if (needs[size_t(ih)]) r[size_t(ih)] = mul(g, add(reshape(w, Shape{1, C}), matmul(y, e)));
+    if (needs[size_t(iw)]) r[size_t(iw)] = reshape(matmul(reshape(d[0], Shape{1, B}), h), w_shape);
+    if (ib >= 0 && needs[size_t(ib)]) r[size_t(ib)] = reshape(sum(d[0]), b_shape);
+    if (needs[size_t(iy)]) r[size_t(iy)] = mul(g, matmul(h, transpose(e)));
+    if (needs[size_t(ie)]) r[size_t(ie)] = matmul(transpose(mul(y, g)), h);
+    return r;
+  };
+  return record(
+      op, inputs, out,
+      [hv, wv, yv, ev, B, C, K, b_shape, ih, iw, ib, iy, ie](const BackwardContext& c) {
+        const auto grad_of = [&](int i, const Tensor& like) {
+          return i >= 0 && c.needs(i) ? Tensor::empty_like(like) : Tensor();
+        };
+        const Tensor dh = grad_of(ih, hv), dw = grad_of(iw, wv), dy = grad_of(iy, yv),
+                     de = grad_of(ie, ev);
+        const Tensor db =
+            ib >= 0 && c.needs(ib) ? Tensor::empty(b_shape, hv.device(), hv.dtype()) : Tensor();
+        if (hv.is_cuda()) {
+          const auto p = [](const Tensor& t) { return t.defined() ? t.data<float>() : nullptr; };
+          // Scratch: each row's selected class (B ints in a float32 tensor of B elements).
+          const Tensor sel = Tensor::empty(Shape{B}, hv.device(), DType::F32);
+          static_assert(sizeof(int) == sizeof(float));
+          kernels::projection_head_backward_cuda(
+              hv.data<float>(), wv.data<float>(), yv.data<float>(), ev.data<float>(),
+              c.dout.data<float>(), B, C, K, p(dh), p(dw), p(db), p(de), p(dy),
+              reinterpret_cast<int*>(sel.data<float>()), cuda::stream());
+        } else {
+          dispatch_cpu(hv, "projection_head", [&](auto t) {
+            using T = decltype(t);
+            const auto p = [](const Tensor& x) { return x.defined() ? x.data<T>() : nullptr; };
+            kernels::cpu::projection_head_backward<T>(hv.data<T>(), wv.data<T>(), yv.data<T>(),
+                                                      ev.data<T>(), c.dout.data<T>(), B, C, K,
+                                                      p(dh), p(dw), p(db), p(de), p(dy));
+          });
+        }
+        if (dh.defined()) c.add(ih, dh);
+        if (dw.defined()) c.add(iw, dw);
+        if (db.defined()) c.add(ib, db);
+        if (dy.defined()) c.add(iy, dy);
+        if (de.defined()) c.add(ie, de);
       },
       std::move(vjp));
 }

@@ -150,6 +150,25 @@ std::vector<OpCase> reduce_shape_cases() {
   return cases;
 }
 
+// The projection head is bilinear in (h, w + y e): its double backward couples every input.
+// Squared, so that the bias reaches the gradients too. wrt all (each gradient's derivative), and
+// wrt h only (a gradient penalty on D's features, whose backward reaches w, the bias, y and e
+// through the VJP).
+std::vector<OpCase> projection_head_cases() {
+  std::vector<OpCase> cases;
+  Input y = in(Shape{4, 3});
+  y.lo = 0.1, y.hi = 1;  // non-zero weights
+  const auto f = [](const std::vector<Var>& v) {
+    const Var out = gan::projection_head(v[0], v[1], v[2], v[3], v[4]);
+    return gan::mul(out, out);
+  };
+  for (const std::vector<int>& wrt : {std::vector<int>{0, 1, 2, 3, 4}, std::vector<int>{0}})
+    cases.push_back(second_order(
+        std::string("projection_head (4, 6), 3 classes, wrt ") + (wrt.size() > 1 ? "all" : "h"),
+        {in(Shape{4, 6}), in(Shape{1, 6}), in(Shape{1}), y, in(Shape{3, 6})}, f, wrt));
+  return cases;
+}
+
 std::vector<OpCase> conv_linear_cases() {
   std::vector<OpCase> cases;
   struct C {
@@ -377,6 +396,7 @@ GAN_OP_TEST("double backward batch_norm", batch_norm_cases)
 GAN_OP_TEST("double backward elementwise", elementwise_cases)
 GAN_OP_TEST("double backward reductions and shapes", reduce_shape_cases)
 GAN_OP_TEST("double backward conv and linear", conv_linear_cases)
+GAN_OP_TEST("double backward projection_head", projection_head_cases)
 
 TEST_CASE("grad: plain values without create_graph, zeros for unused inputs, clear errors",
           "[autograd][cpu]") {

@@ -293,6 +293,74 @@ std::vector<OpCase> matmul_cases() {
   return cases;
 }
 
+// The projection head: labels as constants (one-hot rows, some rows with none or two classes,
+// classes no row selects, K > 32 so the GPU's ballot scan takes several steps, C > 256 so a row's
+// block loops) and as a differentiable input with every weight non-zero (dy). With NaN planted in
+// e, a class no row selects must leave the outputs finite on every backend (the lookup skips it).
+Var label_rows(const std::vector<int>& cls, int64_t K, const gan::Tensor& like) {
+  // cls[b] >= 0: one-hot; -1: no class; -2: classes 0 and K - 1 with weights 0.25 and 0.75.
+  std::vector<double> v(cls.size() * size_t(K), 0.0);
+  for (size_t b = 0; b < cls.size(); ++b) {
+    if (cls[b] >= 0) v[b * size_t(K) + size_t(cls[b])] = 1.0;
+    if (cls[b] == -2) v[b * size_t(K)] = 0.25, v[b * size_t(K) + size_t(K - 1)] = 0.75;
+  }
+  const Shape s{int64_t(cls.size()), K};
+  if (like.dtype() == gan::DType::F64) return Var(gan::Tensor::from_vector(v, s));
+  return Var(gan::Tensor::from_vector(std::vector<float>(v.begin(), v.end()), s, like.device()));
+}
+
+std::vector<OpCase> projection_head_cases() {
+  std::vector<OpCase> cases;
+  struct P {
+    int64_t C, K;
+    std::vector<int> cls;  // empty: y is a random differentiable input (B = 3)
+    bool bias, w_row;      // w_row: w is (1, C) (nn.Linear's), else (C)
+  };
+  const std::vector<P> ps = {
+      {5, 4, {}, true, true},
+      {7, 1, {}, false, false},
+      {37, 10, {3, 3, 0, 9, 5, 3}, true, true},
+      {300, 40, {39, -1, 33, -2, 0}, true, false},
+      {256, 1000, {999, 5, 5, 512, 7, 0, 1, 2}, false, true},
+      {1, 3, {2}, true, true},
+  };
+  for (const P& p : ps) {
+    OpCase c;
+    const bool labels_in = p.cls.empty();
+    const int64_t B = labels_in ? 3 : int64_t(p.cls.size());
+    c.name = "projection_head B " + std::to_string(B) + " C " + std::to_string(p.C) + " K " +
+             std::to_string(p.K) + (labels_in ? " labels differentiable" : " one-hot labels") +
+             (p.bias ? " bias" : "") + (p.w_row ? " w (1, C)" : " w (C)");
+    Input h, w, b, y, e;
+    h.shape = Shape{B, p.C};
+    w.shape = p.w_row ? Shape{1, p.C} : Shape{p.C};
+    w.param = true;
+    b.shape = Shape{1};
+    b.param = true;
+    y.shape = Shape{B, p.K};
+    y.lo = 0.1, y.hi = 1;
+    e.shape = Shape{p.K, p.C};
+    e.param = true;
+    c.inputs = {h, w};
+    if (p.bias) c.inputs.push_back(b);
+    if (labels_in) c.inputs.push_back(y);
+    c.inputs.push_back(e);
+    const bool bias = p.bias;
+    const std::vector<int> cls = p.cls;
+    const int64_t K = p.K;
+    c.fn = [bias, cls, K](const std::vector<Var>& v) {
+      size_t i = 0;
+      const Var hv = v[i++], wv = v[i++], bv = bias ? v[i++] : Var();
+      const Var yv = cls.empty() ? v[i++] : label_rows(cls, K, hv.value());
+      return gan::projection_head(hv, wv, bv, yv, v[i]);
+    };
+    // Sums of up to 300 products (forward, dy) and 8 rows (dw, de) in float32.
+    c.tol_fwd = c.tol_bwd = 2e-5;
+    cases.push_back(c);
+  }
+  return cases;
+}
+
 std::vector<OpCase> linear_cases() {
   std::vector<OpCase> cases;
   struct L {
@@ -413,6 +481,7 @@ GAN_OP_TEST("matmul", matmul_cases)
 GAN_OP_TEST("transpose", transpose_cases)
 GAN_OP_TEST("softmax", softmax_cases)
 GAN_OP_TEST("linear", linear_cases)
+GAN_OP_TEST("projection_head", projection_head_cases)
 GAN_OP_TEST("bce_with_logits", bce_cases)
 GAN_OP_TEST("hinge_loss", hinge_cases)
 GAN_OP_TEST("softmax_cross_entropy", cross_entropy_cases)

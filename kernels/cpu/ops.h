@@ -9,7 +9,8 @@
 //                    backward filter; bf16 operands through oneDNN's bf16 primitives
 //   gemm.cpp         oneDNN GEMM (row-major, batched, strided)
 //   elementwise.cpp  unary/binary ops and their backward passes, bias + activation, small helpers
-//   reduce.cpp       sums over an axis, the bias/activation backward's column sums
+//   reduce.cpp       sums over an axis, the bias/activation backward's column sums, the
+//                    projection discriminator's head
 //   norm.cpp         batch norm forward and backward
 //   attention.cpp    attention (blocked, online softmax), softmax rows, batched transpose
 //   optim.cpp        Adam, spectral norm, losses, random fills
@@ -33,6 +34,7 @@
 #include "kernels/loss.h"
 #include "kernels/matmul.h"
 #include "kernels/pool2d.h"
+#include "kernels/projection_head.h"
 #include "kernels/random.h"
 #include "kernels/reduce.h"
 #include "kernels/softmax.h"
@@ -82,6 +84,11 @@ void reduce_sum_f32(const float* x, int64_t outer, int64_t r, int64_t inner, flo
                     bool accumulate, float* y);
 void bias_act_backward_f32(const float* y, const float* dy, int64_t rows, int64_t k, bool tanh,
                            float slope, bool accumulate, float* dz, float* db, uint16_t* dz16);
+void projection_head_forward_f32(const float* h, const float* w, const float* bias, const float* y,
+                                 const float* e, int64_t B, int64_t C, int64_t K, float* out);
+void projection_head_backward_f32(const float* h, const float* w, const float* y, const float* e,
+                                  const float* g, int64_t B, int64_t C, int64_t K, float* dh,
+                                  float* dw, float* dbias, float* de, float* dy);
 
 void batch_norm_forward_f32(const float* x, const float* gamma, const float* beta, int64_t R,
                             int64_t C, bool training, double momentum, double eps, BnAct act,
@@ -422,6 +429,20 @@ void resize_bicubic_aa_backward(const T* dy, int64_t n, int64_t h, int64_t w, in
                                 int64_t Q, T* dx) {
   GAN_CPU_FAST(T) return resample_backward_f32(Resample::kBicubicAA, dy, n, h, w, c, P, Q, dx);
   resize_bicubic_aa_backward_cpu(dy, n, h, w, c, P, Q, dx);
+}
+
+template <class T>
+void projection_head_forward(const T* h, const T* w, const T* bias, const T* y, const T* e,
+                             int64_t B, int64_t C, int64_t K, T* out) {
+  GAN_CPU_FAST(T) return projection_head_forward_f32(h, w, bias, y, e, B, C, K, out);
+  projection_head_forward_cpu(h, w, bias, y, e, B, C, K, out);
+}
+template <class T>
+void projection_head_backward(const T* h, const T* w, const T* y, const T* e, const T* g, int64_t B,
+                              int64_t C, int64_t K, T* dh, T* dw, T* dbias, T* de, T* dy) {
+  GAN_CPU_FAST(T)
+  return projection_head_backward_f32(h, w, y, e, g, B, C, K, dh, dw, dbias, de, dy);
+  projection_head_backward_cpu(h, w, y, e, g, B, C, K, dh, dw, dbias, de, dy);
 }
 
 }  // namespace gan::kernels::cpu
