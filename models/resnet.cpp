@@ -276,13 +276,11 @@ class ResnetDiscriminator : public LabelledNet {
     Var h = x;
     for (auto& s : steps_) h = s(h);
     h = sum(relu(h), {1, 2});  // (B, C)
-    Var out = reshape(linear1_->forward(h), Shape{h.shape()[0]});
-    if (embedding_) {
-      GAN_CHECK(onehot.defined(), "resnet: a conditional model needs labels");
-      const Var e = matmul(onehot, embedding_->effective_weight());  // (B, C)
-      out = add(out, sum(mul(e, h), {1}));
-    }
-    return out;
+    if (!embedding_) return reshape(linear1_->forward(h), Shape{h.shape()[0]});
+    GAN_CHECK(onehot.defined(), "resnet: a conditional model needs labels");
+    // linear1(h) + <embedding(y), h> in one op (kernels/projection_head.h).
+    return projection_head(h, linear1_->effective_weight(), linear1_->bias(), onehot,
+                           embedding_->effective_weight());
   }
 
  private:
