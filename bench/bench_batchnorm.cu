@@ -5,7 +5,8 @@
 // cuDNN), then forward-training + backward timed (median, bench_util.h's time_ms). Bytes counted
 // for our kernels: forward reads x twice and writes y, backward reads x and dy twice and writes
 // dx: 8 R C 4 bytes per forward + backward (the (C) vectors and partials are noise); the same
-// count is used for cuDNN's rate so the two compare directly. One JSON line per shape.
+// count is used for cuDNN's rate so the two compare directly. One JSON line per shape, and one for
+// the conditional form (per-sample gamma and beta, ReLU fused) of our kernels at the same shape.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -148,6 +149,43 @@ void run_shape(const Nhwc& s, double copy_gbs) {
       gbs(bytes_t, ours_t) / copy_gbs, gbs(bytes_t, cudnn_t), copy_gbs, e_y, e_dx, e_dg, e_db,
       e_mean, e_invstd, e_rm, e_rv);
   std::fflush(stdout);
+
+  // Conditional batch norm (the ResNet SAGAN's generator): gamma and beta per sample ((N, C), N
+  // groups of H W rows) with the ReLU fused, against the per-channel kernels above (no cuDNN
+  // counterpart). Same bytes: the (N, C) vectors are 2 N C floats, noise beside R C.
+  {
+    const int64_t G = s.n;
+    Tensor gg = Tensor::empty(Shape{G, C}, d), bg = Tensor::empty(Shape{G, C}, d);
+    gen.uniform_(gg, 0.5, 1.5);
+    gen.uniform_(bg, -0.5, 0.5);
+    Tensor dgg = Tensor::empty(Shape{G, C}, d), dbg = Tensor::empty(Shape{G, C}, d);
+    const size_t gws_bytes = kernels::batch_norm_workspace_bytes(R, C, G);
+    const Tensor gws = scratch(gws_bytes);
+    auto cbn_fwd = [&] {
+      kernels::batch_norm_forward_train_cuda(
+          x.data<float>(), gg.data<float>(), bg.data<float>(), R, C, float(momentum), float(eps),
+          kernels::BnAct::kRelu, 0.f, rm.data<float>(), rv.data<float>(), y.data<float>(),
+          mean.data<float>(), invstd.data<float>(), gws.raw(), gws_bytes, st, G);
+    };
+    auto cbn_bwd = [&] {
+      kernels::batch_norm_backward_cuda(
+          x.data<float>(), dy.data<float>(), gg.data<float>(), bg.data<float>(), mean.data<float>(),
+          invstd.data<float>(), R, C, true, kernels::BnAct::kRelu, 0.f, dx.data<float>(),
+          dgg.data<float>(), dbg.data<float>(), false, false, gws.raw(), gws_bytes, st, G);
+    };
+    const double cf = bench::time_ms(cbn_fwd), cb = bench::time_ms(cbn_bwd);
+    const double ct = bench::time_ms([&] {
+      cbn_fwd();
+      cbn_bwd();
+    });
+    std::printf(
+        "{\"bench\": \"batch_norm_conditional\", \"shape\": [%d, %d, %d, %d], \"groups\": %lld, "
+        "\"cbn_fwd_ms\": %.4f, \"cbn_bwd_ms\": %.4f, \"cbn_ms\": %.4f, "
+        "\"cbn_vs_per_channel\": %.3f, \"cbn_gbs\": %.1f, \"cbn_frac_copy\": %.3f}\n",
+        s.n, s.h, s.w, s.c, (long long)G, cf, cb, ct, ct / ours_t, gbs(bytes_t, ct),
+        gbs(bytes_t, ct) / copy_gbs);
+    std::fflush(stdout);
+  }
   GAN_CUDNN_CHECK(cudnnDestroyTensorDescriptor(xd));
   GAN_CUDNN_CHECK(cudnnDestroyTensorDescriptor(bnd));
 }

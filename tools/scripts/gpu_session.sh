@@ -16,7 +16,8 @@
 #   tests      every [cuda] test case of engine_tests (on the GPU: cuBLAS, cuDNN, real scheduling)
 #   sanitize   compute-sanitizer memcheck, racecheck, synccheck and initcheck over the whole
 #              [cuda] suite (GAN_SANITIZE_TIMEOUT seconds each, default 150)
-#   kernels    the kernel benchmarks (attention fp32 and TF32, batch norm, spectral norm) and
+#   kernels    the kernel benchmarks (attention fp32 and TF32, batch norm per channel and
+#              conditional, spectral norm, the projection head fused and separate) and
 #              PyTorch's attention core (torch_gan_bench.py --attn) in the same job
 #   bench      gan_bench (both loops, fp32/tf32/graph/graph_tf32) and torch_gan_bench.py on the
 #              same configs in the same job, then bench/ratio_table.py -> ratio_table.md and
@@ -73,12 +74,13 @@ if [ "$cmd" = pack ]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DCMAKE_CUDA_ARCHITECTURES=90 \
     -DGAN_BUILD_INTERP=OFF -DGAN_MPI=OFF >/dev/null
   cmake --build "$build" -j "$(nproc)" --target engine_tests gan_train gan_sample gan_eval gan_bench \
-    bench_attention bench_batchnorm bench_spectral_norm bench_conv
+    bench_attention bench_batchnorm bench_spectral_norm bench_conv bench_projection_head
   rm -rf "$dev" && mkdir -p "$dev/bin" "$dev/data" "$dev/scripts"
   cp "$build/tests/engine_tests" "$build/gan_train" "$build/gan_sample" "$build/gan_eval" \
     "$build"/bench/gan_bench \
     "$build"/bench/bench_attention "$build"/bench/bench_batchnorm \
-    "$build"/bench/bench_spectral_norm "$build"/bench/bench_conv "$dev/bin/"
+    "$build"/bench/bench_spectral_norm "$build"/bench/bench_conv \
+    "$build"/bench/bench_projection_head "$dev/bin/"
   strip --strip-unneeded "$dev"/bin/*
   gzip -9 "$dev"/bin/*  # ~3x smaller; `run` unpacks them
   # The CPU backend's oneDNN (Debian's libdnnl.so.2, 40 MB; xz makes it 7) and the OpenCL loader
@@ -191,7 +193,8 @@ for stage in "$@"; do
       done
       ;;
     kernels)
-      for b in "bench_attention" "bench_attention --tf32" bench_batchnorm bench_spectral_norm; do
+      for b in "bench_attention" "bench_attention --tf32" bench_batchnorm bench_spectral_norm \
+        "bench_projection_head --device cuda"; do
         name=$(echo "$b" | tr -d ' -')
         timeout "$(left "${GAN_KERNELS_TIMEOUT:-120}")" $bin/$b > "$work/$name.jsonl" 2>&1
         note "kernels: $b rc=$? ($(grep -c '^{' "$work/$name.jsonl") lines)"
