@@ -33,6 +33,7 @@
 #include "engine/device.h"
 #include "engine/dist.h"
 #include "engine/error.h"
+#include "engine/host_memory.h"
 #include "engine/ops.h"
 #include "engine/random.h"
 #include "engine/weight_cast.h"
@@ -306,6 +307,10 @@ ojson bench(const Config& c, const std::string& variant, const std::string& loop
     rusage ru{};
     getrusage(RUSAGE_SELF, &ru);
     r["peak_rss_mb"] = round_to(double(ru.ru_maxrss) / 1024.0, 1);  // the process's, so far
+    // Where it goes: CPU tensors at their high-water mark, and with the engine's free lists.
+    const host_memory::Stats hm = host_memory::stats();
+    r["tensors_peak_mb"] = round_to(double(hm.peak_live) / (1 << 20), 1);
+    r["tensors_and_cache_peak_mb"] = round_to(double(hm.peak_total) / (1 << 20), 1);
   }
   r["params_G"] = count(*net.g);
   r["params_D"] = count(*net.d);
