@@ -27,17 +27,6 @@ struct Nhwc {
   int n, h, w, c;
 };
 
-// max |got - want| / max(max |want|, 1e-3), as the test harness.
-double max_rel_error(const Tensor& got, const Tensor& want) {
-  const std::vector<float> g = got.to_vector(), w = want.to_vector();
-  double scale = 0, err = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    scale = std::max(scale, std::fabs(double(w[i])));
-    err = std::max(err, std::fabs(double(g[i]) - double(w[i])));
-  }
-  return err / std::max(scale, 1e-3);
-}
-
 Tensor scratch(size_t bytes) {
   return Tensor::empty(Shape{int64_t(std::max<size_t>(bytes, 4) / 4 + 1)}, Device::CUDA);
 }
@@ -118,10 +107,11 @@ void run_shape(const Nhwc& s, double copy_gbs) {
   cudnn_fwd();
   cudnn_bwd();
   cuda::synchronize();
-  const double e_y = max_rel_error(y, y2), e_dx = max_rel_error(dx, dx2);
-  const double e_dg = max_rel_error(dg, dg2), e_db = max_rel_error(db, db2);
-  const double e_mean = max_rel_error(mean, mean2), e_invstd = max_rel_error(invstd, invstd2);
-  const double e_rm = max_rel_error(rm, rm2), e_rv = max_rel_error(rv, rv2);
+  const double e_y = bench::max_rel_error(y, y2), e_dx = bench::max_rel_error(dx, dx2);
+  const double e_dg = bench::max_rel_error(dg, dg2), e_db = bench::max_rel_error(db, db2);
+  const double e_mean = bench::max_rel_error(mean, mean2),
+               e_invstd = bench::max_rel_error(invstd, invstd2);
+  const double e_rm = bench::max_rel_error(rm, rm2), e_rv = bench::max_rel_error(rv, rv2);
 
   const double ours_f = bench::time_ms(ours_fwd), ours_b = bench::time_ms(ours_bwd);
   const double ours_t = bench::time_ms([&] {

@@ -25,16 +25,6 @@ using namespace gan;
 
 namespace {
 
-double max_rel_error(const Tensor& got, const Tensor& want) {
-  const std::vector<float> g = got.to_vector(), w = want.to_vector();
-  double scale = 0, err = 0;
-  for (size_t i = 0; i < w.size(); ++i) {
-    scale = std::max(scale, std::fabs(double(w[i])));
-    err = std::max(err, std::fabs(double(g[i]) - double(w[i])));
-  }
-  return err / std::max(scale, 1e-3);
-}
-
 // Median over 5 repeats of the mean wall time (ms) of `iters` calls, after 3 warm-up calls.
 double time_cpu_ms(const std::function<void()>& f, int iters) {
   for (int i = 0; i < 3; ++i) f();
@@ -89,7 +79,7 @@ void run_shape(Device dev, int64_t B, int64_t C, int64_t K) {
   const std::vector<Tensor> bsep = step(x, g, separate);
   double err = 0;
   for (size_t i = 0; i < fa.size(); ++i)
-    err = std::max(err, max_rel_error(fa[i], bsep[i].to(Device::CPU)));
+    err = std::max(err, bench::max_rel_error(fa[i], bsep[i].to(Device::CPU)));
 
   const auto time = [&](Var (*f)(const Head&)) {
     const auto once = [&] { step(x, g, f); };

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 #include <functional>
 #include <string>
@@ -13,6 +14,7 @@
 
 #include "engine/device.h"
 #include "engine/error.h"
+#include "engine/tensor.h"
 
 namespace gan::bench {
 
@@ -55,6 +57,18 @@ inline double copy_bandwidth_gbs(size_t bytes = size_t(256) << 20) {
   GAN_CUDA_CHECK(cudaFree(src));
   GAN_CUDA_CHECK(cudaFree(dst));
   return 2.0 * double(bytes) / (ms * 1e-3) / 1e9;
+}
+
+// max |got - want| / max(max |want|, 1e-3) over two tensors of the same size (any device), as the
+// test harness normalises errors.
+inline double max_rel_error(const Tensor& got, const Tensor& want) {
+  const std::vector<float> g = got.to_vector(), w = want.to_vector();
+  double scale = 0, err = 0;
+  for (size_t i = 0; i < w.size(); ++i) {
+    scale = std::max(scale, std::fabs(double(w[i])));
+    err = std::max(err, std::fabs(double(g[i]) - double(w[i])));
+  }
+  return err / std::max(scale, 1e-3);
 }
 
 inline std::string device_name() {
