@@ -508,6 +508,24 @@ TEST_CASE("softmax_cross_entropy: PyTorch's value for class labels", "[cpu][loss
 // one pass, against its CPU reference (itself checked here against the two separate steps), for
 // one block per column tile, a split over row chunks (the two-pass path), one column, and
 // accumulation into an existing gradient.
+// By hand: 0.25 + <(1, 2), (0.5, -1)> + <(1, 2), e_1 = (1, 2)> = 0.25 - 1.5 + 5 = 3.75, with a NaN
+// in the unselected row e_0 (an embedding lookup never reads it); then the shape errors.
+TEST_CASE("projection_head: a value by hand and its errors", "[cpu][projection_head]") {
+  const auto t = [](std::vector<float> v, Shape s) {
+    return Var(gan::Tensor::from_vector(v, s, gan::Device::CPU));
+  };
+  const Var h = t({1, 2}, Shape{1, 2}), w = t({0.5f, -1}, Shape{1, 2}), b = t({0.25f}, Shape{1});
+  const Var y = t({0, 1}, Shape{1, 2}), e = t({NAN, 10, 1, 2}, Shape{2, 2});
+  CHECK(gan::projection_head(h, w, b, y, e).value().to_vector() == std::vector<float>{3.75f});
+  CHECK_THROWS_WITH(gan::projection_head(h, w, b, y, t({1, 2, 3}, Shape{1, 3})),
+                    "projection_head: expected h (B, C), y (B, K), e (K, C), got h (1, 2), y (1, "
+                    "2), e (1, 3)");
+  CHECK_THROWS_WITH(gan::projection_head(h, t({1, 2}, Shape{2, 1}), b, y, e),
+                    "projection_head: weight (2, 1) is not (C) or (1, C) with C = 2");
+  CHECK_THROWS_WITH(gan::projection_head(h, w, t({1, 2}, Shape{2}), y, e),
+                    "projection_head: bias (2,) is not one element");
+}
+
 TEST_CASE("bias_act_backward: dz and the bias gradient in one pass", "[sum][cpu][cuda]") {
   for (auto [rows, k, tanh, slope, acc] :
        {std::tuple{int64_t(7), int64_t(40), false, 0.0, false},
